@@ -1,0 +1,163 @@
+package gate
+
+import (
+	"time"
+
+	"github.com/exoarmur/exoarmur/internal/auth"
+	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/policy"
+	"github.com/exoarmur/exoarmur/internal/tenant"
+)
+
+// Input is everything a decision depends on. The live gate gathers it from
+// the stores; replay reads it back from the audit record. Decide sees nothing
+// else, so the same Input always yields the same Decision.
+type Input struct {
+	Tenant     string                `json:"tenant"`
+	Intent     contract.ActionIntent `json:"intent"`
+	Principal  auth.Principal        `json:"principal"`
+	PolicyHash string                `json:"policy_hash"`
+	Allowlist  []string              `json:"allowlist"`
+	Time       time.Time             `json:"time"`
+}
+
+// Check names, in evaluation order. Later issues add checks to this list.
+const (
+	CheckTenant    = "tenant"
+	CheckPrincipal = "principal"
+	CheckGrant     = "grant"
+	CheckPolicy    = "policy"
+)
+
+// Reason codes a blocked decision can carry.
+const (
+	ReasonTenantInvalid     = "tenant_invalid"
+	ReasonTenantMismatch    = "tenant_mismatch"
+	ReasonUnauthenticated   = "unauthenticated"
+	ReasonKeyExpired        = "key_expired"
+	ReasonTenantNotGranted  = "tenant_not_granted"
+	ReasonActionUnknown     = "action_unknown"
+	ReasonActionNotGranted  = "action_not_granted"
+	ReasonPolicyUnknown     = "policy_unknown"
+	ReasonPolicyDenied      = "policy_denied"
+	ReasonPolicyEvalFailure = "policy_error"
+)
+
+// Decide is the pure decision function: tenant, principal, grant, policy, in
+// that order. Every check runs and is reported, and any failure denies; the
+// reasons list the failing checks' codes in check order.
+func Decide(in Input) contract.Decision {
+	d := contract.Decision{
+		SchemaVersion: contract.SchemaVersion,
+		Tenant:        in.Tenant,
+		IntentID:      in.Intent.ID,
+		IntentHash:    in.Intent.Hash,
+		PolicyHash:    in.PolicyHash,
+		DecidedAt:     in.Time,
+		Checks:        make([]contract.CheckResult, 0, 4),
+	}
+	add := func(name, reason, detail string) {
+		c := contract.CheckResult{Name: name, Outcome: contract.Pass, Detail: detail}
+		if reason != "" {
+			c.Outcome = contract.Fail
+			c.Reason = reason
+			d.Reasons = append(d.Reasons, reason)
+		}
+		d.Checks = append(d.Checks, c)
+	}
+
+	// 1. Tenant: present, valid, and the intent belongs to it.
+	switch {
+	case in.Tenant == "" || !validTenant(in.Tenant):
+		add(CheckTenant, ReasonTenantInvalid, "")
+	case in.Intent.Tenant != in.Tenant:
+		add(CheckTenant, ReasonTenantMismatch, "")
+	default:
+		add(CheckTenant, "", "")
+	}
+
+	// 2. Principal: authenticated and not expired.
+	p := &in.Principal
+	switch {
+	case p.ID == "":
+		add(CheckPrincipal, ReasonUnauthenticated, "")
+	case p.Expired(in.Time):
+		add(CheckPrincipal, ReasonKeyExpired, "")
+	default:
+		add(CheckPrincipal, "", "")
+	}
+
+	// 3. Grant: the principal holds this tenant and this action (class).
+	spec, err := contract.LookupAction(in.Intent.Action)
+	switch {
+	case err != nil || spec.Class != in.Intent.Class:
+		add(CheckGrant, ReasonActionUnknown, "")
+	case !p.HasTenant(in.Tenant):
+		add(CheckGrant, ReasonTenantNotGranted, "")
+	case !p.MayUse(spec.Type, spec.Class):
+		add(CheckGrant, ReasonActionNotGranted, "")
+	default:
+		add(CheckGrant, "", "")
+	}
+
+	// 4. Policy: the recorded bundle, evaluated purely.
+	bundle, err := policy.ByHash(in.PolicyHash)
+	switch {
+	case err != nil:
+		add(CheckPolicy, ReasonPolicyUnknown, "")
+	case spec.Type == "":
+		add(CheckPolicy, ReasonPolicyDenied, "no action spec")
+	default:
+		res := policy.Evaluate(bundle, policy.Request{
+			PrincipalID: p.ID,
+			Role:        p.Role,
+			Action:      spec.Type,
+			Class:       spec.Class,
+			Effect:      spec.Effect,
+			Target:      in.Intent.Target,
+			Allowlist:   in.Allowlist,
+		})
+		switch {
+		case len(res.Errors) > 0:
+			add(CheckPolicy, ReasonPolicyEvalFailure, joinReasons(res.Errors))
+		case !res.Allowed:
+			add(CheckPolicy, ReasonPolicyDenied, joinReasons(res.Reasons))
+		default:
+			add(CheckPolicy, "", joinReasons(res.Reasons))
+		}
+	}
+
+	d.Verdict = contract.Allow
+	if len(d.Reasons) > 0 {
+		d.Verdict = contract.Deny
+	} else {
+		d.Reasons = []string{}
+	}
+	return d
+}
+
+func validTenant(s string) bool {
+	_, err := tenant.Parse(s)
+	return err == nil
+}
+
+func joinReasons(r []string) string {
+	switch len(r) {
+	case 0:
+		return ""
+	case 1:
+		return r[0]
+	}
+	n := len(r) - 1
+	for _, s := range r {
+		n += len(s)
+	}
+	b := make([]byte, 0, n)
+	for i, s := range r {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, s...)
+	}
+	return string(b)
+}

@@ -1,0 +1,208 @@
+// Package policy compiles cedar policy bundles and evaluates action requests
+// against them.
+//
+// Evaluation is a pure, deny-by-default function: the same Request against
+// the same Bundle always yields the same Result, with reasons in a fixed
+// order, so the gate can record it and replay can recompute it. Bundles are
+// identified by the SHA-256 of their source; the hash is recorded in every
+// decision and replay finds the bundle again by that hash.
+package policy
+
+import (
+	"cmp"
+	_ "embed"
+	"errors"
+	"fmt"
+	"iter"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	cedar "github.com/cedar-policy/cedar-go"
+
+	"github.com/exoarmur/exoarmur/internal/contract"
+)
+
+//go:embed default.cedar
+var defaultSource []byte
+
+// ErrUnknownBundle is returned when no bundle has the requested hash.
+var ErrUnknownBundle = errors.New("unknown policy bundle")
+
+// Bundle is a compiled, immutable policy set.
+type Bundle struct {
+	name     string
+	hash     string
+	policies []namedPolicy
+}
+
+type namedPolicy struct {
+	id     cedar.PolicyID
+	policy *cedar.Policy
+}
+
+// Name returns the bundle's name.
+func (b *Bundle) Name() string { return b.name }
+
+// Hash returns the SHA-256 of the bundle's source.
+func (b *Bundle) Hash() string { return b.hash }
+
+// All iterates the policies in source order (cedar.PolicyIterator); a fixed
+// order keeps diagnostics deterministic.
+func (b *Bundle) All() iter.Seq2[cedar.PolicyID, *cedar.Policy] {
+	return func(yield func(cedar.PolicyID, *cedar.Policy) bool) {
+		for _, p := range b.policies {
+			if !yield(p.id, p.policy) {
+				return
+			}
+		}
+	}
+}
+
+// Compile parses cedar source into a Bundle. Every policy must carry an @id
+// annotation, which becomes its reason code.
+func Compile(name string, src []byte) (*Bundle, error) {
+	list, err := cedar.NewPolicyListFromBytes(name, src)
+	if err != nil {
+		return nil, fmt.Errorf("policy %s: %w", name, err)
+	}
+	b := &Bundle{name: name, hash: contract.Hash(src)}
+	seen := map[cedar.PolicyID]bool{}
+	for i, p := range list {
+		id := cedar.PolicyID(p.Annotations()["id"])
+		if id == "" {
+			return nil, fmt.Errorf("policy %s: policy %d has no @id annotation", name, i)
+		}
+		if seen[id] {
+			return nil, fmt.Errorf("policy %s: duplicate @id %q", name, id)
+		}
+		seen[id] = true
+		b.policies = append(b.policies, namedPolicy{id, p})
+	}
+	return b, nil
+}
+
+var (
+	registryMu sync.RWMutex
+	registry   = map[string]*Bundle{}
+	defBundle  *Bundle
+)
+
+func init() {
+	b, err := Compile("default.cedar", defaultSource)
+	if err != nil {
+		panic(err) // the embedded bundle is part of the binary; a test compiles it too
+	}
+	defBundle = b
+	Register(b)
+}
+
+// Default returns the bundle compiled into the binary.
+func Default() *Bundle { return defBundle }
+
+// Register makes b findable by its hash (for replay of decisions made under it).
+func Register(b *Bundle) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	registry[b.hash] = b
+}
+
+// ByHash returns the registered bundle with the given hash.
+func ByHash(hash string) (*Bundle, error) {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	b, ok := registry[hash]
+	if !ok {
+		return nil, fmt.Errorf("policy hash %s: %w", hash, ErrUnknownBundle)
+	}
+	return b, nil
+}
+
+// Request is what a policy decides about.
+type Request struct {
+	PrincipalID string
+	Role        string
+	Action      string
+	Class       string
+	Effect      string
+	Target      string
+	Allowlist   []string
+}
+
+// Result is a policy outcome: Allowed plus the ids of the policies that
+// decided it (forbids when denied, permits when allowed), in source order.
+type Result struct {
+	Allowed bool
+	Reasons []string
+	Errors  []string
+}
+
+// Evaluate runs req against b. It is pure and denies by default: no permit,
+// an unknown effect, or any evaluation error means deny.
+func Evaluate(b *Bundle, req Request) Result {
+	var resType cedar.EntityType
+	ctx := cedar.RecordMap{
+		"class":  cedar.String(req.Class),
+		"role":   cedar.String(req.Role),
+		"effect": cedar.String(req.Effect),
+	}
+	switch req.Effect {
+	case contract.EffectFS:
+		resType = "File"
+		ctx["path_local"] = cedar.Boolean(PathLocal(req.Target))
+	case contract.EffectHTTP:
+		resType = "Url"
+		host, hostPort, schemeOK := URLHost(req.Target)
+		ctx["scheme_ok"] = cedar.Boolean(schemeOK)
+		ctx["host"] = cedar.String(host)
+		ctx["host_port"] = cedar.String(hostPort)
+		allow := make([]cedar.Value, len(req.Allowlist))
+		for i, h := range req.Allowlist {
+			allow[i] = cedar.String(strings.ToLower(h))
+		}
+		ctx["allowlist"] = cedar.NewSet(allow...)
+	default:
+		return Result{Reasons: []string{"unknown_effect"}}
+	}
+	decision, diag := cedar.Authorize(b, nil, cedar.Request{
+		Principal: cedar.NewEntityUID("Principal", cedar.String(req.PrincipalID)),
+		Action:    cedar.NewEntityUID("Action", cedar.String(req.Action)),
+		Resource:  cedar.NewEntityUID(resType, cedar.String(req.Target)),
+		Context:   cedar.NewRecord(ctx),
+	})
+	res := Result{Allowed: decision == cedar.Allow}
+	for _, r := range diag.Reasons {
+		res.Reasons = append(res.Reasons, string(r.PolicyID))
+	}
+	for _, e := range diag.Errors {
+		res.Errors = append(res.Errors, string(e.PolicyID)+": "+e.Message)
+	}
+	if len(res.Errors) > 0 {
+		res.Allowed = false // fail closed on any evaluation error
+	}
+	slices.SortFunc(res.Reasons, cmp.Compare)
+	slices.SortFunc(res.Errors, cmp.Compare)
+	return res
+}
+
+// PathLocal reports, lexically, whether target is a relative path that stays
+// inside its root: not empty, not absolute, no ".." escape, no NUL and no
+// backslash. Symlinks are handled at execution by os.Root.
+func PathLocal(target string) bool {
+	if strings.ContainsAny(target, "\x00\\") {
+		return false
+	}
+	return filepath.IsLocal(target)
+}
+
+// URLHost returns the lowercased host, host:port, and whether the URL is an
+// absolute http(s) URL without user info.
+func URLHost(target string) (host, hostPort string, ok bool) {
+	u, err := url.Parse(target)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.Opaque != "" {
+		return "", "", false
+	}
+	return strings.ToLower(u.Hostname()), strings.ToLower(u.Host), true
+}
