@@ -1,0 +1,39 @@
+# ExoArmur. `make test` is the whole test suite; CI runs it via .ci/run.
+GO ?= go
+BIN ?= bin/exoarmur
+PKGS := ./...
+
+.PHONY: all build test test-short demo lint fuzz bench clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/exoarmur
+
+# The whole suite: vet, gofmt check, race detector, every test.
+test:
+	$(GO) vet $(PKGS)
+	@unformatted="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+test-short:
+	$(GO) test -count=1 $(PKGS)
+
+demo:
+	$(GO) run ./cmd/exoarmur demo
+
+# Each fuzz target for a bounded time (FUZZTIME, default 20s).
+FUZZTIME ?= 20s
+fuzz:
+	$(GO) test -run='^$$' -fuzz='^FuzzDecodeIntentRequest$$' -fuzztime=$(FUZZTIME) ./internal/contract/
+	$(GO) test -run='^$$' -fuzz='^FuzzCanonical$$' -fuzztime=$(FUZZTIME) ./internal/contract/
+	$(GO) test -run='^$$' -fuzz='^FuzzTenantParse$$' -fuzztime=$(FUZZTIME) ./internal/tenant/
+	$(GO) test -run='^$$' -fuzz='^FuzzSandboxPath$$' -fuzztime=$(FUZZTIME) ./internal/executor/
+	$(GO) test -run='^$$' -fuzz='^FuzzReplayLine$$' -fuzztime=$(FUZZTIME) ./internal/replay/
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem -count=3 ./internal/gate/ ./internal/replay/
+
+clean:
+	rm -rf bin

@@ -1,0 +1,116 @@
+package gate
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/exoarmur/exoarmur/internal/auth"
+	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/policy"
+)
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func baseInput() Input {
+	in := contract.ActionIntent{
+		SchemaVersion: contract.SchemaVersion, ID: "in_1", Tenant: "acme", Action: "fs.write", Class: contract.A1,
+		Target: "notes/a.txt", Params: map[string]string{"content": "x"}, IdempotencyKey: "k1", Proposer: "key_1", CreatedAt: t0,
+	}
+	in.Hash, _ = in.ComputeHash()
+	return Input{
+		Tenant:     "acme",
+		Intent:     in,
+		Principal:  auth.Principal{ID: "key_1", Name: "agent", Role: auth.RoleAgent, Tenants: []string{"acme"}, Actions: []string{"*"}},
+		PolicyHash: policy.Default().Hash(),
+		Allowlist:  []string{"127.0.0.1:8099"},
+		Time:       t0.Add(time.Minute),
+	}
+}
+
+func TestDecide(t *testing.T) {
+	tests := []struct {
+		name    string
+		mutate  func(*Input)
+		verdict string
+		reasons []string
+	}{
+		{"allowed write", func(*Input) {}, contract.Allow, []string{}},
+		{"missing tenant", func(in *Input) { in.Tenant = "" }, contract.Deny, []string{ReasonTenantInvalid, ReasonTenantNotGranted}},
+		{"invalid tenant", func(in *Input) { in.Tenant = "a.b" }, contract.Deny, []string{ReasonTenantInvalid, ReasonTenantNotGranted}},
+		{"intent of another tenant", func(in *Input) { in.Intent.Tenant = "other" }, contract.Deny, []string{ReasonTenantMismatch}},
+		{"no principal", func(in *Input) { in.Principal = auth.Principal{} }, contract.Deny, []string{ReasonUnauthenticated, ReasonTenantNotGranted}},
+		{"expired key", func(in *Input) { in.Principal.ExpiresAt = t0 }, contract.Deny, []string{ReasonKeyExpired}},
+		{"tenant not granted", func(in *Input) { in.Principal.Tenants = []string{"other"} }, contract.Deny, []string{ReasonTenantNotGranted}},
+		{"class not granted", func(in *Input) { in.Principal.Actions = []string{contract.A0} }, contract.Deny, []string{ReasonActionNotGranted}},
+		{"action granted by type", func(in *Input) { in.Principal.Actions = []string{"fs.write"} }, contract.Allow, []string{}},
+		{"unknown action", func(in *Input) { in.Intent.Action = "shell.exec" }, contract.Deny, []string{ReasonActionUnknown, ReasonPolicyDenied}},
+		{"class tampered", func(in *Input) { in.Intent.Class = contract.A0 }, contract.Deny, []string{ReasonActionUnknown}},
+		{"path escape", func(in *Input) { in.Intent.Target = "../x" }, contract.Deny, []string{ReasonPolicyDenied}},
+		{"absolute path", func(in *Input) { in.Intent.Target = "/etc/passwd" }, contract.Deny, []string{ReasonPolicyDenied}},
+		{"unknown policy", func(in *Input) { in.PolicyHash = "00" }, contract.Deny, []string{ReasonPolicyUnknown}},
+		{"allowlisted host", func(in *Input) {
+			in.Intent.Action, in.Intent.Class, in.Intent.Target = "http.get", contract.A0, "http://127.0.0.1:8099/x"
+		}, contract.Allow, []string{}},
+		{"host not allowlisted", func(in *Input) {
+			in.Intent.Action, in.Intent.Class, in.Intent.Target = "http.get", contract.A0, "http://evil.example/x"
+		}, contract.Deny, []string{ReasonPolicyDenied}},
+		{"non-http scheme", func(in *Input) {
+			in.Intent.Action, in.Intent.Class, in.Intent.Target = "http.get", contract.A0, "file://127.0.0.1:8099/etc/passwd"
+		}, contract.Deny, []string{ReasonPolicyDenied}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := baseInput()
+			tt.mutate(&in)
+			d := Decide(in)
+			if d.Verdict != tt.verdict || !reflect.DeepEqual(d.Reasons, tt.reasons) {
+				t.Fatalf("Decide = %s %v, want %s %v\nchecks: %+v", d.Verdict, d.Reasons, tt.verdict, tt.reasons, d.Checks)
+			}
+			names := []string{}
+			for _, c := range d.Checks {
+				names = append(names, c.Name)
+			}
+			if want := []string{CheckTenant, CheckPrincipal, CheckGrant, CheckPolicy}; !reflect.DeepEqual(names, want) {
+				t.Fatalf("check order = %v, want %v", names, want)
+			}
+		})
+	}
+}
+
+// TestDecideIsDeterministic: the same input always gives byte-identical
+// canonical decisions (replay depends on it).
+func TestDecideIsDeterministic(t *testing.T) {
+	in := baseInput()
+	first, err := contract.Canonical(Decide(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 50 {
+		got, _ := contract.Canonical(Decide(in))
+		if string(got) != string(first) {
+			t.Fatalf("Decide not deterministic:\n%s\n%s", first, got)
+		}
+	}
+}
+
+func BenchmarkDecide(b *testing.B) {
+	in := baseInput()
+	b.ReportAllocs()
+	for b.Loop() {
+		if Decide(in).Verdict != contract.Allow {
+			b.Fatal("not allowed")
+		}
+	}
+}
+
+func BenchmarkDecideHTTP(b *testing.B) {
+	in := baseInput()
+	in.Intent.Action, in.Intent.Class, in.Intent.Target = "http.get", contract.A0, "http://127.0.0.1:8099/x"
+	b.ReportAllocs()
+	for b.Loop() {
+		if Decide(in).Verdict != contract.Allow {
+			b.Fatal("not allowed")
+		}
+	}
+}

@@ -1,0 +1,322 @@
+package gate
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/exoarmur/exoarmur/internal/audit"
+	"github.com/exoarmur/exoarmur/internal/auth"
+	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/policy"
+	"github.com/exoarmur/exoarmur/internal/tenant"
+)
+
+// Intent states as shown to callers.
+const (
+	StateProposed  = "proposed"
+	StateBlocked   = "blocked"
+	StateExecuting = "executing"
+	StateSucceeded = contract.StatusSucceeded
+	StateFailed    = contract.StatusFailed
+	StateInDoubt   = contract.StatusInDoubt
+)
+
+// Config wires a Gate.
+type Config struct {
+	Intents     jetstream.KeyValue // intents bucket
+	Idempotency jetstream.KeyValue // idempotency ledger bucket
+	Audit       *audit.Log
+	Executors   Executors
+	Policy      *policy.Bundle   // default: policy.Default()
+	Allowlist   []string         // http host allowlist, recorded in every input
+	Now         func() time.Time // injected clock (default time.Now)
+	Node        string           // this node's name, recorded in claims
+	Logger      *slog.Logger
+}
+
+// Gate is the one gate every side effect passes.
+type Gate struct {
+	cfg      Config
+	inflight sync.Map // ledger key -> struct{}: executions running in this process
+}
+
+// New returns a Gate. Every dependency is required: a missing one fails here,
+// not at the first request.
+func New(cfg Config) (*Gate, error) {
+	switch {
+	case cfg.Intents == nil, cfg.Idempotency == nil:
+		return nil, errors.New("gate: intents and idempotency buckets are required")
+	case cfg.Audit == nil:
+		return nil, errors.New("gate: audit log is required")
+	case cfg.Executors == nil:
+		return nil, errors.New("gate: executors are required")
+	}
+	if cfg.Policy == nil {
+		cfg.Policy = policy.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	cfg.Allowlist = slices.Clone(cfg.Allowlist)
+	slices.Sort(cfg.Allowlist)
+	return &Gate{cfg: cfg}, nil
+}
+
+// Meta is per-request context recorded in audit records.
+type Meta struct {
+	RequestID string
+}
+
+// View is an intent with what has happened to it.
+type View struct {
+	Intent       contract.ActionIntent     `json:"intent"`
+	State        string                    `json:"state"`
+	Preview      *contract.Decision        `json:"preview,omitempty"`
+	LastDecision *contract.Decision        `json:"last_decision,omitempty"`
+	Result       *contract.ExecutionResult `json:"result,omitempty"`
+}
+
+// stored is the intents-bucket value.
+type stored struct {
+	Intent       contract.ActionIntent `json:"intent"`
+	Preview      *contract.Decision    `json:"preview,omitempty"`
+	LastDecision *contract.Decision    `json:"last_decision,omitempty"`
+}
+
+// claim is the idempotency-ledger value.
+type claim struct {
+	IntentID   string                    `json:"intent_id"`
+	IntentHash string                    `json:"intent_hash"`
+	State      string                    `json:"state"` // executing, succeeded, failed
+	Node       string                    `json:"node"`
+	StartedAt  time.Time                 `json:"started_at"`
+	Result     *contract.ExecutionResult `json:"result,omitempty"`
+}
+
+// DecisionPayload is the audit payload of every record that carries a
+// decision: replay recomputes Decision from Input.
+type DecisionPayload struct {
+	Input    Input             `json:"input"`
+	Decision contract.Decision `json:"decision"`
+}
+
+// IntentID derives an intent's ID from its tenant and idempotency key, so a
+// repeated proposal names the same intent on every node.
+func IntentID(t tenant.ID, idempotencyKey string) string {
+	sum := sha256.Sum256([]byte(t.String() + "\x00" + idempotencyKey))
+	return "in_" + hex.EncodeToString(sum[:16])
+}
+
+func (g *Gate) input(t tenant.ID, p *auth.Principal, in contract.ActionIntent) Input {
+	return Input{
+		Tenant:     t.String(),
+		Intent:     in,
+		Principal:  *p,
+		PolicyHash: g.cfg.Policy.Hash(),
+		Allowlist:  g.cfg.Allowlist,
+		Time:       g.cfg.Now().UTC(),
+	}
+}
+
+func storeErr(op string, err error) error {
+	return contract.Wrap(contract.CodeStoreUnavailable, "the durable store is unavailable; nothing was changed", fmt.Errorf("%s: %w", op, err))
+}
+
+// Propose validates and stores an intent, audits intent.proposed with a
+// preview decision, and returns it. A repeat of the same request (same
+// idempotency key and content) returns the stored intent with created=false;
+// a different request with a used key is a conflict.
+func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req contract.IntentRequest, meta Meta) (View, bool, error) {
+	if err := t.Check(); err != nil {
+		return View{}, false, contract.Wrap(contract.CodeInvalidTenant, "a valid tenant is required", err)
+	}
+	if p == nil || p.ID == "" {
+		return View{}, false, contract.Errorf(contract.CodeUnauthenticated, "authentication required")
+	}
+	spec, err := contract.LookupAction(req.Action)
+	if err != nil {
+		return View{}, false, contract.Errorf(contract.CodeUnknownAction, "unknown action type %q", req.Action)
+	}
+	if err := tenant.ValidIdempotencyKey(req.IdempotencyKey); err != nil {
+		return View{}, false, contract.Errorf(contract.CodeInvalid, "field \"/idempotency_key\": %v", err)
+	}
+	in := contract.ActionIntent{
+		SchemaVersion:  contract.SchemaVersion,
+		ID:             IntentID(t, req.IdempotencyKey),
+		Tenant:         t.String(),
+		Action:         spec.Type,
+		Class:          spec.Class,
+		Target:         req.Target,
+		Params:         req.Params,
+		IdempotencyKey: req.IdempotencyKey,
+		Justification:  req.Justification,
+		Proposer:       p.ID,
+		CreatedAt:      g.cfg.Now().UTC(),
+	}
+	key := tenant.IntentKey(t, in.ID)
+
+	// A repeated proposal returns what is stored.
+	if existing, err := g.load(ctx, t, in.ID); err == nil {
+		if !sameRequest(existing.Intent, in) {
+			return View{}, false, contract.Errorf(contract.CodeConflict, "idempotency key %q is already used by a different intent", req.IdempotencyKey)
+		}
+		v, err := g.view(ctx, t, existing)
+		return v, false, err
+	} else if !errors.Is(err, errNotFound) {
+		return View{}, false, err
+	}
+
+	if in.Hash, err = in.ComputeHash(); err != nil {
+		return View{}, false, fmt.Errorf("propose: hash intent: %w", err)
+	}
+	input := g.input(t, p, in)
+	preview := Decide(input)
+
+	// A principal without the tenant or the action may not even propose.
+	if c := preview.Checks[2]; c.Outcome == contract.Fail && c.Name == CheckGrant {
+		if _, err := g.cfg.Audit.Append(ctx, t, audit.Entry{
+			Kind: audit.KindAccessDenied, CorrelationID: in.ID, Actor: p.ID, RequestID: meta.RequestID,
+			Time: input.Time, Payload: DecisionPayload{input, preview},
+		}); err != nil {
+			return View{}, false, storeErr("audit access.denied", err)
+		}
+		return View{}, false, &contract.Error{Code: contract.CodeForbidden, Message: "principal may not propose this action in this tenant", Reasons: []string{c.Reason}}
+	}
+
+	// Audit first: an intent is never stored without its proposal record.
+	if _, err := g.cfg.Audit.Append(ctx, t, audit.Entry{
+		Kind: audit.KindIntentProposed, CorrelationID: in.ID, Actor: p.ID, RequestID: meta.RequestID,
+		Time: input.Time, Payload: DecisionPayload{input, preview},
+	}); err != nil {
+		return View{}, false, storeErr("audit intent.proposed", err)
+	}
+	data, err := json.Marshal(stored{Intent: in, Preview: &preview})
+	if err != nil {
+		return View{}, false, fmt.Errorf("propose: encode: %w", err)
+	}
+	if _, err := g.cfg.Intents.Create(ctx, key, data); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			// Lost a race with an identical key: answer as a repeat.
+			existing, lerr := g.load(ctx, t, in.ID)
+			if lerr != nil {
+				return View{}, false, lerr
+			}
+			if !sameRequest(existing.Intent, in) {
+				return View{}, false, contract.Errorf(contract.CodeConflict, "idempotency key %q is already used by a different intent", req.IdempotencyKey)
+			}
+			v, err := g.view(ctx, t, existing)
+			return v, false, err
+		}
+		return View{}, false, storeErr("store intent", err)
+	}
+	g.cfg.Logger.InfoContext(ctx, "intent proposed", "tenant", t.String(), "intent", in.ID, "action", in.Action,
+		"preview", preview.Verdict, "request_id", meta.RequestID)
+	return View{Intent: in, State: StateProposed, Preview: &preview}, true, nil
+}
+
+func sameRequest(a, b contract.ActionIntent) bool {
+	return a.Action == b.Action && a.Target == b.Target && a.IdempotencyKey == b.IdempotencyKey &&
+		a.Justification == b.Justification && a.Proposer == b.Proposer && mapsEqual(a.Params, b.Params)
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+var errNotFound = contract.Errorf(contract.CodeNotFound, "intent not found")
+
+func (g *Gate) load(ctx context.Context, t tenant.ID, id string) (stored, error) {
+	if err := tenant.ValidIntentID(id); err != nil {
+		return stored{}, errNotFound
+	}
+	e, err := g.cfg.Intents.Get(ctx, tenant.IntentKey(t, id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return stored{}, errNotFound
+	}
+	if err != nil {
+		return stored{}, storeErr("load intent", err)
+	}
+	var s stored
+	if err := json.Unmarshal(e.Value(), &s); err != nil {
+		return stored{}, fmt.Errorf("load intent %s: decode: %w", id, err)
+	}
+	// Fail closed on a stored intent whose content no longer matches its hash.
+	h, err := s.Intent.ComputeHash()
+	if err != nil || h != s.Intent.Hash || s.Intent.Tenant != t.String() {
+		return stored{}, contract.Errorf(contract.CodeConflict, "stored intent %s fails its integrity check", id)
+	}
+	return s, nil
+}
+
+// Get returns an intent with its state, last decision and result.
+func (g *Gate) Get(ctx context.Context, t tenant.ID, id string) (View, error) {
+	if err := t.Check(); err != nil {
+		return View{}, contract.Wrap(contract.CodeInvalidTenant, "a valid tenant is required", err)
+	}
+	s, err := g.load(ctx, t, id)
+	if err != nil {
+		return View{}, err
+	}
+	return g.view(ctx, t, s)
+}
+
+func (g *Gate) view(ctx context.Context, t tenant.ID, s stored) (View, error) {
+	v := View{Intent: s.Intent, Preview: s.Preview, LastDecision: s.LastDecision, State: StateProposed}
+	if s.LastDecision != nil && s.LastDecision.Verdict == contract.Deny {
+		v.State = StateBlocked
+	}
+	c, _, err := g.claimOf(ctx, t, s.Intent.IdempotencyKey)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case err != nil:
+		return View{}, storeErr("load idempotency claim", err)
+	default:
+		v.State, v.Result = g.claimState(t, s.Intent.IdempotencyKey, c), c.Result
+	}
+	return v, nil
+}
+
+func (g *Gate) claimOf(ctx context.Context, t tenant.ID, idem string) (claim, uint64, error) {
+	e, err := g.cfg.Idempotency.Get(ctx, tenant.IdempotencyKey(t, idem))
+	if err != nil {
+		return claim{}, 0, err
+	}
+	var c claim
+	if err := json.Unmarshal(e.Value(), &c); err != nil {
+		return claim{}, 0, fmt.Errorf("decode idempotency claim: %w", err)
+	}
+	return c, e.Revision(), nil
+}
+
+// claimState maps a ledger claim to the caller-visible state: a claim still
+// executing that this process is not running is in doubt.
+func (g *Gate) claimState(t tenant.ID, idem string, c claim) string {
+	if c.State != StateExecuting {
+		return c.State
+	}
+	if _, ok := g.inflight.Load(tenant.IdempotencyKey(t, idem)); ok {
+		return StateExecuting
+	}
+	return StateInDoubt
+}

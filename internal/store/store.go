@@ -1,0 +1,239 @@
+// Package store owns ExoArmur's connection to NATS JetStream: by default an
+// embedded server with file storage under the data dir, connected in-process
+// (no listening socket), or an external NATS (--nats-url) for multi-node
+// deployments. It creates the streams and KV buckets whose names are defined
+// in internal/tenant, and can also run the standalone server of
+// `exoarmur nats`.
+//
+// Durability: JetStream file storage writes each message to its block file
+// before acknowledging it (flush in place for R1 streams), so an acknowledged
+// record survives kill -9 of the process. Sync "always" additionally fsyncs
+// every write, which also covers power loss, at a throughput cost.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/exoarmur/exoarmur/internal/tenant"
+)
+
+// ErrUnavailable wraps any failure to reach the store; callers map it to 503.
+var ErrUnavailable = errors.New("store unavailable")
+
+// Config selects and tunes the store.
+type Config struct {
+	// DataDir holds the embedded server's JetStream files (ignored with NATSURL).
+	DataDir string
+	// NATSURL connects to an external NATS instead of embedding one.
+	NATSURL string
+	// SyncAlways fsyncs every JetStream write (embedded server only).
+	SyncAlways bool
+	// Replicas for streams and buckets on an external cluster (default 1).
+	Replicas int
+	// Name is the NATS client name (shows in server monitoring).
+	Name string
+}
+
+// Store is an open JetStream connection with ExoArmur's streams and buckets.
+type Store struct {
+	NC *nats.Conn
+	JS jetstream.JetStream
+
+	Intents     jetstream.KeyValue
+	Idempotency jetstream.KeyValue
+	Principals  jetstream.KeyValue
+	Audit       jetstream.Stream
+
+	srv *Server // embedded server, nil with an external URL
+}
+
+// Open starts (or connects to) NATS and ensures every stream and bucket.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	s := &Store{}
+	opts := []nats.Option{
+		nats.Name(cmpOr(cfg.Name, "exoarmur")),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+	}
+	if cfg.NATSURL == "" {
+		srv, err := StartServer(ServerConfig{DataDir: cfg.DataDir, SyncAlways: cfg.SyncAlways, DontListen: true})
+		if err != nil {
+			return nil, err
+		}
+		s.srv = srv
+		opts = append(opts, nats.InProcessServer(srv))
+	}
+	url := cfg.NATSURL
+	if url == "" {
+		url = nats.DefaultURL // ignored: the in-process provider is used
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		s.shutdownServer()
+		return nil, fmt.Errorf("connect nats: %w: %w", ErrUnavailable, err)
+	}
+	s.NC = nc
+	js, err := jetstream.New(nc)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	s.JS = js
+	if err := s.ensure(ctx, max(cfg.Replicas, 1)); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) ensure(ctx context.Context, replicas int) error {
+	var err error
+	s.Audit, err = s.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        tenant.AuditStream,
+		Description: "ExoArmur per-tenant hash-chained audit log",
+		Subjects:    []string{tenant.AuditSubjects},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardNew,
+		Replicas:    replicas,
+		DenyDelete:  true,
+		DenyPurge:   true,
+		Duplicates:  2 * time.Minute,
+	})
+	if err != nil {
+		return fmt.Errorf("ensure stream %s: %w", tenant.AuditStream, err)
+	}
+	kv := func(name, desc string, history uint8) (jetstream.KeyValue, error) {
+		b, err := s.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      name,
+			Description: desc,
+			History:     history,
+			Storage:     jetstream.FileStorage,
+			Replicas:    replicas,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("ensure bucket %s: %w", name, err)
+		}
+		return b, nil
+	}
+	if s.Intents, err = kv(tenant.IntentsBucket, "ExoArmur intents and their state", 8); err != nil {
+		return err
+	}
+	if s.Idempotency, err = kv(tenant.IdempotencyBucket, "ExoArmur idempotency ledger (create-only claims)", 8); err != nil {
+		return err
+	}
+	if s.Principals, err = kv(tenant.PrincipalsBucket, "ExoArmur API key registry (hashes only)", 4); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Close drains the connection and stops an embedded server.
+func (s *Store) Close() error {
+	if s.NC != nil {
+		s.NC.Close()
+	}
+	s.shutdownServer()
+	return nil
+}
+
+func (s *Store) shutdownServer() {
+	if s.srv != nil {
+		s.srv.Shutdown()
+		s.srv = nil
+	}
+}
+
+// Ready reports whether the store connection is usable.
+func (s *Store) Ready() bool { return s.NC != nil && s.NC.IsConnected() }
+
+// ServerConfig configures a NATS+JetStream server run from this binary.
+type ServerConfig struct {
+	DataDir    string
+	Host       string // listen host (default 127.0.0.1)
+	Port       int    // listen port (0 picks a random port; -1 disables)
+	DontListen bool   // in-process only
+	SyncAlways bool
+	Debug      bool
+}
+
+// Server is a running NATS+JetStream server that holds its data dir lock.
+type Server struct {
+	*server.Server
+	lock *os.File
+}
+
+// Shutdown stops the server, waits for it, and releases the data dir lock.
+func (s *Server) Shutdown() {
+	s.Server.Shutdown()
+	s.Server.WaitForShutdown()
+	if s.lock != nil {
+		s.lock.Close()
+		s.lock = nil
+	}
+}
+
+// StartServer starts a NATS server with JetStream file storage under DataDir
+// and waits until it accepts connections. It locks DataDir first.
+func StartServer(cfg ServerConfig) (*Server, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("nats server: data dir is required")
+	}
+	dir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("nats server: data dir: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("nats server: create data dir: %w", err)
+	}
+	lock, err := lockDataDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	opts := &server.Options{
+		ServerName: "exoarmur",
+		JetStream:  true,
+		StoreDir:   dir,
+		DontListen: cfg.DontListen,
+		Host:       cmpOr(cfg.Host, "127.0.0.1"),
+		Port:       cfg.Port,
+		NoSigs:     true,
+		NoLog:      !cfg.Debug,
+		SyncAlways: cfg.SyncAlways,
+		MaxPayload: 8 << 20,
+	}
+	if cfg.Port == 0 && !cfg.DontListen {
+		opts.Port = server.RANDOM_PORT
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("nats server: %w", err)
+	}
+	if cfg.Debug {
+		srv.ConfigureLogger()
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		lock.Close()
+		return nil, fmt.Errorf("nats server: not ready after 30s (data dir %s)", dir)
+	}
+	return &Server{Server: srv, lock: lock}, nil
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
