@@ -171,11 +171,17 @@ func TestVerifierNamesTamperedRecord(t *testing.T) {
 		mutate func([][]byte) [][]byte
 		seq    uint64
 	}{
-		{"flip a payload byte", func(r [][]byte) [][]byte { r[2] = bytes.Replace(r[2], []byte("value-2"), []byte("value-X"), 1); return r }, 3},
+		{"flip a payload byte", func(r [][]byte) [][]byte {
+			r[2] = bytes.Replace(r[2], []byte("value-2"), []byte("value-X"), 1)
+			return r
+		}, 3},
 		{"drop a record", func(r [][]byte) [][]byte { return append(r[:1:1], r[2:]...) }, 2},
 		{"swap two records", func(r [][]byte) [][]byte { r[1], r[2] = r[2], r[1]; return r }, 2},
 		{"add whitespace", func(r [][]byte) [][]byte { r[3] = append([]byte(" "), r[3]...); return r }, 4},
-		{"case of a key", func(r [][]byte) [][]byte { r[4] = bytes.Replace(r[4], []byte(`"actor"`), []byte(`"Actor"`), 1); return r }, 5},
+		{"case of a key", func(r [][]byte) [][]byte {
+			r[4] = bytes.Replace(r[4], []byte(`"actor"`), []byte(`"Actor"`), 1)
+			return r
+		}, 5},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
