@@ -66,8 +66,6 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 	if err != nil {
 		return Outcome{}, fmt.Errorf("execute: encode claim: %w", err)
 	}
-	g.inflight.Store(lkey, struct{}{})
-	defer g.inflight.Delete(lkey)
 	rev, err := g.cfg.Idempotency.Create(ctx, lkey, data)
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return g.repeat(ctx, t, p, in, d, meta)
@@ -75,6 +73,8 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 	if err != nil {
 		return Outcome{}, storeErr("claim idempotency key", err)
 	}
+	g.inflight.Store(lkey, struct{}{})
+	defer g.inflight.Delete(lkey)
 
 	start := contract.ExecutionResult{
 		SchemaVersion: contract.SchemaVersion, Tenant: t.String(), IntentID: in.ID,

@@ -1,0 +1,358 @@
+package gate_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/exoarmur/exoarmur/internal/audit"
+	"github.com/exoarmur/exoarmur/internal/auth"
+	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/gate"
+	"github.com/exoarmur/exoarmur/internal/replay"
+	"github.com/exoarmur/exoarmur/internal/store"
+	"github.com/exoarmur/exoarmur/internal/tenant"
+)
+
+// recorder is a test executor: it counts runs per intent and checks that
+// it only ever sees valid permits.
+type recorder struct {
+	mu      sync.Mutex
+	runs    map[string]int
+	invalid int
+	fail    bool
+	block   chan struct{} // if set, Run waits on it
+}
+
+func (r *recorder) Lookup(string) (gate.Executor, bool) { return r, true }
+
+func (r *recorder) Run(ctx context.Context, p *gate.Permit) (map[string]string, error) {
+	r.mu.Lock()
+	if !p.Valid() {
+		r.invalid++
+		r.mu.Unlock()
+		return nil, errors.New("invalid permit")
+	}
+	r.runs[p.Intent().ID]++
+	r.mu.Unlock()
+	if r.block != nil {
+		<-r.block
+	}
+	if r.fail {
+		return nil, errors.New("boom")
+	}
+	return map[string]string{"ok": "yes", "tenant": p.Tenant().String()}, nil
+}
+
+func (r *recorder) count(id string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.runs[id]
+}
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(time.Second)
+	return c.t
+}
+
+type node struct {
+	st   *store.Store
+	log  *audit.Log
+	gate *gate.Gate
+}
+
+func openNode(tb testing.TB, dir string, ex gate.Executors) *node {
+	tb.Helper()
+	st, err := store.Open(context.Background(), store.Config{DataDir: dir})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	log := audit.New(st.JS, st.Audit)
+	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	g, err := gate.New(gate.Config{Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex, Now: c.Now, Node: "test"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &node{st, log, g}
+}
+
+var (
+	acme  = tenant.MustParse("acme")
+	agent = &auth.Principal{ID: "key_agent", Name: "agent", Role: auth.RoleAgent, Tenants: []string{"acme"}, Actions: []string{"*"}}
+)
+
+func writeReq(key string) contract.IntentRequest {
+	return contract.IntentRequest{Action: "fs.write", Target: "notes/a.txt", Params: map[string]string{"content": "hi"}, IdempotencyKey: key}
+}
+
+func kinds(tb testing.TB, l *audit.Log, t tenant.ID) []string {
+	tb.Helper()
+	var out []string
+	if err := l.Scan(context.Background(), t, 0, 0, func(_ []byte, r contract.AuditRecord) error {
+		out = append(out, r.Kind)
+		return nil
+	}); err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+func replayPasses(tb testing.TB, l *audit.Log, t tenant.ID) contract.ReplayReport {
+	tb.Helper()
+	rp := replay.New(t.String())
+	if err := l.Scan(context.Background(), t, 0, 0, func(raw []byte, _ contract.AuditRecord) error { rp.Add(raw); return nil }); err != nil {
+		tb.Fatal(err)
+	}
+	rep := rp.Report()
+	if !rep.Pass {
+		tb.Fatalf("replay failed: %+v", rep.Mismatches)
+	}
+	return rep
+}
+
+func TestProposeIsIdempotentAndAudited(t *testing.T) {
+	ex := &recorder{runs: map[string]int{}}
+	n := openNode(t, t.TempDir(), ex)
+	ctx := context.Background()
+	v, created, err := n.gate.Propose(ctx, acme, agent, writeReq("k1"), gate.Meta{RequestID: "r1"})
+	if err != nil || !created {
+		t.Fatalf("Propose = %v, created=%t", err, created)
+	}
+	if v.Preview == nil || v.Preview.Verdict != contract.Allow || v.State != gate.StateProposed {
+		t.Fatalf("preview = %+v state %s", v.Preview, v.State)
+	}
+	if h, _ := v.Intent.ComputeHash(); h != v.Intent.Hash {
+		t.Fatal("intent hash does not bind its content")
+	}
+	again, created, err := n.gate.Propose(ctx, acme, agent, writeReq("k1"), gate.Meta{})
+	if err != nil || created || again.Intent.ID != v.Intent.ID || again.Intent.Hash != v.Intent.Hash {
+		t.Fatalf("repeat Propose = %v created=%t id %s", err, created, again.Intent.ID)
+	}
+	other := writeReq("k1")
+	other.Target = "notes/b.txt"
+	if _, _, err := n.gate.Propose(ctx, acme, agent, other, gate.Meta{}); contract.ErrorCode(err) != contract.CodeConflict {
+		t.Fatalf("same key, different intent: %v, want conflict", err)
+	}
+	bad := writeReq("k2")
+	bad.Action = "shell.exec"
+	if _, _, err := n.gate.Propose(ctx, acme, agent, bad, gate.Meta{}); contract.ErrorCode(err) != contract.CodeUnknownAction {
+		t.Fatalf("unknown action: %v", err)
+	}
+	if got := kinds(t, n.log, acme); len(got) != 1 || got[0] != audit.KindIntentProposed {
+		t.Fatalf("audit kinds = %v", got)
+	}
+	replayPasses(t, n.log, acme)
+}
+
+func TestExecuteOnceAcrossRepeatsAndRestart(t *testing.T) {
+	dir := t.TempDir()
+	ex := &recorder{runs: map[string]int{}}
+	n := openNode(t, dir, ex)
+	ctx := context.Background()
+	v, _, err := n.gate.Propose(ctx, acme, agent, writeReq("k1"), gate.Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := n.gate.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{RequestID: "r2"})
+	if err != nil || out.Result.Status != contract.StatusSucceeded || out.Duplicate {
+		t.Fatalf("Execute = %+v, %v", out, err)
+	}
+	if out.Result.Output["tenant"] != "acme" {
+		t.Fatalf("executor saw tenant %q", out.Result.Output["tenant"])
+	}
+	dup, err := n.gate.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{})
+	if err != nil || !dup.Duplicate || dup.Result.Output["ok"] != "yes" {
+		t.Fatalf("repeat Execute = %+v, %v", dup, err)
+	}
+	if ex.count(v.Intent.ID) != 1 {
+		t.Fatalf("executor ran %d times", ex.count(v.Intent.ID))
+	}
+	n.st.Close()
+
+	n2 := openNode(t, dir, ex)
+	got, err := n2.gate.Get(ctx, acme, v.Intent.ID)
+	if err != nil || got.State != gate.StateSucceeded || got.Result == nil {
+		t.Fatalf("Get after restart = %+v, %v", got, err)
+	}
+	dup, err = n2.gate.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{})
+	if err != nil || !dup.Duplicate {
+		t.Fatalf("Execute after restart = %+v, %v", dup, err)
+	}
+	if ex.count(v.Intent.ID) != 1 || ex.invalid != 0 {
+		t.Fatalf("executor ran %d times (%d invalid permits)", ex.count(v.Intent.ID), ex.invalid)
+	}
+	want := []string{audit.KindIntentProposed, audit.KindGateAllowed, audit.KindExecutionStarted, audit.KindExecutionSucceeded,
+		audit.KindGateAllowed, audit.KindExecutionDuplicate, audit.KindGateAllowed, audit.KindExecutionDuplicate}
+	if got := kinds(t, n2.log, acme); len(got) != len(want) {
+		t.Fatalf("audit kinds = %v, want %v", got, want)
+	} else {
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("audit kinds = %v, want %v", got, want)
+			}
+		}
+	}
+	replayPasses(t, n2.log, acme)
+}
+
+func TestBlockedDecisionsAreAuditedAndNeverRun(t *testing.T) {
+	ex := &recorder{runs: map[string]int{}}
+	n := openNode(t, t.TempDir(), ex)
+	ctx := context.Background()
+	escape := writeReq("esc")
+	escape.Target = "../../etc/passwd"
+	v, _, err := n.gate.Propose(ctx, acme, agent, escape, gate.Meta{})
+	if err != nil || v.Preview.Verdict != contract.Deny {
+		t.Fatalf("Propose escape = %+v, %v", v.Preview, err)
+	}
+	_, err = n.gate.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{})
+	var ae *contract.Error
+	if !errors.As(err, &ae) || ae.Code != contract.CodeBlocked || len(ae.Reasons) != 1 || ae.Reasons[0] != gate.ReasonPolicyDenied {
+		t.Fatalf("Execute escape = %v", err)
+	}
+	// A principal of another tenant is blocked by the gate itself too.
+	stranger := &auth.Principal{ID: "key_x", Role: auth.RoleAgent, Tenants: []string{"other"}, Actions: []string{"*"}}
+	ok, _, err := n.gate.Propose(ctx, acme, agent, writeReq("k1"), gate.Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.gate.Execute(ctx, acme, stranger, ok.Intent.ID, gate.Meta{}); !errors.As(err, &ae) || ae.Reasons[0] != gate.ReasonTenantNotGranted {
+		t.Fatalf("stranger Execute = %v", err)
+	}
+	// A principal without the class may not propose: forbidden and audited.
+	reader := &auth.Principal{ID: "key_r", Role: auth.RoleAgent, Tenants: []string{"acme"}, Actions: []string{contract.A0}}
+	if _, _, err := n.gate.Propose(ctx, acme, reader, writeReq("k9"), gate.Meta{}); contract.ErrorCode(err) != contract.CodeForbidden {
+		t.Fatalf("reader Propose = %v", err)
+	}
+	if ex.count(v.Intent.ID)+ex.count(ok.Intent.ID) != 0 {
+		t.Fatal("a blocked intent reached the executor")
+	}
+	got := kinds(t, n.log, acme)
+	want := []string{audit.KindIntentProposed, audit.KindGateBlocked, audit.KindIntentProposed, audit.KindGateBlocked, audit.KindAccessDenied}
+	if len(got) != len(want) {
+		t.Fatalf("kinds = %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("kinds = %v, want %v", got, want)
+		}
+	}
+	view, err := n.gate.Get(ctx, acme, v.Intent.ID)
+	if err != nil || view.State != gate.StateBlocked || view.LastDecision == nil {
+		t.Fatalf("Get blocked = %+v, %v", view, err)
+	}
+	replayPasses(t, n.log, acme)
+}
+
+// TestInterruptedExecutionIsInDoubt: a claim left "executing" by a process
+// that died is reported in doubt and never re-run.
+func TestInterruptedExecutionIsInDoubt(t *testing.T) {
+	dir := t.TempDir()
+	ex := &recorder{runs: map[string]int{}, block: make(chan struct{})}
+	n := openNode(t, dir, ex)
+	ctx := context.Background()
+	v, _, err := n.gate.Propose(ctx, acme, agent, writeReq("k1"), gate.Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := n.gate.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{})
+		done <- err
+	}()
+	waitFor(t, func() bool { return ex.count(v.Intent.ID) == 1 })
+	// While it runs in this process: in progress, not in doubt.
+	if _, err := n.gate.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{}); contract.ErrorCode(err) != contract.CodeConflict {
+		t.Fatalf("concurrent Execute = %v, want conflict", err)
+	}
+	// Another node (a restarted process) sees the claim without an owner.
+	other := &recorder{runs: map[string]int{}}
+	g2, err := gate.New(gate.Config{Intents: n.st.Intents, Idempotency: n.st.Idempotency, Audit: n.log, Executors: other, Node: "other"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g2.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{}); contract.ErrorCode(err) != contract.CodeInDoubt {
+		t.Fatalf("Execute on another node = %v, want in_doubt", err)
+	}
+	if view, err := g2.Get(ctx, acme, v.Intent.ID); err != nil || view.State != gate.StateInDoubt {
+		t.Fatalf("Get on another node = %+v, %v", view.State, err)
+	}
+	close(ex.block)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if other.count(v.Intent.ID) != 0 || ex.count(v.Intent.ID) != 1 {
+		t.Fatal("an in-doubt execution was re-run")
+	}
+}
+
+func TestExecuteFailsClosedWhenStoreIsGone(t *testing.T) {
+	ex := &recorder{runs: map[string]int{}}
+	n := openNode(t, t.TempDir(), ex)
+	ctx := context.Background()
+	v, _, err := n.gate.Propose(ctx, acme, agent, writeReq("k1"), gate.Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.st.Close()
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if _, err := n.gate.Execute(cctx, acme, agent, v.Intent.ID, gate.Meta{}); contract.ErrorCode(err) != contract.CodeStoreUnavailable {
+		t.Fatalf("Execute with closed store = %v, want store_unavailable", err)
+	}
+	if ex.count(v.Intent.ID) != 0 {
+		t.Fatal("executor ran without a durable decision")
+	}
+}
+
+func TestMissingTenantOrPrincipalFailsClosed(t *testing.T) {
+	ex := &recorder{runs: map[string]int{}}
+	n := openNode(t, t.TempDir(), ex)
+	ctx := context.Background()
+	if _, _, err := n.gate.Propose(ctx, tenant.ID{}, agent, writeReq("k"), gate.Meta{}); contract.ErrorCode(err) != contract.CodeInvalidTenant {
+		t.Fatalf("Propose without tenant = %v", err)
+	}
+	if _, err := n.gate.Execute(ctx, tenant.ID{}, agent, "in_x", gate.Meta{}); contract.ErrorCode(err) != contract.CodeInvalidTenant {
+		t.Fatalf("Execute without tenant = %v", err)
+	}
+	if _, _, err := n.gate.Propose(ctx, acme, nil, writeReq("k"), gate.Meta{}); contract.ErrorCode(err) != contract.CodeUnauthenticated {
+		t.Fatalf("Propose without principal = %v", err)
+	}
+	if _, err := n.gate.Execute(ctx, acme, &auth.Principal{}, "in_x", gate.Meta{}); contract.ErrorCode(err) != contract.CodeUnauthenticated {
+		t.Fatalf("Execute without principal = %v", err)
+	}
+	if _, err := n.gate.Get(ctx, acme, "in_missing"); contract.ErrorCode(err) != contract.CodeNotFound {
+		t.Fatalf("Get missing = %v", err)
+	}
+	if _, err := n.gate.Get(ctx, acme, "../x"); contract.ErrorCode(err) != contract.CodeNotFound {
+		t.Fatalf("Get bad id = %v", err)
+	}
+}
+
+func TestZeroPermitIsInvalid(t *testing.T) {
+	var p *gate.Permit
+	if p.Valid() || (&gate.Permit{}).Valid() {
+		t.Fatal("a permit not minted by the gate is valid")
+	}
+}
+
+func waitFor(tb testing.TB, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatal("condition not met within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
