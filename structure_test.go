@@ -1,0 +1,104 @@
+// Structure tests: the design's rules that the compiler cannot check.
+package exoarmur_test
+
+import (
+	"encoding/json"
+	"go/parser"
+	"go/token"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/exoarmur/exoarmur"
+
+type goPackage struct {
+	ImportPath string
+	Dir        string
+	GoFiles    []string
+	Imports    []string
+	Deps       []string
+}
+
+func listPackages(t *testing.T, patterns ...string) []goPackage {
+	t.Helper()
+	args := append([]string{"list", "-json=ImportPath,Dir,GoFiles,Imports,Deps"}, patterns...)
+	out, err := exec.Command("go", args...).Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	var pkgs []goPackage
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for dec.More() {
+		var p goPackage
+		if err := dec.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	return pkgs
+}
+
+// TestImportRules: only the wiring (internal/app) imports the executors, so
+// no other code can reach a side effect except through the gate's Permit;
+// replay and the gate can never reach an executor, even transitively.
+func TestImportRules(t *testing.T) {
+	const executor = module + "/internal/executor"
+	allowed := []string{module + "/internal/app", executor}
+	for _, p := range listPackages(t, "./...") {
+		if slices.Contains(p.Imports, executor) && !slices.Contains(allowed, p.ImportPath) {
+			t.Errorf("%s imports %s; only internal/app may wire executors", p.ImportPath, executor)
+		}
+		for _, pure := range []string{"/internal/replay", "/internal/gate", "/internal/audit", "/internal/policy", "/internal/contract"} {
+			if p.ImportPath == module+pure && slices.Contains(p.Deps, executor) {
+				t.Errorf("%s depends on %s (replay and the decision path must not reach an executor)", p.ImportPath, executor)
+			}
+		}
+	}
+}
+
+// TestOnePackageComment: every package has exactly one package comment.
+func TestOnePackageComment(t *testing.T) {
+	for _, p := range listPackages(t, "./...") {
+		if len(p.GoFiles) == 0 {
+			continue
+		}
+		n := 0
+		for _, f := range p.GoFiles {
+			af, err := parser.ParseFile(token.NewFileSet(), filepath.Join(p.Dir, f), nil, parser.PackageClauseOnly|parser.ParseComments)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if af.Doc != nil && strings.HasPrefix(strings.TrimSpace(af.Doc.Text()), "Package ") || af.Doc != nil && p.ImportPath == module+"/cmd/exoarmur" {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("%s has %d package comments, want exactly 1", p.ImportPath, n)
+		}
+	}
+}
+
+// TestNoSubjectOrKeyOutsideNaming: NATS subjects and KV keys are built only
+// in internal/tenant; a string literal that looks like one elsewhere fails.
+func TestNoSubjectOrKeyOutsideNaming(t *testing.T) {
+	for _, p := range listPackages(t, "./...") {
+		if strings.HasSuffix(p.ImportPath, "/internal/tenant") {
+			continue
+		}
+		for _, f := range p.GoFiles {
+			src, err := os.ReadFile(filepath.Join(p.Dir, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, needle := range []string{`"exoarmur.v1.`, `"exoarmur_`, `"EXOARMUR_`} {
+				if strings.Contains(string(src), needle) {
+					t.Errorf("%s/%s contains %s: build names in internal/tenant", p.ImportPath, f, needle)
+				}
+			}
+		}
+	}
+}
