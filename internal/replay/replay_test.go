@@ -150,16 +150,29 @@ func TestReplayDetectsDecisionDrift(t *testing.T) {
 	in.Hash, _ = in.ComputeHash()
 	input := gate.Input{Tenant: "acme", Intent: in, PolicyHash: policy.Default().Hash(), Time: t0,
 		Principal: auth.Principal{ID: "p", Role: "agent", Tenants: []string{"acme"}, Actions: []string{"*"}}}
-	forged := gate.Decide(input)
-	forged.Verdict, forged.Reasons = contract.Allow, []string{} // claims ALLOW for a sandbox escape
-	payload, _ := contract.Canonical(gate.DecisionPayload{Input: input, Decision: forged})
-	rec := contract.AuditRecord{SchemaVersion: "v1", Tenant: "acme", Seq: 1, Kind: audit.KindGateAllowed, CorrelationID: "in_1",
-		Time: t0, Payload: payload, PayloadHash: contract.Hash(payload), PrevHash: contract.ZeroHash}
-	rec.Hash, _ = rec.ComputeHash()
-	raw, _ := contract.Canonical(rec)
-	rep, _ := run(t, append(raw, '\n'), "")
-	if rep.Pass || len(rep.Mismatches) != 1 || !strings.HasPrefix(rep.Mismatches[0].Reason, "decision:") || rep.Tenants[0].ChainOK != true {
-		t.Fatalf("forged decision: %+v", rep)
+	tests := []struct {
+		name  string
+		kind  string
+		forge func(*contract.Decision)
+	}{
+		{"ALLOW recorded for a sandbox escape", audit.KindGateAllowed, func(d *contract.Decision) { d.Verdict, d.Reasons = contract.Allow, []string{} }},
+		{"DENY with a different reason", audit.KindGateBlocked, func(d *contract.Decision) { d.Reasons = []string{gate.ReasonTenantInvalid} }},
+		{"check detail altered", audit.KindGateBlocked, func(d *contract.Decision) { d.Checks[3].Detail = "fs-inside-sandbox" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			forged := gate.Decide(input)
+			tt.forge(&forged)
+			payload, _ := contract.Canonical(gate.DecisionPayload{Input: input, Decision: forged})
+			rec := contract.AuditRecord{SchemaVersion: "v1", Tenant: "acme", Seq: 1, Kind: tt.kind, CorrelationID: "in_1",
+				Time: t0, Payload: payload, PayloadHash: contract.Hash(payload), PrevHash: contract.ZeroHash}
+			rec.Hash, _ = rec.ComputeHash()
+			raw, _ := contract.Canonical(rec)
+			rep, _ := run(t, append(raw, '\n'), "")
+			if rep.Pass || len(rep.Mismatches) != 1 || !strings.HasPrefix(rep.Mismatches[0].Reason, "decision:") || !rep.Tenants[0].ChainOK {
+				t.Fatalf("forged decision: %+v", rep)
+			}
+		})
 	}
 }
 
