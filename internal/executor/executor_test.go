@@ -1,0 +1,263 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/exoarmur/exoarmur/internal/gate"
+	"github.com/exoarmur/exoarmur/internal/tenant"
+)
+
+var (
+	acme = tenant.MustParse("acme")
+	beta = tenant.MustParse("beta")
+)
+
+// world is a sandbox dir with an "outside" dir beside it holding a secret.
+type world struct {
+	sb      *sandbox
+	outside string
+	secret  string
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	base := t.TempDir()
+	outside := filepath.Join(base, "outside")
+	if err := os.MkdirAll(outside, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(outside, "secret.txt")
+	if err := os.WriteFile(secret, []byte("secret"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	return &world{sb: &sandbox{dir: filepath.Join(base, "sandbox"), maxFile: 1 << 10}, outside: outside, secret: secret}
+}
+
+func (w *world) untouched(t *testing.T) {
+	t.Helper()
+	b, err := os.ReadFile(w.secret)
+	if err != nil || string(b) != "secret" {
+		t.Fatalf("outside file changed: %q, %v", b, err)
+	}
+	entries, _ := os.ReadDir(w.outside)
+	if len(entries) != 1 {
+		t.Fatalf("outside dir has %d entries, want 1", len(entries))
+	}
+}
+
+func TestSandboxRoundTrip(t *testing.T) {
+	w := newWorld(t)
+	out, err := w.sb.write(acme, "notes/deep/a.txt", "hello")
+	if err != nil || out["bytes"] != "5" {
+		t.Fatalf("write = %v, %v", out, err)
+	}
+	got, err := w.sb.read(acme, "notes/deep/a.txt")
+	if err != nil || got["content"] != "hello" || got["sha256"] != out["sha256"] {
+		t.Fatalf("read = %v, %v", got, err)
+	}
+	if _, err := w.sb.read(beta, "notes/deep/a.txt"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("tenant beta read acme's file: %v", err)
+	}
+	if _, err := w.sb.remove(acme, "notes/deep/a.txt"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.sb.read(acme, "notes/deep/a.txt"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("read after delete: %v", err)
+	}
+	if _, err := w.sb.remove(acme, "notes"); err == nil {
+		t.Fatal("deleted a directory")
+	}
+	if _, err := w.sb.write(acme, "big", strings.Repeat("x", 2<<10)); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("oversized write: %v", err)
+	}
+}
+
+func TestSandboxEscapes(t *testing.T) {
+	w := newWorld(t)
+	// Symlinks planted inside acme's sandbox that point out of it.
+	root := filepath.Join(w.sb.dir, "acme")
+	if err := os.MkdirAll(root, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(w.secret, filepath.Join(root, "link.txt")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(w.outside, filepath.Join(root, "linkdir")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.sb.write(beta, "b.txt", "beta's"); err != nil {
+		t.Fatal(err)
+	}
+	targets := []string{
+		"../outside/secret.txt", "/etc/passwd", w.secret, "a/../../outside/secret.txt", "", ".", "a\x00b",
+		"..", `..\outside\secret.txt`, "link.txt", "linkdir/secret.txt", "linkdir/new.txt", "../beta/b.txt",
+	}
+	for _, target := range targets {
+		t.Run(target, func(t *testing.T) {
+			if out, err := w.sb.read(acme, target); err == nil {
+				t.Errorf("read %q succeeded: %v", target, out)
+			}
+			// Writing or deleting "link.txt" replaces or removes the link
+			// itself, inside the sandbox; what it points to must not change.
+			if _, err := w.sb.write(acme, target, "pwned"); err == nil && target != "link.txt" {
+				t.Errorf("write %q succeeded", target)
+			}
+			if _, err := w.sb.remove(acme, target); err == nil && target != "link.txt" {
+				t.Errorf("delete %q succeeded", target)
+			}
+			w.untouched(t)
+			if b, _ := os.ReadFile(filepath.Join(w.sb.dir, "beta", "b.txt")); string(b) != "beta's" {
+				t.Fatal("tenant beta's file changed")
+			}
+		})
+	}
+}
+
+func TestRunRefusesPermitsTheGateDidNotMint(t *testing.T) {
+	reg, err := New(Config{SandboxDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, action := range []string{"fs.read", "fs.write", "fs.delete", "http.get", "http.post"} {
+		e, ok := reg.Lookup(action)
+		if !ok {
+			t.Fatalf("no executor for %s", action)
+		}
+		for _, p := range []*gate.Permit{nil, {}} {
+			if _, err := e.Run(context.Background(), p); !errors.Is(err, ErrNoPermit) {
+				t.Errorf("%s Run(%v) = %v, want ErrNoPermit", action, p, err)
+			}
+		}
+	}
+	if _, ok := reg.Lookup("shell.exec"); ok {
+		t.Fatal("unknown action has an executor")
+	}
+}
+
+func TestHTTPAllowlist(t *testing.T) {
+	var hits int
+	allowed := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits++
+		switch r.URL.Path {
+		case "/big":
+			io.WriteString(w, strings.Repeat("x", 2048))
+		case "/redirect":
+			http.Redirect(w, r, r.URL.Query().Get("to"), http.StatusFound)
+		case "/echo":
+			b, _ := io.ReadAll(r.Body)
+			w.Write(b)
+		case "/fail":
+			http.Error(w, "nope", 500)
+		default:
+			io.WriteString(w, "ok")
+		}
+	}))
+	defer allowed.Close()
+	var otherHits int
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { otherHits++ }))
+	defer other.Close()
+	h := newHTTPClient(Config{Allowlist: []string{strings.TrimPrefix(allowed.URL, "http://")}, HTTPTimeout: 5 * time.Second, MaxResponseBytes: 1024})
+
+	if out, err := h.do(context.Background(), "GET", allowed.URL+"/x", "", ""); err != nil || out["body"] != "ok" || out["status"] != "200" {
+		t.Fatalf("allowed GET = %v, %v", out, err)
+	}
+	if out, err := h.do(context.Background(), "POST", allowed.URL+"/echo", `{"a":1}`, ""); err != nil || out["body"] != `{"a":1}` {
+		t.Fatalf("POST = %v, %v", out, err)
+	}
+	tests := []struct {
+		name, url string
+		want      error
+	}{
+		{"host not allowlisted", other.URL + "/x", ErrHostNotAllowed},
+		{"redirect to a host not allowlisted", allowed.URL + "/redirect?to=" + other.URL + "/x", ErrHostNotAllowed},
+		{"response too large", allowed.URL + "/big", ErrResponseTooLarge},
+		{"credentials in URL", strings.Replace(allowed.URL, "http://", "http://user:pw@", 1), ErrHostNotAllowed},
+		{"not http", "file:///etc/passwd", ErrHostNotAllowed},
+		{"private address", "http://10.0.0.1/x", ErrHostNotAllowed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := h.do(context.Background(), "GET", tt.url, "", ""); !errors.Is(err, tt.want) {
+				t.Fatalf("GET %s = %v, want %v", tt.url, err, tt.want)
+			}
+		})
+	}
+	if _, err := h.do(context.Background(), "GET", allowed.URL+"/fail", "", ""); err == nil || !strings.Contains(err.Error(), "500") {
+		t.Fatalf("500 response = %v", err)
+	}
+	if otherHits != 0 {
+		t.Fatalf("a host outside the allowlist received %d requests", otherHits)
+	}
+}
+
+// TestDialRefusesInternalAddressesNotAllowlisted: a name allowlisted as a
+// host ("localhost") that resolves to loopback is refused at dial time,
+// because only literal internal addresses may be allowlisted.
+func TestDialRefusesInternalAddressesNotAllowlisted(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer srv.Close()
+	port := srv.URL[strings.LastIndex(srv.URL, ":")+1:]
+	h := newHTTPClient(Config{Allowlist: []string{"localhost:" + port}, HTTPTimeout: 5 * time.Second, MaxResponseBytes: 1024})
+	if _, err := h.do(context.Background(), "GET", "http://localhost:"+port+"/", "", ""); !errors.Is(err, ErrHostNotAllowed) {
+		t.Fatalf("GET localhost = %v, want ErrHostNotAllowed at dial", err)
+	}
+}
+
+func TestHTTPTimeout(t *testing.T) {
+	block := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-block:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(block)
+	h := newHTTPClient(Config{Allowlist: []string{strings.TrimPrefix(srv.URL, "http://")}, HTTPTimeout: 200 * time.Millisecond, MaxResponseBytes: 1024})
+	if _, err := h.do(context.Background(), "GET", srv.URL, "", ""); err == nil {
+		t.Fatal("a hanging server did not time out")
+	}
+}
+
+// FuzzSandboxPath: no target, however hostile, creates anything outside
+// the tenant's sandbox.
+func FuzzSandboxPath(f *testing.F) {
+	for _, s := range []string{"a.txt", "../x", "a/../../x", "/abs", "a/b/c", "..", "./a", "a//b", "a/./../b", "\x00"} {
+		f.Add(s)
+	}
+	base := f.TempDir()
+	sb := &sandbox{dir: filepath.Join(base, "sandbox"), maxFile: 64}
+	sibling := filepath.Join(base, "sibling")
+	if err := os.MkdirAll(sibling, 0o750); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, target string) {
+		_, _ = sb.write(acme, target, "x")
+		_, _ = sb.read(acme, target)
+		_, _ = sb.remove(acme, target)
+		entries, err := os.ReadDir(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			if e.Name() != "sandbox" && e.Name() != "sibling" {
+				t.Fatalf("target %q created %s outside the sandbox", target, e.Name())
+			}
+		}
+		if s, _ := os.ReadDir(sibling); len(s) != 0 {
+			t.Fatalf("target %q wrote into a sibling dir", target)
+		}
+		if s, _ := os.ReadDir(filepath.Join(base, "sandbox")); len(s) > 1 {
+			t.Fatalf("target %q created a second tenant dir", target)
+		}
+	})
+}

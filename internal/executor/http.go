@@ -1,0 +1,150 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/exoarmur/exoarmur/internal/gate"
+	"github.com/exoarmur/exoarmur/internal/policy"
+)
+
+// httpClient enforces the allowlist at three depths: the target URL before
+// the request, every redirect, and the dialed address (a name that resolves
+// to a private, loopback or link-local address is refused unless that exact
+// host is allowlisted).
+type httpClient struct {
+	client   *http.Client
+	allow    []string
+	maxBytes int64
+}
+
+func newHTTPClient(cfg Config) *httpClient {
+	h := &httpClient{maxBytes: cfg.MaxResponseBytes}
+	for _, a := range cfg.Allowlist {
+		h.allow = append(h.allow, strings.ToLower(a))
+	}
+	dialer := &net.Dialer{Timeout: cfg.HTTPTimeout, Control: h.control}
+	transport := &http.Transport{
+		Proxy:                 nil, // never route through an environment proxy
+		DialContext:           dialer.DialContext,
+		TLSHandshakeTimeout:   cfg.HTTPTimeout,
+		ResponseHeaderTimeout: cfg.HTTPTimeout,
+		MaxIdleConns:          16,
+		IdleConnTimeout:       30 * time.Second,
+	}
+	h.client = &http.Client{
+		Transport: transport,
+		Timeout:   cfg.HTTPTimeout,
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 3 {
+				return errors.New("too many redirects")
+			}
+			return h.allowed(req.URL.String())
+		},
+	}
+	return h
+}
+
+func (h *httpClient) allowed(target string) error {
+	host, hostPort, ok := policy.URLHost(target)
+	if !ok {
+		return fmt.Errorf("%q: only absolute http(s) URLs without credentials: %w", target, ErrHostNotAllowed)
+	}
+	if slices.Contains(h.allow, host) || slices.Contains(h.allow, hostPort) {
+		return nil
+	}
+	return fmt.Errorf("%q: %w", hostPort, ErrHostNotAllowed)
+}
+
+// control runs before every connect with the resolved address.
+func (h *httpClient) control(_, address string, _ syscall.RawConn) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", address, err)
+	}
+	ip := ap.Addr().Unmap()
+	if !(ip.IsPrivate() || ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsUnspecified() || ip.IsMulticast()) {
+		return nil
+	}
+	// Internal addresses only when allowlisted literally.
+	if slices.Contains(h.allow, ip.String()) || slices.Contains(h.allow, net.JoinHostPort(ip.String(), strconv.Itoa(int(ap.Port())))) {
+		return nil
+	}
+	return fmt.Errorf("dial %s: internal address not allowlisted: %w", address, ErrHostNotAllowed)
+}
+
+func (h *httpClient) do(ctx context.Context, method, target, body, contentType string) (map[string]string, error) {
+	if err := h.allowed(target); err != nil {
+		return nil, err
+	}
+	var rd io.Reader
+	if method == http.MethodPost {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, target, rd)
+	if err != nil {
+		return nil, fmt.Errorf("%s %q: %w", method, target, err)
+	}
+	if method == http.MethodPost {
+		if contentType == "" {
+			contentType = "application/json"
+		}
+		req.Header.Set("Content-Type", contentType)
+	}
+	req.Header.Set("User-Agent", "exoarmur")
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %q: %w", method, target, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, h.maxBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s %q: read body: %w", method, target, err)
+	}
+	if int64(len(b)) > h.maxBytes {
+		return nil, fmt.Errorf("%s %q: %w (%d bytes)", method, target, ErrResponseTooLarge, h.maxBytes)
+	}
+	out := digest(b)
+	out["status"] = strconv.Itoa(resp.StatusCode)
+	out["body"] = string(b)
+	if resp.StatusCode >= 400 {
+		return out, fmt.Errorf("%s %q: http status %d", method, target, resp.StatusCode)
+	}
+	return out, nil
+}
+
+type httpGet struct{ h *httpClient }
+type httpPost struct{ h *httpClient }
+
+var (
+	_ gate.Executor = httpGet{}
+	_ gate.Executor = httpPost{}
+)
+
+// Run sends a GET to an allowlisted host.
+func (e httpGet) Run(ctx context.Context, p *gate.Permit) (map[string]string, error) {
+	if err := check(p, "http.get"); err != nil {
+		return nil, err
+	}
+	return e.h.do(ctx, http.MethodGet, p.Intent().Target, "", "")
+}
+
+// Run POSTs params.body (params.content_type, default application/json) to
+// an allowlisted host.
+func (e httpPost) Run(ctx context.Context, p *gate.Permit) (map[string]string, error) {
+	if err := check(p, "http.post"); err != nil {
+		return nil, err
+	}
+	in := p.Intent()
+	return e.h.do(ctx, http.MethodPost, in.Target, in.Params["body"], in.Params["content_type"])
+}
