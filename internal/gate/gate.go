@@ -70,7 +70,7 @@ func New(cfg Config) (*Gate, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	cfg.Allowlist = slices.Clone(cfg.Allowlist)
+	cfg.Allowlist = append([]string{}, cfg.Allowlist...) // never null in a recorded input
 	slices.Sort(cfg.Allowlist)
 	return &Gate{cfg: cfg}, nil
 }

@@ -1,0 +1,293 @@
+package main_test
+
+// End-to-end tests against real processes of the built binary: Gate 1
+// (durable audit across kill -9) and Gate 2 (idempotency across restart).
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// binary builds cmd/exoarmur once per test run.
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "exoarmur-e2e-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "exoarmur")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func run(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(binary(t), args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("exoarmur %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return string(out)
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+type server struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	addr string
+	logs *bytes.Buffer
+}
+
+func startServer(t *testing.T, dataDir, addr string, extra ...string) *server {
+	t.Helper()
+	args := append([]string{"serve", "--data-dir", dataDir, "--listen", addr}, extra...)
+	cmd := exec.Command(binary(t), args...)
+	logs := &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := &server{t: t, cmd: cmd, addr: addr, logs: logs}
+	t.Cleanup(func() { s.kill() })
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return s
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server not ready after 30s:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kill sends SIGKILL: no shutdown code runs.
+func (s *server) kill() {
+	if s.cmd.ProcessState != nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGKILL)
+	_ = s.cmd.Wait()
+}
+
+func (s *server) do(method, path, key string, body any) (int, map[string]any) {
+	s.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, "http://"+s.addr+path, rd)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	_ = json.Unmarshal(raw, &m)
+	return resp.StatusCode, m
+}
+
+func createKey(t *testing.T, dataDir string) string {
+	t.Helper()
+	key := strings.TrimSpace(run(t, "keys", "create", "--data-dir", dataDir, "--name", "e2e", "--role", "agent", "--tenant", "acme", "--actions", "*"))
+	if !strings.HasPrefix(key, "exo_") {
+		t.Fatalf("keys create printed %q", key)
+	}
+	return key
+}
+
+func intentID(m map[string]any) string {
+	in, _ := m["intent"].(map[string]any)
+	id, _ := in["id"].(string)
+	return id
+}
+
+// TestGate1DurableAuditAcrossKill: N acknowledged proposals and executions
+// survive SIGKILL of the server; the chain verifies after restart.
+func TestGate1DurableAuditAcrossKill(t *testing.T) {
+	dataDir := t.TempDir()
+	key := createKey(t, dataDir)
+	addr := freePort(t)
+	srv := startServer(t, dataDir, addr)
+	const n = 25
+	var ids []string
+	for i := range n {
+		code, m := srv.do("POST", "/v1/tenants/acme/intents", key, map[string]any{
+			"action": "fs.write", "target": fmt.Sprintf("gate1/f%02d.txt", i), "params": map[string]string{"content": fmt.Sprint("v", i)},
+			"idempotency_key": fmt.Sprintf("gate1-%02d", i),
+		})
+		if code != 201 {
+			t.Fatalf("propose %d: %d %v", i, code, m)
+		}
+		id := intentID(m)
+		if code, m := srv.do("POST", "/v1/tenants/acme/intents/"+id+"/execute", key, nil); code != 200 {
+			t.Fatalf("execute %d: %d %v", i, code, m)
+		}
+		ids = append(ids, id)
+	}
+	srv.kill()
+
+	srv = startServer(t, dataDir, addr)
+	for _, id := range ids {
+		code, m := srv.do("GET", "/v1/tenants/acme/intents/"+id, key, nil)
+		if code != 200 || m["state"] != "succeeded" {
+			t.Fatalf("after kill -9, intent %s: %d %v", id, code, m)
+		}
+	}
+	code, rep := srv.do("GET", "/v1/tenants/acme/audit/verify", key, nil)
+	if code != 200 || rep["pass"] != true || rep["records"] != float64(4*n) {
+		t.Fatalf("verify after restart: %d %v", code, rep)
+	}
+	srv.kill()
+	// The offline CLI agrees.
+	out := run(t, "audit", "verify", "--data-dir", dataDir, "--tenant", "acme")
+	if !strings.Contains(out, `"pass":true`) {
+		t.Fatalf("audit verify: %s", out)
+	}
+}
+
+// TestGate2IdempotencyAcrossRestart: the same execute before and after a
+// restart causes the side effect exactly once (counted at an HTTP sink), and
+// an execution cut by kill -9 mid-flight is in doubt, never re-run.
+func TestGate2IdempotencyAcrossRestart(t *testing.T) {
+	var hits atomic.Int64
+	release := make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		if r.URL.Path == "/hang" {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		io.WriteString(w, `{"ok":true}`)
+	}))
+	defer sink.Close()
+	host := strings.TrimPrefix(sink.URL, "http://")
+
+	dataDir := t.TempDir()
+	key := createKey(t, dataDir)
+	addr := freePort(t)
+	srv := startServer(t, dataDir, addr, "--allow-host", host)
+
+	_, m := srv.do("POST", "/v1/tenants/acme/intents", key, map[string]any{
+		"action": "http.post", "target": sink.URL + "/effect", "params": map[string]string{"body": `{"n":1}`}, "idempotency_key": "gate2-once",
+	})
+	id := intentID(m)
+	if code, m := srv.do("POST", "/v1/tenants/acme/intents/"+id+"/execute", key, nil); code != 200 {
+		t.Fatalf("execute: %d %v", code, m)
+	}
+	if code, m := srv.do("POST", "/v1/tenants/acme/intents/"+id+"/execute", key, nil); code != 200 || m["duplicate"] != true {
+		t.Fatalf("repeat: %d %v", code, m)
+	}
+	srv.kill()
+	srv = startServer(t, dataDir, addr, "--allow-host", host)
+	if code, m := srv.do("POST", "/v1/tenants/acme/intents/"+id+"/execute", key, nil); code != 200 || m["duplicate"] != true {
+		t.Fatalf("repeat after restart: %d %v", code, m)
+	}
+	if got := hits.Load(); got != 1 {
+		t.Fatalf("side effect happened %d times, want 1", got)
+	}
+
+	// Kill the server while the executor is inside the side effect.
+	_, m = srv.do("POST", "/v1/tenants/acme/intents", key, map[string]any{
+		"action": "http.post", "target": sink.URL + "/hang", "idempotency_key": "gate2-cut",
+	})
+	cut := intentID(m)
+	go func() {
+		req, _ := http.NewRequest("POST", "http://"+addr+"/v1/tenants/acme/intents/"+cut+"/execute", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for hits.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the hanging execution never reached the sink")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	srv.kill()
+	once.Do(func() { close(release) })
+	srv = startServer(t, dataDir, addr, "--allow-host", host)
+	code, m := srv.do("GET", "/v1/tenants/acme/intents/"+cut, key, nil)
+	if code != 200 || m["state"] != "in_doubt" {
+		t.Fatalf("cut execution state: %d %v", code, m)
+	}
+	code, m = srv.do("POST", "/v1/tenants/acme/intents/"+cut+"/execute", key, nil)
+	if errObj, _ := m["error"].(map[string]any); code != 409 || errObj["code"] != "in_doubt" {
+		t.Fatalf("execute in-doubt: %d %v", code, m)
+	}
+	if got := hits.Load(); got != 2 {
+		t.Fatalf("sink hits = %d, want 2 (the in-doubt execution must not be re-run)", got)
+	}
+}
+
+// TestCLIHelpAndErrors: usage goes to stderr with exit 2; bad flags name the flag.
+func TestCLIHelpAndErrors(t *testing.T) {
+	cmd := exec.Command(binary(t))
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "Commands:") {
+		t.Fatalf("no args: %v\n%s", err, out)
+	}
+	cmd = exec.Command(binary(t), "check-config", "--listen", "0.0.0.0:80")
+	out, err = cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "--listen") {
+		t.Fatalf("check-config bad listen: %v\n%s", err, out)
+	}
+	sc := bufio.NewScanner(strings.NewReader(run(t, "check-config", "--data-dir", t.TempDir())))
+	if !sc.Scan() || sc.Text() != "configuration OK" {
+		t.Fatal("check-config did not accept defaults")
+	}
+}

@@ -1,0 +1,55 @@
+package contracts_test
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"io/fs"
+	"testing"
+
+	"github.com/exoarmur/exoarmur/contracts"
+)
+
+// frozen pins every V1 schema. V1 is frozen: a change to a file here breaks
+// every client that relies on it. New capability is additive: add a new file
+// (and its line here) or start v2; never edit a pinned file.
+var frozen = map[string]string{
+	"action_intent.schema.json":    "0e8f7f241fe55c5701d8ab899ec4ce750922fdf1648517d195e509e8d20075f7",
+	"audit_record.schema.json":     "90a3a608c96a79be72842dc37a525f0e78c77e9edc8f6a9e1570066ab95699de",
+	"decision.schema.json":         "583264fee0f19ccf9e485cbd3ba7e6c0a03a34de407ee47af7cc3839410d6550",
+	"execution_result.schema.json": "1df15dc113e5d38f12071f08681119feee23ed766ee01c12f089a40af09af79e",
+	"intent_request.schema.json":   "9a4602e7bbe230201ee719874e6a8d0ee5336dc1ced44db3dda1a86e801c990e",
+	"proof_bundle.schema.json":     "1481204d81c3875f406d999d7ae32fc7361b40f7a25ce5897533c4ff31716ffd",
+	"replay_report.schema.json":    "629f4b4998a93df3f68d10947cb09bcbaeb9d337cb4e1cb1dbebb7fffa700c3d",
+}
+
+func TestV1SchemasAreFrozen(t *testing.T) {
+	seen := map[string]bool{}
+	err := fs.WalkDir(contracts.FS, "v1", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := contracts.FS.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		name := d.Name()
+		seen[name] = true
+		sum := sha256.Sum256(b)
+		want, ok := frozen[name]
+		switch {
+		case !ok:
+			t.Errorf("%s is not pinned: add its SHA-256 to frozen (new V1 files are additive)", name)
+		case hex.EncodeToString(sum[:]) != want:
+			t.Errorf("%s changed (sha256 %x, pinned %s): V1 contracts are frozen; add a new file or a v2 instead", name, sum, want)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range frozen {
+		if !seen[name] {
+			t.Errorf("%s was removed: V1 contracts are frozen", name)
+		}
+	}
+}

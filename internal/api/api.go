@@ -1,0 +1,392 @@
+// Package api is ExoArmur's HTTP boundary: net/http routing, authentication
+// and tenant middleware, and the one place that turns application errors into
+// HTTP responses. Handlers return errors; writeError maps contract error
+// codes to status codes and never shows internal causes.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/exoarmur/exoarmur/internal/audit"
+	"github.com/exoarmur/exoarmur/internal/auth"
+	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/gate"
+	"github.com/exoarmur/exoarmur/internal/replay"
+	"github.com/exoarmur/exoarmur/internal/tenant"
+)
+
+// MaxBody is the largest request body accepted (413 beyond).
+const MaxBody = 1 << 20
+
+// Authenticator resolves an API key to a principal.
+type Authenticator interface {
+	Authenticate(ctx context.Context, key string) (*auth.Principal, error)
+}
+
+// Config wires the API.
+type Config struct {
+	Gate      *gate.Gate
+	Keys      Authenticator
+	Audit     *audit.Log
+	Ready     func() bool   // store readiness for /readyz
+	RequestID func() string // injected request ID source
+	Logger    *slog.Logger
+}
+
+// Server is the HTTP API.
+type Server struct {
+	cfg Config
+	mux *http.ServeMux
+}
+
+// Route is one registered route; the OpenAPI test compares these with
+// contracts/openapi.yaml.
+type Route struct {
+	Method, Path string
+	Auth         bool
+}
+
+// New returns the API server.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, mux: http.NewServeMux()}
+	for _, r := range s.routes() {
+		s.mux.Handle(r.Method+" "+r.Path, r.h)
+	}
+	// Anything else: a JSON 404 or 405 that reveals nothing.
+	s.mux.Handle("/", s.wrap(false, func(w http.ResponseWriter, r *http.Request) error {
+		for _, rt := range s.routes() {
+			if _, pattern := s.mux.Handler(&http.Request{Method: rt.Method, URL: r.URL, Host: r.Host}); pattern == rt.Method+" "+rt.Path {
+				return contract.Errorf(codeMethodNotAllowed, "method %s not allowed here", r.Method)
+			}
+		}
+		return contract.Errorf(contract.CodeNotFound, "no such route")
+	}))
+	return s
+}
+
+const codeMethodNotAllowed = "method_not_allowed"
+
+type route struct {
+	Route
+	h http.Handler
+}
+
+func (s *Server) routes() []route {
+	r := func(method, path string, authn bool, h func(http.ResponseWriter, *http.Request) error) route {
+		return route{Route{method, path, authn}, s.wrap(authn, h)}
+	}
+	return []route{
+		r("GET", "/healthz", false, s.healthz),
+		r("GET", "/readyz", false, s.readyz),
+		r("POST", "/v1/tenants/{tenant}/intents", true, s.propose),
+		r("GET", "/v1/tenants/{tenant}/intents/{id}", true, s.getIntent),
+		r("POST", "/v1/tenants/{tenant}/intents/{id}/execute", true, s.execute),
+		r("GET", "/v1/tenants/{tenant}/audit", true, s.auditList),
+		r("GET", "/v1/tenants/{tenant}/audit/export", true, s.auditExport),
+		r("GET", "/v1/tenants/{tenant}/audit/verify", true, s.auditVerify),
+	}
+}
+
+// Routes lists the registered routes.
+func (s *Server) Routes() []Route {
+	var out []Route
+	for _, r := range s.routes() {
+		out = append(out, r.Route)
+	}
+	return out
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// NewHTTPServer returns an http.Server with timeouts that bound slow clients.
+func NewHTTPServer(addr string, h http.Handler) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
+type reqInfo struct {
+	id        string
+	tenant    tenant.ID
+	principal *auth.Principal
+}
+
+type infoKey struct{}
+
+func info(r *http.Request) *reqInfo { return r.Context().Value(infoKey{}).(*reqInfo) }
+
+// wrap is the middleware chain: request id, tenant validation (400 before
+// any store access), authentication (401), tenant grant (403), then the
+// handler, whose error is written in one place.
+func (s *Server) wrap(authn bool, h func(http.ResponseWriter, *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ri := &reqInfo{}
+		if s.cfg.RequestID != nil {
+			ri.id = s.cfg.RequestID()
+		}
+		w.Header().Set("X-Request-Id", ri.id)
+		r = r.WithContext(context.WithValue(r.Context(), infoKey{}, ri))
+		r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
+		err := s.guard(r, ri, authn)
+		if err == nil {
+			err = h(w, r)
+		}
+		if err != nil {
+			s.writeError(w, r, err)
+		}
+	})
+}
+
+func (s *Server) guard(r *http.Request, ri *reqInfo, authn bool) error {
+	if raw := r.PathValue("tenant"); raw != "" || strings.Contains(r.Pattern, "{tenant}") {
+		t, err := tenant.Parse(raw)
+		if err != nil {
+			return contract.Wrap(contract.CodeInvalidTenant, "tenant must match [a-z0-9][a-z0-9-]{0,62}", err)
+		}
+		ri.tenant = t
+	}
+	if !authn {
+		return nil
+	}
+	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || key == "" {
+		return contract.Errorf(contract.CodeUnauthenticated, "a bearer API key is required")
+	}
+	p, err := s.cfg.Keys.Authenticate(r.Context(), key)
+	switch {
+	case errors.Is(err, auth.ErrUnauthenticated), errors.Is(err, auth.ErrExpired):
+		return contract.Errorf(contract.CodeUnauthenticated, "invalid or expired API key")
+	case err != nil:
+		return contract.Wrap(contract.CodeStoreUnavailable, "cannot check credentials right now", err)
+	}
+	ri.principal = p
+	if !ri.tenant.IsZero() && !p.HasTenant(ri.tenant.String()) {
+		return contract.Errorf(contract.CodeForbidden, "principal is not granted this tenant")
+	}
+	return nil
+}
+
+// errorBody is the one error shape: {"error":{"code","message","reasons"}}.
+type errorBody struct {
+	Error struct {
+		Code    string   `json:"code"`
+		Message string   `json:"message"`
+		Reasons []string `json:"reasons,omitempty"`
+	} `json:"error"`
+	RequestID string             `json:"request_id,omitempty"`
+	Decision  *contract.Decision `json:"decision,omitempty"`
+}
+
+// httpStatus maps an application error code to an HTTP status.
+func httpStatus(code string) int {
+	switch code {
+	case contract.CodeInvalid, contract.CodeInvalidTenant, contract.CodeUnknownAction:
+		return http.StatusBadRequest
+	case contract.CodeUnauthenticated:
+		return http.StatusUnauthorized
+	case contract.CodeForbidden, contract.CodeBlocked:
+		return http.StatusForbidden
+	case contract.CodeNotFound:
+		return http.StatusNotFound
+	case codeMethodNotAllowed:
+		return http.StatusMethodNotAllowed
+	case contract.CodeConflict, contract.CodeInDoubt:
+		return http.StatusConflict
+	case contract.CodeTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case contract.CodeStoreUnavailable:
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+type decisionError struct {
+	error
+	decision contract.Decision
+}
+
+func (e decisionError) Unwrap() error { return e.error }
+
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var body errorBody
+	var mbe *http.MaxBytesError
+	var ae *contract.Error
+	switch {
+	case errors.As(err, &mbe):
+		body.Error.Code, body.Error.Message = contract.CodeTooLarge, "request body exceeds 1 MiB"
+	case errors.As(err, &ae):
+		body.Error.Code, body.Error.Message, body.Error.Reasons = ae.Code, ae.Message, ae.Reasons
+	default:
+		body.Error.Code, body.Error.Message = contract.CodeInternal, "internal error"
+	}
+	var de decisionError
+	if errors.As(err, &de) {
+		body.Decision = &de.decision
+	}
+	ri := info(r)
+	body.RequestID = ri.id
+	status := httpStatus(body.Error.Code)
+	level := slog.LevelInfo
+	if status >= 500 {
+		level = slog.LevelError
+	}
+	s.cfg.Logger.Log(r.Context(), level, "request failed", "method", r.Method, "path", r.URL.Path,
+		"status", status, "code", body.Error.Code, "request_id", ri.id, "err", err.Error())
+	writeJSON(w, status, body)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v) // the client may have gone; nothing to do
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.Ready != nil && !s.cfg.Ready() {
+		return contract.Errorf(contract.CodeStoreUnavailable, "the durable store is not reachable")
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return nil
+}
+
+func (s *Server) propose(w http.ResponseWriter, r *http.Request) error {
+	raw, err := io.ReadAll(r.Body)
+	if err != nil {
+		return err
+	}
+	req, err := contract.DecodeIntentRequest(raw)
+	if err != nil {
+		return err
+	}
+	ri := info(r)
+	v, created, err := s.cfg.Gate.Propose(r.Context(), ri.tenant, ri.principal, req, gate.Meta{RequestID: ri.id})
+	if err != nil {
+		return err
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, v)
+	return nil
+}
+
+func (s *Server) getIntent(w http.ResponseWriter, r *http.Request) error {
+	ri := info(r)
+	v, err := s.cfg.Gate.Get(r.Context(), ri.tenant, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+func (s *Server) execute(w http.ResponseWriter, r *http.Request) error {
+	ri := info(r)
+	out, err := s.cfg.Gate.Execute(r.Context(), ri.tenant, ri.principal, r.PathValue("id"), gate.Meta{RequestID: ri.id})
+	if err != nil {
+		if contract.ErrorCode(err) == contract.CodeBlocked {
+			return decisionError{err, out.Decision}
+		}
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func parseUint(r *http.Request, name string, def, max uint64) (uint64, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil || (max > 0 && n > max) {
+		return 0, contract.Errorf(contract.CodeInvalid, "query %q: must be an integer in 0..%d", name, max)
+	}
+	return n, nil
+}
+
+func (s *Server) auditList(w http.ResponseWriter, r *http.Request) error {
+	after, err := parseUint(r, "after", 0, 1<<62)
+	if err != nil {
+		return err
+	}
+	limit, err := parseUint(r, "limit", 100, 1000)
+	if err != nil {
+		return err
+	}
+	if limit == 0 {
+		limit = 100
+	}
+	ri := info(r)
+	recs := []json.RawMessage{}
+	next := after
+	err = s.cfg.Audit.Scan(r.Context(), ri.tenant, after, int(limit), func(raw []byte, rec contract.AuditRecord) error {
+		recs = append(recs, json.RawMessage(raw))
+		next = rec.Seq
+		return nil
+	})
+	if err != nil {
+		return contract.Wrap(contract.CodeStoreUnavailable, "cannot read the audit log", err)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tenant": ri.tenant.String(), "records": recs, "next_after": next})
+	return nil
+}
+
+func (s *Server) auditExport(w http.ResponseWriter, r *http.Request) error {
+	ri := info(r)
+	// Read everything first: an export is either complete or an error.
+	var buf []byte
+	err := s.cfg.Audit.Scan(r.Context(), ri.tenant, 0, 0, func(raw []byte, _ contract.AuditRecord) error {
+		buf = append(buf, raw...)
+		buf = append(buf, '\n')
+		return nil
+	})
+	if err != nil {
+		return contract.Wrap(contract.CodeStoreUnavailable, "cannot read the audit log", err)
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Content-Disposition", `attachment; filename="audit-`+ri.tenant.String()+`.jsonl"`)
+	_, _ = w.Write(buf)
+	return nil
+}
+
+func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request) error {
+	ri := info(r)
+	rp := replay.New(ri.tenant.String())
+	err := s.cfg.Audit.Scan(r.Context(), ri.tenant, 0, 0, func(raw []byte, _ contract.AuditRecord) error {
+		rp.Add(raw)
+		return nil
+	})
+	if err != nil {
+		return contract.Wrap(contract.CodeStoreUnavailable, "cannot read the audit log", err)
+	}
+	writeJSON(w, http.StatusOK, rp.Report())
+	return nil
+}

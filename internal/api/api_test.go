@@ -1,0 +1,270 @@
+package api_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/exoarmur/exoarmur/internal/api"
+	"github.com/exoarmur/exoarmur/internal/audit"
+	"github.com/exoarmur/exoarmur/internal/auth"
+	"github.com/exoarmur/exoarmur/internal/gate"
+	"github.com/exoarmur/exoarmur/internal/store"
+)
+
+// keys is a fixed key table that counts lookups, so tests can show that a
+// request was refused before any credential (store) access.
+type keys struct {
+	lookups atomic.Int64
+	table   map[string]*auth.Principal
+}
+
+func (k *keys) Authenticate(_ context.Context, key string) (*auth.Principal, error) {
+	k.lookups.Add(1)
+	if p, ok := k.table[key]; ok {
+		return p, nil
+	}
+	return nil, auth.ErrUnauthenticated
+}
+
+type okExec struct {
+	mu   sync.Mutex
+	runs int
+}
+
+func (e *okExec) Lookup(string) (gate.Executor, bool) { return e, true }
+func (e *okExec) Run(_ context.Context, p *gate.Permit) (map[string]string, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.runs++
+	return map[string]string{"target": p.Intent().Target}, nil
+}
+
+type fixture struct {
+	srv  *httptest.Server
+	keys *keys
+	exec *okExec
+}
+
+const (
+	agentKey  = "exo_agent"
+	readerKey = "exo_reader"
+	otherKey  = "exo_other"
+)
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	st, err := store.Open(context.Background(), store.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	log := audit.New(st.JS, st.Audit)
+	ex := &okExec{}
+	g, err := gate.New(gate.Config{Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex,
+		Now: func() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &keys{table: map[string]*auth.Principal{
+		agentKey:  {ID: "key_agent", Role: auth.RoleAgent, Tenants: []string{"acme"}, Actions: []string{"*"}},
+		readerKey: {ID: "key_reader", Role: auth.RoleAgent, Tenants: []string{"acme"}, Actions: []string{"A0"}},
+		otherKey:  {ID: "key_other", Role: auth.RoleAgent, Tenants: []string{"beta"}, Actions: []string{"*"}},
+	}}
+	var n atomic.Int64
+	s := api.New(api.Config{Gate: g, Keys: k, Audit: log, Ready: st.Ready,
+		RequestID: func() string { return "req_" + strings.Repeat("0", 3) + string(rune('0'+n.Add(1)%10)) }})
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	return &fixture{srv: srv, keys: k, exec: ex}
+}
+
+type resp struct {
+	code int
+	body map[string]any
+	raw  []byte
+}
+
+func (f *fixture) do(t *testing.T, method, path, key string, body []byte) resp {
+	t.Helper()
+	req, _ := http.NewRequest(method, f.srv.URL+path, bytes.NewReader(body))
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	var buf bytes.Buffer
+	buf.ReadFrom(r.Body)
+	out := resp{code: r.StatusCode, raw: buf.Bytes()}
+	_ = json.Unmarshal(buf.Bytes(), &out.body)
+	return out
+}
+
+func errCode(r resp) string {
+	e, _ := r.body["error"].(map[string]any)
+	c, _ := e["code"].(string)
+	return c
+}
+
+func mustJSON(v any) []byte { b, _ := json.Marshal(v); return b }
+
+var writeBody = mustJSON(map[string]any{"action": "fs.write", "target": "a.txt", "params": map[string]string{"content": "x"}, "idempotency_key": "k1"})
+
+func TestAuthAndTenantBoundary(t *testing.T) {
+	f := newFixture(t)
+	tests := []struct {
+		name, method, path, key string
+		body                    []byte
+		code                    int
+		errCode                 string
+		noLookup                bool
+	}{
+		{"healthz needs no key", "GET", "/healthz", "", nil, 200, "", true},
+		{"readyz needs no key", "GET", "/readyz", "", nil, 200, "", true},
+		{"no key", "POST", "/v1/tenants/acme/intents", "", writeBody, 401, "unauthenticated", true},
+		{"bad key", "POST", "/v1/tenants/acme/intents", "exo_nope", writeBody, 401, "unauthenticated", false},
+		{"no key on audit", "GET", "/v1/tenants/acme/audit", "", nil, 401, "unauthenticated", true},
+		{"dotted tenant", "POST", "/v1/tenants/ac.me/intents", agentKey, writeBody, 400, "invalid_tenant", true},
+		{"wildcard tenant", "GET", "/v1/tenants/*/audit", agentKey, nil, 400, "invalid_tenant", true},
+		{"gt tenant", "GET", "/v1/tenants/%3E/audit", agentKey, nil, 400, "invalid_tenant", true},
+		{"space tenant", "GET", "/v1/tenants/a%20b/audit", agentKey, nil, 400, "invalid_tenant", true},
+		{"uppercase tenant", "GET", "/v1/tenants/Acme/audit", agentKey, nil, 400, "invalid_tenant", true},
+		{"tenant not granted", "POST", "/v1/tenants/acme/intents", otherKey, writeBody, 403, "forbidden", false},
+		{"class not granted", "POST", "/v1/tenants/acme/intents", readerKey, writeBody, 403, "forbidden", false},
+		{"unknown route", "GET", "/v1/nothing", agentKey, nil, 404, "not_found", true},
+		{"wrong method", "DELETE", "/v1/tenants/acme/intents", agentKey, nil, 405, "method_not_allowed", true},
+		{"body too large", "POST", "/v1/tenants/acme/intents", agentKey, bytes.Repeat([]byte("x"), api.MaxBody+1), 413, "body_too_large", false},
+		{"invalid json", "POST", "/v1/tenants/acme/intents", agentKey, []byte(`{"action":`), 400, "invalid_request", false},
+		{"unknown field", "POST", "/v1/tenants/acme/intents", agentKey, []byte(`{"action":"fs.read","target":"a","idempotency_key":"k","evil":1}`), 400, "invalid_request", false},
+		{"bad idempotency key", "POST", "/v1/tenants/acme/intents", agentKey, []byte(`{"action":"fs.read","target":"a","idempotency_key":"a.b"}`), 400, "invalid_request", false},
+		{"unknown action", "POST", "/v1/tenants/acme/intents", agentKey, []byte(`{"action":"shell.exec","target":"a","idempotency_key":"k"}`), 400, "unknown_action", false},
+		{"missing intent", "GET", "/v1/tenants/acme/intents/in_missing", agentKey, nil, 404, "not_found", false},
+		{"bad audit query", "GET", "/v1/tenants/acme/audit?limit=x", agentKey, nil, 400, "invalid_request", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := f.keys.lookups.Load()
+			r := f.do(t, tt.method, tt.path, tt.key, tt.body)
+			if r.code != tt.code || errCode(r) != tt.errCode {
+				t.Fatalf("%s %s = %d %s, want %d %s\n%s", tt.method, tt.path, r.code, errCode(r), tt.code, tt.errCode, r.raw)
+			}
+			if tt.errCode != "" {
+				if msg, _ := r.body["error"].(map[string]any)["message"].(string); msg == "" {
+					t.Fatal("error without a message")
+				}
+			}
+			if tt.noLookup && f.keys.lookups.Load() != before {
+				t.Fatal("credentials were looked up before the request was refused")
+			}
+		})
+	}
+	if f.exec.runs != 0 {
+		t.Fatal("an executor ran")
+	}
+}
+
+func TestProposeExecuteAndAudit(t *testing.T) {
+	f := newFixture(t)
+	r := f.do(t, "POST", "/v1/tenants/acme/intents", agentKey, writeBody)
+	if r.code != 201 {
+		t.Fatalf("propose = %d %s", r.code, r.raw)
+	}
+	id := r.body["intent"].(map[string]any)["id"].(string)
+	if r := f.do(t, "POST", "/v1/tenants/acme/intents", agentKey, writeBody); r.code != 200 {
+		t.Fatalf("repeat propose = %d %s", r.code, r.raw)
+	}
+	if r := f.do(t, "POST", "/v1/tenants/acme/intents/"+id+"/execute", otherKey, nil); r.code != 403 {
+		t.Fatalf("execute by another tenant's key = %d %s", r.code, r.raw)
+	}
+	r = f.do(t, "POST", "/v1/tenants/acme/intents/"+id+"/execute", agentKey, nil)
+	if r.code != 200 || r.body["result"].(map[string]any)["status"] != "succeeded" {
+		t.Fatalf("execute = %d %s", r.code, r.raw)
+	}
+	esc := mustJSON(map[string]any{"action": "fs.delete", "target": "../../x", "idempotency_key": "esc"})
+	r = f.do(t, "POST", "/v1/tenants/acme/intents", agentKey, esc)
+	escID := r.body["intent"].(map[string]any)["id"].(string)
+	r = f.do(t, "POST", "/v1/tenants/acme/intents/"+escID+"/execute", agentKey, nil)
+	if r.code != 403 || errCode(r) != "blocked" || r.body["decision"] == nil {
+		t.Fatalf("blocked execute = %d %s", r.code, r.raw)
+	}
+	if reasons := r.body["error"].(map[string]any)["reasons"].([]any); len(reasons) != 1 || reasons[0] != "policy_denied" {
+		t.Fatalf("reasons = %v", reasons)
+	}
+	r = f.do(t, "GET", "/v1/tenants/acme/intents/"+id, agentKey, nil)
+	if r.code != 200 || r.body["state"] != "succeeded" {
+		t.Fatalf("get = %d %s", r.code, r.raw)
+	}
+	// Paging the audit log.
+	r = f.do(t, "GET", "/v1/tenants/acme/audit?after=1&limit=2", agentKey, nil)
+	if recs := r.body["records"].([]any); r.code != 200 || len(recs) != 2 || r.body["next_after"] != float64(3) {
+		t.Fatalf("audit page = %d %s", r.code, r.raw)
+	}
+	r = f.do(t, "GET", "/v1/tenants/acme/audit/export", agentKey, nil)
+	lines := bytes.Count(r.raw, []byte("\n"))
+	if r.code != 200 || lines != 6 { // proposed, allowed, started, succeeded; proposed, blocked
+		t.Fatalf("export = %d, %d lines:\n%s", r.code, lines, r.raw)
+	}
+	r = f.do(t, "GET", "/v1/tenants/acme/audit/verify", agentKey, nil)
+	if r.code != 200 || r.body["pass"] != true {
+		t.Fatalf("verify = %d %s", r.code, r.raw)
+	}
+	// Another tenant's chain is empty and unaffected.
+	r = f.do(t, "GET", "/v1/tenants/beta/audit/export", otherKey, nil)
+	if r.code != 200 || len(r.raw) != 0 {
+		t.Fatalf("beta export = %d %q", r.code, r.raw)
+	}
+}
+
+// TestRoutesMatchOpenAPI: the server's routes are exactly the paths and
+// methods of contracts/openapi.yaml.
+func TestRoutesMatchOpenAPI(t *testing.T) {
+	f, err := os.Open("../../contracts/openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	pathRE := regexp.MustCompile(`^  (/\S*):\s*$`)
+	methodRE := regexp.MustCompile(`^    (get|post|put|patch|delete):\s*$`)
+	var spec []string
+	var cur string
+	sc := bufio.NewScanner(f)
+	inPaths := false
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "paths:" {
+			inPaths = true
+			continue
+		}
+		if !inPaths {
+			continue
+		}
+		if m := pathRE.FindStringSubmatch(line); m != nil {
+			cur = m[1]
+		} else if m := methodRE.FindStringSubmatch(line); m != nil && cur != "" {
+			spec = append(spec, strings.ToUpper(m[1])+" "+cur)
+		}
+	}
+	var routes []string
+	for _, r := range api.New(api.Config{}).Routes() {
+		routes = append(routes, r.Method+" "+r.Path)
+	}
+	slices.Sort(spec)
+	slices.Sort(routes)
+	if !slices.Equal(spec, routes) {
+		t.Fatalf("routes and openapi.yaml differ:\nserver:  %v\nopenapi: %v", routes, spec)
+	}
+}

@@ -1,0 +1,103 @@
+package app
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+)
+
+// StoreConfig selects the durable store: an embedded NATS under DataDir, or
+// an external NATS at NATSURL.
+type StoreConfig struct {
+	DataDir string
+	NATSURL string
+	Sync    string // "default" or "always"
+}
+
+func (c *StoreConfig) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.DataDir, "data-dir", "./data", "directory of the embedded NATS JetStream store")
+	fs.StringVar(&c.NATSURL, "nats-url", "", "connect to this external NATS instead of embedding one (e.g. nats://127.0.0.1:4222)")
+	fs.StringVar(&c.Sync, "sync", "default", `durability mode: "default" (written before ack, survives kill -9) or "always" (fsync every write)`)
+}
+
+// Validate names the offending flag.
+func (c *StoreConfig) Validate() error {
+	if c.NATSURL == "" && c.DataDir == "" {
+		return errors.New("--data-dir: required unless --nats-url is set")
+	}
+	if c.Sync != "default" && c.Sync != "always" {
+		return fmt.Errorf(`--sync %q: must be "default" or "always"`, c.Sync)
+	}
+	if c.NATSURL != "" && c.Sync == "always" {
+		return errors.New("--sync always: applies to the embedded server only; configure sync on the external NATS")
+	}
+	return nil
+}
+
+// ServeConfig is the configuration of `exoarmur serve`.
+type ServeConfig struct {
+	Store      StoreConfig
+	Listen     string
+	SandboxDir string
+	AllowHosts stringList
+	Node       string
+	LogFormat  string
+}
+
+type stringList []string
+
+func (s *stringList) String() string { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error {
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			*s = append(*s, strings.ToLower(p))
+		}
+	}
+	return nil
+}
+
+func (c *ServeConfig) register(fs *flag.FlagSet) {
+	c.Store.register(fs)
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "HTTP listen address (host:port)")
+	fs.StringVar(&c.SandboxDir, "sandbox-dir", "", "root of the per-tenant fs sandboxes (default <data-dir>/sandbox)")
+	fs.Var(&c.AllowHosts, "allow-host", "http host or host:port the http executors may reach (repeatable, comma separated)")
+	fs.StringVar(&c.Node, "node", "node-1", "this node's name (recorded in idempotency claims)")
+	fs.StringVar(&c.LogFormat, "log-format", "json", `log format: "json" or "text"`)
+}
+
+// Validate checks every field and names the one that is wrong.
+func (c *ServeConfig) Validate() error {
+	if err := c.Store.Validate(); err != nil {
+		return err
+	}
+	host, port, err := net.SplitHostPort(c.Listen)
+	if err != nil || port == "" {
+		return fmt.Errorf("--listen %q: must be host:port", c.Listen)
+	}
+	if ip, err := netip.ParseAddr(host); host != "localhost" && (err != nil || !ip.IsLoopback()) {
+		// Plain HTTP API keys must not cross a network until TLS is configured.
+		return fmt.Errorf("--listen %q: only loopback addresses are allowed", c.Listen)
+	}
+	if c.SandboxDir == "" {
+		if c.Store.DataDir == "" {
+			return errors.New("--sandbox-dir: required with --nats-url")
+		}
+		c.SandboxDir = filepath.Join(c.Store.DataDir, "sandbox")
+	}
+	for _, h := range c.AllowHosts {
+		if h == "" || strings.ContainsAny(h, "/ @*") {
+			return fmt.Errorf("--allow-host %q: must be a host or host:port", h)
+		}
+	}
+	if c.Node == "" {
+		return errors.New("--node: required")
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		return fmt.Errorf(`--log-format %q: must be "json" or "text"`, c.LogFormat)
+	}
+	return nil
+}

@@ -1,0 +1,41 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+
+	"github.com/exoarmur/exoarmur/internal/store"
+)
+
+func runNATS(ctx context.Context, env Env, args []string) error {
+	fs := newFlagSet("nats", env)
+	dataDir := fs.String("data-dir", "./data-nats", "JetStream storage directory")
+	listen := fs.String("listen", "127.0.0.1:4222", "client listen address (loopback)")
+	sync := fs.String("sync", "default", `"default" or "always" (fsync every write)`)
+	debug := fs.Bool("debug", false, "log NATS server output")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	host, portStr, err := net.SplitHostPort(*listen)
+	if err != nil {
+		return fmt.Errorf("%w: --listen %q: must be host:port", errUsage, *listen)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		return fmt.Errorf("%w: --listen %q: bad port", errUsage, *listen)
+	}
+	if *sync != "default" && *sync != "always" {
+		return fmt.Errorf(`%w: --sync %q: must be "default" or "always"`, errUsage, *sync)
+	}
+	srv, err := store.StartServer(store.ServerConfig{DataDir: *dataDir, Host: host, Port: port, SyncAlways: *sync == "always", Debug: *debug})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "exoarmur nats: listening on %s, JetStream data in %s\n", srv.ClientURL(), *dataDir)
+	<-ctx.Done()
+	srv.Shutdown()
+	fmt.Fprintln(env.Stdout, "exoarmur nats: stopped")
+	return nil
+}

@@ -1,0 +1,91 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/exoarmur/exoarmur/internal/audit"
+	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/replay"
+	"github.com/exoarmur/exoarmur/internal/tenant"
+)
+
+// errReplayFailed is returned when the report does not pass (exit 1).
+var errReplayFailed = errors.New("replay failed")
+
+func runReplay(ctx context.Context, env Env, args []string) error {
+	var sc StoreConfig
+	fs := newFlagSet("replay", env)
+	sc.register(fs)
+	from := fs.String("from-export", "", "replay this JSONL export instead of the live store")
+	tname := fs.String("tenant", "", "replay only this tenant")
+	out := fs.String("out", "", "write the report here (default stdout)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	var only tenant.ID
+	if *tname != "" {
+		t, err := tenant.Parse(*tname)
+		if err != nil {
+			return fmt.Errorf("%w: --tenant: %v", errUsage, err)
+		}
+		only = t
+	}
+	rp := replay.New(only.String())
+	if *from != "" {
+		f, err := os.Open(*from)
+		if err != nil {
+			return fmt.Errorf("open export: %w", err)
+		}
+		defer f.Close()
+		if err := rp.ReadJSONL(f); err != nil {
+			return err
+		}
+	} else if err := replayLive(ctx, sc, only, rp); err != nil {
+		return err
+	}
+	rep := rp.Report()
+	b, err := replay.Encode(rep)
+	if err != nil {
+		return err
+	}
+	if *out != "" {
+		if err := writeFileAtomic(*out, b); err != nil {
+			return err
+		}
+	} else {
+		env.Stdout.Write(b)
+	}
+	fmt.Fprintf(env.Stderr, "replay: pass=%t records=%d decisions=%d matched=%d mismatches=%d replay_hash=%s\n",
+		rep.Pass, rep.Records, rep.Decisions, rep.DecisionsMatched, len(rep.Mismatches), rep.ReplayHash)
+	for _, m := range rep.Mismatches {
+		fmt.Fprintf(env.Stderr, "replay: MISMATCH tenant=%s seq=%d kind=%s: %s\n", m.Tenant, m.Seq, m.Kind, m.Reason)
+	}
+	if !rep.Pass {
+		return errReplayFailed
+	}
+	return nil
+}
+
+func replayLive(ctx context.Context, sc StoreConfig, only tenant.ID, rp *replay.Replayer) error {
+	st, err := openStore(ctx, sc, "exoarmur-replay")
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	log := audit.New(st.JS, st.Audit)
+	tenants := []tenant.ID{only}
+	if only.IsZero() {
+		if tenants, err = log.Tenants(ctx); err != nil {
+			return err
+		}
+	}
+	for _, t := range tenants {
+		if err := log.Scan(ctx, t, 0, 0, func(raw []byte, _ contract.AuditRecord) error { rp.Add(raw); return nil }); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,78 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/exoarmur/exoarmur/internal/api"
+)
+
+func runCheckConfig(ctx context.Context, env Env, args []string) error {
+	var c ServeConfig
+	fs := newFlagSet("check-config", env)
+	c.register(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	fmt.Fprintln(env.Stdout, "configuration OK")
+	return nil
+}
+
+func newLogger(env Env, format string) *slog.Logger {
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(env.Stderr, nil))
+	}
+	return slog.New(slog.NewJSONHandler(env.Stderr, nil))
+}
+
+func runServe(ctx context.Context, env Env, args []string) error {
+	var c ServeConfig
+	fs := newFlagSet("serve", env)
+	c.register(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	logger := newLogger(env, c.LogFormat)
+	rt, err := openRuntime(ctx, c, prodDeps(logger))
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+
+	srv := api.New(api.Config{
+		Gate: rt.gate, Keys: rt.keys, Audit: rt.audit,
+		Ready: rt.store.Ready, RequestID: randomID, Logger: logger,
+	})
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", c.Listen, err)
+	}
+	hs := api.NewHTTPServer(c.Listen, srv)
+	logger.Info("exoarmur serving", "addr", ln.Addr().String(), "data_dir", c.Store.DataDir,
+		"nats_url", c.Store.NATSURL, "sandbox_dir", c.SandboxDir, "allow_hosts", []string(c.AllowHosts), "node", c.Node)
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}

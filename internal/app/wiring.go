@@ -1,0 +1,83 @@
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/exoarmur/exoarmur/internal/audit"
+	"github.com/exoarmur/exoarmur/internal/auth"
+	"github.com/exoarmur/exoarmur/internal/executor"
+	"github.com/exoarmur/exoarmur/internal/gate"
+	"github.com/exoarmur/exoarmur/internal/store"
+)
+
+// runtime is a wired ExoArmur node.
+type runtime struct {
+	store *store.Store
+	audit *audit.Log
+	keys  *auth.Keys
+	gate  *gate.Gate
+	execs *executor.Registry
+}
+
+// deps are the injected sources of time and randomness.
+type deps struct {
+	now    func() time.Time
+	rand   io.Reader
+	logger *slog.Logger
+	wrap   func(gate.Executors) gate.Executors // demo: count executor calls
+}
+
+func prodDeps(logger *slog.Logger) deps {
+	return deps{now: time.Now, rand: rand.Reader, logger: logger}
+}
+
+func openStore(ctx context.Context, c StoreConfig, name string) (*store.Store, error) {
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return store.Open(ctx, store.Config{DataDir: c.DataDir, NATSURL: c.NATSURL, SyncAlways: c.Sync == "always", Name: name})
+}
+
+func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
+	st, err := openStore(ctx, c.Store, "exoarmur-"+c.Node)
+	if err != nil {
+		return nil, err
+	}
+	execs, err := executor.New(executor.Config{SandboxDir: c.SandboxDir, Allowlist: c.AllowHosts})
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("executors: %w", err)
+	}
+	var ex gate.Executors = execs
+	if d.wrap != nil {
+		ex = d.wrap(ex)
+	}
+	log := audit.New(st.JS, st.Audit)
+	g, err := gate.New(gate.Config{
+		Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex,
+		Allowlist: c.AllowHosts, Now: d.now, Node: c.Node, Logger: d.logger,
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return &runtime{store: st, audit: log, keys: auth.NewKeys(st.Principals, d.rand, d.now), gate: g, execs: execs}, nil
+}
+
+func (r *runtime) Close() {
+	r.execs.Close()
+	r.store.Close()
+}
+
+// randomID returns a request ID from crypto/rand.
+func randomID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return "req_" + hex.EncodeToString(b[:])
+}

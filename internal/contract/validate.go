@@ -1,0 +1,221 @@
+package contract
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"golang.org/x/text/language"
+	"golang.org/x/text/message"
+
+	"github.com/exoarmur/exoarmur/contracts"
+)
+
+// Untrusted JSON is checked in two layers: a strict structural scan (valid
+// UTF-8, no duplicate keys, no NUL in strings, bounded depth, one value), then
+// the V1 JSON Schema, validated by santhosh-tekuri/jsonschema: a maintained,
+// spec-complete draft 2020-12 implementation with no transitive
+// dependencies, so we write no validator of our own.
+
+// MaxDepth bounds the nesting of untrusted JSON.
+const MaxDepth = 32
+
+var englishPrinter = message.NewPrinter(language.English)
+
+var (
+	schemasOnce sync.Once
+	schemas     map[string]*jsonschema.Schema
+	schemasErr  error
+)
+
+func compiled() (map[string]*jsonschema.Schema, error) {
+	schemasOnce.Do(func() {
+		c := jsonschema.NewCompiler()
+		c.AssertFormat()
+		names := contracts.V1Names()
+		for _, name := range names {
+			raw, err := contracts.V1Schema(name)
+			if err != nil {
+				schemasErr = err
+				return
+			}
+			doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+			if err != nil {
+				schemasErr = fmt.Errorf("schema %s: %w", name, err)
+				return
+			}
+			if err := c.AddResource(contracts.BaseURL+name+".schema.json", doc); err != nil {
+				schemasErr = fmt.Errorf("schema %s: %w", name, err)
+				return
+			}
+		}
+		schemas = map[string]*jsonschema.Schema{}
+		for _, name := range names {
+			s, err := c.Compile(contracts.BaseURL + name + ".schema.json")
+			if err != nil {
+				schemasErr = fmt.Errorf("compile schema %s: %w", name, err)
+				return
+			}
+			schemas[name] = s
+		}
+	})
+	return schemas, schemasErr
+}
+
+// Validate checks raw JSON against the named V1 schema (e.g.
+// "intent_request"). Failures are *Error with CodeInvalid and a message that
+// names the field.
+func Validate(schema string, raw []byte) error {
+	all, err := compiled()
+	if err != nil {
+		return fmt.Errorf("contract schemas: %w", err)
+	}
+	s, ok := all[schema]
+	if !ok {
+		return fmt.Errorf("contract: no schema %q", schema)
+	}
+	if err := checkStrictJSON(raw, MaxDepth); err != nil {
+		return err
+	}
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+	if err != nil {
+		return Errorf(CodeInvalid, "body is not valid JSON")
+	}
+	if err := s.Validate(doc); err != nil {
+		var ve *jsonschema.ValidationError
+		if errors.As(err, &ve) {
+			return Errorf(CodeInvalid, "%s", describe(ve))
+		}
+		return Wrap(CodeInvalid, "body does not match the schema", err)
+	}
+	return nil
+}
+
+// describe names the most specific failure: among all leaf causes, the one
+// with the deepest instance location (ties broken by location, then
+// message), so the message is stable and names the field.
+func describe(ve *jsonschema.ValidationError) string {
+	type leaf struct{ loc, msg string }
+	var leaves []leaf
+	var walk func(e *jsonschema.ValidationError, parent []string)
+	walk = func(e *jsonschema.ValidationError, parent []string) {
+		loc := e.InstanceLocation
+		if len(loc) < len(parent) { // e.g. propertyNames reports the name, not its object
+			loc = parent
+		}
+		if len(e.Causes) == 0 {
+			leaves = append(leaves, leaf{"/" + strings.Join(loc, "/"), e.ErrorKind.LocalizedString(englishPrinter)})
+			return
+		}
+		for _, c := range e.Causes {
+			walk(c, loc)
+		}
+	}
+	walk(ve, nil)
+	slices.SortFunc(leaves, func(a, b leaf) int {
+		if d := strings.Count(b.loc, "/") - strings.Count(a.loc, "/"); d != 0 {
+			return d
+		}
+		return cmp.Or(strings.Compare(a.loc, b.loc), strings.Compare(a.msg, b.msg))
+	})
+	best := leaves[0]
+	return fmt.Sprintf("field %q: %s", best.loc, best.msg)
+}
+
+// DecodeIntentRequest strictly decodes the untrusted body of a proposal.
+func DecodeIntentRequest(raw []byte) (IntentRequest, error) {
+	if err := Validate("intent_request", raw); err != nil {
+		return IntentRequest{}, err
+	}
+	var req IntentRequest
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return IntentRequest{}, Wrap(CodeInvalid, "body does not match the intent request shape", err)
+	}
+	return req, nil
+}
+
+// checkStrictJSON rejects what encoding/json would silently accept: invalid
+// UTF-8, duplicate object keys (which parsers resolve differently), NUL
+// characters in strings, nesting deeper than maxDepth, and trailing data.
+func checkStrictJSON(raw []byte, maxDepth int) error {
+	if !utf8.Valid(raw) {
+		return Errorf(CodeInvalid, "body is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := strictValue(dec, "", 0, maxDepth); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return Errorf(CodeInvalid, "body has data after the JSON value")
+	}
+	return nil
+}
+
+func fieldName(path string) string {
+	if path == "" {
+		return "/"
+	}
+	return path
+}
+
+func strictValue(dec *json.Decoder, path string, depth, maxDepth int) error {
+	tok, err := dec.Token()
+	if err == io.EOF && path == "" {
+		return Errorf(CodeInvalid, "body is empty")
+	}
+	if err != nil {
+		return Errorf(CodeInvalid, "field %q: not valid JSON: %v", fieldName(path), err)
+	}
+	switch v := tok.(type) {
+	case string:
+		if strings.IndexByte(v, 0) >= 0 {
+			return Errorf(CodeInvalid, "field %q: NUL character in string", fieldName(path))
+		}
+	case json.Delim:
+		if depth >= maxDepth {
+			return Errorf(CodeInvalid, "field %q: nesting deeper than %d", fieldName(path), maxDepth)
+		}
+		if v == '{' {
+			seen := map[string]struct{}{}
+			for dec.More() {
+				kt, err := dec.Token()
+				if err != nil {
+					return Errorf(CodeInvalid, "field %q: not valid JSON: %v", fieldName(path), err)
+				}
+				key, _ := kt.(string) // object keys are always strings
+				if strings.IndexByte(key, 0) >= 0 {
+					return Errorf(CodeInvalid, "field %q: NUL character in key", fieldName(path))
+				}
+				if _, dup := seen[key]; dup {
+					return Errorf(CodeInvalid, "field %q: duplicate key", path+"/"+key)
+				}
+				seen[key] = struct{}{}
+				if err := strictValue(dec, path+"/"+key, depth+1, maxDepth); err != nil {
+					return err
+				}
+			}
+		} else {
+			for i := 0; dec.More(); i++ {
+				if err := strictValue(dec, path+"/"+strconv.Itoa(i), depth+1, maxDepth); err != nil {
+					return err
+				}
+			}
+		}
+		if _, err := dec.Token(); err != nil { // the closing delimiter
+			return Errorf(CodeInvalid, "field %q: not valid JSON: %v", fieldName(path), err)
+		}
+	}
+	return nil
+}
