@@ -114,7 +114,9 @@ func TestReplayNamesTamperedRecord(t *testing.T) {
 		reason string
 	}{
 		{"flip one byte of a target", 2, func(b []byte) []byte { return bytes.Replace(b, []byte("../escape"), []byte("../escapf"), 1) }, 3, "chain:"},
-		{"flip the verdict and its hash stays", 0, func(b []byte) []byte { return bytes.Replace(b, []byte(`"verdict":"ALLOW"`), []byte(`"verdict":"DENY!"`), 1) }, 1, "chain:"},
+		{"flip the verdict and its hash stays", 0, func(b []byte) []byte {
+			return bytes.Replace(b, []byte(`"verdict":"ALLOW"`), []byte(`"verdict":"DENY!"`), 1)
+		}, 1, "chain:"},
 		{"flip a byte of the hash", 7, func(b []byte) []byte {
 			i := bytes.Index(b, []byte(`"hash":"`)) + 8
 			c := bytes.Clone(b)
