@@ -1,0 +1,104 @@
+package auth_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/exoarmur/exoarmur/internal/auth"
+	"github.com/exoarmur/exoarmur/internal/store"
+)
+
+func newKeys(t *testing.T, now func() time.Time) (*auth.Keys, *store.Store) {
+	t.Helper()
+	st, err := store.Open(context.Background(), store.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return auth.NewKeys(st.Principals, rand.Reader, now), st
+}
+
+func TestCreateAndAuthenticate(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	k, st := newKeys(t, func() time.Time { return now })
+	ctx := context.Background()
+	key, p, err := k.Create(ctx, auth.CreateRequest{Name: "bot", Role: auth.RoleAgent, Tenants: []string{"b", "a", "a"}, Actions: []string{"fs.read", "A1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(key, auth.KeyPrefix) || len(key) < 4+16+1+43 {
+		t.Fatalf("key %q", key)
+	}
+	if strings.Join(p.Tenants, ",") != "a,b" {
+		t.Fatalf("tenants %v not sorted and deduplicated", p.Tenants)
+	}
+	got, err := k.Authenticate(ctx, key)
+	if err != nil || got.ID != p.ID || got.Name != "bot" {
+		t.Fatalf("Authenticate = %+v, %v", got, err)
+	}
+	if !got.MayUse("fs.read", "A0") || !got.MayUse("fs.write", "A1") || got.MayUse("fs.delete", "A3") {
+		t.Fatal("grants")
+	}
+	// The registry holds no secret.
+	id := strings.Split(strings.TrimPrefix(key, auth.KeyPrefix), "_")[0]
+	secret := key[len(auth.KeyPrefix)+len(id)+1:]
+	e, err := st.Principals.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(e.Value()), secret) {
+		t.Fatal("the stored record contains the secret")
+	}
+	var rec map[string]any
+	_ = json.Unmarshal(e.Value(), &rec)
+	if rec["secret_hash"] == nil {
+		t.Fatal("no secret hash stored")
+	}
+	for _, bad := range []string{"", "exo_", key + "x", key[:len(key)-1] + "A", strings.Replace(key, id, "0000000000000000", 1), "Bearer " + key, strings.ToUpper(key)} {
+		if _, err := k.Authenticate(ctx, bad); !errors.Is(err, auth.ErrUnauthenticated) {
+			t.Errorf("Authenticate(%q) = %v, want ErrUnauthenticated", bad, err)
+		}
+	}
+}
+
+func TestExpiry(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := now
+	k, _ := newKeys(t, func() time.Time { return clock })
+	key, _, err := k.Create(context.Background(), auth.CreateRequest{Name: "tmp", Role: auth.RoleAgent, Tenants: []string{"a"}, Actions: []string{"*"}, ExpiresAt: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Authenticate(context.Background(), key); err != nil {
+		t.Fatalf("before expiry: %v", err)
+	}
+	clock = now.Add(time.Hour)
+	if _, err := k.Authenticate(context.Background(), key); !errors.Is(err, auth.ErrExpired) {
+		t.Fatalf("after expiry: %v, want ErrExpired", err)
+	}
+}
+
+func TestCreateValidation(t *testing.T) {
+	k, _ := newKeys(t, time.Now)
+	tests := []struct {
+		req   auth.CreateRequest
+		field string
+	}{
+		{auth.CreateRequest{Role: "agent", Tenants: []string{"a"}, Actions: []string{"*"}}, "name"},
+		{auth.CreateRequest{Name: "n", Role: "root", Tenants: []string{"a"}, Actions: []string{"*"}}, "role"},
+		{auth.CreateRequest{Name: "n", Role: "agent", Actions: []string{"*"}}, "tenant"},
+		{auth.CreateRequest{Name: "n", Role: "agent", Tenants: []string{"A.B"}, Actions: []string{"*"}}, "tenant"},
+		{auth.CreateRequest{Name: "n", Role: "agent", Tenants: []string{"a"}}, "actions"},
+		{auth.CreateRequest{Name: "n", Role: "agent", Tenants: []string{"a"}, Actions: []string{"shell.exec"}}, "actions"},
+	}
+	for _, tt := range tests {
+		if _, _, err := k.Create(context.Background(), tt.req); err == nil || !strings.Contains(err.Error(), tt.field) {
+			t.Errorf("Create(%+v) = %v, want an error naming %s", tt.req, err, tt.field)
+		}
+	}
+}

@@ -1,0 +1,71 @@
+package policy
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestDefaultBundle(t *testing.T) {
+	b := Default()
+	if got, err := ByHash(b.Hash()); err != nil || got != b {
+		t.Fatalf("ByHash(default) = %v, %v", got, err)
+	}
+	if _, err := ByHash("nope"); !errors.Is(err, ErrUnknownBundle) {
+		t.Fatalf("ByHash(nope) = %v", err)
+	}
+	allow := []string{"api.example.com", "127.0.0.1:8080"}
+	tests := []struct {
+		effect, target string
+		allowed        bool
+		reason         string
+	}{
+		{"fs", "a/b.txt", true, "fs-inside-sandbox"},
+		{"fs", "../x", false, "fs-outside-sandbox"},
+		{"fs", "/etc/passwd", false, "fs-outside-sandbox"},
+		{"fs", "a/../../x", false, "fs-outside-sandbox"},
+		{"fs", `a\..\x`, false, "fs-outside-sandbox"},
+		{"fs", "", false, "fs-outside-sandbox"},
+		{"http", "https://api.example.com/v1", true, "http-allowlisted-host"},
+		{"http", "https://API.example.com/v1", true, "http-allowlisted-host"},
+		{"http", "http://127.0.0.1:8080/x", true, "http-allowlisted-host"},
+		{"http", "http://127.0.0.1:8081/x", false, "http-host-not-allowlisted"},
+		{"http", "http://evil.example.com/x", false, "http-host-not-allowlisted"},
+		{"http", "http://user:pw@api.example.com/", false, "http-host-not-allowlisted"},
+		{"http", "ftp://api.example.com/", false, "http-host-not-allowlisted"},
+		{"http", "api.example.com/x", false, "http-host-not-allowlisted"},
+		{"shell", "rm -rf /", false, "unknown_effect"},
+	}
+	for _, tt := range tests {
+		res := Evaluate(b, Request{PrincipalID: "p", Action: "x.y", Effect: tt.effect, Target: tt.target, Allowlist: allow})
+		if res.Allowed != tt.allowed || strings.Join(res.Reasons, ",") != tt.reason || len(res.Errors) != 0 {
+			t.Errorf("%s %q = %+v, want allowed=%t %s", tt.effect, tt.target, res, tt.allowed, tt.reason)
+		}
+	}
+}
+
+func TestCompileRequiresIDs(t *testing.T) {
+	if _, err := Compile("x", []byte(`permit(principal, action, resource);`)); err == nil {
+		t.Fatal("a policy without @id compiled")
+	}
+	if _, err := Compile("x", []byte(`@id("a") permit(principal, action, resource); @id("a") forbid(principal, action, resource);`)); err == nil {
+		t.Fatal("duplicate @id compiled")
+	}
+	if _, err := Compile("x", []byte(`permit(`)); err == nil {
+		t.Fatal("a syntax error compiled")
+	}
+}
+
+// TestEvaluationErrorsDeny: a policy that errors at evaluation (missing
+// context attribute) denies, even alongside a permit.
+func TestEvaluationErrorsDeny(t *testing.T) {
+	b, err := Compile("t", []byte(`@id("all") permit(principal, action, resource);
+@id("broken") forbid(principal, action, resource) when { context.no_such_attr };`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := Evaluate(b, Request{PrincipalID: "p", Action: "a", Effect: "fs", Target: "a"})
+	if res.Allowed || len(res.Errors) == 0 {
+		t.Fatalf("Evaluate = %+v, want deny with errors", res)
+	}
+}
