@@ -12,15 +12,23 @@ import (
 	"github.com/exoarmur/exoarmur/internal/api"
 )
 
-func runCheckConfig(ctx context.Context, env Env, args []string) error {
+// parseServe parses and validates serve flags (shared by check-config).
+func parseServe(name string, env Env, args []string) (ServeConfig, error) {
 	var c ServeConfig
-	fs := newFlagSet("check-config", env)
+	fs := newFlagSet(name, env)
 	c.register(fs)
 	if err := parseFlags(fs, args); err != nil {
-		return err
+		return c, err
 	}
 	if err := c.Validate(); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return c, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return c, nil
+}
+
+func runCheckConfig(ctx context.Context, env Env, args []string) error {
+	if _, err := parseServe("check-config", env, args); err != nil {
+		return err
 	}
 	fmt.Fprintln(env.Stdout, "configuration OK")
 	return nil
@@ -34,14 +42,9 @@ func newLogger(env Env, format string) *slog.Logger {
 }
 
 func runServe(ctx context.Context, env Env, args []string) error {
-	var c ServeConfig
-	fs := newFlagSet("serve", env)
-	c.register(fs)
-	if err := parseFlags(fs, args); err != nil {
+	c, err := parseServe("serve", env, args)
+	if err != nil {
 		return err
-	}
-	if err := c.Validate(); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	logger := newLogger(env, c.LogFormat)
 	rt, err := openRuntime(ctx, c, prodDeps(logger))

@@ -45,7 +45,8 @@ func local(target string) error {
 	return nil
 }
 
-func (s *sandbox) read(t tenant.ID, target string) (map[string]string, error) {
+// in checks target lexically, opens t's root and calls fn with it.
+func (s *sandbox) in(t tenant.ID, target string, fn func(root *os.Root) (map[string]string, error)) (map[string]string, error) {
 	if err := local(target); err != nil {
 		return nil, err
 	}
@@ -54,6 +55,14 @@ func (s *sandbox) read(t tenant.ID, target string) (map[string]string, error) {
 		return nil, err
 	}
 	defer root.Close()
+	return fn(root)
+}
+
+func (s *sandbox) read(t tenant.ID, target string) (map[string]string, error) {
+	return s.in(t, target, func(root *os.Root) (map[string]string, error) { return s.readIn(root, target) })
+}
+
+func (s *sandbox) readIn(root *os.Root, target string) (map[string]string, error) {
 	f, err := root.Open(target)
 	if err != nil {
 		return nil, fmt.Errorf("fs.read %q: %w", target, err)
@@ -72,17 +81,13 @@ func (s *sandbox) read(t tenant.ID, target string) (map[string]string, error) {
 }
 
 func (s *sandbox) write(t tenant.ID, target, content string) (map[string]string, error) {
-	if err := local(target); err != nil {
-		return nil, err
-	}
 	if int64(len(content)) > s.maxFile {
 		return nil, fmt.Errorf("fs.write %q: %w", target, ErrTooLarge)
 	}
-	root, err := s.open(t)
-	if err != nil {
-		return nil, err
-	}
-	defer root.Close()
+	return s.in(t, target, func(root *os.Root) (map[string]string, error) { return writeIn(root, target, content) })
+}
+
+func writeIn(root *os.Root, target, content string) (map[string]string, error) {
 	if dir := path.Dir(filepath.ToSlash(target)); dir != "." {
 		if err := root.MkdirAll(dir, 0o750); err != nil {
 			return nil, fmt.Errorf("fs.write %q: %w", target, err)
@@ -119,14 +124,10 @@ func (s *sandbox) write(t tenant.ID, target, content string) (map[string]string,
 }
 
 func (s *sandbox) remove(t tenant.ID, target string) (map[string]string, error) {
-	if err := local(target); err != nil {
-		return nil, err
-	}
-	root, err := s.open(t)
-	if err != nil {
-		return nil, err
-	}
-	defer root.Close()
+	return s.in(t, target, func(root *os.Root) (map[string]string, error) { return removeIn(root, target) })
+}
+
+func removeIn(root *os.Root, target string) (map[string]string, error) {
 	fi, err := root.Lstat(target)
 	if err != nil {
 		return nil, fmt.Errorf("fs.delete %q: %w", target, err)
