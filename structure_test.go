@@ -94,7 +94,7 @@ func TestNoSubjectOrKeyOutsideNaming(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, needle := range []string{`"exoarmur.v1.`, `"exoarmur_`, `"EXOARMUR_`} {
+			for _, needle := range []string{`"exoarmur.v1.`, `"exoarmur_`, `"KV_`, `"EXOARMUR_AUDIT`} {
 				if strings.Contains(string(src), needle) {
 					t.Errorf("%s/%s contains %s: build names in internal/tenant", p.ImportPath, f, needle)
 				}

@@ -13,6 +13,10 @@ import (
 // every client that relies on it. New capability is additive: add a new file
 // (and its line here) or start v2; never edit a pinned file.
 var frozen = map[string]string{
+	// Added with the kill switches (additive).
+	"killswitch_request.schema.json": "f2918bdec17910f5c487607bd82444ab09f5633a0d86ce8e475216e3af115c7b",
+	"killswitch_state.schema.json":   "09f545ebc8e7fdc3b8be1202570dff050f8f746e7eeca1aa25c8283446fe9cff",
+	// The first V1 set.
 	"action_intent.schema.json":    "0e8f7f241fe55c5701d8ab899ec4ce750922fdf1648517d195e509e8d20075f7",
 	"audit_record.schema.json":     "90a3a608c96a79be72842dc37a525f0e78c77e9edc8f6a9e1570066ab95699de",
 	"decision.schema.json":         "583264fee0f19ccf9e485cbd3ba7e6c0a03a34de407ee47af7cc3839410d6550",

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -81,7 +82,10 @@ type server struct {
 
 func startServer(t *testing.T, dataDir, addr string, extra ...string) *server {
 	t.Helper()
-	args := append([]string{"serve", "--data-dir", dataDir, "--listen", addr}, extra...)
+	args := append([]string{"serve", "--listen", addr}, extra...)
+	if dataDir != "" {
+		args = append(args, "--data-dir", dataDir)
+	}
 	cmd := exec.Command(binary(t), args...)
 	logs := &bytes.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
@@ -135,13 +139,48 @@ func (s *server) do(method, path, key string, body any) (int, map[string]any) {
 	return resp.StatusCode, m
 }
 
+// createKeys makes an agent key and an admin key through the CLI; store
+// is --data-dir D or --nats-url U.
+func createKeys(t *testing.T, store ...string) (agent, admin string) {
+	t.Helper()
+	mk := func(role, actions string) string {
+		args := append([]string{"keys", "create"}, store...)
+		key := strings.TrimSpace(run(t, append(args, "--name", "e2e-"+role, "--role", role, "--tenant", "acme", "--actions", actions)...))
+		if !strings.HasPrefix(key, "exo_") {
+			t.Fatalf("keys create printed %q", key)
+		}
+		return key
+	}
+	return mk("agent", "*"), mk("admin", "A0")
+}
+
 func createKey(t *testing.T, dataDir string) string {
 	t.Helper()
-	key := strings.TrimSpace(run(t, "keys", "create", "--data-dir", dataDir, "--name", "e2e", "--role", "agent", "--tenant", "acme", "--actions", "*"))
-	if !strings.HasPrefix(key, "exo_") {
-		t.Fatalf("keys create printed %q", key)
+	agent, admin := createKeys(t, "--data-dir", dataDir)
+	adminKeys[dataDir] = admin
+	return agent
+}
+
+// adminKeys remembers each data dir's admin key for goLive.
+var adminKeys = map[string]string{}
+
+// killswitch runs the CLI against a server.
+func killswitch(t *testing.T, addr, key string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(binary(t), append([]string{"killswitch"}, append(args, "--server", "http://"+addr)...)...)
+	cmd.Env = append(os.Environ(), "EXOARMUR_API_KEY="+key)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("killswitch %v: %v\n%s", args, err, out)
 	}
-	return key
+	return string(out)
+}
+
+// goLive disengages the global and acme switches (engaged on a fresh store).
+func goLive(t *testing.T, addr, adminKey string) {
+	t.Helper()
+	killswitch(t, addr, adminKey, "disengage", "--reason", "e2e go live")
+	killswitch(t, addr, adminKey, "disengage", "--tenant", "acme", "--reason", "e2e go live")
 }
 
 func intentID(m map[string]any) string {
@@ -157,6 +196,7 @@ func TestGate1DurableAuditAcrossKill(t *testing.T) {
 	key := createKey(t, dataDir)
 	addr := freePort(t)
 	srv := startServer(t, dataDir, addr)
+	goLive(t, addr, adminKeys[dataDir])
 	const n = 25
 	var ids []string
 	for i := range n {
@@ -183,7 +223,7 @@ func TestGate1DurableAuditAcrossKill(t *testing.T) {
 		}
 	}
 	code, rep := srv.do("GET", "/v1/tenants/acme/audit/verify", key, nil)
-	if code != 200 || rep["pass"] != true || rep["records"] != float64(4*n) {
+	if code != 200 || rep["pass"] != true || rep["records"] != float64(4*n+1) { // + the tenant switch change
 		t.Fatalf("verify after restart: %d %v", code, rep)
 	}
 	srv.kill()
@@ -219,6 +259,7 @@ func TestGate2IdempotencyAcrossRestart(t *testing.T) {
 	key := createKey(t, dataDir)
 	addr := freePort(t)
 	srv := startServer(t, dataDir, addr, "--allow-host", host)
+	goLive(t, addr, adminKeys[dataDir])
 
 	_, m := srv.do("POST", "/v1/tenants/acme/intents", key, map[string]any{
 		"action": "http.post", "target": sink.URL + "/effect", "params": map[string]string{"body": `{"n":1}`}, "idempotency_key": "gate2-once",
@@ -300,6 +341,7 @@ func TestGate3ReplayFromExport(t *testing.T) {
 	key := createKey(t, dataDir)
 	addr := freePort(t)
 	srv := startServer(t, dataDir, addr)
+	goLive(t, addr, adminKeys[dataDir])
 	for i := range 5 {
 		_, m := srv.do("POST", "/v1/tenants/acme/intents", key, map[string]any{
 			"action": "fs.write", "target": fmt.Sprintf("g3/%d.txt", i), "params": map[string]string{"content": "x"}, "idempotency_key": fmt.Sprint("g3-", i),
@@ -315,25 +357,123 @@ func TestGate3ReplayFromExport(t *testing.T) {
 	run(t, "replay", "--from-export", export, "--out", r2)
 	b1, _ := os.ReadFile(r1)
 	b2, _ := os.ReadFile(r2)
-	if !bytes.Equal(b1, b2) || !bytes.Contains(b1, []byte(`"pass":true`)) || !bytes.Contains(b1, []byte(`"records":20`)) {
+	if !bytes.Equal(b1, b2) || !bytes.Contains(b1, []byte(`"pass":true`)) || !bytes.Contains(b1, []byte(`"records":21`)) {
 		t.Fatalf("reports differ or fail:\n%s\n%s", b1, b2)
 	}
 	// Live replay of the same store gives the same report.
-	if live := run(t, "replay", "--data-dir", dataDir); live != string(b1) {
+	if live := run(t, "replay", "--data-dir", dataDir, "--tenant", "acme"); live != string(b1) {
 		t.Fatalf("live replay differs from export replay:\n%s\n%s", live, b1)
 	}
 	raw, _ := os.ReadFile(export)
 	lines := bytes.Split(raw, []byte("\n"))
-	i := bytes.Index(lines[5], []byte(`"g3/1.txt"`)) // record 6 (gate.allowed) carries this target
+	i := bytes.Index(lines[6], []byte(`"g3/1.txt"`)) // record 7 (gate.allowed) carries this target
 	if i < 0 {
-		t.Fatalf("record 6 does not hold the target: %s", lines[5])
+		t.Fatalf("record 7 does not hold the target: %s", lines[6])
 	}
-	lines[5][i+4] ^= 0x01 // flip one bit of one byte
+	lines[6][i+4] ^= 0x01 // flip one bit of one byte
 	tampered := filepath.Join(dir, "tampered.jsonl")
 	os.WriteFile(tampered, bytes.Join(lines, []byte("\n")), 0o644)
 	cmd := exec.Command(binary(t), "replay", "--from-export", tampered, "--out", filepath.Join(dir, "r3.json"))
 	out, err := cmd.CombinedOutput()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "seq=6") {
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "seq=7") {
 		t.Fatalf("tampered replay: %v\n%s", err, out)
 	}
+}
+
+// startNATS runs `exoarmur nats` as its own process.
+func startNATS(t *testing.T) string {
+	t.Helper()
+	addr := freePort(t)
+	cmd := exec.Command(binary(t), "nats", "--data-dir", t.TempDir(), "--listen", addr)
+	logs := &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGKILL); _ = cmd.Wait() })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return "nats://" + addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nats not listening:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestGate5KillSwitchAcrossNodes: two server processes on one standalone
+// NATS process. Engaging the switch through node A blocks executions on
+// node B as soon as the PUT has returned; disengaging lets them run. Over
+// 200 flips, node B's first read after each PUT response already shows the
+// new state (the PUT waits for every live node to acknowledge).
+func TestGate5KillSwitchAcrossNodes(t *testing.T) {
+	url := startNATS(t)
+	agent, admin := createKeys(t, "--nats-url", url)
+	sandbox := t.TempDir()
+	addrA, addrB := freePort(t), freePort(t)
+	startServer(t, "", addrA, "--nats-url", url, "--sandbox-dir", sandbox, "--node", "node-a")
+	b := startServer(t, "", addrB, "--nats-url", url, "--sandbox-dir", sandbox, "--node", "node-b")
+	goLive(t, addrA, admin)
+
+	propose := func(key string) string {
+		code, m := b.do("POST", "/v1/tenants/acme/intents", agent, map[string]any{"action": "fs.read", "target": "none.txt", "idempotency_key": key})
+		if code != 201 {
+			t.Fatalf("propose on B: %d %v", code, m)
+		}
+		return intentID(m)
+	}
+	for _, scope := range []struct {
+		args   []string
+		reason string
+	}{
+		{[]string{"--reason", "drill"}, "killswitch_global_engaged"},
+		{[]string{"--tenant", "acme", "--reason", "drill"}, "killswitch_tenant_engaged"},
+	} {
+		id := propose("ks-" + scope.reason)
+		killswitch(t, addrA, admin, append([]string{"engage"}, scope.args...)...)
+		code, m := b.do("POST", "/v1/tenants/acme/intents/"+id+"/execute", agent, nil)
+		errObj, _ := m["error"].(map[string]any)
+		if reasons, _ := errObj["reasons"].([]any); code != 403 || len(reasons) == 0 || reasons[0] != scope.reason {
+			t.Fatalf("execute on B right after engaging on A: %d %v", code, m)
+		}
+		killswitch(t, addrA, admin, append([]string{"disengage"}, scope.args...)...)
+		if code, m := b.do("POST", "/v1/tenants/acme/intents/"+id+"/execute", agent, nil); code != 200 {
+			// fs.read of a missing file runs and fails inside the sandbox: 200 with status failed.
+			t.Fatalf("execute on B after disengaging: %d %v", code, m)
+		}
+	}
+
+	// Propagation: flip through A, read B's local copy right after the response.
+	const flips = 200
+	var putLatency []time.Duration
+	lagging := 0
+	for i := range flips {
+		engaged := i%2 == 0
+		body, _ := json.Marshal(map[string]any{"engaged": engaged, "reason": fmt.Sprint("flip ", i)})
+		req, _ := http.NewRequest("PUT", "http://"+addrA+"/v1/killswitch", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+admin)
+		start := time.Now()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		putLatency = append(putLatency, time.Since(start))
+		if resp.StatusCode != 200 {
+			t.Fatalf("flip %d: HTTP %d", i, resp.StatusCode)
+		}
+		_, m := b.do("GET", "/v1/killswitch", admin, nil)
+		if st, _ := m["state"].(map[string]any); st["engaged"] != engaged {
+			lagging++
+		}
+	}
+	if lagging != 0 {
+		t.Fatalf("node B did not yet show the new state right after %d of %d PUT responses", lagging, flips)
+	}
+	slices.Sort(putLatency)
+	t.Logf("kill switch PUT on node A until every live node applied it (%d flips): p50=%s p99=%s max=%s; node B lagging after the response: %d",
+		flips, putLatency[flips/2], putLatency[flips*99/100], putLatency[flips-1], lagging)
 }

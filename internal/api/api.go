@@ -19,6 +19,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/gate"
+	"github.com/exoarmur/exoarmur/internal/killswitch"
 	"github.com/exoarmur/exoarmur/internal/replay"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
@@ -31,9 +32,16 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, key string) (*auth.Principal, error)
 }
 
+// Switches reads and changes kill switches (internal/killswitch).
+type Switches interface {
+	ReadScope(t tenant.ID) killswitch.Reading
+	Set(ctx context.Context, scope tenant.ID, engaged bool, reason, actor, requestID string) (killswitch.Change, error)
+}
+
 // Config wires the API.
 type Config struct {
 	Gate      *gate.Gate
+	Switches  Switches
 	Keys      Authenticator
 	Audit     *audit.Log
 	Ready     func() bool   // store readiness for /readyz
@@ -95,6 +103,10 @@ func (s *Server) routes() []route {
 		r("GET", "/v1/tenants/{tenant}/audit", true, s.auditList),
 		r("GET", "/v1/tenants/{tenant}/audit/export", true, s.auditExport),
 		r("GET", "/v1/tenants/{tenant}/audit/verify", true, s.auditVerify),
+		r("GET", "/v1/killswitch", true, s.getSwitch),
+		r("PUT", "/v1/killswitch", true, s.putSwitch),
+		r("GET", "/v1/tenants/{tenant}/killswitch", true, s.getSwitch),
+		r("PUT", "/v1/tenants/{tenant}/killswitch", true, s.putSwitch),
 	}
 }
 
@@ -388,5 +400,58 @@ func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request) error {
 		return contract.Wrap(contract.CodeStoreUnavailable, "cannot read the audit log", err)
 	}
 	writeJSON(w, http.StatusOK, rp.Report())
+	return nil
+}
+
+// switchScope returns the switch a request addresses and checks the role:
+// the global switch is admin only; a tenant switch needs an operator or an
+// admin granted that tenant (the tenant grant is checked by guard).
+func switchScope(ri *reqInfo) (tenant.ID, error) {
+	role := ri.principal.Role
+	if ri.tenant.IsZero() {
+		if role != auth.RoleAdmin {
+			return tenant.ID{}, contract.Errorf(contract.CodeForbidden, "the global kill switch is for admins")
+		}
+		return tenant.System, nil
+	}
+	if role != auth.RoleOperator && role != auth.RoleAdmin {
+		return tenant.ID{}, contract.Errorf(contract.CodeForbidden, "a tenant kill switch is for operators and admins")
+	}
+	return ri.tenant, nil
+}
+
+func (s *Server) getSwitch(w http.ResponseWriter, r *http.Request) error {
+	ri := info(r)
+	scope, err := switchScope(ri)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"state": s.cfg.Switches.ReadScope(scope)})
+	return nil
+}
+
+func (s *Server) putSwitch(w http.ResponseWriter, r *http.Request) error {
+	ri := info(r)
+	scope, err := switchScope(ri)
+	if err != nil {
+		return err
+	}
+	raw, err := io.ReadAll(r.Body)
+	if err != nil {
+		return err
+	}
+	req, err := contract.DecodeKillSwitchRequest(raw)
+	if err != nil {
+		return err
+	}
+	ch, err := s.cfg.Switches.Set(r.Context(), scope, req.Engaged, req.Reason, ri.principal.ID, ri.id)
+	if err != nil {
+		if errors.Is(err, killswitch.ErrStale) {
+			writeJSON(w, http.StatusAccepted, ch)
+			return nil
+		}
+		return contract.Wrap(contract.CodeStoreUnavailable, "the kill switch could not be changed durably", err)
+	}
+	writeJSON(w, http.StatusOK, ch)
 	return nil
 }

@@ -20,7 +20,9 @@ import (
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/gate"
+	"github.com/exoarmur/exoarmur/internal/killswitch"
 	"github.com/exoarmur/exoarmur/internal/store"
+	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
 // keys is a fixed key table that counts lookups, so tests can show that a
@@ -61,6 +63,8 @@ const (
 	agentKey  = "exo_agent"
 	readerKey = "exo_reader"
 	otherKey  = "exo_other"
+	opKey     = "exo_operator"
+	adminKey  = "exo_admin"
 )
 
 func newFixture(t *testing.T) *fixture {
@@ -72,7 +76,17 @@ func newFixture(t *testing.T) *fixture {
 	t.Cleanup(func() { st.Close() })
 	log := audit.New(st.JS, st.Audit)
 	ex := &okExec{}
-	g, err := gate.New(gate.Config{Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex,
+	sw, err := killswitch.Start(context.Background(), killswitch.Config{KV: st.Control, JS: st.JS, NC: st.NC, Audit: log, Node: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sw.Stop)
+	for _, scope := range []tenant.ID{tenant.System, tenant.MustParse("acme"), tenant.MustParse("beta")} {
+		if _, err := sw.Set(context.Background(), scope, false, "test setup", "key_setup", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g, err := gate.New(gate.Config{Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex, Switches: sw,
 		Now: func() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) }})
 	if err != nil {
 		t.Fatal(err)
@@ -81,9 +95,11 @@ func newFixture(t *testing.T) *fixture {
 		agentKey:  {ID: "key_agent", Role: auth.RoleAgent, Tenants: []string{"acme"}, Actions: []string{"*"}},
 		readerKey: {ID: "key_reader", Role: auth.RoleAgent, Tenants: []string{"acme"}, Actions: []string{"A0"}},
 		otherKey:  {ID: "key_other", Role: auth.RoleAgent, Tenants: []string{"beta"}, Actions: []string{"*"}},
+		opKey:     {ID: "key_op", Role: auth.RoleOperator, Tenants: []string{"acme"}, Actions: []string{"*"}},
+		adminKey:  {ID: "key_admin", Role: auth.RoleAdmin, Tenants: []string{"acme"}, Actions: []string{"*"}},
 	}}
 	var n atomic.Int64
-	s := api.New(api.Config{Gate: g, Keys: k, Audit: log, Ready: st.Ready,
+	s := api.New(api.Config{Gate: g, Switches: sw, Keys: k, Audit: log, Ready: st.Ready,
 		RequestID: func() string { return "req_" + strings.Repeat("0", 3) + string(rune('0'+n.Add(1)%10)) }})
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
@@ -215,16 +231,16 @@ func TestProposeExecuteAndAudit(t *testing.T) {
 	}
 	r = f.do(t, "GET", "/v1/tenants/acme/audit/export", agentKey, nil)
 	lines := bytes.Count(r.raw, []byte("\n"))
-	if r.code != 200 || lines != 6 { // proposed, allowed, started, succeeded; proposed, blocked
-		t.Fatalf("export = %d, %d lines:\n%s", r.code, lines, r.raw)
+	if r.code != 200 || lines != 7 { // switch disengaged; proposed, allowed, started, succeeded; proposed, blocked
+		t.Fatalf("export = %d, %d lines, want 7", r.code, lines)
 	}
 	r = f.do(t, "GET", "/v1/tenants/acme/audit/verify", agentKey, nil)
 	if r.code != 200 || r.body["pass"] != true {
 		t.Fatalf("verify = %d %s", r.code, r.raw)
 	}
-	// Another tenant's chain is empty and unaffected.
+	// Another tenant's chain holds only its own switch change.
 	r = f.do(t, "GET", "/v1/tenants/beta/audit/export", otherKey, nil)
-	if r.code != 200 || len(r.raw) != 0 {
+	if r.code != 200 || bytes.Count(r.raw, []byte("\n")) != 1 || bytes.Contains(r.raw, []byte("acme")) {
 		t.Fatalf("beta export = %d %q", r.code, r.raw)
 	}
 }
@@ -266,5 +282,62 @@ func TestRoutesMatchOpenAPI(t *testing.T) {
 	slices.Sort(routes)
 	if !slices.Equal(spec, routes) {
 		t.Fatalf("routes and openapi.yaml differ:\nserver:  %v\nopenapi: %v", routes, spec)
+	}
+}
+
+func TestKillSwitchEndpoints(t *testing.T) {
+	f := newFixture(t)
+	engage := mustJSON(map[string]any{"engaged": true, "reason": "incident 42"})
+	disengage := mustJSON(map[string]any{"engaged": false, "reason": "resolved"})
+	tests := []struct {
+		name, method, path, key string
+		body                    []byte
+		code                    int
+		errCode                 string
+	}{
+		{"agent cannot flip global", "PUT", "/v1/killswitch", agentKey, engage, 403, "forbidden"},
+		{"operator cannot flip global", "PUT", "/v1/killswitch", opKey, engage, 403, "forbidden"},
+		{"agent cannot flip tenant", "PUT", "/v1/tenants/acme/killswitch", agentKey, engage, 403, "forbidden"},
+		{"operator of another tenant", "PUT", "/v1/tenants/beta/killswitch", opKey, engage, 403, "forbidden"},
+		{"reason required", "PUT", "/v1/tenants/acme/killswitch", opKey, []byte(`{"engaged":true}`), 400, "invalid_request"},
+		{"engaged required", "PUT", "/v1/tenants/acme/killswitch", opKey, []byte(`{"reason":"x"}`), 400, "invalid_request"},
+		{"engaged must be a bool", "PUT", "/v1/tenants/acme/killswitch", opKey, []byte(`{"engaged":"no","reason":"x"}`), 400, "invalid_request"},
+		{"no key", "GET", "/v1/killswitch", "", nil, 401, "unauthenticated"},
+		{"admin reads global", "GET", "/v1/killswitch", adminKey, nil, 200, ""},
+		{"operator reads tenant", "GET", "/v1/tenants/acme/killswitch", opKey, nil, 200, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := f.do(t, tt.method, tt.path, tt.key, tt.body)
+			if r.code != tt.code || errCode(r) != tt.errCode {
+				t.Fatalf("%s %s = %d %s, want %d %s\n%s", tt.method, tt.path, r.code, errCode(r), tt.code, tt.errCode, r.raw)
+			}
+		})
+	}
+	// Engage global: execute is blocked with the switch named; disengage: it runs.
+	r := f.do(t, "POST", "/v1/tenants/acme/intents", agentKey, writeBody)
+	id := r.body["intent"].(map[string]any)["id"].(string)
+	for _, scope := range []struct{ path, key, reason string }{
+		{"/v1/killswitch", adminKey, "killswitch_global_engaged"},
+		{"/v1/tenants/acme/killswitch", opKey, "killswitch_tenant_engaged"},
+	} {
+		r = f.do(t, "PUT", scope.path, scope.key, engage)
+		cur, _ := r.body["current"].(map[string]any)
+		if r.code != 200 || cur["engaged"] != true || cur["actor"] != strings.TrimPrefix(map[string]string{adminKey: "key_admin", opKey: "key_op"}[scope.key], "") {
+			t.Fatalf("engage %s = %d %s", scope.path, r.code, r.raw)
+		}
+		r = f.do(t, "POST", "/v1/tenants/acme/intents/"+id+"/execute", agentKey, nil)
+		if reasons, _ := r.body["error"].(map[string]any)["reasons"].([]any); r.code != 403 || len(reasons) == 0 || reasons[0] != scope.reason {
+			t.Fatalf("execute while %s engaged = %d %s", scope.path, r.code, r.raw)
+		}
+		if r := f.do(t, "PUT", scope.path, scope.key, disengage); r.code != 200 {
+			t.Fatalf("disengage = %d %s", r.code, r.raw)
+		}
+	}
+	if r = f.do(t, "POST", "/v1/tenants/acme/intents/"+id+"/execute", agentKey, nil); r.code != 200 {
+		t.Fatalf("execute after disengage = %d %s", r.code, r.raw)
+	}
+	if f.exec.runs != 1 {
+		t.Fatalf("executor ran %d times", f.exec.runs)
 	}
 }

@@ -32,6 +32,7 @@ func commands() []command {
 		{"serve", "run the HTTP API (embedded NATS by default)", runServe},
 		{"nats", "run a standalone NATS+JetStream server for multi-process setups", runNATS},
 		{"keys", "manage API keys: keys create", runKeys},
+		{"killswitch", "engage|disengage|status the global or a tenant kill switch (via the API)", runKillSwitch},
 		{"audit", "audit verify|export for one tenant", runAudit},
 		{"replay", "verify chains and recompute every decision; write a report", runReplay},
 		{"demo", "run the deterministic golden demo in a temporary store", runDemo},

@@ -150,7 +150,7 @@ func (d *demo) open(ctx context.Context) error {
 	}
 	d.rt = rt
 	d.api = api.New(api.Config{
-		Gate: rt.gate, Keys: rt.keys, Audit: rt.audit, Ready: rt.store.Ready,
+		Gate: rt.gate, Switches: rt.switches, Keys: rt.keys, Audit: rt.audit, Ready: rt.store.Ready,
 		RequestID: func() string { return fmt.Sprintf("req_%04d", d.reqs.Add(1)) },
 	})
 	return nil
@@ -216,13 +216,34 @@ func (d *demo) run(ctx context.Context, dir string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	d.printf("    %s %s role=%s actions=%v\n", agent.ID, agent.Name, agent.Role, agent.Actions)
-	d.printf("    %s %s role=%s actions=%v\n", reader.ID, reader.Name, reader.Role, reader.Actions)
+	adminKey, admin, err := d.rt.keys.Create(ctx, auth.CreateRequest{Name: "demo-admin", Role: auth.RoleAdmin, Tenants: []string{tn}, Actions: []string{contract.A0}})
+	if err != nil {
+		return false, err
+	}
+	opKey, op, err := d.rt.keys.Create(ctx, auth.CreateRequest{Name: "demo-operator", Role: auth.RoleOperator, Tenants: []string{tn}, Actions: []string{contract.A0}})
+	if err != nil {
+		return false, err
+	}
+	for _, p := range []auth.Principal{agent, reader, admin, op} {
+		d.printf("    %s %s role=%s actions=%v\n", p.ID, p.Name, p.Role, p.Actions)
+	}
 	r := d.call("POST", base+"/intents", "", map[string]any{"action": "fs.read", "target": "x", "idempotency_key": "nokey"})
 	d.check(r.status == 401, "a request without an API key is refused: HTTP %d", r.status)
 	r = d.call("POST", "/v1/tenants/Acme.*/intents", agentKey, map[string]any{"action": "fs.read", "target": "x", "idempotency_key": "k"})
 	code, _ := r.errCode()
 	d.check(r.status == 400 && code == contract.CodeInvalidTenant, "tenant \"Acme.*\" is rejected before any store access: HTTP %d %s", r.status, code)
+
+	d.printf("\n1b. Kill switches start engaged; operators disengage them\n")
+	r = d.call("POST", base+"/intents", readerKey, map[string]any{"action": "fs.read", "target": "notes/none.txt", "idempotency_key": "demo-early-read"})
+	early := r.view()
+	r = d.call("POST", base+"/intents/"+early.Intent.ID+"/execute", readerKey, nil)
+	code, reasons := r.errCode()
+	d.check(r.status == 403 && code == contract.CodeBlocked && strings.Join(reasons, ",") == gate.ReasonGlobalEngaged,
+		"on a fresh store an execute is blocked: HTTP %d %s %v", r.status, code, reasons)
+	r = d.call("PUT", "/v1/killswitch", opKey, map[string]any{"engaged": false, "reason": "operators may not touch the global switch"})
+	d.check(r.status == 403, "%s may not flip the global switch: HTTP %d", op.Name, r.status)
+	d.check(d.flip("/v1/killswitch", adminKey, false, "demo: go live"), "%s disengaged the global switch", admin.Name)
+	d.check(d.flip(base+"/killswitch", opKey, false, "demo: acme go live"), "%s disengaged the acme switch", op.Name)
 
 	d.printf("\n2. A write outside the sandbox is denied by policy\n")
 	r = d.call("POST", base+"/intents", agentKey, map[string]any{
@@ -233,7 +254,7 @@ func (d *demo) run(ctx context.Context, dir string) (bool, error) {
 	d.check(r.status == 201 && escape.Preview != nil && escape.Preview.Verdict == contract.Deny,
 		"proposed %s: HTTP %d, preview %s %v", escape.Intent.ID, r.status, verdictOf(escape.Preview), reasonsOf(escape.Preview))
 	r = d.call("POST", base+"/intents/"+escape.Intent.ID+"/execute", agentKey, nil)
-	code, reasons := r.errCode()
+	code, reasons = r.errCode()
 	d.check(r.status == 403 && code == contract.CodeBlocked && strings.Join(reasons, ",") == gate.ReasonPolicyDenied,
 		"execute: HTTP %d %s %v", r.status, code, reasons)
 	_, statErr := os.Stat(filepath.Join(dir, "outside.txt"))
@@ -280,6 +301,19 @@ func (d *demo) run(ctx context.Context, dir string) (bool, error) {
 	d.check(r.status == 200 && dup.Duplicate && dup.Result.Output["sha256"] == wout.Result.Output["sha256"],
 		"execute again: HTTP %d duplicate=%t, the first result is returned", r.status, dup.Duplicate)
 	d.check(d.counts.count(write.Intent.ID) == 1, "executor calls for %s: %d", write.Intent.ID, d.counts.count(write.Intent.ID))
+
+	d.printf("\n6b. The global kill switch stops execution\n")
+	d.check(d.flip("/v1/killswitch", adminKey, true, "demo: incident drill"), "%s engaged the global switch", admin.Name)
+	r = d.call("POST", base+"/intents", readerKey, map[string]any{"action": "fs.read", "target": "notes/hello.txt", "idempotency_key": "demo-read-2"})
+	read2 := r.view()
+	d.check(r.status == 201, "proposals are still accepted while engaged: HTTP %d, preview %s %v", r.status, verdictOf(read2.Preview), reasonsOf(read2.Preview))
+	r = d.call("POST", base+"/intents/"+read2.Intent.ID+"/execute", readerKey, nil)
+	code, reasons = r.errCode()
+	d.check(r.status == 403 && strings.Join(reasons, ",") == gate.ReasonGlobalEngaged && d.counts.count(read2.Intent.ID) == 0,
+		"execute: HTTP %d %s %v; executor calls: %d", r.status, code, reasons, d.counts.count(read2.Intent.ID))
+	d.check(d.flip("/v1/killswitch", adminKey, false, "demo: drill over"), "%s disengaged the global switch", admin.Name)
+	r = d.call("POST", base+"/intents/"+read2.Intent.ID+"/execute", readerKey, nil)
+	d.check(r.status == 200 && d.counts.count(read2.Intent.ID) == 1, "the same intent now runs: HTTP %d", r.status)
 
 	d.printf("\n7. Close the store and reopen it (persistence)\n")
 	d.rt.Close()
@@ -340,6 +374,20 @@ func (d *demo) run(ctx context.Context, dir string) (bool, error) {
 	d.printf("DEMO_RESULT=%s\n", result)
 	d.printf("PROOF_HASH=%s\n", proof.ProofHash)
 	return !d.failed, nil
+}
+
+// flip sets a kill switch through the API and reports whether it took.
+func (d *demo) flip(path, key string, engaged bool, reason string) bool {
+	r := d.call("PUT", path, key, map[string]any{"engaged": engaged, "reason": reason})
+	var ch struct {
+		Current struct {
+			Engaged  bool   `json:"engaged"`
+			Revision uint64 `json:"revision"`
+		} `json:"current"`
+	}
+	_ = json.Unmarshal(r.body, &ch)
+	d.printf("    PUT %s engaged=%t: HTTP %d, revision %d\n", path, engaged, r.status, ch.Current.Revision)
+	return r.status == 200 && ch.Current.Engaged == engaged
 }
 
 func replayBytes(export []byte, tn string) (contract.ReplayReport, []byte) {

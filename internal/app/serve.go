@@ -54,7 +54,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	defer rt.Close()
 
 	srv := api.New(api.Config{
-		Gate: rt.gate, Keys: rt.keys, Audit: rt.audit,
+		Gate: rt.gate, Switches: rt.switches, Keys: rt.keys, Audit: rt.audit,
 		Ready: rt.store.Ready, RequestID: randomID, Logger: logger,
 	})
 	ln, err := net.Listen("tcp", c.Listen)

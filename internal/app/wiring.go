@@ -13,16 +13,18 @@ import (
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/executor"
 	"github.com/exoarmur/exoarmur/internal/gate"
+	"github.com/exoarmur/exoarmur/internal/killswitch"
 	"github.com/exoarmur/exoarmur/internal/store"
 )
 
 // runtime is a wired ExoArmur node.
 type runtime struct {
-	store *store.Store
-	audit *audit.Log
-	keys  *auth.Keys
-	gate  *gate.Gate
-	execs *executor.Registry
+	store    *store.Store
+	switches *killswitch.Switches
+	audit    *audit.Log
+	keys     *auth.Keys
+	gate     *gate.Gate
+	execs    *executor.Registry
 }
 
 // deps are the injected sources of time and randomness.
@@ -59,18 +61,25 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 		ex = d.wrap(ex)
 	}
 	log := audit.New(st.JS, st.Audit)
-	g, err := gate.New(gate.Config{
-		Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex,
-		Allowlist: c.AllowHosts, Now: d.now, Node: c.Node, Logger: d.logger,
-	})
+	sw, err := killswitch.Start(ctx, killswitch.Config{KV: st.Control, JS: st.JS, NC: st.NC, Audit: log, Now: d.now, Node: c.Node, Logger: d.logger})
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
-	return &runtime{store: st, audit: log, keys: auth.NewKeys(st.Principals, d.rand, d.now), gate: g, execs: execs}, nil
+	g, err := gate.New(gate.Config{
+		Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex, Switches: sw,
+		Allowlist: c.AllowHosts, Now: d.now, Node: c.Node, Logger: d.logger,
+	})
+	if err != nil {
+		sw.Stop()
+		st.Close()
+		return nil, err
+	}
+	return &runtime{store: st, switches: sw, audit: log, keys: auth.NewKeys(st.Principals, d.rand, d.now), gate: g, execs: execs}, nil
 }
 
 func (r *runtime) Close() {
+	r.switches.Stop()
 	r.execs.Close()
 	r.store.Close()
 }

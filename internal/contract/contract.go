@@ -66,6 +66,15 @@ func (in ActionIntent) ComputeHash() (string, error) {
 	return HashOf(in)
 }
 
+// KillSwitchRequest is the body of PUT /v1/killswitch and
+// PUT /v1/tenants/{tenant}/killswitch (contracts/v1/killswitch_request.schema.json,
+// additive to V1). The schema requires both fields, so a missing "engaged"
+// is an error, never a silent disengage.
+type KillSwitchRequest struct {
+	Engaged bool   `json:"engaged"`
+	Reason  string `json:"reason"`
+}
+
 // CheckResult is one ordered check of a decision.
 type CheckResult struct {
 	Name    string `json:"name"`

@@ -219,3 +219,17 @@ func strictValue(dec *json.Decoder, path string, depth, maxDepth int) error {
 	}
 	return nil
 }
+
+// DecodeKillSwitchRequest strictly decodes the body of a kill switch PUT.
+func DecodeKillSwitchRequest(raw []byte) (KillSwitchRequest, error) {
+	if err := Validate("killswitch_request", raw); err != nil {
+		return KillSwitchRequest{}, err
+	}
+	var req KillSwitchRequest
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return KillSwitchRequest{}, Wrap(CodeInvalid, "body does not match the kill switch request shape", err)
+	}
+	return req, nil
+}

@@ -1,10 +1,12 @@
 package gate
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/killswitch"
 	"github.com/exoarmur/exoarmur/internal/policy"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
@@ -13,6 +15,11 @@ import (
 // the stores; replay reads it back from the audit record. Decide sees nothing
 // else, so the same Input always yields the same Decision.
 type Input struct {
+	// Global and TenantSwitch are the kill switches as read from the
+	// node's watched copy, with their revisions and freshness.
+	Global       killswitch.Reading `json:"global_switch"`
+	TenantSwitch killswitch.Reading `json:"tenant_switch"`
+
 	Tenant     string                `json:"tenant"`
 	Intent     contract.ActionIntent `json:"intent"`
 	Principal  auth.Principal        `json:"principal"`
@@ -23,14 +30,18 @@ type Input struct {
 
 // Check names, in evaluation order. Later issues add checks to this list.
 const (
-	CheckTenant    = "tenant"
-	CheckPrincipal = "principal"
-	CheckGrant     = "grant"
-	CheckPolicy    = "policy"
+	CheckKillSwitch = "killswitch"
+	CheckTenant     = "tenant"
+	CheckPrincipal  = "principal"
+	CheckGrant      = "grant"
+	CheckPolicy     = "policy"
 )
 
 // Reason codes a blocked decision can carry.
 const (
+	ReasonGlobalEngaged     = "killswitch_global_engaged"
+	ReasonTenantEngaged     = "killswitch_tenant_engaged"
+	ReasonSwitchStale       = "killswitch_state_stale"
 	ReasonTenantInvalid     = "tenant_invalid"
 	ReasonTenantMismatch    = "tenant_mismatch"
 	ReasonUnauthenticated   = "unauthenticated"
@@ -43,8 +54,8 @@ const (
 	ReasonPolicyEvalFailure = "policy_error"
 )
 
-// Decide is the pure decision function: tenant, principal, grant, policy, in
-// that order. Every check runs and is reported, and any failure denies; the
+// Decide is the pure decision function: kill switches, tenant, principal,
+// grant, policy, in that order. Every check runs and is reported, and any failure denies; the
 // reasons list the failing checks' codes in check order.
 func Decide(in Input) contract.Decision {
 	d := contract.Decision{
@@ -54,7 +65,7 @@ func Decide(in Input) contract.Decision {
 		IntentHash:    in.Intent.Hash,
 		PolicyHash:    in.PolicyHash,
 		DecidedAt:     in.Time,
-		Checks:        make([]contract.CheckResult, 0, 4),
+		Checks:        make([]contract.CheckResult, 0, 5),
 	}
 	add := func(name, reason, detail string) {
 		c := contract.CheckResult{Name: name, Outcome: contract.Pass, Detail: detail}
@@ -64,6 +75,20 @@ func Decide(in Input) contract.Decision {
 			d.Reasons = append(d.Reasons, reason)
 		}
 		d.Checks = append(d.Checks, c)
+	}
+
+	// 0. Kill switches: global, then tenant. Never set, engaged, unreadable
+	// or stale all block; the detail names the switch, revision and actor.
+	g, ts := &in.Global, &in.TenantSwitch
+	switch {
+	case !g.Fresh || !ts.Fresh || ts.Scope != in.Tenant:
+		add(CheckKillSwitch, ReasonSwitchStale, switchDetail(g)+"; "+switchDetail(ts))
+	case g.Engaged:
+		add(CheckKillSwitch, ReasonGlobalEngaged, switchDetail(g))
+	case ts.Engaged:
+		add(CheckKillSwitch, ReasonTenantEngaged, switchDetail(ts))
+	default:
+		add(CheckKillSwitch, "", "")
 	}
 
 	// 1. Tenant: present, valid, and the intent belongs to it.
@@ -132,6 +157,21 @@ func Decide(in Input) contract.Decision {
 		d.Verdict = contract.Deny
 	} else {
 		d.Reasons = []string{}
+	}
+	return d
+}
+
+func switchDetail(r *killswitch.Reading) string {
+	state := "engaged"
+	if !r.Engaged {
+		state = "disengaged"
+	}
+	if r.Revision == 0 {
+		return r.Scope + " engaged (never set: safe default)"
+	}
+	d := r.Scope + " " + state + " rev " + strconv.FormatUint(r.Revision, 10) + " by " + r.Actor + ": " + r.Reason
+	if !r.Fresh {
+		d += " (stale local copy)"
 	}
 	return d
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/killswitch"
 	"github.com/exoarmur/exoarmur/internal/policy"
 )
 
@@ -19,12 +20,14 @@ func baseInput() Input {
 	}
 	in.Hash, _ = in.ComputeHash()
 	return Input{
-		Tenant:     "acme",
-		Intent:     in,
-		Principal:  auth.Principal{ID: "key_1", Name: "agent", Role: auth.RoleAgent, Tenants: []string{"acme"}, Actions: []string{"*"}},
-		PolicyHash: policy.Default().Hash(),
-		Allowlist:  []string{"127.0.0.1:8099"},
-		Time:       t0.Add(time.Minute),
+		Global:       killswitch.Reading{Scope: "global", Engaged: false, Revision: 3, Actor: "key_admin", Reason: "go", Fresh: true},
+		TenantSwitch: killswitch.Reading{Scope: "acme", Engaged: false, Revision: 4, Actor: "key_op", Reason: "go", Fresh: true},
+		Tenant:       "acme",
+		Intent:       in,
+		Principal:    auth.Principal{ID: "key_1", Name: "agent", Role: auth.RoleAgent, Tenants: []string{"acme"}, Actions: []string{"*"}},
+		PolicyHash:   policy.Default().Hash(),
+		Allowlist:    []string{"127.0.0.1:8099"},
+		Time:         t0.Add(time.Minute),
 	}
 }
 
@@ -36,8 +39,15 @@ func TestDecide(t *testing.T) {
 		reasons []string
 	}{
 		{"allowed write", func(*Input) {}, contract.Allow, []string{}},
-		{"missing tenant", func(in *Input) { in.Tenant = "" }, contract.Deny, []string{ReasonTenantInvalid, ReasonTenantNotGranted}},
-		{"invalid tenant", func(in *Input) { in.Tenant = "a.b" }, contract.Deny, []string{ReasonTenantInvalid, ReasonTenantNotGranted}},
+		{"global switch engaged", func(in *Input) { in.Global.Engaged = true }, contract.Deny, []string{ReasonGlobalEngaged}},
+		{"tenant switch engaged", func(in *Input) { in.TenantSwitch.Engaged = true }, contract.Deny, []string{ReasonTenantEngaged}},
+		{"global never set", func(in *Input) { in.Global = killswitch.Reading{Scope: "global", Engaged: true, Fresh: true} }, contract.Deny, []string{ReasonGlobalEngaged}},
+		{"stale global copy", func(in *Input) { in.Global.Fresh = false }, contract.Deny, []string{ReasonSwitchStale}},
+		{"stale tenant copy", func(in *Input) { in.TenantSwitch.Fresh = false }, contract.Deny, []string{ReasonSwitchStale}},
+		{"switch of another tenant", func(in *Input) { in.TenantSwitch.Scope = "other" }, contract.Deny, []string{ReasonSwitchStale}},
+		{"missing switch readings", func(in *Input) { in.Global, in.TenantSwitch = killswitch.Reading{}, killswitch.Reading{} }, contract.Deny, []string{ReasonSwitchStale}},
+		{"missing tenant", func(in *Input) { in.Tenant = "" }, contract.Deny, []string{ReasonSwitchStale, ReasonTenantInvalid, ReasonTenantNotGranted}},
+		{"invalid tenant", func(in *Input) { in.Tenant = "a.b" }, contract.Deny, []string{ReasonSwitchStale, ReasonTenantInvalid, ReasonTenantNotGranted}},
 		{"intent of another tenant", func(in *Input) { in.Intent.Tenant = "other" }, contract.Deny, []string{ReasonTenantMismatch}},
 		{"no principal", func(in *Input) { in.Principal = auth.Principal{} }, contract.Deny, []string{ReasonUnauthenticated, ReasonTenantNotGranted}},
 		{"expired key", func(in *Input) { in.Principal.ExpiresAt = t0 }, contract.Deny, []string{ReasonKeyExpired}},
@@ -71,7 +81,7 @@ func TestDecide(t *testing.T) {
 			for _, c := range d.Checks {
 				names = append(names, c.Name)
 			}
-			if want := []string{CheckTenant, CheckPrincipal, CheckGrant, CheckPolicy}; !reflect.DeepEqual(names, want) {
+			if want := []string{CheckKillSwitch, CheckTenant, CheckPrincipal, CheckGrant, CheckPolicy}; !reflect.DeepEqual(names, want) {
 				t.Fatalf("check order = %v, want %v", names, want)
 			}
 		})

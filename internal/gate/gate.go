@@ -17,6 +17,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/killswitch"
 	"github.com/exoarmur/exoarmur/internal/policy"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
@@ -37,6 +38,7 @@ type Config struct {
 	Idempotency jetstream.KeyValue // idempotency ledger bucket
 	Audit       *audit.Log
 	Executors   Executors
+	Switches    SwitchReader     // the kill switches' watched local copy
 	Policy      *policy.Bundle   // default: policy.Default()
 	Allowlist   []string         // http host allowlist, recorded in every input
 	Now         func() time.Time // injected clock (default time.Now)
@@ -60,6 +62,8 @@ func New(cfg Config) (*Gate, error) {
 		return nil, errors.New("gate: audit log is required")
 	case cfg.Executors == nil:
 		return nil, errors.New("gate: executors are required")
+	case cfg.Switches == nil:
+		return nil, errors.New("gate: kill switches are required")
 	}
 	if cfg.Policy == nil {
 		cfg.Policy = policy.Default()
@@ -73,6 +77,11 @@ func New(cfg Config) (*Gate, error) {
 	cfg.Allowlist = append([]string{}, cfg.Allowlist...) // never null in a recorded input
 	slices.Sort(cfg.Allowlist)
 	return &Gate{cfg: cfg}, nil
+}
+
+// SwitchReader reads the global and a tenant's kill switch.
+type SwitchReader interface {
+	Read(t tenant.ID) (global, tenantSwitch killswitch.Reading)
 }
 
 // Meta is per-request context recorded in audit records.
@@ -121,13 +130,16 @@ func IntentID(t tenant.ID, idempotencyKey string) string {
 }
 
 func (g *Gate) input(t tenant.ID, p *auth.Principal, in contract.ActionIntent) Input {
+	global, ts := g.cfg.Switches.Read(t)
 	return Input{
-		Tenant:     t.String(),
-		Intent:     in,
-		Principal:  *p,
-		PolicyHash: g.cfg.Policy.Hash(),
-		Allowlist:  g.cfg.Allowlist,
-		Time:       g.cfg.Now().UTC(),
+		Global:       global,
+		TenantSwitch: ts,
+		Tenant:       t.String(),
+		Intent:       in,
+		Principal:    *p,
+		PolicyHash:   g.cfg.Policy.Hash(),
+		Allowlist:    g.cfg.Allowlist,
+		Time:         g.cfg.Now().UTC(),
 	}
 }
 
@@ -186,7 +198,7 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 	preview := Decide(input)
 
 	// A principal without the tenant or the action may not even propose.
-	if c := preview.Checks[2]; c.Outcome == contract.Fail && c.Name == CheckGrant {
+	if c, failed := failedCheck(preview, CheckGrant); failed {
 		if _, err := g.cfg.Audit.Append(ctx, t, audit.Entry{
 			Kind: audit.KindAccessDenied, CorrelationID: in.ID, Actor: p.ID, RequestID: meta.RequestID,
 			Time: input.Time, Payload: DecisionPayload{input, preview},
@@ -225,6 +237,16 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 	g.cfg.Logger.InfoContext(ctx, "intent proposed", "tenant", t.String(), "intent", in.ID, "action", in.Action,
 		"preview", preview.Verdict, "request_id", meta.RequestID)
 	return View{Intent: in, State: StateProposed, Preview: &preview}, true, nil
+}
+
+// failedCheck returns the named check if it failed.
+func failedCheck(d contract.Decision, name string) (contract.CheckResult, bool) {
+	for _, c := range d.Checks {
+		if c.Name == name {
+			return c, c.Outcome == contract.Fail
+		}
+	}
+	return contract.CheckResult{}, false
 }
 
 func sameRequest(a, b contract.ActionIntent) bool {

@@ -3,6 +3,7 @@ package gate_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/gate"
+	"github.com/exoarmur/exoarmur/internal/killswitch"
 	"github.com/exoarmur/exoarmur/internal/replay"
 	"github.com/exoarmur/exoarmur/internal/store"
 	"github.com/exoarmur/exoarmur/internal/tenant"
@@ -52,6 +54,27 @@ func (r *recorder) count(id string) int {
 	return r.runs[id]
 }
 
+// switches is a SwitchReader whose state the test sets: the real one
+// (internal/killswitch) is tested on a real store there and end to end.
+type switches struct {
+	mu             sync.Mutex
+	global, tenant bool // engaged
+	stale          bool
+}
+
+func (s *switches) Read(t tenant.ID) (killswitch.Reading, killswitch.Reading) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return killswitch.Reading{Scope: "global", Engaged: s.global, Revision: 1, Actor: "admin", Reason: "test", Fresh: !s.stale},
+		killswitch.Reading{Scope: t.String(), Engaged: s.tenant, Revision: 2, Actor: "op", Reason: "test", Fresh: !s.stale}
+}
+
+func (s *switches) set(global, tenant, stale bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.global, s.tenant, s.stale = global, tenant, stale
+}
+
 type clock struct {
 	mu sync.Mutex
 	t  time.Time
@@ -68,6 +91,7 @@ type node struct {
 	st   *store.Store
 	log  *audit.Log
 	gate *gate.Gate
+	sw   *switches
 }
 
 func openNode(tb testing.TB, dir string, ex gate.Executors) *node {
@@ -79,11 +103,12 @@ func openNode(tb testing.TB, dir string, ex gate.Executors) *node {
 	tb.Cleanup(func() { st.Close() })
 	log := audit.New(st.JS, st.Audit)
 	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	g, err := gate.New(gate.Config{Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex, Now: c.Now, Node: "test"})
+	sw := &switches{}
+	g, err := gate.New(gate.Config{Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex, Switches: sw, Now: c.Now, Node: "test"})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return &node{st, log, g}
+	return &node{st, log, g, sw}
 }
 
 var (
@@ -277,7 +302,7 @@ func TestInterruptedExecutionIsInDoubt(t *testing.T) {
 	}
 	// Another node (a restarted process) sees the claim without an owner.
 	other := &recorder{runs: map[string]int{}}
-	g2, err := gate.New(gate.Config{Intents: n.st.Intents, Idempotency: n.st.Idempotency, Audit: n.log, Executors: other, Node: "other"})
+	g2, err := gate.New(gate.Config{Intents: n.st.Intents, Idempotency: n.st.Idempotency, Audit: n.log, Executors: other, Switches: &switches{}, Node: "other"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,4 +380,54 @@ func waitFor(tb testing.TB, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// TestKillSwitchBlocksExecute: engaged (global or tenant) or stale switches
+// block every execution, and the block is audited with the switch named;
+// proposals are still accepted. Disengaging lets the same intent run.
+func TestKillSwitchBlocksExecute(t *testing.T) {
+	ex := &recorder{runs: map[string]int{}}
+	n := openNode(t, t.TempDir(), ex)
+	ctx := context.Background()
+	tests := []struct {
+		name                  string
+		global, tenant, stale bool
+		reason                string
+	}{
+		{"global engaged", true, false, false, gate.ReasonGlobalEngaged},
+		{"tenant engaged", false, true, false, gate.ReasonTenantEngaged},
+		{"both engaged", true, true, false, gate.ReasonGlobalEngaged},
+		{"stale copy", false, false, true, gate.ReasonSwitchStale},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n.sw.set(tt.global, tt.tenant, tt.stale)
+			read := contract.IntentRequest{Action: "fs.read", Target: "a.txt", IdempotencyKey: "ks-" + string(rune('a'+i))}
+			v, created, err := n.gate.Propose(ctx, acme, agent, read, gate.Meta{})
+			if err != nil || !created {
+				t.Fatalf("proposal refused while engaged: %v", err)
+			}
+			if v.Preview.Verdict != contract.Deny || v.Preview.Reasons[0] != tt.reason {
+				t.Fatalf("preview = %s %v", v.Preview.Verdict, v.Preview.Reasons)
+			}
+			_, err = n.gate.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{})
+			var ae *contract.Error
+			if !errors.As(err, &ae) || ae.Code != contract.CodeBlocked || ae.Reasons[0] != tt.reason {
+				t.Fatalf("Execute = %v, want blocked %s", err, tt.reason)
+			}
+			if ex.count(v.Intent.ID) != 0 {
+				t.Fatal("executor ran while the switch blocked")
+			}
+			var last contract.AuditRecord
+			_ = n.log.Scan(ctx, acme, 0, 0, func(_ []byte, r contract.AuditRecord) error { last = r; return nil })
+			if last.Kind != audit.KindGateBlocked || !strings.Contains(string(last.Payload), tt.reason) || !strings.Contains(string(last.Payload), `"revision":`) {
+				t.Fatalf("last record = %s %s", last.Kind, last.Payload)
+			}
+			n.sw.set(false, false, false)
+			if out, err := n.gate.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{}); err != nil || out.Result.Status != contract.StatusSucceeded {
+				t.Fatalf("after disengage: %+v, %v", out, err)
+			}
+		})
+	}
+	replayPasses(t, n.log, acme)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/gate"
+	"github.com/exoarmur/exoarmur/internal/killswitch"
 	"github.com/exoarmur/exoarmur/internal/policy"
 	"github.com/exoarmur/exoarmur/internal/replay"
 	"github.com/exoarmur/exoarmur/internal/store"
@@ -20,6 +21,11 @@ import (
 )
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// open is a fresh, disengaged switch reading.
+func open(scope string) killswitch.Reading {
+	return killswitch.Reading{Scope: scope, Revision: 1, Actor: "admin", Reason: "go", Fresh: true}
+}
 
 // chainExport writes a real chain (decisions made by Decide) for two
 // tenants on a real store and returns the JSONL export of both.
@@ -34,12 +40,15 @@ func chainExport(tb testing.TB) []byte {
 	var out []byte
 	for _, tn := range []string{"acme", "beta"} {
 		t := tenant.MustParse(tn)
-		for i, target := range []string{"notes/a.txt", "../escape", "b.txt"} {
+		for i, target := range []string{"notes/a.txt", "../escape", "b.txt", "killed.txt"} {
 			in := contract.ActionIntent{SchemaVersion: "v1", ID: fmt.Sprintf("in_%d", i), Tenant: tn, Action: "fs.write", Class: "A1",
 				Target: target, IdempotencyKey: fmt.Sprint("k", i), Proposer: "key_a", CreatedAt: t0}
 			in.Hash, _ = in.ComputeHash()
-			input := gate.Input{Tenant: tn, Intent: in, PolicyHash: policy.Default().Hash(), Time: t0.Add(time.Duration(i) * time.Second),
+			input := gate.Input{Global: open("global"), TenantSwitch: open(tn), Tenant: tn, Intent: in, PolicyHash: policy.Default().Hash(), Time: t0.Add(time.Duration(i) * time.Second),
 				Principal: auth.Principal{ID: "key_a", Role: "agent", Tenants: []string{tn}, Actions: []string{"*"}}}
+			if target == "killed.txt" { // blocked by the global kill switch
+				input.Global.Engaged, input.Global.Revision, input.Global.Reason = true, 7, "incident"
+			}
 			d := gate.Decide(input)
 			kind := audit.KindGateAllowed
 			if d.Verdict == contract.Deny {
@@ -81,7 +90,7 @@ func run(tb testing.TB, export []byte, only string) (contract.ReplayReport, []by
 func TestReplayPassesAndIsByteIdentical(t *testing.T) {
 	export := chainExport(t)
 	rep, first := run(t, export, "")
-	if !rep.Pass || rep.Records != 12 || rep.Decisions != 6 || rep.DecisionsMatched != 6 || len(rep.Tenants) != 2 {
+	if !rep.Pass || rep.Records != 16 || rep.Decisions != 8 || rep.DecisionsMatched != 8 || len(rep.Tenants) != 2 {
 		t.Fatalf("report = %s", first)
 	}
 	for range 3 {
@@ -98,8 +107,11 @@ func TestReplayPassesAndIsByteIdentical(t *testing.T) {
 		t.Fatal("replay hash does not cover the report")
 	}
 	one, _ := run(t, export, "beta")
-	if !one.Pass || one.Records != 6 || len(one.Tenants) != 1 || one.Tenants[0].Tenant != "beta" {
+	if !one.Pass || one.Records != 8 || len(one.Tenants) != 1 || one.Tenants[0].Tenant != "beta" {
 		t.Fatalf("--tenant beta report = %+v", one)
+	}
+	if !bytes.Contains(export, []byte(`"reasons":["killswitch_global_engaged"]`)) {
+		t.Fatal("the export holds no kill switch block to replay")
 	}
 }
 
@@ -117,7 +129,7 @@ func TestReplayNamesTamperedRecord(t *testing.T) {
 		{"flip the verdict and its hash stays", 0, func(b []byte) []byte {
 			return bytes.Replace(b, []byte(`"verdict":"ALLOW"`), []byte(`"verdict":"DENY!"`), 1)
 		}, 1, "chain:"},
-		{"flip a byte of the hash", 7, func(b []byte) []byte {
+		{"flip a byte of the hash", 9, func(b []byte) []byte {
 			i := bytes.Index(b, []byte(`"hash":"`)) + 8
 			c := bytes.Clone(b)
 			c[i] ^= 1
@@ -150,7 +162,7 @@ func TestReplayNamesTamperedRecord(t *testing.T) {
 func TestReplayDetectsDecisionDrift(t *testing.T) {
 	in := contract.ActionIntent{SchemaVersion: "v1", ID: "in_1", Tenant: "acme", Action: "fs.write", Class: "A1", Target: "../x", IdempotencyKey: "k", Proposer: "p", CreatedAt: t0}
 	in.Hash, _ = in.ComputeHash()
-	input := gate.Input{Tenant: "acme", Intent: in, PolicyHash: policy.Default().Hash(), Time: t0,
+	input := gate.Input{Global: open("global"), TenantSwitch: open("acme"), Tenant: "acme", Intent: in, PolicyHash: policy.Default().Hash(), Time: t0,
 		Principal: auth.Principal{ID: "p", Role: "agent", Tenants: []string{"acme"}, Actions: []string{"*"}}}
 	tests := []struct {
 		name  string
@@ -159,7 +171,7 @@ func TestReplayDetectsDecisionDrift(t *testing.T) {
 	}{
 		{"ALLOW recorded for a sandbox escape", audit.KindGateAllowed, func(d *contract.Decision) { d.Verdict, d.Reasons = contract.Allow, []string{} }},
 		{"DENY with a different reason", audit.KindGateBlocked, func(d *contract.Decision) { d.Reasons = []string{gate.ReasonTenantInvalid} }},
-		{"check detail altered", audit.KindGateBlocked, func(d *contract.Decision) { d.Checks[3].Detail = "fs-inside-sandbox" }},
+		{"check detail altered", audit.KindGateBlocked, func(d *contract.Decision) { d.Checks[4].Detail = "fs-inside-sandbox" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -51,6 +51,7 @@ type Store struct {
 	Intents     jetstream.KeyValue
 	Idempotency jetstream.KeyValue
 	Principals  jetstream.KeyValue
+	Control     jetstream.KeyValue
 	Audit       jetstream.Stream
 
 	srv *Server // embedded server, nil with an external URL
@@ -132,6 +133,9 @@ func (s *Store) ensure(ctx context.Context, replicas int) error {
 		return err
 	}
 	if s.Principals, err = kv(tenant.PrincipalsBucket, "ExoArmur API key registry (hashes only)", 4); err != nil {
+		return err
+	}
+	if s.Control, err = kv(tenant.ControlBucket, "ExoArmur kill switches (global and per tenant)", 16); err != nil {
 		return err
 	}
 	return nil

@@ -1,5 +1,7 @@
 package tenant
 
+import "strings"
+
 // Stream, bucket and subject names. Every name ExoArmur uses in NATS is here.
 const (
 	// AuditStream holds every tenant's audit chain, one subject per tenant.
@@ -14,7 +16,25 @@ const (
 	IdempotencyBucket = "exoarmur_idempotency"
 	// PrincipalsBucket is the API key registry (hashes only), keyed by key id.
 	PrincipalsBucket = "exoarmur_principals"
+
+	// ControlBucket holds the kill switches: GlobalSwitchKey and
+	// <tenant>.killswitch.
+	ControlBucket = "exoarmur_control"
+	// ControlStream is the stream behind ControlBucket (JetStream's KV_ prefix).
+	ControlStream = "KV_" + ControlBucket
+	// GlobalSwitchKey is the global kill switch's key; '_' cannot start a
+	// tenant ID, so it cannot collide with a tenant's key.
+	GlobalSwitchKey = "_global.killswitch"
+	// ControlAppliedSubject carries each node's applied control revision
+	// (core NATS, not persisted): how a switch change learns it reached
+	// every live node.
+	ControlAppliedSubject = "exoarmur.v1.control.applied"
 )
+
+// System is the reserved tenant whose audit chain records global control
+// changes (the global kill switch). Parse refuses it, so no caller can act
+// as it; only this package hands it out.
+var System = ID{"system"}
 
 // Exemption names one piece of state that is deliberately not tenant scoped.
 type Exemption struct {
@@ -26,6 +46,25 @@ type Exemption struct {
 // reason. A test checks that nothing else is written outside a tenant scope.
 var GlobalExemptions = []Exemption{
 	{PrincipalsBucket, "the API key registry: one key may be granted several tenants, so it cannot live in one tenant's scope; keys are hashed and listing is admin only"},
+	{GlobalSwitchKey, "the global kill switch: one switch that stops every tenant; changed by admins only, every change audited in the system chain"},
+	{AuditSubject(System), "the system audit chain: global control changes (the global kill switch), which belong to no tenant"},
+	{ControlAppliedSubject, "propagation acknowledgements of control revisions between nodes; carries node names and revisions only, no tenant data"},
+}
+
+// TenantSwitchKey is the control-bucket key of tenant id's kill switch.
+func TenantSwitchKey(id ID) string { return id.s + ".killswitch" }
+
+// SwitchKeyTenant returns the tenant of a control key, or System for the
+// global switch.
+func SwitchKeyTenant(key string) (ID, error) {
+	if key == GlobalSwitchKey {
+		return System, nil
+	}
+	name, ok := strings.CutSuffix(key, ".killswitch")
+	if !ok {
+		return ID{}, ErrInvalid
+	}
+	return Parse(name)
 }
 
 // AuditSubject is the subject of tenant id's audit chain.
@@ -35,6 +74,9 @@ func AuditSubject(id ID) string { return auditPrefix + id.s }
 func TenantFromAuditSubject(subj string) (ID, error) {
 	if len(subj) <= len(auditPrefix) || subj[:len(auditPrefix)] != auditPrefix {
 		return ID{}, ErrInvalid
+	}
+	if subj == AuditSubject(System) {
+		return System, nil
 	}
 	return Parse(subj[len(auditPrefix):])
 }

@@ -33,6 +33,9 @@ func Parse(s string) (ID, error) {
 	if !validTenant(s) {
 		return ID{}, fmt.Errorf("tenant %q: must match [a-z0-9][a-z0-9-]{0,62}: %w", truncate(s), ErrInvalid)
 	}
+	if s == System.s {
+		return ID{}, fmt.Errorf("tenant %q is reserved for the system audit chain: %w", s, ErrInvalid)
+	}
 	return ID{s}, nil
 }
 
