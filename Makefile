@@ -3,7 +3,7 @@ GO ?= go
 BIN ?= bin/exoarmur
 PKGS := ./...
 
-.PHONY: all build test test-short demo lint fuzz bench clean
+.PHONY: all build test test-short demo lint fuzz bench clean inventory
 
 all: build
 
@@ -34,6 +34,10 @@ fuzz:
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=3 ./internal/gate/ ./internal/replay/
+
+# Regenerate docs/design/00_execution_surface.md from the source.
+inventory:
+	$(GO) run ./tools/inventory
 
 clean:
 	rm -rf bin

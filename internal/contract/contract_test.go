@@ -121,7 +121,7 @@ func TestDecodeIntentRequest(t *testing.T) {
 		{"duplicate key", `{"action":"fs.read","action":"fs.delete","target":"a","idempotency_key":"k"}`, `"/action"`},
 		{"wrong type", `{"action":"fs.read","target":7,"idempotency_key":"k"}`, `"/target"`},
 		{"param not a string", `{"action":"fs.read","target":"a","idempotency_key":"k","params":{"content":1}}`, `"/params/content"`},
-		{"bad param name", `{"action":"fs.read","target":"a","idempotency_key":"k","params":{"Bad":"x"}}`, `"/params`},
+		{"bad param name", `{"action":"fs.read","target":"a","idempotency_key":"k","params":{"Bad":"x"}}`, `"/params/Bad"`},
 		{"key with dot", `{"action":"fs.read","target":"a","idempotency_key":"a.b"}`, `"/idempotency_key"`},
 		{"key with star", `{"action":"fs.read","target":"a","idempotency_key":"*"}`, `"/idempotency_key"`},
 		{"key with gt", `{"action":"fs.read","target":"a","idempotency_key":">"}`, `"/idempotency_key"`},

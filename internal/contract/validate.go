@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/santhosh-tekuri/jsonschema/v6/kind"
 	"golang.org/x/text/language"
 	"golang.org/x/text/message"
 
@@ -109,7 +110,12 @@ func describe(ve *jsonschema.ValidationError) string {
 	var walk func(e *jsonschema.ValidationError, parent []string)
 	walk = func(e *jsonschema.ValidationError, parent []string) {
 		loc := e.InstanceLocation
-		if len(loc) < len(parent) { // e.g. propertyNames reports the name, not its object
+		if pn, ok := e.ErrorKind.(*kind.PropertyNames); ok {
+			// jsonschema v6.0.3 aliases the instance location of
+			// propertyNames errors (it may name a sibling field), so the
+			// object is taken from the schema location instead.
+			loc = append(schemaObjectPath(e.SchemaURL), pn.Property)
+		} else if len(loc) < len(parent) { // the name's own check reports no location
 			loc = parent
 		}
 		if len(e.Causes) == 0 {
@@ -129,6 +135,21 @@ func describe(ve *jsonschema.ValidationError) string {
 	})
 	best := leaves[0]
 	return fmt.Sprintf("field %q: %s", best.loc, best.msg)
+}
+
+// schemaObjectPath turns ".../x.schema.json#/properties/a/properties/b/propertyNames"
+// into ["a", "b"].
+func schemaObjectPath(schemaURL string) []string {
+	_, frag, _ := strings.Cut(schemaURL, "#")
+	var path []string
+	parts := strings.Split(strings.Trim(frag, "/"), "/")
+	for i := 0; i+1 < len(parts); i++ {
+		if parts[i] == "properties" {
+			path = append(path, parts[i+1])
+			i++
+		}
+	}
+	return path
 }
 
 // DecodeIntentRequest strictly decodes the untrusted body of a proposal.

@@ -22,15 +22,24 @@ type sandbox struct {
 	maxFile int64
 }
 
+// create makes t's sandbox directory on first use and opens it (writes).
+func (s *sandbox) create(t tenant.ID) (*os.Root, error) {
+	if err := t.Check(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(s.dir, t.String()), 0o750); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", t, err)
+	}
+	return s.open(t)
+}
+
+// open opens t's existing sandbox (reads and deletes: a sandbox that does
+// not exist yet holds nothing).
 func (s *sandbox) open(t tenant.ID) (*os.Root, error) {
 	if err := t.Check(); err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(s.dir, t.String())
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, fmt.Errorf("sandbox %s: %w", t, err)
-	}
-	r, err := os.OpenRoot(dir)
+	r, err := os.OpenRoot(filepath.Join(s.dir, t.String()))
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", t, err)
 	}
@@ -45,12 +54,12 @@ func local(target string) error {
 	return nil
 }
 
-// in checks target lexically, opens t's root and calls fn with it.
-func (s *sandbox) in(t tenant.ID, target string, fn func(root *os.Root) (map[string]string, error)) (map[string]string, error) {
+// in checks target lexically, opens t's root with open and calls fn with it.
+func in(t tenant.ID, target string, open func(tenant.ID) (*os.Root, error), fn func(root *os.Root) (map[string]string, error)) (map[string]string, error) {
 	if err := local(target); err != nil {
 		return nil, err
 	}
-	root, err := s.open(t)
+	root, err := open(t)
 	if err != nil {
 		return nil, err
 	}
@@ -59,7 +68,7 @@ func (s *sandbox) in(t tenant.ID, target string, fn func(root *os.Root) (map[str
 }
 
 func (s *sandbox) read(t tenant.ID, target string) (map[string]string, error) {
-	return s.in(t, target, func(root *os.Root) (map[string]string, error) { return s.readIn(root, target) })
+	return in(t, target, s.open, func(root *os.Root) (map[string]string, error) { return s.readIn(root, target) })
 }
 
 func (s *sandbox) readIn(root *os.Root, target string) (map[string]string, error) {
@@ -84,7 +93,7 @@ func (s *sandbox) write(t tenant.ID, target, content string) (map[string]string,
 	if int64(len(content)) > s.maxFile {
 		return nil, fmt.Errorf("fs.write %q: %w", target, ErrTooLarge)
 	}
-	return s.in(t, target, func(root *os.Root) (map[string]string, error) { return writeIn(root, target, content) })
+	return in(t, target, s.create, func(root *os.Root) (map[string]string, error) { return writeIn(root, target, content) })
 }
 
 func writeIn(root *os.Root, target, content string) (map[string]string, error) {
@@ -124,7 +133,7 @@ func writeIn(root *os.Root, target, content string) (map[string]string, error) {
 }
 
 func (s *sandbox) remove(t tenant.ID, target string) (map[string]string, error) {
-	return s.in(t, target, func(root *os.Root) (map[string]string, error) { return removeIn(root, target) })
+	return in(t, target, s.open, func(root *os.Root) (map[string]string, error) { return removeIn(root, target) })
 }
 
 func removeIn(root *os.Root, target string) (map[string]string, error) {
