@@ -2,8 +2,10 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 
 	"github.com/exoarmur/exoarmur/internal/store"
@@ -15,6 +17,7 @@ func runNATS(ctx context.Context, env Env, args []string) error {
 	listen := fs.String("listen", "127.0.0.1:4222", "client listen address (loopback)")
 	sync := fs.String("sync", "default", `"default" or "always" (fsync every write)`)
 	debug := fs.Bool("debug", false, "log NATS server output")
+	usersFile := fs.String("users", "", `JSON file of logins: [{"user","password","admin"|"tenants":[...],"global"}]; node users are confined to their tenants' subjects`)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -29,7 +32,17 @@ func runNATS(ctx context.Context, env Env, args []string) error {
 	if *sync != "default" && *sync != "always" {
 		return fmt.Errorf(`%w: --sync %q: must be "default" or "always"`, errUsage, *sync)
 	}
-	srv, err := store.StartServer(store.ServerConfig{DataDir: *dataDir, Host: host, Port: port, SyncAlways: *sync == "always", Debug: *debug})
+	var users []store.User
+	if *usersFile != "" {
+		raw, err := os.ReadFile(*usersFile)
+		if err != nil {
+			return fmt.Errorf("%w: --users: %v", errUsage, err)
+		}
+		if err := json.Unmarshal(raw, &users); err != nil {
+			return fmt.Errorf("%w: --users %s: %v", errUsage, *usersFile, err)
+		}
+	}
+	srv, err := store.StartServer(store.ServerConfig{DataDir: *dataDir, Host: host, Port: port, SyncAlways: *sync == "always", Debug: *debug, Users: users})
 	if err != nil {
 		return err
 	}

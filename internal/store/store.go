@@ -168,6 +168,45 @@ type ServerConfig struct {
 	DontListen bool   // in-process only
 	SyncAlways bool
 	Debug      bool
+	// Users, when set, require every client to authenticate; each node
+	// user is confined at the broker to its tenants (defence in depth).
+	Users []User
+}
+
+// User is a NATS login. Admin users are unrestricted (for operators and the
+// keys CLI); node users may publish only to their tenants' subjects and keys
+// (tenant.NodePublishAllow).
+type User struct {
+	Name     string   `json:"user"`
+	Password string   `json:"password"`
+	Admin    bool     `json:"admin,omitempty"`
+	Global   bool     `json:"global,omitempty"` // may change the global kill switch
+	Tenants  []string `json:"tenants,omitempty"`
+}
+
+func natsUsers(users []User) ([]*server.User, error) {
+	var out []*server.User
+	for _, u := range users {
+		if u.Name == "" || u.Password == "" {
+			return nil, errors.New("nats users: user and password are required")
+		}
+		su := &server.User{Username: u.Name, Password: u.Password}
+		if !u.Admin {
+			var ids []tenant.ID
+			for _, t := range u.Tenants {
+				id, err := tenant.Parse(t)
+				if err != nil {
+					return nil, fmt.Errorf("nats user %s: %w", u.Name, err)
+				}
+				ids = append(ids, id)
+			}
+			su.Permissions = &server.Permissions{Publish: &server.SubjectPermission{
+				Allow: tenant.NodePublishAllow(ids, u.Global), Deny: tenant.NodePublishDeny(),
+			}}
+		}
+		out = append(out, su)
+	}
+	return out, nil
 }
 
 // Server is a running NATS+JetStream server that holds its data dir lock.
@@ -217,6 +256,12 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	}
 	if cfg.Port == 0 && !cfg.DontListen {
 		opts.Port = server.RANDOM_PORT
+	}
+	if len(cfg.Users) > 0 {
+		if opts.Users, err = natsUsers(cfg.Users); err != nil {
+			lock.Close()
+			return nil, err
+		}
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {

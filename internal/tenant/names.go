@@ -91,3 +91,30 @@ func IntentKeyFilter(id ID) string { return id.s + ".*" }
 // IdempotencyKey is the ledger key of an idempotency key. key must have passed
 // ValidIdempotencyKey.
 func IdempotencyKey(id ID, key string) string { return id.s + "." + key }
+
+// NodePublishAllow is the broker-side publish allow-list of an ExoArmur node
+// confined to tenants: its audit chains, its keys in the tenant-scoped
+// buckets, its kill switches, the propagation subject, and the JetStream API
+// (less the destructive calls in NodePublishDeny). With global, the node may
+// also change the global switch and append to the system chain.
+func NodePublishAllow(tenants []ID, global bool) []string {
+	allow := []string{"$JS.API.>", ControlAppliedSubject}
+	for _, t := range tenants {
+		allow = append(allow,
+			AuditSubject(t),
+			"$KV."+IntentsBucket+"."+t.s+".>",
+			"$KV."+IdempotencyBucket+"."+t.s+".>",
+			"$KV."+ControlBucket+"."+TenantSwitchKey(t),
+		)
+	}
+	if global {
+		allow = append(allow, AuditSubject(System), "$KV."+ControlBucket+"."+GlobalSwitchKey)
+	}
+	return allow
+}
+
+// NodePublishDeny lists JetStream API calls no node may make: deleting or
+// purging a stream, or deleting a message, would cut across tenants.
+func NodePublishDeny() []string {
+	return []string{"$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>", "$JS.API.STREAM.MSG.DELETE.>"}
+}
