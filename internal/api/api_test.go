@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/exoarmur/exoarmur/internal/api"
+	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/gate"
@@ -88,8 +89,10 @@ func newFixture(t *testing.T) *fixture {
 			t.Fatal(err)
 		}
 	}
+	approvals := approval.NewStore(st.Approvals, log, nil, nil)
+	now := func() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) }
 	g, err := gate.New(gate.Config{Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex, Switches: sw,
-		Now: func() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) }})
+		Approvals: approvals, JS: st.JS, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +105,7 @@ func newFixture(t *testing.T) *fixture {
 		betaOpKey: {ID: "key_beta_op", Role: auth.RoleOperator, Tenants: []string{"beta"}, Actions: []string{"*"}},
 	}}
 	var n atomic.Int64
-	s := api.New(api.Config{Gate: g, Switches: sw, Keys: k, Audit: log, Ready: st.Ready,
+	s := api.New(api.Config{Gate: g, Switches: sw, Approvals: approvals, Keys: k, Audit: log, Ready: st.Ready, Now: now,
 		RequestID: func() string { return "req_" + strings.Repeat("0", 3) + string(rune('0'+n.Add(1)%10)) }})
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
@@ -131,6 +134,15 @@ func (f *fixture) do(t *testing.T, method, path, key string, body []byte) resp {
 	out := resp{code: r.StatusCode, raw: buf.Bytes()}
 	_ = json.Unmarshal(buf.Bytes(), &out.body)
 	return out
+}
+
+// approveAs has an operator approve an intent through the API.
+func (f *fixture) approveAs(t *testing.T, tn, id, key string) {
+	t.Helper()
+	r := f.do(t, "POST", "/v1/tenants/"+tn+"/intents/"+id+"/approvals", key, mustJSON(map[string]string{"decision": "approve", "reason": "ok"}))
+	if r.code != 200 {
+		t.Fatalf("approve %s: %d %s", id, r.code, r.raw)
+	}
 }
 
 func errCode(r resp) string {
@@ -206,6 +218,7 @@ func TestProposeExecuteAndAudit(t *testing.T) {
 	if r := f.do(t, "POST", "/v1/tenants/acme/intents", agentKey, writeBody); r.code != 200 {
 		t.Fatalf("repeat propose = %d %s", r.code, r.raw)
 	}
+	f.approveAs(t, "acme", id, opKey)
 	if r := f.do(t, "POST", "/v1/tenants/acme/intents/"+id+"/execute", otherKey, nil); r.code != 404 {
 		t.Fatalf("execute by another tenant's key = %d %s", r.code, r.raw)
 	}
@@ -220,7 +233,7 @@ func TestProposeExecuteAndAudit(t *testing.T) {
 	if r.code != 403 || errCode(r) != "blocked" || r.body["decision"] == nil {
 		t.Fatalf("blocked execute = %d %s", r.code, r.raw)
 	}
-	if reasons := r.body["error"].(map[string]any)["reasons"].([]any); len(reasons) != 1 || reasons[0] != "policy_denied" {
+	if reasons := r.body["error"].(map[string]any)["reasons"].([]any); len(reasons) != 2 || reasons[0] != "policy_denied" || reasons[1] != "approval_required" {
 		t.Fatalf("reasons = %v", reasons)
 	}
 	r = f.do(t, "GET", "/v1/tenants/acme/intents/"+id, agentKey, nil)
@@ -234,8 +247,10 @@ func TestProposeExecuteAndAudit(t *testing.T) {
 	}
 	r = f.do(t, "GET", "/v1/tenants/acme/audit/export", agentKey, nil)
 	lines := bytes.Count(r.raw, []byte("\n"))
-	if r.code != 200 || lines != 7 { // switch disengaged; proposed, allowed, started, succeeded; proposed, blocked
-		t.Fatalf("export = %d, %d lines, want 7", r.code, lines)
+	// switch disengaged; proposed, approval requested, granted, allowed, approval executed, started, succeeded;
+	// proposed, approval requested, blocked
+	if r.code != 200 || lines != 11 {
+		t.Fatalf("export = %d, %d lines, want 11", r.code, lines)
 	}
 	r = f.do(t, "GET", "/v1/tenants/acme/audit/verify", agentKey, nil)
 	if r.code != 200 || r.body["pass"] != true {
@@ -322,6 +337,7 @@ func TestKillSwitchEndpoints(t *testing.T) {
 	// Engage global: execute is blocked with the switch named; disengage: it runs.
 	r := f.do(t, "POST", "/v1/tenants/acme/intents", agentKey, writeBody)
 	id := r.body["intent"].(map[string]any)["id"].(string)
+	f.approveAs(t, "acme", id, opKey)
 	for _, scope := range []struct{ path, key, reason string }{
 		{"/v1/killswitch", adminKey, "killswitch_global_engaged"},
 		{"/v1/tenants/acme/killswitch", opKey, "killswitch_tenant_engaged"},
@@ -344,5 +360,70 @@ func TestKillSwitchEndpoints(t *testing.T) {
 	}
 	if f.exec.runs != 1 {
 		t.Fatalf("executor ran %d times", f.exec.runs)
+	}
+}
+
+func TestApprovalEndpoints(t *testing.T) {
+	f := newFixture(t)
+	var ids []string
+	for _, k := range []string{"q1", "q2"} {
+		body := mustJSON(map[string]any{"action": "fs.write", "target": k + ".txt", "params": map[string]string{"content": "x"}, "idempotency_key": k})
+		r := f.do(t, "POST", "/v1/tenants/acme/intents", agentKey, body)
+		ids = append(ids, r.body["intent"].(map[string]any)["id"].(string))
+	}
+	r := f.do(t, "GET", "/v1/tenants/acme/approvals?status=pending", opKey, nil)
+	items, _ := r.body["approvals"].([]any)
+	if r.code != 200 || len(items) != 2 {
+		t.Fatalf("queue = %d %s", r.code, r.raw)
+	}
+	first := items[0].(map[string]any)
+	if first["approval"].(map[string]any)["intent_id"] != ids[0] || first["intent"].(map[string]any)["target"] != "q1.txt" {
+		t.Fatalf("queue is not oldest first with intent details: %s", r.raw)
+	}
+	byOp := f.do(t, "POST", "/v1/tenants/acme/intents", opKey, mustJSON(map[string]any{"action": "fs.write", "target": "op.txt", "params": map[string]string{"content": "x"}, "idempotency_key": "q-op"}))
+	opOwn := byOp.body["intent"].(map[string]any)["id"].(string)
+	decide := func(key, id, decision string) resp {
+		return f.do(t, "POST", "/v1/tenants/acme/intents/"+id+"/approvals", key, mustJSON(map[string]string{"decision": decision, "reason": "r"}))
+	}
+	tests := []struct {
+		name, key, id, decision string
+		code                    int
+		errCode                 string
+	}{
+		{"the proposer, though an operator", opKey, opOwn, "approve", 403, "self_approval"},
+		{"an agent", readerKey, ids[0], "approve", 403, "forbidden"},
+		{"bad decision", opKey, ids[0], "maybe", 400, "invalid_request"},
+		{"unknown intent", opKey, "in_nope", "approve", 404, "not_found"},
+		{"operator approves", opKey, ids[0], "approve", 200, ""},
+		{"approved twice by the same operator", opKey, ids[0], "approve", 409, "conflict"},
+		{"admin denies", adminKey, ids[1], "deny", 200, ""},
+		{"denial is final", opKey, ids[1], "approve", 409, "conflict"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := decide(tt.key, tt.id, tt.decision)
+			if r.code != tt.code || errCode(r) != tt.errCode {
+				t.Fatalf("= %d %s, want %d %s", r.code, r.raw, tt.code, tt.errCode)
+			}
+		})
+	}
+	if r := f.do(t, "POST", "/v1/tenants/acme/intents/"+ids[0]+"/execute", agentKey, nil); r.code != 200 {
+		t.Fatalf("execute approved = %d %s", r.code, r.raw)
+	}
+	r = f.do(t, "POST", "/v1/tenants/acme/intents/"+ids[1]+"/execute", agentKey, nil)
+	if reasons, _ := r.body["error"].(map[string]any)["reasons"].([]any); r.code != 403 || len(reasons) != 1 || reasons[0] != "approval_denied" {
+		t.Fatalf("execute denied = %d %s", r.code, r.raw)
+	}
+	for status, want := range map[string]int{"pending": 1, "executed": 1, "denied": 1, "": 3} {
+		r := f.do(t, "GET", "/v1/tenants/acme/approvals?status="+status, opKey, nil)
+		if items, _ := r.body["approvals"].([]any); len(items) != want {
+			t.Errorf("status %q: %d items, want %d", status, len(items), want)
+		}
+	}
+	if r := f.do(t, "GET", "/v1/tenants/acme/approvals?status=bogus", opKey, nil); r.code != 400 {
+		t.Fatalf("bad status filter = %d", r.code)
+	}
+	if r := f.do(t, "GET", "/v1/tenants/acme/audit/verify", agentKey, nil); r.body["pass"] != true {
+		t.Fatalf("chain: %s", r.raw)
 	}
 }

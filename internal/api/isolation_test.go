@@ -25,6 +25,7 @@ func TestTenantsNeverMeet(t *testing.T) {
 		t.Fatalf("beta propose = %d %s", r.code, r.raw)
 	}
 	betaID := r.body["intent"].(map[string]any)["id"].(string)
+	f.approveAs(t, "beta", betaID, betaOpKey)
 	if r := f.do(t, "POST", "/v1/tenants/beta/intents/"+betaID+"/execute", otherKey, nil); r.code != 200 {
 		t.Fatalf("beta execute = %d %s", r.code, r.raw)
 	}
@@ -46,6 +47,8 @@ func TestTenantsNeverMeet(t *testing.T) {
 				body = writeBody
 			case strings.HasSuffix(rt.Path, "/killswitch") && rt.Method == "PUT":
 				body = mustJSON(map[string]any{"engaged": true, "reason": "cross-tenant"})
+			case strings.HasSuffix(rt.Path, "/approvals") && rt.Method == "POST":
+				body = mustJSON(map[string]any{"decision": "deny", "reason": "cross-tenant"})
 			}
 			path := strings.ReplaceAll(strings.ReplaceAll(rt.Path, "{tenant}", "beta"), "{id}", betaID)
 			r := f.do(t, rt.Method, path, key, body)
@@ -101,7 +104,9 @@ func TestNothingWrittenOutsideTenantScope(t *testing.T) {
 	for _, k := range []string{agentKey, otherKey} {
 		tn := map[string]string{agentKey: "acme", otherKey: "beta"}[k]
 		r := f.do(t, "POST", "/v1/tenants/"+tn+"/intents", k, writeBody)
-		f.do(t, "POST", "/v1/tenants/"+tn+"/intents/"+r.body["intent"].(map[string]any)["id"].(string)+"/execute", k, nil)
+		id := r.body["intent"].(map[string]any)["id"].(string)
+		f.approveAs(t, tn, id, map[string]string{agentKey: opKey, otherKey: betaOpKey}[k])
+		f.do(t, "POST", "/v1/tenants/"+tn+"/intents/"+id+"/execute", k, nil)
 	}
 	f.do(t, "POST", "/v1/tenants/beta/intents", agentKey, writeBody) // a cross-tenant attempt
 	exempt := func(name string) bool {
@@ -110,6 +115,7 @@ func TestNothingWrittenOutsideTenantScope(t *testing.T) {
 	ctx := context.Background()
 	for name, kv := range map[string]jetstream.KeyValue{
 		tenant.IntentsBucket: f.st.Intents, tenant.IdempotencyBucket: f.st.Idempotency, tenant.ControlBucket: f.st.Control,
+		tenant.ApprovalsBucket: f.st.Approvals,
 	} {
 		lister, err := kv.ListKeys(ctx)
 		if err != nil {

@@ -6,8 +6,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
+	"time"
+
+	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
 // StoreConfig selects the durable store: an embedded NATS under DataDir, or
@@ -46,6 +51,14 @@ type ServeConfig struct {
 	AllowHosts stringList
 	Node       string
 	LogFormat  string
+
+	ApprovalTTL   time.Duration
+	TenantTTL     map[string]time.Duration // per-tenant approval lifetime
+	Webhooks      map[string]string        // tenant -> approval webhook URL
+	WebhookSecret string
+	ttlFlags      stringList
+	hookFlags     stringList
+	NoWorker      bool
 }
 
 type stringList []string
@@ -67,6 +80,11 @@ func (c *ServeConfig) register(fs *flag.FlagSet) {
 	fs.Var(&c.AllowHosts, "allow-host", "http host or host:port the http executors may reach (repeatable, comma separated)")
 	fs.StringVar(&c.Node, "node", "node-1", "this node's name (recorded in idempotency claims)")
 	fs.StringVar(&c.LogFormat, "log-format", "json", `log format: "json" or "text"`)
+	fs.DurationVar(&c.ApprovalTTL, "approval-ttl", 15*time.Minute, "how long an approval request stays open")
+	fs.Var(&c.ttlFlags, "approval-ttl-tenant", "per-tenant approval lifetime, TENANT=DURATION (repeatable)")
+	fs.Var(&c.hookFlags, "webhook", "per-tenant approval webhook, TENANT=URL (repeatable); signed with --webhook-secret")
+	fs.StringVar(&c.WebhookSecret, "webhook-secret", "", "HMAC-SHA256 secret for webhook signatures (or EXOARMUR_WEBHOOK_SECRET)")
+	fs.BoolVar(&c.NoWorker, "no-worker", false, "do not run the background executor on this node")
 }
 
 // Validate checks every field and names the one that is wrong.
@@ -98,6 +116,33 @@ func (c *ServeConfig) Validate() error {
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		return fmt.Errorf(`--log-format %q: must be "json" or "text"`, c.LogFormat)
+	}
+	if c.ApprovalTTL <= 0 {
+		return fmt.Errorf("--approval-ttl %s: must be positive", c.ApprovalTTL)
+	}
+	c.TenantTTL = map[string]time.Duration{}
+	for _, kv := range c.ttlFlags {
+		tn, v, ok := strings.Cut(kv, "=")
+		d, err := time.ParseDuration(v)
+		if _, terr := tenant.Parse(tn); !ok || err != nil || d <= 0 || terr != nil {
+			return fmt.Errorf("--approval-ttl-tenant %q: must be TENANT=DURATION", kv)
+		}
+		c.TenantTTL[tn] = d
+	}
+	c.Webhooks = map[string]string{}
+	for _, kv := range c.hookFlags {
+		tn, u, ok := strings.Cut(kv, "=")
+		pu, err := url.Parse(u)
+		if _, terr := tenant.Parse(tn); !ok || terr != nil || err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			return fmt.Errorf("--webhook %q: must be TENANT=http(s)://host/path", kv)
+		}
+		c.Webhooks[tn] = u
+	}
+	if c.WebhookSecret == "" {
+		c.WebhookSecret = os.Getenv("EXOARMUR_WEBHOOK_SECRET")
+	}
+	if len(c.Webhooks) > 0 && c.WebhookSecret == "" {
+		return errors.New("--webhook-secret: required with --webhook")
 	}
 	return nil
 }

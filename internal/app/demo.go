@@ -150,7 +150,7 @@ func (d *demo) open(ctx context.Context) error {
 	}
 	d.rt = rt
 	d.api = api.New(api.Config{
-		Gate: rt.gate, Switches: rt.switches, Keys: rt.keys, Audit: rt.audit, Ready: rt.store.Ready, Now: d.clock.Now,
+		Gate: rt.gate, Switches: rt.switches, Approvals: rt.approvals, Keys: rt.keys, Audit: rt.audit, Ready: rt.store.Ready, Now: d.clock.Now,
 		RequestID: func() string { return fmt.Sprintf("req_%04d", d.reqs.Add(1)) },
 	})
 	return nil
@@ -220,7 +220,7 @@ func (d *demo) run(ctx context.Context, dir string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	opKey, op, err := d.rt.keys.Create(ctx, auth.CreateRequest{Name: "demo-operator", Role: auth.RoleOperator, Tenants: []string{tn}, Actions: []string{contract.A0}})
+	opKey, op, err := d.rt.keys.Create(ctx, auth.CreateRequest{Name: "demo-operator", Role: auth.RoleOperator, Tenants: []string{tn}, Actions: []string{"*"}})
 	if err != nil {
 		return false, err
 	}
@@ -255,7 +255,7 @@ func (d *demo) run(ctx context.Context, dir string) (bool, error) {
 		"proposed %s: HTTP %d, preview %s %v", escape.Intent.ID, r.status, verdictOf(escape.Preview), reasonsOf(escape.Preview))
 	r = d.call("POST", base+"/intents/"+escape.Intent.ID+"/execute", agentKey, nil)
 	code, reasons = r.errCode()
-	d.check(r.status == 403 && code == contract.CodeBlocked && strings.Join(reasons, ",") == gate.ReasonPolicyDenied,
+	d.check(r.status == 403 && code == contract.CodeBlocked && len(reasons) > 0 && reasons[0] == gate.ReasonPolicyDenied,
 		"execute: HTTP %d %s %v", r.status, code, reasons)
 	_, statErr := os.Stat(filepath.Join(dir, "outside.txt"))
 	d.check(os.IsNotExist(statErr) && d.counts.count(escape.Intent.ID) == 0, "nothing was written outside the sandbox; executor calls: %d", d.counts.count(escape.Intent.ID))
@@ -267,7 +267,7 @@ func (d *demo) run(ctx context.Context, dir string) (bool, error) {
 	code, reasons = r.errCode()
 	d.check(r.status == 403 && code == contract.CodeForbidden, "%s proposing fs.write (A1): HTTP %d %s %v", reader.Name, r.status, code, reasons)
 
-	d.printf("\n4. An allowed write inside the sandbox\n")
+	d.printf("\n4. A write inside the sandbox: blocked until a second principal approves it\n")
 	const content = "hello from the golden demo\n"
 	writeReq := map[string]any{
 		"action": "fs.write", "target": "notes/hello.txt", "params": map[string]string{"content": content},
@@ -275,14 +275,44 @@ func (d *demo) run(ctx context.Context, dir string) (bool, error) {
 	}
 	r = d.call("POST", base+"/intents", agentKey, writeReq)
 	write := r.view()
-	d.check(r.status == 201 && verdictOf(write.Preview) == contract.Allow, "proposed %s (%s, class %s): HTTP %d, preview %s",
-		write.Intent.ID, write.Intent.Action, write.Intent.Class, r.status, verdictOf(write.Preview))
+	d.check(r.status == 201 && strings.Join(reasonsOf(write.Preview), ",") == gate.ReasonApprovalRequired, "proposed %s (%s, class %s): HTTP %d, preview %s %v",
+		write.Intent.ID, write.Intent.Action, write.Intent.Class, r.status, verdictOf(write.Preview), reasonsOf(write.Preview))
+	r = d.call("POST", base+"/intents/"+write.Intent.ID+"/execute", agentKey, nil)
+	code, reasons = r.errCode()
+	d.check(r.status == 403 && strings.Join(reasons, ",") == gate.ReasonApprovalRequired, "execute before approval: HTTP %d %s %v", r.status, code, reasons)
+	r = d.call("POST", base+"/intents/"+write.Intent.ID+"/approvals", agentKey, map[string]string{"decision": "approve", "reason": "I trust myself"})
+	code, _ = r.errCode()
+	d.check(r.status == 403, "%s (not an operator) may not approve: HTTP %d %s", agent.Name, r.status, code)
+	r = d.call("GET", base+"/approvals?status=pending", opKey, nil)
+	var queue struct {
+		Approvals []struct {
+			Approval struct {
+				IntentID string `json:"intent_id"`
+				Required int    `json:"required"`
+			} `json:"approval"`
+		} `json:"approvals"`
+	}
+	_ = json.Unmarshal(r.body, &queue)
+	d.check(r.status == 200 && len(queue.Approvals) == 2 && queue.Approvals[1].Approval.IntentID == write.Intent.ID,
+		"the pending queue holds %d approvals, oldest first, this write last", len(queue.Approvals))
+	r = d.call("POST", base+"/intents/"+write.Intent.ID+"/approvals", opKey, map[string]string{"decision": "approve", "reason": "a note is harmless"})
+	var rec struct {
+		Status string `json:"status"`
+	}
+	_ = json.Unmarshal(r.body, &rec)
+	d.check(r.status == 200 && rec.Status == "approved", "%s approved it: HTTP %d, status %s", op.Name, r.status, rec.Status)
 	r = d.call("POST", base+"/intents/"+write.Intent.ID+"/execute", agentKey, nil)
 	wout := r.outcome()
 	d.check(r.status == 200 && wout.Result.Status == contract.StatusSucceeded, "execute: HTTP %d %s bytes=%s sha256=%s",
 		r.status, wout.Result.Status, wout.Result.Output["bytes"], wout.Result.Output["sha256"])
 	got, _ := os.ReadFile(filepath.Join(d.cfg.SandboxDir, tn, "notes", "hello.txt"))
 	d.check(string(got) == content, "the file holds exactly the content written")
+
+	r = d.call("POST", base+"/intents", opKey, map[string]any{"action": "fs.write", "target": "notes/op.txt", "params": map[string]string{"content": "x"}, "idempotency_key": "demo-op-write"})
+	opWrite := r.view()
+	r = d.call("POST", base+"/intents/"+opWrite.Intent.ID+"/approvals", opKey, map[string]string{"decision": "approve", "reason": "my own"})
+	code, _ = r.errCode()
+	d.check(r.status == 403 && code == gate.CodeSelfApproval, "%s proposing and approving their own write is refused: HTTP %d %s", op.Name, r.status, code)
 
 	d.printf("\n5. An allowed read\n")
 	r = d.call("POST", base+"/intents", readerKey, map[string]any{"action": "fs.read", "target": "notes/hello.txt", "idempotency_key": "demo-read-1"})

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -29,9 +28,9 @@ func runKillSwitch(ctx context.Context, env Env, args []string) error {
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	key := os.Getenv("EXOARMUR_API_KEY")
-	if key == "" {
-		return fmt.Errorf("%w: EXOARMUR_API_KEY is not set", errUsage)
+	key, err := apiKey()
+	if err != nil {
+		return err
 	}
 	path := "/v1/killswitch"
 	if *tname != "" {
@@ -50,14 +49,7 @@ func runKillSwitch(ctx context.Context, env Env, args []string) error {
 		body, _ = json.Marshal(map[string]any{"engaged": sub == "engage", "reason": *reason})
 	}
 	status, out, err := apiCall(ctx, method, strings.TrimSuffix(*server, "/")+path, key, body)
-	if err != nil {
-		return err
-	}
-	env.Stdout.Write(out)
-	if status >= 300 {
-		return fmt.Errorf("server answered HTTP %d", status)
-	}
-	return nil
+	return printResult(env, status, out, err)
 }
 
 // apiCall makes one authenticated JSON request to the server.

@@ -53,8 +53,15 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	}
 	defer rt.Close()
 
+	if !c.NoWorker {
+		go func() {
+			if err := rt.gate.RunWorker(ctx, rt.store.Work, rt.keys); err != nil {
+				logger.Error("background worker stopped", "err", err)
+			}
+		}()
+	}
 	srv := api.New(api.Config{
-		Gate: rt.gate, Switches: rt.switches, Keys: rt.keys, Audit: rt.audit,
+		Gate: rt.gate, Switches: rt.switches, Approvals: rt.approvals, Keys: rt.keys, Audit: rt.audit,
 		Ready: rt.store.Ready, RequestID: randomID, Logger: logger, Now: time.Now,
 	})
 	ln, err := net.Listen("tcp", c.Listen)

@@ -9,22 +9,25 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/executor"
 	"github.com/exoarmur/exoarmur/internal/gate"
 	"github.com/exoarmur/exoarmur/internal/killswitch"
 	"github.com/exoarmur/exoarmur/internal/store"
+	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
 // runtime is a wired ExoArmur node.
 type runtime struct {
-	store    *store.Store
-	switches *killswitch.Switches
-	audit    *audit.Log
-	keys     *auth.Keys
-	gate     *gate.Gate
-	execs    *executor.Registry
+	store     *store.Store
+	switches  *killswitch.Switches
+	approvals *approval.Store
+	audit     *audit.Log
+	keys      *auth.Keys
+	gate      *gate.Gate
+	execs     *executor.Registry
 }
 
 // deps are the injected sources of time and randomness.
@@ -66,8 +69,22 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 		st.Close()
 		return nil, err
 	}
+	var notifier approval.Notifier
+	if len(c.Webhooks) > 0 {
+		notifier = &approval.Webhook{URLs: c.Webhooks, Secret: []byte(c.WebhookSecret), Logger: d.logger}
+	}
+	ttl := c.ApprovalTTL
+	if ttl <= 0 {
+		ttl = approval.DefaultTTL
+	}
+	approvals := approval.NewStore(st.Approvals, log, func(t tenant.ID) time.Duration {
+		if d, ok := c.TenantTTL[t.String()]; ok {
+			return d
+		}
+		return ttl
+	}, notifier)
 	g, err := gate.New(gate.Config{
-		Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex, Switches: sw,
+		Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex, Switches: sw, Approvals: approvals, JS: st.JS,
 		Allowlist: c.AllowHosts, Now: d.now, Node: c.Node, Logger: d.logger,
 	})
 	if err != nil {
@@ -75,7 +92,7 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 		st.Close()
 		return nil, err
 	}
-	return &runtime{store: st, switches: sw, audit: log, keys: auth.NewKeys(st.Principals, d.rand, d.now), gate: g, execs: execs}, nil
+	return &runtime{store: st, switches: sw, approvals: approvals, audit: log, keys: auth.NewKeys(st.Principals, d.rand, d.now), gate: g, execs: execs}, nil
 }
 
 func (r *runtime) Close() {

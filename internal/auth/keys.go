@@ -177,3 +177,32 @@ func (k *Keys) Authenticate(ctx context.Context, key string) (*Principal, error)
 	p := rec.Principal
 	return &p, nil
 }
+
+// Principal returns the current principal of a key by principal ID
+// (key_<id>): how the background worker acts with the proposer's grants as
+// they are now. A revoked or expired key is ErrUnauthenticated/ErrExpired.
+func (k *Keys) Principal(ctx context.Context, principalID string) (*Principal, error) {
+	id, ok := strings.CutPrefix(principalID, "key_")
+	if !ok || len(id) != 2*idBytes {
+		return nil, ErrUnauthenticated
+	}
+	e, err := k.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, ErrUnauthenticated
+	}
+	if err != nil {
+		return nil, fmt.Errorf("principal %s: %w", principalID, err)
+	}
+	var rec record
+	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		return nil, fmt.Errorf("principal %s: decode: %w", principalID, err)
+	}
+	if rec.Revoked {
+		return nil, ErrUnauthenticated
+	}
+	if rec.Principal.Expired(k.now()) {
+		return nil, ErrExpired
+	}
+	p := rec.Principal
+	return &p, nil
+}

@@ -40,24 +40,35 @@ type IntentRequest struct {
 	Params         map[string]string `json:"params,omitempty"`
 	IdempotencyKey string            `json:"idempotency_key"`
 	Justification  string            `json:"justification,omitempty"`
+	// ExecuteWhenApproved asks the background worker to execute the intent
+	// once its approval is complete (through the same gate).
+	ExecuteWhenApproved bool `json:"execute_when_approved,omitempty"`
+}
+
+// ApprovalDecision is the body of POST .../intents/{id}/approvals
+// (contracts/v1/approval_decision.schema.json, additive to V1).
+type ApprovalDecision struct {
+	Decision string `json:"decision"`
+	Reason   string `json:"reason"`
 }
 
 // ActionIntent is a stored, hash-bound proposal
 // (contracts/v1/action_intent.schema.json). Hash is the SHA-256 of the
 // canonical JSON of the intent with Hash empty.
 type ActionIntent struct {
-	SchemaVersion  string            `json:"schema_version"`
-	ID             string            `json:"id"`
-	Tenant         string            `json:"tenant"`
-	Action         string            `json:"action"`
-	Class          string            `json:"class"`
-	Target         string            `json:"target"`
-	Params         map[string]string `json:"params,omitempty"`
-	IdempotencyKey string            `json:"idempotency_key"`
-	Justification  string            `json:"justification,omitempty"`
-	Proposer       string            `json:"proposer"`
-	CreatedAt      time.Time         `json:"created_at"`
-	Hash           string            `json:"hash,omitempty"`
+	SchemaVersion       string            `json:"schema_version"`
+	ID                  string            `json:"id"`
+	Tenant              string            `json:"tenant"`
+	Action              string            `json:"action"`
+	Class               string            `json:"class"`
+	Target              string            `json:"target"`
+	Params              map[string]string `json:"params,omitempty"`
+	IdempotencyKey      string            `json:"idempotency_key"`
+	Justification       string            `json:"justification,omitempty"`
+	ExecuteWhenApproved bool              `json:"execute_when_approved,omitempty"`
+	Proposer            string            `json:"proposer"`
+	CreatedAt           time.Time         `json:"created_at"`
+	Hash                string            `json:"hash,omitempty"`
 }
 
 // ComputeHash returns the intent's hash (over every field but Hash).

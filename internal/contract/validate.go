@@ -254,3 +254,17 @@ func DecodeKillSwitchRequest(raw []byte) (KillSwitchRequest, error) {
 	}
 	return req, nil
 }
+
+// DecodeApprovalDecision strictly decodes the body of an approval decision.
+func DecodeApprovalDecision(raw []byte) (ApprovalDecision, error) {
+	if err := Validate("approval_decision", raw); err != nil {
+		return ApprovalDecision{}, err
+	}
+	var d ApprovalDecision
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&d); err != nil {
+		return ApprovalDecision{}, Wrap(CodeInvalid, "body does not match the approval decision shape", err)
+	}
+	return d, nil
+}

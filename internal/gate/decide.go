@@ -1,9 +1,11 @@
 package gate
 
 import (
+	"slices"
 	"strconv"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/killswitch"
@@ -20,6 +22,10 @@ type Input struct {
 	Global       killswitch.Reading `json:"global_switch"`
 	TenantSwitch killswitch.Reading `json:"tenant_switch"`
 
+	// Approval is the intent's approval as read at decision time, with
+	// its KV revision.
+	Approval approval.Reading `json:"approval"`
+
 	Tenant     string                `json:"tenant"`
 	Intent     contract.ActionIntent `json:"intent"`
 	Principal  auth.Principal        `json:"principal"`
@@ -35,6 +41,7 @@ const (
 	CheckPrincipal  = "principal"
 	CheckGrant      = "grant"
 	CheckPolicy     = "policy"
+	CheckApproval   = "approval"
 )
 
 // Reason codes a blocked decision can carry.
@@ -52,10 +59,14 @@ const (
 	ReasonPolicyUnknown     = "policy_unknown"
 	ReasonPolicyDenied      = "policy_denied"
 	ReasonPolicyEvalFailure = "policy_error"
+	ReasonApprovalRequired  = "approval_required"
+	ReasonApprovalExpired   = "approval_expired"
+	ReasonApprovalDenied    = "approval_denied"
+	ReasonApprovalInvalid   = "approval_invalid"
 )
 
 // Decide is the pure decision function: kill switches, tenant, principal,
-// grant, policy, in that order. Every check runs and is reported, and any failure denies; the
+// grant, policy, approval, in that order. Every check runs and is reported, and any failure denies; the
 // reasons list the failing checks' codes in check order.
 func Decide(in Input) contract.Decision {
 	d := contract.Decision{
@@ -65,7 +76,7 @@ func Decide(in Input) contract.Decision {
 		IntentHash:    in.Intent.Hash,
 		PolicyHash:    in.PolicyHash,
 		DecidedAt:     in.Time,
-		Checks:        make([]contract.CheckResult, 0, 5),
+		Checks:        make([]contract.CheckResult, 0, 6),
 	}
 	add := func(name, reason, detail string) {
 		c := contract.CheckResult{Name: name, Outcome: contract.Pass, Detail: detail}
@@ -152,6 +163,10 @@ func Decide(in Input) contract.Decision {
 		}
 	}
 
+	// 5. Approval: side-effect classes need an approval of exactly this
+	// intent, by operators other than the proposer, unexpired.
+	add(CheckApproval, approvalReason(in), "")
+
 	d.Verdict = contract.Allow
 	if len(d.Reasons) > 0 {
 		d.Verdict = contract.Deny
@@ -159,6 +174,36 @@ func Decide(in Input) contract.Decision {
 		d.Reasons = []string{}
 	}
 	return d
+}
+
+func approvalReason(in Input) string {
+	need := approval.Required(in.Intent.Class)
+	if need == 0 {
+		return ""
+	}
+	a := &in.Approval
+	switch {
+	case a.Status == approval.StatusDenied:
+		return ReasonApprovalDenied
+	case a.Status == approval.StatusNone || a.Status == "":
+		return ReasonApprovalRequired
+	case a.IntentHash != in.Intent.Hash || a.Proposer != in.Intent.Proposer:
+		return ReasonApprovalInvalid
+	case a.Status == approval.StatusExecuted:
+		return "" // consumed by this intent's execution: a repeat returns its first result
+	case !in.Time.Before(a.ExpiresAt) || a.Status == approval.StatusExpired:
+		return ReasonApprovalExpired
+	}
+	distinct := 0
+	for i, p := range a.Approvers {
+		if p != a.Proposer && !slices.Contains(a.Approvers[:i], p) {
+			distinct++
+		}
+	}
+	if distinct < need {
+		return ReasonApprovalRequired
+	}
+	return ""
 }
 
 func switchDetail(r *killswitch.Reading) string {

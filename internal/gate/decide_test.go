@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/killswitch"
@@ -20,6 +21,8 @@ func baseInput() Input {
 	}
 	in.Hash, _ = in.ComputeHash()
 	return Input{
+		Approval: approval.Reading{Status: approval.StatusApproved, IntentHash: in.Hash, Proposer: in.Proposer,
+			Approvers: []string{"key_op"}, ExpiresAt: t0.Add(time.Hour), Revision: 5},
 		Global:       killswitch.Reading{Scope: "global", Engaged: false, Revision: 3, Actor: "key_admin", Reason: "go", Fresh: true},
 		TenantSwitch: killswitch.Reading{Scope: "acme", Engaged: false, Revision: 4, Actor: "key_op", Reason: "go", Fresh: true},
 		Tenant:       "acme",
@@ -59,6 +62,23 @@ func TestDecide(t *testing.T) {
 		{"path escape", func(in *Input) { in.Intent.Target = "../x" }, contract.Deny, []string{ReasonPolicyDenied}},
 		{"absolute path", func(in *Input) { in.Intent.Target = "/etc/passwd" }, contract.Deny, []string{ReasonPolicyDenied}},
 		{"unknown policy", func(in *Input) { in.PolicyHash = "00" }, contract.Deny, []string{ReasonPolicyUnknown}},
+		{"no approval", func(in *Input) { in.Approval = approval.Reading{Status: approval.StatusNone} }, contract.Deny, []string{ReasonApprovalRequired}},
+		{"pending approval", func(in *Input) { in.Approval.Status, in.Approval.Approvers = approval.StatusPending, nil }, contract.Deny, []string{ReasonApprovalRequired}},
+		{"denied", func(in *Input) { in.Approval.Status = approval.StatusDenied }, contract.Deny, []string{ReasonApprovalDenied}},
+		{"expired", func(in *Input) { in.Approval.ExpiresAt = in.Time }, contract.Deny, []string{ReasonApprovalExpired}},
+		{"approval of another intent version", func(in *Input) { in.Approval.IntentHash = "x" }, contract.Deny, []string{ReasonApprovalInvalid}},
+		{"self approval does not count", func(in *Input) { in.Approval.Approvers = []string{in.Intent.Proposer} }, contract.Deny, []string{ReasonApprovalRequired}},
+		{"consumed by this intent (a repeat)", func(in *Input) { in.Approval.Status = approval.StatusExecuted }, contract.Allow, []string{}},
+		{"A3 with one approver", func(in *Input) { in.Intent.Action, in.Intent.Class = "fs.delete", contract.A3 }, contract.Deny, []string{ReasonApprovalRequired}},
+		{"A3 with the same approver twice", func(in *Input) {
+			in.Intent.Action, in.Intent.Class, in.Approval.Approvers = "fs.delete", contract.A3, []string{"key_op", "key_op"}
+		}, contract.Deny, []string{ReasonApprovalRequired}},
+		{"A3 with two approvers", func(in *Input) {
+			in.Intent.Action, in.Intent.Class, in.Approval.Approvers = "fs.delete", contract.A3, []string{"key_op", "key_op2"}
+		}, contract.Allow, []string{}},
+		{"A0 needs none", func(in *Input) {
+			in.Intent.Action, in.Intent.Class, in.Approval = "fs.read", contract.A0, approval.Reading{Status: approval.StatusNone}
+		}, contract.Allow, []string{}},
 		{"allowlisted host", func(in *Input) {
 			in.Intent.Action, in.Intent.Class, in.Intent.Target = "http.get", contract.A0, "http://127.0.0.1:8099/x"
 		}, contract.Allow, []string{}},
@@ -81,7 +101,7 @@ func TestDecide(t *testing.T) {
 			for _, c := range d.Checks {
 				names = append(names, c.Name)
 			}
-			if want := []string{CheckKillSwitch, CheckTenant, CheckPrincipal, CheckGrant, CheckPolicy}; !reflect.DeepEqual(names, want) {
+			if want := []string{CheckKillSwitch, CheckTenant, CheckPrincipal, CheckGrant, CheckPolicy, CheckApproval}; !reflect.DeepEqual(names, want) {
 				t.Fatalf("check order = %v, want %v", names, want)
 			}
 		})

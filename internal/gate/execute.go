@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
@@ -39,7 +40,10 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 		return Outcome{}, err
 	}
 	in := s.Intent
-	input := g.input(t, p, in)
+	input, err := g.input(ctx, t, p, in)
+	if err != nil {
+		return Outcome{}, err
+	}
 	d := Decide(input)
 
 	kind := audit.KindGateAllowed
@@ -76,6 +80,23 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 	g.inflight.Store(lkey, struct{}{})
 	defer g.inflight.Delete(lkey)
 
+	// Consume the approval: compare-and-set on the revision this decision
+	// read, so it authorizes exactly this one execution. From here on the
+	// claim is never released: an interruption leaves it in doubt.
+	consumed := false
+	if input.Approval.Status == approval.StatusApproved {
+		if err := g.cfg.Approvals.Consume(ctx, t, in.ID, input.Approval.Revision, p.ID, meta.RequestID, input.Time); err != nil {
+			if derr := g.cfg.Idempotency.Delete(ctx, lkey, jetstream.LastRevision(rev)); derr != nil {
+				g.cfg.Logger.ErrorContext(ctx, "release claim after approval conflict", "key", lkey, "err", derr)
+			}
+			if errors.Is(err, approval.ErrConsumed) {
+				return Outcome{Decision: d}, contract.Wrap(contract.CodeConflict, "the approval changed after the decision; execute again", err)
+			}
+			return Outcome{}, storeErr("consume approval", err)
+		}
+		consumed = true
+	}
+
 	start := contract.ExecutionResult{
 		SchemaVersion: contract.SchemaVersion, Tenant: t.String(), IntentID: in.ID,
 		IdempotencyKey: in.IdempotencyKey, StartedAt: input.Time,
@@ -84,9 +105,12 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 		Kind: audit.KindExecutionStarted, CorrelationID: in.ID, Actor: p.ID, RequestID: meta.RequestID,
 		Time: input.Time, Payload: map[string]any{"intent_id": in.ID, "idempotency_key": in.IdempotencyKey, "decision_hash": decRec.PayloadHash},
 	}); err != nil {
-		// Nothing ran: release the claim so a retry can proceed.
-		if derr := g.cfg.Idempotency.Delete(ctx, lkey, jetstream.LastRevision(rev)); derr != nil {
-			g.cfg.Logger.ErrorContext(ctx, "release claim after failed audit", "key", lkey, "err", derr)
+		// Nothing ran. Without a consumed approval the claim is released so
+		// a retry can proceed; with one, it stays and reads in doubt.
+		if !consumed {
+			if derr := g.cfg.Idempotency.Delete(ctx, lkey, jetstream.LastRevision(rev)); derr != nil {
+				g.cfg.Logger.ErrorContext(ctx, "release claim after failed audit", "key", lkey, "err", derr)
+			}
 		}
 		return Outcome{}, storeErr("audit execution.started", err)
 	}

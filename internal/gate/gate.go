@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
@@ -38,11 +39,13 @@ type Config struct {
 	Idempotency jetstream.KeyValue // idempotency ledger bucket
 	Audit       *audit.Log
 	Executors   Executors
-	Switches    SwitchReader     // the kill switches' watched local copy
-	Policy      *policy.Bundle   // default: policy.Default()
-	Allowlist   []string         // http host allowlist, recorded in every input
-	Now         func() time.Time // injected clock (default time.Now)
-	Node        string           // this node's name, recorded in claims
+	Switches    SwitchReader        // the kill switches' watched local copy
+	Approvals   Approvals           // operator approvals
+	Policy      *policy.Bundle      // default: policy.Default()
+	Allowlist   []string            // http host allowlist, recorded in every input
+	Now         func() time.Time    // injected clock (default time.Now)
+	JS          jetstream.JetStream // for the work queue (execute_when_approved); nil disables it
+	Node        string              // this node's name, recorded in claims
 	Logger      *slog.Logger
 }
 
@@ -64,6 +67,8 @@ func New(cfg Config) (*Gate, error) {
 		return nil, errors.New("gate: executors are required")
 	case cfg.Switches == nil:
 		return nil, errors.New("gate: kill switches are required")
+	case cfg.Approvals == nil:
+		return nil, errors.New("gate: approvals are required")
 	}
 	if cfg.Policy == nil {
 		cfg.Policy = policy.Default()
@@ -82,6 +87,14 @@ func New(cfg Config) (*Gate, error) {
 // SwitchReader reads the global and a tenant's kill switch.
 type SwitchReader interface {
 	Read(t tenant.ID) (global, tenantSwitch killswitch.Reading)
+}
+
+// Approvals opens, reads and consumes approvals (internal/approval).
+type Approvals interface {
+	Request(ctx context.Context, t tenant.ID, in contract.ActionIntent, actor, requestID string, now time.Time) error
+	Read(ctx context.Context, t tenant.ID, intentID string) (approval.Reading, error)
+	Consume(ctx context.Context, t tenant.ID, intentID string, rev uint64, actor, requestID string, now time.Time) error
+	Decide(ctx context.Context, t tenant.ID, in contract.ActionIntent, p *auth.Principal, decision, reason, requestID string, now time.Time) (approval.Record, error)
 }
 
 // Meta is per-request context recorded in audit records.
@@ -129,18 +142,28 @@ func IntentID(t tenant.ID, idempotencyKey string) string {
 	return "in_" + hex.EncodeToString(sum[:16])
 }
 
-func (g *Gate) input(t tenant.ID, p *auth.Principal, in contract.ActionIntent) Input {
+// input gathers a decision's input. Any store error fails closed: the
+// caller returns it and nothing executes.
+func (g *Gate) input(ctx context.Context, t tenant.ID, p *auth.Principal, in contract.ActionIntent) (Input, error) {
 	global, ts := g.cfg.Switches.Read(t)
+	appr := approval.Reading{Status: approval.StatusNone, Approvers: []string{}}
+	if approval.Required(in.Class) > 0 {
+		var err error
+		if appr, err = g.cfg.Approvals.Read(ctx, t, in.ID); err != nil {
+			return Input{}, storeErr("read approval", err)
+		}
+	}
 	return Input{
 		Global:       global,
 		TenantSwitch: ts,
+		Approval:     appr,
 		Tenant:       t.String(),
 		Intent:       in,
 		Principal:    *p,
 		PolicyHash:   g.cfg.Policy.Hash(),
 		Allowlist:    g.cfg.Allowlist,
 		Time:         g.cfg.Now().UTC(),
-	}
+	}, nil
 }
 
 func storeErr(op string, err error) error {
@@ -166,24 +189,29 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 		return View{}, false, contract.Errorf(contract.CodeInvalid, "field \"/idempotency_key\": %v", err)
 	}
 	in := contract.ActionIntent{
-		SchemaVersion:  contract.SchemaVersion,
-		ID:             IntentID(t, req.IdempotencyKey),
-		Tenant:         t.String(),
-		Action:         spec.Type,
-		Class:          spec.Class,
-		Target:         req.Target,
-		Params:         req.Params,
-		IdempotencyKey: req.IdempotencyKey,
-		Justification:  req.Justification,
-		Proposer:       p.ID,
-		CreatedAt:      g.cfg.Now().UTC(),
+		SchemaVersion:       contract.SchemaVersion,
+		ID:                  IntentID(t, req.IdempotencyKey),
+		Tenant:              t.String(),
+		Action:              spec.Type,
+		Class:               spec.Class,
+		Target:              req.Target,
+		Params:              req.Params,
+		IdempotencyKey:      req.IdempotencyKey,
+		Justification:       req.Justification,
+		Proposer:            p.ID,
+		ExecuteWhenApproved: req.ExecuteWhenApproved,
+		CreatedAt:           g.cfg.Now().UTC(),
 	}
 	key := tenant.IntentKey(t, in.ID)
 
-	// A repeated proposal returns what is stored.
+	// A repeated proposal returns what is stored (and re-opens its approval
+	// request if an earlier attempt stopped before it).
 	if existing, err := g.load(ctx, t, in.ID); err == nil {
 		if !sameRequest(existing.Intent, in) {
 			return View{}, false, contract.Errorf(contract.CodeConflict, "idempotency key %q is already used by a different intent", req.IdempotencyKey)
+		}
+		if err := g.cfg.Approvals.Request(ctx, t, existing.Intent, p.ID, meta.RequestID, g.cfg.Now().UTC()); err != nil {
+			return View{}, false, storeErr("request approval", err)
 		}
 		v, err := g.view(ctx, t, existing)
 		return v, false, err
@@ -194,7 +222,10 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 	if in.Hash, err = in.ComputeHash(); err != nil {
 		return View{}, false, fmt.Errorf("propose: hash intent: %w", err)
 	}
-	input := g.input(t, p, in)
+	input, err := g.input(ctx, t, p, in)
+	if err != nil {
+		return View{}, false, err
+	}
 	preview := Decide(input)
 
 	// A principal without the tenant or the action may not even propose.
@@ -234,6 +265,9 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 		}
 		return View{}, false, storeErr("store intent", err)
 	}
+	if err := g.cfg.Approvals.Request(ctx, t, in, p.ID, meta.RequestID, input.Time); err != nil {
+		return View{}, false, storeErr("request approval", err)
+	}
 	g.cfg.Logger.InfoContext(ctx, "intent proposed", "tenant", t.String(), "intent", in.ID, "action", in.Action,
 		"preview", preview.Verdict, "request_id", meta.RequestID)
 	return View{Intent: in, State: StateProposed, Preview: &preview}, true, nil
@@ -250,7 +284,7 @@ func failedCheck(d contract.Decision, name string) (contract.CheckResult, bool) 
 }
 
 func sameRequest(a, b contract.ActionIntent) bool {
-	return a.Action == b.Action && a.Target == b.Target && a.IdempotencyKey == b.IdempotencyKey &&
+	return a.Action == b.Action && a.Target == b.Target && a.IdempotencyKey == b.IdempotencyKey && a.ExecuteWhenApproved == b.ExecuteWhenApproved &&
 		a.Justification == b.Justification && a.Proposer == b.Proposer && mapsEqual(a.Params, b.Params)
 }
 

@@ -2,12 +2,14 @@ package gate_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
@@ -104,11 +106,22 @@ func openNode(tb testing.TB, dir string, ex gate.Executors) *node {
 	log := audit.New(st.JS, st.Audit)
 	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	sw := &switches{}
-	g, err := gate.New(gate.Config{Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex, Switches: sw, Now: c.Now, Node: "test"})
+	g, err := gate.New(gate.Config{Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex, Switches: sw,
+		Approvals: approval.NewStore(st.Approvals, log, nil, nil), JS: st.JS, Now: c.Now, Node: "test", Allowlist: []string{"127.0.0.1:1"}})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return &node{st, log, g, sw}
+}
+
+// operator approves intents in tests (never the proposer).
+var operator = &auth.Principal{ID: "key_op", Name: "op", Role: auth.RoleOperator, Tenants: []string{"acme"}, Actions: []string{"A0"}}
+
+func approve(tb testing.TB, n *node, id string) {
+	tb.Helper()
+	if _, err := n.gate.DecideApproval(context.Background(), acme, operator, id, "approve", "looks right", gate.Meta{}); err != nil {
+		tb.Fatalf("approve %s: %v", id, err)
+	}
 }
 
 var (
@@ -153,7 +166,7 @@ func TestProposeIsIdempotentAndAudited(t *testing.T) {
 	if err != nil || !created {
 		t.Fatalf("Propose = %v, created=%t", err, created)
 	}
-	if v.Preview == nil || v.Preview.Verdict != contract.Allow || v.State != gate.StateProposed {
+	if v.Preview == nil || v.Preview.Verdict != contract.Deny || v.Preview.Reasons[0] != gate.ReasonApprovalRequired || v.State != gate.StateProposed {
 		t.Fatalf("preview = %+v state %s", v.Preview, v.State)
 	}
 	if h, _ := v.Intent.ComputeHash(); h != v.Intent.Hash {
@@ -173,7 +186,7 @@ func TestProposeIsIdempotentAndAudited(t *testing.T) {
 	if _, _, err := n.gate.Propose(ctx, acme, agent, bad, gate.Meta{}); contract.ErrorCode(err) != contract.CodeUnknownAction {
 		t.Fatalf("unknown action: %v", err)
 	}
-	if got := kinds(t, n.log, acme); len(got) != 1 || got[0] != audit.KindIntentProposed {
+	if got := kinds(t, n.log, acme); len(got) != 2 || got[0] != audit.KindIntentProposed || got[1] != approval.KindRequested {
 		t.Fatalf("audit kinds = %v", got)
 	}
 	replayPasses(t, n.log, acme)
@@ -188,6 +201,7 @@ func TestExecuteOnceAcrossRepeatsAndRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	approve(t, n, v.Intent.ID)
 	out, err := n.gate.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{RequestID: "r2"})
 	if err != nil || out.Result.Status != contract.StatusSucceeded || out.Duplicate {
 		t.Fatalf("Execute = %+v, %v", out, err)
@@ -216,7 +230,8 @@ func TestExecuteOnceAcrossRepeatsAndRestart(t *testing.T) {
 	if ex.count(v.Intent.ID) != 1 || ex.invalid != 0 {
 		t.Fatalf("executor ran %d times (%d invalid permits)", ex.count(v.Intent.ID), ex.invalid)
 	}
-	want := []string{audit.KindIntentProposed, audit.KindGateAllowed, audit.KindExecutionStarted, audit.KindExecutionSucceeded,
+	want := []string{audit.KindIntentProposed, approval.KindRequested, approval.KindGranted, audit.KindGateAllowed, approval.KindExecuted,
+		audit.KindExecutionStarted, audit.KindExecutionSucceeded,
 		audit.KindGateAllowed, audit.KindExecutionDuplicate, audit.KindGateAllowed, audit.KindExecutionDuplicate}
 	if got := kinds(t, n2.log, acme); len(got) != len(want) {
 		t.Fatalf("audit kinds = %v, want %v", got, want)
@@ -242,7 +257,7 @@ func TestBlockedDecisionsAreAuditedAndNeverRun(t *testing.T) {
 	}
 	_, err = n.gate.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{})
 	var ae *contract.Error
-	if !errors.As(err, &ae) || ae.Code != contract.CodeBlocked || len(ae.Reasons) != 1 || ae.Reasons[0] != gate.ReasonPolicyDenied {
+	if !errors.As(err, &ae) || ae.Code != contract.CodeBlocked || len(ae.Reasons) != 2 || ae.Reasons[0] != gate.ReasonPolicyDenied || ae.Reasons[1] != gate.ReasonApprovalRequired {
 		t.Fatalf("Execute escape = %v", err)
 	}
 	// A principal of another tenant is blocked by the gate itself too.
@@ -263,7 +278,8 @@ func TestBlockedDecisionsAreAuditedAndNeverRun(t *testing.T) {
 		t.Fatal("a blocked intent reached the executor")
 	}
 	got := kinds(t, n.log, acme)
-	want := []string{audit.KindIntentProposed, audit.KindGateBlocked, audit.KindIntentProposed, audit.KindGateBlocked, audit.KindAccessDenied}
+	want := []string{audit.KindIntentProposed, approval.KindRequested, audit.KindGateBlocked, audit.KindIntentProposed, approval.KindRequested,
+		audit.KindGateBlocked, audit.KindAccessDenied}
 	if len(got) != len(want) {
 		t.Fatalf("kinds = %v, want %v", got, want)
 	}
@@ -290,6 +306,7 @@ func TestInterruptedExecutionIsInDoubt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	approve(t, n, v.Intent.ID)
 	done := make(chan error, 1)
 	go func() {
 		_, err := n.gate.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{})
@@ -302,7 +319,8 @@ func TestInterruptedExecutionIsInDoubt(t *testing.T) {
 	}
 	// Another node (a restarted process) sees the claim without an owner.
 	other := &recorder{runs: map[string]int{}}
-	g2, err := gate.New(gate.Config{Intents: n.st.Intents, Idempotency: n.st.Idempotency, Audit: n.log, Executors: other, Switches: &switches{}, Node: "other"})
+	g2, err := gate.New(gate.Config{Intents: n.st.Intents, Idempotency: n.st.Idempotency, Audit: n.log, Executors: other, Switches: &switches{},
+		Approvals: approval.NewStore(n.st.Approvals, n.log, nil, nil), Node: "other"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,3 +449,5 @@ func TestKillSwitchBlocksExecute(t *testing.T) {
 	}
 	replayPasses(t, n.log, acme)
 }
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

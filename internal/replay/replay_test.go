@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
@@ -46,6 +47,8 @@ func chainExport(tb testing.TB) []byte {
 			in.Hash, _ = in.ComputeHash()
 			input := gate.Input{Global: open("global"), TenantSwitch: open(tn), Tenant: tn, Intent: in, PolicyHash: policy.Default().Hash(), Time: t0.Add(time.Duration(i) * time.Second),
 				Principal: auth.Principal{ID: "key_a", Role: "agent", Tenants: []string{tn}, Actions: []string{"*"}}}
+			input.Approval = approval.Reading{Status: approval.StatusApproved, IntentHash: in.Hash, Proposer: in.Proposer,
+				Approvers: []string{"key_op"}, ExpiresAt: t0.Add(time.Hour), Revision: uint64(i + 1)}
 			if target == "killed.txt" { // blocked by the global kill switch
 				input.Global.Engaged, input.Global.Revision, input.Global.Reason = true, 7, "incident"
 			}

@@ -52,7 +52,9 @@ type Store struct {
 	Idempotency jetstream.KeyValue
 	Principals  jetstream.KeyValue
 	Control     jetstream.KeyValue
+	Approvals   jetstream.KeyValue
 	Audit       jetstream.Stream
+	Work        jetstream.Stream
 
 	srv *Server // embedded server, nil with an external URL
 }
@@ -137,6 +139,21 @@ func (s *Store) ensure(ctx context.Context, replicas int) error {
 	}
 	if s.Control, err = kv(tenant.ControlBucket, "ExoArmur kill switches (global and per tenant)", 16); err != nil {
 		return err
+	}
+	if s.Approvals, err = kv(tenant.ApprovalsBucket, "ExoArmur approvals, one record per intent", 16); err != nil {
+		return err
+	}
+	s.Work, err = s.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        tenant.WorkStream,
+		Description: "ExoArmur background executor work queue (approved intents to execute)",
+		Subjects:    []string{tenant.WorkSubjects},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.WorkQueuePolicy,
+		Replicas:    replicas,
+		Duplicates:  10 * time.Minute,
+	})
+	if err != nil {
+		return fmt.Errorf("ensure stream %s: %w", tenant.WorkStream, err)
 	}
 	return nil
 }

@@ -17,6 +17,18 @@ const (
 	// PrincipalsBucket is the API key registry (hashes only), keyed by key id.
 	PrincipalsBucket = "exoarmur_principals"
 
+	// ApprovalsBucket holds one approval record per intent, keyed
+	// <tenant>.<intent>, with history.
+	ApprovalsBucket = "exoarmur_approvals"
+
+	// WorkStream is the work queue of the background executor: one message
+	// per approved intent submitted with execute_when_approved.
+	WorkStream   = "EXOARMUR_INTENTS"
+	WorkSubjects = "exoarmur.v1.intents.*"
+	workPrefix   = "exoarmur.v1.intents."
+	// WorkConsumer is the durable consumer every node's worker shares.
+	WorkConsumer = "exoarmur-worker"
+
 	// ControlBucket holds the kill switches: GlobalSwitchKey and
 	// <tenant>.killswitch.
 	ControlBucket = "exoarmur_control"
@@ -88,6 +100,12 @@ func IntentKey(id ID, intentID string) string { return id.s + "." + intentID }
 // IntentKeyFilter matches every intent key of a tenant.
 func IntentKeyFilter(id ID) string { return id.s + ".*" }
 
+// ApprovalKey is the approvals-bucket key of an intent's approval.
+func ApprovalKey(id ID, intentID string) string { return id.s + "." + intentID }
+
+// WorkSubject is the work-queue subject of tenant id.
+func WorkSubject(id ID) string { return workPrefix + id.s }
+
 // IdempotencyKey is the ledger key of an idempotency key. key must have passed
 // ValidIdempotencyKey.
 func IdempotencyKey(id ID, key string) string { return id.s + "." + key }
@@ -102,6 +120,8 @@ func NodePublishAllow(tenants []ID, global bool) []string {
 	for _, t := range tenants {
 		allow = append(allow,
 			AuditSubject(t),
+			WorkSubject(t),
+			"$KV."+ApprovalsBucket+"."+t.s+".>",
 			"$KV."+IntentsBucket+"."+t.s+".>",
 			"$KV."+IdempotencyBucket+"."+t.s+".>",
 			"$KV."+ControlBucket+"."+TenantSwitchKey(t),

@@ -66,6 +66,7 @@ var allowed = map[string]place{
 	module + "/internal/store":      {"store layer", "creates streams and buckets, starts the embedded NATS server, locks the data dir"},
 	module + "/internal/auth":       {"store layer: key registry", "API key registry writes (hashes only)"},
 	module + "/internal/killswitch": {"store layer: control state", "kill switch writes (compare-and-set, audited) and propagation acknowledgements"},
+	module + "/internal/approval":   {"store layer: approvals", "approval records (compare-and-set, audited) and the operator notification webhook (signed POST to the tenant's configured URL; carries no agent-controlled payload)"},
 	module + "/internal/app":        {"operator CLI", "files the operator asked for (audit export, replay report), the demo's temporary store, and the CLI's own calls to the ExoArmur API (which gates them)"},
 	module + "/tools/inventory":     {"developer tool", "writes docs/design/00_execution_surface.md"},
 }
@@ -333,7 +334,18 @@ func (a *analyzer) goroutine(p *packages.Package, enclosing string, g *ast.GoStm
 			a.sinks[node] = append(a.sinks[node], cat)
 		}
 	}
-	a.inv.Entries = append(a.inv.Entries, Entry{Kind: "goroutine", Name: "go statement in " + short(enclosing), Func: node, Pos: a.pos(g.Pos())})
+	var calls []string
+	for callee := range a.edges[node] {
+		if strings.HasPrefix(strings.TrimPrefix(strings.TrimPrefix(callee, "iface:"), "(*"), module) || strings.HasPrefix(callee, "("+module) {
+			calls = append(calls, short(callee))
+		}
+	}
+	slices.Sort(calls)
+	name := "go statement in " + short(enclosing)
+	if len(calls) > 0 {
+		name += " -> " + strings.Join(calls, ", ")
+	}
+	a.inv.Entries = append(a.inv.Entries, Entry{Kind: "goroutine", Name: name, Func: node, Pos: a.pos(g.Pos())})
 }
 
 // expandInterfaces adds an edge from each used interface method to every

@@ -67,6 +67,7 @@ var killSwitchProof = map[string][]string{
 	},
 	"exoarmur serve": {"cmd/exoarmur/main_test.go:TestGate5KillSwitchAcrossNodes"},
 	"exoarmur demo":  {"internal/app/demo_test.go:TestDemoGolden"},
+	"go statement in internal/app.runServe -> (*internal/gate.Gate).RunWorker": {"internal/gate/approval_test.go:TestWorkerRespectsKillSwitch"},
 }
 
 func TestEveryGatedPathHasKillSwitchProof(t *testing.T) {

@@ -1,0 +1,383 @@
+// Package approval is the operator approval control point. Executing a
+// side-effect action (class A1, A2, A3) requires an approval of exactly that
+// intent: bound to the intent's hash, granted by an operator other than the
+// proposer (two distinct operators for A3), unexpired, and consumed by the
+// one execution it authorizes. A denial by any operator is final.
+//
+// Approvals live in the JetStream KV bucket exoarmur_approvals, one record
+// per intent keyed <tenant>.<intent>, changed with compare-and-set and kept
+// with history. Every request, grant, denial, expiry and consumption is an
+// audit record in the tenant's chain. The gate records a Reading of the
+// approval (with its KV revision) in every decision input, so replay
+// reproduces each approval outcome.
+package approval
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/exoarmur/exoarmur/internal/audit"
+	"github.com/exoarmur/exoarmur/internal/auth"
+	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/tenant"
+)
+
+// Statuses an operator can see.
+const (
+	StatusNone     = "none" // no approval needed or none requested (readings only)
+	StatusPending  = "pending"
+	StatusApproved = "approved"
+	StatusDenied   = "denied"
+	StatusExpired  = "expired"
+	StatusExecuted = "executed"
+)
+
+// Audit kinds.
+const (
+	KindRequested = "approval.requested"
+	KindGranted   = "approval.granted"
+	KindDenied    = "approval.denied"
+	KindExpired   = "approval.expired"
+	KindExecuted  = "approval.executed"
+)
+
+// DefaultTTL is how long an approval request stays open.
+const DefaultTTL = 15 * time.Minute
+
+// Required returns how many distinct approvals class needs: none for A0,
+// one for A1 and A2, two for A3. Nothing may lower it for A3.
+func Required(class string) int {
+	switch class {
+	case contract.A0:
+		return 0
+	case contract.A3:
+		return 2
+	default: // A1, A2 and anything unknown: fail closed
+		return 1
+	}
+}
+
+// Vote is one operator's decision.
+type Vote struct {
+	Principal string    `json:"principal"`
+	Reason    string    `json:"reason"`
+	At        time.Time `json:"at"`
+}
+
+// Record is an approval (contracts/v1/approval_record.schema.json).
+type Record struct {
+	SchemaVersion string    `json:"schema_version"`
+	Tenant        string    `json:"tenant"`
+	IntentID      string    `json:"intent_id"`
+	IntentHash    string    `json:"intent_hash"`
+	Action        string    `json:"action"`
+	Class         string    `json:"class"`
+	Proposer      string    `json:"proposer"`
+	Status        string    `json:"status"`
+	Required      int       `json:"required"`
+	Approvals     []Vote    `json:"approvals"`
+	Denial        *Vote     `json:"denial,omitempty"`
+	RequestedAt   time.Time `json:"requested_at"`
+	ExpiresAt     time.Time `json:"expires_at"`
+	ExecutedAt    time.Time `json:"executed_at,omitzero"`
+}
+
+// StatusAt is the status an operator sees at now: a pending or approved
+// record past its expiry reads expired.
+func (r *Record) StatusAt(now time.Time) string {
+	if (r.Status == StatusPending || r.Status == StatusApproved) && !now.Before(r.ExpiresAt) {
+		return StatusExpired
+	}
+	return r.Status
+}
+
+// Reading is an approval as the gate saw it; it is recorded in every
+// decision input.
+type Reading struct {
+	Status     string    `json:"status"`
+	IntentHash string    `json:"intent_hash,omitempty"`
+	Proposer   string    `json:"proposer,omitempty"`
+	Approvers  []string  `json:"approvers"`
+	DeniedBy   string    `json:"denied_by,omitempty"`
+	ExpiresAt  time.Time `json:"expires_at,omitzero"`
+	Revision   uint64    `json:"revision"`
+}
+
+// ReadingOf turns a stored record (at revision rev) into a Reading.
+func ReadingOf(r Record, rev uint64) Reading {
+	rd := Reading{Status: r.Status, IntentHash: r.IntentHash, Proposer: r.Proposer, Approvers: []string{}, ExpiresAt: r.ExpiresAt, Revision: rev}
+	for _, v := range r.Approvals {
+		rd.Approvers = append(rd.Approvers, v.Principal)
+	}
+	if r.Denial != nil {
+		rd.DeniedBy = r.Denial.Principal
+	}
+	return rd
+}
+
+// Errors callers branch on (the API maps them to 403/409).
+var (
+	ErrNotFound       = errors.New("no approval for this intent")
+	ErrNotRequired    = errors.New("this intent needs no approval")
+	ErrSelfApproval   = errors.New("the proposer cannot approve or deny their own intent")
+	ErrNotOperator    = errors.New("approving needs the operator role for this tenant")
+	ErrAlreadyVoted   = errors.New("this principal has already voted on this intent")
+	ErrFinal          = errors.New("the intent was denied; a denial is final")
+	ErrExpired        = errors.New("the approval request has expired")
+	ErrConsumed       = errors.New("the approval was consumed by the execution")
+	ErrBadDecision    = errors.New(`decision must be "approve" or "deny"`)
+	ErrReasonRequired = errors.New("a reason is required")
+)
+
+// Notifier is told about each new approval request (the webhook).
+type Notifier interface {
+	Requested(ctx context.Context, t tenant.ID, r Record)
+}
+
+// Store keeps approvals in the approvals bucket.
+type Store struct {
+	kv     jetstream.KeyValue
+	log    *audit.Log
+	ttl    func(tenant.ID) time.Duration
+	notify Notifier
+}
+
+// NewStore returns a store. ttl gives each tenant's approval lifetime (nil:
+// DefaultTTL); notify may be nil.
+func NewStore(kv jetstream.KeyValue, log *audit.Log, ttl func(tenant.ID) time.Duration, notify Notifier) *Store {
+	if ttl == nil {
+		ttl = func(tenant.ID) time.Duration { return DefaultTTL }
+	}
+	return &Store{kv: kv, log: log, ttl: ttl, notify: notify}
+}
+
+// Request opens the approval of a newly proposed intent that needs one. It
+// is idempotent: an existing record is left as it is.
+func (s *Store) Request(ctx context.Context, t tenant.ID, in contract.ActionIntent, actor, requestID string, now time.Time) error {
+	if err := t.Check(); err != nil {
+		return err
+	}
+	need := Required(in.Class)
+	if need == 0 {
+		return nil
+	}
+	r := Record{
+		SchemaVersion: contract.SchemaVersion, Tenant: t.String(), IntentID: in.ID, IntentHash: in.Hash, Action: in.Action,
+		Class: in.Class, Proposer: in.Proposer, Status: StatusPending, Required: need, Approvals: []Vote{},
+		RequestedAt: now.UTC(), ExpiresAt: now.UTC().Add(s.ttl(t)),
+	}
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	if _, err := s.kv.Create(ctx, tenant.ApprovalKey(t, in.ID), data); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return nil
+		}
+		return fmt.Errorf("approval request %s: %w", in.ID, err)
+	}
+	if _, err := s.log.Append(ctx, t, audit.Entry{Kind: KindRequested, CorrelationID: in.ID, Actor: actor, RequestID: requestID, Time: now, Payload: r}); err != nil {
+		return fmt.Errorf("audit approval request %s: %w", in.ID, err)
+	}
+	if s.notify != nil {
+		s.notify.Requested(ctx, t, r)
+	}
+	return nil
+}
+
+// Get returns the approval of an intent and its KV revision.
+func (s *Store) Get(ctx context.Context, t tenant.ID, intentID string) (Record, uint64, error) {
+	if err := t.Check(); err != nil {
+		return Record{}, 0, err
+	}
+	e, err := s.kv.Get(ctx, tenant.ApprovalKey(t, intentID))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Record{}, 0, ErrNotFound
+	}
+	if err != nil {
+		return Record{}, 0, fmt.Errorf("load approval %s: %w", intentID, err)
+	}
+	var r Record
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		return Record{}, 0, fmt.Errorf("decode approval %s: %w", intentID, err)
+	}
+	return r, e.Revision(), nil
+}
+
+// Read returns the gate's reading of an intent's approval: StatusNone when
+// there is none. Store errors are returned: the gate fails closed on them.
+func (s *Store) Read(ctx context.Context, t tenant.ID, intentID string) (Reading, error) {
+	r, rev, err := s.Get(ctx, t, intentID)
+	if errors.Is(err, ErrNotFound) {
+		return Reading{Status: StatusNone, Approvers: []string{}}, nil
+	}
+	if err != nil {
+		return Reading{}, err
+	}
+	return ReadingOf(r, rev), nil
+}
+
+// update applies fn to the current record with compare-and-set, retrying on
+// a concurrent change.
+func (s *Store) update(ctx context.Context, t tenant.ID, intentID string, fn func(*Record) error) (Record, error) {
+	for attempt := 0; ; attempt++ {
+		r, rev, err := s.Get(ctx, t, intentID)
+		if err != nil {
+			return Record{}, err
+		}
+		if err := fn(&r); err != nil {
+			return r, err
+		}
+		data, err := json.Marshal(r)
+		if err != nil {
+			return Record{}, err
+		}
+		_, err = s.kv.Update(ctx, tenant.ApprovalKey(t, intentID), data, rev)
+		if err == nil {
+			return r, nil
+		}
+		var apiErr *jetstream.APIError
+		if attempt < 16 && errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			continue
+		}
+		return Record{}, fmt.Errorf("update approval %s: %w", intentID, err)
+	}
+}
+
+// Decide records an operator's approve or deny of intent in. The principal
+// is the authenticated caller, never a name from the request body.
+func (s *Store) Decide(ctx context.Context, t tenant.ID, in contract.ActionIntent, p *auth.Principal, decision, reason, requestID string, now time.Time) (Record, error) {
+	if err := t.Check(); err != nil {
+		return Record{}, err
+	}
+	switch {
+	case decision != "approve" && decision != "deny":
+		return Record{}, ErrBadDecision
+	case reason == "":
+		return Record{}, ErrReasonRequired
+	case p == nil || (p.Role != auth.RoleOperator && p.Role != auth.RoleAdmin) || !p.HasTenant(t.String()):
+		return Record{}, ErrNotOperator
+	case p.ID == in.Proposer:
+		return Record{}, ErrSelfApproval
+	case Required(in.Class) == 0:
+		return Record{}, ErrNotRequired
+	}
+	expired := false
+	r, err := s.update(ctx, t, in.ID, func(r *Record) error {
+		switch r.StatusAt(now) {
+		case StatusDenied:
+			return ErrFinal
+		case StatusExecuted:
+			return ErrConsumed
+		case StatusExpired:
+			if r.Status == StatusExpired {
+				return ErrExpired
+			}
+			r.Status, expired = StatusExpired, true
+			return nil
+		}
+		if r.IntentHash != in.Hash {
+			return fmt.Errorf("approval is bound to another version of the intent: %w", ErrFinal)
+		}
+		for _, v := range r.Approvals {
+			if v.Principal == p.ID {
+				return ErrAlreadyVoted
+			}
+		}
+		vote := Vote{Principal: p.ID, Reason: reason, At: now.UTC()}
+		if decision == "deny" {
+			r.Status, r.Denial = StatusDenied, &vote
+			return nil
+		}
+		r.Approvals = append(r.Approvals, vote)
+		if len(r.Approvals) >= r.Required {
+			r.Status = StatusApproved
+		}
+		return nil
+	})
+	if err != nil {
+		return r, err
+	}
+	kind := KindGranted
+	switch {
+	case expired:
+		kind = KindExpired
+	case decision == "deny":
+		kind = KindDenied
+	}
+	if _, aerr := s.log.Append(ctx, t, audit.Entry{Kind: kind, CorrelationID: in.ID, Actor: p.ID, RequestID: requestID, Time: now,
+		Payload: map[string]any{"approval": r, "decision": decision, "reason": reason}}); aerr != nil {
+		return r, fmt.Errorf("audit approval %s: %w", in.ID, aerr)
+	}
+	if expired {
+		return r, ErrExpired
+	}
+	return r, nil
+}
+
+// Consume marks an approval executed, with compare-and-set on the revision
+// the gate's decision read, so an approval authorizes exactly one execution
+// and a denial that raced the decision wins.
+func (s *Store) Consume(ctx context.Context, t tenant.ID, intentID string, rev uint64, actor, requestID string, now time.Time) error {
+	r, cur, err := s.Get(ctx, t, intentID)
+	if err != nil {
+		return err
+	}
+	if cur != rev || r.Status != StatusApproved {
+		return fmt.Errorf("approval of %s changed since the decision (revision %d, now %d, %s): %w", intentID, rev, cur, r.Status, ErrConsumed)
+	}
+	r.Status, r.ExecutedAt = StatusExecuted, now.UTC()
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	if _, err := s.kv.Update(ctx, tenant.ApprovalKey(t, intentID), data, rev); err != nil {
+		return fmt.Errorf("consume approval %s: %w", intentID, err)
+	}
+	if _, err := s.log.Append(ctx, t, audit.Entry{Kind: KindExecuted, CorrelationID: intentID, Actor: actor, RequestID: requestID, Time: now, Payload: r}); err != nil {
+		return fmt.Errorf("audit approval consumption %s: %w", intentID, err)
+	}
+	return nil
+}
+
+// List returns t's approvals whose status at now is status ("" = all),
+// oldest request first.
+func (s *Store) List(ctx context.Context, t tenant.ID, status string, now time.Time) ([]Record, error) {
+	if err := t.Check(); err != nil {
+		return nil, err
+	}
+	lister, err := s.kv.ListKeysFiltered(ctx, tenant.ApprovalKey(t, "*"))
+	if err != nil {
+		return nil, fmt.Errorf("list approvals: %w", err)
+	}
+	out := []Record{}
+	for key := range lister.Keys() {
+		e, err := s.kv.Get(ctx, key)
+		if err != nil {
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
+				continue
+			}
+			return nil, fmt.Errorf("list approvals: %w", err)
+		}
+		var r Record
+		if err := json.Unmarshal(e.Value(), &r); err != nil {
+			return nil, fmt.Errorf("list approvals: decode %s: %w", key, err)
+		}
+		r.Status = r.StatusAt(now)
+		if status == "" || r.Status == status {
+			out = append(out, r)
+		}
+	}
+	slices.SortFunc(out, func(a, b Record) int {
+		return cmp.Or(a.RequestedAt.Compare(b.RequestedAt), cmp.Compare(a.IntentID, b.IntentID))
+	})
+	return out, nil
+}

@@ -1,0 +1,65 @@
+package gate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/exoarmur/exoarmur/internal/approval"
+	"github.com/exoarmur/exoarmur/internal/auth"
+	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/tenant"
+)
+
+// WorkItem is a work-queue message: execute this approved intent.
+type WorkItem struct {
+	Tenant   string `json:"tenant"`
+	IntentID string `json:"intent_id"`
+}
+
+// DecideApproval records an operator's approve or deny of an intent. When
+// the approval becomes complete and the intent asked for it, the intent is
+// queued for the background worker, which executes it through Execute like
+// every other path.
+func (g *Gate) DecideApproval(ctx context.Context, t tenant.ID, p *auth.Principal, intentID, decision, reason string, meta Meta) (approval.Record, error) {
+	if err := t.Check(); err != nil {
+		return approval.Record{}, contract.Wrap(contract.CodeInvalidTenant, "a valid tenant is required", err)
+	}
+	s, err := g.load(ctx, t, intentID)
+	if err != nil {
+		return approval.Record{}, err
+	}
+	rec, err := g.cfg.Approvals.Decide(ctx, t, s.Intent, p, decision, reason, meta.RequestID, g.cfg.Now().UTC())
+	switch {
+	case errors.Is(err, approval.ErrSelfApproval):
+		return rec, contract.Wrap(CodeSelfApproval, err.Error(), err)
+	case errors.Is(err, approval.ErrNotOperator):
+		return rec, contract.Wrap(contract.CodeForbidden, err.Error(), err)
+	case errors.Is(err, approval.ErrNotFound):
+		return rec, contract.Wrap(contract.CodeNotFound, "this intent has no approval request", err)
+	case errors.Is(err, approval.ErrBadDecision), errors.Is(err, approval.ErrReasonRequired):
+		return rec, contract.Wrap(contract.CodeInvalid, err.Error(), err)
+	case errors.Is(err, approval.ErrFinal), errors.Is(err, approval.ErrConsumed), errors.Is(err, approval.ErrExpired),
+		errors.Is(err, approval.ErrAlreadyVoted), errors.Is(err, approval.ErrNotRequired):
+		return rec, contract.Wrap(contract.CodeConflict, err.Error(), err)
+	case err != nil:
+		return rec, storeErr("record approval decision", err)
+	}
+	g.cfg.Logger.InfoContext(ctx, "approval decision", "tenant", t.String(), "intent", intentID, "decision", decision,
+		"principal", p.ID, "status", rec.Status, "request_id", meta.RequestID)
+	if rec.Status == approval.StatusApproved && s.Intent.ExecuteWhenApproved && g.cfg.JS != nil {
+		data, _ := json.Marshal(WorkItem{Tenant: t.String(), IntentID: intentID}) // plain struct
+		if _, err := g.cfg.JS.Publish(ctx, tenant.WorkSubject(t), data, jetstream.WithMsgID(intentID)); err != nil {
+			// The approval stands; the intent can still be executed by hand.
+			g.cfg.Logger.ErrorContext(ctx, "queue approved intent", "intent", intentID, "err", err)
+			return rec, storeErr(fmt.Sprintf("approval recorded but intent %s could not be queued for execution", intentID), err)
+		}
+	}
+	return rec, nil
+}
+
+// CodeSelfApproval is the error code of a proposer approving their own intent.
+const CodeSelfApproval = "self_approval"
