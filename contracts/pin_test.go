@@ -15,6 +15,8 @@ import (
 // every client that relies on it. New capability is additive: add a new file
 // (and its line here) or start v2; never edit a pinned file.
 var frozen = map[string]string{
+	// Added with key management (additive).
+	"key_request.schema.json": "9bf31fcfac9f61585f4198cb48eca5b211b00c88c64f7ace3dfb19ae6bb5f80f",
 	// Added with operator approvals (additive).
 	"approval_record.schema.json":   "99a4fedd76a82ac285bbf6fa51cf2faa5ce4b4304605b09b12c5e60fb836b4d0",
 	"approval_decision.schema.json": "d4c9f404ebbaaf5303b899df9753eabee1604710e00d0b694392d228cfdbc328",

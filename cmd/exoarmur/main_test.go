@@ -82,6 +82,26 @@ type server struct {
 
 func startServer(t *testing.T, dataDir, addr string, extra ...string) *server {
 	t.Helper()
+	s := startServerNoWait(t, dataDir, addr, extra...)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return s
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server not ready after 30s:\n%s", s.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// startServerNoWait starts `exoarmur serve` and returns at once.
+func startServerNoWait(t *testing.T, dataDir, addr string, extra ...string) *server {
+	t.Helper()
 	args := append([]string{"serve", "--listen", addr}, extra...)
 	if dataDir != "" {
 		args = append(args, "--data-dir", dataDir)
@@ -94,20 +114,7 @@ func startServer(t *testing.T, dataDir, addr string, extra ...string) *server {
 	}
 	s := &server{t: t, cmd: cmd, addr: addr, logs: logs}
 	t.Cleanup(func() { s.kill() })
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return s
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server not ready after 30s:\n%s", logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return s
 }
 
 // kill sends SIGKILL: no shutdown code runs.

@@ -21,6 +21,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/gate"
 	"github.com/exoarmur/exoarmur/internal/killswitch"
+	"github.com/exoarmur/exoarmur/internal/policy"
 	"github.com/exoarmur/exoarmur/internal/replay"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
@@ -28,9 +29,22 @@ import (
 // MaxBody is the largest request body accepted (413 beyond).
 const MaxBody = 1 << 20
 
-// Authenticator resolves an API key to a principal.
+// Authenticator resolves an API key, or a verified client certificate's
+// common name, to a principal.
 type Authenticator interface {
 	Authenticate(ctx context.Context, key string) (*auth.Principal, error)
+}
+
+// CertAuthenticator maps a verified client certificate to a principal.
+type CertAuthenticator interface {
+	AuthenticateCert(ctx context.Context, commonName string) (*auth.Principal, error)
+}
+
+// KeyAdmin manages API keys (internal/auth).
+type KeyAdmin interface {
+	Create(ctx context.Context, req auth.CreateRequest) (string, auth.Principal, error)
+	List(ctx context.Context) ([]auth.Principal, error)
+	Revoke(ctx context.Context, principalID string) (auth.Principal, error)
 }
 
 // Switches reads and changes kill switches (internal/killswitch).
@@ -51,16 +65,22 @@ type Config struct {
 	Approvals ApprovalLister
 	Keys      Authenticator
 	Audit     *audit.Log
-	Ready     func() bool      // store readiness for /readyz
-	Now       func() time.Time // clock for records the API writes itself (default time.Now)
-	RequestID func() string    // injected request ID source
-	Logger    *slog.Logger
+	Certs     CertAuthenticator // nil: no client certificates
+	KeyAdmin  KeyAdmin          // nil: key management answers 503
+	Ready     func() bool       // store readiness for /readyz
+	Now       func() time.Time  // clock for records the API writes itself (default time.Now)
+	// AuthFailLimit is how many failed authentications one source may make
+	// per minute before it gets 429 (default 20).
+	AuthFailLimit int
+	RequestID     func() string // injected request ID source
+	Logger        *slog.Logger
 }
 
 // Server is the HTTP API.
 type Server struct {
-	cfg Config
-	mux *http.ServeMux
+	cfg   Config
+	mux   *http.ServeMux
+	fails failures
 }
 
 // Route is one registered route; the OpenAPI test compares these with
@@ -68,6 +88,7 @@ type Server struct {
 type Route struct {
 	Method, Path string
 	Auth         bool
+	Op           string // the authorized operation
 }
 
 // New returns the API server.
@@ -80,7 +101,7 @@ func New(cfg Config) *Server {
 		s.mux.Handle(r.Method+" "+r.Path, r.h)
 	}
 	// Anything else: a JSON 404 or 405 that reveals nothing.
-	s.mux.Handle("/", s.wrap(false, func(w http.ResponseWriter, r *http.Request) error {
+	s.mux.Handle("/", s.wrap("", func(w http.ResponseWriter, r *http.Request) error {
 		for _, rt := range s.routes() {
 			if _, pattern := s.mux.Handler(&http.Request{Method: rt.Method, URL: r.URL, Host: r.Host}); pattern == rt.Method+" "+rt.Path {
 				return contract.Errorf(codeMethodNotAllowed, "method %s not allowed here", r.Method)
@@ -98,25 +119,30 @@ type route struct {
 	h http.Handler
 }
 
+// routes is the whole API: method, path, the operation the caller must be
+// authorized for (cedar, internal/policy; "" = public), and the handler.
 func (s *Server) routes() []route {
-	r := func(method, path string, authn bool, h func(http.ResponseWriter, *http.Request) error) route {
-		return route{Route{method, path, authn}, s.wrap(authn, h)}
+	r := func(method, path, op string, h func(http.ResponseWriter, *http.Request) error) route {
+		return route{Route{method, path, op != "", op}, s.wrap(op, h)}
 	}
 	return []route{
-		r("GET", "/healthz", false, s.healthz),
-		r("GET", "/readyz", false, s.readyz),
-		r("POST", "/v1/tenants/{tenant}/intents", true, s.propose),
-		r("GET", "/v1/tenants/{tenant}/intents/{id}", true, s.getIntent),
-		r("POST", "/v1/tenants/{tenant}/intents/{id}/execute", true, s.execute),
-		r("GET", "/v1/tenants/{tenant}/audit", true, s.auditList),
-		r("GET", "/v1/tenants/{tenant}/audit/export", true, s.auditExport),
-		r("GET", "/v1/tenants/{tenant}/audit/verify", true, s.auditVerify),
-		r("GET", "/v1/tenants/{tenant}/approvals", true, s.listApprovals),
-		r("POST", "/v1/tenants/{tenant}/intents/{id}/approvals", true, s.decideApproval),
-		r("GET", "/v1/killswitch", true, s.getSwitch),
-		r("PUT", "/v1/killswitch", true, s.putSwitch),
-		r("GET", "/v1/tenants/{tenant}/killswitch", true, s.getSwitch),
-		r("PUT", "/v1/tenants/{tenant}/killswitch", true, s.putSwitch),
+		r("GET", "/healthz", "", s.healthz),
+		r("GET", "/readyz", "", s.readyz),
+		r("POST", "/v1/tenants/{tenant}/intents", policy.OpPropose, s.propose),
+		r("GET", "/v1/tenants/{tenant}/intents/{id}", policy.OpReadIntent, s.getIntent),
+		r("POST", "/v1/tenants/{tenant}/intents/{id}/execute", policy.OpExecute, s.execute),
+		r("GET", "/v1/tenants/{tenant}/audit", policy.OpReadAudit, s.auditList),
+		r("GET", "/v1/tenants/{tenant}/audit/export", policy.OpReadAudit, s.auditExport),
+		r("GET", "/v1/tenants/{tenant}/audit/verify", policy.OpReadAudit, s.auditVerify),
+		r("GET", "/v1/tenants/{tenant}/approvals", policy.OpReadApprovals, s.listApprovals),
+		r("POST", "/v1/tenants/{tenant}/intents/{id}/approvals", policy.OpApprove, s.decideApproval),
+		r("GET", "/v1/killswitch", policy.OpReadGlobalSwitch, s.getSwitch),
+		r("PUT", "/v1/killswitch", policy.OpFlipGlobalSwitch, s.putSwitch),
+		r("GET", "/v1/tenants/{tenant}/killswitch", policy.OpReadTenantSwitch, s.getSwitch),
+		r("PUT", "/v1/tenants/{tenant}/killswitch", policy.OpFlipTenantSwitch, s.putSwitch),
+		r("POST", "/v1/keys", policy.OpManageKeys, s.createKey),
+		r("GET", "/v1/keys", policy.OpManageKeys, s.listKeys),
+		r("DELETE", "/v1/keys/{id}", policy.OpManageKeys, s.revokeKey),
 	}
 }
 
@@ -158,7 +184,7 @@ func info(r *http.Request) *reqInfo { return r.Context().Value(infoKey{}).(*reqI
 // wrap is the middleware chain: request id, tenant validation (400 before
 // any store access), authentication (401), tenant grant (403), then the
 // handler, whose error is written in one place.
-func (s *Server) wrap(authn bool, h func(http.ResponseWriter, *http.Request) error) http.Handler {
+func (s *Server) wrap(op string, h func(http.ResponseWriter, *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ri := &reqInfo{}
 		if s.cfg.RequestID != nil {
@@ -167,7 +193,7 @@ func (s *Server) wrap(authn bool, h func(http.ResponseWriter, *http.Request) err
 		w.Header().Set("X-Request-Id", ri.id)
 		r = r.WithContext(context.WithValue(r.Context(), infoKey{}, ri))
 		r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
-		err := s.guard(r, ri, authn)
+		err := s.guard(r, ri, op)
 		if err == nil {
 			err = h(w, r)
 		}
@@ -175,65 +201,6 @@ func (s *Server) wrap(authn bool, h func(http.ResponseWriter, *http.Request) err
 			s.writeError(w, r, err)
 		}
 	})
-}
-
-func (s *Server) guard(r *http.Request, ri *reqInfo, authn bool) error {
-	if raw := r.PathValue("tenant"); raw != "" || strings.Contains(r.Pattern, "{tenant}") {
-		t, err := tenant.Parse(raw)
-		if err != nil {
-			return contract.Wrap(contract.CodeInvalidTenant, "tenant must match [a-z0-9][a-z0-9-]{0,62}", err)
-		}
-		ri.tenant = t
-	}
-	if !authn {
-		return nil
-	}
-	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || key == "" {
-		return contract.Errorf(contract.CodeUnauthenticated, "a bearer API key is required")
-	}
-	p, err := s.cfg.Keys.Authenticate(r.Context(), key)
-	switch {
-	case errors.Is(err, auth.ErrUnauthenticated), errors.Is(err, auth.ErrExpired):
-		return contract.Errorf(contract.CodeUnauthenticated, "invalid or expired API key")
-	case err != nil:
-		return contract.Wrap(contract.CodeStoreUnavailable, "cannot check credentials right now", err)
-	}
-	ri.principal = p
-	if !ri.tenant.IsZero() && !p.HasTenant(ri.tenant.String()) {
-		// Another tenant's state does not exist for this caller: 404, the
-		// same answer as for a tenant that does not exist, and the attempt
-		// is audited in the caller's own chain, never in the other's.
-		s.auditCrossTenant(r, ri, p)
-		return errNotFound
-	}
-	return nil
-}
-
-// KindCrossTenant is the audit kind of an attempt to reach a tenant the
-// principal is not granted.
-const KindCrossTenant = "access.cross_tenant"
-
-var errNotFound = contract.Errorf(contract.CodeNotFound, "not found")
-
-func (s *Server) auditCrossTenant(r *http.Request, ri *reqInfo, p *auth.Principal) {
-	if s.cfg.Audit == nil || len(p.Tenants) == 0 {
-		return
-	}
-	own, err := tenant.Parse(p.Tenants[0])
-	if err != nil {
-		return
-	}
-	now := time.Now
-	if s.cfg.Now != nil {
-		now = s.cfg.Now
-	}
-	if _, err := s.cfg.Audit.Append(r.Context(), own, audit.Entry{
-		Kind: KindCrossTenant, CorrelationID: ri.id, Actor: p.ID, RequestID: ri.id, Time: now(),
-		Payload: map[string]string{"method": r.Method, "route": r.Pattern, "requested_tenant": ri.tenant.String()},
-	}); err != nil {
-		s.cfg.Logger.ErrorContext(r.Context(), "audit cross-tenant attempt", "principal", p.ID, "err", err)
-	}
 }
 
 // errorBody is the one error shape: {"error":{"code","message","reasons"}}.
@@ -254,6 +221,8 @@ func httpStatus(code string) int {
 		return http.StatusBadRequest
 	case contract.CodeUnauthenticated:
 		return http.StatusUnauthorized
+	case codeRateLimited:
+		return http.StatusTooManyRequests
 	case contract.CodeForbidden, contract.CodeBlocked, gate.CodeSelfApproval:
 		return http.StatusForbidden
 	case contract.CodeNotFound:
@@ -443,19 +412,12 @@ func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// switchScope returns the switch a request addresses and checks the role:
-// the global switch is admin only; a tenant switch needs an operator or an
-// admin granted that tenant (the tenant grant is checked by guard).
+// switchScope returns the switch a request addresses (roles were checked
+// by guard: flip/read_global_switch is admin only, the tenant operations
+// operator or admin of the tenant).
 func switchScope(ri *reqInfo) (tenant.ID, error) {
-	role := ri.principal.Role
 	if ri.tenant.IsZero() {
-		if role != auth.RoleAdmin {
-			return tenant.ID{}, contract.Errorf(contract.CodeForbidden, "the global kill switch is for admins")
-		}
 		return tenant.System, nil
-	}
-	if role != auth.RoleOperator && role != auth.RoleAdmin {
-		return tenant.ID{}, contract.Errorf(contract.CodeForbidden, "a tenant kill switch is for operators and admins")
 	}
 	return ri.tenant, nil
 }
@@ -549,5 +511,90 @@ func (s *Server) decideApproval(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeJSON(w, http.StatusOK, rec)
+	return nil
+}
+
+// keyRequest is the body of POST /v1/keys (contracts/v1/key_request.schema.json).
+type keyRequest struct {
+	Name      string   `json:"name"`
+	Role      string   `json:"role"`
+	Tenants   []string `json:"tenants"`
+	Actions   []string `json:"actions"`
+	ExpiresIn string   `json:"expires_in,omitempty"` // Go duration, e.g. "720h"
+}
+
+func (s *Server) keyAdmin() (KeyAdmin, error) {
+	if s.cfg.KeyAdmin == nil {
+		return nil, contract.Errorf(contract.CodeStoreUnavailable, "key management is not available on this node")
+	}
+	return s.cfg.KeyAdmin, nil
+}
+
+func (s *Server) createKey(w http.ResponseWriter, r *http.Request) error {
+	ka, err := s.keyAdmin()
+	if err != nil {
+		return err
+	}
+	raw, err := io.ReadAll(r.Body)
+	if err != nil {
+		return err
+	}
+	if err := contract.Validate("key_request", raw); err != nil {
+		return err
+	}
+	var req keyRequest
+	if err := json.Unmarshal(raw, &req); err != nil {
+		return contract.Wrap(contract.CodeInvalid, "body does not match the key request shape", err)
+	}
+	cr := auth.CreateRequest{Name: req.Name, Role: req.Role, Tenants: req.Tenants, Actions: req.Actions}
+	if req.ExpiresIn != "" {
+		d, err := time.ParseDuration(req.ExpiresIn)
+		if err != nil || d <= 0 {
+			return contract.Errorf(contract.CodeInvalid, "field \"/expires_in\": must be a positive duration such as 720h")
+		}
+		cr.ExpiresAt = s.now().Add(d)
+	}
+	if err := cr.Validate(); err != nil {
+		return contract.Errorf(contract.CodeInvalid, "%v", err)
+	}
+	key, p, err := ka.Create(r.Context(), cr)
+	if err != nil {
+		return contract.Wrap(contract.CodeStoreUnavailable, "the key could not be stored", err)
+	}
+	ri := info(r)
+	s.auditSystem(r, ri, "key.created", ri.principal.ID, map[string]string{"key": p.ID, "name": p.Name, "role": p.Role,
+		"tenants": strings.Join(p.Tenants, ","), "actions": strings.Join(p.Actions, ",")})
+	writeJSON(w, http.StatusCreated, map[string]any{"key": key, "principal": p, "note": "the key is shown once; only its hash is stored"})
+	return nil
+}
+
+func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) error {
+	ka, err := s.keyAdmin()
+	if err != nil {
+		return err
+	}
+	ps, err := ka.List(r.Context())
+	if err != nil {
+		return contract.Wrap(contract.CodeStoreUnavailable, "cannot list keys", err)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"keys": ps})
+	return nil
+}
+
+func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request) error {
+	ka, err := s.keyAdmin()
+	if err != nil {
+		return err
+	}
+	p, err := ka.Revoke(r.Context(), r.PathValue("id"))
+	if errors.Is(err, auth.ErrUnauthenticated) {
+		return errNotFound
+	}
+	if err != nil {
+		return contract.Wrap(contract.CodeStoreUnavailable, "cannot revoke the key", err)
+	}
+	ri := info(r)
+	s.auditSystem(r, ri, "key.revoked", ri.principal.ID, map[string]string{"key": p.ID, "name": p.Name})
+	writeJSON(w, http.StatusOK, map[string]any{"revoked": p})
 	return nil
 }

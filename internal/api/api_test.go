@@ -20,6 +20,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
+	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/gate"
 	"github.com/exoarmur/exoarmur/internal/killswitch"
 	"github.com/exoarmur/exoarmur/internal/store"
@@ -35,6 +36,12 @@ type keys struct {
 
 func (k *keys) Authenticate(_ context.Context, key string) (*auth.Principal, error) {
 	k.lookups.Add(1)
+	switch key {
+	case expiredKey:
+		return nil, auth.ErrExpired
+	case revokedKey:
+		return nil, auth.ErrUnauthenticated
+	}
 	if p, ok := k.table[key]; ok {
 		return p, nil
 	}
@@ -55,6 +62,7 @@ func (e *okExec) Run(_ context.Context, p *gate.Permit) (map[string]string, erro
 }
 
 type fixture struct {
+	log  *audit.Log
 	st   *store.Store
 	srv  *httptest.Server
 	keys *keys
@@ -68,9 +76,13 @@ const (
 	opKey     = "exo_operator"
 	adminKey  = "exo_admin"
 	betaOpKey = "exo_beta_operator"
+	// Stand-ins for keys the registry reports expired or revoked (the real
+	// registry's behaviour is tested in internal/auth).
+	expiredKey = "exo_expired"
+	revokedKey = "exo_revoked"
 )
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T, opts ...func(*api.Config)) *fixture {
 	t.Helper()
 	st, err := store.Open(context.Background(), store.Config{DataDir: t.TempDir()})
 	if err != nil {
@@ -105,11 +117,15 @@ func newFixture(t *testing.T) *fixture {
 		betaOpKey: {ID: "key_beta_op", Role: auth.RoleOperator, Tenants: []string{"beta"}, Actions: []string{"*"}},
 	}}
 	var n atomic.Int64
-	s := api.New(api.Config{Gate: g, Switches: sw, Approvals: approvals, Keys: k, Audit: log, Ready: st.Ready, Now: now,
-		RequestID: func() string { return "req_" + strings.Repeat("0", 3) + string(rune('0'+n.Add(1)%10)) }})
+	cfg := api.Config{Gate: g, Switches: sw, Approvals: approvals, Keys: k, Audit: log, Ready: st.Ready, Now: now,
+		RequestID: func() string { return "req_" + strings.Repeat("0", 3) + string(rune('0'+n.Add(1)%10)) }}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s := api.New(cfg)
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
-	return &fixture{st: st, srv: srv, keys: k, exec: ex}
+	return &fixture{log: log, st: st, srv: srv, keys: k, exec: ex}
 }
 
 type resp struct {
@@ -427,3 +443,7 @@ func TestApprovalEndpoints(t *testing.T) {
 		t.Fatalf("chain: %s", r.raw)
 	}
 }
+
+type contractRecord = contract.AuditRecord
+
+func auditLog(f *fixture) *audit.Log { return f.log }

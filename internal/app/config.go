@@ -59,6 +59,8 @@ type ServeConfig struct {
 	ttlFlags      stringList
 	hookFlags     stringList
 	NoWorker      bool
+
+	TLSCert, TLSKey, ClientCA string
 }
 
 type stringList []string
@@ -85,6 +87,9 @@ func (c *ServeConfig) register(fs *flag.FlagSet) {
 	fs.Var(&c.hookFlags, "webhook", "per-tenant approval webhook, TENANT=URL (repeatable); signed with --webhook-secret")
 	fs.StringVar(&c.WebhookSecret, "webhook-secret", "", "HMAC-SHA256 secret for webhook signatures (or EXOARMUR_WEBHOOK_SECRET)")
 	fs.BoolVar(&c.NoWorker, "no-worker", false, "do not run the background executor on this node")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "serve HTTPS with this certificate (PEM); plain HTTP is then refused")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "private key of --tls-cert (PEM)")
+	fs.StringVar(&c.ClientCA, "client-ca", "", "require client certificates signed by this CA (PEM): mutual TLS; the certificate's CN names the principal")
 }
 
 // Validate checks every field and names the one that is wrong.
@@ -96,9 +101,15 @@ func (c *ServeConfig) Validate() error {
 	if err != nil || port == "" {
 		return fmt.Errorf("--listen %q: must be host:port", c.Listen)
 	}
-	if ip, err := netip.ParseAddr(host); host != "localhost" && (err != nil || !ip.IsLoopback()) {
-		// Plain HTTP API keys must not cross a network until TLS is configured.
-		return fmt.Errorf("--listen %q: only loopback addresses are allowed", c.Listen)
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("--tls-cert and --tls-key: give both or neither")
+	}
+	if c.ClientCA != "" && c.TLSCert == "" {
+		return errors.New("--client-ca: needs --tls-cert and --tls-key")
+	}
+	if ip, err := netip.ParseAddr(host); c.TLSCert == "" && host != "localhost" && (err != nil || !ip.IsLoopback()) {
+		// Plain HTTP credentials must not cross a network: without TLS, loopback only.
+		return fmt.Errorf("--listen %q: without --tls-cert only loopback addresses are allowed", c.Listen)
 	}
 	if c.SandboxDir == "" {
 		if c.Store.DataDir == "" {

@@ -4,14 +4,22 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/exoarmur/exoarmur/internal/auth"
 )
 
 func runKeys(ctx context.Context, env Env, args []string) error {
-	if len(args) == 0 || args[0] != "create" {
-		return fmt.Errorf("%w: expected: exoarmur keys create --name N --role R --tenant T [--tenant T2] --actions LIST", errUsage)
+	if len(args) == 0 {
+		return fmt.Errorf("%w: expected: exoarmur keys create|list|revoke", errUsage)
+	}
+	switch args[0] {
+	case "create":
+	case "list", "revoke":
+		return runKeysAdmin(ctx, env, args)
+	default:
+		return fmt.Errorf("%w: expected: exoarmur keys create|list|revoke", errUsage)
 	}
 	var sc StoreConfig
 	var tenants, actions stringList
@@ -22,6 +30,7 @@ func runKeys(ctx context.Context, env Env, args []string) error {
 	fs.Var(&tenants, "tenant", "tenant the key may act in (repeatable, required)")
 	fs.Var(&actions, "actions", "action types (fs.read,...), classes (A0..A3) or * (required)")
 	expires := fs.Duration("expires", 0, "key lifetime, e.g. 720h (default: no expiry)")
+	certCN := fs.String("cert-cn", "", "register a client-certificate principal with this subject CN instead of an API key (mutual TLS)")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
@@ -46,11 +55,73 @@ func runKeys(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer st.Close()
-	key, p, err := auth.NewKeys(st.Principals, rand.Reader, time.Now).Create(ctx, req)
+	keys := auth.NewKeys(st.Principals, rand.Reader, time.Now)
+	if *certCN != "" {
+		p, err := keys.CreateCert(ctx, *certCN, req)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stdout, "%s\n", p.ID)
+		fmt.Fprintf(env.Stderr, "registered %s (%s, role %s, tenants %v) for client certificates with CN %q\n", p.ID, p.Name, p.Role, p.Tenants, *certCN)
+		return nil
+	}
+	key, p, err := keys.Create(ctx, req)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(env.Stderr, "created %s (%s, role %s, tenants %v, actions %v); the key is shown once:\n", p.ID, p.Name, p.Role, p.Tenants, p.Actions)
 	fmt.Fprintln(env.Stdout, key)
+	return nil
+}
+
+// runKeysAdmin: keys list | keys revoke ID, on the store directly
+// (--data-dir with the server stopped, or --nats-url); the same operations
+// are available to admins over the API (GET /v1/keys, DELETE /v1/keys/{id}).
+func runKeysAdmin(ctx context.Context, env Env, args []string) error {
+	sub := args[0]
+	rest := args[1:]
+	var id string
+	if sub == "revoke" {
+		if len(rest) == 0 || strings.HasPrefix(rest[0], "-") {
+			return fmt.Errorf("%w: expected: exoarmur keys revoke PRINCIPAL_ID", errUsage)
+		}
+		id, rest = rest[0], rest[1:]
+	}
+	var sc StoreConfig
+	fs := newFlagSet("keys "+sub, env)
+	sc.register(fs)
+	if err := parseFlags(fs, rest); err != nil {
+		return err
+	}
+	st, err := openStore(ctx, sc, "exoarmur-keys")
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	keys := auth.NewKeys(st.Principals, rand.Reader, time.Now)
+	if sub == "list" {
+		ps, err := keys.List(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stdout, "%-22s %-16s %-8s %-20s %-24s %-20s %s\n", "ID", "NAME", "ROLE", "TENANTS", "ACTIONS", "CREATED", "EXPIRES/STATE")
+		for _, p := range ps {
+			state := "no expiry"
+			if !p.ExpiresAt.IsZero() {
+				state = p.ExpiresAt.Format(time.RFC3339)
+			}
+			if p.Revoked {
+				state = "REVOKED"
+			}
+			fmt.Fprintf(env.Stdout, "%-22s %-16s %-8s %-20s %-24s %-20s %s\n", p.ID, p.Name, p.Role, strings.Join(p.Tenants, ","),
+				strings.Join(p.Actions, ","), p.CreatedAt.Format(time.RFC3339), state)
+		}
+		return nil
+	}
+	p, err := keys.Revoke(ctx, id)
+	if err != nil {
+		return fmt.Errorf("revoke %s: %w", id, err)
+	}
+	fmt.Fprintf(env.Stdout, "revoked %s (%s)\n", p.ID, p.Name)
 	return nil
 }

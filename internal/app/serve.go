@@ -2,11 +2,14 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/exoarmur/exoarmur/internal/api"
@@ -61,7 +64,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		}()
 	}
 	srv := api.New(api.Config{
-		Gate: rt.gate, Switches: rt.switches, Approvals: rt.approvals, Keys: rt.keys, Audit: rt.audit,
+		Gate: rt.gate, Switches: rt.switches, Approvals: rt.approvals, Keys: rt.keys, Certs: rt.keys, KeyAdmin: rt.keys, Audit: rt.audit,
 		Ready: rt.store.Ready, RequestID: randomID, Logger: logger, Now: time.Now,
 	})
 	ln, err := net.Listen("tcp", c.Listen)
@@ -69,10 +72,19 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		return fmt.Errorf("listen %s: %w", c.Listen, err)
 	}
 	hs := api.NewHTTPServer(c.Listen, srv)
-	logger.Info("exoarmur serving", "addr", ln.Addr().String(), "data_dir", c.Store.DataDir,
+	serve := func() error { return hs.Serve(ln) }
+	if c.TLSCert != "" {
+		tc, err := tlsConfig(c)
+		if err != nil {
+			return err
+		}
+		hs.TLSConfig = tc
+		serve = func() error { return hs.ServeTLS(ln, c.TLSCert, c.TLSKey) }
+	}
+	logger.Info("exoarmur serving", "addr", ln.Addr().String(), "tls", c.TLSCert != "", "mtls", c.ClientCA != "", "data_dir", c.Store.DataDir,
 		"nats_url", c.Store.NATSURL, "sandbox_dir", c.SandboxDir, "allow_hosts", []string(c.AllowHosts), "node", c.Node)
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	go func() { errc <- serve() }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("http server: %w", err)
@@ -85,4 +97,23 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
+}
+
+// tlsConfig builds the server's TLS configuration: TLS 1.3 only; with
+// --client-ca, every client must present a certificate that chains to it
+// (its subject common name maps to a principal).
+func tlsConfig(c ServeConfig) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS13}
+	if c.ClientCA != "" {
+		pem, err := os.ReadFile(c.ClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("--client-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--client-ca %s: no PEM certificates", c.ClientCA)
+		}
+		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
 }

@@ -144,6 +144,16 @@ func parseKey(key string) (id, secret string, ok bool) {
 	return id, secret, true
 }
 
+// KeyID returns the public id of a presented key ("" if malformed), for
+// audit records that must name a key without its secret.
+func KeyID(key string) string {
+	id, _, ok := parseKey(key)
+	if !ok {
+		return ""
+	}
+	return "key_" + id
+}
+
 // Authenticate resolves a presented API key to its principal. Every failure
 // is ErrUnauthenticated (or ErrExpired) and says nothing about which part was
 // wrong; store failures are wrapped separately so callers can answer 503.
@@ -198,6 +208,127 @@ func (k *Keys) Principal(ctx context.Context, principalID string) (*Principal, e
 		return nil, fmt.Errorf("principal %s: decode: %w", principalID, err)
 	}
 	if rec.Revoked {
+		return nil, ErrUnauthenticated
+	}
+	if rec.Principal.Expired(k.now()) {
+		return nil, ErrExpired
+	}
+	p := rec.Principal
+	return &p, nil
+}
+
+// registryKey maps a principal ID to its registry key: key_<hex> -> <hex>,
+// cert_<hex> -> cert_<hex>.
+func registryKey(principalID string) (string, bool) {
+	if id, ok := strings.CutPrefix(principalID, "key_"); ok && len(id) == 2*idBytes {
+		return id, true
+	}
+	if strings.HasPrefix(principalID, "cert_") && len(principalID) == len("cert_")+2*idBytes {
+		return principalID, true
+	}
+	return "", false
+}
+
+// List returns every registered principal (never a secret), sorted by ID.
+func (k *Keys) List(ctx context.Context) ([]Principal, error) {
+	lister, err := k.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list keys: %w", err)
+	}
+	out := []Principal{}
+	for key := range lister.Keys() {
+		e, err := k.kv.Get(ctx, key)
+		if err != nil {
+			continue
+		}
+		var rec record
+		if json.Unmarshal(e.Value(), &rec) != nil {
+			continue
+		}
+		p := rec.Principal
+		p.Revoked = rec.Revoked
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b Principal) int { return strings.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+// Revoke marks a principal's key revoked; it stops authenticating at once on
+// every node (authentication reads the registry on every request).
+func (k *Keys) Revoke(ctx context.Context, principalID string) (Principal, error) {
+	id, ok := registryKey(principalID)
+	if !ok {
+		return Principal{}, ErrUnauthenticated
+	}
+	for attempt := 0; attempt < 8; attempt++ {
+		e, err := k.kv.Get(ctx, id)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return Principal{}, ErrUnauthenticated
+		}
+		if err != nil {
+			return Principal{}, fmt.Errorf("revoke %s: %w", principalID, err)
+		}
+		var rec record
+		if err := json.Unmarshal(e.Value(), &rec); err != nil {
+			return Principal{}, fmt.Errorf("revoke %s: decode: %w", principalID, err)
+		}
+		rec.Revoked = true
+		data, _ := json.Marshal(rec)
+		if _, err := k.kv.Update(ctx, id, data, e.Revision()); err != nil {
+			continue
+		}
+		p := rec.Principal
+		p.Revoked = true
+		return p, nil
+	}
+	return Principal{}, fmt.Errorf("revoke %s: too many concurrent changes", principalID)
+}
+
+// CreateCert registers a principal authenticated by a client certificate
+// whose subject common name is commonName (mutual TLS).
+func (k *Keys) CreateCert(ctx context.Context, commonName string, req CreateRequest) (Principal, error) {
+	if commonName == "" || len(commonName) > 256 {
+		return Principal{}, errors.New("cert-cn: required, at most 256 bytes")
+	}
+	if err := req.Validate(); err != nil {
+		return Principal{}, fmt.Errorf("create cert principal: %w", err)
+	}
+	id := certID(commonName)
+	p := Principal{ID: id, Name: req.Name, Role: req.Role, Tenants: slices.Compact(slices.Sorted(slices.Values(req.Tenants))),
+		Actions: slices.Compact(slices.Sorted(slices.Values(req.Actions))), CreatedAt: k.now().UTC(), ExpiresAt: req.ExpiresAt.UTC(), CertCN: commonName}
+	if req.ExpiresAt.IsZero() {
+		p.ExpiresAt = time.Time{}
+	}
+	data, err := json.Marshal(record{Principal: p})
+	if err != nil {
+		return Principal{}, err
+	}
+	if _, err := k.kv.Create(ctx, id, data); err != nil {
+		return Principal{}, fmt.Errorf("create cert principal: %w", err)
+	}
+	return p, nil
+}
+
+func certID(commonName string) string {
+	sum := sha256.Sum256([]byte("cn:" + commonName))
+	return "cert_" + hex.EncodeToString(sum[:idBytes])
+}
+
+// AuthenticateCert maps a verified client certificate's common name to its
+// principal.
+func (k *Keys) AuthenticateCert(ctx context.Context, commonName string) (*Principal, error) {
+	e, err := k.kv.Get(ctx, certID(commonName))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, ErrUnauthenticated
+	}
+	if err != nil {
+		return nil, fmt.Errorf("authenticate cert: %w", err)
+	}
+	var rec record
+	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		return nil, fmt.Errorf("authenticate cert: decode: %w", err)
+	}
+	if rec.Revoked || rec.Principal.CertCN != commonName {
 		return nil, ErrUnauthenticated
 	}
 	if rec.Principal.Expired(k.now()) {

@@ -106,3 +106,55 @@ func TestCreateValidation(t *testing.T) {
 		}
 	}
 }
+
+func TestListRevokeAndCertPrincipals(t *testing.T) {
+	k, st := newKeys(t, time.Now)
+	ctx := context.Background()
+	key, p, err := k.Create(ctx, auth.CreateRequest{Name: "bot", Role: auth.RoleAgent, Tenants: []string{"a"}, Actions: []string{"*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := k.CreateCert(ctx, "alice.example", auth.CreateRequest{Name: "alice", Role: auth.RoleOperator, Tenants: []string{"a"}, Actions: []string{"A0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := k.AuthenticateCert(ctx, "alice.example"); err != nil || got.ID != cp.ID || got.Role != auth.RoleOperator {
+		t.Fatalf("AuthenticateCert = %+v, %v", got, err)
+	}
+	if _, err := k.AuthenticateCert(ctx, "mallory"); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("unknown CN: %v", err)
+	}
+	list, err := k.List(ctx)
+	if err != nil || len(list) != 2 {
+		t.Fatalf("List = %+v, %v", list, err)
+	}
+	raw, _ := json.Marshal(list)
+	if strings.Contains(string(raw), strings.Split(key, "_")[2]) || strings.Contains(string(raw), "secret") {
+		t.Fatal("the listing shows a secret or its hash")
+	}
+	if _, err := k.Revoke(ctx, p.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Authenticate(ctx, key); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("revoked key authenticates: %v", err)
+	}
+	if _, err := k.Principal(ctx, p.ID); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("revoked principal resolves for the worker: %v", err)
+	}
+	if _, err := k.Revoke(ctx, cp.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.AuthenticateCert(ctx, "alice.example"); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("revoked cert principal authenticates: %v", err)
+	}
+	if _, err := k.Revoke(ctx, "key_ffffffffffffffff"); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("revoke unknown: %v", err)
+	}
+	_ = st
+	if got := auth.KeyID(key); got != p.ID {
+		t.Fatalf("KeyID = %q, want %q", got, p.ID)
+	}
+	if auth.KeyID("garbage") != "" {
+		t.Fatal("KeyID of garbage")
+	}
+}

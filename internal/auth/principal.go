@@ -36,6 +36,11 @@ type Principal struct {
 	Actions   []string  `json:"actions"`
 	CreatedAt time.Time `json:"created_at"`
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	// CertCN is set for principals authenticated by a client certificate.
+	CertCN string `json:"cert_cn,omitempty"`
+	// Revoked is shown in key listings; a revoked principal never
+	// authenticates.
+	Revoked bool `json:"revoked,omitempty"`
 }
 
 // HasTenant reports whether p may act in tenant t.

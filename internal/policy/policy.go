@@ -206,3 +206,65 @@ func URLHost(target string) (host, hostPort string, ok bool) {
 	}
 	return strings.ToLower(u.Hostname()), strings.ToLower(u.Host), true
 }
+
+// Operations a principal may be authorized for.
+const (
+	OpPropose          = "propose"
+	OpExecute          = "execute"
+	OpReadIntent       = "read_intent"
+	OpReadAudit        = "read_audit"
+	OpApprove          = "approve"
+	OpReadApprovals    = "read_approvals"
+	OpReadTenantSwitch = "read_tenant_switch"
+	OpFlipTenantSwitch = "flip_tenant_switch"
+	OpReadGlobalSwitch = "read_global_switch"
+	OpFlipGlobalSwitch = "flip_global_switch"
+	OpManageKeys       = "manage_keys"
+)
+
+// OpRequest asks whether a principal may perform an operation; Tenant is
+// empty for system operations.
+type OpRequest struct {
+	PrincipalID string
+	Role        string
+	Granted     []string
+	Operation   string
+	Tenant      string
+}
+
+// Authorize evaluates an operation request against b (the same bundle and
+// engine as action policy). It is pure and denies by default; an evaluation
+// error denies.
+func Authorize(b *Bundle, req OpRequest) Result {
+	granted := make([]cedar.Value, len(req.Granted))
+	for i, t := range req.Granted {
+		granted[i] = cedar.String(t)
+	}
+	resource := cedar.NewEntityUID("System", "exoarmur")
+	if req.Tenant != "" {
+		resource = cedar.NewEntityUID("Tenant", cedar.String(req.Tenant))
+	}
+	decision, diag := cedar.Authorize(b, nil, cedar.Request{
+		Principal: cedar.NewEntityUID("Principal", cedar.String(req.PrincipalID)),
+		Action:    cedar.NewEntityUID("Action", cedar.String(req.Operation)),
+		Resource:  resource,
+		Context: cedar.NewRecord(cedar.RecordMap{
+			"role":    cedar.String(req.Role),
+			"tenant":  cedar.String(req.Tenant),
+			"granted": cedar.NewSet(granted...),
+		}),
+	})
+	res := Result{Allowed: decision == cedar.Allow}
+	for _, r := range diag.Reasons {
+		res.Reasons = append(res.Reasons, string(r.PolicyID))
+	}
+	for _, e := range diag.Errors {
+		res.Errors = append(res.Errors, string(e.PolicyID)+": "+e.Message)
+	}
+	if len(res.Errors) > 0 {
+		res.Allowed = false
+	}
+	slices.Sort(res.Reasons)
+	slices.Sort(res.Errors)
+	return res
+}

@@ -69,3 +69,36 @@ func TestEvaluationErrorsDeny(t *testing.T) {
 		t.Fatalf("Evaluate = %+v, want deny with errors", res)
 	}
 }
+
+func TestAuthorizeOperations(t *testing.T) {
+	b := Default()
+	roles := []string{"agent", "operator", "admin"}
+	tenantOps := map[string][]bool{ // allowed for agent, operator, admin
+		OpPropose: {true, true, true}, OpExecute: {true, true, true}, OpReadIntent: {true, true, true}, OpReadAudit: {true, true, true},
+		OpApprove: {false, true, true}, OpReadApprovals: {false, true, true}, OpReadTenantSwitch: {false, true, true}, OpFlipTenantSwitch: {false, true, true},
+		OpFlipGlobalSwitch: {false, false, false}, OpManageKeys: {false, false, false},
+	}
+	for op, want := range tenantOps {
+		for i, role := range roles {
+			res := Authorize(b, OpRequest{PrincipalID: "p", Role: role, Granted: []string{"acme"}, Operation: op, Tenant: "acme"})
+			if res.Allowed != want[i] || len(res.Errors) != 0 {
+				t.Errorf("%s %s on acme = %+v, want %t", role, op, res, want[i])
+			}
+			// Never in a tenant not granted.
+			if res := Authorize(b, OpRequest{PrincipalID: "p", Role: role, Granted: []string{"acme"}, Operation: op, Tenant: "beta"}); res.Allowed {
+				t.Errorf("%s %s on an ungranted tenant allowed", role, op)
+			}
+		}
+	}
+	systemOps := map[string][]bool{OpReadGlobalSwitch: {false, false, true}, OpFlipGlobalSwitch: {false, false, true}, OpManageKeys: {false, false, true}, OpPropose: {false, false, false}}
+	for op, want := range systemOps {
+		for i, role := range roles {
+			if res := Authorize(b, OpRequest{PrincipalID: "p", Role: role, Operation: op}); res.Allowed != want[i] {
+				t.Errorf("%s %s on the system = %+v, want %t", role, op, res, want[i])
+			}
+		}
+	}
+	if res := Authorize(b, OpRequest{PrincipalID: "p", Role: "root", Granted: []string{"acme"}, Operation: OpApprove, Tenant: "acme"}); res.Allowed {
+		t.Error("an unknown role was authorized")
+	}
+}

@@ -1,0 +1,212 @@
+package api_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/exoarmur/exoarmur/internal/api"
+	"github.com/exoarmur/exoarmur/internal/auth"
+	"github.com/exoarmur/exoarmur/internal/tenant"
+)
+
+// stateSnapshot is every key and revision of every tenant-state bucket.
+func (f *fixture) stateSnapshot(t *testing.T) string {
+	t.Helper()
+	var out []string
+	for name, kv := range map[string]jetstream.KeyValue{"intents": f.st.Intents, "idem": f.st.Idempotency, "approvals": f.st.Approvals, "control": f.st.Control} {
+		lister, err := kv.ListKeys(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k := range lister.Keys() {
+			e, err := kv.Get(context.Background(), k)
+			if err == nil {
+				out = append(out, fmt.Sprintf("%s/%s@%d", name, k, e.Revision()))
+			}
+		}
+	}
+	slices.Sort(out)
+	return strings.Join(out, "\n")
+}
+
+// TestAuthMatrix: every authenticated endpoint x {no credentials,
+// malformed, revoked, expired, wrong tenant, wrong role, wrong action
+// class, right}. Each refusal has its status, changes no state, and leaves
+// the audit record that is due.
+func TestAuthMatrix(t *testing.T) {
+	f := newFixture(t, func(c *api.Config) { c.AuthFailLimit = 1 << 20 }) // the rate limit has its own test
+	// State to act on: an acme write intent proposed by the agent.
+	r := f.do(t, "POST", "/v1/tenants/acme/intents", agentKey, writeBody)
+	id := r.body["intent"].(map[string]any)["id"].(string)
+
+	type cred struct {
+		name, key string
+		status    int
+	}
+	// The request for each route, with the op's "right" principal.
+	type call struct {
+		method, path string
+		body         []byte
+		right        string // a key that may do it
+		rightStatus  int
+		wrongRole    string // a key granted the tenant whose role may not ("" = every role may)
+		wrongClass   string // a key granted the tenant whose action classes may not ("" = n/a)
+		tenantRoute  bool
+	}
+	calls := map[string]call{}
+	for _, rt := range api.New(api.Config{}).Routes() {
+		if !rt.Auth {
+			continue
+		}
+		path := strings.ReplaceAll(strings.ReplaceAll(rt.Path, "{tenant}", "acme"), "{id}", id)
+		c := call{method: rt.Method, path: path, right: agentKey, rightStatus: 200, tenantRoute: strings.Contains(rt.Path, "{tenant}")}
+		switch rt.Method + " " + rt.Path {
+		case "POST /v1/tenants/{tenant}/intents":
+			c.body, c.rightStatus, c.wrongClass = mustJSON(map[string]any{"action": "fs.write", "target": "m.txt", "params": map[string]string{"content": "x"}, "idempotency_key": "matrix"}), 201, readerKey
+		case "POST /v1/tenants/{tenant}/intents/{id}/execute":
+			// Routes run in sorted order, so the approvals route (approved by
+			// the operator) has run before this one: the right principal executes.
+			c.wrongClass = readerKey
+		case "POST /v1/tenants/{tenant}/intents/{id}/approvals":
+			c.body, c.right, c.wrongRole = mustJSON(map[string]string{"decision": "approve", "reason": "m"}), opKey, agentKey
+		case "GET /v1/tenants/{tenant}/approvals":
+			c.right, c.wrongRole = opKey, agentKey
+		case "GET /v1/tenants/{tenant}/killswitch":
+			c.right, c.wrongRole = opKey, agentKey
+		case "PUT /v1/tenants/{tenant}/killswitch":
+			c.body, c.right, c.wrongRole = mustJSON(map[string]any{"engaged": false, "reason": "m"}), opKey, agentKey
+		case "GET /v1/killswitch":
+			c.right, c.wrongRole = adminKey, opKey
+		case "PUT /v1/killswitch":
+			c.body, c.right, c.wrongRole = mustJSON(map[string]any{"engaged": false, "reason": "m"}), adminKey, opKey
+		case "POST /v1/keys":
+			c.body, c.right, c.rightStatus, c.wrongRole = mustJSON(map[string]any{"name": "n", "role": "agent", "tenants": []string{"acme"}, "actions": []string{"A0"}}), adminKey, 503, opKey
+		case "GET /v1/keys":
+			c.right, c.rightStatus, c.wrongRole = adminKey, 503, opKey
+		case "DELETE /v1/keys/{id}":
+			c.path, c.right, c.rightStatus, c.wrongRole = "/v1/keys/key_0011223344556677", adminKey, 503, opKey
+		}
+		calls[rt.Method+" "+rt.Path] = c
+	}
+	names := slices.Sorted(func(yield func(string) bool) {
+		for k := range calls {
+			if !yield(k) {
+				return
+			}
+		}
+	})
+	for _, name := range names {
+		c := calls[name]
+		creds := []cred{{"no credentials", "", 401}, {"malformed", "not-a-key", 401}, {"revoked", revokedKey, 401}, {"expired", expiredKey, 401}}
+		if c.tenantRoute {
+			creds = append(creds, cred{"wrong tenant", otherKey, 404})
+		}
+		if c.wrongRole != "" {
+			creds = append(creds, cred{"wrong role", c.wrongRole, 403})
+		}
+		if c.wrongClass != "" {
+			creds = append(creds, cred{"wrong action class", c.wrongClass, 403})
+		}
+		for _, cr := range creds {
+			t.Run(name+"/"+cr.name, func(t *testing.T) {
+				before := f.stateSnapshot(t)
+				failsBefore := f.systemCount(t, api.KindAuthFailed)
+				crossBefore := f.chainCount(t, "beta", api.KindCrossTenant)
+				r := f.do(t, c.method, c.path, cr.key, c.body)
+				if r.code != cr.status {
+					t.Fatalf("= %d %s, want %d", r.code, r.raw, cr.status)
+				}
+				after := f.stateSnapshot(t)
+				if cr.name == "wrong action class" && c.method == "POST" && strings.HasSuffix(c.path, "/execute") {
+					// An execute by a principal without the class is a gate
+					// decision: recorded as gate.blocked, and as the intent's
+					// last decision. Nothing else may change.
+					before, after = dropPrefix(before, "intents/"), dropPrefix(after, "intents/")
+				}
+				if after != before {
+					t.Fatalf("state changed:\n%s\n---\n%s", before, after)
+				}
+				switch cr.status {
+				case 401:
+					if f.systemCount(t, api.KindAuthFailed) != failsBefore+1 {
+						t.Fatal("the failed authentication was not audited in the system chain")
+					}
+				case 404:
+					if f.chainCount(t, "beta", api.KindCrossTenant) != crossBefore+1 {
+						t.Fatal("the cross-tenant attempt was not audited in the caller's chain")
+					}
+				}
+			})
+		}
+		t.Run(name+"/right", func(t *testing.T) {
+			r := f.do(t, c.method, c.path, c.right, c.body)
+			if r.code != c.rightStatus {
+				t.Fatalf("= %d %s, want %d", r.code, r.raw, c.rightStatus)
+			}
+		})
+	}
+	// The secret of a failed attempt never reaches the audit log.
+	f.do(t, "GET", "/v1/tenants/acme/audit", "exo_0011223344556677_SECRETSECRETSECRETSECRETSECRETSECRETSECRET1", nil)
+	if raw := f.systemExport(t); strings.Contains(raw, "SECRETSECRET") || !strings.Contains(raw, `"key_id":"key_0011223344556677"`) {
+		t.Fatal("a failed attempt's secret was logged, or its public key id was not")
+	}
+}
+
+func (f *fixture) systemExport(t *testing.T) string {
+	t.Helper()
+	var b strings.Builder
+	err := auditLog(f).Scan(context.Background(), tenant.System, 0, 0, func(raw []byte, _ contractRecord) error {
+		b.Write(raw)
+		b.WriteByte('\n')
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+func (f *fixture) systemCount(t *testing.T, kind string) int {
+	return strings.Count(f.systemExport(t), `"kind":"`+kind+`"`)
+}
+
+func (f *fixture) chainCount(t *testing.T, tn, kind string) int {
+	key := map[string]string{"acme": agentKey, "beta": otherKey}[tn]
+	return strings.Count(string(f.do(t, "GET", "/v1/tenants/"+tn+"/audit/export", key, nil).raw), `"kind":"`+kind+`"`)
+}
+
+// TestFailedAuthIsRateLimited: after 20 failures from one source, further
+// attempts get 429, even with a valid key, until the window passes.
+func TestFailedAuthIsRateLimited(t *testing.T) {
+	f := newFixture(t)
+	for i := range 20 {
+		if r := f.do(t, "GET", "/v1/tenants/acme/audit", "exo_wrong", nil); r.code != 401 {
+			t.Fatalf("attempt %d = %d", i, r.code)
+		}
+	}
+	if r := f.do(t, "GET", "/v1/tenants/acme/audit", "exo_wrong", nil); r.code != 429 || errCode(r) != "rate_limited" {
+		t.Fatalf("21st failure = %d %s", r.code, r.raw)
+	}
+	if r := f.do(t, "GET", "/v1/tenants/acme/audit", agentKey, nil); r.code != 429 {
+		t.Fatalf("valid key from a blocked source = %d", r.code)
+	}
+	if r := f.do(t, "GET", "/healthz", "", nil); r.code != 200 {
+		t.Fatal("health checks are not rate limited")
+	}
+	_ = auth.RoleAdmin
+}
+
+func dropPrefix(snapshot, prefix string) string {
+	var keep []string
+	for _, l := range strings.Split(snapshot, "\n") {
+		if !strings.HasPrefix(l, prefix) {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
+}
