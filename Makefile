@@ -3,7 +3,7 @@ GO ?= go
 BIN ?= bin/exoarmur
 PKGS := ./...
 
-.PHONY: all build test test-short demo lint fuzz bench clean inventory
+.PHONY: all build test test-short demo lint fuzz bench clean inventory reality reality-verify
 
 all: build
 
@@ -38,6 +38,20 @@ bench:
 # Regenerate docs/design/00_execution_surface.md from the source.
 inventory:
 	$(GO) run ./tools/inventory
+
+# The cold-reviewer run: the bundle artifacts/reality_run_007 (see README).
+# LOCAL=1 runs the stack as plain processes instead of docker-compose.
+reality: build
+ifeq ($(LOCAL),1)
+	$(BIN) reality run --local
+else
+	./scripts/docker-up.sh
+	$(BIN) reality run
+endif
+
+# Verify the bundle offline: SHA256SUMS, replay == replay_report.json, GREEN.
+reality-verify:
+	$(GO) run ./cmd/exoarmur reality verify
 
 clean:
 	rm -rf bin

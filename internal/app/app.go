@@ -39,6 +39,7 @@ func commands() []command {
 		{"audit", "audit verify|export for one tenant", runAudit},
 		{"replay", "verify chains and recompute every decision; write a report", runReplay},
 		{"demo", "run the deterministic golden demo in a temporary store", runDemo},
+		{"reality", "the cold-reviewer run: reality run [--local] | verify (make reality, make reality-verify)", runReality},
 		{"check-config", "validate serve flags and exit", runCheckConfig},
 	}
 }

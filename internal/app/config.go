@@ -61,6 +61,13 @@ type ServeConfig struct {
 	NoWorker      bool
 
 	TLSCert, TLSKey, ClientCA string
+
+	// EvidenceClock, for reproducible evidence runs only, replaces the wall
+	// clock with a clock that starts at this time and advances 1 ms per
+	// reading, and request IDs with a per-node sequence, so the same
+	// scenario writes byte-identical audit chains on every run.
+	EvidenceClock string
+	evidenceStart time.Time
 }
 
 type stringList []string
@@ -89,6 +96,7 @@ func (c *ServeConfig) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.NoWorker, "no-worker", false, "do not run the background executor on this node")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "serve HTTPS with this certificate (PEM); plain HTTP is then refused")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "private key of --tls-cert (PEM)")
+	fs.StringVar(&c.EvidenceClock, "evidence-clock", "", "EVIDENCE RUNS ONLY: a fixed start time (RFC 3339) for a stepping clock and sequential request IDs, for byte-identical audit chains")
 	fs.StringVar(&c.ClientCA, "client-ca", "", "require client certificates signed by this CA (PEM): mutual TLS; the certificate's CN names the principal")
 }
 
@@ -127,6 +135,13 @@ func (c *ServeConfig) Validate() error {
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		return fmt.Errorf(`--log-format %q: must be "json" or "text"`, c.LogFormat)
+	}
+	if c.EvidenceClock != "" {
+		t, err := time.Parse(time.RFC3339, c.EvidenceClock)
+		if err != nil {
+			return fmt.Errorf("--evidence-clock %q: must be RFC 3339", c.EvidenceClock)
+		}
+		c.evidenceStart = t.UTC()
 	}
 	if c.ApprovalTTL <= 0 {
 		return fmt.Errorf("--approval-ttl %s: must be positive", c.ApprovalTTL)

@@ -29,16 +29,26 @@ import (
 // store in a temporary directory whose path never reaches the output.
 var demoEpoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
+// stepClock is a deterministic clock: each reading advances it by step
+// (one second when zero).
 type stepClock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu   sync.Mutex
+	t    time.Time
+	step time.Duration
 }
 
 func (c *stepClock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.t = c.t.Add(time.Second)
+	c.t = c.t.Add(cmpOrDuration(c.step, time.Second))
 	return c.t
+}
+
+func cmpOrDuration(a, b time.Duration) time.Duration {
+	if a != 0 {
+		return a
+	}
+	return b
 }
 
 // countingExecutors counts executor invocations per intent, so the demo can

@@ -3,7 +3,10 @@ package app
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"fmt"
+	"io"
+	mrand "math/rand/v2"
 	"strings"
 	"time"
 
@@ -30,6 +33,7 @@ func runKeys(ctx context.Context, env Env, args []string) error {
 	fs.Var(&tenants, "tenant", "tenant the key may act in (repeatable, required)")
 	fs.Var(&actions, "actions", "action types (fs.read,...), classes (A0..A3) or * (required)")
 	expires := fs.Duration("expires", 0, "key lifetime, e.g. 720h (default: no expiry)")
+	seed := fs.String("evidence-seed", "", "EVIDENCE RUNS ONLY: derive the key from this seed instead of crypto/rand (reproducible evidence)")
 	certCN := fs.String("cert-cn", "", "register a client-certificate principal with this subject CN instead of an API key (mutual TLS)")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
@@ -55,7 +59,15 @@ func runKeys(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer st.Close()
-	keys := auth.NewKeys(st.Principals, rand.Reader, time.Now)
+	var src io.Reader = rand.Reader
+	now := time.Now
+	if *seed != "" {
+		sum := sha256.Sum256([]byte(*seed))
+		src = mrand.NewChaCha8(sum)
+		now = func() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) }
+		fmt.Fprintln(env.Stderr, "EVIDENCE SEED: this key is derived from a seed and must never be used outside an evidence run")
+	}
+	keys := auth.NewKeys(st.Principals, src, now)
 	if *certCN != "" {
 		p, err := keys.CreateCert(ctx, *certCN, req)
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/exoarmur/exoarmur/internal/api"
@@ -50,7 +51,15 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	logger := newLogger(env, c.LogFormat)
-	rt, err := openRuntime(ctx, c, prodDeps(logger))
+	d, requestID := prodDeps(logger), randomID
+	if !c.evidenceStart.IsZero() {
+		logger.Warn("EVIDENCE CLOCK: the wall clock is replaced by a stepping clock; for reproducible evidence runs only", "start", c.evidenceStart)
+		clock := &stepClock{t: c.evidenceStart, step: time.Millisecond}
+		var n atomic.Int64
+		d.now = clock.Now
+		requestID = func() string { return fmt.Sprintf("%s-%06d", c.Node, n.Add(1)) }
+	}
+	rt, err := openRuntime(ctx, c, d)
 	if err != nil {
 		return err
 	}
@@ -65,7 +74,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	}
 	srv := api.New(api.Config{
 		Gate: rt.gate, Switches: rt.switches, Approvals: rt.approvals, Keys: rt.keys, Certs: rt.keys, KeyAdmin: rt.keys, Audit: rt.audit,
-		Ready: rt.store.Ready, RequestID: randomID, Logger: logger, Now: time.Now,
+		Ready: rt.store.Ready, RequestID: requestID, Logger: logger, Now: d.now,
 	})
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
