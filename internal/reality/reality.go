@@ -492,4 +492,3 @@ func Verify(dir string, log io.Writer) (bool, error) {
 	}
 	return ok, nil
 }
-
