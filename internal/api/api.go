@@ -21,6 +21,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/gate"
 	"github.com/exoarmur/exoarmur/internal/killswitch"
+	"github.com/exoarmur/exoarmur/internal/metrics"
 	"github.com/exoarmur/exoarmur/internal/policy"
 	"github.com/exoarmur/exoarmur/internal/replay"
 	"github.com/exoarmur/exoarmur/internal/tenant"
@@ -128,6 +129,7 @@ func (s *Server) routes() []route {
 	return []route{
 		r("GET", "/healthz", "", s.healthz),
 		r("GET", "/readyz", "", s.readyz),
+		r("GET", "/metrics", policy.OpReadMetrics, s.metrics),
 		r("POST", "/v1/tenants/{tenant}/intents", policy.OpPropose, s.propose),
 		r("GET", "/v1/tenants/{tenant}/intents/{id}", policy.OpReadIntent, s.getIntent),
 		r("POST", "/v1/tenants/{tenant}/intents/{id}/execute", policy.OpExecute, s.execute),
@@ -287,6 +289,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// metrics serves Prometheus metrics to admins (tenant IDs appear in label
+// values, so the endpoint is authenticated like every other).
+func (s *Server) metrics(w http.ResponseWriter, r *http.Request) error {
+	metrics.Handler().ServeHTTP(w, r)
 	return nil
 }
 

@@ -447,3 +447,27 @@ func TestApprovalEndpoints(t *testing.T) {
 type contractRecord = contract.AuditRecord
 
 func auditLog(f *fixture) *audit.Log { return f.log }
+
+func TestMetricsEndpoint(t *testing.T) {
+	f := newFixture(t)
+	r := f.do(t, "POST", "/v1/tenants/acme/intents", agentKey, writeBody)
+	f.do(t, "POST", "/v1/tenants/acme/intents/"+r.body["intent"].(map[string]any)["id"].(string)+"/execute", agentKey, nil)
+	req, _ := http.NewRequest("GET", f.srv.URL+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+adminKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	b.ReadFrom(resp.Body)
+	for _, want := range []string{`exoarmur_gate_decisions_total{reason="approval_required",verdict="DENY"}`, "exoarmur_audit_append_seconds_bucket",
+		`exoarmur_killswitch_engaged{scope="acme"} 0`, "go_goroutines"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if r := f.do(t, "GET", "/metrics", "", nil); r.code != 401 {
+		t.Fatalf("metrics without a key = %d", r.code)
+	}
+}

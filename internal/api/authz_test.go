@@ -86,6 +86,8 @@ func TestAuthMatrix(t *testing.T) {
 			c.body, c.right, c.wrongRole = mustJSON(map[string]any{"engaged": false, "reason": "m"}), adminKey, opKey
 		case "POST /v1/keys":
 			c.body, c.right, c.rightStatus, c.wrongRole = mustJSON(map[string]any{"name": "n", "role": "agent", "tenants": []string{"acme"}, "actions": []string{"A0"}}), adminKey, 503, opKey
+		case "GET /metrics":
+			c.right, c.wrongRole = adminKey, opKey
 		case "GET /v1/keys":
 			c.right, c.rightStatus, c.wrongRole = adminKey, 503, opKey
 		case "DELETE /v1/keys/{id}":

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/exoarmur/exoarmur/internal/api"
+	"github.com/exoarmur/exoarmur/internal/metrics"
 )
 
 // parseServe parses and validates serve flags (shared by check-config).
@@ -72,6 +73,11 @@ func runServe(ctx context.Context, env Env, args []string) error {
 			}
 		}()
 	}
+	metrics.SetPendingApprovals(func() map[string]int {
+		mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		return rt.approvals.PendingCounts(mctx, d.now())
+	})
 	srv := api.New(api.Config{
 		Gate: rt.gate, Switches: rt.switches, Approvals: rt.approvals, Keys: rt.keys, Certs: rt.keys, KeyAdmin: rt.keys, Audit: rt.audit,
 		Ready: rt.store.Ready, RequestID: requestID, Logger: logger, Now: d.now,

@@ -381,3 +381,24 @@ func (s *Store) List(ctx context.Context, t tenant.ID, status string, now time.T
 	})
 	return out, nil
 }
+
+// PendingCounts counts pending (unexpired) approvals per tenant across the
+// bucket, for the metrics endpoint. It lists every record: O(approvals).
+func (s *Store) PendingCounts(ctx context.Context, now time.Time) map[string]int {
+	out := map[string]int{}
+	lister, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return out
+	}
+	for key := range lister.Keys() {
+		e, err := s.kv.Get(ctx, key)
+		if err != nil {
+			continue
+		}
+		var r Record
+		if json.Unmarshal(e.Value(), &r) == nil && r.StatusAt(now) == StatusPending {
+			out[r.Tenant]++
+		}
+	}
+	return out
+}

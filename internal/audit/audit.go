@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/metrics"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -129,6 +130,7 @@ func (l *Log) Append(ctx context.Context, t tenant.ID, e Entry) (contract.AuditR
 		if err != nil {
 			return contract.AuditRecord{}, fmt.Errorf("audit append: encode: %w", err)
 		}
+		start := time.Now()
 		ack, err := l.js.Publish(ctx, subj, data,
 			jetstream.WithExpectLastSequencePerSubject(h.streamSeq),
 			jetstream.WithMsgID(rec.Hash))
@@ -142,6 +144,7 @@ func (l *Log) Append(ctx context.Context, t tenant.ID, e Entry) (contract.AuditR
 			h.loaded = false
 			return contract.AuditRecord{}, fmt.Errorf("audit append %s to %s: %w", e.Kind, t, err)
 		}
+		metrics.AuditAppendSeconds.Observe(time.Since(start).Seconds())
 		if ack.Duplicate {
 			// A record with this exact hash is already stored at this position.
 			h.loaded = false

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/metrics"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -58,6 +60,7 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 		return Outcome{}, storeErr("audit decision", err)
 	}
 	g.saveDecision(ctx, t, s, d)
+	metrics.Decisions.WithLabelValues(d.Verdict, firstReason(d.Reasons)).Inc()
 	if d.Verdict != contract.Allow {
 		g.cfg.Logger.InfoContext(ctx, "gate blocked", "tenant", t.String(), "intent", in.ID, "reasons", d.Reasons, "request_id", meta.RequestID)
 		return Outcome{Decision: d}, &contract.Error{Code: contract.CodeBlocked, Message: "the gate blocked this execution", Reasons: d.Reasons}
@@ -148,6 +151,10 @@ func (g *Gate) run(ctx context.Context, in contract.ActionIntent, t tenant.ID, d
 	ex, ok := g.cfg.Executors.Lookup(in.Action)
 	var out map[string]string
 	var err error
+	start := time.Now()
+	defer func() {
+		metrics.ExecutionSeconds.WithLabelValues(in.Action, res.Status).Observe(time.Since(start).Seconds())
+	}()
 	if !ok {
 		err = fmt.Errorf("no executor registered for %q", in.Action)
 	} else {
@@ -161,6 +168,13 @@ func (g *Gate) run(ctx context.Context, in contract.ActionIntent, t tenant.ID, d
 		res.Error = err.Error()
 	}
 	return res
+}
+
+func firstReason(r []string) string {
+	if len(r) == 0 {
+		return ""
+	}
+	return r[0]
 }
 
 // repeat answers an execute whose idempotency key is already claimed.

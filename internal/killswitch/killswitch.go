@@ -28,6 +28,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/exoarmur/exoarmur/internal/audit"
+	"github.com/exoarmur/exoarmur/internal/metrics"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -213,6 +214,17 @@ func (s *Switches) apply(e jetstream.KeyValueEntry) {
 	}
 	s.applied = max(s.applied, e.Revision())
 	applied := s.applied
+	if scope, err := tenant.SwitchKeyTenant(e.Key()); err == nil {
+		name := scope.String()
+		if scope == tenant.System {
+			name = ScopeGlobal
+		}
+		engaged := 1.0
+		if st, ok := s.states[e.Key()]; ok && !st.st.Engaged {
+			engaged = 0
+		}
+		metrics.KillSwitchEngaged.WithLabelValues(name).Set(engaged)
+	}
 	s.changed.Broadcast()
 	s.mu.Unlock()
 	s.announce(applied)

@@ -220,6 +220,7 @@ const (
 	OpReadGlobalSwitch = "read_global_switch"
 	OpFlipGlobalSwitch = "flip_global_switch"
 	OpManageKeys       = "manage_keys"
+	OpReadMetrics      = "read_metrics"
 )
 
 // OpRequest asks whether a principal may perform an operation; Tenant is

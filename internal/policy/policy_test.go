@@ -90,7 +90,7 @@ func TestAuthorizeOperations(t *testing.T) {
 			}
 		}
 	}
-	systemOps := map[string][]bool{OpReadGlobalSwitch: {false, false, true}, OpFlipGlobalSwitch: {false, false, true}, OpManageKeys: {false, false, true}, OpPropose: {false, false, false}}
+	systemOps := map[string][]bool{OpReadGlobalSwitch: {false, false, true}, OpFlipGlobalSwitch: {false, false, true}, OpManageKeys: {false, false, true}, OpReadMetrics: {false, false, true}, OpPropose: {false, false, false}}
 	for op, want := range systemOps {
 		for i, role := range roles {
 			if res := Authorize(b, OpRequest{PrincipalID: "p", Role: role, Operation: op}); res.Allowed != want[i] {

@@ -1,0 +1,77 @@
+// Package metrics holds ExoArmur's Prometheus metrics (client_golang, the
+// reference implementation of the exposition format): gate decisions by
+// verdict and reason, execution and audit-append latency, kill switch state
+// per scope, and pending approvals. The API serves them on GET /metrics.
+package metrics
+
+import (
+	"net/http"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Registry holds every ExoArmur metric (no global default registry).
+var Registry = prometheus.NewRegistry()
+
+var (
+	// Decisions counts gate decisions by verdict and first reason ("" on ALLOW).
+	Decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "exoarmur_gate_decisions_total", Help: "Gate decisions by verdict and first reason.",
+	}, []string{"verdict", "reason"})
+	// ExecutionSeconds is executor latency by action and status.
+	ExecutionSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "exoarmur_execution_seconds", Help: "Executor run time by action and status.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
+	}, []string{"action", "status"})
+	// AuditAppendSeconds is the latency of a durable audit append.
+	AuditAppendSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "exoarmur_audit_append_seconds", Help: "Durable audit append latency (publish to acknowledgement).",
+		Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18),
+	})
+	// KillSwitchEngaged is 1 when the switch of a scope reads engaged on this node.
+	KillSwitchEngaged = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "exoarmur_killswitch_engaged", Help: "1 when the kill switch of the scope is engaged (as this node reads it).",
+	}, []string{"scope"})
+)
+
+var (
+	pendingMu sync.Mutex
+	pendingFn func() map[string]int
+)
+
+type pendingCollector struct{ desc *prometheus.Desc }
+
+func (c pendingCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c pendingCollector) Collect(ch chan<- prometheus.Metric) {
+	pendingMu.Lock()
+	fn := pendingFn
+	pendingMu.Unlock()
+	if fn == nil {
+		return
+	}
+	for tenant, n := range fn() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), tenant)
+	}
+}
+
+// SetPendingApprovals installs the function that counts pending approvals
+// per tenant at scrape time.
+func SetPendingApprovals(fn func() map[string]int) {
+	pendingMu.Lock()
+	defer pendingMu.Unlock()
+	pendingFn = fn
+}
+
+func init() {
+	Registry.MustRegister(Decisions, ExecutionSeconds, AuditAppendSeconds, KillSwitchEngaged,
+		pendingCollector{prometheus.NewDesc("exoarmur_approvals_pending", "Pending approval requests per tenant.", []string{"tenant"}, nil)},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+}
+
+// Handler serves the registry in the Prometheus text format.
+func Handler() http.Handler {
+	return promhttp.HandlerFor(Registry, promhttp.HandlerOpts{})
+}
