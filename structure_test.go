@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
 const module = "github.com/exoarmur/exoarmur"
@@ -94,7 +96,12 @@ func TestNoSubjectOrKeyOutsideNaming(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, needle := range []string{`"exoarmur.v1.`, `"exoarmur_`, `"KV_`, `"EXOARMUR_AUDIT`} {
+			needles := []string{`"exoarmur.v1.`, `"KV_`}
+			for _, name := range []string{tenant.IntentsBucket, tenant.IdempotencyBucket, tenant.PrincipalsBucket, tenant.ControlBucket,
+				tenant.ApprovalsBucket, tenant.AuditStream, tenant.WorkStream, tenant.WorkConsumer} {
+				needles = append(needles, `"`+name)
+			}
+			for _, needle := range needles {
 				if strings.Contains(string(src), needle) {
 					t.Errorf("%s/%s contains %s: build names in internal/tenant", p.ImportPath, f, needle)
 				}
