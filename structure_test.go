@@ -99,7 +99,7 @@ func TestNoSubjectOrKeyOutsideNaming(t *testing.T) {
 			needles := []string{`"exoarmur.v1.`, `"KV_`}
 			for _, name := range []string{tenant.IntentsBucket, tenant.IdempotencyBucket, tenant.PrincipalsBucket, tenant.ControlBucket,
 				tenant.ApprovalsBucket, tenant.AuditStream, tenant.WorkStream, tenant.WorkConsumer} {
-				needles = append(needles, `"`+name)
+				needles = append(needles, `"`+name+`"`)
 			}
 			for _, needle := range needles {
 				if strings.Contains(string(src), needle) {
