@@ -40,6 +40,7 @@ func commands() []command {
 		{"replay", "verify chains and recompute every decision; write a report", runReplay},
 		{"demo", "run the deterministic golden demo in a temporary store", runDemo},
 		{"reality", "the cold-reviewer run: reality run [--local] | verify (make reality, make reality-verify)", runReality},
+		{"bench", "load harness: start a server, drive it over loopback HTTP, report throughput and latency (bench replay: replay throughput)", runBench},
 		{"check-config", "validate serve flags and exit", runCheckConfig},
 	}
 }

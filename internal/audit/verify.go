@@ -54,7 +54,9 @@ func (v *Verifier) Next(raw []byte) (contract.AuditRecord, error) {
 	if err := dec.Decode(&rec); err != nil {
 		return fail("undecodable: %v", err)
 	}
-	canon, err := contract.Canonical(rec)
+	// The stored bytes must be exactly the canonical form (any altered
+	// byte, reordered key or added space fails here).
+	canon, err := contract.CanonicalizeJSON(raw)
 	if err != nil {
 		return fail("cannot canonicalize: %v", err)
 	}
@@ -73,11 +75,13 @@ func (v *Verifier) Next(raw []byte) (contract.AuditRecord, error) {
 	case contract.Hash(rec.Payload) != rec.PayloadHash:
 		return fail("payload_hash does not match payload")
 	}
-	h, err := rec.ComputeHash()
-	if err != nil {
-		return fail("hash: %v", err)
+	// raw is canonical, so the record without its hash is raw less the
+	// "hash" member: hash that, without re-encoding the record.
+	member := []byte(`,"hash":"` + rec.Hash + `"`)
+	if len(rec.Hash) != 64 || bytes.Count(raw, member) != 1 {
+		return fail("hash member missing or malformed")
 	}
-	if h != rec.Hash {
+	if contract.Hash(bytes.Replace(raw, member, nil, 1)) != rec.Hash {
 		return fail("hash does not match record content")
 	}
 	v.seq, v.prev = rec.Seq, rec.Hash

@@ -36,6 +36,23 @@ type Bundle struct {
 	name     string
 	hash     string
 	policies []namedPolicy
+	// By @scope annotation: "action" policies decide intents, "operation"
+	// policies decide API operations. Each evaluation runs only its own
+	// scope (fewer policies on the hot path); an unscoped policy runs in both.
+	byScope map[string][]namedPolicy
+}
+
+// scoped iterates the policies of one scope, in source order.
+type scoped []namedPolicy
+
+func (s scoped) All() iter.Seq2[cedar.PolicyID, *cedar.Policy] {
+	return func(yield func(cedar.PolicyID, *cedar.Policy) bool) {
+		for _, p := range s {
+			if !yield(p.id, p.policy) {
+				return
+			}
+		}
+	}
 }
 
 type namedPolicy struct {
@@ -68,7 +85,7 @@ func Compile(name string, src []byte) (*Bundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policy %s: %w", name, err)
 	}
-	b := &Bundle{name: name, hash: contract.Hash(src)}
+	b := &Bundle{name: name, hash: contract.Hash(src), byScope: map[string][]namedPolicy{}}
 	seen := map[cedar.PolicyID]bool{}
 	for i, p := range list {
 		id := cedar.PolicyID(p.Annotations()["id"])
@@ -79,7 +96,17 @@ func Compile(name string, src []byte) (*Bundle, error) {
 			return nil, fmt.Errorf("policy %s: duplicate @id %q", name, id)
 		}
 		seen[id] = true
-		b.policies = append(b.policies, namedPolicy{id, p})
+		np := namedPolicy{id, p}
+		b.policies = append(b.policies, np)
+		switch scope := p.Annotations()["scope"]; scope {
+		case "action", "operation":
+			b.byScope[string(scope)] = append(b.byScope[string(scope)], np)
+		case "":
+			b.byScope["action"] = append(b.byScope["action"], np)
+			b.byScope["operation"] = append(b.byScope["operation"], np)
+		default:
+			return nil, fmt.Errorf("policy %s: %s: @scope must be \"action\" or \"operation\"", name, id)
+		}
 	}
 	return b, nil
 }
@@ -166,7 +193,7 @@ func Evaluate(b *Bundle, req Request) Result {
 	default:
 		return Result{Reasons: []string{"unknown_effect"}}
 	}
-	decision, diag := cedar.Authorize(b, nil, cedar.Request{
+	decision, diag := cedar.Authorize(scoped(b.byScope["action"]), nil, cedar.Request{
 		Principal: cedar.NewEntityUID("Principal", cedar.String(req.PrincipalID)),
 		Action:    cedar.NewEntityUID("Action", cedar.String(req.Action)),
 		Resource:  cedar.NewEntityUID(resType, cedar.String(req.Target)),
@@ -245,7 +272,7 @@ func Authorize(b *Bundle, req OpRequest) Result {
 	if req.Tenant != "" {
 		resource = cedar.NewEntityUID("Tenant", cedar.String(req.Tenant))
 	}
-	decision, diag := cedar.Authorize(b, nil, cedar.Request{
+	decision, diag := cedar.Authorize(scoped(b.byScope["operation"]), nil, cedar.Request{
 		Principal: cedar.NewEntityUID("Principal", cedar.String(req.PrincipalID)),
 		Action:    cedar.NewEntityUID("Action", cedar.String(req.Operation)),
 		Resource:  resource,

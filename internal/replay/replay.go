@@ -116,20 +116,26 @@ func asVerify(err error, ve **audit.VerifyError) bool {
 // redecide recomputes a recorded decision and returns why it differs ("" if
 // identical).
 func redecide(rec contract.AuditRecord, wantVerdict string) string {
-	var p gate.DecisionPayload
+	// The payload is canonical (the record was), so the recorded decision's
+	// bytes are canonical too: compare them with the recomputed decision.
+	var p struct {
+		Input    gate.Input      `json:"input"`
+		Decision json.RawMessage `json:"decision"`
+	}
 	dec := json.NewDecoder(bytes.NewReader(rec.Payload))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
+	if err := dec.Decode(&p); err != nil || len(p.Decision) == 0 {
 		return fmt.Sprintf("payload is not a decision record: %v", err)
 	}
 	got := gate.Decide(p.Input)
-	recorded, err1 := contract.Canonical(p.Decision)
-	replayed, err2 := contract.Canonical(got)
-	if err1 != nil || err2 != nil {
+	replayed, err := contract.Canonical(got)
+	if err != nil {
 		return "cannot canonicalize decision"
 	}
-	if !bytes.Equal(recorded, replayed) {
-		return fmt.Sprintf("recorded %s %v, replayed %s %v", p.Decision.Verdict, p.Decision.Reasons, got.Verdict, got.Reasons)
+	if !bytes.Equal(p.Decision, replayed) {
+		var recorded contract.Decision
+		_ = json.Unmarshal(p.Decision, &recorded)
+		return fmt.Sprintf("recorded %s %v, replayed %s %v", recorded.Verdict, recorded.Reasons, got.Verdict, got.Reasons)
 	}
 	if wantVerdict != "" && got.Verdict != wantVerdict {
 		return fmt.Sprintf("record kind %s does not match verdict %s", rec.Kind, got.Verdict)

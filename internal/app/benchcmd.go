@@ -1,0 +1,78 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/exoarmur/exoarmur/internal/bench"
+)
+
+// runBench: exoarmur bench [flags] | exoarmur bench replay [--records N].
+func runBench(ctx context.Context, env Env, args []string) error {
+	if len(args) > 0 && args[0] == "replay" {
+		fs := newFlagSet("bench replay", env)
+		n := fs.Int("records", 100000, "records in the generated chain")
+		if err := parseFlags(fs, args[1:]); err != nil {
+			return err
+		}
+		if *n < 2 || *n > 10_000_000 {
+			return fmt.Errorf("%w: --records: 2..10000000", errUsage)
+		}
+		export, err := bench.Chain(*n)
+		if err != nil {
+			return err
+		}
+		res := bench.Replay(export)
+		fmt.Fprintf(env.Stdout, "replay: %d records (%d decisions re-decided) in %.3fs: %.0f records/s, pass=%t\n",
+			res.Records, res.Decisions, res.Seconds, res.PerSecond, res.Pass)
+		if !res.Pass {
+			return fmt.Errorf("the generated chain did not replay")
+		}
+		return nil
+	}
+	fs := newFlagSet("bench", env)
+	scenarios := fs.String("scenarios", strings.Join(bench.Scenarios, ","), "comma-separated: "+strings.Join(bench.Scenarios, ", "))
+	clients := fs.Int("clients", 64, "concurrent keep-alive clients")
+	duration := fs.Duration("duration", 10*time.Second, "time bound per scenario")
+	maxOps := fs.Int64("max", 1_000_000, "operation bound per scenario")
+	sync := fs.String("sync", "default", `server durability mode: "default" or "always"`)
+	jsonOut := fs.String("json", "", "also write the results as JSON here")
+	bin := fs.String("bin", "", "server binary (default: this executable)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	var list []string
+	for _, s := range strings.Split(*scenarios, ",") {
+		if !slices.Contains(bench.Scenarios, s) {
+			return fmt.Errorf("%w: --scenarios: unknown %q", errUsage, s)
+		}
+		list = append(list, s)
+	}
+	if *clients < 1 || *clients > 4096 || *duration <= 0 || *duration > 10*time.Minute || *maxOps < 1 {
+		return fmt.Errorf("%w: --clients 1..4096, --duration up to 10m, --max >= 1", errUsage)
+	}
+	if *sync != "default" && *sync != "always" {
+		return fmt.Errorf("%w: --sync: default or always", errUsage)
+	}
+	exe := *bin
+	if exe == "" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			return err
+		}
+	}
+	results, err := bench.Run(ctx, bench.Config{Binary: exe, Scenarios: list, Clients: *clients, Duration: *duration, Max: *maxOps, Sync: *sync, Log: env.Stdout})
+	if err != nil {
+		return err
+	}
+	if *jsonOut != "" {
+		b, _ := json.MarshalIndent(results, "", "  ")
+		return writeFileAtomic(*jsonOut, append(b, '\n'))
+	}
+	return nil
+}
