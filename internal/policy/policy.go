@@ -9,7 +9,6 @@
 package policy
 
 import (
-	"cmp"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -199,6 +198,13 @@ func Evaluate(b *Bundle, req Request) Result {
 		Resource:  cedar.NewEntityUID(resType, cedar.String(req.Target)),
 		Context:   cedar.NewRecord(ctx),
 	})
+	return resultOf(decision, diag)
+}
+
+// resultOf turns a cedar outcome into a Result: reasons and errors sorted
+// (no map order leaks into recorded decisions), and any evaluation error
+// denies.
+func resultOf(decision cedar.Decision, diag cedar.Diagnostic) Result {
 	res := Result{Allowed: decision == cedar.Allow}
 	for _, r := range diag.Reasons {
 		res.Reasons = append(res.Reasons, string(r.PolicyID))
@@ -209,8 +215,8 @@ func Evaluate(b *Bundle, req Request) Result {
 	if len(res.Errors) > 0 {
 		res.Allowed = false // fail closed on any evaluation error
 	}
-	slices.SortFunc(res.Reasons, cmp.Compare)
-	slices.SortFunc(res.Errors, cmp.Compare)
+	slices.Sort(res.Reasons)
+	slices.Sort(res.Errors)
 	return res
 }
 
@@ -282,17 +288,5 @@ func Authorize(b *Bundle, req OpRequest) Result {
 			"granted": cedar.NewSet(granted...),
 		}),
 	})
-	res := Result{Allowed: decision == cedar.Allow}
-	for _, r := range diag.Reasons {
-		res.Reasons = append(res.Reasons, string(r.PolicyID))
-	}
-	for _, e := range diag.Errors {
-		res.Errors = append(res.Errors, string(e.PolicyID)+": "+e.Message)
-	}
-	if len(res.Errors) > 0 {
-		res.Allowed = false
-	}
-	slices.Sort(res.Reasons)
-	slices.Sort(res.Errors)
-	return res
+	return resultOf(decision, diag)
 }
