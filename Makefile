@@ -17,6 +17,11 @@ test:
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
+# go vet plus staticcheck (pinned).
+lint:
+	$(GO) vet $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 $(PKGS)
+
 test-short:
 	$(GO) test -count=1 $(PKGS)
 

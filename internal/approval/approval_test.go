@@ -48,7 +48,7 @@ func TestWebhookSignedAndRetried(t *testing.T) {
 		n := calls
 		mu.Unlock()
 		if r.Header.Get(SignatureHeader) != Sign(secret, body) {
-			http.Error(w, "bad signature", 401)
+			http.Error(w, "bad signature", http.StatusUnauthorized)
 			return
 		}
 		if n < 2 {
@@ -88,7 +88,7 @@ func TestWebhookGivesUp(t *testing.T) {
 		mu.Lock()
 		calls++
 		mu.Unlock()
-		http.Error(w, "down", 503)
+		http.Error(w, "down", http.StatusServiceUnavailable)
 	}))
 	defer srv.Close()
 	wh := &Webhook{URLs: map[string]string{"acme": srv.URL}, Secret: []byte("k"), Attempts: 3, Backoff: 5 * time.Millisecond}
