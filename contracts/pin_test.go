@@ -15,6 +15,8 @@ import (
 // every client that relies on it. New capability is additive: add a new file
 // (and its line here) or start v2; never edit a pinned file.
 var frozen = map[string]string{
+	// Added with in-doubt resolution (additive).
+	"resolve_request.schema.json": "63cff6d4955ad302b30fb241d53ea97ffe55c85a6a0c2fbf4d7256fb562213b1",
 	// Added with key management (additive).
 	"key_request.schema.json": "9bf31fcfac9f61585f4198cb48eca5b211b00c88c64f7ace3dfb19ae6bb5f80f",
 	// Added with operator approvals (additive).

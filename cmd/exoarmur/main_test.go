@@ -332,6 +332,26 @@ func TestGate2IdempotencyAcrossRestart(t *testing.T) {
 	if got := hits.Load(); got != 2 {
 		t.Fatalf("sink hits = %d, want 2 (the in-doubt execution must not be re-run)", got)
 	}
+	// An operator finds it in the in-doubt list and resolves it, audited.
+	admin := adminKeys[dataDir]
+	code, m = srv.do("GET", "/v1/tenants/acme/intents?state=in_doubt", admin, nil)
+	list, _ := m["intents"].([]any)
+	if code != 200 || len(list) != 1 || list[0].(map[string]any)["intent_id"] != cut {
+		t.Fatalf("in-doubt list: %d %v", code, m)
+	}
+	code, m = srv.do("POST", "/v1/tenants/acme/intents/"+cut+"/resolve", admin, map[string]string{"outcome": "failed", "reason": "the sink shows no order"})
+	if code != 200 || m["status"] != "failed" {
+		t.Fatalf("resolve: %d %v", code, m)
+	}
+	if code, m = srv.do("GET", "/v1/tenants/acme/intents/"+cut, key, nil); code != 200 || m["state"] != "failed" {
+		t.Fatalf("after resolution: %d %v", code, m)
+	}
+	if code, m = srv.do("POST", "/v1/tenants/acme/intents/"+cut+"/execute", key, nil); code != 200 || m["duplicate"] != true || hits.Load() != 2 {
+		t.Fatalf("execute after resolution: %d %v, hits %d", code, m, hits.Load())
+	}
+	if code, m = srv.do("GET", "/v1/tenants/acme/audit/verify", key, nil); code != 200 || m["pass"] != true {
+		t.Fatalf("chain after resolution: %d %v", code, m)
+	}
 }
 
 // TestCLIHelpAndErrors: usage goes to stderr with exit 2; bad flags name the flag.

@@ -131,7 +131,9 @@ func (s *Server) routes() []route {
 		r("GET", "/readyz", "", s.readyz),
 		r("GET", "/metrics", policy.OpReadMetrics, s.metrics),
 		r("POST", "/v1/tenants/{tenant}/intents", policy.OpPropose, s.propose),
+		r("GET", "/v1/tenants/{tenant}/intents", policy.OpReadIntent, s.listIntents),
 		r("GET", "/v1/tenants/{tenant}/intents/{id}", policy.OpReadIntent, s.getIntent),
+		r("POST", "/v1/tenants/{tenant}/intents/{id}/resolve", policy.OpResolve, s.resolve),
 		r("POST", "/v1/tenants/{tenant}/intents/{id}/execute", policy.OpExecute, s.execute),
 		r("GET", "/v1/tenants/{tenant}/audit", policy.OpReadAudit, s.auditList),
 		r("GET", "/v1/tenants/{tenant}/audit/export", policy.OpReadAudit, s.auditExport),
@@ -607,5 +609,45 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request) error {
 	ri := info(r)
 	s.auditSystem(r, ri, "key.revoked", ri.principal.ID, map[string]string{"key": p.ID, "name": p.Name})
 	writeJSON(w, http.StatusOK, map[string]any{"revoked": p})
+	return nil
+}
+
+// listIntents: GET /v1/tenants/{tenant}/intents?state=in_doubt (the only
+// listing so far: executions that started and never finished).
+func (s *Server) listIntents(w http.ResponseWriter, r *http.Request) error {
+	if st := r.URL.Query().Get("state"); st != gate.StateInDoubt {
+		return contract.Errorf(contract.CodeInvalid, "query \"state\": only in_doubt is supported")
+	}
+	ri := info(r)
+	list, err := s.cfg.Gate.ListInDoubt(r.Context(), ri.tenant)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tenant": ri.tenant.String(), "state": gate.StateInDoubt, "intents": list})
+	return nil
+}
+
+// resolve: POST .../intents/{id}/resolve {"outcome":"succeeded"|"failed","reason":"..."}.
+func (s *Server) resolve(w http.ResponseWriter, r *http.Request) error {
+	raw, err := io.ReadAll(r.Body)
+	if err != nil {
+		return err
+	}
+	if err := contract.Validate("resolve_request", raw); err != nil {
+		return err
+	}
+	var req struct {
+		Outcome string `json:"outcome"`
+		Reason  string `json:"reason"`
+	}
+	if err := json.Unmarshal(raw, &req); err != nil {
+		return contract.Wrap(contract.CodeInvalid, "body does not match the resolve request shape", err)
+	}
+	ri := info(r)
+	res, err := s.cfg.Gate.Resolve(r.Context(), ri.tenant, ri.principal, r.PathValue("id"), req.Outcome, req.Reason, gate.Meta{RequestID: ri.id})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, res)
 	return nil
 }

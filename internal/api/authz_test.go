@@ -86,6 +86,11 @@ func TestAuthMatrix(t *testing.T) {
 			c.body, c.right, c.wrongRole = mustJSON(map[string]any{"engaged": false, "reason": "m"}), adminKey, opKey
 		case "POST /v1/keys":
 			c.body, c.right, c.rightStatus, c.wrongRole = mustJSON(map[string]any{"name": "n", "role": "agent", "tenants": []string{"acme"}, "actions": []string{"A0"}}), adminKey, 503, opKey
+		case "GET /v1/tenants/{tenant}/intents":
+			c.path += "?state=in_doubt"
+		case "POST /v1/tenants/{tenant}/intents/{id}/resolve":
+			// Nothing is in doubt: the operator is authorized and told so.
+			c.body, c.right, c.rightStatus, c.wrongRole = mustJSON(map[string]string{"outcome": "failed", "reason": "m"}), opKey, 409, agentKey
 		case "GET /metrics":
 			c.right, c.wrongRole = adminKey, opKey
 		case "GET /v1/keys":

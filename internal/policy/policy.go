@@ -254,6 +254,7 @@ const (
 	OpFlipGlobalSwitch = "flip_global_switch"
 	OpManageKeys       = "manage_keys"
 	OpReadMetrics      = "read_metrics"
+	OpResolve          = "resolve_execution"
 )
 
 // OpRequest asks whether a principal may perform an operation; Tenant is

@@ -75,7 +75,7 @@ func TestAuthorizeOperations(t *testing.T) {
 	roles := []string{"agent", "operator", "admin"}
 	tenantOps := map[string][]bool{ // allowed for agent, operator, admin
 		OpPropose: {true, true, true}, OpExecute: {true, true, true}, OpReadIntent: {true, true, true}, OpReadAudit: {true, true, true},
-		OpApprove: {false, true, true}, OpReadApprovals: {false, true, true}, OpReadTenantSwitch: {false, true, true}, OpFlipTenantSwitch: {false, true, true},
+		OpApprove: {false, true, true}, OpResolve: {false, true, true}, OpReadApprovals: {false, true, true}, OpReadTenantSwitch: {false, true, true}, OpFlipTenantSwitch: {false, true, true},
 		OpFlipGlobalSwitch: {false, false, false}, OpManageKeys: {false, false, false},
 	}
 	for op, want := range tenantOps {

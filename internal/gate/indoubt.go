@@ -1,0 +1,101 @@
+package gate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/exoarmur/exoarmur/internal/audit"
+	"github.com/exoarmur/exoarmur/internal/auth"
+	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/tenant"
+)
+
+// KindExecutionResolved is the audit kind of an operator resolving an
+// in-doubt execution.
+const KindExecutionResolved = "execution.resolved"
+
+// InDoubt is an execution that started and never recorded its end.
+type InDoubt struct {
+	IntentID       string    `json:"intent_id"`
+	IdempotencyKey string    `json:"idempotency_key"`
+	Node           string    `json:"node"`
+	StartedAt      time.Time `json:"started_at"`
+}
+
+// ListInDoubt returns t's executions that are in doubt (started, never
+// finished, not running in this process), oldest first.
+func (g *Gate) ListInDoubt(ctx context.Context, t tenant.ID) ([]InDoubt, error) {
+	if err := t.Check(); err != nil {
+		return nil, contract.Wrap(contract.CodeInvalidTenant, "a valid tenant is required", err)
+	}
+	lister, err := g.cfg.Idempotency.ListKeysFiltered(ctx, tenant.IdempotencyKey(t, "*"))
+	if err != nil {
+		return nil, storeErr("list idempotency claims", err)
+	}
+	out := []InDoubt{}
+	for key := range lister.Keys() {
+		idem := strings.TrimPrefix(key, t.String()+".")
+		c, _, err := g.claimOf(ctx, t, idem)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, storeErr("load idempotency claim", err)
+		}
+		if g.claimState(t, idem, c) == StateInDoubt {
+			out = append(out, InDoubt{IntentID: c.IntentID, IdempotencyKey: idem, Node: c.Node, StartedAt: c.StartedAt})
+		}
+	}
+	slices.SortFunc(out, func(a, b InDoubt) int { return a.StartedAt.Compare(b.StartedAt) })
+	return out, nil
+}
+
+// Resolve records an operator's verdict on an in-doubt execution: it
+// happened (succeeded) or it did not (failed). The claim keeps the key, so
+// the intent is never re-run either way; the resolution is audited.
+func (g *Gate) Resolve(ctx context.Context, t tenant.ID, p *auth.Principal, intentID, outcome, reason string, meta Meta) (contract.ExecutionResult, error) {
+	if outcome != contract.StatusSucceeded && outcome != contract.StatusFailed {
+		return contract.ExecutionResult{}, contract.Errorf(contract.CodeInvalid, `field "/outcome": must be "succeeded" or "failed"`)
+	}
+	if reason == "" {
+		return contract.ExecutionResult{}, contract.Errorf(contract.CodeInvalid, `field "/reason": required`)
+	}
+	s, err := g.load(ctx, t, intentID)
+	if err != nil {
+		return contract.ExecutionResult{}, err
+	}
+	idem := s.Intent.IdempotencyKey
+	c, rev, err := g.claimOf(ctx, t, idem)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return contract.ExecutionResult{}, contract.Errorf(contract.CodeConflict, "this intent never started executing")
+	}
+	if err != nil {
+		return contract.ExecutionResult{}, storeErr("load idempotency claim", err)
+	}
+	if state := g.claimState(t, idem, c); state != StateInDoubt {
+		return contract.ExecutionResult{}, contract.Errorf(contract.CodeConflict, "the execution is %s, not in doubt", state)
+	}
+	now := g.cfg.Now().UTC()
+	res := contract.ExecutionResult{SchemaVersion: contract.SchemaVersion, Tenant: t.String(), IntentID: intentID, IdempotencyKey: idem,
+		Status: outcome, StartedAt: c.StartedAt, FinishedAt: now, Error: fmt.Sprintf("in doubt; resolved by %s: %s", p.ID, reason)}
+	c.State, c.Result = outcome, &res
+	data, err := json.Marshal(c)
+	if err != nil {
+		return contract.ExecutionResult{}, err
+	}
+	if _, err := g.cfg.Idempotency.Update(ctx, tenant.IdempotencyKey(t, idem), data, rev); err != nil {
+		return contract.ExecutionResult{}, contract.Wrap(contract.CodeConflict, "the claim changed meanwhile; look again", err)
+	}
+	if _, err := g.cfg.Audit.Append(ctx, t, audit.Entry{Kind: KindExecutionResolved, CorrelationID: intentID, Actor: p.ID, RequestID: meta.RequestID,
+		Time: now, Payload: map[string]any{"result": res, "reason": reason, "node": c.Node}}); err != nil {
+		return res, storeErr("audit the resolution", err)
+	}
+	return res, nil
+}
