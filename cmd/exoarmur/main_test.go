@@ -680,3 +680,88 @@ func TestApprovalAcrossRestartAndWorker(t *testing.T) {
 		t.Fatalf("sink hits = %d, want 2", hits.Load())
 	}
 }
+
+// TestBrokerLoss: with the NATS process killed, proposals and executions
+// are refused with 503 store_unavailable and /readyz reports not ready; when
+// NATS comes back on the same data dir the server recovers without a
+// restart and everything acknowledged before is there.
+func TestBrokerLoss(t *testing.T) {
+	natsDir := t.TempDir()
+	natsAddr := freePort(t)
+	startNATSAt := func() *exec.Cmd {
+		cmd := exec.Command(binary(t), "nats", "--data-dir", natsDir, "--listen", natsAddr)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGKILL); _ = cmd.Wait() })
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			if c, err := net.Dial("tcp", natsAddr); err == nil {
+				c.Close()
+				return cmd
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("nats not listening")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	natsCmd := startNATSAt()
+	url := "nats://" + natsAddr
+	agent, admin := createKeys(t, "--nats-url", url)
+	addr := freePort(t)
+	srv := startServer(t, "", addr, "--nats-url", url, "--sandbox-dir", t.TempDir())
+	goLive(t, addr, admin)
+	propose := func(key string) (int, map[string]any) {
+		return srv.do("POST", "/v1/tenants/acme/intents", agent, map[string]any{"action": "fs.read", "target": "a.txt", "idempotency_key": key})
+	}
+	code, m := propose("before")
+	if code != 201 {
+		t.Fatalf("propose before: %d %v", code, m)
+	}
+	before := intentID(m)
+
+	_ = natsCmd.Process.Signal(syscall.SIGKILL)
+	_ = natsCmd.Wait()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 503 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("/readyz still ready after NATS died")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	code, m = propose("during")
+	if e, _ := m["error"].(map[string]any); code != 503 || e["code"] != "store_unavailable" {
+		t.Fatalf("propose during the outage: %d %v", code, m)
+	}
+	code, m = srv.do("POST", "/v1/tenants/acme/intents/"+before+"/execute", agent, nil)
+	if code != 503 {
+		t.Fatalf("execute during the outage: %d %v", code, m)
+	}
+
+	startNATSAt()
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		code, m = srv.do("POST", "/v1/tenants/acme/intents/"+before+"/execute", agent, nil)
+		if code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server did not recover: %d %v\n%s", code, m, srv.logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code, m := srv.do("GET", "/v1/tenants/acme/audit/verify", agent, nil); code != 200 || m["pass"] != true {
+		t.Fatalf("chain after recovery: %d %v", code, m)
+	}
+	if code, _ := propose("during"); code != 201 {
+		t.Fatalf("the refused proposal can be made again after recovery: %d", code)
+	}
+}

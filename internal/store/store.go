@@ -66,6 +66,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		nats.Name(cmpOr(cfg.Name, "exoarmur")),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
+		// No buffering while disconnected: a write fails at once (503)
+		// instead of landing later, after the caller was told it failed.
+		nats.ReconnectBufSize(-1),
 	}
 	if cfg.NATSURL == "" {
 		srv, err := StartServer(ServerConfig{DataDir: cfg.DataDir, SyncAlways: cfg.SyncAlways, DontListen: true})
