@@ -35,6 +35,9 @@ func runBench(ctx context.Context, env Env, args []string) error {
 		}
 		return nil
 	}
+	if len(args) > 0 && args[0] == "soak" {
+		return runSoak(ctx, env, args[1:])
+	}
 	fs := newFlagSet("bench", env)
 	scenarios := fs.String("scenarios", strings.Join(bench.Scenarios, ","), "comma-separated: "+strings.Join(bench.Scenarios, ", "))
 	clients := fs.Int("clients", 64, "concurrent keep-alive clients")
@@ -74,5 +77,33 @@ func runBench(ctx context.Context, env Env, args []string) error {
 		b, _ := json.MarshalIndent(results, "", "  ")
 		return writeFileAtomic(*jsonOut, append(b, '\n'))
 	}
+	return nil
+}
+
+// runSoak: exoarmur bench soak [--rate N --clients N --duration 10m].
+func runSoak(ctx context.Context, env Env, args []string) error {
+	fs := newFlagSet("bench soak", env)
+	rate := fs.Int("rate", 500, "governed executions per second (half the measured maximum is the usual choice)")
+	clients := fs.Int("clients", 32, "concurrent keep-alive clients")
+	duration := fs.Duration("duration", 10*time.Minute, "soak length (at most 10m)")
+	interval := fs.Duration("interval", time.Minute, "sampling interval")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *rate < 1 || *clients < 1 || *duration <= 0 || *duration > 10*time.Minute || *interval <= 0 {
+		return fmt.Errorf("%w: --rate >= 1, --clients >= 1, 0 < --duration <= 10m, --interval > 0", errUsage)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	_, flat, err := bench.Soak(ctx, bench.SoakConfig{Binary: exe, Rate: *rate, Clients: *clients, Duration: *duration, Interval: *interval, Log: env.Stdout})
+	if err != nil {
+		return err
+	}
+	if !flat {
+		return fmt.Errorf("soak: memory, goroutines or p99 did not stay flat, or requests failed")
+	}
+	fmt.Fprintln(env.Stdout, "soak: flat (RSS and goroutines within 1.5x of the first interval, every p99 within 2x, no errors)")
 	return nil
 }

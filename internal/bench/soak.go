@@ -1,0 +1,135 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// SoakConfig bounds a soak: a fixed rate of governed executions for a
+// fixed time, sampled every Interval.
+type SoakConfig struct {
+	Binary   string
+	Rate     int // governed executions per second, across all clients
+	Clients  int
+	Duration time.Duration
+	Interval time.Duration
+	Log      io.Writer
+}
+
+// Sample is one interval of a soak.
+type Sample struct {
+	At         time.Duration `json:"at"`
+	Ops        int64         `json:"ops"`
+	Errors     int64         `json:"errors"`
+	P99us      int64         `json:"p99_us"`
+	RSSMB      int64         `json:"rss_mb"`
+	Goroutines int64         `json:"goroutines"`
+}
+
+// Soak runs the execute scenario at a fixed rate and reports whether
+// memory, goroutines and p99 stayed flat: the last interval's RSS and
+// goroutines within 1.5x (+16 MB, +16) of the first's, and every p99
+// within 2x of the first interval's.
+func Soak(ctx context.Context, cfg SoakConfig) ([]Sample, bool, error) {
+	dir, err := os.MkdirTemp("", "exoarmur-soak-")
+	if err != nil {
+		return nil, false, err
+	}
+	defer os.RemoveAll(dir)
+	srv, err := startServer(ctx, Config{Binary: cfg.Binary, Sync: "default", Log: cfg.Log}, dir)
+	if err != nil {
+		return nil, false, err
+	}
+	defer func() { _ = srv.cmd.Process.Kill(); _ = srv.cmd.Wait() }()
+	tr := &http.Transport{MaxIdleConnsPerHost: cfg.Clients * 2}
+	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	for _, path := range []string{"/v1/killswitch", "/v1/tenants/acme/killswitch"} {
+		if code, body := call(hc, "PUT", srv.base+path, srv.keys["admin"], map[string]any{"engaged": false, "reason": "soak"}); code != 200 {
+			return nil, false, fmt.Errorf("disengage %s: %d %s", path, code, body)
+		}
+	}
+	var mu sync.Mutex
+	hist := hdrhistogram.New(1, 60_000_000, 3)
+	var ops, errs atomic.Int64
+	deadline := time.Now().Add(cfg.Duration)
+	perClient := time.Duration(float64(time.Second) * float64(cfg.Clients) / float64(cfg.Rate))
+	var wg sync.WaitGroup
+	for c := range cfg.Clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tick := time.NewTicker(perClient)
+			defer tick.Stop()
+			for i := 0; time.Now().Before(deadline) && ctx.Err() == nil; i++ {
+				<-tick.C
+				t0 := time.Now()
+				ok := one(hc, srv.base, "acme", srv.keys["acme"], fmt.Sprintf("soak-%d-%d", c, i), "execute")
+				us := max(time.Since(t0).Microseconds(), 1)
+				mu.Lock()
+				hist.RecordValue(us)
+				mu.Unlock()
+				ops.Add(1)
+				if !ok {
+					errs.Add(1)
+				}
+			}
+		}()
+	}
+	var samples []Sample
+	start := time.Now()
+	var lastOps, lastErrs int64
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(min(cfg.Interval, time.Until(deadline)))
+		mu.Lock()
+		p99 := hist.ValueAtQuantile(99)
+		hist.Reset()
+		mu.Unlock()
+		cur, _ := rss(srv.cmd.Process.Pid)
+		s := Sample{At: time.Since(start).Round(time.Second), Ops: ops.Load() - lastOps, Errors: errs.Load() - lastErrs, P99us: p99,
+			RSSMB: cur, Goroutines: goroutines(hc, srv.base, srv.keys["admin"])}
+		lastOps, lastErrs = ops.Load(), errs.Load()
+		fmt.Fprintf(cfg.Log, "soak %6s: %6d ops (%d errors)  p99 %6dus  rss %4d MB  goroutines %d\n", s.At, s.Ops, s.Errors, s.P99us, s.RSSMB, s.Goroutines)
+		samples = append(samples, s)
+	}
+	wg.Wait()
+	if len(samples) < 2 {
+		return samples, false, fmt.Errorf("soak too short: %d samples", len(samples))
+	}
+	first, last := samples[0], samples[len(samples)-1]
+	flat := float64(last.RSSMB) <= 1.5*float64(first.RSSMB)+16 && float64(last.Goroutines) <= 1.5*float64(first.Goroutines)+16
+	for _, s := range samples {
+		if s.P99us > 2*first.P99us || s.Errors > 0 {
+			flat = false
+		}
+	}
+	return samples, flat, nil
+}
+
+// goroutines reads go_goroutines from the server's /metrics.
+func goroutines(hc *http.Client, base, key string) int64 {
+	req, _ := http.NewRequest("GET", base+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "go_goroutines "); ok {
+			n, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return int64(n)
+		}
+	}
+	return -1
+}
