@@ -46,6 +46,7 @@ func runBench(ctx context.Context, env Env, args []string) error {
 	sync := fs.String("sync", "default", `server durability mode: "default" or "always"`)
 	jsonOut := fs.String("json", "", "also write the results as JSON here")
 	bin := fs.String("bin", "", "server binary (default: this executable)")
+	profile := fs.String("profile-dir", "", "save the server's CPU and heap profile of each scenario in this directory")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -69,7 +70,12 @@ func runBench(ctx context.Context, env Env, args []string) error {
 			return err
 		}
 	}
-	results, err := bench.Run(ctx, bench.Config{Binary: exe, Scenarios: list, Clients: *clients, Duration: *duration, Max: *maxOps, Sync: *sync, Log: env.Stdout})
+	if *profile != "" {
+		if err := os.MkdirAll(*profile, 0o755); err != nil {
+			return fmt.Errorf("--profile-dir: %w", err)
+		}
+	}
+	results, err := bench.Run(ctx, bench.Config{Binary: exe, Scenarios: list, Clients: *clients, Duration: *duration, Max: *maxOps, Sync: *sync, Log: env.Stdout, ProfileDir: *profile})
 	if err != nil {
 		return err
 	}

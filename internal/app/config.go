@@ -62,6 +62,10 @@ type ServeConfig struct {
 
 	TLSCert, TLSKey, ClientCA string
 
+	// DebugAddr, when set, serves net/http/pprof on this loopback address
+	// (no authentication: loopback only, for profiling).
+	DebugAddr string
+
 	// EvidenceClock, for reproducible evidence runs only, replaces the wall
 	// clock with a clock that starts at this time and advances 1 ms per
 	// reading, and request IDs with a per-node sequence, so the same
@@ -97,6 +101,7 @@ func (c *ServeConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "serve HTTPS with this certificate (PEM); plain HTTP is then refused")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "private key of --tls-cert (PEM)")
 	fs.StringVar(&c.EvidenceClock, "evidence-clock", "", "EVIDENCE RUNS ONLY: a fixed start time (RFC 3339) for a stepping clock and sequential request IDs, for byte-identical audit chains")
+	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve Go profiles (net/http/pprof) on this loopback host:port; off by default")
 	fs.StringVar(&c.ClientCA, "client-ca", "", "require client certificates signed by this CA (PEM): mutual TLS; the certificate's CN names the principal")
 }
 
@@ -118,6 +123,12 @@ func (c *ServeConfig) Validate() error {
 	if ip, err := netip.ParseAddr(host); c.TLSCert == "" && host != "localhost" && (err != nil || !ip.IsLoopback()) {
 		// Plain HTTP credentials must not cross a network: without TLS, loopback only.
 		return fmt.Errorf("--listen %q: without --tls-cert only loopback addresses are allowed", c.Listen)
+	}
+	if c.DebugAddr != "" {
+		h, _, err := net.SplitHostPort(c.DebugAddr)
+		if ip, perr := netip.ParseAddr(h); err != nil || perr != nil || !ip.IsLoopback() {
+			return fmt.Errorf("--debug-addr %q: must be a loopback host:port such as 127.0.0.1:6060", c.DebugAddr)
+		}
 	}
 	if c.SandboxDir == "" {
 		if c.Store.DataDir == "" {

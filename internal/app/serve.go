@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"sync/atomic"
 	"time"
@@ -86,6 +87,11 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", c.Listen, err)
 	}
+	if c.DebugAddr != "" {
+		if err := serveDebug(ctx, logger, c.DebugAddr); err != nil {
+			return err
+		}
+	}
 	hs := api.NewHTTPServer(c.Listen, srv)
 	serve := func() error { return hs.Serve(ln) }
 	if c.TLSCert != "" {
@@ -131,4 +137,26 @@ func tlsConfig(c ServeConfig) (*tls.Config, error) {
 		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
 	}
 	return tc, nil
+}
+
+// serveDebug serves the Go profiles on a separate loopback listener, never
+// on the API's mux, so they are unreachable through the API port.
+func serveDebug(ctx context.Context, logger *slog.Logger, addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--debug-addr %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = hs.Close()
+	}()
+	go func() { _ = hs.Serve(ln) }()
+	logger.Warn("debug profiles served (loopback, unauthenticated)", "addr", ln.Addr().String())
+	return nil
 }

@@ -36,6 +36,10 @@ type Config struct {
 	Max       int64  // stop after this many operations per scenario
 	Sync      string // default | always
 	Log       io.Writer
+	// ProfileDir, when set, receives the server's CPU profile of each
+	// scenario (<scenario>.cpu.pprof) and a heap profile after it
+	// (<scenario>.heap.pprof), fetched from its --debug-addr listener.
+	ProfileDir string
 }
 
 // Result of one scenario.
@@ -60,9 +64,10 @@ type Result struct {
 var Scenarios = []string{"propose", "execute", "blocked", "mixed"}
 
 type server struct {
-	cmd  *exec.Cmd
-	base string
-	keys map[string]string
+	cmd   *exec.Cmd
+	base  string
+	debug string // pprof base URL, empty unless profiling
+	keys  map[string]string
 }
 
 // Run starts a server and runs each scenario against it.
@@ -89,7 +94,11 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		if sc == "blocked" {
 			call(hc, "PUT", srv.base+"/v1/tenants/acme/killswitch", srv.keys["admin"], map[string]any{"engaged": true, "reason": "bench: blocked scenario"})
 		}
+		prof := srv.startProfile(cfg, sc)
 		res, err := runScenario(ctx, cfg, hc, srv, sc)
+		if perr := prof(); perr != nil {
+			return out, perr
+		}
 		if sc == "blocked" {
 			call(hc, "PUT", srv.base+"/v1/tenants/acme/killswitch", srv.keys["admin"], map[string]any{"engaged": false, "reason": "bench: done"})
 		}
@@ -134,7 +143,19 @@ func startServer(ctx context.Context, cfg Config, dir string) (*server, error) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cmd := exec.Command(cfg.Binary, "serve", "--data-dir", data, "--listen", addr, "--sync", cfg.Sync, "--log-format", "text", "--no-worker")
+	args := []string{"serve", "--data-dir", data, "--listen", addr, "--sync", cfg.Sync, "--log-format", "text", "--no-worker"}
+	debug := ""
+	if cfg.ProfileDir != "" {
+		dl, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		debug = dl.Addr().String()
+		dl.Close()
+		args = append(args, "--debug-addr", debug)
+		debug = "http://" + debug
+	}
+	cmd := exec.Command(cfg.Binary, args...)
 	logf, err := os.Create(filepath.Join(dir, "server.log"))
 	if err != nil {
 		return nil, err
@@ -158,7 +179,46 @@ func startServer(ctx context.Context, cfg Config, dir string) (*server, error) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return &server{cmd: cmd, base: base, keys: keys}, nil
+	return &server{cmd: cmd, base: base, debug: debug, keys: keys}, nil
+}
+
+// startProfile starts fetching a CPU profile of the server for the length
+// of a scenario; the returned function waits for it and saves it with a
+// heap profile. Without a profile dir it does nothing.
+func (s *server) startProfile(cfg Config, sc string) func() error {
+	if s.debug == "" {
+		return func() error { return nil }
+	}
+	secs := max(int(cfg.Duration.Seconds())-1, 1)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- fetch(s.debug+"/debug/pprof/profile?seconds="+strconv.Itoa(secs), filepath.Join(cfg.ProfileDir, sc+".cpu.pprof"))
+	}()
+	return func() error {
+		if err := <-errc; err != nil {
+			return fmt.Errorf("cpu profile of %s: %w", sc, err)
+		}
+		if err := fetch(s.debug+"/debug/pprof/heap", filepath.Join(cfg.ProfileDir, sc+".heap.pprof")); err != nil {
+			return fmt.Errorf("heap profile of %s: %w", sc, err)
+		}
+		return nil
+	}
+}
+
+func fetch(url, path string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: HTTP %d", url, resp.StatusCode)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
 }
 
 func call(hc *http.Client, method, url, key string, body any) (int, []byte) {
