@@ -126,7 +126,7 @@ func (l *Log) Append(ctx context.Context, t tenant.ID, e Entry) (contract.AuditR
 		if rec.Hash, err = rec.ComputeHash(); err != nil {
 			return contract.AuditRecord{}, fmt.Errorf("audit append: hash: %w", err)
 		}
-		data, err := contract.Canonical(rec)
+		data, err := rec.AppendCanonical(nil)
 		if err != nil {
 			return contract.AuditRecord{}, fmt.Errorf("audit append: encode: %w", err)
 		}

@@ -24,78 +24,295 @@ func Canonical(v any) ([]byte, error) {
 	return CanonicalizeJSON(raw)
 }
 
-// CanonicalizeJSON rewrites a JSON document in canonical form.
+// CanonicalizeJSON rewrites a JSON document in canonical form. It is a
+// single pass over the bytes (no intermediate tree): values are written as
+// they are read, and only an object whose members arrive out of order is
+// rearranged. Duplicate object keys and trailing data are refused.
 func CanonicalizeJSON(raw []byte) ([]byte, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var tree any
-	if err := dec.Decode(&tree); err != nil {
-		return nil, fmt.Errorf("canonical: decode: %w", err)
+	c := canonicalizer{in: raw, out: make([]byte, 0, len(raw))}
+	if err := c.document(); err != nil {
+		return nil, err
 	}
-	if dec.More() {
-		return nil, fmt.Errorf("canonical: trailing data after JSON value")
-	}
-	buf := make([]byte, 0, len(raw))
-	return appendCanonical(buf, tree)
+	return c.out, nil
 }
 
-func appendCanonical(b []byte, v any) ([]byte, error) {
-	switch v := v.(type) {
-	case nil:
-		return append(b, "null"...), nil
-	case bool:
-		if v {
-			return append(b, "true"...), nil
+// maxDepth bounds nesting as encoding/json does.
+const maxDepth = 10000
+
+// canonicalizer reads in and appends the canonical form to out.
+type canonicalizer struct {
+	in      []byte
+	pos     int
+	out     []byte
+	members []member // stack of the members of the objects being read
+	scratch []byte
+}
+
+// member is one object member written to out[start:end] ("key":value);
+// key is its decoded name.
+type member struct {
+	key        []byte
+	start, end int
+}
+
+func (c *canonicalizer) document() error {
+	c.space()
+	if err := c.value(0); err != nil {
+		return err
+	}
+	c.space()
+	if c.pos != len(c.in) {
+		return fmt.Errorf("canonical: trailing data after JSON value at offset %d", c.pos)
+	}
+	return nil
+}
+
+func (c *canonicalizer) errorf(format string, args ...any) error {
+	return fmt.Errorf("canonical: offset %d: "+format, append([]any{c.pos}, args...)...)
+}
+
+func (c *canonicalizer) space() {
+	for c.pos < len(c.in) {
+		switch c.in[c.pos] {
+		case ' ', '\t', '\n', '\r':
+			c.pos++
+		default:
+			return
 		}
-		return append(b, "false"...), nil
-	case json.Number:
-		n, err := strconv.ParseInt(string(v), 10, 64)
+	}
+}
+
+func (c *canonicalizer) literal(word string) error {
+	if !bytes.HasPrefix(c.in[c.pos:], []byte(word)) {
+		return c.errorf("invalid literal")
+	}
+	c.pos += len(word)
+	c.out = append(c.out, word...)
+	return nil
+}
+
+func (c *canonicalizer) value(depth int) error {
+	if c.pos >= len(c.in) {
+		return c.errorf("unexpected end of JSON input")
+	}
+	switch ch := c.in[c.pos]; {
+	case ch == '{':
+		return c.object(depth + 1)
+	case ch == '[':
+		return c.array(depth + 1)
+	case ch == '"':
+		_, err := c.str()
+		return err
+	case ch == 't':
+		return c.literal("true")
+	case ch == 'f':
+		return c.literal("false")
+	case ch == 'n':
+		return c.literal("null")
+	case ch == '-' || ('0' <= ch && ch <= '9'):
+		return c.number()
+	default:
+		return c.errorf("invalid character %q looking for a value", ch)
+	}
+}
+
+func (c *canonicalizer) array(depth int) error {
+	if depth > maxDepth {
+		return c.errorf("nesting deeper than %d", maxDepth)
+	}
+	c.pos++
+	c.out = append(c.out, '[')
+	c.space()
+	if c.pos < len(c.in) && c.in[c.pos] == ']' {
+		c.pos++
+		c.out = append(c.out, ']')
+		return nil
+	}
+	for {
+		c.space()
+		if err := c.value(depth); err != nil {
+			return err
+		}
+		c.space()
+		if c.pos >= len(c.in) {
+			return c.errorf("unexpected end of JSON input in array")
+		}
+		switch c.in[c.pos] {
+		case ',':
+			c.pos++
+			c.out = append(c.out, ',')
+		case ']':
+			c.pos++
+			c.out = append(c.out, ']')
+			return nil
+		default:
+			return c.errorf("invalid character %q after array element", c.in[c.pos])
+		}
+	}
+}
+
+func (c *canonicalizer) object(depth int) error {
+	if depth > maxDepth {
+		return c.errorf("nesting deeper than %d", maxDepth)
+	}
+	c.pos++
+	c.out = append(c.out, '{')
+	body := len(c.out)
+	base := len(c.members)
+	defer func() { c.members = c.members[:base] }()
+	c.space()
+	if c.pos < len(c.in) && c.in[c.pos] == '}' {
+		c.pos++
+		c.out = append(c.out, '}')
+		return nil
+	}
+	for {
+		c.space()
+		if c.pos >= len(c.in) || c.in[c.pos] != '"' {
+			return c.errorf("object key must be a string")
+		}
+		start := len(c.out)
+		key, err := c.str()
 		if err != nil {
-			u, uerr := strconv.ParseUint(string(v), 10, 64)
-			if uerr != nil {
-				return nil, fmt.Errorf("canonical: only integers are allowed, got %s", v)
-			}
-			return strconv.AppendUint(b, u, 10), nil
+			return err
 		}
-		return strconv.AppendInt(b, n, 10), nil
-	case string:
-		return appendString(b, v), nil
-	case []any:
-		b = append(b, '[')
-		for i, e := range v {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			var err error
-			if b, err = appendCanonical(b, e); err != nil {
-				return nil, err
-			}
+		c.space()
+		if c.pos >= len(c.in) || c.in[c.pos] != ':' {
+			return c.errorf("expected ':' after object key")
 		}
-		return append(b, ']'), nil
-	case map[string]any:
-		keys := make([]string, 0, len(v))
-		for k := range v {
-			keys = append(keys, k)
+		c.pos++
+		c.out = append(c.out, ':')
+		c.space()
+		if err := c.value(depth); err != nil {
+			return err
 		}
+		c.members = append(c.members, member{key: key, start: start, end: len(c.out)})
+		c.space()
+		if c.pos >= len(c.in) {
+			return c.errorf("unexpected end of JSON input in object")
+		}
+		if c.in[c.pos] == '}' {
+			c.pos++
+			break
+		}
+		if c.in[c.pos] != ',' {
+			return c.errorf("invalid character %q after object member", c.in[c.pos])
+		}
+		c.pos++
+		c.out = append(c.out, ',')
+	}
+	ms := c.members[base:]
+	sorted := true
+	for i := 1; i < len(ms); i++ {
+		switch bytes.Compare(ms[i-1].key, ms[i].key) {
+		case 0:
+			return c.errorf("duplicate object key %q", ms[i].key)
+		case 1:
+			sorted = false
+		}
+	}
+	if !sorted {
 		// JCS orders keys by UTF-16 code units; for the ASCII keys V1 permits
 		// (schemas restrict property names) this equals byte order.
-		slices.Sort(keys)
-		b = append(b, '{')
-		for i, k := range keys {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendString(b, k)
-			b = append(b, ':')
-			var err error
-			if b, err = appendCanonical(b, v[k]); err != nil {
-				return nil, err
+		slices.SortFunc(ms, func(a, b member) int { return bytes.Compare(a.key, b.key) })
+		for i := 1; i < len(ms); i++ {
+			if bytes.Equal(ms[i-1].key, ms[i].key) {
+				return c.errorf("duplicate object key %q", ms[i].key)
 			}
 		}
-		return append(b, '}'), nil
-	default:
-		return nil, fmt.Errorf("canonical: unexpected %T", v)
+		c.scratch = append(c.scratch[:0], c.out[body:]...)
+		c.out = c.out[:body]
+		for i, m := range ms {
+			if i > 0 {
+				c.out = append(c.out, ',')
+			}
+			c.out = append(c.out, c.scratch[m.start-body:m.end-body]...)
+		}
 	}
+	c.out = append(c.out, '}')
+	return nil
+}
+
+// str reads a string, writes its canonical form and returns its decoded
+// value. A string without escapes in valid UTF-8 is copied as it is (its
+// canonical form is itself); any other goes through encoding/json's
+// decoder and appendString.
+func (c *canonicalizer) str() ([]byte, error) {
+	start := c.pos
+	i := c.pos + 1
+	plain, ascii := true, true
+	for {
+		if i >= len(c.in) {
+			return nil, c.errorf("unterminated string")
+		}
+		ch := c.in[i]
+		if ch == '"' {
+			break
+		}
+		switch {
+		case ch == '\\':
+			plain = false
+			i++ // the escaped byte; \u's digits are checked by the decoder
+		case ch < 0x20:
+			return nil, c.errorf("control character in string")
+		case ch >= utf8.RuneSelf:
+			ascii = false
+		}
+		i++
+	}
+	raw := c.in[start+1 : i]
+	c.pos = i + 1
+	if plain && (ascii || utf8.Valid(raw)) {
+		c.out = append(c.out, '"')
+		c.out = append(c.out, raw...)
+		c.out = append(c.out, '"')
+		return raw, nil
+	}
+	var s string
+	if err := json.Unmarshal(c.in[start:c.pos], &s); err != nil {
+		return nil, fmt.Errorf("canonical: offset %d: string: %w", start, err)
+	}
+	c.out = appendString(c.out, s)
+	return []byte(s), nil
+}
+
+// number reads an integer; fractions and exponents are refused, "-0" is
+// written as 0, and values outside int64 and uint64 are refused.
+func (c *canonicalizer) number() error {
+	start := c.pos
+	if c.in[c.pos] == '-' {
+		c.pos++
+	}
+	digits := c.pos
+	for c.pos < len(c.in) && '0' <= c.in[c.pos] && c.in[c.pos] <= '9' {
+		c.pos++
+	}
+	lit := c.in[start:c.pos]
+	switch n := c.pos - digits; {
+	case n == 0:
+		return c.errorf("invalid number")
+	case n > 1 && c.in[digits] == '0':
+		return c.errorf("invalid number %q: leading zero", lit)
+	}
+	if c.pos < len(c.in) {
+		switch c.in[c.pos] {
+		case '.', 'e', 'E':
+			return c.errorf("only integers are allowed, got a fraction or exponent after %s", lit)
+		}
+	}
+	if string(lit) == "-0" {
+		c.out = append(c.out, '0')
+		return nil
+	}
+	if len(lit) > 18 {
+		if _, err := strconv.ParseInt(string(lit), 10, 64); err != nil {
+			if _, uerr := strconv.ParseUint(string(lit), 10, 64); uerr != nil {
+				return c.errorf("only 64-bit integers are allowed, got %s", lit)
+			}
+		}
+	}
+	c.out = append(c.out, lit...)
+	return nil
 }
 
 const hexDigits = "0123456789abcdef"
@@ -130,7 +347,7 @@ func appendString(b []byte, s string) []byte {
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
 		if r == utf8.RuneError && size == 1 {
-			b = append(b, `\ufffd`...)
+			b = append(b, "\uFFFD"...) // as encoding/json decodes invalid UTF-8
 		} else {
 			b = append(b, s[i:i+size]...)
 		}

@@ -7,6 +7,8 @@ package contract
 
 import (
 	"encoding/json"
+	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -133,7 +135,58 @@ const ZeroHash = "00000000000000000000000000000000000000000000000000000000000000
 // ComputeHash returns the record's hash (over every field but Hash).
 func (r AuditRecord) ComputeHash() (string, error) {
 	r.Hash = ""
-	return HashOf(r)
+	b, err := r.AppendCanonical(nil)
+	if err != nil {
+		return "", err
+	}
+	return Hash(b), nil
+}
+
+// AppendCanonical appends the record's canonical JSON to b: the same bytes
+// as Canonical(r), written field by field in key order without reflection
+// (the audit append path runs it under the chain head's lock).
+func (r AuditRecord) AppendCanonical(b []byte) ([]byte, error) {
+	b = append(b, `{"actor":`...)
+	b = appendString(b, r.Actor)
+	b = append(b, `,"correlation_id":`...)
+	b = appendString(b, r.CorrelationID)
+	if r.Hash != "" {
+		b = append(b, `,"hash":`...)
+		b = appendString(b, r.Hash)
+	}
+	b = append(b, `,"kind":`...)
+	b = appendString(b, r.Kind)
+	b = append(b, `,"payload":`...)
+	switch {
+	case r.Payload == nil:
+		b = append(b, "null"...)
+	default:
+		c := canonicalizer{in: r.Payload, out: b}
+		if err := c.document(); err != nil {
+			return nil, fmt.Errorf("audit record payload: %w", err)
+		}
+		b = c.out
+	}
+	b = append(b, `,"payload_hash":`...)
+	b = appendString(b, r.PayloadHash)
+	b = append(b, `,"prev_hash":`...)
+	b = appendString(b, r.PrevHash)
+	if r.RequestID != "" {
+		b = append(b, `,"request_id":`...)
+		b = appendString(b, r.RequestID)
+	}
+	b = append(b, `,"schema_version":`...)
+	b = appendString(b, r.SchemaVersion)
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendUint(b, r.Seq, 10)
+	b = append(b, `,"tenant":`...)
+	b = appendString(b, r.Tenant)
+	b = append(b, `,"time":"`...)
+	b, err := r.Time.AppendText(b)
+	if err != nil {
+		return nil, fmt.Errorf("audit record time: %w", err)
+	}
+	return append(b, `"}`...), nil
 }
 
 // ExecutionResult is the outcome of one execution
