@@ -122,11 +122,7 @@ func (l *Log) Append(ctx context.Context, t tenant.ID, e Entry) (contract.AuditR
 		}
 		rec.Seq = h.seq + 1
 		rec.PrevHash = h.hash
-		rec.Hash = ""
-		if rec.Hash, err = rec.ComputeHash(); err != nil {
-			return contract.AuditRecord{}, fmt.Errorf("audit append: hash: %w", err)
-		}
-		data, err := rec.AppendCanonical(nil)
+		data, err := rec.Seal()
 		if err != nil {
 			return contract.AuditRecord{}, fmt.Errorf("audit append: encode: %w", err)
 		}

@@ -206,3 +206,24 @@ func TestVerifierNamesTamperedRecord(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkAppendParallel: 64 writers appending to one tenant's chain
+// through one embedded server (the shape of the load test's hot path).
+func BenchmarkAppendParallel(b *testing.B) {
+	st := openStore(b, store.Config{DataDir: b.TempDir()})
+	l := audit.New(st.JS, st.Audit)
+	tn := tenant.MustParse("acme")
+	payload := map[string]any{"input": map[string]any{"action": "fs.read", "target": "bench.txt"}, "reasons": []string{"ok"}}
+	b.SetParallelism(32) // 64 goroutines on 2 cores
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := l.Append(context.Background(), tn, audit.Entry{Kind: audit.KindGateAllowed, Actor: "bench", Time: t0, Payload: payload}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	verifyAll(b, "acme", scanAll(b, l, tn))
+}

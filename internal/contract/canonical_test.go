@@ -151,6 +151,17 @@ func checkRecord(t *testing.T, r AuditRecord) {
 		t.Fatalf("AppendCanonical(%+v): %v; generic gives %q", r, err, want)
 	case !bytes.Equal(got, want):
 		t.Fatalf("AppendCanonical\n got %q\nwant %q", got, want)
+	default:
+		// Seal: the hash over the record without it, spliced in place.
+		s := r
+		sealed, err := s.Seal()
+		r.Hash = ""
+		wantHash, herr := HashOf(r)
+		r.Hash = s.Hash
+		wantSealed, cerr := Canonical(r)
+		if err != nil || herr != nil || cerr != nil || s.Hash != wantHash || !bytes.Equal(sealed, wantSealed) {
+			t.Fatalf("Seal = %q, %s, %v\nwant %q, %s (%v %v)", sealed, s.Hash, err, wantSealed, wantHash, herr, cerr)
+		}
 	}
 }
 

@@ -135,21 +135,47 @@ const ZeroHash = "00000000000000000000000000000000000000000000000000000000000000
 // ComputeHash returns the record's hash (over every field but Hash).
 func (r AuditRecord) ComputeHash() (string, error) {
 	r.Hash = ""
-	b, err := r.AppendCanonical(nil)
+	b, _, err := r.appendCanonical(nil)
 	if err != nil {
 		return "", err
 	}
 	return Hash(b), nil
 }
 
+// Seal sets r.Hash and returns the record's canonical JSON with it, from
+// one encoding of the record (the payload is canonicalized once): the
+// bytes hashed are the record without its hash member, and the hash member
+// is then spliced in at its place in key order.
+func (r *AuditRecord) Seal() ([]byte, error) {
+	r.Hash = ""
+	b, at, err := r.appendCanonical(make([]byte, 0, len(r.Payload)+512))
+	if err != nil {
+		return nil, err
+	}
+	r.Hash = Hash(b)
+	out := make([]byte, 0, len(b)+len(`,"hash":""`)+len(r.Hash))
+	out = append(out, b[:at]...)
+	out = append(out, `,"hash":"`...)
+	out = append(out, r.Hash...)
+	out = append(out, '"')
+	return append(out, b[at:]...), nil
+}
+
 // AppendCanonical appends the record's canonical JSON to b: the same bytes
-// as Canonical(r), written field by field in key order without reflection
-// (the audit append path runs it under the chain head's lock).
+// as Canonical(r), written field by field in key order without reflection.
 func (r AuditRecord) AppendCanonical(b []byte) ([]byte, error) {
+	b, _, err := r.appendCanonical(b)
+	return b, err
+}
+
+// appendCanonical also returns the offset where the hash member is or
+// would be (right after correlation_id).
+func (r AuditRecord) appendCanonical(b []byte) ([]byte, int, error) {
 	b = append(b, `{"actor":`...)
 	b = appendString(b, r.Actor)
 	b = append(b, `,"correlation_id":`...)
 	b = appendString(b, r.CorrelationID)
+	at := len(b)
 	if r.Hash != "" {
 		b = append(b, `,"hash":`...)
 		b = appendString(b, r.Hash)
@@ -163,7 +189,7 @@ func (r AuditRecord) AppendCanonical(b []byte) ([]byte, error) {
 	default:
 		c := canonicalizer{in: r.Payload, out: b}
 		if err := c.document(); err != nil {
-			return nil, fmt.Errorf("audit record payload: %w", err)
+			return nil, 0, fmt.Errorf("audit record payload: %w", err)
 		}
 		b = c.out
 	}
@@ -184,9 +210,9 @@ func (r AuditRecord) AppendCanonical(b []byte) ([]byte, error) {
 	b = append(b, `,"time":"`...)
 	b, err := r.Time.AppendText(b)
 	if err != nil {
-		return nil, fmt.Errorf("audit record time: %w", err)
+		return nil, 0, fmt.Errorf("audit record time: %w", err)
 	}
-	return append(b, `"}`...), nil
+	return append(b, `"}`...), at, nil
 }
 
 // ExecutionResult is the outcome of one execution

@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	cedar "github.com/cedar-policy/cedar-go"
 
@@ -39,19 +40,58 @@ type Bundle struct {
 	// policies decide API operations. Each evaluation runs only its own
 	// scope (fewer policies on the hot path); an unscoped policy runs in both.
 	byScope map[string][]namedPolicy
+	// The iterators of the two scopes, built once so an evaluation does not
+	// allocate one.
+	actions, operations *scoped
+	// Cached cedar context records of fs requests: their context depends
+	// only on (class, role, path_local), so each combination is built and
+	// hashed once. Bounded by maxCachedContexts.
+	fsContexts sync.Map // fsContextKey -> cedar.Record
+	fsCached   atomic.Int32
 }
 
 // scoped iterates the policies of one scope, in source order.
-type scoped []namedPolicy
+type scoped struct {
+	policies []namedPolicy
+	all      iter.Seq2[cedar.PolicyID, *cedar.Policy]
+}
 
-func (s scoped) All() iter.Seq2[cedar.PolicyID, *cedar.Policy] {
-	return func(yield func(cedar.PolicyID, *cedar.Policy) bool) {
-		for _, p := range s {
+func newScoped(ps []namedPolicy) *scoped {
+	return &scoped{policies: ps, all: func(yield func(cedar.PolicyID, *cedar.Policy) bool) {
+		for _, p := range ps {
 			if !yield(p.id, p.policy) {
 				return
 			}
 		}
+	}}
+}
+
+func (s *scoped) All() iter.Seq2[cedar.PolicyID, *cedar.Policy] { return s.all }
+
+type fsContextKey struct {
+	class, role string
+	local       bool
+}
+
+// maxCachedContexts bounds the fs context cache (roles and classes are
+// small closed sets; the bound only guards against surprises).
+const maxCachedContexts = 256
+
+func (b *Bundle) fsContext(class, role string, local bool) cedar.Record {
+	k := fsContextKey{class, role, local}
+	if r, ok := b.fsContexts.Load(k); ok {
+		return r.(cedar.Record)
 	}
+	r := cedar.NewRecord(cedar.RecordMap{
+		"class":      cedar.String(class),
+		"role":       cedar.String(role),
+		"effect":     cedar.String(contract.EffectFS),
+		"path_local": cedar.Boolean(local),
+	})
+	if b.fsCached.Add(1) <= maxCachedContexts {
+		b.fsContexts.Store(k, r)
+	}
+	return r
 }
 
 type namedPolicy struct {
@@ -107,6 +147,7 @@ func Compile(name string, src []byte) (*Bundle, error) {
 			return nil, fmt.Errorf("policy %s: %s: @scope must be \"action\" or \"operation\"", name, id)
 		}
 	}
+	b.actions, b.operations = newScoped(b.byScope["action"]), newScoped(b.byScope["operation"])
 	return b, nil
 }
 
@@ -169,34 +210,35 @@ type Result struct {
 // an unknown effect, or any evaluation error means deny.
 func Evaluate(b *Bundle, req Request) Result {
 	var resType cedar.EntityType
-	ctx := cedar.RecordMap{
-		"class":  cedar.String(req.Class),
-		"role":   cedar.String(req.Role),
-		"effect": cedar.String(req.Effect),
-	}
+	var ctx cedar.Record
 	switch req.Effect {
 	case contract.EffectFS:
 		resType = "File"
-		ctx["path_local"] = cedar.Boolean(PathLocal(req.Target))
+		ctx = b.fsContext(req.Class, req.Role, PathLocal(req.Target))
 	case contract.EffectHTTP:
 		resType = "Url"
 		host, hostPort, schemeOK := URLHost(req.Target)
-		ctx["scheme_ok"] = cedar.Boolean(schemeOK)
-		ctx["host"] = cedar.String(host)
-		ctx["host_port"] = cedar.String(hostPort)
 		allow := make([]cedar.Value, len(req.Allowlist))
 		for i, h := range req.Allowlist {
 			allow[i] = cedar.String(strings.ToLower(h))
 		}
-		ctx["allowlist"] = cedar.NewSet(allow...)
+		ctx = cedar.NewRecord(cedar.RecordMap{
+			"class":     cedar.String(req.Class),
+			"role":      cedar.String(req.Role),
+			"effect":    cedar.String(req.Effect),
+			"scheme_ok": cedar.Boolean(schemeOK),
+			"host":      cedar.String(host),
+			"host_port": cedar.String(hostPort),
+			"allowlist": cedar.NewSet(allow...),
+		})
 	default:
 		return Result{Reasons: []string{"unknown_effect"}}
 	}
-	decision, diag := cedar.Authorize(scoped(b.byScope["action"]), nil, cedar.Request{
+	decision, diag := cedar.Authorize(b.actions, nil, cedar.Request{
 		Principal: cedar.NewEntityUID("Principal", cedar.String(req.PrincipalID)),
 		Action:    cedar.NewEntityUID("Action", cedar.String(req.Action)),
 		Resource:  cedar.NewEntityUID(resType, cedar.String(req.Target)),
-		Context:   cedar.NewRecord(ctx),
+		Context:   ctx,
 	})
 	return resultOf(decision, diag)
 }
@@ -279,7 +321,7 @@ func Authorize(b *Bundle, req OpRequest) Result {
 	if req.Tenant != "" {
 		resource = cedar.NewEntityUID("Tenant", cedar.String(req.Tenant))
 	}
-	decision, diag := cedar.Authorize(scoped(b.byScope["operation"]), nil, cedar.Request{
+	decision, diag := cedar.Authorize(b.operations, nil, cedar.Request{
 		Principal: cedar.NewEntityUID("Principal", cedar.String(req.PrincipalID)),
 		Action:    cedar.NewEntityUID("Action", cedar.String(req.Operation)),
 		Resource:  resource,
