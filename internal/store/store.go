@@ -113,7 +113,7 @@ func (s *Store) ensure(ctx context.Context, replicas int) error {
 		Replicas:    replicas,
 		DenyDelete:  true,
 		DenyPurge:   true,
-		Duplicates:  2 * time.Minute,
+		Duplicates:  30 * time.Second, // message-ID dedupe of publish retries; bounds the IDs kept in memory
 	})
 	if err != nil {
 		return fmt.Errorf("ensure stream %s: %w", tenant.AuditStream, err)
