@@ -59,16 +59,16 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 	if err != nil {
 		return Outcome{}, storeErr("audit decision", err)
 	}
-	g.saveDecision(ctx, t, s, d)
 	metrics.Decisions.WithLabelValues(d.Verdict, firstReason(d.Reasons)).Inc()
 	if d.Verdict != contract.Allow {
+		g.saveDecision(ctx, t, s, d)
 		g.cfg.Logger.InfoContext(ctx, "gate blocked", "tenant", t.String(), "intent", in.ID, "reasons", d.Reasons, "request_id", meta.RequestID)
 		return Outcome{Decision: d}, &contract.Error{Code: contract.CodeBlocked, Message: "the gate blocked this execution", Reasons: d.Reasons}
 	}
 
 	// Claim the idempotency key with a create-only write.
 	lkey := tenant.IdempotencyKey(t, in.IdempotencyKey)
-	c := claim{IntentID: in.ID, IntentHash: in.Hash, State: StateExecuting, Node: g.cfg.Node, StartedAt: input.Time}
+	c := claim{IntentID: in.ID, IntentHash: in.Hash, State: StateExecuting, Node: g.cfg.Node, StartedAt: input.Time, Decision: &d}
 	data, err := json.Marshal(c)
 	if err != nil {
 		return Outcome{}, fmt.Errorf("execute: encode claim: %w", err)
@@ -204,9 +204,10 @@ func (g *Gate) repeat(ctx context.Context, t tenant.ID, p *auth.Principal, in co
 	}
 }
 
-// saveDecision records the last decision on the stored intent. The audit
-// record is the durable truth; this copy only serves GET, so a failure is
-// logged, not fatal.
+// saveDecision records a blocking decision on the stored intent (an
+// allowing one travels in the idempotency claim). The audit record is the
+// durable truth; this copy only serves GET, so a failure is logged, not
+// fatal.
 func (g *Gate) saveDecision(ctx context.Context, t tenant.ID, s stored, d contract.Decision) {
 	s.LastDecision = &d
 	data, err := json.Marshal(s)

@@ -120,12 +120,16 @@ type stored struct {
 
 // claim is the idempotency-ledger value.
 type claim struct {
-	IntentID   string                    `json:"intent_id"`
-	IntentHash string                    `json:"intent_hash"`
-	State      string                    `json:"state"` // executing, succeeded, failed
-	Node       string                    `json:"node"`
-	StartedAt  time.Time                 `json:"started_at"`
-	Result     *contract.ExecutionResult `json:"result,omitempty"`
+	IntentID   string    `json:"intent_id"`
+	IntentHash string    `json:"intent_hash"`
+	State      string    `json:"state"` // executing, succeeded, failed
+	Node       string    `json:"node"`
+	StartedAt  time.Time `json:"started_at"`
+	// Decision is the allowing decision this execution ran under (kept
+	// here, in the write that claims the key, instead of a separate write
+	// of the intent).
+	Decision *contract.Decision        `json:"decision,omitempty"`
+	Result   *contract.ExecutionResult `json:"result,omitempty"`
 }
 
 // DecisionPayload is the audit payload of every record that carries a
@@ -349,6 +353,9 @@ func (g *Gate) view(ctx context.Context, t tenant.ID, s stored) (View, error) {
 		return View{}, storeErr("load idempotency claim", err)
 	default:
 		v.State, v.Result = g.claimState(t, s.Intent.IdempotencyKey, c), c.Result
+		if c.Decision != nil {
+			v.LastDecision = c.Decision
+		}
 	}
 	return v, nil
 }

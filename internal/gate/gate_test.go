@@ -451,3 +451,33 @@ func TestKillSwitchBlocksExecute(t *testing.T) {
 }
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// TestLastDecisionFollowsTheExecution: a blocking decision is recorded on
+// the intent; the allowing decision an execution ran under travels in its
+// idempotency claim, and GET shows it as the last decision.
+func TestLastDecisionFollowsTheExecution(t *testing.T) {
+	ex := &recorder{runs: map[string]int{}}
+	n := openNode(t, t.TempDir(), ex)
+	ctx := context.Background()
+	v, _, err := n.gate.Propose(ctx, acme, agent, writeReq("k1"), gate.Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.gate.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{}); contract.ErrorCode(err) != contract.CodeBlocked {
+		t.Fatalf("Execute before approval = %v, want blocked", err)
+	}
+	view, err := n.gate.Get(ctx, acme, v.Intent.ID)
+	if err != nil || view.State != gate.StateBlocked || view.LastDecision == nil || view.LastDecision.Verdict != contract.Deny {
+		t.Fatalf("Get after the block = %+v, %v", view, err)
+	}
+	approve(t, n, v.Intent.ID)
+	out, err := n.gate.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	view, err = n.gate.Get(ctx, acme, v.Intent.ID)
+	if err != nil || view.State != gate.StateSucceeded || view.LastDecision == nil || view.LastDecision.Verdict != contract.Allow ||
+		view.LastDecision.Checks[len(view.LastDecision.Checks)-1] != out.Decision.Checks[len(out.Decision.Checks)-1] {
+		t.Fatalf("Get after the execution = %+v, %v; decision %+v", view, err, out.Decision)
+	}
+}
