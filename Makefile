@@ -28,14 +28,11 @@ test-short:
 demo:
 	$(GO) run ./cmd/exoarmur demo
 
-# Each fuzz target for a bounded time (FUZZTIME, default 20s).
+# Each fuzz target for a bounded time (FUZZTIME, default 20s); the corpus
+# each grows is kept in the package's testdata/fuzz (replayed by go test).
 FUZZTIME ?= 20s
 fuzz:
-	$(GO) test -run='^$$' -fuzz='^FuzzDecodeIntentRequest$$' -fuzztime=$(FUZZTIME) ./internal/contract/
-	$(GO) test -run='^$$' -fuzz='^FuzzCanonical$$' -fuzztime=$(FUZZTIME) ./internal/contract/
-	$(GO) test -run='^$$' -fuzz='^FuzzTenantParse$$' -fuzztime=$(FUZZTIME) ./internal/tenant/
-	$(GO) test -run='^$$' -fuzz='^FuzzSandboxPath$$' -fuzztime=$(FUZZTIME) ./internal/executor/
-	$(GO) test -run='^$$' -fuzz='^FuzzReplayLine$$' -fuzztime=$(FUZZTIME) ./internal/replay/
+	./scripts/fuzz.sh $(FUZZTIME)
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=3 ./internal/gate/ ./internal/replay/

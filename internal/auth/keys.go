@@ -141,6 +141,11 @@ func parseKey(key string) (id, secret string, ok bool) {
 			return "", "", false
 		}
 	}
+	for i := 0; i < len(secret); i++ {
+		if c := secret[i]; !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return "", "", false
+		}
+	}
 	return id, secret, true
 }
 
