@@ -10,6 +10,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -114,6 +115,9 @@ func New(cfg Config) *Server {
 }
 
 const codeMethodNotAllowed = "method_not_allowed"
+
+// codeRequestTimeout: the client sent its body too slowly (408).
+const codeRequestTimeout = "request_timeout"
 
 type route struct {
 	Route
@@ -221,6 +225,26 @@ type errorBody struct {
 }
 
 // httpStatus maps an application error code to an HTTP status.
+// readBody reads a request body whole. A body over MaxBody stays a
+// *http.MaxBytesError (413); a body the client was too slow to send is
+// request_timeout (408); any other read failure (a broken chunked
+// encoding, a client gone away) is invalid_request. None is a 500.
+func readBody(r *http.Request) ([]byte, error) {
+	raw, err := io.ReadAll(r.Body)
+	var mbe *http.MaxBytesError
+	var ne net.Error
+	switch {
+	case err == nil:
+		return raw, nil
+	case errors.As(err, &mbe):
+		return nil, err
+	case errors.As(err, &ne) && ne.Timeout():
+		return nil, contract.Wrap(codeRequestTimeout, "the request body did not arrive in time", err)
+	default:
+		return nil, contract.Wrap(contract.CodeInvalid, "the request body could not be read", err)
+	}
+}
+
 func httpStatus(code string) int {
 	switch code {
 	case contract.CodeInvalid, contract.CodeInvalidTenant, contract.CodeUnknownAction:
@@ -239,6 +263,8 @@ func httpStatus(code string) int {
 		return http.StatusConflict
 	case contract.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
+	case codeRequestTimeout:
+		return http.StatusRequestTimeout
 	case contract.CodeStoreUnavailable:
 		return http.StatusServiceUnavailable
 	default:
@@ -310,7 +336,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) propose(w http.ResponseWriter, r *http.Request) error {
-	raw, err := io.ReadAll(r.Body)
+	raw, err := readBody(r)
 	if err != nil {
 		return err
 	}
@@ -451,7 +477,7 @@ func (s *Server) putSwitch(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	raw, err := io.ReadAll(r.Body)
+	raw, err := readBody(r)
 	if err != nil {
 		return err
 	}
@@ -510,7 +536,7 @@ func (s *Server) listApprovals(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) decideApproval(w http.ResponseWriter, r *http.Request) error {
-	raw, err := io.ReadAll(r.Body)
+	raw, err := readBody(r)
 	if err != nil {
 		return err
 	}
@@ -548,7 +574,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	raw, err := io.ReadAll(r.Body)
+	raw, err := readBody(r)
 	if err != nil {
 		return err
 	}
@@ -629,7 +655,7 @@ func (s *Server) listIntents(w http.ResponseWriter, r *http.Request) error {
 
 // resolve: POST .../intents/{id}/resolve {"outcome":"succeeded"|"failed","reason":"..."}.
 func (s *Server) resolve(w http.ResponseWriter, r *http.Request) error {
-	raw, err := io.ReadAll(r.Body)
+	raw, err := readBody(r)
 	if err != nil {
 		return err
 	}

@@ -67,6 +67,9 @@ type fixture struct {
 	srv  *httptest.Server
 	keys *keys
 	exec *okExec
+	// handler is the API handler itself, for tests that serve it with the
+	// production http.Server settings (api.NewHTTPServer).
+	handler http.Handler
 }
 
 const (
@@ -125,13 +128,14 @@ func newFixture(t *testing.T, opts ...func(*api.Config)) *fixture {
 	s := api.New(cfg)
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
-	return &fixture{log: log, st: st, srv: srv, keys: k, exec: ex}
+	return &fixture{log: log, st: st, srv: srv, keys: k, exec: ex, handler: s}
 }
 
 type resp struct {
-	code int
-	body map[string]any
-	raw  []byte
+	code   int
+	body   map[string]any
+	raw    []byte
+	header http.Header
 }
 
 func (f *fixture) do(t *testing.T, method, path, key string, body []byte) resp {
@@ -147,7 +151,7 @@ func (f *fixture) do(t *testing.T, method, path, key string, body []byte) resp {
 	defer r.Body.Close()
 	var buf bytes.Buffer
 	buf.ReadFrom(r.Body)
-	out := resp{code: r.StatusCode, raw: buf.Bytes()}
+	out := resp{code: r.StatusCode, raw: buf.Bytes(), header: r.Header}
 	_ = json.Unmarshal(buf.Bytes(), &out.body)
 	return out
 }
