@@ -77,7 +77,26 @@ type server struct {
 	t    *testing.T
 	cmd  *exec.Cmd
 	addr string
-	logs *bytes.Buffer
+	logs *syncBuffer
+}
+
+// syncBuffer collects a child process's output; the test may read it while
+// the process still writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 func startServer(t *testing.T, dataDir, addr string, extra ...string) *server {
@@ -107,7 +126,7 @@ func startServerNoWait(t *testing.T, dataDir, addr string, extra ...string) *ser
 		args = append(args, "--data-dir", dataDir)
 	}
 	cmd := exec.Command(binary(t), args...)
-	logs := &bytes.Buffer{}
+	logs := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -55,6 +55,11 @@ func (s *Server) guard(r *http.Request, ri *reqInfo, op string) error {
 	if op == "" {
 		return nil
 	}
+	if s.cfg.Ready != nil && !s.cfg.Ready() {
+		// Fail fast: with the store down every read and write would wait
+		// for its timeout, and none could be persisted or audited.
+		return contract.Errorf(contract.CodeStoreUnavailable, "the durable store is not ready; nothing was changed")
+	}
 	src := source(r)
 	if s.fails.blocked(src, s.now(), s.failLimit()) {
 		return contract.Errorf(codeRateLimited, "too many failed authentication attempts from this address; try again later")

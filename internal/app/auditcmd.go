@@ -28,7 +28,7 @@ func runAudit(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%w: --tenant: %v", errUsage, err)
 	}
-	st, err := openStore(ctx, sc, "exoarmur-audit")
+	st, err := openStore(ctx, sc, "exoarmur-audit", nil)
 	if err != nil {
 		return err
 	}

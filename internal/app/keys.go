@@ -54,7 +54,7 @@ func runKeys(ctx context.Context, env Env, args []string) error {
 	if err := req.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	st, err := openStore(ctx, sc, "exoarmur-keys")
+	st, err := openStore(ctx, sc, "exoarmur-keys", nil)
 	if err != nil {
 		return err
 	}
@@ -105,7 +105,7 @@ func runKeysAdmin(ctx context.Context, env Env, args []string) error {
 	if err := parseFlags(fs, rest); err != nil {
 		return err
 	}
-	st, err := openStore(ctx, sc, "exoarmur-keys")
+	st, err := openStore(ctx, sc, "exoarmur-keys", nil)
 	if err != nil {
 		return err
 	}

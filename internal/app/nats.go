@@ -42,7 +42,8 @@ func runNATS(ctx context.Context, env Env, args []string) error {
 			return fmt.Errorf("%w: --users %s: %v", errUsage, *usersFile, err)
 		}
 	}
-	srv, err := store.StartServer(store.ServerConfig{DataDir: *dataDir, Host: host, Port: port, SyncAlways: *sync == "always", Debug: *debug, Users: users})
+	srv, err := store.StartServer(store.ServerConfig{DataDir: *dataDir, Host: host, Port: port, SyncAlways: *sync == "always", Debug: *debug, Users: users,
+		Logger: newLogger(env, "text")})
 	if err != nil {
 		return err
 	}

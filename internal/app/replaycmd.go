@@ -70,7 +70,7 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 }
 
 func replayLive(ctx context.Context, sc StoreConfig, only tenant.ID, rp *replay.Replayer) error {
-	st, err := openStore(ctx, sc, "exoarmur-replay")
+	st, err := openStore(ctx, sc, "exoarmur-replay", nil)
 	if err != nil {
 		return err
 	}

@@ -42,15 +42,15 @@ func prodDeps(logger *slog.Logger) deps {
 	return deps{now: time.Now, rand: rand.Reader, logger: logger}
 }
 
-func openStore(ctx context.Context, c StoreConfig, name string) (*store.Store, error) {
+func openStore(ctx context.Context, c StoreConfig, name string, logger *slog.Logger) (*store.Store, error) {
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
-	return store.Open(ctx, store.Config{DataDir: c.DataDir, NATSURL: c.NATSURL, SyncAlways: c.Sync == "always", Name: name})
+	return store.Open(ctx, store.Config{DataDir: c.DataDir, NATSURL: c.NATSURL, SyncAlways: c.Sync == "always", Name: name, Logger: logger})
 }
 
 func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
-	st, err := openStore(ctx, c.Store, "exoarmur-"+c.Node)
+	st, err := openStore(ctx, c.Store, "exoarmur-"+c.Node, d.logger)
 	if err != nil {
 		return nil, err
 	}

@@ -15,8 +15,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -41,6 +44,9 @@ type Config struct {
 	Replicas int
 	// Name is the NATS client name (shows in server monitoring).
 	Name string
+	// Logger receives the embedded server's warnings and errors (a full
+	// disk, a store that cannot write); nil discards them.
+	Logger *slog.Logger
 }
 
 // Store is an open JetStream connection with ExoArmur's streams and buckets.
@@ -53,10 +59,47 @@ type Store struct {
 	Principals  jetstream.KeyValue
 	Control     jetstream.KeyValue
 	Approvals   jetstream.KeyValue
+	Health      jetstream.KeyValue
 	Audit       jetstream.Stream
 	Work        jetstream.Stream
 
 	srv *Server // embedded server, nil with an external URL
+
+	// Store health, probed in the background by a write: the connection
+	// and JetStream's API stay up while a stream whose disk is full or
+	// unwritable stops acknowledging writes.
+	lastHealthy atomic.Int64 // unix nanos of the last answered probe
+	// writeFailed is set when the embedded server reports a critical
+	// write error: that stream acknowledges nothing until a restart.
+	writeFailed atomic.Bool
+	stopProbe   context.CancelFunc
+	probeDone   chan struct{}
+}
+
+// Health probe timing: a probe every healthEvery; the store reads as not
+// ready once no probe was answered for healthWindow.
+const (
+	healthEvery  = 500 * time.Millisecond
+	healthWindow = 2 * time.Second
+)
+
+func (s *Store) probe(ctx context.Context) {
+	defer close(s.probeDone)
+	t := time.NewTicker(healthEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, healthWindow/2)
+		now := time.Now()
+		if _, err := s.Health.Put(pctx, tenant.HealthKey, now.AppendFormat(nil, time.RFC3339Nano)); err == nil {
+			s.lastHealthy.Store(now.UnixNano())
+		}
+		cancel()
+	}
 }
 
 // Open starts (or connects to) NATS and ensures every stream and bucket.
@@ -71,7 +114,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		nats.ReconnectBufSize(-1),
 	}
 	if cfg.NATSURL == "" {
-		srv, err := StartServer(ServerConfig{DataDir: cfg.DataDir, SyncAlways: cfg.SyncAlways, DontListen: true})
+		srv, err := StartServer(ServerConfig{DataDir: cfg.DataDir, SyncAlways: cfg.SyncAlways, DontListen: true, Logger: cfg.Logger,
+			OnCriticalWrite: func(msg string) {
+				if s.writeFailed.CompareAndSwap(false, true) && cfg.Logger != nil {
+					cfg.Logger.Error("the store can no longer persist writes: every write is refused (503) and /readyz is not ready; free or repair the data dir's disk, then restart", "cause", msg)
+				}
+			}})
 		if err != nil {
 			return nil, err
 		}
@@ -98,6 +146,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
+	s.lastHealthy.Store(time.Now().UnixNano()) // ensure just talked to JetStream
+	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopProbe, s.probeDone = cancel, make(chan struct{})
+	go s.probe(pctx)
 	return s, nil
 }
 
@@ -146,6 +198,9 @@ func (s *Store) ensure(ctx context.Context, replicas int) error {
 	if s.Approvals, err = kv(tenant.ApprovalsBucket, "ExoArmur approvals, one record per intent", 16); err != nil {
 		return err
 	}
+	if s.Health, err = kv(tenant.HealthBucket, "ExoArmur store write probe (a timestamp, no tenant data)", 1); err != nil {
+		return err
+	}
 	s.Work, err = s.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        tenant.WorkStream,
 		Description: "ExoArmur background executor work queue (approved intents to execute)",
@@ -163,6 +218,11 @@ func (s *Store) ensure(ctx context.Context, replicas int) error {
 
 // Close drains the connection and stops an embedded server.
 func (s *Store) Close() error {
+	if s.stopProbe != nil {
+		s.stopProbe()
+		<-s.probeDone
+		s.stopProbe = nil
+	}
 	if s.NC != nil {
 		s.NC.Close()
 	}
@@ -177,8 +237,12 @@ func (s *Store) shutdownServer() {
 	}
 }
 
-// Ready reports whether the store connection is usable.
-func (s *Store) Ready() bool { return s.NC != nil && s.NC.IsConnected() }
+// Ready reports whether the store is usable: connected, a probe write was
+// acknowledged within the last healthWindow, and (embedded server) no
+// stream reported a critical write error.
+func (s *Store) Ready() bool {
+	return !s.writeFailed.Load() && s.NC != nil && s.NC.IsConnected() && time.Since(time.Unix(0, s.lastHealthy.Load())) < healthWindow
+}
 
 // ServerConfig configures a NATS+JetStream server run from this binary.
 type ServerConfig struct {
@@ -188,6 +252,13 @@ type ServerConfig struct {
 	DontListen bool   // in-process only
 	SyncAlways bool
 	Debug      bool
+	// Logger receives the server's warnings and errors (nil: none, unless
+	// Debug, which logs everything to stderr).
+	Logger *slog.Logger
+	// OnCriticalWrite is called when a stream reports a critical write
+	// error (disk full, read-only, I/O error): from then on that stream
+	// acknowledges no write until the server restarts.
+	OnCriticalWrite func(msg string)
 	// Users, when set, require every client to authenticate; each node
 	// user is confined at the broker to its tenants (defence in depth).
 	Users []User
@@ -290,6 +361,8 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	}
 	if cfg.Debug {
 		srv.ConfigureLogger()
+	} else if cfg.Logger != nil || cfg.OnCriticalWrite != nil {
+		srv.SetLoggerV2(natsLogger{l: cfg.Logger, onCritical: cfg.OnCriticalWrite}, false, false, false)
 	}
 	go srv.Start()
 	if !srv.ReadyForConnections(30 * time.Second) {
@@ -306,3 +379,30 @@ func cmpOr(a, b string) string {
 	}
 	return b
 }
+
+// natsLogger passes the embedded server's warnings and errors to slog
+// (notices are startup chatter; debug and trace are off) and reports
+// critical write errors, which the server only logs.
+type natsLogger struct {
+	l          *slog.Logger
+	onCritical func(string)
+}
+
+func (n natsLogger) Noticef(string, ...any) {}
+func (n natsLogger) Debugf(string, ...any)  {}
+func (n natsLogger) Tracef(string, ...any)  {}
+func (n natsLogger) Warnf(format string, v ...any) {
+	if n.l != nil {
+		n.l.Warn("nats server: " + fmt.Sprintf(format, v...))
+	}
+}
+func (n natsLogger) Errorf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	if n.l != nil {
+		n.l.Error("nats server: " + msg)
+	}
+	if n.onCritical != nil && strings.Contains(msg, "critical write error") {
+		n.onCritical(msg)
+	}
+}
+func (n natsLogger) Fatalf(format string, v ...any) { n.Errorf("(fatal) "+format, v...) }

@@ -29,6 +29,13 @@ const (
 	// WorkConsumer is the durable consumer every node's worker shares.
 	WorkConsumer = "exoarmur-worker"
 
+	// HealthBucket holds HealthKey, a timestamp every node writes twice a
+	// second: a write that is acknowledged proves the store can persist
+	// (the connection and JetStream's API stay up when its disk is full).
+	HealthBucket = "exoarmur_health"
+	// HealthKey is the one key of HealthBucket.
+	HealthKey = "probe"
+
 	// ControlBucket holds the kill switches: GlobalSwitchKey and
 	// <tenant>.killswitch.
 	ControlBucket = "exoarmur_control"
@@ -60,6 +67,7 @@ var GlobalExemptions = []Exemption{
 	{PrincipalsBucket, "the API key registry: one key may be granted several tenants, so it cannot live in one tenant's scope; keys are hashed and listing is admin only"},
 	{GlobalSwitchKey, "the global kill switch: one switch that stops every tenant; changed by admins only, every change audited in the system chain"},
 	{AuditSubject(System), "the system audit chain: global control changes (the global kill switch), which belong to no tenant"},
+	{HealthBucket, "the store's write probe: a timestamp overwritten by every node twice a second; holds no tenant data"},
 	{ControlAppliedSubject, "propagation acknowledgements of control revisions between nodes; carries node names and revisions only, no tenant data"},
 }
 
@@ -116,7 +124,7 @@ func IdempotencyKey(id ID, key string) string { return id.s + "." + key }
 // (less the destructive calls in NodePublishDeny). With global, the node may
 // also change the global switch and append to the system chain.
 func NodePublishAllow(tenants []ID, global bool) []string {
-	allow := []string{"$JS.API.>", ControlAppliedSubject}
+	allow := []string{"$JS.API.>", ControlAppliedSubject, "$KV." + HealthBucket + "." + HealthKey}
 	for _, t := range tenants {
 		allow = append(allow,
 			AuditSubject(t),

@@ -1,0 +1,202 @@
+package main_test
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// mountTmpfs mounts a tmpfs of size MiB on a fresh directory (this suite
+// runs as root on Linux, as CI does) and unmounts it when the test ends.
+// A failed mount fails the test: nothing here is skipped.
+func mountTmpfs(t *testing.T, sizeMiB int) string {
+	t.Helper()
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%dm", sizeMiB), "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs on %s (the storage fault tests need root): %v\n%s", dir, err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
+	return dir
+}
+
+func remount(t *testing.T, dir, mode string) {
+	t.Helper()
+	if out, err := exec.Command("mount", "-o", "remount,"+mode, dir).CombinedOutput(); err != nil {
+		t.Fatalf("remount %s %s: %v\n%s", dir, mode, err, out)
+	}
+}
+
+// fill writes zeros to a file on dir until the file system is full.
+func fill(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "filler")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 1<<20)
+	for i := 0; i < 4096; i++ {
+		if _, err := f.Write(chunk); err != nil {
+			if errors.Is(err, syscall.ENOSPC) {
+				return path
+			}
+			t.Fatalf("fill: %v", err)
+		}
+	}
+	t.Fatal("fill: the file system never filled up")
+	return ""
+}
+
+// proposeAll proposes n intents and returns the IDs acknowledged with 201
+// and the status codes of the rest (never a 2xx other than 201).
+func proposeAll(t *testing.T, srv *server, key, prefix string, n int) (acked []string, refused map[int]int, codes map[string]int) {
+	t.Helper()
+	refused, codes = map[int]int{}, map[string]int{}
+	for i := range n {
+		code, m := srv.do("POST", "/v1/tenants/acme/intents", key, map[string]any{
+			"action": "fs.read", "target": "x.txt", "idempotency_key": fmt.Sprintf("%s-%03d", prefix, i),
+			"justification": strings.Repeat("fill the disk ", 40),
+		})
+		switch {
+		case code == http.StatusCreated:
+			acked = append(acked, intentID(m))
+		case code >= 500:
+			refused[code]++
+			if e, ok := m["error"].(map[string]any); ok {
+				codes[fmt.Sprint(e["code"])]++
+			}
+		default:
+			t.Fatalf("propose %s-%03d: unexpected %d %v", prefix, i, code, m)
+		}
+	}
+	return acked, refused, codes
+}
+
+func readyz(addr string) int {
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		return -1
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// checkAcked restarts nothing; it asserts every acknowledged intent is
+// readable and the tenant's chain verifies.
+func checkAcked(t *testing.T, srv *server, key string, acked []string) {
+	t.Helper()
+	for _, id := range acked {
+		if code, m := srv.do("GET", "/v1/tenants/acme/intents/"+id, key, nil); code != 200 {
+			t.Fatalf("acknowledged intent %s lost: %d %v", id, code, m)
+		}
+	}
+	if code, rep := srv.do("GET", "/v1/tenants/acme/audit/verify", key, nil); code != 200 || rep["pass"] != true {
+		t.Fatalf("chain after the fault: %d %v", code, rep)
+	}
+}
+
+// TestDiskFull: the data dir's file system fills up under a running server.
+// Writes are refused with 503 store_unavailable (never acknowledged; the
+// first waits for the store's timeout, the rest are refused at once),
+// /readyz turns not ready, the log says what happened and what to do; once
+// space is freed and the server restarted, everything acknowledged is
+// there, the chain verifies, and writes work again.
+func TestDiskFull(t *testing.T) {
+	mnt := mountTmpfs(t, 48)
+	dataDir := filepath.Join(mnt, "data")
+	key := createKey(t, dataDir)
+	addr := freePort(t)
+	srv := startServer(t, dataDir, addr)
+	goLive(t, addr, adminKeys[dataDir])
+
+	before, refused, _ := proposeAll(t, srv, key, "before", 5)
+	if len(refused) != 0 {
+		t.Fatalf("refusals before the disk filled: %v", refused)
+	}
+	filler := fill(t, mnt)
+	during, refused, codes := proposeAll(t, srv, key, "full", 10)
+	if refused[http.StatusServiceUnavailable] == 0 || len(refused) != 1 || len(codes) != 1 || codes["store_unavailable"] == 0 {
+		t.Fatalf("with the disk full: acknowledged %d, refused %v with codes %v; want 503 store_unavailable only\n%s", len(during), refused, codes, srv.logs.String())
+	}
+	if got := readyz(addr); got != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz with the disk full = %d, want 503", got)
+	}
+	logs := srv.logs.String()
+	if !strings.Contains(logs, "no space left on device") || !strings.Contains(logs, "the store can no longer persist writes") {
+		t.Fatalf("the server's log does not say the disk is full and what to do:\n%s", logs)
+	}
+	t.Logf("disk full: %d proposals acknowledged before the first refusal, %d refused", len(during), refused[503])
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	// A stream that failed a write acknowledges nothing until a restart,
+	// so the server keeps saying so rather than timing out write by write.
+	time.Sleep(time.Second)
+	if got := readyz(addr); got != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz after freeing space without a restart = %d, want 503", got)
+	}
+	if _, refused, _ := proposeAll(t, srv, key, "freed", 2); refused[503] != 2 {
+		t.Fatalf("writes after freeing space without a restart: refused %v, want 503s", refused)
+	}
+	srv.kill()
+	srv = startServer(t, dataDir, addr)
+	checkAcked(t, srv, key, append(before, during...))
+	after, refused, _ := proposeAll(t, srv, key, "after", 3)
+	if len(refused) != 0 || len(after) != 3 {
+		t.Fatalf("after freeing space: acknowledged %d, refused %v", len(after), refused)
+	}
+}
+
+// TestReadOnlyDataDir: a server refuses to start on a read-only data dir,
+// exits non-zero with an error naming it, and changes nothing; once the
+// data dir is writable again it starts on the same data and everything
+// stored before is there. (A data dir turning read-only under a running
+// server cannot be staged here: Linux refuses to remount a file system
+// read-only while files on it are open for writing. The server then sees
+// failed writes, the path TestDiskFull exercises.)
+func TestReadOnlyDataDir(t *testing.T) {
+	mnt := mountTmpfs(t, 64)
+	dataDir := filepath.Join(mnt, "data")
+	key := createKey(t, dataDir)
+	addr := freePort(t)
+	srv := startServer(t, dataDir, addr)
+	goLive(t, addr, adminKeys[dataDir])
+	before, refused, _ := proposeAll(t, srv, key, "rw", 5)
+	if len(refused) != 0 {
+		t.Fatalf("refusals on a writable data dir: %v", refused)
+	}
+	srv.kill()
+
+	remount(t, mnt, "ro")
+	cmd := exec.Command(binary(t), "serve", "--data-dir", dataDir, "--listen", freePort(t))
+	done := make(chan struct{})
+	var out []byte
+	var err error
+	go func() { out, err = cmd.CombinedOutput(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("serve on a read-only data dir did not exit within 30s")
+	}
+	if err == nil || !strings.Contains(string(out), dataDir) || !strings.Contains(string(out), "read-only file system") {
+		t.Fatalf("serve on a read-only data dir: err=%v, output:\n%s", err, out)
+	}
+	t.Logf("serve on a read-only data dir: %v: %s", err, strings.TrimSpace(string(out)))
+
+	remount(t, mnt, "rw")
+	srv = startServer(t, dataDir, addr)
+	checkAcked(t, srv, key, before)
+	if after, refused, _ := proposeAll(t, srv, key, "again", 3); len(refused) != 0 || len(after) != 3 {
+		t.Fatalf("after remounting read-write: acknowledged %d, refused %v", len(after), refused)
+	}
+}
