@@ -55,10 +55,10 @@ endif
 reality-verify:
 	$(GO) run ./cmd/exoarmur reality verify
 
-# Ten minutes at 500 governed executions/s (about half the measured maximum),
+# Ten minutes at 900 governed executions/s (about half the measured maximum),
 # sampled every minute; fails unless memory, goroutines and p99 stay flat.
 soak: build
-	$(BIN) bench soak --rate 500 --clients 32 --duration 10m --interval 1m
+	$(BIN) bench soak --rate 900 --clients 32 --duration 10m --interval 1m
 
 clean:
 	rm -rf bin

@@ -93,8 +93,15 @@ func runSoak(ctx context.Context, env Env, args []string) error {
 	clients := fs.Int("clients", 32, "concurrent keep-alive clients")
 	duration := fs.Duration("duration", 10*time.Minute, "soak length (at most 10m)")
 	interval := fs.Duration("interval", time.Minute, "sampling interval")
+	profile := fs.String("profile-dir", "", "save a heap profile of the server at every sample in this directory")
+	jsonOut := fs.String("json", "", "also write the samples as JSON here")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *profile != "" {
+		if err := os.MkdirAll(*profile, 0o755); err != nil {
+			return fmt.Errorf("--profile-dir: %w", err)
+		}
 	}
 	if *rate < 1 || *clients < 1 || *duration <= 0 || *duration > 10*time.Minute || *interval <= 0 {
 		return fmt.Errorf("%w: --rate >= 1, --clients >= 1, 0 < --duration <= 10m, --interval > 0", errUsage)
@@ -103,9 +110,18 @@ func runSoak(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	_, flat, err := bench.Soak(ctx, bench.SoakConfig{Binary: exe, Rate: *rate, Clients: *clients, Duration: *duration, Interval: *interval, Log: env.Stdout})
+	samples, flat, err := bench.Soak(ctx, bench.SoakConfig{Binary: exe, Rate: *rate, Clients: *clients, Duration: *duration, Interval: *interval, Log: env.Stdout, ProfileDir: *profile})
 	if err != nil {
 		return err
+	}
+	if *jsonOut != "" {
+		b, err := json.MarshalIndent(map[string]any{"rate": *rate, "clients": *clients, "flat": flat, "samples": samples}, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
+			return fmt.Errorf("--json: %w", err)
+		}
 	}
 	if !flat {
 		return fmt.Errorf("soak: memory, goroutines or p99 did not stay flat, or requests failed")

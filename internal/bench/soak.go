@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +25,9 @@ type SoakConfig struct {
 	Duration time.Duration
 	Interval time.Duration
 	Log      io.Writer
+	// ProfileDir, when set, receives a heap profile of the server at every
+	// sample (heap-<n>.pprof), to see what memory growth is made of.
+	ProfileDir string
 }
 
 // Sample is one interval of a soak.
@@ -33,6 +37,7 @@ type Sample struct {
 	Errors     int64         `json:"errors"`
 	P99us      int64         `json:"p99_us"`
 	RSSMB      int64         `json:"rss_mb"`
+	HeapMB     int64         `json:"heap_inuse_mb"` // the server's Go heap in use
 	Goroutines int64         `json:"goroutines"`
 }
 
@@ -46,11 +51,14 @@ func Soak(ctx context.Context, cfg SoakConfig) ([]Sample, bool, error) {
 		return nil, false, err
 	}
 	defer os.RemoveAll(dir)
-	srv, err := startServer(ctx, Config{Binary: cfg.Binary, Sync: "default", Log: cfg.Log}, dir)
+	srv, err := startServer(ctx, Config{Binary: cfg.Binary, Sync: "default", Log: cfg.Log, ProfileDir: cfg.ProfileDir}, dir)
 	if err != nil {
 		return nil, false, err
 	}
 	defer func() { _ = srv.cmd.Process.Kill(); _ = srv.cmd.Wait() }()
+	if srv.debug != "" {
+		fmt.Fprintf(cfg.Log, "soak: server profiles at %s/debug/pprof/\n", srv.debug)
+	}
 	tr := &http.Transport{MaxIdleConnsPerHost: cfg.Clients * 2}
 	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	for _, path := range []string{"/v1/killswitch", "/v1/tenants/acme/killswitch"} {
@@ -95,10 +103,16 @@ func Soak(ctx context.Context, cfg SoakConfig) ([]Sample, bool, error) {
 		hist.Reset()
 		mu.Unlock()
 		cur, _ := rss(srv.cmd.Process.Pid)
+		m := metricValues(hc, srv.base, srv.keys["admin"], "go_goroutines", "go_memstats_heap_inuse_bytes")
 		s := Sample{At: time.Since(start).Round(time.Second), Ops: ops.Load() - lastOps, Errors: errs.Load() - lastErrs, P99us: p99,
-			RSSMB: cur, Goroutines: goroutines(hc, srv.base, srv.keys["admin"])}
+			RSSMB: cur, HeapMB: int64(m[1] / (1 << 20)), Goroutines: int64(m[0])}
 		lastOps, lastErrs = ops.Load(), errs.Load()
-		fmt.Fprintf(cfg.Log, "soak %6s: %6d ops (%d errors)  p99 %6dus  rss %4d MB  goroutines %d\n", s.At, s.Ops, s.Errors, s.P99us, s.RSSMB, s.Goroutines)
+		fmt.Fprintf(cfg.Log, "soak %6s: %6d ops (%d errors)  p99 %6dus  rss %4d MB  heap in use %4d MB  goroutines %d\n", s.At, s.Ops, s.Errors, s.P99us, s.RSSMB, s.HeapMB, s.Goroutines)
+		if srv.debug != "" {
+			if err := fetch(srv.debug+"/debug/pprof/heap", filepath.Join(cfg.ProfileDir, fmt.Sprintf("heap-%02d.pprof", len(samples)+1))); err != nil {
+				return samples, false, fmt.Errorf("heap profile: %w", err)
+			}
+		}
 		samples = append(samples, s)
 	}
 	wg.Wait()
@@ -115,21 +129,26 @@ func Soak(ctx context.Context, cfg SoakConfig) ([]Sample, bool, error) {
 	return samples, flat, nil
 }
 
-// goroutines reads go_goroutines from the server's /metrics.
-func goroutines(hc *http.Client, base, key string) int64 {
+// metricValues reads gauges from the server's /metrics (-1 if absent).
+func metricValues(hc *http.Client, base, key string, names ...string) []float64 {
+	out := make([]float64, len(names))
+	for i := range out {
+		out[i] = -1
+	}
 	req, _ := http.NewRequest("GET", base+"/metrics", nil)
 	req.Header.Set("Authorization", "Bearer "+key)
 	resp, err := hc.Do(req)
 	if err != nil {
-		return -1
+		return out
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "go_goroutines "); ok {
-			n, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return int64(n)
+		for i, name := range names {
+			if v, ok := strings.CutPrefix(line, name+" "); ok {
+				out[i], _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
+			}
 		}
 	}
-	return -1
+	return out
 }
