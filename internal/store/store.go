@@ -72,6 +72,7 @@ type Store struct {
 	// writeFailed is set when the embedded server reports a critical
 	// write error: that stream acknowledges nothing until a restart.
 	writeFailed atomic.Bool
+	connected   atomic.Bool // maintained by the connection's handlers
 	stopProbe   context.CancelFunc
 	probeDone   chan struct{}
 }
@@ -112,6 +113,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		// No buffering while disconnected: a write fails at once (503)
 		// instead of landing later, after the caller was told it failed.
 		nats.ReconnectBufSize(-1),
+		// Connection state for Ready without taking the connection's lock
+		// on every request.
+		nats.DisconnectErrHandler(func(*nats.Conn, error) { s.connected.Store(false) }),
+		nats.ReconnectHandler(func(*nats.Conn) { s.connected.Store(true) }),
+		nats.ClosedHandler(func(*nats.Conn) { s.connected.Store(false) }),
 	}
 	if cfg.NATSURL == "" {
 		srv, err := StartServer(ServerConfig{DataDir: cfg.DataDir, SyncAlways: cfg.SyncAlways, DontListen: true, Logger: cfg.Logger,
@@ -136,6 +142,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("connect nats: %w: %w", ErrUnavailable, err)
 	}
 	s.NC = nc
+	s.connected.Store(nc.IsConnected())
 	js, err := jetstream.New(nc)
 	if err != nil {
 		s.Close()
@@ -241,7 +248,7 @@ func (s *Store) shutdownServer() {
 // acknowledged within the last healthWindow, and (embedded server) no
 // stream reported a critical write error.
 func (s *Store) Ready() bool {
-	return !s.writeFailed.Load() && s.NC != nil && s.NC.IsConnected() && time.Since(time.Unix(0, s.lastHealthy.Load())) < healthWindow
+	return !s.writeFailed.Load() && s.connected.Load() && time.Since(time.Unix(0, s.lastHealthy.Load())) < healthWindow
 }
 
 // ServerConfig configures a NATS+JetStream server run from this binary.
