@@ -183,6 +183,10 @@ func TestHTTPAllowlist(t *testing.T) {
 		{"credentials in URL", strings.Replace(allowed.URL, "http://", "http://user:pw@", 1), ErrHostNotAllowed},
 		{"not http", "file:///etc/passwd", ErrHostNotAllowed},
 		{"private address", "http://10.0.0.1/x", ErrHostNotAllowed},
+		// Internal targets behind a redirect (loopback only: nothing here
+		// may reach another network even if the check were broken).
+		{"redirect to an internal address", allowed.URL + "/redirect?to=http://127.0.0.2:9/x", ErrHostNotAllowed},
+		{"redirect to a name of an internal address", allowed.URL + "/redirect?to=http://localhost" + allowed.URL[strings.LastIndex(allowed.URL, ":"):] + "/x", ErrHostNotAllowed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
