@@ -3,11 +3,16 @@ package audit_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/contract"
@@ -226,4 +231,79 @@ func BenchmarkAppendParallel(b *testing.B) {
 	})
 	b.StopTimer()
 	verifyAll(b, "acme", scanAll(b, l, tn))
+}
+
+// BenchmarkGroupCommitLever measures the lever group commit would use:
+// JetStream's atomic batch publish (the first message carries the chain's
+// expected last subject sequence, the batch commits all or nothing) against
+// one acknowledged publish per record, on a file stream, with and without
+// fsync on every write. Figures are in docs/PERFORMANCE.md.
+func BenchmarkGroupCommitLever(b *testing.B) {
+	for _, sync := range []bool{false, true} {
+		for _, n := range []int{1, 16, 64} {
+			b.Run(fmt.Sprintf("sync=%v/records=%d", sync, n), func(b *testing.B) {
+				srv, err := store.StartServer(store.ServerConfig{DataDir: b.TempDir(), DontListen: true, SyncAlways: sync})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(srv.Shutdown)
+				nc, err := nats.Connect("", nats.InProcessServer(srv.Server))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer nc.Close()
+				js, _ := jetstream.New(nc)
+				ctx := context.Background()
+				if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LEVER", Subjects: []string{"lever.>"},
+					Storage: jetstream.FileStorage, AllowAtomicPublish: true}); err != nil {
+					b.Fatal(err)
+				}
+				payload := bytes.Repeat([]byte("x"), 1500) // about one decision record
+				var last uint64
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if n == 1 {
+						ack, err := js.Publish(ctx, "lever.t", payload, jetstream.WithExpectLastSequencePerSubject(last), jetstream.WithMsgID(fmt.Sprint(i)))
+						if err != nil {
+							b.Fatal(err)
+						}
+						last = ack.Sequence
+						continue
+					}
+					id := fmt.Sprintf("b%d", i)
+					for j := 0; j < n; j++ {
+						m := nats.NewMsg("lever.t")
+						m.Data = payload
+						m.Header.Set("Nats-Batch-Id", id)
+						m.Header.Set("Nats-Batch-Sequence", strconv.Itoa(j+1))
+						m.Header.Set("Nats-Msg-Id", fmt.Sprint(i, "-", j))
+						if j == 0 {
+							m.Header.Set("Nats-Expected-Last-Subject-Sequence", strconv.FormatUint(last, 10))
+						}
+						if j < n-1 {
+							if err := nc.PublishMsg(m); err != nil {
+								b.Fatal(err)
+							}
+							continue
+						}
+						m.Header.Set("Nats-Batch-Commit", "1")
+						resp, err := nc.RequestMsg(m, 10*time.Second)
+						if err != nil {
+							b.Fatal(err)
+						}
+						var ack struct {
+							Error *jetstream.APIError `json:"error"`
+							Seq   uint64              `json:"seq"`
+							Count int                 `json:"count"`
+						}
+						if err := json.Unmarshal(resp.Data, &ack); err != nil || ack.Error != nil || ack.Count != n {
+							b.Fatalf("batch commit: %s", resp.Data)
+						}
+						last = ack.Seq
+					}
+				}
+				b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "records/s")
+			})
+		}
+	}
 }
