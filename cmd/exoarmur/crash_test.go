@@ -90,6 +90,19 @@ type crashIntent struct {
 // are exactly the ones listed in doubt, an operator resolves each (audited)
 // and none is ever re-run.
 func TestCrashUnderLoad(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		flags []string
+	}{
+		{"default", nil},
+		// fsync on every write, and the audit's group commit (atomic batches)
+		{"sync_always", []string{"--sync", "always"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) { crashUnderLoad(t, tt.flags...) })
+	}
+}
+
+func crashUnderLoad(t *testing.T, flags ...string) {
 	ec := &effectCounter{sink: map[string]int{}, files: map[string]int{}}
 	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
@@ -118,7 +131,8 @@ func TestCrashUnderLoad(t *testing.T) {
 	admin := mk("admin-all", "admin", []string{"acme", "beta", "gamma"}, "A0")
 	op := mk("op", "operator", []string{"acme", "beta"}, "A0")
 	addr := freePort(t)
-	srv := startServer(t, dataDir, addr, "--allow-host", host)
+	serverFlags := append([]string{"--allow-host", host}, flags...)
+	srv := startServer(t, dataDir, addr, serverFlags...)
 	goLive(t, addr, admin)
 	killswitch(t, addr, admin, "disengage", "--tenant", "beta", "--reason", "go")
 
@@ -236,7 +250,7 @@ func TestCrashUnderLoad(t *testing.T) {
 		time.Sleep(time.Duration(700+rng.IntN(1500)) * time.Millisecond)
 		srv.kill()
 		t.Logf("SIGKILL %d", k+1)
-		srv = startServer(t, dataDir, addr, "--allow-host", host)
+		srv = startServer(t, dataDir, addr, serverFlags...)
 	}
 	wg.Wait() // the workers
 	close(stop)

@@ -64,6 +64,9 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 		ex = d.wrap(ex)
 	}
 	log := audit.New(st.JS, st.Audit)
+	if c.Store.Sync == "always" {
+		log.EnableGroupCommit() // with fsync on every write, sharing one pays off
+	}
 	sw, err := killswitch.Start(ctx, killswitch.Config{KV: st.Control, JS: st.JS, NC: st.NC, Audit: log, Now: d.now, Node: c.Node, Logger: d.logger})
 	if err != nil {
 		st.Close()

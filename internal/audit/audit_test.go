@@ -66,45 +66,84 @@ func verifyAll(tb testing.TB, tn string, recs [][]byte) {
 }
 
 // TestConcurrentWritersTwoConnections: two independent connections (as two
-// server processes would have) append to one tenant chain concurrently; the
-// chain stays linear and verifies, and no record is lost.
+// server processes would have) append to one tenant chain concurrently,
+// each with or without group commit; the chain stays linear and verifies,
+// no record is lost, every Append returned the record exactly as stored,
+// and with group commit records really went in shared batches.
 func TestConcurrentWritersTwoConnections(t *testing.T) {
-	url := natsServer(t)
-	a := openStore(t, store.Config{NATSURL: url, Name: "a"})
-	b := openStore(t, store.Config{NATSURL: url, Name: "b"})
-	logs := []*audit.Log{audit.New(a.JS, a.Audit), audit.New(b.JS, b.Audit)}
-	acme := tenant.MustParse("acme")
-	const perWriter = 40
-	var wg sync.WaitGroup
-	errs := make(chan error, 4*perWriter)
-	for w := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			l := logs[w%2]
-			for i := range perWriter {
-				if _, err := l.Append(context.Background(), acme, audit.Entry{
-					Kind: "test.event", CorrelationID: fmt.Sprintf("w%d-%d", w, i), Actor: "tester", Time: t0,
-					Payload: map[string]any{"writer": w, "i": i},
-				}); err != nil {
-					errs <- err
+	for _, tt := range []struct {
+		name   string
+		groups [2]bool
+	}{{"plain", [2]bool{false, false}}, {"group commit", [2]bool{true, true}}, {"mixed", [2]bool{true, false}}} {
+		t.Run(tt.name, func(t *testing.T) {
+			url := natsServer(t)
+			a := openStore(t, store.Config{NATSURL: url, Name: "a"})
+			b := openStore(t, store.Config{NATSURL: url, Name: "b"})
+			logs := []*audit.Log{audit.New(a.JS, a.Audit), audit.New(b.JS, b.Audit)}
+			for i, g := range tt.groups {
+				if g {
+					logs[i].EnableGroupCommit()
 				}
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	recs := scanAll(t, logs[0], acme)
-	if len(recs) != 4*perWriter {
-		t.Fatalf("got %d records, want %d", len(recs), 4*perWriter)
-	}
-	verifyAll(t, "acme", recs)
-	seq, _, err := logs[1].Head(context.Background(), acme)
-	if err != nil || seq != 4*perWriter {
-		t.Fatalf("Head = %d, %v", seq, err)
+			acme := tenant.MustParse("acme")
+			const writers, perWriter = 16, 25
+			var wg sync.WaitGroup
+			errs := make(chan error, writers*perWriter)
+			returned := make(chan contract.AuditRecord, writers*perWriter)
+			for w := range writers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					l := logs[w%2]
+					for i := range perWriter {
+						rec, err := l.Append(context.Background(), acme, audit.Entry{
+							Kind: "test.event", CorrelationID: fmt.Sprintf("w%d-%d", w, i), Actor: "tester", Time: t0,
+							Payload: map[string]any{"writer": w, "i": i},
+						})
+						if err != nil {
+							errs <- err
+							continue
+						}
+						returned <- rec
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			close(returned)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			recs := scanAll(t, logs[0], acme)
+			if len(recs) != writers*perWriter {
+				t.Fatalf("got %d records, want %d", len(recs), writers*perWriter)
+			}
+			verifyAll(t, "acme", recs)
+			for rec := range returned {
+				stored, err := rec.AppendCanonical(nil)
+				if err != nil || !bytes.Equal(stored, recs[rec.Seq-1]) {
+					t.Fatalf("Append returned seq %d %s, stored %s", rec.Seq, stored, recs[rec.Seq-1])
+				}
+			}
+			seq, _, err := logs[1].Head(context.Background(), acme)
+			if err != nil || seq != writers*perWriter {
+				t.Fatalf("Head = %d, %v", seq, err)
+			}
+			batched := 0
+			for sseq := uint64(1); sseq <= uint64(len(recs)); sseq++ {
+				m, err := a.Audit.GetMsg(context.Background(), sseq)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if m.Header.Get("Nats-Batch-Id") != "" {
+					batched++
+				}
+			}
+			if grouped := tt.groups[0] || tt.groups[1]; grouped != (batched > 0) {
+				t.Fatalf("%d of %d records were written in batches (group commit %v)", batched, len(recs), tt.groups)
+			}
+			t.Logf("%d of %d records written in shared batches", batched, len(recs))
+		})
 	}
 }
 

@@ -172,7 +172,10 @@ func (s *Store) ensure(ctx context.Context, replicas int) error {
 		Replicas:    replicas,
 		DenyDelete:  true,
 		DenyPurge:   true,
-		Duplicates:  30 * time.Second, // message-ID dedupe of publish retries; bounds the IDs kept in memory
+		// Group commit writes a chain's records as one atomic batch
+		// (audit.Log.EnableGroupCommit).
+		AllowAtomicPublish: true,
+		Duplicates:         30 * time.Second, // message-ID dedupe of publish retries; bounds the IDs kept in memory
 	})
 	if err != nil {
 		return fmt.Errorf("ensure stream %s: %w", tenant.AuditStream, err)
