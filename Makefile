@@ -58,7 +58,7 @@ reality-verify:
 # Ten minutes at 900 governed executions/s (about half the measured maximum),
 # sampled every minute; fails unless memory, goroutines and p99 stay flat.
 soak: build
-	$(BIN) bench soak --rate 900 --clients 32 --duration 10m --interval 1m
+	$(BIN) bench soak --rate 900 --clients 32 --duration 10m --interval 1m --retention 1m
 
 clean:
 	rm -rf bin

@@ -95,6 +95,7 @@ func runSoak(ctx context.Context, env Env, args []string) error {
 	interval := fs.Duration("interval", time.Minute, "sampling interval")
 	profile := fs.String("profile-dir", "", "save a heap profile of the server at every sample in this directory")
 	jsonOut := fs.String("json", "", "also write the samples as JSON here")
+	retention := fs.Duration("retention", 0, "the server's --retention (0: keep every intent and claim, so the live store grows with every execution)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -103,6 +104,9 @@ func runSoak(ctx context.Context, env Env, args []string) error {
 			return fmt.Errorf("--profile-dir: %w", err)
 		}
 	}
+	if *retention != 0 && *retention < time.Second {
+		return fmt.Errorf("%w: --retention must be 0 or at least 1s", errUsage)
+	}
 	if *rate < 1 || *clients < 1 || *duration <= 0 || *duration > 10*time.Minute || *interval <= 0 {
 		return fmt.Errorf("%w: --rate >= 1, --clients >= 1, 0 < --duration <= 10m, --interval > 0", errUsage)
 	}
@@ -110,12 +114,12 @@ func runSoak(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	samples, flat, err := bench.Soak(ctx, bench.SoakConfig{Binary: exe, Rate: *rate, Clients: *clients, Duration: *duration, Interval: *interval, Log: env.Stdout, ProfileDir: *profile})
+	samples, flat, err := bench.Soak(ctx, bench.SoakConfig{Binary: exe, Rate: *rate, Clients: *clients, Duration: *duration, Interval: *interval, Retention: *retention, Log: env.Stdout, ProfileDir: *profile})
 	if err != nil {
 		return err
 	}
 	if *jsonOut != "" {
-		b, err := json.MarshalIndent(map[string]any{"rate": *rate, "clients": *clients, "flat": flat, "samples": samples}, "", "  ")
+		b, err := json.MarshalIndent(map[string]any{"rate": *rate, "clients": *clients, "retention": retention.String(), "flat": flat, "samples": samples}, "", "  ")
 		if err != nil {
 			return err
 		}

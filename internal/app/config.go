@@ -60,6 +60,10 @@ type ServeConfig struct {
 	hookFlags     stringList
 	NoWorker      bool
 
+	// Retention bounds the live store (gate.Config.Retention); 0 keeps
+	// finished intents and their idempotency claims for good.
+	Retention time.Duration
+
 	TLSCert, TLSKey, ClientCA string
 
 	// DebugAddr, when set, serves net/http/pprof on this loopback address
@@ -98,6 +102,7 @@ func (c *ServeConfig) register(fs *flag.FlagSet) {
 	fs.Var(&c.hookFlags, "webhook", "per-tenant approval webhook, TENANT=URL (repeatable); signed with --webhook-secret")
 	fs.StringVar(&c.WebhookSecret, "webhook-secret", "", "HMAC-SHA256 secret for webhook signatures (or EXOARMUR_WEBHOOK_SECRET)")
 	fs.BoolVar(&c.NoWorker, "no-worker", false, "do not run the background executor on this node")
+	fs.DurationVar(&c.Retention, "retention", 0, "drop a finished intent this long after its execution finished, and its idempotency claim twice as long (a reused key then runs again); in-doubt and never-executed intents stay; the audit log keeps everything; 0 keeps all for good")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "serve HTTPS with this certificate (PEM); plain HTTP is then refused")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "private key of --tls-cert (PEM)")
 	fs.StringVar(&c.EvidenceClock, "evidence-clock", "", "EVIDENCE RUNS ONLY: a fixed start time (RFC 3339) for a stepping clock and sequential request IDs, for byte-identical audit chains")
@@ -153,6 +158,9 @@ func (c *ServeConfig) Validate() error {
 			return fmt.Errorf("--evidence-clock %q: must be RFC 3339", c.EvidenceClock)
 		}
 		c.evidenceStart = t.UTC()
+	}
+	if c.Retention != 0 && c.Retention < time.Second {
+		return fmt.Errorf("--retention %s: must be 0 (keep for good) or at least 1s", c.Retention)
 	}
 	if c.ApprovalTTL <= 0 {
 		return fmt.Errorf("--approval-ttl %s: must be positive", c.ApprovalTTL)

@@ -33,8 +33,9 @@ type Config struct {
 	Scenarios []string
 	Clients   int
 	Duration  time.Duration
-	Max       int64  // stop after this many operations per scenario
-	Sync      string // default | always
+	Max       int64         // stop after this many operations per scenario
+	Sync      string        // default | always
+	Retention time.Duration // the server's --retention (0: keep for good)
 	Log       io.Writer
 	// ProfileDir, when set, receives the server's CPU profile of each
 	// scenario (<scenario>.cpu.pprof) and a heap profile after it
@@ -143,7 +144,8 @@ func startServer(ctx context.Context, cfg Config, dir string) (*server, error) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	args := []string{"serve", "--data-dir", data, "--listen", addr, "--sync", cfg.Sync, "--log-format", "text", "--no-worker"}
+	args := []string{"serve", "--data-dir", data, "--listen", addr, "--sync", cfg.Sync, "--log-format", "text", "--no-worker",
+		"--retention", cfg.Retention.String()}
 	debug := ""
 	if cfg.ProfileDir != "" {
 		dl, err := net.Listen("tcp", "127.0.0.1:0")

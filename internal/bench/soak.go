@@ -24,7 +24,10 @@ type SoakConfig struct {
 	Clients  int
 	Duration time.Duration
 	Interval time.Duration
-	Log      io.Writer
+	// Retention is the server's --retention: with it the live store is
+	// bounded; without it every execution adds two keys for good.
+	Retention time.Duration
+	Log       io.Writer
 	// ProfileDir, when set, receives a heap profile of the server at every
 	// sample (heap-<n>.pprof), to see what memory growth is made of.
 	ProfileDir string
@@ -51,7 +54,7 @@ func Soak(ctx context.Context, cfg SoakConfig) ([]Sample, bool, error) {
 		return nil, false, err
 	}
 	defer os.RemoveAll(dir)
-	srv, err := startServer(ctx, Config{Binary: cfg.Binary, Sync: "default", Log: cfg.Log, ProfileDir: cfg.ProfileDir}, dir)
+	srv, err := startServer(ctx, Config{Binary: cfg.Binary, Sync: "default", Retention: cfg.Retention, Log: cfg.Log, ProfileDir: cfg.ProfileDir}, dir)
 	if err != nil {
 		return nil, false, err
 	}

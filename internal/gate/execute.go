@@ -121,10 +121,7 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 	res := g.run(ctx, in, t, decRec.PayloadHash, start)
 
 	c.State, c.Result = res.Status, &res
-	if data, err = json.Marshal(c); err == nil {
-		_, err = g.cfg.Idempotency.Update(ctx, lkey, data, rev)
-	}
-	if err != nil {
+	if err := g.finish(ctx, t, s, lkey, c, rev); err != nil {
 		// The effect happened but its result is not durable: the claim stays
 		// "executing" and is reported in doubt; it is never re-run.
 		g.cfg.Logger.ErrorContext(ctx, "record execution result", "key", lkey, "err", err)
@@ -207,12 +204,20 @@ func (g *Gate) repeat(ctx context.Context, t tenant.ID, p *auth.Principal, in co
 // saveDecision records a blocking decision on the stored intent (an
 // allowing one travels in the idempotency claim). The audit record is the
 // durable truth; this copy only serves GET, so a failure is logged, not
-// fatal.
+// fatal. It writes only over the revision it read, and never over a final
+// record: rewriting one would drop its expiry (see Config.Retention).
 func (g *Gate) saveDecision(ctx context.Context, t tenant.ID, s stored, d contract.Decision) {
+	if s.Final {
+		return
+	}
 	s.LastDecision = &d
 	data, err := json.Marshal(s)
 	if err == nil {
-		_, err = g.cfg.Intents.Put(ctx, tenant.IntentKey(t, s.Intent.ID), data)
+		_, err = g.cfg.Intents.Update(ctx, tenant.IntentKey(t, s.Intent.ID), data, s.rev)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		g.cfg.Logger.DebugContext(ctx, "save last decision: the intent changed meanwhile; not saved", "intent", s.Intent.ID)
+		return
 	}
 	if err != nil {
 		g.cfg.Logger.WarnContext(ctx, "save last decision", "intent", s.Intent.ID, "err", err)

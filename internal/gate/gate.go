@@ -47,6 +47,15 @@ type Config struct {
 	JS          jetstream.JetStream // for the work queue (execute_when_approved); nil disables it
 	Node        string              // this node's name, recorded in claims
 	Logger      *slog.Logger
+
+	// Retention, when set, bounds the live store: a finished execution's
+	// intent expires Retention after it finished and its idempotency claim
+	// twice that, so the intent always goes first and can never be executed
+	// again. An idempotency key is then remembered for 2*Retention: a new
+	// intent reusing it later runs. Executions in doubt, and intents never
+	// executed, never expire. The audit log keeps everything regardless.
+	// Zero keeps intents and claims for good. Needs JS; at least a second.
+	Retention time.Duration
 }
 
 // Gate is the one gate every side effect passes.
@@ -69,6 +78,10 @@ func New(cfg Config) (*Gate, error) {
 		return nil, errors.New("gate: kill switches are required")
 	case cfg.Approvals == nil:
 		return nil, errors.New("gate: approvals are required")
+	case cfg.Retention != 0 && cfg.JS == nil:
+		return nil, errors.New("gate: a retention needs JetStream (Config.JS)")
+	case cfg.Retention != 0 && cfg.Retention < time.Second:
+		return nil, fmt.Errorf("gate: retention %v: must be 0 or at least 1s", cfg.Retention)
 	}
 	if cfg.Policy == nil {
 		cfg.Policy = policy.Default()
@@ -116,6 +129,11 @@ type stored struct {
 	Intent       contract.ActionIntent `json:"intent"`
 	Preview      *contract.Decision    `json:"preview,omitempty"`
 	LastDecision *contract.Decision    `json:"last_decision,omitempty"`
+	// Final marks an intent whose execution finished under a retention:
+	// the record expires and must never be rewritten without its TTL.
+	Final bool `json:"final,omitempty"`
+
+	rev uint64 // the KV revision it was read at
 }
 
 // claim is the idempotency-ledger value.
@@ -317,7 +335,7 @@ func (g *Gate) load(ctx context.Context, t tenant.ID, id string) (stored, error)
 	if err != nil {
 		return stored{}, storeErr("load intent", err)
 	}
-	var s stored
+	s := stored{rev: e.Revision()}
 	if err := json.Unmarshal(e.Value(), &s); err != nil {
 		return stored{}, fmt.Errorf("load intent %s: decode: %w", id, err)
 	}

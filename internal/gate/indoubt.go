@@ -2,7 +2,6 @@ package gate
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -68,6 +67,12 @@ func (g *Gate) Resolve(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 		return contract.ExecutionResult{}, contract.Errorf(contract.CodeInvalid, `field "/reason": required`)
 	}
 	s, err := g.load(ctx, t, intentID)
+	if errors.Is(err, errNotFound) && g.cfg.Retention != 0 {
+		// Under a retention the intent may have expired while its claim
+		// stayed in doubt (cut between the two final writes): find the
+		// claim by its intent.
+		s, err = g.inDoubtIntent(ctx, t, intentID)
+	}
 	if err != nil {
 		return contract.ExecutionResult{}, err
 	}
@@ -86,11 +91,7 @@ func (g *Gate) Resolve(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 	res := contract.ExecutionResult{SchemaVersion: contract.SchemaVersion, Tenant: t.String(), IntentID: intentID, IdempotencyKey: idem,
 		Status: outcome, StartedAt: c.StartedAt, FinishedAt: now, Error: fmt.Sprintf("in doubt; resolved by %s: %s", p.ID, reason)}
 	c.State, c.Result = outcome, &res
-	data, err := json.Marshal(c)
-	if err != nil {
-		return contract.ExecutionResult{}, err
-	}
-	if _, err := g.cfg.Idempotency.Update(ctx, tenant.IdempotencyKey(t, idem), data, rev); err != nil {
+	if err := g.finish(ctx, t, s, tenant.IdempotencyKey(t, idem), c, rev); err != nil {
 		return contract.ExecutionResult{}, contract.Wrap(contract.CodeConflict, "the claim changed meanwhile; look again", err)
 	}
 	if _, err := g.cfg.Audit.Append(ctx, t, audit.Entry{Kind: KindExecutionResolved, CorrelationID: intentID, Actor: p.ID, RequestID: meta.RequestID,

@@ -193,10 +193,10 @@ func (s *Store) ensure(ctx context.Context, replicas int) error {
 		}
 		return b, nil
 	}
-	if s.Intents, err = kv(tenant.IntentsBucket, "ExoArmur intents and their state", 8); err != nil {
+	if s.Intents, err = s.ttlKV(ctx, tenant.IntentsBucket, "ExoArmur intents and their state", 8, replicas); err != nil {
 		return err
 	}
-	if s.Idempotency, err = kv(tenant.IdempotencyBucket, "ExoArmur idempotency ledger (create-only claims)", 8); err != nil {
+	if s.Idempotency, err = s.ttlKV(ctx, tenant.IdempotencyBucket, "ExoArmur idempotency ledger (create-only claims)", 8, replicas); err != nil {
 		return err
 	}
 	if s.Principals, err = kv(tenant.PrincipalsBucket, "ExoArmur API key registry (hashes only)", 4); err != nil {
@@ -224,6 +224,42 @@ func (s *Store) ensure(ctx context.Context, replicas int) error {
 		return fmt.Errorf("ensure stream %s: %w", tenant.WorkStream, err)
 	}
 	return nil
+}
+
+// ttlKV ensures a bucket whose stream also allows per-message TTLs, which
+// the gate's retention (gate.Config.Retention) puts on finished intents and
+// claims. The KV API enables them only together with subject delete markers,
+// which we do not want (one more write per expiry), so the stream is
+// declared here with the configuration the KV API would give it, plus
+// AllowMsgTTL, and then bound as a bucket. The server refuses to turn
+// AllowMsgTTL off again, so every start must declare it.
+func (s *Store) ttlKV(ctx context.Context, name, desc string, history int64, replicas int) (jetstream.KeyValue, error) {
+	_, err := s.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:              "KV_" + name,
+		Description:       desc,
+		Subjects:          []string{tenant.KVSubject(name, ">")},
+		MaxMsgsPerSubject: history,
+		MaxBytes:          -1,
+		MaxMsgSize:        -1,
+		MaxMsgs:           -1,
+		MaxConsumers:      -1,
+		Storage:           jetstream.FileStorage,
+		Replicas:          replicas,
+		AllowRollup:       true,
+		DenyDelete:        true,
+		Duplicates:        2 * time.Minute,
+		AllowDirect:       true,
+		Discard:           jetstream.DiscardNew,
+		AllowMsgTTL:       true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ensure bucket %s: %w", name, err)
+	}
+	b, err := s.JS.KeyValue(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("bind bucket %s: %w", name, err)
+	}
+	return b, nil
 }
 
 // Close drains the connection and stops an embedded server.

@@ -114,6 +114,10 @@ func ApprovalKey(id ID, intentID string) string { return id.s + "." + intentID }
 // WorkSubject is the work-queue subject of tenant id.
 func WorkSubject(id ID) string { return workPrefix + id.s }
 
+// KVSubject is the subject a write to key of bucket is published on (the
+// KV API's own layout), for writes the KV API cannot express.
+func KVSubject(bucket, key string) string { return "$KV." + bucket + "." + key }
+
 // IdempotencyKey is the ledger key of an idempotency key. key must have passed
 // ValidIdempotencyKey.
 func IdempotencyKey(id ID, key string) string { return id.s + "." + key }
