@@ -97,6 +97,10 @@ func TestCrashUnderLoad(t *testing.T) {
 		{"default", nil},
 		// fsync on every write, and the audit's group commit (atomic batches)
 		{"sync_always", []string{"--sync", "always"}},
+		// the final writes of a retention (intent, then claim, each a
+		// rollup with a TTL) under the same kills; nothing expires within
+		// the run, so every acknowledged intent must still be there
+		{"retention", []string{"--retention", "10m"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) { crashUnderLoad(t, tt.flags...) })
 	}

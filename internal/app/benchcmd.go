@@ -47,8 +47,12 @@ func runBench(ctx context.Context, env Env, args []string) error {
 	jsonOut := fs.String("json", "", "also write the results as JSON here")
 	bin := fs.String("bin", "", "server binary (default: this executable)")
 	profile := fs.String("profile-dir", "", "save the server's CPU and heap profile of each scenario in this directory")
+	retention := fs.Duration("retention", 0, "the server's --retention (0: keep every intent and claim)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if !validRetention(*retention) {
+		return fmt.Errorf("%w: --retention must be 0 or at least 1s", errUsage)
 	}
 	var list []string
 	for _, s := range strings.Split(*scenarios, ",") {
@@ -75,7 +79,7 @@ func runBench(ctx context.Context, env Env, args []string) error {
 			return fmt.Errorf("--profile-dir: %w", err)
 		}
 	}
-	results, err := bench.Run(ctx, bench.Config{Binary: exe, Scenarios: list, Clients: *clients, Duration: *duration, Max: *maxOps, Sync: *sync, Log: env.Stdout, ProfileDir: *profile})
+	results, err := bench.Run(ctx, bench.Config{Binary: exe, Scenarios: list, Clients: *clients, Duration: *duration, Max: *maxOps, Sync: *sync, Retention: *retention, Log: env.Stdout, ProfileDir: *profile})
 	if err != nil {
 		return err
 	}
@@ -104,7 +108,7 @@ func runSoak(ctx context.Context, env Env, args []string) error {
 			return fmt.Errorf("--profile-dir: %w", err)
 		}
 	}
-	if *retention != 0 && *retention < time.Second {
+	if !validRetention(*retention) {
 		return fmt.Errorf("%w: --retention must be 0 or at least 1s", errUsage)
 	}
 	if *rate < 1 || *clients < 1 || *duration <= 0 || *duration > 10*time.Minute || *interval <= 0 {

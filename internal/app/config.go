@@ -78,6 +78,10 @@ type ServeConfig struct {
 	evidenceStart time.Time
 }
 
+// validRetention: 0 (keep for good) or at least a second, the granularity
+// of JetStream's per-message TTLs.
+func validRetention(d time.Duration) bool { return d == 0 || d >= time.Second }
+
 type stringList []string
 
 func (s *stringList) String() string { return strings.Join(*s, ",") }
@@ -159,7 +163,7 @@ func (c *ServeConfig) Validate() error {
 		}
 		c.evidenceStart = t.UTC()
 	}
-	if c.Retention != 0 && c.Retention < time.Second {
+	if !validRetention(c.Retention) {
 		return fmt.Errorf("--retention %s: must be 0 (keep for good) or at least 1s", c.Retention)
 	}
 	if c.ApprovalTTL <= 0 {

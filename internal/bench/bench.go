@@ -59,6 +59,7 @@ type Result struct {
 	ServerRSS  int64   `json:"server_rss_mb"`
 	ServerPeak int64   `json:"server_peak_rss_mb"`
 	Sync       string  `json:"sync"`
+	Retention  string  `json:"retention"` // the server's --retention
 }
 
 // Scenarios known to Run.
@@ -107,7 +108,7 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 			return out, err
 		}
 		res.ServerRSS, res.ServerPeak = rss(srv.cmd.Process.Pid)
-		res.Sync = cfg.Sync
+		res.Sync, res.Retention = cfg.Sync, cfg.Retention.String()
 		fmt.Fprintf(cfg.Log, "%-8s %6d ops %8.0f/s  p50 %6dus p90 %6dus p99 %6dus p99.9 %6dus max %7dus  errors %d  rss %d MB (peak %d MB)\n",
 			res.Scenario, res.Ops, res.PerSecond, res.P50us, res.P90us, res.P99us, res.P999us, res.MaxUs, res.Errors, res.ServerRSS, res.ServerPeak)
 		out = append(out, res)
