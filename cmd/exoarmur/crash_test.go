@@ -97,10 +97,11 @@ func TestCrashUnderLoad(t *testing.T) {
 		{"default", nil},
 		// fsync on every write, and the audit's group commit (atomic batches)
 		{"sync_always", []string{"--sync", "always"}},
-		// the final writes of a retention (intent, then claim, each a
-		// rollup with a TTL) under the same kills; nothing expires within
-		// the run, so every acknowledged intent must still be there
-		{"retention", []string{"--retention", "10m"}},
+		// every write of intents and approvals with a TTL, the final
+		// writes (intent, then claim) as rollups, under the same kills;
+		// nothing expires within the run, so every acknowledged intent
+		// must still be there
+		{"retention", []string{"--retention", "1h"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) { crashUnderLoad(t, tt.flags...) })
 	}

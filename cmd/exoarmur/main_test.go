@@ -390,6 +390,11 @@ func TestCLIHelpAndErrors(t *testing.T) {
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "--retention 10ms: must be 0") {
 		t.Fatalf("check-config bad retention: %v\n%s", err, out)
 	}
+	cmd = exec.Command(binary(t), "check-config", "--retention", "1m") // the approval TTL is 15m
+	out, err = cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "shorter than --approval-ttl 15m0s") {
+		t.Fatalf("check-config retention under the approval TTL: %v\n%s", err, out)
+	}
 	sc := bufio.NewScanner(strings.NewReader(run(t, "check-config", "--data-dir", t.TempDir())))
 	if !sc.Scan() || sc.Text() != "configuration OK" {
 		t.Fatal("check-config did not accept defaults")

@@ -4,11 +4,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -106,7 +108,7 @@ func (c *ServeConfig) register(fs *flag.FlagSet) {
 	fs.Var(&c.hookFlags, "webhook", "per-tenant approval webhook, TENANT=URL (repeatable); signed with --webhook-secret")
 	fs.StringVar(&c.WebhookSecret, "webhook-secret", "", "HMAC-SHA256 secret for webhook signatures (or EXOARMUR_WEBHOOK_SECRET)")
 	fs.BoolVar(&c.NoWorker, "no-worker", false, "do not run the background executor on this node")
-	fs.DurationVar(&c.Retention, "retention", 0, "drop a finished intent this long after its execution finished, and its idempotency claim twice as long (a reused key then runs again); in-doubt and never-executed intents stay; the audit log keeps everything; 0 keeps all for good")
+	fs.DurationVar(&c.Retention, "retention", 0, "bound the live store: an intent and its approval expire this long after their last change, a finished execution's idempotency claim twice as long after it finished (a reused key then runs again); claims running or in doubt stay; the audit log keeps everything; at least --approval-ttl; 0 keeps all for good")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "serve HTTPS with this certificate (PEM); plain HTTP is then refused")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "private key of --tls-cert (PEM)")
 	fs.StringVar(&c.EvidenceClock, "evidence-clock", "", "EVIDENCE RUNS ONLY: a fixed start time (RFC 3339) for a stepping clock and sequential request IDs, for byte-identical audit chains")
@@ -177,6 +179,17 @@ func (c *ServeConfig) Validate() error {
 			return fmt.Errorf("--approval-ttl-tenant %q: must be TENANT=DURATION", kv)
 		}
 		c.TenantTTL[tn] = d
+	}
+	if c.Retention != 0 {
+		// An intent must not expire while its approval is still open.
+		for _, name := range slices.Sorted(maps.Keys(c.TenantTTL)) {
+			if d := c.TenantTTL[name]; d > c.Retention {
+				return fmt.Errorf("--retention %s: shorter than --approval-ttl-tenant %s=%s: the intent would expire while its approval is open", c.Retention, name, d)
+			}
+		}
+		if c.ApprovalTTL > c.Retention {
+			return fmt.Errorf("--retention %s: shorter than --approval-ttl %s: an intent would expire while its approval is open", c.Retention, c.ApprovalTTL)
+		}
 	}
 	c.Webhooks = map[string]string{}
 	for _, kv := range c.hookFlags {

@@ -26,6 +26,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/store"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -147,6 +148,30 @@ type Store struct {
 	log    *audit.Log
 	ttl    func(tenant.ID) time.Duration
 	notify Notifier
+
+	js        store.Publisher // publishes the writes of a retention
+	retention time.Duration
+}
+
+// SetRetention makes every write of a record expire r after it (0: never),
+// as the gate's retention does for intents (gate.Config.Retention); js
+// publishes those writes. Call it before the store is used.
+func (s *Store) SetRetention(js store.Publisher, r time.Duration) { s.js, s.retention = js, r }
+
+// write stores data as intentID's record: created when rev is 0, else over
+// revision rev (a mismatch wraps jetstream.ErrKeyExists).
+func (s *Store) write(ctx context.Context, t tenant.ID, intentID string, data []byte, rev uint64) error {
+	key := tenant.ApprovalKey(t, intentID)
+	var err error
+	switch {
+	case s.retention != 0:
+		_, err = store.Put(ctx, s.js, tenant.ApprovalsBucket, key, data, store.PutOptions{Create: rev == 0, Revision: rev, TTL: s.retention})
+	case rev == 0:
+		_, err = s.kv.Create(ctx, key, data)
+	default:
+		_, err = s.kv.Update(ctx, key, data, rev)
+	}
+	return err
 }
 
 // NewStore returns a store. ttl gives each tenant's approval lifetime (nil:
@@ -177,7 +202,7 @@ func (s *Store) Request(ctx context.Context, t tenant.ID, in contract.ActionInte
 	if err != nil {
 		return err
 	}
-	if _, err := s.kv.Create(ctx, tenant.ApprovalKey(t, in.ID), data); err != nil {
+	if err := s.write(ctx, t, in.ID, data, 0); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			return nil
 		}
@@ -239,7 +264,7 @@ func (s *Store) update(ctx context.Context, t tenant.ID, intentID string, fn fun
 		if err != nil {
 			return Record{}, err
 		}
-		_, err = s.kv.Update(ctx, tenant.ApprovalKey(t, intentID), data, rev)
+		err = s.write(ctx, t, intentID, data, rev)
 		if err == nil {
 			return r, nil
 		}
@@ -339,7 +364,7 @@ func (s *Store) Consume(ctx context.Context, t tenant.ID, intentID string, rev u
 	if err != nil {
 		return err
 	}
-	if _, err := s.kv.Update(ctx, tenant.ApprovalKey(t, intentID), data, rev); err != nil {
+	if err := s.write(ctx, t, intentID, data, rev); err != nil {
 		return fmt.Errorf("consume approval %s: %w", intentID, err)
 	}
 	if _, err := s.log.Append(ctx, t, audit.Entry{Kind: KindExecuted, CorrelationID: intentID, Actor: actor, RequestID: requestID, Time: now, Payload: r}); err != nil {

@@ -147,6 +147,9 @@ func startServer(ctx context.Context, cfg Config, dir string) (*server, error) {
 	ln.Close()
 	args := []string{"serve", "--data-dir", data, "--listen", addr, "--sync", cfg.Sync, "--log-format", "text", "--no-worker",
 		"--retention", cfg.Retention.String()}
+	if cfg.Retention > 0 {
+		args = append(args, "--approval-ttl", cfg.Retention.String()) // at most the retention
+	}
 	debug := ""
 	if cfg.ProfileDir != "" {
 		dl, err := net.Listen("tcp", "127.0.0.1:0")

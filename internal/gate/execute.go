@@ -14,6 +14,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/metrics"
+	"github.com/exoarmur/exoarmur/internal/store"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -212,8 +213,12 @@ func (g *Gate) saveDecision(ctx context.Context, t tenant.ID, s stored, d contra
 	}
 	s.LastDecision = &d
 	data, err := json.Marshal(s)
-	if err == nil {
-		_, err = g.cfg.Intents.Update(ctx, tenant.IntentKey(t, s.Intent.ID), data, s.rev)
+	switch key := tenant.IntentKey(t, s.Intent.ID); {
+	case err != nil:
+	case g.cfg.Retention == 0:
+		_, err = g.cfg.Intents.Update(ctx, key, data, s.rev)
+	default: // every write of an intent carries the retention's TTL
+		_, err = store.Put(ctx, g.cfg.JS, tenant.IntentsBucket, key, data, store.PutOptions{Revision: s.rev, TTL: g.cfg.Retention})
 	}
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		g.cfg.Logger.DebugContext(ctx, "save last decision: the intent changed meanwhile; not saved", "intent", s.Intent.ID)

@@ -48,13 +48,15 @@ type Config struct {
 	Node        string              // this node's name, recorded in claims
 	Logger      *slog.Logger
 
-	// Retention, when set, bounds the live store: a finished execution's
-	// intent expires Retention after it finished and its idempotency claim
-	// twice that, so the intent always goes first and can never be executed
-	// again. An idempotency key is then remembered for 2*Retention: a new
-	// intent reusing it later runs. Executions in doubt, and intents never
-	// executed, never expire. The audit log keeps everything regardless.
-	// Zero keeps intents and claims for good. Needs JS; at least a second.
+	// Retention, when set, bounds the live store: every intent expires
+	// Retention after its last write (proposal, blocked decision, finished
+	// execution), and a finished execution's idempotency claim twice that
+	// after it finished, so the intent always goes first and can never be
+	// executed again. An idempotency key is then remembered for
+	// 2*Retention: a new intent reusing it later runs. Claims of
+	// executions running or in doubt carry no TTL. The audit log keeps
+	// everything regardless. Zero keeps intents and claims for good. Needs
+	// JS; at least a second. (Approvals expire with it: approval.Store.)
 	Retention time.Duration
 }
 
@@ -272,7 +274,11 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 	if err != nil {
 		return View{}, false, fmt.Errorf("propose: encode: %w", err)
 	}
-	if _, err := g.cfg.Intents.Create(ctx, key, data); err != nil {
+	var opts []jetstream.KVCreateOpt
+	if g.cfg.Retention != 0 {
+		opts = append(opts, jetstream.KeyTTL(g.cfg.Retention))
+	}
+	if _, err := g.cfg.Intents.Create(ctx, key, data, opts...); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			// Lost a race with an identical key: answer as a repeat.
 			existing, lerr := g.load(ctx, t, in.ID)

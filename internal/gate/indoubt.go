@@ -69,8 +69,8 @@ func (g *Gate) Resolve(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 	s, err := g.load(ctx, t, intentID)
 	if errors.Is(err, errNotFound) && g.cfg.Retention != 0 {
 		// Under a retention the intent may have expired while its claim
-		// stayed in doubt (cut between the two final writes): find the
-		// claim by its intent.
+		// stayed in doubt (no final write rewrote it): find the claim by
+		// its intent.
 		s, err = g.inDoubtIntent(ctx, t, intentID)
 	}
 	if err != nil {

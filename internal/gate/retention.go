@@ -3,15 +3,11 @@ package gate
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
-	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/store"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -19,10 +15,12 @@ import (
 // over the revision that claimed it. Under a retention (Config.Retention)
 // the intent is first rewritten as final with a TTL of Retention, then the
 // claim with a TTL of twice that, so the intent always expires first and
-// an execute of it can never find the key free. If the intent cannot be
-// marked, the claim is kept for good instead. A cut between the two writes
-// leaves the claim executing, that is in doubt, with no TTL: Resolve finds
-// it by intent even after the intent expired.
+// an execute of it can never find the key free. Both writes are subject
+// rollups: no earlier revision without a TTL (the claim's first) may
+// reappear when they expire. If the intent cannot be marked, the claim is
+// kept for good instead. A claim cut before its final write stays
+// executing, that is in doubt, with no TTL, while its intent may expire:
+// Resolve finds it by intent.
 func (g *Gate) finish(ctx context.Context, t tenant.ID, s stored, lkey string, c claim, rev uint64) error {
 	data, err := json.Marshal(c)
 	if err != nil {
@@ -40,45 +38,23 @@ func (g *Gate) finish(ctx context.Context, t tenant.ID, s stored, lkey string, c
 			claimTTL = 0
 		}
 	}
-	if err := g.putFinal(ctx, tenant.KVSubject(tenant.IdempotencyBucket, lkey), data, rev, claimTTL); err != nil {
+	if _, err := store.Put(ctx, g.cfg.JS, tenant.IdempotencyBucket, lkey, data, store.PutOptions{Rollup: true, Revision: rev, TTL: claimTTL}); err != nil {
 		return fmt.Errorf("record final claim: %w", err)
 	}
 	return nil
 }
 
 // expireIntent rewrites the stored intent as final, to expire after the
-// retention.
+// retention. It does not compare revisions: whatever was written since the
+// intent was read (a blocked decision) is superseded.
 func (g *Gate) expireIntent(ctx context.Context, t tenant.ID, s stored) error {
 	s.Final = true
 	data, err := json.Marshal(s)
 	if err != nil {
 		return fmt.Errorf("encode intent: %w", err)
 	}
-	return g.putFinal(ctx, tenant.KVSubject(tenant.IntentsBucket, tenant.IntentKey(t, s.Intent.ID)), data, 0, g.cfg.Retention)
-}
-
-// putFinal writes a key's last value: a subject rollup (earlier revisions,
-// which carry no TTL, must not reappear when this one expires), over
-// revision rev when rev > 0, expiring after ttl when ttl > 0. The KV API
-// has no such write, so it is published on the bucket's subject.
-func (g *Gate) putFinal(ctx context.Context, subject string, data []byte, rev uint64, ttl time.Duration) error {
-	m := &nats.Msg{Subject: subject, Header: nats.Header{}, Data: data}
-	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
-	var opts []jetstream.PublishOpt
-	if rev > 0 {
-		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(rev))
-	}
-	if ttl > 0 {
-		opts = append(opts, jetstream.WithMsgTTL(ttl))
-	}
-	if _, err := g.cfg.JS.PublishMsg(ctx, m, opts...); err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
-			return fmt.Errorf("%w: %w", jetstream.ErrKeyExists, err)
-		}
-		return err
-	}
-	return nil
+	_, err = store.Put(ctx, g.cfg.JS, tenant.IntentsBucket, tenant.IntentKey(t, s.Intent.ID), data, store.PutOptions{Rollup: true, TTL: g.cfg.Retention})
+	return err
 }
 
 // inDoubtIntent finds, among t's claims, the one an intent that has expired

@@ -3,10 +3,10 @@ package gate_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/exoarmur/exoarmur/internal/approval"
@@ -16,13 +16,17 @@ import (
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
-// retentionGate is a gate over n's store with a one-second retention.
+// retentionGate is a gate over n's store with a one-second retention, its
+// approvals expiring with it.
 func retentionGate(tb testing.TB, n *node, ex gate.Executors, sw gate.SwitchReader, name string) *gate.Gate {
 	tb.Helper()
+	approvals := approval.NewStore(n.st.Approvals, n.log, nil, nil)
+	approvals.SetRetention(n.st.JS, time.Second)
 	g, err := gate.New(gate.Config{Intents: n.st.Intents, Idempotency: n.st.Idempotency, Audit: n.log, Executors: ex, Switches: sw,
-		Approvals: approval.NewStore(n.st.Approvals, n.log, nil, nil), JS: n.st.JS, Node: name, Retention: time.Second})
+		Approvals: approvals, JS: n.st.JS, Node: name, Retention: time.Second})
 	if err != nil {
-		tb.Fatal(err)
+		tb.Error(err) // may run off the test goroutine
+		return nil
 	}
 	return g
 }
@@ -59,110 +63,119 @@ func subjects(tb testing.TB, n *node, bucket string) uint64 {
 	return info.State.NumSubjects
 }
 
-// TestRetentionExpiresFinishedExecutionsOnly: under a retention a finished
-// execution's intent expires first and its claim after it, so the intent is
-// never executed again; a blocked repeat does not revive the record;
-// executions in doubt and intents never executed stay, and an in-doubt
-// execution whose intent expired can still be resolved. The audit log
-// keeps every record and replays.
-func TestRetentionExpiresFinishedExecutionsOnly(t *testing.T) {
+// TestRetentionBoundsTheStore: under a retention every intent and approval
+// expires after its last write, and a finished execution's claim after its
+// intent, so the intent is never executed again; a blocked repeat does not
+// revive a finished intent; claims in doubt stay and can be resolved after
+// their intent expired, and then expire too. The audit log keeps every
+// record and replays.
+func TestRetentionBoundsTheStore(t *testing.T) {
 	ctx := context.Background()
 	ex := &recorder{runs: map[string]int{}}
 	n := openNode(t, t.TempDir(), ex)
 	sw := &switches{}
 	g := retentionGate(t, n, ex, sw, "retain")
-	propose := func(key string) string {
+	propose := func(key string, approved bool) string {
 		t.Helper()
 		v, _, err := g.Propose(ctx, acme, agent, writeReq(key), gate.Meta{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		approve(t, n, v.Intent.ID)
+		if approved {
+			if _, err := g.DecideApproval(ctx, acme, operator, v.Intent.ID, "approve", "looks right", gate.Meta{}); err != nil {
+				t.Fatal(err)
+			}
+		}
 		return v.Intent.ID
 	}
+	ttl := func(bucket, key string) string {
+		t.Helper()
+		m := lastMsg(t, n, bucket, key)
+		if m == nil {
+			return "gone"
+		}
+		return m.Header.Get(jetstream.MsgTTLHeader)
+	}
 
-	// A finishes: both records carry their TTLs, earlier revisions rolled up.
-	a := propose("ka")
+	// A finishes: intent and approval expire after 1s, the claim after 2s.
+	a := propose("ka", true)
 	if out, err := g.Execute(ctx, acme, agent, a, gate.Meta{}); err != nil || out.Result.Status != contract.StatusSucceeded {
 		t.Fatalf("Execute A = %+v, %v", out, err)
 	}
-	im := lastMsg(t, n, tenant.IntentsBucket, tenant.IntentKey(acme, a))
-	cm := lastMsg(t, n, tenant.IdempotencyBucket, tenant.IdempotencyKey(acme, "ka"))
-	if im == nil || cm == nil || im.Header.Get(jetstream.MsgTTLHeader) != "1s" || cm.Header.Get(jetstream.MsgTTLHeader) != "2s" {
-		t.Fatalf("TTLs: intent %v, claim %v; want 1s and 2s", im, cm)
+	if got := [3]string{ttl(tenant.IntentsBucket, tenant.IntentKey(acme, a)), ttl(tenant.ApprovalsBucket, tenant.ApprovalKey(acme, a)),
+		ttl(tenant.IdempotencyBucket, tenant.IdempotencyKey(acme, "ka"))}; got != [3]string{"1s", "1s", "2s"} {
+		t.Fatalf("TTLs of A's intent, approval, claim = %v, want 1s 1s 2s", got)
 	}
-	// A blocked repeat of a finished intent must not rewrite it without TTL.
+	// A blocked repeat of a finished intent must not rewrite it.
+	final := lastMsg(t, n, tenant.IntentsBucket, tenant.IntentKey(acme, a)).Sequence
 	sw.set(false, true, false)
 	if _, err := g.Execute(ctx, acme, agent, a, gate.Meta{}); contract.ErrorCode(err) != contract.CodeBlocked {
 		t.Fatalf("blocked repeat = %v", err)
 	}
-	sw.set(false, false, false)
-	if m := lastMsg(t, n, tenant.IntentsBucket, tenant.IntentKey(acme, a)); m == nil || m.Sequence != im.Sequence {
+	if m := lastMsg(t, n, tenant.IntentsBucket, tenant.IntentKey(acme, a)); m == nil || m.Sequence != final {
 		t.Fatal("a blocked repeat rewrote a final intent")
 	}
+	// C is never executed; E is blocked once, and its rewrite keeps a TTL.
+	c := propose("kc", false)
+	e := propose("ke", true)
+	if _, err := g.Execute(ctx, acme, agent, e, gate.Meta{}); contract.ErrorCode(err) != contract.CodeBlocked {
+		t.Fatalf("Execute E = %v, want blocked", err)
+	}
+	sw.set(false, false, false)
+	if m := lastMsg(t, n, tenant.IntentsBucket, tenant.IntentKey(acme, e)); m == nil || m.Header.Get(jetstream.MsgTTLHeader) != "1s" ||
+		!strings.Contains(string(m.Data), `"last_decision"`) {
+		t.Fatalf("E after its blocked decision: want its decision saved with TTL 1s, got record %v", m != nil && strings.Contains(string(m.Data), `"last_decision"`))
+	}
 
-	// B is in doubt: claimed and running on another gate, which never finishes.
+	// B and D are in doubt: claimed and running on another gate, which
+	// never finishes; their intents expire meanwhile.
 	slow := &recorder{runs: map[string]int{}, block: make(chan struct{})}
-	b := propose("kb")
-	go func() {
-		_, _ = retentionGate(t, n, slow, &switches{}, "slow").Execute(ctx, acme, agent, b, gate.Meta{})
-	}()
-	waitFor(t, func() bool { return slow.count(b) == 1 })
 	t.Cleanup(func() { close(slow.block) })
-
-	// C is proposed and never executed.
-	propose("kc")
-
-	// D is in doubt and its intent expired meanwhile (a cut between the
-	// two final writes): its intent is rewritten with a TTL by hand.
-	d := propose("kd")
-	go func() {
-		_, _ = retentionGate(t, n, slow, &switches{}, "slow").Execute(ctx, acme, agent, d, gate.Meta{})
-	}()
-	waitFor(t, func() bool { return slow.count(d) == 1 })
-	e, err := n.st.Intents.Get(ctx, tenant.IntentKey(acme, d))
-	if err != nil {
-		t.Fatal(err)
+	var inDoubt []string
+	for _, key := range []string{"kb", "kd"} {
+		id := propose(key, true)
+		inDoubt = append(inDoubt, id)
+		go func() {
+			if sg := retentionGate(t, n, slow, &switches{}, "slow"); sg != nil {
+				_, _ = sg.Execute(ctx, acme, agent, id, gate.Meta{})
+			}
+		}()
+		waitFor(t, func() bool { return slow.count(id) == 1 })
 	}
-	m := &nats.Msg{Subject: tenant.KVSubject(tenant.IntentsBucket, tenant.IntentKey(acme, d)), Header: nats.Header{}, Data: e.Value()}
-	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
-	if _, err := n.st.JS.PublishMsg(ctx, m, jetstream.WithMsgTTL(time.Second)); err != nil {
-		t.Fatal(err)
+	if got := ttl(tenant.IdempotencyBucket, tenant.IdempotencyKey(acme, "kb")); got != "" {
+		t.Fatalf("a running claim carries TTL %q", got)
 	}
 
-	// The intents go first; an execute of A then finds nothing to run.
-	waitFor(t, func() bool { return lastMsg(t, n, tenant.IntentsBucket, tenant.IntentKey(acme, a)) == nil })
+	// A's intent goes first; an execute of it then finds nothing to run.
+	waitFor(t, func() bool { return ttl(tenant.IntentsBucket, tenant.IntentKey(acme, a)) == "gone" })
 	if _, err := g.Execute(ctx, acme, agent, a, gate.Meta{}); contract.ErrorCode(err) != contract.CodeNotFound {
 		t.Fatalf("Execute A after expiry = %v, want not_found", err)
 	}
+	// Every intent and approval expires; only the claims in doubt stay.
 	waitFor(t, func() bool {
-		return lastMsg(t, n, tenant.IdempotencyBucket, tenant.IdempotencyKey(acme, "ka")) == nil &&
-			lastMsg(t, n, tenant.IntentsBucket, tenant.IntentKey(acme, d)) == nil
+		return subjects(t, n, tenant.IntentsBucket) == 0 && subjects(t, n, tenant.ApprovalsBucket) == 0 &&
+			subjects(t, n, tenant.IdempotencyBucket) == 2
 	})
-	if ex.count(a) != 1 {
-		t.Fatalf("A ran %d times", ex.count(a))
-	}
-	// Left: B's, C's intents; B's and D's claims (in doubt, no TTL).
-	if got, want := [2]uint64{subjects(t, n, tenant.IntentsBucket), subjects(t, n, tenant.IdempotencyBucket)}, [2]uint64{2, 2}; got != want {
-		t.Fatalf("keys left (intents, claims) = %v, want %v", got, want)
+	if ex.count(a) != 1 || ex.count(c)+ex.count(e) != 0 {
+		t.Fatalf("runs: A %d, C %d, E %d", ex.count(a), ex.count(c), ex.count(e))
 	}
 	list, err := g.ListInDoubt(ctx, acme)
-	if err != nil || len(list) != 2 || list[0].IntentID != b || list[1].IntentID != d {
+	if err != nil || len(list) != 2 || list[0].IntentID != inDoubt[0] || list[1].IntentID != inDoubt[1] {
 		t.Fatalf("in doubt = %+v, %v", list, err)
 	}
-	for _, id := range []string{b, d} {
+	for _, id := range inDoubt {
 		if res, err := g.Resolve(ctx, acme, operator, id, contract.StatusSucceeded, "checked the target", gate.Meta{}); err != nil || res.Status != contract.StatusSucceeded {
 			t.Fatalf("Resolve %s = %+v, %v", id, res, err)
 		}
 	}
-	// Resolved, they expire too; only C, never executed, stays.
-	waitFor(t, func() bool {
-		return subjects(t, n, tenant.IntentsBucket) == 1 && subjects(t, n, tenant.IdempotencyBucket) == 0
-	})
-	if slow.count(b) != 1 || slow.count(d) != 1 {
-		t.Fatal("an in-doubt execution was re-run")
+	waitFor(t, func() bool { return subjects(t, n, tenant.IdempotencyBucket) == 0 })
+	for _, id := range inDoubt {
+		if slow.count(id) != 1 {
+			t.Fatal("an in-doubt execution was re-run")
+		}
 	}
-	want := map[string]int{audit.KindExecutionStarted: 3, audit.KindExecutionSucceeded: 1, gate.KindExecutionResolved: 2}
+	want := map[string]int{audit.KindIntentProposed: 5, audit.KindExecutionStarted: 3, audit.KindExecutionSucceeded: 1,
+		gate.KindExecutionResolved: 2, audit.KindGateBlocked: 2}
 	got := map[string]int{}
 	for _, k := range kinds(t, n.log, acme) {
 		got[k]++

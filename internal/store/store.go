@@ -205,7 +205,7 @@ func (s *Store) ensure(ctx context.Context, replicas int) error {
 	if s.Control, err = kv(tenant.ControlBucket, "ExoArmur kill switches (global and per tenant)", 16); err != nil {
 		return err
 	}
-	if s.Approvals, err = kv(tenant.ApprovalsBucket, "ExoArmur approvals, one record per intent", 16); err != nil {
+	if s.Approvals, err = s.ttlKV(ctx, tenant.ApprovalsBucket, "ExoArmur approvals, one record per intent", 16, replicas); err != nil {
 		return err
 	}
 	if s.Health, err = kv(tenant.HealthBucket, "ExoArmur store write probe (a timestamp, no tenant data)", 1); err != nil {
@@ -227,8 +227,8 @@ func (s *Store) ensure(ctx context.Context, replicas int) error {
 }
 
 // ttlKV ensures a bucket whose stream also allows per-message TTLs, which
-// the gate's retention (gate.Config.Retention) puts on finished intents and
-// claims. The KV API enables them only together with subject delete markers,
+// a retention (gate.Config.Retention) puts on intents, claims and
+// approvals. The KV API enables them only together with subject delete markers,
 // which we do not want (one more write per expiry), so the stream is
 // declared here with the configuration the KV API would give it, plus
 // AllowMsgTTL, and then bound as a bucket. The server refuses to turn
