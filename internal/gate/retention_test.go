@@ -34,7 +34,7 @@ func retentionGate(tb testing.TB, n *node, ex gate.Executors, sw gate.SwitchRead
 // lastMsg is the stored last message of key in bucket, nil when none.
 func lastMsg(tb testing.TB, n *node, bucket, key string) *jetstream.RawStreamMsg {
 	tb.Helper()
-	s, err := n.st.JS.Stream(context.Background(), "KV_"+bucket)
+	s, err := n.st.JS.Stream(context.Background(), tenant.KVStream(bucket))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func lastMsg(tb testing.TB, n *node, bucket, key string) *jetstream.RawStreamMsg
 // keeps in memory, which a retention must bound.
 func subjects(tb testing.TB, n *node, bucket string) uint64 {
 	tb.Helper()
-	s, err := n.st.JS.Stream(context.Background(), "KV_"+bucket)
+	s, err := n.st.JS.Stream(context.Background(), tenant.KVStream(bucket))
 	if err != nil {
 		tb.Fatal(err)
 	}

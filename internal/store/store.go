@@ -235,7 +235,7 @@ func (s *Store) ensure(ctx context.Context, replicas int) error {
 // AllowMsgTTL off again, so every start must declare it.
 func (s *Store) ttlKV(ctx context.Context, name, desc string, history int64, replicas int) (jetstream.KeyValue, error) {
 	_, err := s.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:              "KV_" + name,
+		Name:              tenant.KVStream(name),
 		Description:       desc,
 		Subjects:          []string{tenant.KVSubject(name, ">")},
 		MaxMsgsPerSubject: history,

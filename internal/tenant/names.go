@@ -114,6 +114,9 @@ func ApprovalKey(id ID, intentID string) string { return id.s + "." + intentID }
 // WorkSubject is the work-queue subject of tenant id.
 func WorkSubject(id ID) string { return workPrefix + id.s }
 
+// KVStream is the stream behind a KV bucket (JetStream's layout).
+func KVStream(bucket string) string { return "KV_" + bucket }
+
 // KVSubject is the subject a write to key of bucket is published on (the
 // KV API's own layout), for writes the KV API cannot express.
 func KVSubject(bucket, key string) string { return "$KV." + bucket + "." + key }
