@@ -48,6 +48,11 @@ type Bundle struct {
 	// hashed once. Bounded by maxCachedContexts.
 	fsContexts sync.Map // fsContextKey -> cedar.Record
 	fsCached   atomic.Int32
+	// The same for http requests, keyed by everything their context holds
+	// (class, role, scheme check, host, host:port, allowlist): an agent
+	// calls few hosts and the allowlist is the server's. Bounded too.
+	httpContexts sync.Map // httpContextKey -> cedar.Record
+	httpCached   atomic.Int32
 }
 
 // scoped iterates the policies of one scope, in source order.
@@ -73,9 +78,56 @@ type fsContextKey struct {
 	local       bool
 }
 
-// maxCachedContexts bounds the fs context cache (roles and classes are
-// small closed sets; the bound only guards against surprises).
+// maxCachedContexts bounds each context cache (roles and classes are
+// small closed sets, hosts are few; past the bound, contexts are built per
+// call).
 const maxCachedContexts = 256
+
+type httpContextKey struct {
+	class, role, host, hostPort string
+	schemeOK                    bool
+	entries                     int    // how many allowlist entries
+	allowlist                   string // the entries, NUL separated
+}
+
+// httpContext returns the cedar context of an http request.
+func (b *Bundle) httpContext(class, role, target string, allowlist []string) cedar.Record {
+	host, hostPort, schemeOK := URLHost(target)
+	k := httpContextKey{class: class, role: role, host: host, hostPort: hostPort, schemeOK: schemeOK, entries: len(allowlist)}
+	// The key must name one allowlist only: an entry holding the separator
+	// (never valid, but a recorded input may say anything) is not cached.
+	cacheable := true
+	for _, h := range allowlist {
+		cacheable = cacheable && !strings.Contains(h, "\x00")
+	}
+	switch len(allowlist) {
+	case 0:
+	case 1:
+		k.allowlist = allowlist[0]
+	default:
+		k.allowlist = strings.Join(allowlist, "\x00")
+	}
+	if r, ok := b.httpContexts.Load(k); ok && cacheable {
+		return r.(cedar.Record)
+	}
+	allow := make([]cedar.Value, len(allowlist))
+	for i, h := range allowlist {
+		allow[i] = cedar.String(strings.ToLower(h))
+	}
+	r := cedar.NewRecord(cedar.RecordMap{
+		"class":     cedar.String(class),
+		"role":      cedar.String(role),
+		"effect":    cedar.String(contract.EffectHTTP),
+		"scheme_ok": cedar.Boolean(schemeOK),
+		"host":      cedar.String(host),
+		"host_port": cedar.String(hostPort),
+		"allowlist": cedar.NewSet(allow...),
+	})
+	if cacheable && b.httpCached.Add(1) <= maxCachedContexts {
+		b.httpContexts.Store(k, r)
+	}
+	return r
+}
 
 func (b *Bundle) fsContext(class, role string, local bool) cedar.Record {
 	k := fsContextKey{class, role, local}
@@ -217,20 +269,7 @@ func Evaluate(b *Bundle, req Request) Result {
 		ctx = b.fsContext(req.Class, req.Role, PathLocal(req.Target))
 	case contract.EffectHTTP:
 		resType = "Url"
-		host, hostPort, schemeOK := URLHost(req.Target)
-		allow := make([]cedar.Value, len(req.Allowlist))
-		for i, h := range req.Allowlist {
-			allow[i] = cedar.String(strings.ToLower(h))
-		}
-		ctx = cedar.NewRecord(cedar.RecordMap{
-			"class":     cedar.String(req.Class),
-			"role":      cedar.String(req.Role),
-			"effect":    cedar.String(req.Effect),
-			"scheme_ok": cedar.Boolean(schemeOK),
-			"host":      cedar.String(host),
-			"host_port": cedar.String(hostPort),
-			"allowlist": cedar.NewSet(allow...),
-		})
+		ctx = b.httpContext(req.Class, req.Role, req.Target, req.Allowlist)
 	default:
 		return Result{Reasons: []string{"unknown_effect"}}
 	}

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -100,5 +101,49 @@ func TestAuthorizeOperations(t *testing.T) {
 	}
 	if res := Authorize(b, OpRequest{PrincipalID: "p", Role: "root", Granted: []string{"acme"}, Operation: OpApprove, Tenant: "acme"}); res.Allowed {
 		t.Error("an unknown role was authorized")
+	}
+}
+
+// TestContextCachesArePure: a bundle caches request contexts; whatever was
+// evaluated before, a request must get the result a fresh bundle gives it,
+// including allowlists that a naive cache key would confuse.
+func TestContextCachesArePure(t *testing.T) {
+	fresh := func() *Bundle {
+		b, err := Compile("default.cedar", defaultSource)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	var reqs []Request
+	for _, allow := range [][]string{nil, {}, {""}, {"api.example.com"}, {"API.example.com"}, {"a\x00api.example.com"},
+		{"a", "api.example.com"}, {"api.example.com", "b\x00c"}, {"api.example.com\x00b", "c"}, {"api.example.com", "127.0.0.1:8080"}, {"127.0.0.1:8080", "api.example.com"}} {
+		for _, target := range []string{"https://api.example.com/v1", "http://127.0.0.1:8080/x", "ftp://api.example.com/", "https://a/", "http://:80/x"} {
+			reqs = append(reqs, Request{PrincipalID: "p", Role: "agent", Action: "http.get", Class: "A0", Effect: "http", Target: target, Allowlist: allow})
+		}
+	}
+	for _, target := range []string{"a/b.txt", "../x"} {
+		for _, role := range []string{"agent", "admin"} {
+			reqs = append(reqs, Request{PrincipalID: "p", Role: role, Action: "fs.read", Class: "A0", Effect: "fs", Target: target})
+		}
+	}
+	want := make([]string, len(reqs))
+	for i, r := range reqs {
+		want[i] = fmt.Sprintf("%+v", Evaluate(fresh(), r))
+	}
+	for _, order := range []string{"forward", "backward"} {
+		b := fresh()
+		for j := range reqs {
+			i := j
+			if order == "backward" {
+				i = len(reqs) - 1 - j
+			}
+			// twice: once building the context, once from the cache
+			for range 2 {
+				if got := fmt.Sprintf("%+v", Evaluate(b, reqs[i])); got != want[i] {
+					t.Fatalf("%s: %q with allowlist %q = %s, a fresh bundle says %s", order, reqs[i].Target, reqs[i].Allowlist, got, want[i])
+				}
+			}
+		}
 	}
 }
