@@ -14,7 +14,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
+	"sync"
+	"sync/atomic"
 
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/contract"
@@ -54,52 +57,94 @@ func New(tenant string) *Replayer {
 }
 
 // Add verifies one record, given exactly as stored.
-func (r *Replayer) Add(raw []byte) {
-	r.lines++
-	var head struct {
-		Tenant string `json:"tenant"`
-		Seq    uint64 `json:"seq"`
-		Kind   string `json:"kind"`
-		Hash   string `json:"hash"`
+func (r *Replayer) Add(raw []byte) { r.apply(prepare(raw, r.only)) }
+
+// head is what a record says of its place, read leniently so that a
+// record failing verification can still be named.
+type head struct {
+	Tenant string `json:"tenant"`
+	Seq    uint64 `json:"seq"`
+	Kind   string `json:"kind"`
+	Hash   string `json:"hash"`
+}
+
+// prepared is one record with everything that depends on it alone
+// computed: its checks, its head and its re-decided decision. prepare is
+// pure, so ReadJSONL prepares records concurrently; apply takes them in
+// order.
+type prepared struct {
+	head     head
+	headOK   bool
+	chk      audit.Checked
+	recOK    bool   // a record could be decoded (strictly, or leniently after a failed check)
+	decision bool   // its kind carries a decision
+	reason   string // why the re-decided decision differs ("" if identical)
+}
+
+func prepare(raw []byte, only string) prepared {
+	var p prepared
+	p.chk = audit.Check(raw)
+	rec := p.chk.Rec
+	if p.chk.Parsed {
+		// One canonical JSON object, strictly decoded: the lenient reads
+		// below would give exactly these fields.
+		p.head = head{Tenant: rec.Tenant, Seq: rec.Seq, Kind: rec.Kind, Hash: rec.Hash}
+		p.headOK, p.recOK = true, true
+	} else {
+		p.headOK = json.Unmarshal(raw, &p.head) == nil
+		rec = contract.AuditRecord{}
+		p.recOK = json.Unmarshal(raw, &rec) == nil
 	}
-	if err := json.Unmarshal(raw, &head); err != nil || head.Tenant == "" {
+	p.headOK = p.headOK && p.head.Tenant != ""
+	if !p.headOK || (only != "" && p.head.Tenant != only) || !p.recOK {
+		return p
+	}
+	want, isDecision := decisionKinds[rec.Kind]
+	if isDecision {
+		p.decision, p.reason = true, redecide(rec, want)
+	}
+	return p
+}
+
+// apply accounts one prepared record, in export order.
+func (r *Replayer) apply(p prepared) {
+	r.lines++
+	if !p.headOK {
 		r.bad = append(r.bad, contract.ReplayMismatch{Seq: 0, Kind: "", Reason: fmt.Sprintf("line %d: not an audit record", r.lines)})
 		return
 	}
-	if r.only != "" && head.Tenant != r.only {
+	if r.only != "" && p.head.Tenant != r.only {
 		return
 	}
-	c, ok := r.tenants[head.Tenant]
+	c, ok := r.tenants[p.head.Tenant]
 	if !ok {
-		c = &chain{v: audit.NewVerifier(head.Tenant), ok: true}
-		r.tenants[head.Tenant] = c
+		c = &chain{v: audit.NewVerifier(p.head.Tenant), ok: true}
+		r.tenants[p.head.Tenant] = c
 	}
 	c.records++
-	rec, err := c.v.Next(raw)
-	if err != nil {
+	if _, err := c.v.NextChecked(p.chk); err != nil {
 		c.ok = false
 		var ve *audit.VerifyError
 		reason := err.Error()
-		seq := head.Seq
+		seq := p.head.Seq
 		if asVerify(err, &ve) {
 			reason, seq = ve.Reason, ve.Seq
 		}
-		r.bad = append(r.bad, contract.ReplayMismatch{Tenant: head.Tenant, Seq: seq, Kind: head.Kind, Reason: "chain: " + reason})
+		r.bad = append(r.bad, contract.ReplayMismatch{Tenant: p.head.Tenant, Seq: seq, Kind: p.head.Kind, Reason: "chain: " + reason})
 		// Resynchronise on the stored link so one altered record is named
 		// once and does not hide the state of the records after it.
-		c.v.Resync(head.Seq, head.Hash)
+		c.v.Resync(p.head.Seq, p.head.Hash)
 		// Still re-decide what can be decoded.
-		if err := json.Unmarshal(raw, &rec); err != nil {
+		if !p.recOK {
 			return
 		}
 	}
-	want, isDecision := decisionKinds[rec.Kind]
-	if !isDecision {
+	if !p.decision {
 		return
 	}
 	c.decisions++
-	if reason := redecide(rec, want); reason != "" {
-		r.bad = append(r.bad, contract.ReplayMismatch{Tenant: rec.Tenant, Seq: rec.Seq, Kind: rec.Kind, Reason: "decision: " + reason})
+	if p.reason != "" {
+		r.bad = append(r.bad, contract.ReplayMismatch{Tenant: p.head.Tenant, Seq: p.head.Seq, Kind: p.head.Kind, Reason: "decision: " + p.reason})
 		return
 	}
 	c.matched++
@@ -174,21 +219,52 @@ func (r *Replayer) Report() contract.ReplayReport {
 	return rep
 }
 
-// ReadJSONL feeds every line of an export to r.
+// ReadJSONL feeds every line of an export to r. Records are prepared
+// (checked, re-decided) concurrently in batches and applied in order, so
+// the report is the one Add line by line would give.
 func (r *Replayer) ReadJSONL(src io.Reader) error {
 	sc := bufio.NewScanner(src)
 	sc.Buffer(make([]byte, 0, 64<<10), MaxLine)
+	batch := make([][]byte, 0, batchSize)
+	out := make([]prepared, batchSize)
+	flush := func() {
+		r.prepareAll(batch, out[:len(batch)])
+		for _, p := range out[:len(batch)] {
+			r.apply(p)
+		}
+		batch = batch[:0]
+	}
 	for sc.Scan() {
 		line := sc.Bytes()
 		if len(bytes.TrimSpace(line)) == 0 {
 			continue
 		}
-		r.Add(bytes.Clone(line))
+		if batch = append(batch, bytes.Clone(line)); len(batch) == batchSize {
+			flush()
+		}
 	}
+	flush()
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("read export: %w", err)
 	}
 	return nil
+}
+
+// batchSize is how many records ReadJSONL prepares at a time.
+const batchSize = 1024
+
+// prepareAll prepares lines into out, one worker per processor.
+func (r *Replayer) prepareAll(lines [][]byte, out []prepared) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(lines)) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(lines); i = int(next.Add(1) - 1) {
+				out[i] = prepare(lines[i], r.only)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // Encode returns the report's canonical JSON followed by a newline.
