@@ -336,6 +336,9 @@ func (g *Gate) load(ctx context.Context, t tenant.ID, id string) (stored, error)
 	}
 	e, err := g.cfg.Intents.Get(ctx, tenant.IntentKey(t, id))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		if g.cfg.Retention != 0 {
+			return stored{}, contract.Errorf(contract.CodeNotFound, "intent not found: unknown, or expired (this server keeps an intent %s after its last change)", g.cfg.Retention)
+		}
 		return stored{}, errNotFound
 	}
 	if err != nil {

@@ -148,8 +148,8 @@ func TestRetentionBoundsTheStore(t *testing.T) {
 
 	// A's intent goes first; an execute of it then finds nothing to run.
 	waitFor(t, func() bool { return ttl(tenant.IntentsBucket, tenant.IntentKey(acme, a)) == "gone" })
-	if _, err := g.Execute(ctx, acme, agent, a, gate.Meta{}); contract.ErrorCode(err) != contract.CodeNotFound {
-		t.Fatalf("Execute A after expiry = %v, want not_found", err)
+	if _, err := g.Execute(ctx, acme, agent, a, gate.Meta{}); contract.ErrorCode(err) != contract.CodeNotFound || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("Execute A after expiry = %v, want not_found naming the retention", err)
 	}
 	// Every intent and approval expires; only the claims in doubt stay.
 	waitFor(t, func() bool {
