@@ -229,16 +229,23 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 	key := tenant.IntentKey(t, in.ID)
 
 	// A repeated proposal returns what is stored (and re-opens its approval
-	// request if an earlier attempt stopped before it).
+	// request if an earlier attempt stopped before it, unless execution
+	// already started: under a retention its approval may have expired
+	// first, and nothing is left to approve).
 	if existing, err := g.load(ctx, t, in.ID); err == nil {
 		if !sameRequest(existing.Intent, in) {
 			return View{}, false, contract.Errorf(contract.CodeConflict, "idempotency key %q is already used by a different intent", req.IdempotencyKey)
 		}
-		if err := g.cfg.Approvals.Request(ctx, t, existing.Intent, p.ID, meta.RequestID, g.cfg.Now().UTC()); err != nil {
-			return View{}, false, storeErr("request approval", err)
-		}
 		v, err := g.view(ctx, t, existing)
-		return v, false, err
+		if err != nil {
+			return View{}, false, err
+		}
+		if v.State == StateProposed || v.State == StateBlocked {
+			if err := g.cfg.Approvals.Request(ctx, t, existing.Intent, p.ID, meta.RequestID, g.cfg.Now().UTC()); err != nil {
+				return View{}, false, storeErr("request approval", err)
+			}
+		}
+		return v, false, nil
 	} else if !errors.Is(err, errNotFound) {
 		return View{}, false, err
 	}

@@ -213,3 +213,46 @@ func TestRetentionConfig(t *testing.T) {
 		}
 	}
 }
+
+// countingApprovals counts approval requests.
+type countingApprovals struct {
+	gate.Approvals
+	requests int
+}
+
+func (c *countingApprovals) Request(ctx context.Context, t tenant.ID, in contract.ActionIntent, actor, requestID string, now time.Time) error {
+	c.requests++
+	return c.Approvals.Request(ctx, t, in, actor, requestID, now)
+}
+
+// TestRepeatedProposalAfterExecutionOpensNoApproval: a repeated proposal
+// re-opens a missing approval request only while nothing has run; once
+// execution started (its approval consumed, and under a retention perhaps
+// expired before the intent) there is nothing left to approve.
+func TestRepeatedProposalAfterExecutionOpensNoApproval(t *testing.T) {
+	ctx := context.Background()
+	ex := &recorder{runs: map[string]int{}}
+	n := openNode(t, t.TempDir(), ex)
+	ca := &countingApprovals{Approvals: approval.NewStore(n.st.Approvals, n.log, nil, nil)}
+	g, err := gate.New(gate.Config{Intents: n.st.Intents, Idempotency: n.st.Idempotency, Audit: n.log, Executors: ex, Switches: &switches{},
+		Approvals: ca, JS: n.st.JS, Node: "n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _, err := g.Propose(ctx, acme, agent, writeReq("k1"), gate.Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := g.Propose(ctx, acme, agent, writeReq("k1"), gate.Meta{}); err != nil || ca.requests != 2 {
+		t.Fatalf("repeat before execution: %v, %d requests, want 2 (re-opened if missing)", err, ca.requests)
+	}
+	if _, err := g.DecideApproval(ctx, acme, operator, v.Intent.ID, "approve", "ok", gate.Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	if again, _, err := g.Propose(ctx, acme, agent, writeReq("k1"), gate.Meta{}); err != nil || ca.requests != 2 || again.State != gate.StateSucceeded {
+		t.Fatalf("repeat after execution: %v, state %s, %d requests, want 2", err, again.State, ca.requests)
+	}
+}
