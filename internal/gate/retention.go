@@ -3,8 +3,11 @@ package gate
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/store"
@@ -69,8 +72,11 @@ func (g *Gate) inDoubtIntent(ctx context.Context, t tenant.ID, intentID string) 
 	for key := range lister.Keys() {
 		idem := strings.TrimPrefix(key, t.String()+".")
 		c, _, err := g.claimOf(ctx, t, idem)
-		if err != nil || c.IntentID != intentID {
+		if errors.Is(err, jetstream.ErrKeyNotFound) || (err == nil && c.IntentID != intentID) {
 			continue
+		}
+		if err != nil {
+			return stored{}, storeErr("load idempotency claim", err)
 		}
 		return stored{Intent: contract.ActionIntent{IdempotencyKey: idem}}, nil
 	}
