@@ -149,14 +149,14 @@ type Store struct {
 	ttl    func(tenant.ID) time.Duration
 	notify Notifier
 
-	js        store.Publisher // publishes the writes of a retention
+	js        jetstream.Publisher // publishes the writes of a retention
 	retention time.Duration
 }
 
 // SetRetention makes every write of a record expire r after it (0: never),
 // as the gate's retention does for intents (gate.Config.Retention); js
 // publishes those writes. Call it before the store is used.
-func (s *Store) SetRetention(js store.Publisher, r time.Duration) { s.js, s.retention = js, r }
+func (s *Store) SetRetention(js jetstream.Publisher, r time.Duration) { s.js, s.retention = js, r }
 
 // write stores data as intentID's record: created when rev is 0, else over
 // revision rev (a mismatch wraps jetstream.ErrKeyExists).

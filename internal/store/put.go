@@ -12,11 +12,6 @@ import (
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
-// Publisher publishes to JetStream (jetstream.JetStream is one).
-type Publisher interface {
-	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
-}
-
 // PutOptions qualify a Put.
 type PutOptions struct {
 	TTL      time.Duration // expire the value after this long; 0 never (the stream must allow message TTLs)
@@ -30,7 +25,10 @@ type PutOptions struct {
 // It publishes on the bucket's subject, as the KV API does, and returns the
 // new revision. A failed Create or Revision condition wraps
 // jetstream.ErrKeyExists (and the server's *jetstream.APIError).
-func Put(ctx context.Context, js Publisher, bucket, key string, data []byte, o PutOptions) (uint64, error) {
+//
+// js is the library's jetstream.Publisher, not a narrower interface of our
+// own, so that tools/inventory sees this call as the JetStream write it is.
+func Put(ctx context.Context, js jetstream.Publisher, bucket, key string, data []byte, o PutOptions) (uint64, error) {
 	m := &nats.Msg{Subject: tenant.KVSubject(bucket, key), Header: nats.Header{}, Data: data}
 	if o.Rollup {
 		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
