@@ -23,6 +23,8 @@ var (
 	ErrWrongAction      = errors.New("executor: permit is for another action")
 	ErrPathEscape       = errors.New("path escapes the tenant sandbox")
 	ErrTooLarge         = errors.New("file exceeds the size limit")
+	ErrNotRegular       = errors.New("not a regular file")
+	ErrHardLink         = errors.New("file has more than one hard link")
 	ErrResponseTooLarge = errors.New("response exceeds the size limit")
 	ErrHostNotAllowed   = errors.New("host is not on the allowlist")
 )

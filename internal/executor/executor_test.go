@@ -56,27 +56,27 @@ func (w *world) untouched(t *testing.T) {
 
 func TestSandboxRoundTrip(t *testing.T) {
 	w := newWorld(t)
-	out, err := w.sb.write(acme, "notes/deep/a.txt", "hello")
+	out, err := w.sb.write(t.Context(), acme, "notes/deep/a.txt", "hello")
 	if err != nil || out["bytes"] != "5" {
 		t.Fatalf("write = %v, %v", out, err)
 	}
-	got, err := w.sb.read(acme, "notes/deep/a.txt")
+	got, err := w.sb.read(t.Context(), acme, "notes/deep/a.txt")
 	if err != nil || got["content"] != "hello" || got["sha256"] != out["sha256"] {
 		t.Fatalf("read = %v, %v", got, err)
 	}
-	if _, err := w.sb.read(beta, "notes/deep/a.txt"); !errors.Is(err, os.ErrNotExist) {
+	if _, err := w.sb.read(t.Context(), beta, "notes/deep/a.txt"); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("tenant beta read acme's file: %v", err)
 	}
-	if _, err := w.sb.remove(acme, "notes/deep/a.txt"); err != nil {
+	if _, err := w.sb.remove(t.Context(), acme, "notes/deep/a.txt"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.sb.read(acme, "notes/deep/a.txt"); !errors.Is(err, os.ErrNotExist) {
+	if _, err := w.sb.read(t.Context(), acme, "notes/deep/a.txt"); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("read after delete: %v", err)
 	}
-	if _, err := w.sb.remove(acme, "notes"); err == nil {
+	if _, err := w.sb.remove(t.Context(), acme, "notes"); err == nil {
 		t.Fatal("deleted a directory")
 	}
-	if _, err := w.sb.write(acme, "big", strings.Repeat("x", 2<<10)); !errors.Is(err, ErrTooLarge) {
+	if _, err := w.sb.write(t.Context(), acme, "big", strings.Repeat("x", 2<<10)); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("oversized write: %v", err)
 	}
 }
@@ -94,7 +94,7 @@ func TestSandboxEscapes(t *testing.T) {
 	if err := os.Symlink(w.outside, filepath.Join(root, "linkdir")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.sb.write(beta, "b.txt", "beta's"); err != nil {
+	if _, err := w.sb.write(t.Context(), beta, "b.txt", "beta's"); err != nil {
 		t.Fatal(err)
 	}
 	targets := []string{
@@ -103,15 +103,15 @@ func TestSandboxEscapes(t *testing.T) {
 	}
 	for _, target := range targets {
 		t.Run(target, func(t *testing.T) {
-			if out, err := w.sb.read(acme, target); err == nil {
+			if out, err := w.sb.read(t.Context(), acme, target); err == nil {
 				t.Errorf("read %q succeeded: %v", target, out)
 			}
 			// Writing or deleting "link.txt" replaces or removes the link
 			// itself, inside the sandbox; what it points to must not change.
-			if _, err := w.sb.write(acme, target, "pwned"); err == nil && target != "link.txt" {
+			if _, err := w.sb.write(t.Context(), acme, target, "pwned"); err == nil && target != "link.txt" {
 				t.Errorf("write %q succeeded", target)
 			}
-			if _, err := w.sb.remove(acme, target); err == nil && target != "link.txt" {
+			if _, err := w.sb.remove(t.Context(), acme, target); err == nil && target != "link.txt" {
 				t.Errorf("delete %q succeeded", target)
 			}
 			w.untouched(t)
@@ -245,9 +245,9 @@ func FuzzSandboxPath(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, target string) {
-		_, _ = sb.write(acme, target, "x")
-		_, _ = sb.read(acme, target)
-		_, _ = sb.remove(acme, target)
+		_, _ = sb.write(t.Context(), acme, target, "x")
+		_, _ = sb.read(t.Context(), acme, target)
+		_, _ = sb.remove(t.Context(), acme, target)
 		entries, err := os.ReadDir(base)
 		if err != nil {
 			t.Fatal(err)

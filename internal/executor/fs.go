@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"syscall"
 
 	"github.com/exoarmur/exoarmur/internal/gate"
 	"github.com/exoarmur/exoarmur/internal/policy"
@@ -17,6 +18,21 @@ import (
 // sandbox opens per-tenant roots: <dir>/<tenant>. Every file operation goes
 // through *os.Root, which refuses any path, "..", absolute path or symlink
 // that resolves outside the root, also when the tree changes under it.
+//
+// Whatever else is planted in a sandbox (a FIFO, a socket, a device node, a
+// hard link to a file outside) can neither hang an executor nor leak through
+// it:
+//   - fs.read opens without blocking and reads only a regular file with a
+//     single link; it reads in chunks and stops when its context is done.
+//   - fs.write never opens an existing name: it creates a fresh temporary
+//     file (O_EXCL) and renames it over the target, which replaces whatever
+//     the name was (a FIFO, a hard link) without writing into it.
+//   - fs.delete removes a name without opening it. Any non-directory may be
+//     deleted: unlinking a FIFO, a socket, a device node or one link of a
+//     hard-linked file removes only that name from the sandbox.
+//
+// Errors name only the sandbox-relative target, never a host path: results
+// are stored and shown to the tenant.
 type sandbox struct {
 	dir     string
 	maxFile int64
@@ -28,7 +44,7 @@ func (s *sandbox) create(t tenant.ID) (*os.Root, error) {
 		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Join(s.dir, t.String()), 0o750); err != nil {
-		return nil, fmt.Errorf("sandbox %s: %w", t, err)
+		return nil, fmt.Errorf("sandbox %s: %w", t, bare(err))
 	}
 	return s.open(t)
 }
@@ -41,10 +57,25 @@ func (s *sandbox) open(t tenant.ID) (*os.Root, error) {
 	}
 	r, err := os.OpenRoot(filepath.Join(s.dir, t.String()))
 	if err != nil {
-		return nil, fmt.Errorf("sandbox %s: %w", t, err)
+		return nil, fmt.Errorf("sandbox %s: %w", t, bare(err))
 	}
 	return r, nil
 }
+
+// bare drops a host path from err. *os.Root methods name the path they were
+// given (relative to the root), but methods of the *os.File a root opens,
+// and os.OpenRoot and os.MkdirAll, name the full host path
+// ("read /srv/sandbox/acme/d: is a directory").
+func bare(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) && filepath.IsAbs(pe.Path) {
+		return fmt.Errorf("%s: %w", pe.Op, pe.Err)
+	}
+	return err
+}
+
+// readChunk is how much fs.read reads between checks of its context.
+const readChunk = 32 << 10
 
 // local rejects, before any I/O, a target that is not a plain relative path.
 func local(target string) error {
@@ -67,19 +98,40 @@ func in(t tenant.ID, target string, open func(tenant.ID) (*os.Root, error), fn f
 	return fn(root)
 }
 
-func (s *sandbox) read(t tenant.ID, target string) (map[string]string, error) {
-	return in(t, target, s.open, func(root *os.Root) (map[string]string, error) { return s.readIn(root, target) })
+func (s *sandbox) read(ctx context.Context, t tenant.ID, target string) (map[string]string, error) {
+	return in(t, target, s.open, func(root *os.Root) (map[string]string, error) { return s.readIn(ctx, root, target) })
 }
 
-func (s *sandbox) readIn(root *os.Root, target string) (map[string]string, error) {
-	f, err := root.Open(target)
+func (s *sandbox) readIn(ctx context.Context, root *os.Root, target string) (map[string]string, error) {
+	fail := func(err error) (map[string]string, error) {
+		return nil, fmt.Errorf("fs.read %q: %w", target, bare(err))
+	}
+	if err := ctx.Err(); err != nil {
+		return fail(err)
+	}
+	// open(2) of a FIFO for reading blocks until a writer appears;
+	// O_NONBLOCK makes it return at once, and the fstat below refuses
+	// anything not regular before a byte is read. (O_NONBLOCK has no effect
+	// on reads of a regular file.) O_NOCTTY: a terminal device planted in
+	// the sandbox never becomes the process's controlling terminal.
+	f, err := root.OpenFile(target, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 	if err != nil {
-		return nil, fmt.Errorf("fs.read %q: %w", target, err)
+		return fail(err)
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, s.maxFile+1))
+	fi, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("fs.read %q: %w", target, err)
+		return fail(err)
+	}
+	if err := readable(fi); err != nil {
+		return fail(err)
+	}
+	if fi.Size() > s.maxFile {
+		return nil, fmt.Errorf("fs.read %q: %w (%d bytes)", target, ErrTooLarge, s.maxFile)
+	}
+	b, err := readAll(ctx, f, s.maxFile+1)
+	if err != nil {
+		return fail(err)
 	}
 	if int64(len(b)) > s.maxFile {
 		return nil, fmt.Errorf("fs.read %q: %w (%d bytes)", target, ErrTooLarge, s.maxFile)
@@ -89,14 +141,81 @@ func (s *sandbox) readIn(root *os.Root, target string) (map[string]string, error
 	return out, nil
 }
 
-func (s *sandbox) write(t tenant.ID, target, content string) (map[string]string, error) {
+// readable refuses what fs.read must not read: anything but a regular file
+// (a directory, FIFO, socket or device), and a regular file with more than
+// one link. A hard link is a regular file, so os.Root lets it through, but
+// its other name may be outside the sandbox (a host file hard-linked in).
+// A link count above one cannot tell inside from outside, so every
+// hard-linked file is refused; fs.write never makes one.
+func readable(fi os.FileInfo) error {
+	m := fi.Mode()
+	if !m.IsRegular() {
+		return fmt.Errorf("%w (%s)", ErrNotRegular, kind(m))
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 {
+		return fmt.Errorf("%w (%d)", ErrHardLink, st.Nlink)
+	}
+	return nil
+}
+
+func kind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeCharDevice != 0:
+		return "a character device"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	case m&os.ModeSymlink != 0:
+		return "a symbolic link"
+	default:
+		return "mode " + m.String()
+	}
+}
+
+// readAll reads r to EOF, at most limit bytes, in chunks, and stops with
+// ctx's error as soon as ctx is done.
+func readAll(ctx context.Context, r io.Reader, limit int64) ([]byte, error) {
+	r = io.LimitReader(r, limit)
+	var b []byte
+	buf := make([]byte, min(readChunk, limit))
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		n, err := r.Read(buf)
+		b = append(b, buf[:n]...)
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (s *sandbox) write(ctx context.Context, t tenant.ID, target, content string) (map[string]string, error) {
 	if int64(len(content)) > s.maxFile {
 		return nil, fmt.Errorf("fs.write %q: %w", target, ErrTooLarge)
 	}
-	return in(t, target, s.create, func(root *os.Root) (map[string]string, error) { return writeIn(root, target, content) })
+	return in(t, target, s.create, func(root *os.Root) (map[string]string, error) { return writeIn(ctx, root, target, content) })
 }
 
-func writeIn(root *os.Root, target, content string) (map[string]string, error) {
+// writeIn never opens an existing file: the temporary file is created with
+// O_EXCL (which also refuses a symlink), so a FIFO or hard link planted
+// under either name is never opened or written into; the rename replaces
+// the target's name, whatever it was. A directory target fails the rename.
+// The context is checked before anything is made and again before the
+// rename, the commit point: once the context is done, the target is left
+// as it was.
+func writeIn(ctx context.Context, root *os.Root, target, content string) (map[string]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("fs.write %q: %w", target, err)
+	}
 	if dir := path.Dir(filepath.ToSlash(target)); dir != "." {
 		if err := root.MkdirAll(dir, 0o750); err != nil {
 			return nil, fmt.Errorf("fs.write %q: %w", target, err)
@@ -123,20 +242,29 @@ func writeIn(root *os.Root, target, content string) (map[string]string, error) {
 		werr = cerr
 	}
 	if werr == nil {
+		werr = ctx.Err()
+	}
+	if werr == nil {
 		werr = root.Rename(tmp, target)
 	}
 	if werr != nil {
 		_ = root.Remove(tmp)
-		return nil, fmt.Errorf("fs.write %q: %w", target, werr)
+		return nil, fmt.Errorf("fs.write %q: %w", target, bare(werr))
 	}
 	return digest([]byte(content)), nil
 }
 
-func (s *sandbox) remove(t tenant.ID, target string) (map[string]string, error) {
-	return in(t, target, s.open, func(root *os.Root) (map[string]string, error) { return removeIn(root, target) })
+func (s *sandbox) remove(ctx context.Context, t tenant.ID, target string) (map[string]string, error) {
+	return in(t, target, s.open, func(root *os.Root) (map[string]string, error) { return removeIn(ctx, root, target) })
 }
 
-func removeIn(root *os.Root, target string) (map[string]string, error) {
+// removeIn deletes one name that is not a directory. It never opens the
+// file, so a FIFO or device cannot block it; see sandbox for what may be
+// deleted.
+func removeIn(ctx context.Context, root *os.Root, target string) (map[string]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("fs.delete %q: %w", target, err)
+	}
 	fi, err := root.Lstat(target)
 	if err != nil {
 		return nil, fmt.Errorf("fs.delete %q: %w", target, err)
@@ -161,26 +289,26 @@ var (
 )
 
 // Run reads a file from the tenant sandbox.
-func (e fsRead) Run(_ context.Context, p *gate.Permit) (map[string]string, error) {
+func (e fsRead) Run(ctx context.Context, p *gate.Permit) (map[string]string, error) {
 	if err := check(p, "fs.read"); err != nil {
 		return nil, err
 	}
-	return e.s.read(p.Tenant(), p.Intent().Target)
+	return e.s.read(ctx, p.Tenant(), p.Intent().Target)
 }
 
 // Run writes params.content to a file in the tenant sandbox.
-func (e fsWrite) Run(_ context.Context, p *gate.Permit) (map[string]string, error) {
+func (e fsWrite) Run(ctx context.Context, p *gate.Permit) (map[string]string, error) {
 	if err := check(p, "fs.write"); err != nil {
 		return nil, err
 	}
 	in := p.Intent()
-	return e.s.write(p.Tenant(), in.Target, in.Params["content"])
+	return e.s.write(ctx, p.Tenant(), in.Target, in.Params["content"])
 }
 
 // Run deletes one file from the tenant sandbox.
-func (e fsDelete) Run(_ context.Context, p *gate.Permit) (map[string]string, error) {
+func (e fsDelete) Run(ctx context.Context, p *gate.Permit) (map[string]string, error) {
 	if err := check(p, "fs.delete"); err != nil {
 		return nil, err
 	}
-	return e.s.remove(p.Tenant(), p.Intent().Target)
+	return e.s.remove(ctx, p.Tenant(), p.Intent().Target)
 }

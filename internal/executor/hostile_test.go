@@ -15,7 +15,7 @@ import (
 // no read ever returns the outside secret, and nothing outside is deleted.
 func TestSymlinkRace(t *testing.T) {
 	w := newWorld(t)
-	if _, err := w.sb.write(acme, "d/seed.txt", "seed"); err != nil {
+	if _, err := w.sb.write(t.Context(), acme, "d/seed.txt", "seed"); err != nil {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(w.sb.dir, "acme", "d")
@@ -43,15 +43,15 @@ func TestSymlinkRace(t *testing.T) {
 			for i := range rounds {
 				switch (i + g) % 3 {
 				case 0:
-					if _, err := w.sb.write(acme, "d/secret.txt", "pwned"); err == nil {
+					if _, err := w.sb.write(t.Context(), acme, "d/secret.txt", "pwned"); err == nil {
 						written.Add(1)
 					}
 				case 1:
-					if out, err := w.sb.read(acme, "d/secret.txt"); err == nil && out["content"] == "secret" {
+					if out, err := w.sb.read(t.Context(), acme, "d/secret.txt"); err == nil && out["content"] == "secret" {
 						leaked.Add(1)
 					}
 				default:
-					_, _ = w.sb.remove(acme, "d/secret.txt")
+					_, _ = w.sb.remove(t.Context(), acme, "d/secret.txt")
 				}
 			}
 		}()
