@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -9,21 +10,36 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
-	"syscall"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // effectCounter counts side effects where they happen: requests at a
 // loopback HTTP sink (by body) and files renamed into place in the tenants'
 // sandboxes (by inotify IN_MOVED_TO: every fs.write ends with one rename).
+//
+// The inotify count is a measurement, and it must never fail the product for
+// its own faults: its reader is joined before its descriptor is closed (so no
+// reader outlives its instance and reads a reused descriptor number), EINTR
+// and EAGAIN are retried, and a queue overflow or any other read error is
+// recorded as a lost measurement that fails the test under that name.
 type effectCounter struct {
 	mu    sync.Mutex
 	sink  map[string]int
 	files map[string]int
+
+	lost    error  // the rename count is incomplete: why
+	syncDir string // a test-private dir on the same inotify instance
+	syncWd  int32
+	syncN   int // sync markers created
+	synced  int // highest sync marker the reader has seen
 }
 
 func (c *effectCounter) count(m map[string]int, k string) {
@@ -38,35 +54,186 @@ func (c *effectCounter) get(m map[string]int, k string) int {
 	return m[k]
 }
 
-// watchRenames counts renames into dirs until the test ends.
+// lose records the first reason the rename count is no longer complete.
+func (c *effectCounter) lose(err error) {
+	c.mu.Lock()
+	if c.lost == nil {
+		c.lost = err
+	}
+	c.mu.Unlock()
+}
+
+func (c *effectCounter) lostErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lost
+}
+
+// errInotifyOverflow: the kernel dropped events (IN_Q_OVERFLOW).
+var errInotifyOverflow = errors.New("inotify queue overflowed (IN_Q_OVERFLOW): events were dropped by the kernel")
+
+// sync returns once the reader has consumed every rename event queued before
+// the call: it creates a marker in syncDir, which inotify queues after them
+// on the same instance, and waits until the reader has seen that marker. It
+// fails the test, naming the cause, if the measurement was lost.
+func (c *effectCounter) sync(t *testing.T) {
+	t.Helper()
+	c.mu.Lock()
+	c.syncN++
+	n := c.syncN
+	c.mu.Unlock()
+	if err := os.WriteFile(filepath.Join(c.syncDir, "s"+strconv.Itoa(n)), nil, 0o600); err != nil {
+		t.Fatalf("inotify sync marker: %v", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c.mu.Lock()
+		lost, seen := c.lost, c.synced >= n
+		c.mu.Unlock()
+		if lost != nil {
+			t.Fatalf("lost measurement, not a product failure: the sandbox rename count is incomplete: %v", lost)
+		}
+		if seen {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lost measurement, not a product failure: the inotify reader did not see sync marker %d within 30s", n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// parse counts the events in buf (whole events, as read(2) returns them).
+func (c *effectCounter) parse(buf []byte, names map[int32]string) {
+	for off := 0; off+unix.SizeofInotifyEvent <= len(buf); {
+		ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
+		end := off + unix.SizeofInotifyEvent + int(ev.Len)
+		if end > len(buf) {
+			c.lose(fmt.Errorf("inotify: truncated event at offset %d of %d bytes", off, len(buf)))
+			return
+		}
+		name := strings.TrimRight(string(buf[off+unix.SizeofInotifyEvent:end]), "\x00")
+		off = end
+		switch {
+		case ev.Mask&unix.IN_Q_OVERFLOW != 0:
+			c.lose(errInotifyOverflow)
+		case ev.Wd == c.syncWd && ev.Mask&unix.IN_CREATE != 0:
+			if n, err := strconv.Atoi(strings.TrimPrefix(name, "s")); err == nil {
+				c.mu.Lock()
+				c.synced = max(c.synced, n)
+				c.mu.Unlock()
+			}
+		case ev.Mask&unix.IN_MOVED_TO != 0:
+			if dir, ok := names[ev.Wd]; ok {
+				c.count(c.files, dir+"/"+name)
+			}
+		}
+	}
+}
+
+// liveReaders counts inotify reader goroutines that have not ended. Each is
+// joined when its test ends, so a new watcher must find none: a survivor
+// would read whatever instance next gets its descriptor number.
+var liveReaders atomic.Int32
+
+// watchRenames counts renames into dirs until the test ends. Read the
+// counts only after c.sync.
 func (c *effectCounter) watchRenames(t *testing.T, dirs ...string) {
 	t.Helper()
-	fd, err := syscall.InotifyInit1(syscall.IN_CLOEXEC)
+	if n := liveReaders.Load(); n != 0 {
+		t.Fatalf("lost measurement, not a product failure: %d inotify reader(s) of an earlier test still running (not joined before their descriptor was closed)", n)
+	}
+	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
 	if err != nil {
 		t.Fatalf("inotify: %v", err)
 	}
+	stopFd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(fd)
+		t.Fatalf("eventfd: %v", err)
+	}
+	done := make(chan struct{})
+	started := false
+	// Stop the reader, wait for it to end, and only then close the
+	// descriptors: a reader never outlives the descriptor it reads.
+	t.Cleanup(func() {
+		if started {
+			one := []byte{1, 0, 0, 0, 0, 0, 0, 0}
+			for {
+				if _, err := unix.Write(stopFd, one); err != unix.EINTR {
+					if err != nil {
+						t.Errorf("inotify reader stop: %v", err)
+					}
+					break
+				}
+			}
+			<-done
+		}
+		unix.Close(fd)
+		unix.Close(stopFd)
+		if err := c.lostErr(); err != nil {
+			t.Errorf("lost measurement, not a product failure: the sandbox rename count is incomplete: %v", err)
+		}
+	})
 	names := map[int32]string{}
 	for _, d := range dirs {
-		wd, err := syscall.InotifyAddWatch(fd, d, syscall.IN_MOVED_TO)
+		wd, err := unix.InotifyAddWatch(fd, d, unix.IN_MOVED_TO)
 		if err != nil {
 			t.Fatalf("inotify watch %s: %v", d, err)
 		}
 		names[int32(wd)] = filepath.Base(filepath.Dir(d))
 	}
-	t.Cleanup(func() { syscall.Close(fd) })
+	c.syncDir = t.TempDir()
+	wd, err := unix.InotifyAddWatch(fd, c.syncDir, unix.IN_CREATE)
+	if err != nil {
+		t.Fatalf("inotify watch %s: %v", c.syncDir, err)
+	}
+	c.syncWd = int32(wd)
+	started = true
+	liveReaders.Add(1)
 	go func() {
+		defer close(done)
+		defer liveReaders.Add(-1)
 		buf := make([]byte, 64<<10)
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(stopFd), Events: unix.POLLIN}}
+		stopping := false
 		for {
-			n, err := syscall.Read(fd, buf)
-			if err != nil || n <= 0 {
+			// Drain every pending event; after the stop signal this is
+			// the last round.
+			for {
+				n, err := unix.Read(fd, buf)
+				if err == unix.EINTR {
+					continue
+				}
+				if err == unix.EAGAIN {
+					break
+				}
+				if err != nil {
+					c.lose(fmt.Errorf("inotify read (fd %d): %w", fd, err))
+					return
+				}
+				if n <= 0 {
+					c.lose(fmt.Errorf("inotify read (fd %d): returned %d", fd, n))
+					return
+				}
+				c.parse(buf[:n], names)
+			}
+			if stopping {
 				return
 			}
-			for off := 0; off+syscall.SizeofInotifyEvent <= n; {
-				ev := (*syscall.InotifyEvent)(unsafe.Pointer(&buf[off]))
-				name := strings.TrimRight(string(buf[off+syscall.SizeofInotifyEvent:off+syscall.SizeofInotifyEvent+int(ev.Len)]), "\x00")
-				c.count(c.files, names[ev.Wd]+"/"+name)
-				off += syscall.SizeofInotifyEvent + int(ev.Len)
+			pfd[0].Revents, pfd[1].Revents = 0, 0
+			if _, err := unix.Poll(pfd, -1); err != nil {
+				if err == unix.EINTR {
+					continue
+				}
+				c.lose(fmt.Errorf("inotify poll (fd %d): %w", fd, err))
+				return
 			}
+			if re := pfd[0].Revents; re&(unix.POLLERR|unix.POLLNVAL|unix.POLLHUP) != 0 {
+				c.lose(fmt.Errorf("inotify poll (fd %d): revents %#x", fd, re))
+				return
+			}
+			stopping = pfd[1].Revents != 0
 		}
 	}()
 }
@@ -302,6 +469,10 @@ func kindCount(recs []map[string]any, kind, corr string) int {
 
 func checkCrashRun(t *testing.T, do doFunc, all []*crashIntent, ec *effectCounter, flips []string, agents map[string]string, admin, op string) {
 	t.Helper()
+	// Every acknowledged fs.write renamed its file before its execute was
+	// answered; the reader must have counted all of those renames before
+	// any count is compared.
+	ec.sync(t)
 	effects := func(in *crashIntent) int {
 		switch in.kind {
 		case "http.post":
@@ -392,6 +563,7 @@ func checkCrashRun(t *testing.T, do doFunc, all []*crashIntent, ec *effectCounte
 			if code, _ := do("POST", "/v1/tenants/"+tn+"/intents/"+in.id+"/execute", agents[tn], ""); code != 200 && code != 409 {
 				t.Fatalf("execute of resolved %s/%s: %d", tn, in.id, code)
 			}
+			ec.sync(t) // count any rename that execute did before comparing
 			if effects(in) != before {
 				t.Fatalf("resolved %s/%s ran again", tn, in.id)
 			}
