@@ -62,6 +62,18 @@ func TestImportRules(t *testing.T) {
 	}
 }
 
+// TestAccessIsTransportFree: the one access decision knows no transport, so
+// every front end (REST, MCP, console, CLI) can call it.
+func TestAccessIsTransportFree(t *testing.T) {
+	for _, p := range listPackages(t, "./internal/access") {
+		for _, banned := range []string{"net/http", "net/http/httptest"} {
+			if slices.Contains(p.Imports, banned) {
+				t.Errorf("%s imports %s; the access layer must stay transport-free", p.ImportPath, banned)
+			}
+		}
+	}
+}
+
 // TestOnePackageComment: every package has exactly one package comment.
 func TestOnePackageComment(t *testing.T) {
 	for _, p := range listPackages(t, "./...") {

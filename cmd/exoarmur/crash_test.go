@@ -300,8 +300,8 @@ func crashUnderLoad(t *testing.T, flags ...string) {
 		return strings.TrimSpace(run(t, args...))
 	}
 	agents := map[string]string{"acme": mk("acme-bot", "agent", []string{"acme"}, "*"), "beta": mk("beta-bot", "agent", []string{"beta"}, "*")}
-	admin := mk("admin-all", "admin", []string{"acme", "beta", "gamma"}, "A0")
-	op := mk("op", "operator", []string{"acme", "beta"}, "A0")
+	admin := mk("admin-all", "admin", []string{"acme", "beta", "gamma", "system"}, "A0")
+	op := mk("op", "operator", []string{"acme", "beta"}, "*")
 	addr := freePort(t)
 	serverFlags := append([]string{"--allow-host", host}, flags...)
 	srv := startServer(t, dataDir, addr, serverFlags...)

@@ -169,15 +169,21 @@ func (s *server) do(method, path, key string, body any) (int, map[string]any) {
 // is --data-dir D or --nats-url U.
 func createKeys(t *testing.T, store ...string) (agent, admin string) {
 	t.Helper()
-	mk := func(role, actions string) string {
+	mk := func(role, actions string, tenants ...string) string {
 		args := append([]string{"keys", "create"}, store...)
-		key := strings.TrimSpace(run(t, append(args, "--name", "e2e-"+role, "--role", role, "--tenant", "acme", "--actions", actions)...))
+		args = append(args, "--name", "e2e-"+role, "--role", role, "--tenant", "acme", "--actions", actions)
+		for _, tn := range tenants {
+			args = append(args, "--tenant", tn)
+		}
+		key := strings.TrimSpace(run(t, args...))
 		if !strings.HasPrefix(key, "exo_") {
 			t.Fatalf("keys create printed %q", key)
 		}
 		return key
 	}
-	return mk("agent", "*"), mk("admin", "A0")
+	// The admin approves side effects (its grants must cover them) and
+	// flips the global switch (the system grant).
+	return mk("agent", "*"), mk("admin", "*", "system")
 }
 
 func createKey(t *testing.T, dataDir string) string {
@@ -558,7 +564,7 @@ func TestGate6TwoTenantsTwoNodes(t *testing.T) {
 		return strings.TrimSpace(run(t, "keys", "create", "--nats-url", url, "--name", name, "--role", role, "--tenant", tn, "--actions", actions))
 	}
 	acmeKey, betaKey := key("acme-bot", "agent", "acme", "*"), key("beta-bot", "agent", "beta", "*")
-	admin := strings.TrimSpace(run(t, "keys", "create", "--nats-url", url, "--name", "admin", "--role", "admin", "--tenant", "acme", "--tenant", "beta", "--actions", "A0"))
+	admin := strings.TrimSpace(run(t, "keys", "create", "--nats-url", url, "--name", "admin", "--role", "admin", "--tenant", "acme", "--tenant", "beta", "--tenant", "system", "--actions", "*"))
 	sandbox := t.TempDir()
 	addrA, addrB := freePort(t), freePort(t)
 	a := startServer(t, "", addrA, "--nats-url", url, "--sandbox-dir", sandbox, "--node", "node-a")

@@ -13,9 +13,9 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/access"
 	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
@@ -31,33 +31,17 @@ import (
 // MaxBody is the largest request body accepted (413 beyond).
 const MaxBody = 1 << 20
 
-// Authenticator resolves an API key, or a verified client certificate's
-// common name, to a principal.
-type Authenticator interface {
-	Authenticate(ctx context.Context, key string) (*auth.Principal, error)
-}
-
-// CertAuthenticator maps a verified client certificate to a principal.
-type CertAuthenticator interface {
-	AuthenticateCert(ctx context.Context, commonName string) (*auth.Principal, error)
-}
-
-// KeyAdmin manages API keys (internal/auth).
-type KeyAdmin interface {
-	Create(ctx context.Context, req auth.CreateRequest) (string, auth.Principal, error)
-	List(ctx context.Context) ([]auth.Principal, error)
-	Revoke(ctx context.Context, principalID string) (auth.Principal, error)
-}
-
 // Switches reads and changes kill switches (internal/killswitch).
 type Switches interface {
 	ReadScope(t tenant.ID) killswitch.Reading
 	Set(ctx context.Context, scope tenant.ID, engaged bool, reason, actor, requestID string) (killswitch.Change, error)
 }
 
-// ApprovalLister lists a tenant's approvals (internal/approval).
+// ApprovalLister lists a tenant's approvals and who stands behind each
+// vote (internal/approval).
 type ApprovalLister interface {
 	List(ctx context.Context, t tenant.ID, status string, now time.Time) ([]approval.Record, error)
+	Lineage(ctx context.Context, t tenant.ID, intentID string) ([]approval.Lineage, error)
 }
 
 // Config wires the API.
@@ -65,24 +49,18 @@ type Config struct {
 	Gate      *gate.Gate
 	Switches  Switches
 	Approvals ApprovalLister
-	Keys      Authenticator
+	Access    *access.Service // authentication and authorization of every operation
 	Audit     *audit.Log
-	Certs     CertAuthenticator // nil: no client certificates
-	KeyAdmin  KeyAdmin          // nil: key management answers 503
-	Ready     func() bool       // store readiness for /readyz
-	Now       func() time.Time  // clock for records the API writes itself (default time.Now)
-	// AuthFailLimit is how many failed authentications one source may make
-	// per minute before it gets 429 (default 20).
-	AuthFailLimit int
-	RequestID     func() string // injected request ID source
-	Logger        *slog.Logger
+	Ready     func() bool      // store readiness for /readyz
+	Now       func() time.Time // clock (default time.Now)
+	RequestID func() string    // injected request ID source
+	Logger    *slog.Logger
 }
 
 // Server is the HTTP API.
 type Server struct {
-	cfg   Config
-	mux   *http.ServeMux
-	fails failures
+	cfg Config
+	mux *http.ServeMux
 }
 
 // Route is one registered route; the OpenAPI test compares these with
@@ -148,9 +126,9 @@ func (s *Server) routes() []route {
 		r("PUT", "/v1/killswitch", policy.OpFlipGlobalSwitch, s.putSwitch),
 		r("GET", "/v1/tenants/{tenant}/killswitch", policy.OpReadTenantSwitch, s.getSwitch),
 		r("PUT", "/v1/tenants/{tenant}/killswitch", policy.OpFlipTenantSwitch, s.putSwitch),
-		r("POST", "/v1/keys", policy.OpManageKeys, s.createKey),
-		r("GET", "/v1/keys", policy.OpManageKeys, s.listKeys),
-		r("DELETE", "/v1/keys/{id}", policy.OpManageKeys, s.revokeKey),
+		r("POST", "/v1/keys", policy.OpKeyManagement, s.createKey),
+		r("GET", "/v1/keys", policy.OpKeyManagement, s.listKeys),
+		r("DELETE", "/v1/keys/{id}", policy.OpKeyManagement, s.revokeKey),
 	}
 }
 
@@ -504,11 +482,13 @@ func (s *Server) now() time.Time {
 	return time.Now()
 }
 
-// approvalItem is one entry of the approval queue: the approval and the
-// intent it is for.
+// approvalItem is one entry of the approval queue: the approval, the
+// intent it is for, and the lineage of each vote (credential, owner,
+// creator), so operators see when one person or one admin's keys voted.
 type approvalItem struct {
 	Approval approval.Record       `json:"approval"`
 	Intent   contract.ActionIntent `json:"intent"`
+	Lineage  []approval.Lineage    `json:"lineage"`
 }
 
 func (s *Server) listApprovals(w http.ResponseWriter, r *http.Request) error {
@@ -529,7 +509,11 @@ func (s *Server) listApprovals(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		items = append(items, approvalItem{Approval: rec, Intent: v.Intent})
+		lin, err := s.cfg.Approvals.Lineage(r.Context(), ri.tenant, rec.IntentID)
+		if err != nil && !errors.Is(err, approval.ErrNotFound) {
+			return contract.Wrap(contract.CodeStoreUnavailable, "cannot read approvals", err)
+		}
+		items = append(items, approvalItem{Approval: rec, Intent: v.Intent, Lineage: append([]approval.Lineage{}, lin...)})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"tenant": ri.tenant.String(), "approvals": items})
 	return nil
@@ -562,18 +546,9 @@ type keyRequest struct {
 	ExpiresIn string   `json:"expires_in,omitempty"` // Go duration, e.g. "720h"
 }
 
-func (s *Server) keyAdmin() (KeyAdmin, error) {
-	if s.cfg.KeyAdmin == nil {
-		return nil, contract.Errorf(contract.CodeStoreUnavailable, "key management is not available on this node")
-	}
-	return s.cfg.KeyAdmin, nil
-}
-
+// createKey: the access layer decides whether the caller may create this
+// key (tenants, role and actions within its own) and audits it.
 func (s *Server) createKey(w http.ResponseWriter, r *http.Request) error {
-	ka, err := s.keyAdmin()
-	if err != nil {
-		return err
-	}
 	raw, err := readBody(r)
 	if err != nil {
 		return err
@@ -585,7 +560,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) error {
 	if err := json.Unmarshal(raw, &req); err != nil {
 		return contract.Wrap(contract.CodeInvalid, "body does not match the key request shape", err)
 	}
-	cr := auth.CreateRequest{Name: req.Name, Role: req.Role, Tenants: req.Tenants, Actions: req.Actions}
+	cr := auth.CreateRequest{Name: req.Name, Role: req.Role, Tenants: req.Tenants, Actions: req.Actions} // V1 has no owner: the name is the owner
 	if req.ExpiresIn != "" {
 		d, err := time.ParseDuration(req.ExpiresIn)
 		if err != nil || d <= 0 {
@@ -593,47 +568,31 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) error {
 		}
 		cr.ExpiresAt = s.now().Add(d)
 	}
-	if err := cr.Validate(); err != nil {
-		return contract.Errorf(contract.CodeInvalid, "%v", err)
-	}
-	key, p, err := ka.Create(r.Context(), cr)
-	if err != nil {
-		return contract.Wrap(contract.CodeStoreUnavailable, "the key could not be stored", err)
-	}
 	ri := info(r)
-	s.auditSystem(r, ri, "key.created", ri.principal.ID, map[string]string{"key": p.ID, "name": p.Name, "role": p.Role,
-		"tenants": strings.Join(p.Tenants, ","), "actions": strings.Join(p.Actions, ",")})
+	key, p, err := s.cfg.Access.CreateKey(r.Context(), ri.principal, cr, s.meta(r, ri))
+	if err != nil {
+		return err
+	}
 	writeJSON(w, http.StatusCreated, map[string]any{"key": key, "principal": p, "note": "the key is shown once; only its hash is stored"})
 	return nil
 }
 
 func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) error {
-	ka, err := s.keyAdmin()
+	ri := info(r)
+	ps, err := s.cfg.Access.ListKeys(r.Context(), ri.principal, s.meta(r, ri))
 	if err != nil {
 		return err
-	}
-	ps, err := ka.List(r.Context())
-	if err != nil {
-		return contract.Wrap(contract.CodeStoreUnavailable, "cannot list keys", err)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"keys": ps})
 	return nil
 }
 
 func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request) error {
-	ka, err := s.keyAdmin()
+	ri := info(r)
+	p, err := s.cfg.Access.RevokeKey(r.Context(), ri.principal, r.PathValue("id"), s.meta(r, ri))
 	if err != nil {
 		return err
 	}
-	p, err := ka.Revoke(r.Context(), r.PathValue("id"))
-	if errors.Is(err, auth.ErrUnauthenticated) {
-		return errNotFound
-	}
-	if err != nil {
-		return contract.Wrap(contract.CodeStoreUnavailable, "cannot revoke the key", err)
-	}
-	ri := info(r)
-	s.auditSystem(r, ri, "key.revoked", ri.principal.ID, map[string]string{"key": p.ID, "name": p.Name})
 	writeJSON(w, http.StatusOK, map[string]any{"revoked": p})
 	return nil
 }

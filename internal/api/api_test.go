@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/access"
 	"github.com/exoarmur/exoarmur/internal/api"
 	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/audit"
@@ -85,7 +86,7 @@ const (
 	revokedKey = "exo_revoked"
 )
 
-func newFixture(t *testing.T, opts ...func(*api.Config)) *fixture {
+func newFixture(t *testing.T, opts ...func(*access.Config)) *fixture {
 	t.Helper()
 	st, err := store.Open(context.Background(), store.Config{DataDir: t.TempDir()})
 	if err != nil {
@@ -116,15 +117,20 @@ func newFixture(t *testing.T, opts ...func(*api.Config)) *fixture {
 		readerKey: {ID: "key_reader", Role: auth.RoleAgent, Tenants: []string{"acme"}, Actions: []string{"A0"}},
 		otherKey:  {ID: "key_other", Role: auth.RoleAgent, Tenants: []string{"beta"}, Actions: []string{"*"}},
 		opKey:     {ID: "key_op", Role: auth.RoleOperator, Tenants: []string{"acme"}, Actions: []string{"*"}},
-		adminKey:  {ID: "key_admin", Role: auth.RoleAdmin, Tenants: []string{"acme"}, Actions: []string{"*"}},
+		adminKey:  {ID: "key_admin", Role: auth.RoleAdmin, Tenants: []string{"acme", auth.SystemGrant}, Actions: []string{"*"}},
 		betaOpKey: {ID: "key_beta_op", Role: auth.RoleOperator, Tenants: []string{"beta"}, Actions: []string{"*"}},
 	}}
 	var n atomic.Int64
-	cfg := api.Config{Gate: g, Switches: sw, Approvals: approvals, Keys: k, Audit: log, Ready: st.Ready, Now: now,
-		RequestID: func() string { return "req_" + strings.Repeat("0", 3) + string(rune('0'+n.Add(1)%10)) }}
+	ac := access.Config{Keys: k, Audit: log, Now: now}
 	for _, o := range opts {
-		o(&cfg)
+		o(&ac)
 	}
+	acc, err := access.New(ac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := api.Config{Gate: g, Switches: sw, Approvals: approvals, Access: acc, Audit: log, Ready: st.Ready, Now: now,
+		RequestID: func() string { return "req_" + strings.Repeat("0", 3) + string(rune('0'+n.Add(1)%10)) }}
 	s := api.New(cfg)
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)

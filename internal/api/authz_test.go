@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/exoarmur/exoarmur/internal/access"
 	"github.com/exoarmur/exoarmur/internal/api"
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/tenant"
@@ -39,7 +40,7 @@ func (f *fixture) stateSnapshot(t *testing.T) string {
 // class, right}. Each refusal has its status, changes no state, and leaves
 // the audit record that is due.
 func TestAuthMatrix(t *testing.T) {
-	f := newFixture(t, func(c *api.Config) { c.AuthFailLimit = 1 << 20 }) // the rate limit has its own test
+	f := newFixture(t, func(c *access.Config) { c.FailLimit = 1 << 20 }) // the rate limit has its own test
 	// State to act on: an acme write intent proposed by the agent.
 	r := f.do(t, "POST", "/v1/tenants/acme/intents", agentKey, writeBody)
 	id := r.body["intent"].(map[string]any)["id"].(string)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/access"
 	"github.com/exoarmur/exoarmur/internal/api"
 )
 
@@ -23,7 +24,7 @@ import (
 // sandbox's symlink races, redirects and private addresses) are in
 // internal/executor's TestHostileTargets.
 func TestHostileInputCatalogue(t *testing.T) {
-	f := newFixture(t, func(c *api.Config) { c.AuthFailLimit = 1 << 20 })
+	f := newFixture(t, func(c *access.Config) { c.FailLimit = 1 << 20 })
 	deep := strings.Repeat(`{"a":`, 100) + `1` + strings.Repeat(`}`, 100)
 	propose := func(body string) func(t *testing.T) resp {
 		return func(t *testing.T) resp { return f.do(t, "POST", "/v1/tenants/acme/intents", agentKey, []byte(body)) }

@@ -160,7 +160,7 @@ func (d *demo) open(ctx context.Context) error {
 	}
 	d.rt = rt
 	d.api = api.New(api.Config{
-		Gate: rt.gate, Switches: rt.switches, Approvals: rt.approvals, Keys: rt.keys, KeyAdmin: rt.keys, Audit: rt.audit, Ready: rt.store.Ready, Now: d.clock.Now,
+		Gate: rt.gate, Switches: rt.switches, Approvals: rt.approvals, Access: rt.access, Audit: rt.audit, Ready: rt.store.Ready, Now: d.clock.Now,
 		RequestID: func() string { return fmt.Sprintf("req_%04d", d.reqs.Add(1)) },
 	})
 	return nil
@@ -226,7 +226,7 @@ func (d *demo) run(ctx context.Context, dir string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	adminKey, admin, err := d.rt.keys.Create(ctx, auth.CreateRequest{Name: "demo-admin", Role: auth.RoleAdmin, Tenants: []string{tn}, Actions: []string{contract.A0}})
+	adminKey, admin, err := d.rt.keys.Create(ctx, auth.CreateRequest{Name: "demo-admin", Role: auth.RoleAdmin, Tenants: []string{tn, auth.SystemGrant}, Actions: []string{contract.A0}})
 	if err != nil {
 		return false, err
 	}

@@ -30,9 +30,10 @@ func runKeys(ctx context.Context, env Env, args []string) error {
 	sc.register(fs)
 	name := fs.String("name", "", "principal name (required)")
 	role := fs.String("role", "", "agent, operator or admin (required)")
-	fs.Var(&tenants, "tenant", "tenant the key may act in (repeatable, required)")
+	fs.Var(&tenants, "tenant", "tenant the key may act in (repeatable, required); \"system\" grants the global powers (global kill switch, every tenant's keys, metrics) to an admin")
 	fs.Var(&actions, "actions", "action types (fs.read,...), classes (A0..A3) or * (required)")
 	expires := fs.Duration("expires", 0, "key lifetime, e.g. 720h (default: no expiry)")
+	owner := fs.String("owner", "", "the person the key is for (default: --name); four eyes counts distinct owners, so give one person's keys one owner")
 	seed := fs.String("evidence-seed", "", "EVIDENCE RUNS ONLY: derive the key from this seed instead of crypto/rand (reproducible evidence)")
 	certCN := fs.String("cert-cn", "", "register a client-certificate principal with this subject CN instead of an API key (mutual TLS)")
 	if err := parseFlags(fs, args[1:]); err != nil {
@@ -44,7 +45,7 @@ func runKeys(ctx context.Context, env Env, args []string) error {
 			actions[i] = "A" + a[1:]
 		}
 	}
-	req := auth.CreateRequest{Name: *name, Role: *role, Tenants: tenants, Actions: actions}
+	req := auth.CreateRequest{Name: *name, Role: *role, Tenants: tenants, Actions: actions, Owner: *owner, CreatedBy: "cli"}
 	if *expires < 0 {
 		return fmt.Errorf("%w: --expires: must be positive", errUsage)
 	}

@@ -80,7 +80,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		return rt.approvals.PendingCounts(mctx, d.now())
 	})
 	srv := api.New(api.Config{
-		Gate: rt.gate, Switches: rt.switches, Approvals: rt.approvals, Keys: rt.keys, Certs: rt.keys, KeyAdmin: rt.keys, Audit: rt.audit,
+		Gate: rt.gate, Switches: rt.switches, Approvals: rt.approvals, Access: rt.access, Audit: rt.audit,
 		Ready: rt.store.Ready, RequestID: requestID, Logger: logger, Now: d.now,
 	})
 	ln, err := net.Listen("tcp", c.Listen)

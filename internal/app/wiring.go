@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/access"
 	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
@@ -26,6 +27,7 @@ type runtime struct {
 	approvals *approval.Store
 	audit     *audit.Log
 	keys      *auth.Keys
+	access    *access.Service
 	gate      *gate.Gate
 	execs     *executor.Registry
 }
@@ -96,7 +98,14 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 		st.Close()
 		return nil, err
 	}
-	return &runtime{store: st, switches: sw, approvals: approvals, audit: log, keys: auth.NewKeys(st.Principals, d.rand, d.now), gate: g, execs: execs}, nil
+	keys := auth.NewKeys(st.Principals, d.rand, d.now)
+	acc, err := access.New(access.Config{Keys: keys, Certs: keys, KeyAdmin: keys, Audit: log, Now: d.now, Logger: d.logger})
+	if err != nil {
+		sw.Stop()
+		st.Close()
+		return nil, err
+	}
+	return &runtime{store: st, switches: sw, approvals: approvals, audit: log, keys: keys, access: acc, gate: g, execs: execs}, nil
 }
 
 func (r *runtime) Close() {

@@ -109,16 +109,65 @@ type Reading struct {
 	DeniedBy   string    `json:"denied_by,omitempty"`
 	ExpiresAt  time.Time `json:"expires_at,omitzero"`
 	Revision   uint64    `json:"revision"`
+	// ProposerOwner and ApproverOwners (one per approver, in order) are who
+	// the credentials belong to: four eyes counts distinct owners other
+	// than the proposer's. Absent in readings of approvals recorded before
+	// owners existed, which count distinct approver IDs.
+	ProposerOwner  string   `json:"proposer_owner,omitempty"`
+	ApproverOwners []string `json:"approver_owners,omitempty"`
 }
 
-// ReadingOf turns a stored record (at revision rev) into a Reading.
-func ReadingOf(r Record, rev uint64) Reading {
+// Lineage is who stands behind one vote: the credential, the person it
+// belongs to and who created it. Shown with each approval so operators and
+// reviewers see when one person or one admin's keys carried a decision.
+type Lineage struct {
+	Principal string `json:"principal"`
+	Owner     string `json:"owner"`
+	CreatedBy string `json:"created_by,omitempty"`
+}
+
+// stored is the bucket value: the V1 record plus the lineage of the
+// proposer and of each vote (the V1 record shape is frozen).
+type stored struct {
+	Record
+	ProposerOwner string    `json:"proposer_owner,omitempty"`
+	Lineage       []Lineage `json:"lineage,omitempty"` // one per approval, in order
+	DenialLineage *Lineage  `json:"denial_lineage,omitempty"`
+}
+
+// Distinct counts the distinct owners among approvers, never the
+// proposer's: the one rule of four eyes, used by the gate's decision and
+// by the store when it marks an approval complete. Readings without owners
+// (recorded before owners existed) count distinct approver IDs.
+func Distinct(r Reading) int {
+	owners, proposer := r.ApproverOwners, r.ProposerOwner
+	if len(owners) != len(r.Approvers) || proposer == "" {
+		owners, proposer = r.Approvers, r.Proposer
+	}
+	n := 0
+	for i, o := range owners {
+		if o != proposer && r.Approvers[i] != r.Proposer && !slices.Contains(owners[:i], o) {
+			n++
+		}
+	}
+	return n
+}
+
+// readingOf turns a stored record (at revision rev) into a Reading.
+func readingOf(s stored, rev uint64) Reading {
+	r := &s.Record
 	rd := Reading{Status: r.Status, IntentHash: r.IntentHash, Proposer: r.Proposer, Approvers: []string{}, ExpiresAt: r.ExpiresAt, Revision: rev}
 	for _, v := range r.Approvals {
 		rd.Approvers = append(rd.Approvers, v.Principal)
 	}
 	if r.Denial != nil {
 		rd.DeniedBy = r.Denial.Principal
+	}
+	if s.ProposerOwner != "" && len(s.Lineage) == len(r.Approvals) {
+		rd.ProposerOwner = s.ProposerOwner
+		for _, l := range s.Lineage {
+			rd.ApproverOwners = append(rd.ApproverOwners, l.Owner)
+		}
 	}
 	return rd
 }
@@ -129,7 +178,8 @@ var (
 	ErrNotRequired    = errors.New("this intent needs no approval")
 	ErrSelfApproval   = errors.New("the proposer cannot approve or deny their own intent")
 	ErrNotOperator    = errors.New("approving needs the operator role for this tenant")
-	ErrAlreadyVoted   = errors.New("this principal has already voted on this intent")
+	ErrNotEntitled    = errors.New("this principal's grants do not cover this action, so it may not approve it")
+	ErrAlreadyVoted   = errors.New("this principal, or another credential of the same owner, has already voted on this intent")
 	ErrFinal          = errors.New("the intent was denied; a denial is final")
 	ErrExpired        = errors.New("the approval request has expired")
 	ErrConsumed       = errors.New("the approval was consumed by the execution")
@@ -185,9 +235,12 @@ func NewStore(kv jetstream.KeyValue, log *audit.Log, ttl func(tenant.ID) time.Du
 
 // Request opens the approval of a newly proposed intent that needs one. It
 // is idempotent: an existing record is left as it is.
-func (s *Store) Request(ctx context.Context, t tenant.ID, in contract.ActionIntent, actor, requestID string, now time.Time) error {
+func (s *Store) Request(ctx context.Context, t tenant.ID, in contract.ActionIntent, proposer *auth.Principal, requestID string, now time.Time) error {
 	if err := t.Check(); err != nil {
 		return err
+	}
+	if proposer == nil || proposer.ID != in.Proposer {
+		return fmt.Errorf("approval request %s: the proposer's principal is required", in.ID)
 	}
 	need := Required(in.Class)
 	if need == 0 {
@@ -198,7 +251,7 @@ func (s *Store) Request(ctx context.Context, t tenant.ID, in contract.ActionInte
 		Class: in.Class, Proposer: in.Proposer, Status: StatusPending, Required: need, Approvals: []Vote{},
 		RequestedAt: now.UTC(), ExpiresAt: now.UTC().Add(s.ttl(t)),
 	}
-	data, err := json.Marshal(r)
+	data, err := json.Marshal(stored{Record: r, ProposerOwner: proposer.OwnerID()})
 	if err != nil {
 		return err
 	}
@@ -208,7 +261,7 @@ func (s *Store) Request(ctx context.Context, t tenant.ID, in contract.ActionInte
 		}
 		return fmt.Errorf("approval request %s: %w", in.ID, err)
 	}
-	if _, err := s.log.Append(ctx, t, audit.Entry{Kind: KindRequested, CorrelationID: in.ID, Actor: actor, RequestID: requestID, Time: now, Payload: r}); err != nil {
+	if _, err := s.log.Append(ctx, t, audit.Entry{Kind: KindRequested, CorrelationID: in.ID, Actor: proposer.ID, RequestID: requestID, Time: now, Payload: r}); err != nil {
 		return fmt.Errorf("audit approval request %s: %w", in.ID, err)
 	}
 	if s.notify != nil {
@@ -219,19 +272,24 @@ func (s *Store) Request(ctx context.Context, t tenant.ID, in contract.ActionInte
 
 // Get returns the approval of an intent and its KV revision.
 func (s *Store) Get(ctx context.Context, t tenant.ID, intentID string) (Record, uint64, error) {
+	st, rev, err := s.get(ctx, t, intentID)
+	return st.Record, rev, err
+}
+
+func (s *Store) get(ctx context.Context, t tenant.ID, intentID string) (stored, uint64, error) {
 	if err := t.Check(); err != nil {
-		return Record{}, 0, err
+		return stored{}, 0, err
 	}
 	e, err := s.kv.Get(ctx, tenant.ApprovalKey(t, intentID))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return Record{}, 0, ErrNotFound
+		return stored{}, 0, ErrNotFound
 	}
 	if err != nil {
-		return Record{}, 0, fmt.Errorf("load approval %s: %w", intentID, err)
+		return stored{}, 0, fmt.Errorf("load approval %s: %w", intentID, err)
 	}
-	var r Record
+	var r stored
 	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		return Record{}, 0, fmt.Errorf("decode approval %s: %w", intentID, err)
+		return stored{}, 0, fmt.Errorf("decode approval %s: %w", intentID, err)
 	}
 	return r, e.Revision(), nil
 }
@@ -239,30 +297,30 @@ func (s *Store) Get(ctx context.Context, t tenant.ID, intentID string) (Record, 
 // Read returns the gate's reading of an intent's approval: StatusNone when
 // there is none. Store errors are returned: the gate fails closed on them.
 func (s *Store) Read(ctx context.Context, t tenant.ID, intentID string) (Reading, error) {
-	r, rev, err := s.Get(ctx, t, intentID)
+	r, rev, err := s.get(ctx, t, intentID)
 	if errors.Is(err, ErrNotFound) {
 		return Reading{Status: StatusNone, Approvers: []string{}}, nil
 	}
 	if err != nil {
 		return Reading{}, err
 	}
-	return ReadingOf(r, rev), nil
+	return readingOf(r, rev), nil
 }
 
 // update applies fn to the current record with compare-and-set, retrying on
 // a concurrent change.
-func (s *Store) update(ctx context.Context, t tenant.ID, intentID string, fn func(*Record) error) (Record, error) {
+func (s *Store) update(ctx context.Context, t tenant.ID, intentID string, fn func(*stored) error) (stored, error) {
 	for attempt := 0; ; attempt++ {
-		r, rev, err := s.Get(ctx, t, intentID)
+		r, rev, err := s.get(ctx, t, intentID)
 		if err != nil {
-			return Record{}, err
+			return stored{}, err
 		}
 		if err := fn(&r); err != nil {
 			return r, err
 		}
 		data, err := json.Marshal(r)
 		if err != nil {
-			return Record{}, err
+			return stored{}, err
 		}
 		err = s.write(ctx, t, intentID, data, rev)
 		if err == nil {
@@ -273,12 +331,29 @@ func (s *Store) update(ctx context.Context, t tenant.ID, intentID string, fn fun
 			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
 			continue
 		}
-		return Record{}, fmt.Errorf("update approval %s: %w", intentID, err)
+		return stored{}, fmt.Errorf("update approval %s: %w", intentID, err)
 	}
 }
 
+// Eligible reports why p may not vote on intent in of tenant t (nil if it
+// may): an operator or admin of the tenant whose grants cover the action,
+// not the proposer.
+func Eligible(t tenant.ID, in contract.ActionIntent, p *auth.Principal) error {
+	switch {
+	case p == nil || (p.Role != auth.RoleOperator && p.Role != auth.RoleAdmin) || !p.HasTenant(t.String()):
+		return ErrNotOperator
+	case !p.MayUse(in.Action, in.Class):
+		return fmt.Errorf("%w (%s, class %s; grants %v)", ErrNotEntitled, in.Action, in.Class, p.Actions)
+	case p.ID == in.Proposer:
+		return ErrSelfApproval
+	}
+	return nil
+}
+
 // Decide records an operator's approve or deny of intent in. The principal
-// is the authenticated caller, never a name from the request body.
+// is the authenticated caller, never a name from the request body. A vote
+// counts only from a principal allowed to approve the action (Eligible),
+// once per owner, never from the proposer's owner.
 func (s *Store) Decide(ctx context.Context, t tenant.ID, in contract.ActionIntent, p *auth.Principal, decision, reason, requestID string, now time.Time) (Record, error) {
 	if err := t.Check(); err != nil {
 		return Record{}, err
@@ -288,15 +363,17 @@ func (s *Store) Decide(ctx context.Context, t tenant.ID, in contract.ActionInten
 		return Record{}, ErrBadDecision
 	case reason == "":
 		return Record{}, ErrReasonRequired
-	case p == nil || (p.Role != auth.RoleOperator && p.Role != auth.RoleAdmin) || !p.HasTenant(t.String()):
-		return Record{}, ErrNotOperator
-	case p.ID == in.Proposer:
-		return Record{}, ErrSelfApproval
-	case Required(in.Class) == 0:
+	}
+	if err := Eligible(t, in, p); err != nil {
+		return Record{}, err
+	}
+	if Required(in.Class) == 0 {
 		return Record{}, ErrNotRequired
 	}
 	expired := false
-	r, err := s.update(ctx, t, in.ID, func(r *Record) error {
+	owner := p.OwnerID()
+	lin := Lineage{Principal: p.ID, Owner: owner, CreatedBy: p.CreatedBy}
+	r, err := s.update(ctx, t, in.ID, func(r *stored) error {
 		switch r.StatusAt(now) {
 		case StatusDenied:
 			return ErrFinal
@@ -312,24 +389,30 @@ func (s *Store) Decide(ctx context.Context, t tenant.ID, in contract.ActionInten
 		if r.IntentHash != in.Hash {
 			return fmt.Errorf("approval is bound to another version of the intent: %w", ErrFinal)
 		}
-		for _, v := range r.Approvals {
-			if v.Principal == p.ID {
+		if r.ProposerOwner != "" && owner == r.ProposerOwner {
+			return fmt.Errorf("%w (another credential of the proposer's owner)", ErrSelfApproval)
+		}
+		for i, v := range r.Approvals {
+			if v.Principal == p.ID || (i < len(r.Lineage) && r.Lineage[i].Owner == owner) {
 				return ErrAlreadyVoted
 			}
 		}
 		vote := Vote{Principal: p.ID, Reason: reason, At: now.UTC()}
 		if decision == "deny" {
-			r.Status, r.Denial = StatusDenied, &vote
+			r.Status, r.Denial, r.DenialLineage = StatusDenied, &vote, &lin
 			return nil
 		}
+		if len(r.Lineage) == len(r.Approvals) {
+			r.Lineage = append(r.Lineage, lin)
+		}
 		r.Approvals = append(r.Approvals, vote)
-		if len(r.Approvals) >= r.Required {
+		if Distinct(readingOf(*r, 0)) >= r.Required {
 			r.Status = StatusApproved
 		}
 		return nil
 	})
 	if err != nil {
-		return r, err
+		return r.Record, err
 	}
 	kind := KindGranted
 	switch {
@@ -339,20 +422,34 @@ func (s *Store) Decide(ctx context.Context, t tenant.ID, in contract.ActionInten
 		kind = KindDenied
 	}
 	if _, aerr := s.log.Append(ctx, t, audit.Entry{Kind: kind, CorrelationID: in.ID, Actor: p.ID, RequestID: requestID, Time: now,
-		Payload: map[string]any{"approval": r, "decision": decision, "reason": reason}}); aerr != nil {
-		return r, fmt.Errorf("audit approval %s: %w", in.ID, aerr)
+		Payload: map[string]any{"approval": r.Record, "decision": decision, "reason": reason, "lineage": lin}}); aerr != nil {
+		return r.Record, fmt.Errorf("audit approval %s: %w", in.ID, aerr)
 	}
 	if expired {
-		return r, ErrExpired
+		return r.Record, ErrExpired
 	}
-	return r, nil
+	return r.Record, nil
+}
+
+// Lineage returns who stands behind each vote of an intent's approval (in
+// vote order, the denial last), for operators and reviewers.
+func (s *Store) Lineage(ctx context.Context, t tenant.ID, intentID string) ([]Lineage, error) {
+	r, _, err := s.get(ctx, t, intentID)
+	if err != nil {
+		return nil, err
+	}
+	out := append([]Lineage{}, r.Lineage...)
+	if r.DenialLineage != nil {
+		out = append(out, *r.DenialLineage)
+	}
+	return out, nil
 }
 
 // Consume marks an approval executed, with compare-and-set on the revision
 // the gate's decision read, so an approval authorizes exactly one execution
 // and a denial that raced the decision wins.
 func (s *Store) Consume(ctx context.Context, t tenant.ID, intentID string, rev uint64, actor, requestID string, now time.Time) error {
-	r, cur, err := s.Get(ctx, t, intentID)
+	r, cur, err := s.get(ctx, t, intentID)
 	if err != nil {
 		return err
 	}
@@ -367,7 +464,7 @@ func (s *Store) Consume(ctx context.Context, t tenant.ID, intentID string, rev u
 	if err := s.write(ctx, t, intentID, data, rev); err != nil {
 		return fmt.Errorf("consume approval %s: %w", intentID, err)
 	}
-	if _, err := s.log.Append(ctx, t, audit.Entry{Kind: KindExecuted, CorrelationID: intentID, Actor: actor, RequestID: requestID, Time: now, Payload: r}); err != nil {
+	if _, err := s.log.Append(ctx, t, audit.Entry{Kind: KindExecuted, CorrelationID: intentID, Actor: actor, RequestID: requestID, Time: now, Payload: r.Record}); err != nil {
 		return fmt.Errorf("audit approval consumption %s: %w", intentID, err)
 	}
 	return nil

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -55,6 +56,11 @@ type CreateRequest struct {
 	Tenants   []string
 	Actions   []string
 	ExpiresAt time.Time
+	// Owner is the person the key is for (default: Name); four eyes counts
+	// distinct owners.
+	Owner string
+	// CreatedBy is the creating principal's ID ("cli" from the command line).
+	CreatedBy string
 }
 
 // Validate checks a request and names the offending field.
@@ -68,8 +74,13 @@ func (r CreateRequest) Validate() error {
 		return errors.New("tenant: at least one is required")
 	case len(r.Actions) == 0:
 		return errors.New("actions: at least one action type, class (A0..A3) or * is required")
+	case len(r.Owner) > 128:
+		return errors.New("owner: at most 128 bytes")
 	}
 	for _, t := range r.Tenants {
+		if t == SystemGrant {
+			continue // the explicit grant of the global powers
+		}
 		if _, err := tenant.Parse(t); err != nil {
 			return fmt.Errorf("tenant: %w", err)
 		}
@@ -97,19 +108,7 @@ func (k *Keys) Create(ctx context.Context, req CreateRequest) (string, Principal
 	}
 	id := hex.EncodeToString(buf[:idBytes])
 	secret := base64.RawURLEncoding.EncodeToString(buf[idBytes:])
-	p := Principal{
-		ID:        "key_" + id,
-		Name:      req.Name,
-		Role:      req.Role,
-		Tenants:   slices.Sorted(slices.Values(req.Tenants)),
-		Actions:   slices.Sorted(slices.Values(req.Actions)),
-		CreatedAt: k.now().UTC(),
-		ExpiresAt: req.ExpiresAt.UTC(),
-	}
-	p.Tenants, p.Actions = slices.Compact(p.Tenants), slices.Compact(p.Actions)
-	if req.ExpiresAt.IsZero() {
-		p.ExpiresAt = time.Time{}
-	}
+	p := req.principal("key_"+id, k.now())
 	data, err := json.Marshal(record{Principal: p, SecretHash: hashSecret(secret)})
 	if err != nil {
 		return "", Principal{}, fmt.Errorf("create key: encode: %w", err)
@@ -118,6 +117,25 @@ func (k *Keys) Create(ctx context.Context, req CreateRequest) (string, Principal
 		return "", Principal{}, fmt.Errorf("create key: store: %w", err)
 	}
 	return KeyPrefix + id + "_" + secret, p, nil
+}
+
+// principal is the principal req describes, with sorted, deduplicated
+// grants and the owner defaulting to the name.
+func (r CreateRequest) principal(id string, now time.Time) Principal {
+	p := Principal{
+		ID:        id,
+		Name:      r.Name,
+		Role:      r.Role,
+		Tenants:   slices.Compact(slices.Sorted(slices.Values(r.Tenants))),
+		Actions:   slices.Compact(slices.Sorted(slices.Values(r.Actions))),
+		Owner:     cmp.Or(r.Owner, r.Name),
+		CreatedBy: r.CreatedBy,
+		CreatedAt: now.UTC(),
+	}
+	if !r.ExpiresAt.IsZero() {
+		p.ExpiresAt = r.ExpiresAt.UTC()
+	}
+	return p
 }
 
 func hashSecret(secret string) string {
@@ -222,6 +240,30 @@ func (k *Keys) Principal(ctx context.Context, principalID string) (*Principal, e
 	return &p, nil
 }
 
+// Lookup returns a registered principal by ID, revoked or not (Revoked
+// says so), for credential management; ErrUnauthenticated when there is
+// none.
+func (k *Keys) Lookup(ctx context.Context, principalID string) (Principal, error) {
+	id, ok := registryKey(principalID)
+	if !ok {
+		return Principal{}, ErrUnauthenticated
+	}
+	e, err := k.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Principal{}, ErrUnauthenticated
+	}
+	if err != nil {
+		return Principal{}, fmt.Errorf("lookup %s: %w", principalID, err)
+	}
+	var rec record
+	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		return Principal{}, fmt.Errorf("lookup %s: decode: %w", principalID, err)
+	}
+	p := rec.Principal
+	p.Revoked = rec.Revoked
+	return p, nil
+}
+
 // registryKey maps a principal ID to its registry key: key_<hex> -> <hex>,
 // cert_<hex> -> cert_<hex>.
 func registryKey(principalID string) (string, bool) {
@@ -299,11 +341,8 @@ func (k *Keys) CreateCert(ctx context.Context, commonName string, req CreateRequ
 		return Principal{}, fmt.Errorf("create cert principal: %w", err)
 	}
 	id := certID(commonName)
-	p := Principal{ID: id, Name: req.Name, Role: req.Role, Tenants: slices.Compact(slices.Sorted(slices.Values(req.Tenants))),
-		Actions: slices.Compact(slices.Sorted(slices.Values(req.Actions))), CreatedAt: k.now().UTC(), ExpiresAt: req.ExpiresAt.UTC(), CertCN: commonName}
-	if req.ExpiresAt.IsZero() {
-		p.ExpiresAt = time.Time{}
-	}
+	p := req.principal(id, k.now())
+	p.CertCN = commonName
 	data, err := json.Marshal(record{Principal: p})
 	if err != nil {
 		return Principal{}, err

@@ -10,6 +10,7 @@ package auth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"time"
 )
@@ -24,6 +25,24 @@ const (
 // ValidRole reports whether r is a known role.
 func ValidRole(r string) bool { return r == RoleAgent || r == RoleOperator || r == RoleAdmin }
 
+// roleRank orders roles by power: a principal may grant a role up to its own.
+func roleRank(r string) int {
+	switch r {
+	case RoleAgent:
+		return 1
+	case RoleOperator:
+		return 2
+	case RoleAdmin:
+		return 3
+	}
+	return 0
+}
+
+// SystemGrant is the tenant grant that holds the global powers (the global
+// kill switch, system-wide key management, metrics): a key created with
+// --tenant system. No role implies it.
+const SystemGrant = "system"
+
 // Principal is an authenticated caller. It is recorded in every decision
 // input, so its fields are plain data.
 type Principal struct {
@@ -36,6 +55,13 @@ type Principal struct {
 	Actions   []string  `json:"actions"`
 	CreatedAt time.Time `json:"created_at"`
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	// Owner is the person (or system) the credential belongs to: four eyes
+	// counts distinct owners, so two keys of one person are one approver.
+	// Empty on keys created before owners existed: their ID stands in.
+	Owner string `json:"owner,omitempty"`
+	// CreatedBy is the principal that created the credential ("cli" for
+	// the store-direct bootstrap command).
+	CreatedBy string `json:"created_by,omitempty"`
 	// CertCN is set for principals authenticated by a client certificate.
 	CertCN string `json:"cert_cn,omitempty"`
 	// Revoked is shown in key listings; a revoked principal never
@@ -45,6 +71,71 @@ type Principal struct {
 
 // HasTenant reports whether p may act in tenant t.
 func (p *Principal) HasTenant(t string) bool { return slices.Contains(p.Tenants, t) }
+
+// System reports whether p holds the explicit system grant.
+func (p *Principal) System() bool { return p.HasTenant(SystemGrant) }
+
+// OwnerID is who p belongs to for four eyes: its Owner, or its own ID for a
+// key that predates owners.
+func (p *Principal) OwnerID() string {
+	if p.Owner != "" {
+		return "owner:" + p.Owner
+	}
+	return p.ID
+}
+
+// Covers reports whether p's action grants include grant (a type, a class
+// or "*"): "*" covers everything, a class covers itself and its types, a
+// type only itself. classOf maps an action type to its class ("" if
+// unknown).
+func (p *Principal) Covers(grant string, classOf func(string) string) bool {
+	for _, a := range p.Actions {
+		switch {
+		case a == "*", a == grant:
+			return true
+		case grant == "*":
+		case classOf(grant) != "" && a == classOf(grant):
+			return true
+		}
+	}
+	return false
+}
+
+// CanGrant reports, and explains when not, whether p may create a
+// credential holding req's tenants, role and actions: never more than p
+// holds itself. A system principal may grant any tenant; the system grant
+// itself only a system principal holds.
+func (p *Principal) CanGrant(req CreateRequest, classOf func(string) string) error {
+	if roleRank(req.Role) > roleRank(p.Role) {
+		return fmt.Errorf("role %s is above your own (%s)", req.Role, p.Role)
+	}
+	for _, t := range req.Tenants {
+		if !p.HasTenant(t) && !(p.System() && t != SystemGrant) {
+			return fmt.Errorf("tenant %s is not granted to you", t)
+		}
+	}
+	for _, a := range req.Actions {
+		if !p.Covers(a, classOf) {
+			return fmt.Errorf("action grant %s is beyond your own grants %v", a, p.Actions)
+		}
+	}
+	return nil
+}
+
+// Manages reports whether p, an admin, may see and change the credential
+// q: p holds every tenant q holds (a system admin: every tenant except
+// system grants, which it must hold itself).
+func (p *Principal) Manages(q *Principal) bool {
+	if p.Role != RoleAdmin {
+		return false
+	}
+	for _, t := range q.Tenants {
+		if !p.HasTenant(t) && !(p.System() && t != SystemGrant) {
+			return false
+		}
+	}
+	return true
+}
 
 // MayUse reports whether p is granted action type typ of class class.
 func (p *Principal) MayUse(typ, class string) bool {

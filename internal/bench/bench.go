@@ -119,7 +119,7 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 func startServer(ctx context.Context, cfg Config, dir string) (*server, error) {
 	data := filepath.Join(dir, "data")
 	keys := map[string]string{}
-	for _, k := range []struct{ name, role, tenants string }{{"admin", "admin", "acme,beta"}, {"acme", "agent", "acme"}, {"beta", "agent", "beta"}} {
+	for _, k := range []struct{ name, role, tenants string }{{"admin", "admin", "acme,beta,system"}, {"acme", "agent", "acme"}, {"beta", "agent", "beta"}} {
 		args := []string{"keys", "create", "--data-dir", data, "--name", k.name, "--role", k.role, "--actions", "*"}
 		for _, t := range strings.Split(k.tenants, ",") {
 			args = append(args, "--tenant", t)

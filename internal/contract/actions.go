@@ -56,3 +56,12 @@ func Actions() []ActionSpec { return slices.Clone(actions) }
 
 // ValidClass reports whether c is one of A0..A3.
 func ValidClass(c string) bool { return c == A0 || c == A1 || c == A2 || c == A3 }
+
+// ClassOf returns the class of a registered action type, or "".
+func ClassOf(typ string) string {
+	a, err := LookupAction(typ)
+	if err != nil {
+		return ""
+	}
+	return a.Class
+}

@@ -15,7 +15,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
-var operator2 = &auth.Principal{ID: "key_op2", Name: "op2", Role: auth.RoleOperator, Tenants: []string{"acme"}, Actions: []string{"A0"}}
+var operator2 = &auth.Principal{ID: "key_op2", Name: "op2", Role: auth.RoleOperator, Tenants: []string{"acme"}, Actions: []string{"*"}}
 
 func propose(tb testing.TB, n *node, action, key string) gate.View {
 	tb.Helper()
@@ -99,7 +99,7 @@ func TestSeparationOfDuties(t *testing.T) {
 	n := openNode(t, t.TempDir(), &recorder{runs: map[string]int{}})
 	v := propose(t, n, "fs.write", "sod")
 	// The proposer, even as an operator, cannot approve their own intent.
-	selfOp := &auth.Principal{ID: agent.ID, Role: auth.RoleOperator, Tenants: []string{"acme"}}
+	selfOp := &auth.Principal{ID: agent.ID, Role: auth.RoleOperator, Tenants: []string{"acme"}, Actions: []string{"*"}}
 	if err := vote(n, selfOp, v.Intent.ID, "approve"); contract.ErrorCode(err) != gate.CodeSelfApproval {
 		t.Fatalf("self approval: %v", err)
 	}
@@ -109,7 +109,7 @@ func TestSeparationOfDuties(t *testing.T) {
 		t.Fatalf("agent approval: %v", err)
 	}
 	// An operator of another tenant is not an operator here.
-	foreign := &auth.Principal{ID: "key_foreign", Role: auth.RoleOperator, Tenants: []string{"beta"}}
+	foreign := &auth.Principal{ID: "key_foreign", Role: auth.RoleOperator, Tenants: []string{"beta"}, Actions: []string{"*"}}
 	if err := vote(n, foreign, v.Intent.ID, "approve"); contract.ErrorCode(err) != contract.CodeForbidden {
 		t.Fatalf("foreign operator: %v", err)
 	}

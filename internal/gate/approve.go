@@ -25,8 +25,8 @@ type WorkItem struct {
 // queued for the background worker, which executes it through Execute like
 // every other path.
 func (g *Gate) DecideApproval(ctx context.Context, t tenant.ID, p *auth.Principal, intentID, decision, reason string, meta Meta) (approval.Record, error) {
-	if err := t.Check(); err != nil {
-		return approval.Record{}, contract.Wrap(contract.CodeInvalidTenant, "a valid tenant is required", err)
+	if err := admit(t, p); err != nil {
+		return approval.Record{}, err
 	}
 	s, err := g.load(ctx, t, intentID)
 	if err != nil {
@@ -36,7 +36,7 @@ func (g *Gate) DecideApproval(ctx context.Context, t tenant.ID, p *auth.Principa
 	switch {
 	case errors.Is(err, approval.ErrSelfApproval):
 		return rec, contract.Wrap(CodeSelfApproval, err.Error(), err)
-	case errors.Is(err, approval.ErrNotOperator):
+	case errors.Is(err, approval.ErrNotOperator), errors.Is(err, approval.ErrNotEntitled):
 		return rec, contract.Wrap(contract.CodeForbidden, err.Error(), err)
 	case errors.Is(err, approval.ErrNotFound):
 		return rec, contract.Wrap(contract.CodeNotFound, "this intent has no approval request", err)

@@ -1,7 +1,6 @@
 package gate
 
 import (
-	"slices"
 	"strconv"
 	"time"
 
@@ -63,6 +62,9 @@ const (
 	ReasonApprovalExpired   = "approval_expired"
 	ReasonApprovalDenied    = "approval_denied"
 	ReasonApprovalInvalid   = "approval_invalid"
+	// ReasonNotProposer: an execute by a principal other than the intent's
+	// proposer (refused before the decision, audited as access.denied).
+	ReasonNotProposer = "not_proposer"
 )
 
 // Decide is the pure decision function: kill switches, tenant, principal,
@@ -164,7 +166,7 @@ func Decide(in Input) contract.Decision {
 	}
 
 	// 5. Approval: side-effect classes need an approval of exactly this
-	// intent, by operators other than the proposer, unexpired.
+	// intent, by distinct owners other than the proposer's, unexpired.
 	add(CheckApproval, approvalReason(in), "")
 
 	d.Verdict = contract.Allow
@@ -194,13 +196,7 @@ func approvalReason(in Input) string {
 	case !in.Time.Before(a.ExpiresAt) || a.Status == approval.StatusExpired:
 		return ReasonApprovalExpired
 	}
-	distinct := 0
-	for i, p := range a.Approvers {
-		if p != a.Proposer && !slices.Contains(a.Approvers[:i], p) {
-			distinct++
-		}
-	}
-	if distinct < need {
+	if approval.Distinct(*a) < need {
 		return ReasonApprovalRequired
 	}
 	return ""

@@ -18,6 +18,10 @@ import (
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
+// KindExecuteRefused is the audit kind of an execute by a principal other
+// than the intent's proposer (refused before any decision).
+const KindExecuteRefused = "execution.refused"
+
 // Outcome is what an execute call returns.
 type Outcome struct {
 	Decision  contract.Decision        `json:"decision"`
@@ -32,17 +36,26 @@ type Outcome struct {
 // blocked and the reason codes. A repeat of a finished execution returns the
 // first result without touching the executor.
 func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, intentID string, meta Meta) (Outcome, error) {
-	if err := t.Check(); err != nil {
-		return Outcome{}, contract.Wrap(contract.CodeInvalidTenant, "a valid tenant is required", err)
-	}
-	if p == nil || p.ID == "" {
-		return Outcome{}, contract.Errorf(contract.CodeUnauthenticated, "authentication required")
+	if err := admit(t, p); err != nil {
+		return Outcome{}, err
 	}
 	s, err := g.load(ctx, t, intentID)
 	if err != nil {
 		return Outcome{}, err
 	}
 	in := s.Intent
+	// Execution is bound to the proposer: its identity and, since p is
+	// authenticated now, its current grants. Anyone else is refused,
+	// audited, before a decision is made.
+	if p.ID != in.Proposer {
+		if _, err := g.cfg.Audit.Append(ctx, t, audit.Entry{
+			Kind: KindExecuteRefused, CorrelationID: in.ID, Actor: p.ID, RequestID: meta.RequestID, Time: g.cfg.Now().UTC(),
+			Payload: map[string]string{"intent_id": in.ID, "proposer": in.Proposer, "principal": p.ID, "reason": ReasonNotProposer},
+		}); err != nil {
+			return Outcome{}, storeErr("audit access.denied", err)
+		}
+		return Outcome{}, &contract.Error{Code: contract.CodeForbidden, Message: "only the principal that proposed this intent may execute it", Reasons: []string{ReasonNotProposer}}
+	}
 	input, err := g.input(ctx, t, p, in)
 	if err != nil {
 		return Outcome{}, err

@@ -106,7 +106,7 @@ type SwitchReader interface {
 
 // Approvals opens, reads and consumes approvals (internal/approval).
 type Approvals interface {
-	Request(ctx context.Context, t tenant.ID, in contract.ActionIntent, actor, requestID string, now time.Time) error
+	Request(ctx context.Context, t tenant.ID, in contract.ActionIntent, proposer *auth.Principal, requestID string, now time.Time) error
 	Read(ctx context.Context, t tenant.ID, intentID string) (approval.Reading, error)
 	Consume(ctx context.Context, t tenant.ID, intentID string, rev uint64, actor, requestID string, now time.Time) error
 	Decide(ctx context.Context, t tenant.ID, in contract.ActionIntent, p *auth.Principal, decision, reason, requestID string, now time.Time) (approval.Record, error)
@@ -190,6 +190,21 @@ func (g *Gate) input(ctx context.Context, t tenant.ID, p *auth.Principal, in con
 	}, nil
 }
 
+// admit is the one entry check of every gate method that acts for a
+// principal: a valid tenant and an authenticated principal. The tenant
+// grant is then checked, audited, by what each method decides (the
+// decision's grant check, the proposer binding, approval eligibility);
+// internal/access has authorized the operation before.
+func admit(t tenant.ID, p *auth.Principal) error {
+	if err := t.Check(); err != nil {
+		return contract.Wrap(contract.CodeInvalidTenant, "a valid tenant is required", err)
+	}
+	if p == nil || p.ID == "" {
+		return contract.Errorf(contract.CodeUnauthenticated, "authentication required")
+	}
+	return nil
+}
+
 func storeErr(op string, err error) error {
 	return contract.Wrap(contract.CodeStoreUnavailable, "the durable store is unavailable; nothing was changed", fmt.Errorf("%s: %w", op, err))
 }
@@ -199,11 +214,8 @@ func storeErr(op string, err error) error {
 // idempotency key and content) returns the stored intent with created=false;
 // a different request with a used key is a conflict.
 func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req contract.IntentRequest, meta Meta) (View, bool, error) {
-	if err := t.Check(); err != nil {
-		return View{}, false, contract.Wrap(contract.CodeInvalidTenant, "a valid tenant is required", err)
-	}
-	if p == nil || p.ID == "" {
-		return View{}, false, contract.Errorf(contract.CodeUnauthenticated, "authentication required")
+	if err := admit(t, p); err != nil {
+		return View{}, false, err
 	}
 	spec, err := contract.LookupAction(req.Action)
 	if err != nil {
@@ -241,7 +253,7 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 			return View{}, false, err
 		}
 		if v.State == StateProposed || v.State == StateBlocked {
-			if err := g.cfg.Approvals.Request(ctx, t, existing.Intent, p.ID, meta.RequestID, g.cfg.Now().UTC()); err != nil {
+			if err := g.cfg.Approvals.Request(ctx, t, existing.Intent, p, meta.RequestID, g.cfg.Now().UTC()); err != nil {
 				return View{}, false, storeErr("request approval", err)
 			}
 		}
@@ -300,7 +312,7 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 		}
 		return View{}, false, storeErr("store intent", err)
 	}
-	if err := g.cfg.Approvals.Request(ctx, t, in, p.ID, meta.RequestID, input.Time); err != nil {
+	if err := g.cfg.Approvals.Request(ctx, t, in, p, meta.RequestID, input.Time); err != nil {
 		return View{}, false, storeErr("request approval", err)
 	}
 	g.cfg.Logger.InfoContext(ctx, "intent proposed", "tenant", t.String(), "intent", in.ID, "action", in.Action,

@@ -115,7 +115,7 @@ func openNode(tb testing.TB, dir string, ex gate.Executors) *node {
 }
 
 // operator approves intents in tests (never the proposer).
-var operator = &auth.Principal{ID: "key_op", Name: "op", Role: auth.RoleOperator, Tenants: []string{"acme"}, Actions: []string{"A0"}}
+var operator = &auth.Principal{ID: "key_op", Name: "op", Role: auth.RoleOperator, Tenants: []string{"acme"}, Actions: []string{"*"}}
 
 func approve(tb testing.TB, n *node, id string) {
 	tb.Helper()
@@ -260,13 +260,14 @@ func TestBlockedDecisionsAreAuditedAndNeverRun(t *testing.T) {
 	if !errors.As(err, &ae) || ae.Code != contract.CodeBlocked || len(ae.Reasons) != 2 || ae.Reasons[0] != gate.ReasonPolicyDenied || ae.Reasons[1] != gate.ReasonApprovalRequired {
 		t.Fatalf("Execute escape = %v", err)
 	}
-	// A principal of another tenant is blocked by the gate itself too.
+	// A principal of another tenant is refused by the gate itself too
+	// (audited): it is not the proposer.
 	stranger := &auth.Principal{ID: "key_x", Role: auth.RoleAgent, Tenants: []string{"other"}, Actions: []string{"*"}}
 	ok, _, err := n.gate.Propose(ctx, acme, agent, writeReq("k1"), gate.Meta{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := n.gate.Execute(ctx, acme, stranger, ok.Intent.ID, gate.Meta{}); !errors.As(err, &ae) || ae.Reasons[0] != gate.ReasonTenantNotGranted {
+	if _, err := n.gate.Execute(ctx, acme, stranger, ok.Intent.ID, gate.Meta{}); !errors.As(err, &ae) || ae.Code != contract.CodeForbidden || ae.Reasons[0] != gate.ReasonNotProposer {
 		t.Fatalf("stranger Execute = %v", err)
 	}
 	// A principal without the class may not propose: forbidden and audited.
@@ -279,7 +280,7 @@ func TestBlockedDecisionsAreAuditedAndNeverRun(t *testing.T) {
 	}
 	got := kinds(t, n.log, acme)
 	want := []string{audit.KindIntentProposed, approval.KindRequested, audit.KindGateBlocked, audit.KindIntentProposed, approval.KindRequested,
-		audit.KindGateBlocked, audit.KindAccessDenied}
+		gate.KindExecuteRefused, audit.KindAccessDenied}
 	if len(got) != len(want) {
 		t.Fatalf("kinds = %v, want %v", got, want)
 	}

@@ -34,6 +34,7 @@ func (g *Gate) ListInDoubt(ctx context.Context, t tenant.ID) ([]InDoubt, error) 
 	if err := t.Check(); err != nil {
 		return nil, contract.Wrap(contract.CodeInvalidTenant, "a valid tenant is required", err)
 	}
+
 	lister, err := g.cfg.Idempotency.ListKeysFiltered(ctx, tenant.IdempotencyKey(t, "*"))
 	if err != nil {
 		return nil, storeErr("list idempotency claims", err)
@@ -60,6 +61,9 @@ func (g *Gate) ListInDoubt(ctx context.Context, t tenant.ID) ([]InDoubt, error) 
 // happened (succeeded) or it did not (failed). The claim keeps the key, so
 // the intent is never re-run either way; the resolution is audited.
 func (g *Gate) Resolve(ctx context.Context, t tenant.ID, p *auth.Principal, intentID, outcome, reason string, meta Meta) (contract.ExecutionResult, error) {
+	if err := admit(t, p); err != nil {
+		return contract.ExecutionResult{}, err
+	}
 	if outcome != contract.StatusSucceeded && outcome != contract.StatusFailed {
 		return contract.ExecutionResult{}, contract.Errorf(contract.CodeInvalid, `field "/outcome": must be "succeeded" or "failed"`)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/audit"
+	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/gate"
 	"github.com/exoarmur/exoarmur/internal/tenant"
@@ -220,7 +221,7 @@ type countingApprovals struct {
 	requests int
 }
 
-func (c *countingApprovals) Request(ctx context.Context, t tenant.ID, in contract.ActionIntent, actor, requestID string, now time.Time) error {
+func (c *countingApprovals) Request(ctx context.Context, t tenant.ID, in contract.ActionIntent, actor *auth.Principal, requestID string, now time.Time) error {
 	c.requests++
 	return c.Approvals.Request(ctx, t, in, actor, requestID, now)
 }

@@ -9,7 +9,7 @@
 package policy
 
 import (
-	_ "embed"
+	"embed"
 	"errors"
 	"fmt"
 	"iter"
@@ -27,6 +27,12 @@ import (
 
 //go:embed default.cedar
 var defaultSource []byte
+
+// history holds every earlier default bundle, byte for byte, so decisions
+// recorded under it still replay after the default changed.
+//
+//go:embed history/*.cedar
+var history embed.FS
 
 // ErrUnknownBundle is returned when no bundle has the requested hash.
 var ErrUnknownBundle = errors.New("unknown policy bundle")
@@ -216,6 +222,21 @@ func init() {
 	}
 	defBundle = b
 	Register(b)
+	entries, err := history.ReadDir("history")
+	if err != nil {
+		panic(err)
+	}
+	for _, e := range entries {
+		src, err := history.ReadFile("history/" + e.Name())
+		if err != nil {
+			panic(err)
+		}
+		old, err := Compile(e.Name(), src)
+		if err != nil {
+			panic(err) // TestHistoryCompiles compiles each one too
+		}
+		Register(old)
+	}
 }
 
 // Default returns the bundle compiled into the binary.
@@ -333,7 +354,8 @@ const (
 	OpFlipTenantSwitch = "flip_tenant_switch"
 	OpReadGlobalSwitch = "read_global_switch"
 	OpFlipGlobalSwitch = "flip_global_switch"
-	OpManageKeys       = "manage_keys"
+	OpManageKeys       = "manage_keys"    // the keys of one tenant (System: of every tenant)
+	OpKeyManagement    = "key_management" // the key endpoints; what they show and change is manage_keys per tenant
 	OpReadMetrics      = "read_metrics"
 	OpResolve          = "resolve_execution"
 )

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/exoarmur/exoarmur/internal/contract"
 )
 
 func TestDefaultBundle(t *testing.T) {
@@ -77,7 +79,7 @@ func TestAuthorizeOperations(t *testing.T) {
 	tenantOps := map[string][]bool{ // allowed for agent, operator, admin
 		OpPropose: {true, true, true}, OpExecute: {true, true, true}, OpReadIntent: {true, true, true}, OpReadAudit: {true, true, true},
 		OpApprove: {false, true, true}, OpResolve: {false, true, true}, OpReadApprovals: {false, true, true}, OpReadTenantSwitch: {false, true, true}, OpFlipTenantSwitch: {false, true, true},
-		OpFlipGlobalSwitch: {false, false, false}, OpManageKeys: {false, false, false},
+		OpFlipGlobalSwitch: {false, false, false}, OpManageKeys: {false, false, true}, OpKeyManagement: {false, false, false},
 	}
 	for op, want := range tenantOps {
 		for i, role := range roles {
@@ -91,16 +93,45 @@ func TestAuthorizeOperations(t *testing.T) {
 			}
 		}
 	}
+	// Global powers need the explicit system grant; no role implies them.
 	systemOps := map[string][]bool{OpReadGlobalSwitch: {false, false, true}, OpFlipGlobalSwitch: {false, false, true}, OpManageKeys: {false, false, true}, OpReadMetrics: {false, false, true}, OpPropose: {false, false, false}}
 	for op, want := range systemOps {
 		for i, role := range roles {
-			if res := Authorize(b, OpRequest{PrincipalID: "p", Role: role, Operation: op}); res.Allowed != want[i] {
-				t.Errorf("%s %s on the system = %+v, want %t", role, op, res, want[i])
+			if res := Authorize(b, OpRequest{PrincipalID: "p", Role: role, Granted: []string{"acme", "system"}, Operation: op}); res.Allowed != want[i] {
+				t.Errorf("%s %s on the system with the system grant = %+v, want %t", role, op, res, want[i])
 			}
+			if res := Authorize(b, OpRequest{PrincipalID: "p", Role: role, Granted: []string{"acme"}, Operation: op}); res.Allowed {
+				t.Errorf("%s %s on the system without the system grant allowed", role, op)
+			}
+		}
+	}
+	// The key endpoints are open to every admin: what they show and change
+	// is manage_keys per tenant (internal/access).
+	for i, role := range roles {
+		if res := Authorize(b, OpRequest{PrincipalID: "p", Role: role, Granted: []string{"acme"}, Operation: OpKeyManagement}); res.Allowed != (i == 2) {
+			t.Errorf("%s key_management = %+v", role, res)
 		}
 	}
 	if res := Authorize(b, OpRequest{PrincipalID: "p", Role: "root", Granted: []string{"acme"}, Operation: OpApprove, Tenant: "acme"}); res.Allowed {
 		t.Error("an unknown role was authorized")
+	}
+}
+
+// TestHistoryReplays: every earlier default bundle is registered under its
+// hash, so decisions recorded under it still find it.
+func TestHistoryReplays(t *testing.T) {
+	entries, err := history.ReadDir("history")
+	if err != nil || len(entries) == 0 {
+		t.Fatalf("history: %v (%d bundles)", err, len(entries))
+	}
+	for _, e := range entries {
+		src, _ := history.ReadFile("history/" + e.Name())
+		if _, err := ByHash(contract.Hash(src)); err != nil {
+			t.Errorf("%s: %v", e.Name(), err)
+		}
+	}
+	if _, err := ByHash("e75ba5324c8d7539a399672a86fa286c184ea4085e94dfa6ced014e3fb2b9001"); err != nil {
+		t.Errorf("the bundle of the first milestone's records: %v", err)
 	}
 }
 

@@ -309,10 +309,10 @@ func bootstrapKeys(ctx context.Context, bin string, log io.Writer) (Keys, error)
 		tenants    []string
 		actions    string
 	}{
-		{&k.Admin, "admin", "admin", []string{"acme", "beta"}, "A0"},
+		{&k.Admin, "admin", "admin", []string{"acme", "beta", "system"}, "A0"},
 		{&k.AcmeBot, "acme-bot", "agent", []string{"acme"}, "*"},
 		{&k.AcmeOp, "acme-op", "operator", []string{"acme"}, "*"},
-		{&k.AcmeOp2, "acme-op2", "operator", []string{"acme"}, "A0"},
+		{&k.AcmeOp2, "acme-op2", "operator", []string{"acme"}, "*"},
 		{&k.BetaBot, "beta-bot", "agent", []string{"beta"}, "*"},
 		{&k.BetaOp, "beta-op", "operator", []string{"beta"}, "A0"},
 		{&k.AcmeRead, "acme-reader", "agent", []string{"acme"}, "A0"},

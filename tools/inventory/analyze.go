@@ -4,8 +4,10 @@ import (
 	"cmp"
 	"fmt"
 	"go/ast"
+	"go/constant"
 	"go/token"
 	"go/types"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -71,6 +73,22 @@ var allowed = map[string]place{
 	module + "/tools/inventory":     {"developer tool", "writes docs/design/00_execution_surface.md"},
 	module + "/internal/bench":      {"load harness", "exoarmur bench: starts a server process on a temporary data dir, drives it over loopback HTTP; never reaches an executor except through the server's gate"},
 	module + "/internal/reality":    {"evidence harness", "the cold-reviewer run: starts, kills and restarts the stack's processes or containers, runs go test, calls the nodes over loopback HTTP, writes the evidence bundle; it goes through the API like any client and never reaches an executor"},
+}
+
+// readOnlyOpen reports a call of os.OpenFile or (*os.Root).OpenFile whose
+// flags are a constant without a write, create, truncate or append bit: a
+// read, not a write. Non-constant flags stay a write.
+func readOnlyOpen(info *types.Info, f *types.Func, call *ast.CallExpr) bool {
+	if f.Pkg() == nil || f.Pkg().Path() != "os" || f.Name() != "OpenFile" || len(call.Args) < 2 {
+		return false
+	}
+	tv, ok := info.Types[call.Args[1]]
+	if !ok || tv.Value == nil || tv.Value.Kind() != constant.Int {
+		return false
+	}
+	flags, exact := constant.Int64Val(tv.Value)
+	const writeBits = int64(os.O_WRONLY | os.O_RDWR | os.O_CREATE | os.O_TRUNC | os.O_APPEND)
+	return exact && flags&writeBits == 0
 }
 
 // sinkCategory classifies a called function as a side effect, or "".
@@ -276,7 +294,7 @@ func (a *analyzer) scanBody(p *packages.Package, node string, body ast.Node) {
 			if f == nil {
 				return true
 			}
-			if cat := sinkCategory(f); cat != "" {
+			if cat := sinkCategory(f); cat != "" && !readOnlyOpen(info, f, n) {
 				a.addSite(p, node, f, cat, n.Pos())
 			}
 		case *ast.GoStmt:

@@ -1,0 +1,463 @@
+// Package access is the one place that answers "may principal P do
+// operation O on tenant T": authentication (API key or verified client
+// certificate), the rate limit of failed authentication per source, the
+// tenant grant, the operation policy (cedar, internal/policy), the rules of
+// credential management (nobody mints more than they hold; global powers
+// are the explicit system grant), and the audit of every refusal.
+//
+// It knows no transport: the REST front end (internal/api) calls it today,
+// the MCP front end and the console call the same functions. Errors are
+// *contract.Error values with stable codes; each front end maps them to its
+// own status codes.
+package access
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/exoarmur/exoarmur/internal/audit"
+	"github.com/exoarmur/exoarmur/internal/auth"
+	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/policy"
+	"github.com/exoarmur/exoarmur/internal/tenant"
+)
+
+// Audit kinds written by the access layer.
+const (
+	// KindCrossTenant: a principal addressed a tenant it is not granted
+	// (recorded in the caller's own first tenant's chain).
+	KindCrossTenant = "access.cross_tenant"
+	// KindForbidden: an authenticated principal asked for an operation it
+	// may not do (recorded in the tenant's chain, or the system chain).
+	KindForbidden = "access.forbidden"
+	// KindAuthFailed: a request with missing, malformed, unknown, revoked or
+	// expired credentials (recorded in the system chain, without the secret).
+	KindAuthFailed = "auth.failed"
+	// KindKeyCreated and KindKeyRevoked: credential management, recorded in
+	// the chain of every tenant the credential holds (the system chain for
+	// the system grant), so each tenant's operators see who can act in it.
+	KindKeyCreated = "key.created"
+	KindKeyRevoked = "key.revoked"
+)
+
+// Failed-authentication rate limit per source.
+const (
+	failWindow       = time.Minute
+	defaultFailLimit = 20
+)
+
+// Authenticator resolves an API key to its principal (internal/auth.Keys).
+type Authenticator interface {
+	Authenticate(ctx context.Context, key string) (*auth.Principal, error)
+}
+
+// CertAuthenticator maps a verified client certificate's common name to
+// its principal.
+type CertAuthenticator interface {
+	AuthenticateCert(ctx context.Context, commonName string) (*auth.Principal, error)
+}
+
+// KeyStore creates, lists, reads and revokes credentials (internal/auth.Keys).
+type KeyStore interface {
+	Create(ctx context.Context, req auth.CreateRequest) (string, auth.Principal, error)
+	List(ctx context.Context) ([]auth.Principal, error)
+	Lookup(ctx context.Context, principalID string) (auth.Principal, error)
+	Revoke(ctx context.Context, principalID string) (auth.Principal, error)
+}
+
+// Auditor appends to a tenant's chain (internal/audit.Log).
+type Auditor interface {
+	Append(ctx context.Context, t tenant.ID, e audit.Entry) (contract.AuditRecord, error)
+}
+
+// Config wires a Service.
+type Config struct {
+	Keys     Authenticator
+	Certs    CertAuthenticator // nil: no client certificates
+	KeyAdmin KeyStore          // nil: credential management is unavailable
+	Policy   *policy.Bundle    // the bundle that authorizes operations (default: policy.Default())
+	Audit    Auditor           // nil: refusals are not audited (tests only)
+	Now      func() time.Time
+	// FailLimit is how many failed authentications one source may make per
+	// minute before it is refused (default 20).
+	FailLimit int
+	// ClassOf maps an action type to its class ("" if unknown).
+	ClassOf func(action string) string
+	Logger  *slog.Logger
+}
+
+// Service is the access layer.
+type Service struct {
+	cfg   Config
+	fails failures
+}
+
+// New returns a Service.
+func New(cfg Config) (*Service, error) {
+	if cfg.Keys == nil {
+		return nil, errors.New("access: a key registry is required")
+	}
+	if cfg.Policy == nil {
+		cfg.Policy = policy.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.FailLimit <= 0 {
+		cfg.FailLimit = defaultFailLimit
+	}
+	if cfg.ClassOf == nil {
+		cfg.ClassOf = contract.ClassOf
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Service{cfg: cfg}, nil
+}
+
+// Meta is what a front end knows of a request, for the audit records of
+// refusals: the request ID and, for REST, the method and route.
+type Meta struct {
+	RequestID string
+	Method    string
+	Route     string
+}
+
+// Credentials are what a caller presented: an API key, or the common name
+// of a client certificate the transport verified, and the caller's source
+// address (for the failed-authentication limit).
+type Credentials struct {
+	APIKey string
+	CertCN string
+	Source string
+}
+
+// CodeRateLimited: too many failed authentications from one source.
+const CodeRateLimited = "rate_limited"
+
+// Authenticate resolves credentials to a principal. Unknown, malformed,
+// revoked and expired credentials are all CodeUnauthenticated (audited in
+// the system chain, never with the secret); a store failure is
+// CodeStoreUnavailable and is not counted against the source.
+func (s *Service) Authenticate(ctx context.Context, c Credentials, meta Meta) (*auth.Principal, error) {
+	now := s.cfg.Now()
+	if s.fails.blocked(c.Source, now, s.cfg.FailLimit) {
+		return nil, contract.Errorf(CodeRateLimited, "too many failed authentication attempts from this address; try again later")
+	}
+	var p *auth.Principal
+	var err error
+	switch {
+	case c.CertCN != "" && s.cfg.Certs != nil:
+		p, err = s.cfg.Certs.AuthenticateCert(ctx, c.CertCN)
+	case c.APIKey != "":
+		p, err = s.cfg.Keys.Authenticate(ctx, c.APIKey)
+	default:
+		err = errMissing
+	}
+	why := ""
+	switch {
+	case err == nil:
+		return p, nil
+	case errors.Is(err, errMissing):
+		why = "missing"
+	case errors.Is(err, auth.ErrExpired):
+		why = "expired"
+	case errors.Is(err, auth.ErrUnauthenticated):
+		why = "unknown, malformed or revoked"
+	default:
+		return nil, contract.Wrap(contract.CodeStoreUnavailable, "cannot check credentials right now", err)
+	}
+	s.fails.fail(c.Source, now)
+	s.audit(ctx, tenant.System, meta, KindAuthFailed, "", map[string]string{"source": c.Source, "reason": why, "key_id": auth.KeyID(c.APIKey)})
+	return nil, contract.Errorf(contract.CodeUnauthenticated, "valid credentials are required")
+}
+
+var errMissing = errors.New("no credentials")
+
+// Request asks whether Principal may do Operation (policy.Op*) on Tenant;
+// a zero Tenant asks for a system operation.
+type Request struct {
+	Principal *auth.Principal
+	Operation string
+	Tenant    tenant.ID
+	Meta      Meta
+}
+
+// ErrNotFound is how another tenant's state looks to a caller: the same
+// answer as for a tenant or object that does not exist.
+var ErrNotFound = contract.Errorf(contract.CodeNotFound, "not found")
+
+// Authorize answers req: nil, or a *contract.Error (not_found for a tenant
+// the principal is not granted, audited in the caller's own chain and
+// never in the other's; forbidden for an operation the policy denies,
+// audited in the tenant's chain or the system chain).
+func (s *Service) Authorize(ctx context.Context, req Request) error {
+	p := req.Principal
+	if p == nil || p.ID == "" {
+		return contract.Errorf(contract.CodeUnauthenticated, "valid credentials are required")
+	}
+	if !req.Tenant.IsZero() && !p.HasTenant(req.Tenant.String()) {
+		if own, err := tenant.Parse(firstTenant(p)); err == nil {
+			s.audit(ctx, own, req.Meta, KindCrossTenant, p.ID, map[string]string{"requested_tenant": req.Tenant.String()})
+		}
+		return ErrNotFound
+	}
+	res := policy.Authorize(s.cfg.Policy, policy.OpRequest{
+		PrincipalID: p.ID, Role: p.Role, Granted: p.Tenants, Operation: req.Operation, Tenant: req.Tenant.String(),
+	})
+	if res.Allowed {
+		return nil
+	}
+	detail := map[string]string{"operation": req.Operation, "role": p.Role}
+	if len(res.Errors) > 0 {
+		detail["policy_errors"] = strings.Join(res.Errors, "; ")
+	}
+	scope := req.Tenant
+	if scope.IsZero() {
+		scope = tenant.System
+	}
+	s.audit(ctx, scope, req.Meta, KindForbidden, p.ID, detail)
+	if req.Tenant.IsZero() && !p.System() && p.Role == auth.RoleAdmin {
+		return contract.Errorf(contract.CodeForbidden, "%s is a global power: it needs a key granted tenant %q", strings.ReplaceAll(req.Operation, "_", " "), auth.SystemGrant)
+	}
+	return contract.Errorf(contract.CodeForbidden, "role %s may not %s", p.Role, strings.ReplaceAll(req.Operation, "_", " "))
+}
+
+// firstTenant is the principal's first real tenant ("" if it holds none).
+func firstTenant(p *auth.Principal) string {
+	for _, t := range p.Tenants {
+		if t != auth.SystemGrant {
+			return t
+		}
+	}
+	return ""
+}
+
+// audit records a refusal or a credential change; a failure to audit is
+// logged (a refusal stands either way).
+func (s *Service) audit(ctx context.Context, t tenant.ID, meta Meta, kind, actor string, detail map[string]string) {
+	if s.cfg.Audit == nil {
+		return
+	}
+	payload := map[string]string{"method": meta.Method, "route": meta.Route}
+	maps.Copy(payload, detail)
+	if actor == "" {
+		actor = "anonymous"
+	}
+	if _, err := s.cfg.Audit.Append(ctx, t, audit.Entry{
+		Kind: kind, CorrelationID: meta.RequestID, Actor: actor, RequestID: meta.RequestID, Time: s.cfg.Now(), Payload: payload,
+	}); err != nil {
+		s.cfg.Logger.ErrorContext(ctx, "audit access event", "kind", kind, "err", err)
+	}
+}
+
+// chainsOf are the chains a credential's changes are recorded in: each of
+// its tenants, and the system chain for the system grant.
+func chainsOf(p *auth.Principal) []tenant.ID {
+	var out []tenant.ID
+	for _, t := range p.Tenants {
+		if t == auth.SystemGrant {
+			out = append(out, tenant.System)
+			continue
+		}
+		if id, err := tenant.Parse(t); err == nil {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// CreateKey creates a credential for caller: caller must be an admin
+// allowed to manage keys in every tenant of req (the system grant for the
+// system tenant), and req may hold no tenant, role or action beyond the
+// caller's own. The creation is audited in the chain of every tenant the
+// new key holds. The key string is returned once.
+func (s *Service) CreateKey(ctx context.Context, caller *auth.Principal, req auth.CreateRequest, meta Meta) (string, auth.Principal, error) {
+	if err := req.Validate(); err != nil {
+		return "", auth.Principal{}, contract.Errorf(contract.CodeInvalid, "%v", err)
+	}
+	if err := s.mayManage(ctx, caller, req.Tenants, meta); err != nil {
+		return "", auth.Principal{}, err
+	}
+	ks, err := s.keyStore()
+	if err != nil {
+		return "", auth.Principal{}, err
+	}
+	if err := caller.CanGrant(req, s.cfg.ClassOf); err != nil {
+		s.audit(ctx, s.chainFor(caller, req.Tenants), meta, KindForbidden, caller.ID, map[string]string{"operation": policy.OpManageKeys, "role": caller.Role, "why": err.Error()})
+		return "", auth.Principal{}, contract.Errorf(contract.CodeForbidden, "you may not create this key: %v", err)
+	}
+	req.CreatedBy = caller.ID
+	key, p, err := ks.Create(ctx, req)
+	if err != nil {
+		return "", auth.Principal{}, contract.Wrap(contract.CodeStoreUnavailable, "the key could not be stored", err)
+	}
+	s.recordChange(ctx, &p, meta, KindKeyCreated, caller.ID)
+	return key, p, nil
+}
+
+func (s *Service) keyStore() (KeyStore, error) {
+	if s.cfg.KeyAdmin == nil {
+		return nil, contract.Errorf(contract.CodeStoreUnavailable, "key management is not available on this node")
+	}
+	return s.cfg.KeyAdmin, nil
+}
+
+// mayManage authorizes manage_keys on each tenant (System for the system
+// grant); a tenant the caller does not hold reads as not found.
+func (s *Service) mayManage(ctx context.Context, caller *auth.Principal, tenants []string, meta Meta) error {
+	if caller == nil || caller.ID == "" {
+		return contract.Errorf(contract.CodeUnauthenticated, "valid credentials are required")
+	}
+	for _, t := range tenants {
+		req := Request{Principal: caller, Operation: policy.OpManageKeys, Meta: meta}
+		if t != auth.SystemGrant {
+			id, err := tenant.Parse(t)
+			if err != nil {
+				return contract.Wrap(contract.CodeInvalidTenant, "tenant must match [a-z0-9][a-z0-9-]{0,62}", err)
+			}
+			req.Tenant = id
+			if caller.System() && !caller.HasTenant(t) {
+				// A system admin manages every tenant's keys: the grant it
+				// holds is authorized on the system resource.
+				req.Tenant = tenant.ID{}
+			}
+		}
+		if err := s.Authorize(ctx, req); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// chainFor is where a refusal about tenants is recorded: the first of them
+// the caller holds, else the system chain.
+func (s *Service) chainFor(caller *auth.Principal, tenants []string) tenant.ID {
+	for _, t := range tenants {
+		if caller.HasTenant(t) {
+			if id, err := tenant.Parse(t); err == nil {
+				return id
+			}
+		}
+	}
+	return tenant.System
+}
+
+func (s *Service) recordChange(ctx context.Context, p *auth.Principal, meta Meta, kind, actor string) {
+	detail := map[string]string{"key": p.ID, "name": p.Name, "role": p.Role, "owner": p.Owner, "created_by": p.CreatedBy,
+		"tenants": strings.Join(p.Tenants, ","), "actions": strings.Join(p.Actions, ",")}
+	for _, t := range chainsOf(p) {
+		s.audit(ctx, t, meta, kind, actor, detail)
+	}
+}
+
+// ListKeys returns the credentials caller manages (every tenant they hold
+// is one of the caller's), never a secret.
+func (s *Service) ListKeys(ctx context.Context, caller *auth.Principal, meta Meta) ([]auth.Principal, error) {
+	if err := s.Authorize(ctx, Request{Principal: caller, Operation: policy.OpKeyManagement, Meta: meta}); err != nil {
+		return nil, err
+	}
+	ks, err := s.keyStore()
+	if err != nil {
+		return nil, err
+	}
+	all, err := ks.List(ctx)
+	if err != nil {
+		return nil, contract.Wrap(contract.CodeStoreUnavailable, "cannot list keys", err)
+	}
+	out := []auth.Principal{}
+	for i := range all {
+		if caller.Manages(&all[i]) {
+			out = append(out, all[i])
+		}
+	}
+	return out, nil
+}
+
+// RevokeKey revokes a credential the caller manages; any other reads as
+// not found. The revocation is audited in the chain of each of its tenants.
+func (s *Service) RevokeKey(ctx context.Context, caller *auth.Principal, principalID string, meta Meta) (auth.Principal, error) {
+	if err := s.Authorize(ctx, Request{Principal: caller, Operation: policy.OpKeyManagement, Meta: meta}); err != nil {
+		return auth.Principal{}, err
+	}
+	ks, err := s.keyStore()
+	if err != nil {
+		return auth.Principal{}, err
+	}
+	target, err := ks.Lookup(ctx, principalID)
+	switch {
+	case errors.Is(err, auth.ErrUnauthenticated):
+		return auth.Principal{}, ErrNotFound
+	case err != nil:
+		return auth.Principal{}, contract.Wrap(contract.CodeStoreUnavailable, "cannot read the key", err)
+	case !caller.Manages(&target):
+		s.audit(ctx, s.chainFor(caller, target.Tenants), meta, KindForbidden, caller.ID, map[string]string{"operation": policy.OpManageKeys, "role": caller.Role, "key": principalID})
+		return auth.Principal{}, ErrNotFound
+	}
+	if err := s.mayManage(ctx, caller, target.Tenants, meta); err != nil {
+		return auth.Principal{}, err
+	}
+	p, err := ks.Revoke(ctx, principalID)
+	if errors.Is(err, auth.ErrUnauthenticated) {
+		return auth.Principal{}, ErrNotFound
+	}
+	if err != nil {
+		return auth.Principal{}, contract.Wrap(contract.CodeStoreUnavailable, "cannot revoke the key", err)
+	}
+	s.recordChange(ctx, &p, meta, KindKeyRevoked, caller.ID)
+	return p, nil
+}
+
+// failures counts failed authentications per source in fixed windows.
+type failures struct {
+	mu sync.Mutex
+	by map[string]window
+}
+
+type window struct {
+	start time.Time
+	n     int
+}
+
+func (f *failures) blocked(src string, now time.Time, limit int) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	w, ok := f.by[src]
+	return ok && now.Sub(w.start) < failWindow && w.n >= limit
+}
+
+func (f *failures) fail(src string, now time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.by == nil {
+		f.by = map[string]window{}
+	}
+	w := f.by[src]
+	if now.Sub(w.start) >= failWindow {
+		w = window{start: now}
+	}
+	w.n++
+	f.by[src] = w
+	if len(f.by) > 100000 { // bound memory under a spray of sources
+		for k, v := range f.by {
+			if now.Sub(v.start) >= failWindow {
+				delete(f.by, k)
+			}
+		}
+	}
+}
+
+// String describes a request for logs.
+func (r Request) String() string {
+	id := ""
+	if r.Principal != nil {
+		id = r.Principal.ID
+	}
+	return fmt.Sprintf("%s %s on %q", id, r.Operation, r.Tenant.String())
+}
