@@ -5,9 +5,15 @@ package main_test
 // on the main it was found on.
 
 import (
+	"context"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // mkKey creates a key with the CLI on a stopped server's data dir.
@@ -190,4 +196,159 @@ func mustJSONString(v any) string {
 		panic(err)
 	}
 	return string(b)
+}
+
+// slowSink is a loopback HTTP sink whose /slow path answers after delay;
+// it counts the requests that reached it.
+func slowSink(t *testing.T, delay time.Duration) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
+	var hits atomic.Int64
+	stop := make(chan struct{})
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		select {
+		case <-time.After(delay):
+		case <-r.Context().Done():
+		case <-stop:
+		}
+		io.WriteString(w, `{"ok":true}`)
+	}))
+	t.Cleanup(sink.Close)
+	t.Cleanup(func() { close(stop) }) // runs first: no request holds Close up
+	return sink, &hits
+}
+
+// TestBreakUnrecordedEffect (break 4): a client that disconnected after the
+// executor ran cancelled the writes that record the outcome: the intent
+// stayed executing (then in doubt) forever, the audit ended at
+// execution.started, and the answer said nothing was changed.
+func TestBreakUnrecordedEffect(t *testing.T) {
+	sink, hits := slowSink(t, 1500*time.Millisecond)
+	host := strings.TrimPrefix(sink.URL, "http://")
+	dataDir := t.TempDir()
+	root := mkKey(t, dataDir, "root", "admin", "*", "--tenant", "system", "--tenant", "acme")
+	bot := mkKey(t, dataDir, "bot", "agent", "*", "--tenant", "acme")
+	addr := freePort(t)
+	srv := startServer(t, dataDir, addr, "--allow-host", host, "--lease", "1s")
+	goLive(t, addr, root)
+	code, m := srv.do("POST", "/v1/tenants/acme/intents", bot, map[string]any{"action": "http.post", "target": sink.URL + "/slow", "params": map[string]string{"body": "{}"}, "idempotency_key": "cut-1"})
+	if code != 201 {
+		t.Fatalf("propose: HTTP %d %v", code, m)
+	}
+	id := intentID(m)
+	srv.approveVia(root, "acme", id)
+
+	// The impatient client: gone while the POST is inside the sink.
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+addr+"/v1/tenants/acme/intents/"+id+"/execute", nil)
+	req.Header.Set("Authorization", "Bearer "+bot)
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); hits.Load() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the execution never reached the sink")
+		}
+	}
+	cancel()
+	if err := <-errc; err == nil {
+		t.Fatal("the client was not cut off")
+	}
+	// The effect finishes and its outcome is recorded all the same.
+	var state any
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if _, m = srv.do("GET", "/v1/tenants/acme/intents/"+id, bot, nil); m["state"] != "executing" {
+			break
+		}
+	}
+	if state = m["state"]; state != "succeeded" {
+		t.Fatalf("after the client went away the intent is %v, want succeeded", state)
+	}
+	_, am := srv.do("GET", "/v1/tenants/acme/audit?limit=1000", bot, nil)
+	recs, _ := am["records"].([]any)
+	last, _ := recs[len(recs)-1].(map[string]any)
+	if last["kind"] != "execution.succeeded" || last["correlation_id"] != id {
+		t.Fatalf("the audit ends at %v (%v), want execution.succeeded of %s", last["kind"], last["correlation_id"], id)
+	}
+	code, m = srv.do("POST", "/v1/tenants/acme/intents/"+id+"/execute", bot, nil)
+	if code != 200 || m["duplicate"] != true || hits.Load() != 1 {
+		t.Fatalf("repeat: HTTP %d %v, sink hits %d", code, m, hits.Load())
+	}
+}
+
+// TestBreakInDoubtOnOneNode (break 5): node B listed an execution node A
+// was still running as in doubt, and a resolve on B succeeded while the
+// effect was happening. Now A's lease keeps it executing on every node;
+// when A dies the lease lapses and both nodes' successors read in doubt.
+func TestBreakInDoubtOnOneNode(t *testing.T) {
+	sink, hits := slowSink(t, 30*time.Second)
+	host := strings.TrimPrefix(sink.URL, "http://")
+	url := startNATS(t)
+	key := func(name, role, actions string, tenants ...string) string {
+		args := []string{"keys", "create", "--nats-url", url, "--name", name, "--role", role, "--actions", actions}
+		for _, tn := range tenants {
+			args = append(args, "--tenant", tn)
+		}
+		return strings.TrimSpace(run(t, args...))
+	}
+	root, bot, op := key("root", "admin", "*", "system", "acme"), key("bot", "agent", "*", "acme"), key("op", "operator", "*", "acme")
+	sandbox := t.TempDir()
+	addrA, addrB := freePort(t), freePort(t)
+	flags := []string{"--nats-url", url, "--sandbox-dir", sandbox, "--allow-host", host, "--lease", "1s"}
+	a := startServer(t, "", addrA, append(flags, "--node", "node-a")...)
+	b := startServer(t, "", addrB, append(flags, "--node", "node-b")...)
+	goLive(t, addrA, root)
+	code, m := a.do("POST", "/v1/tenants/acme/intents", bot, map[string]any{"action": "http.post", "target": sink.URL + "/slow", "params": map[string]string{"body": "{}"}, "idempotency_key": "long-1"})
+	if code != 201 {
+		t.Fatalf("propose: HTTP %d %v", code, m)
+	}
+	id := intentID(m)
+	a.approveVia(op, "acme", id)
+	go func() {
+		req, _ := http.NewRequest("POST", "http://"+addrA+"/v1/tenants/acme/intents/"+id+"/execute", nil)
+		req.Header.Set("Authorization", "Bearer "+bot)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	for deadline := time.Now().Add(10 * time.Second); hits.Load() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the execution never reached the sink")
+		}
+	}
+	// For three lease periods node B sees it running: not in doubt, and
+	// an operator's resolve is refused.
+	for until := time.Now().Add(3 * time.Second); time.Now().Before(until); time.Sleep(200 * time.Millisecond) {
+		if _, m := b.do("GET", "/v1/tenants/acme/intents/"+id, bot, nil); m["state"] != "executing" {
+			t.Fatalf("node B while node A runs it: %v, want executing", m["state"])
+		}
+		if _, m := b.do("GET", "/v1/tenants/acme/intents?state=in_doubt", op, nil); len(m["intents"].([]any)) != 0 {
+			t.Fatalf("node B lists %v in doubt while node A runs it", m["intents"])
+		}
+		if code, m := b.do("POST", "/v1/tenants/acme/intents/"+id+"/resolve", op, map[string]string{"outcome": "failed", "reason": "looks stuck"}); code != 409 {
+			t.Fatalf("resolve on node B while node A runs it: HTTP %d %v, want 409", code, m)
+		}
+	}
+	// Node A dies mid-effect: its lease lapses; B reads in doubt and the
+	// operator resolves it there.
+	a.kill()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if _, m = b.do("GET", "/v1/tenants/acme/intents/"+id, bot, nil); m["state"] == "in_doubt" || time.Now().After(deadline) {
+			break
+		}
+	}
+	if m["state"] != "in_doubt" {
+		t.Fatalf("after node A died: %v, want in_doubt", m["state"])
+	}
+	if code, m := b.do("POST", "/v1/tenants/acme/intents/"+id+"/resolve", op, map[string]string{"outcome": "failed", "reason": "the sink shows no order"}); code != 200 {
+		t.Fatalf("resolve after the lapse: HTTP %d %v", code, m)
+	}
+	if code, m := b.do("POST", "/v1/tenants/acme/intents/"+id+"/execute", bot, nil); code != 200 || m["duplicate"] != true || hits.Load() != 1 {
+		t.Fatalf("execute after resolution: HTTP %d %v, sink hits %d", code, m, hits.Load())
+	}
 }

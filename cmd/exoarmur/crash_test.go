@@ -303,7 +303,9 @@ func crashUnderLoad(t *testing.T, flags ...string) {
 	admin := mk("admin-all", "admin", []string{"acme", "beta", "gamma", "system"}, "A0")
 	op := mk("op", "operator", []string{"acme", "beta"}, "*")
 	addr := freePort(t)
-	serverFlags := append([]string{"--allow-host", host}, flags...)
+	// A short lease: an execution cut by a SIGKILL reads in doubt a second
+	// after its node died.
+	serverFlags := append([]string{"--allow-host", host, "--lease", "1s"}, flags...)
 	srv := startServer(t, dataDir, addr, serverFlags...)
 	goLive(t, addr, admin)
 	killswitch(t, addr, admin, "disengage", "--tenant", "beta", "--reason", "go")
@@ -522,6 +524,9 @@ func checkCrashRun(t *testing.T, do doFunc, all []*crashIntent, ec *effectCounte
 		}
 		if in.kind != "fs.read" && n == 1 {
 			effectful++
+		}
+		if st == "executing" {
+			t.Errorf("%s/%s still reads executing after every node that ran it was killed or finished", in.tenant, in.id)
 		}
 		if in.inDoubt && st != "in_doubt" {
 			t.Errorf("%s/%s answered in_doubt but is %q", in.tenant, in.id, st)

@@ -300,7 +300,7 @@ func TestGate2IdempotencyAcrossRestart(t *testing.T) {
 	dataDir := t.TempDir()
 	key := createKey(t, dataDir)
 	addr := freePort(t)
-	srv := startServer(t, dataDir, addr, "--allow-host", host)
+	srv := startServer(t, dataDir, addr, "--allow-host", host, "--lease", "1s")
 	goLive(t, addr, adminKeys[dataDir])
 
 	_, m := srv.do("POST", "/v1/tenants/acme/intents", key, map[string]any{
@@ -315,7 +315,7 @@ func TestGate2IdempotencyAcrossRestart(t *testing.T) {
 		t.Fatalf("repeat: %d %v", code, m)
 	}
 	srv.kill()
-	srv = startServer(t, dataDir, addr, "--allow-host", host)
+	srv = startServer(t, dataDir, addr, "--allow-host", host, "--lease", "1s")
 	if code, m := srv.do("POST", "/v1/tenants/acme/intents/"+id+"/execute", key, nil); code != 200 || m["duplicate"] != true {
 		t.Fatalf("repeat after restart: %d %v", code, m)
 	}
@@ -345,8 +345,16 @@ func TestGate2IdempotencyAcrossRestart(t *testing.T) {
 	}
 	srv.kill()
 	once.Do(func() { close(release) })
-	srv = startServer(t, dataDir, addr, "--allow-host", host)
-	code, m := srv.do("GET", "/v1/tenants/acme/intents/"+cut, key, nil)
+	srv = startServer(t, dataDir, addr, "--allow-host", host, "--lease", "1s")
+	// The dead node's lease lapses (at most the lease it was started with)
+	// and the execution reads in doubt.
+	var code int
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		code, m = srv.do("GET", "/v1/tenants/acme/intents/"+cut, key, nil)
+		if code != 200 || m["state"] != "executing" || time.Now().After(deadline) {
+			break
+		}
+	}
 	if code != 200 || m["state"] != "in_doubt" {
 		t.Fatalf("cut execution state: %d %v", code, m)
 	}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/gate"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -66,6 +67,10 @@ type ServeConfig struct {
 	// finished intents and their idempotency claims for good.
 	Retention time.Duration
 
+	// Lease and ExecTimeout: gate.Config.Lease and ExecTimeout.
+	Lease       time.Duration
+	ExecTimeout time.Duration
+
 	TLSCert, TLSKey, ClientCA string
 
 	// DebugAddr, when set, serves net/http/pprof on this loopback address
@@ -109,6 +114,8 @@ func (c *ServeConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.WebhookSecret, "webhook-secret", "", "HMAC-SHA256 secret for webhook signatures (or EXOARMUR_WEBHOOK_SECRET)")
 	fs.BoolVar(&c.NoWorker, "no-worker", false, "do not run the background executor on this node")
 	fs.DurationVar(&c.Retention, "retention", 0, "bound the live store: an intent and its approval expire this long after their last change, a finished execution's idempotency claim twice as long after it finished (a reused key then runs again); claims running or in doubt stay; the audit log keeps everything; at least --approval-ttl; 0 keeps all for good")
+	fs.DurationVar(&c.Lease, "lease", gate.DefaultLease, "how long a running execution's claim is held between its node's renewals; a node that dies leaves its executions in doubt, on every node, this long after (at least 300ms)")
+	fs.DurationVar(&c.ExecTimeout, "exec-timeout", gate.DefaultExecTimeout, "the deadline of every executor call; an executor that overruns it leaves its execution in doubt")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "serve HTTPS with this certificate (PEM); plain HTTP is then refused")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "private key of --tls-cert (PEM)")
 	fs.StringVar(&c.EvidenceClock, "evidence-clock", "", "EVIDENCE RUNS ONLY: a fixed start time (RFC 3339) for a stepping clock and sequential request IDs, for byte-identical audit chains")
@@ -124,6 +131,12 @@ func (c *ServeConfig) Validate() error {
 	host, port, err := net.SplitHostPort(c.Listen)
 	if err != nil || port == "" {
 		return fmt.Errorf("--listen %q: must be host:port", c.Listen)
+	}
+	if c.Lease < 300*time.Millisecond {
+		return fmt.Errorf("--lease %v: must be at least 300ms", c.Lease)
+	}
+	if c.ExecTimeout <= 0 {
+		return fmt.Errorf("--exec-timeout %v: must be positive", c.ExecTimeout)
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("--tls-cert and --tls-key: give both or neither")

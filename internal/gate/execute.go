@@ -82,7 +82,8 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 
 	// Claim the idempotency key with a create-only write.
 	lkey := tenant.IdempotencyKey(t, in.IdempotencyKey)
-	c := claim{IntentID: in.ID, IntentHash: in.Hash, State: StateExecuting, Node: g.cfg.Node, StartedAt: input.Time, Decision: &d}
+	c := claim{IntentID: in.ID, IntentHash: in.Hash, State: StateExecuting, Node: g.cfg.Node, StartedAt: input.Time, Decision: &d,
+		LeaseUntil: input.Time.Add(g.cfg.Lease)}
 	data, err := json.Marshal(c)
 	if err != nil {
 		return Outcome{}, fmt.Errorf("execute: encode claim: %w", err)
@@ -94,22 +95,36 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 	if err != nil {
 		return Outcome{}, storeErr("claim idempotency key", err)
 	}
-	g.inflight.Store(lkey, struct{}{})
-	defer g.inflight.Delete(lkey)
+	// The key is ours. From here on nothing listens to the caller: a client
+	// that goes away (or a cancelled context) never cuts the consumption,
+	// the effect or the writes that record it. Each step has its own bound.
+	detached := context.WithoutCancel(ctx)
+	l := g.hold(detached, lkey, c, rev)
+	step := func() (context.Context, context.CancelFunc) { return context.WithTimeout(detached, recordTimeout) }
 
 	// Consume the approval: compare-and-set on the revision this decision
 	// read, so it authorizes exactly this one execution. From here on the
 	// claim is never released: an interruption leaves it in doubt.
 	consumed := false
-	if input.Approval.Status == approval.StatusApproved {
-		if err := g.cfg.Approvals.Consume(ctx, t, in.ID, input.Approval.Revision, p.ID, meta.RequestID, input.Time); err != nil {
-			if derr := g.cfg.Idempotency.Delete(ctx, lkey, jetstream.LastRevision(rev)); derr != nil {
-				g.cfg.Logger.ErrorContext(ctx, "release claim after approval conflict", "key", lkey, "err", derr)
+	release := func(why string) {
+		if _, rev, held := l.release(); held {
+			wctx, cancel := step()
+			defer cancel()
+			if derr := g.cfg.Idempotency.Delete(wctx, lkey, jetstream.LastRevision(rev)); derr != nil {
+				g.cfg.Logger.ErrorContext(ctx, why, "key", lkey, "err", derr)
 			}
+		}
+	}
+	if input.Approval.Status == approval.StatusApproved {
+		wctx, cancel := step()
+		err := g.cfg.Approvals.Consume(wctx, t, in.ID, input.Approval.Revision, p.ID, meta.RequestID, input.Time)
+		cancel()
+		if err != nil {
+			release("release claim after approval conflict")
 			if errors.Is(err, approval.ErrConsumed) {
 				return Outcome{Decision: d}, contract.Wrap(contract.CodeConflict, "the approval changed after the decision; execute again", err)
 			}
-			return Outcome{}, storeErr("consume approval", err)
+			return Outcome{}, contract.Wrap(contract.CodeStoreUnavailable, "the durable store is unavailable; the action did not run", fmt.Errorf("consume approval: %w", err))
 		}
 		consumed = true
 	}
@@ -118,68 +133,140 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 		SchemaVersion: contract.SchemaVersion, Tenant: t.String(), IntentID: in.ID,
 		IdempotencyKey: in.IdempotencyKey, StartedAt: input.Time,
 	}
-	if _, err := g.cfg.Audit.Append(ctx, t, audit.Entry{
+	wctx, cancel := step()
+	_, err = g.cfg.Audit.Append(wctx, t, audit.Entry{
 		Kind: audit.KindExecutionStarted, CorrelationID: in.ID, Actor: p.ID, RequestID: meta.RequestID,
 		Time: input.Time, Payload: map[string]any{"intent_id": in.ID, "idempotency_key": in.IdempotencyKey, "decision_hash": decRec.PayloadHash},
-	}); err != nil {
+	})
+	cancel()
+	if err != nil {
 		// Nothing ran. Without a consumed approval the claim is released so
-		// a retry can proceed; with one, it stays and reads in doubt.
-		if !consumed {
-			if derr := g.cfg.Idempotency.Delete(ctx, lkey, jetstream.LastRevision(rev)); derr != nil {
-				g.cfg.Logger.ErrorContext(ctx, "release claim after failed audit", "key", lkey, "err", derr)
-			}
+		// a retry can proceed; with one, it stays and reads in doubt once
+		// its lease lapses.
+		if consumed {
+			l.abandon()
+			return Outcome{}, contract.Wrap(contract.CodeStoreUnavailable, "the durable store is unavailable; the action did not run, but its approval was used and the execution will read in doubt", fmt.Errorf("audit execution.started: %w", err))
 		}
+		release("release claim after failed audit")
 		return Outcome{}, storeErr("audit execution.started", err)
 	}
 
-	res := g.run(ctx, in, t, decRec.PayloadHash, start)
-
-	c.State, c.Result = res.Status, &res
-	if err := g.finish(ctx, t, s, lkey, c, rev); err != nil {
-		// The effect happened but its result is not durable: the claim stays
-		// "executing" and is reported in doubt; it is never re-run.
-		g.cfg.Logger.ErrorContext(ctx, "record execution result", "key", lkey, "err", err)
-		return Outcome{}, storeErr("record execution result (execution is now in doubt)", err)
+	res, returned := g.run(detached, in, t, decRec.PayloadHash, start)
+	if !returned {
+		// The executor overran its deadline and did not stop: the effect
+		// may still happen. Stop renewing; the execution reads in doubt on
+		// every node once the lease lapses, and is never re-run.
+		l.abandon()
+		g.cfg.Logger.ErrorContext(ctx, "executor overran its deadline; the execution will read in doubt", "key", lkey, "deadline", g.cfg.ExecTimeout)
+		return Outcome{Decision: d}, contract.Errorf(contract.CodeInDoubt,
+			"the executor did not return within %s; the action may have taken effect; the execution is in doubt and will not be re-run (an operator resolves it)", g.cfg.ExecTimeout)
 	}
-	finKind := audit.KindExecutionSucceeded
-	if res.Status != contract.StatusSucceeded {
-		finKind = audit.KindExecutionFailed
-	}
-	if _, err := g.cfg.Audit.Append(ctx, t, audit.Entry{
-		Kind: finKind, CorrelationID: in.ID, Actor: p.ID, RequestID: meta.RequestID,
-		Time: res.FinishedAt, Payload: res,
-	}); err != nil {
-		return Outcome{}, storeErr("audit execution result", err)
+	c, rev, _ = l.release()
+	out, err := g.record(detached, t, s, lkey, c, rev, res, p.ID, meta)
+	if err != nil {
+		return Outcome{}, err
 	}
 	g.cfg.Logger.InfoContext(ctx, "executed", "tenant", t.String(), "intent", in.ID, "action", in.Action,
 		"status", res.Status, "request_id", meta.RequestID)
-	return Outcome{Decision: d, Result: res}, nil
+	return out, nil
 }
 
-// run mints the permit and calls the executor. Only here is a Permit made.
-func (g *Gate) run(ctx context.Context, in contract.ActionIntent, t tenant.ID, decisionHash string, res contract.ExecutionResult) contract.ExecutionResult {
+// record makes an execution's outcome durable after the effect: first its
+// audit record, then the claim's final state (finish). An audit append that
+// fails is marked on the claim (Unaudited) and repaired by the next execute
+// of the intent; a claim that cannot be written stays executing and reads in
+// doubt when its lease lapses. No answer from here says nothing changed.
+func (g *Gate) record(ctx context.Context, t tenant.ID, s stored, lkey string, c claim, rev uint64, res contract.ExecutionResult, actor string, meta Meta) (Outcome, error) {
+	auditErr := g.auditOutcome(ctx, t, res, actor, meta.RequestID)
+	c.State, c.Result, c.LeaseUntil, c.Unaudited = res.Status, &res, time.Time{}, auditErr != nil
+	wctx, cancel := context.WithTimeout(ctx, recordTimeout)
+	defer cancel()
+	if err := g.finish(wctx, t, s, lkey, c, rev); err != nil {
+		g.cfg.Logger.ErrorContext(ctx, "record execution result", "key", lkey, "status", res.Status, "audited", auditErr == nil, "err", err)
+		return Outcome{}, contract.Wrap(contract.CodeStoreUnavailable,
+			fmt.Sprintf("the action ran (%s) but its outcome could not be recorded; the execution is in doubt and will not be re-run (an operator resolves it)", res.Status), err)
+	}
+	if auditErr != nil {
+		g.cfg.Logger.ErrorContext(ctx, "audit execution result; the next execute of this intent writes it", "key", lkey, "err", auditErr)
+		return Outcome{Decision: *c.Decision, Result: res}, contract.Wrap(contract.CodeStoreUnavailable,
+			fmt.Sprintf("the action ran (%s) and its result is stored, but its audit record could not be written yet; the next execute of this intent writes it", res.Status), auditErr)
+	}
+	return Outcome{Decision: *c.Decision, Result: res}, nil
+}
+
+// auditOutcome appends an execution's execution.succeeded or
+// execution.failed record.
+func (g *Gate) auditOutcome(ctx context.Context, t tenant.ID, res contract.ExecutionResult, actor, requestID string) error {
+	kind := audit.KindExecutionSucceeded
+	if res.Status != contract.StatusSucceeded {
+		kind = audit.KindExecutionFailed
+	}
+	wctx, cancel := context.WithTimeout(ctx, recordTimeout)
+	defer cancel()
+	_, err := g.cfg.Audit.Append(wctx, t, audit.Entry{
+		Kind: kind, CorrelationID: res.IntentID, Actor: actor, RequestID: requestID, Time: res.FinishedAt, Payload: res,
+	})
+	return err
+}
+
+// run mints the permit and calls the executor with a deadline
+// (Config.ExecTimeout). returned is false when the executor did not come
+// back within the deadline and a short grace: its outcome is unknown.
+// Only here is a Permit made.
+func (g *Gate) run(ctx context.Context, in contract.ActionIntent, t tenant.ID, decisionHash string, res contract.ExecutionResult) (_ contract.ExecutionResult, returned bool) {
 	permit := &Permit{tenant: t, intent: in, decision: decisionHash}
 	ex, ok := g.cfg.Executors.Lookup(in.Action)
-	var out map[string]string
-	var err error
+	type ran struct {
+		out map[string]string
+		err error
+	}
+	var r ran
 	start := time.Now()
 	defer func() {
 		metrics.ExecutionSeconds.WithLabelValues(in.Action, res.Status).Observe(time.Since(start).Seconds())
 	}()
 	if !ok {
-		err = fmt.Errorf("no executor registered for %q", in.Action)
+		r.err = fmt.Errorf("no executor registered for %q", in.Action)
 	} else {
-		out, err = ex.Run(ctx, permit)
+		ectx, cancel := context.WithTimeout(ctx, g.cfg.ExecTimeout)
+		defer cancel()
+		var returned bool
+		r, returned = within(g.cfg.ExecTimeout+execGrace, func() ran {
+			out, err := ex.Run(ectx, permit)
+			return ran{out, err}
+		})
+		if !returned {
+			res.Status = contract.StatusInDoubt
+			return res, false
+		}
 	}
-	res.Output = out
+	res.Output = r.out
 	res.FinishedAt = g.cfg.Now().UTC()
 	res.Status = contract.StatusSucceeded
-	if err != nil {
+	if r.err != nil {
 		res.Status = contract.StatusFailed
-		res.Error = err.Error()
+		res.Error = r.err.Error()
 	}
-	return res
+	return res, true
 }
+
+// within runs call on a goroutine of its own and waits at most d for it;
+// ok is false when it did not return in time (it may still be running).
+func within[T any](d time.Duration, call func() T) (v T, ok bool) {
+	done := make(chan T, 1)
+	go func() { done <- call() }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case v = <-done:
+		return v, true
+	case <-t.C:
+		return v, false
+	}
+}
+
+// execGrace is how long past its deadline an executor may take to return.
+const execGrace = 2 * time.Second
 
 func firstReason(r []string) string {
 	if len(r) == 0 {
@@ -190,14 +277,17 @@ func firstReason(r []string) string {
 
 // repeat answers an execute whose idempotency key is already claimed.
 func (g *Gate) repeat(ctx context.Context, t tenant.ID, p *auth.Principal, in contract.ActionIntent, d contract.Decision, meta Meta) (Outcome, error) {
-	c, _, err := g.claimOf(ctx, t, in.IdempotencyKey)
+	c, rev, err := g.claimOf(ctx, t, in.IdempotencyKey)
 	if err != nil {
 		return Outcome{}, storeErr("load idempotency claim", err)
 	}
 	if c.IntentID != in.ID || c.IntentHash != in.Hash {
 		return Outcome{}, contract.Errorf(contract.CodeConflict, "idempotency key is claimed by a different intent")
 	}
-	state := g.claimState(t, in.IdempotencyKey, c)
+	state := g.claimState(c)
+	if c.Unaudited && c.Result != nil && (state == StateSucceeded || state == StateFailed) {
+		return g.repair(ctx, t, in, c, rev, d, p.ID, meta)
+	}
 	if _, err := g.cfg.Audit.Append(ctx, t, audit.Entry{
 		Kind: audit.KindExecutionDuplicate, CorrelationID: in.ID, Actor: p.ID, RequestID: meta.RequestID,
 		Time: g.cfg.Now().UTC(), Payload: map[string]any{"intent_id": in.ID, "idempotency_key": in.IdempotencyKey, "state": state},
@@ -213,6 +303,42 @@ func (g *Gate) repeat(ctx context.Context, t tenant.ID, p *auth.Principal, in co
 	default:
 		return Outcome{Decision: d}, contract.Errorf(contract.CodeConflict, "execution of this intent is in progress")
 	}
+}
+
+// repair appends the outcome record that a finished execution could not
+// write (claim.Unaudited), in place of an execution.duplicate, and then
+// clears the mark; the repeat returns the first result.
+func (g *Gate) repair(ctx context.Context, t tenant.ID, in contract.ActionIntent, c claim, rev uint64, d contract.Decision, actor string, meta Meta) (Outcome, error) {
+	detached := context.WithoutCancel(ctx) // once written, the mark must be cleared
+	if err := g.auditOutcome(detached, t, *c.Result, actor, meta.RequestID); err != nil {
+		return Outcome{Decision: d, Result: *c.Result}, contract.Wrap(contract.CodeStoreUnavailable,
+			"the action ran earlier and its result is stored, but its audit record still cannot be written; try again", err)
+	}
+	c.Unaudited = false
+	data, err := json.Marshal(c)
+	if err == nil {
+		wctx, cancel := context.WithTimeout(detached, recordTimeout)
+		defer cancel()
+		if g.cfg.Retention == 0 {
+			_, err = g.cfg.Idempotency.Update(wctx, tenant.IdempotencyKey(t, in.IdempotencyKey), data, rev)
+		} else {
+			_, err = store.Put(wctx, g.cfg.JS, tenant.IdempotencyBucket, tenant.IdempotencyKey(t, in.IdempotencyKey), data,
+				store.PutOptions{Rollup: true, Revision: rev, TTL: 2 * g.cfg.Retention})
+		}
+	}
+	if err != nil {
+		// The record is written; a later repeat may write it once more.
+		g.cfg.Logger.WarnContext(ctx, "clear the unaudited mark after repairing the audit", "intent", in.ID, "err", err)
+	}
+	g.cfg.Logger.InfoContext(ctx, "repaired a missing execution outcome record", "tenant", t.String(), "intent", in.ID, "request_id", meta.RequestID)
+	return Outcome{Decision: d, Result: *c.Result, Duplicate: true}, nil
+}
+
+// isWrongRevision reports a compare-and-set write that lost to another.
+func isWrongRevision(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // saveDecision records a blocking decision on the stored intent (an

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -37,7 +36,7 @@ const (
 type Config struct {
 	Intents     jetstream.KeyValue // intents bucket
 	Idempotency jetstream.KeyValue // idempotency ledger bucket
-	Audit       *audit.Log
+	Audit       Auditor
 	Executors   Executors
 	Switches    SwitchReader        // the kill switches' watched local copy
 	Approvals   Approvals           // operator approvals
@@ -47,6 +46,13 @@ type Config struct {
 	JS          jetstream.JetStream // for the work queue (execute_when_approved); nil disables it
 	Node        string              // this node's name, recorded in claims
 	Logger      *slog.Logger
+
+	// Lease is how long a running execution's claim is held before its
+	// node renews it (default DefaultLease): a node that dies leaves it in
+	// doubt, on every node, this long after its last renewal at most.
+	Lease time.Duration
+	// ExecTimeout bounds every executor call (default DefaultExecTimeout).
+	ExecTimeout time.Duration
 
 	// Retention, when set, bounds the live store: every intent expires
 	// Retention after its last write (proposal, blocked decision, finished
@@ -62,8 +68,7 @@ type Config struct {
 
 // Gate is the one gate every side effect passes.
 type Gate struct {
-	cfg      Config
-	inflight sync.Map // ledger key -> struct{}: executions running in this process
+	cfg Config
 }
 
 // New returns a Gate. Every dependency is required: a missing one fails here,
@@ -88,6 +93,18 @@ func New(cfg Config) (*Gate, error) {
 	if cfg.Policy == nil {
 		cfg.Policy = policy.Default()
 	}
+	switch {
+	case cfg.Lease == 0:
+		cfg.Lease = DefaultLease
+	case cfg.Lease < 300*time.Millisecond:
+		return nil, fmt.Errorf("gate: lease %v: must be at least 300ms", cfg.Lease)
+	}
+	switch {
+	case cfg.ExecTimeout == 0:
+		cfg.ExecTimeout = DefaultExecTimeout
+	case cfg.ExecTimeout < 0:
+		return nil, fmt.Errorf("gate: executor timeout %v: must be positive", cfg.ExecTimeout)
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -97,6 +114,11 @@ func New(cfg Config) (*Gate, error) {
 	cfg.Allowlist = append([]string{}, cfg.Allowlist...) // never null in a recorded input
 	slices.Sort(cfg.Allowlist)
 	return &Gate{cfg: cfg}, nil
+}
+
+// Auditor appends to a tenant's hash chain (internal/audit.Log).
+type Auditor interface {
+	Append(ctx context.Context, t tenant.ID, e audit.Entry) (contract.AuditRecord, error)
 }
 
 // SwitchReader reads the global and a tenant's kill switch.
@@ -145,6 +167,12 @@ type claim struct {
 	State      string    `json:"state"` // executing, succeeded, failed
 	Node       string    `json:"node"`
 	StartedAt  time.Time `json:"started_at"`
+	// LeaseUntil is when a running execution's lease lapses unless its
+	// node renews it (lease.go); zero once the execution finished.
+	LeaseUntil time.Time `json:"lease_until,omitzero"`
+	// Unaudited marks a finished execution whose outcome record could not
+	// be appended; the next execute of the intent appends it.
+	Unaudited bool `json:"unaudited,omitempty"`
 	// Decision is the allowing decision this execution ran under (kept
 	// here, in the write that claims the key, instead of a separate write
 	// of the intent).
@@ -398,7 +426,7 @@ func (g *Gate) view(ctx context.Context, t tenant.ID, s stored) (View, error) {
 	case err != nil:
 		return View{}, storeErr("load idempotency claim", err)
 	default:
-		v.State, v.Result = g.claimState(t, s.Intent.IdempotencyKey, c), c.Result
+		v.State, v.Result = g.claimState(c), c.Result
 		if c.Decision != nil {
 			v.LastDecision = c.Decision
 		}
@@ -419,13 +447,14 @@ func (g *Gate) claimOf(ctx context.Context, t tenant.ID, idem string) (claim, ui
 }
 
 // claimState maps a ledger claim to the caller-visible state: a claim still
-// executing that this process is not running is in doubt.
-func (g *Gate) claimState(t tenant.ID, idem string, c claim) string {
-	if c.State != StateExecuting {
+// executing whose lease lapsed is in doubt, on every node alike.
+func (g *Gate) claimState(c claim) string {
+	switch {
+	case c.State != StateExecuting:
 		return c.State
-	}
-	if _, ok := g.inflight.Load(tenant.IdempotencyKey(t, idem)); ok {
+	case c.live(g.cfg.Now()):
 		return StateExecuting
+	default:
+		return StateInDoubt
 	}
-	return StateInDoubt
 }

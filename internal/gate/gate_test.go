@@ -298,42 +298,78 @@ func TestBlockedDecisionsAreAuditedAndNeverRun(t *testing.T) {
 
 // TestInterruptedExecutionIsInDoubt: a claim left "executing" by a process
 // that died is reported in doubt and never re-run.
-func TestInterruptedExecutionIsInDoubt(t *testing.T) {
-	dir := t.TempDir()
+// TestInDoubtMeansInDoubtOnEveryNode is break 5 of issue 13: node B listed
+// an execution node A was still running as in doubt (each node judged from
+// its own in-memory set), and an operator's resolve on B succeeded while
+// the effect was happening. Now a running execution holds a lease its node
+// renews: executing on every node while it runs, resolve refused; in doubt
+// everywhere once the lease lapses (here: the executor overran its
+// deadline and ignores it, so A stops renewing).
+func TestInDoubtMeansInDoubtOnEveryNode(t *testing.T) {
 	ex := &recorder{runs: map[string]int{}, block: make(chan struct{})}
-	n := openNode(t, dir, ex)
+	t.Cleanup(func() { close(ex.block) })
+	n := openNode(t, t.TempDir(), &recorder{runs: map[string]int{}})
 	ctx := context.Background()
-	v, _, err := n.gate.Propose(ctx, acme, agent, writeReq("k1"), gate.Meta{})
+	// Both nodes on the wall clock (leases compare times across nodes).
+	mk := func(name string, ex gate.Executors, timeout time.Duration) *gate.Gate {
+		g, err := gate.New(gate.Config{Intents: n.st.Intents, Idempotency: n.st.Idempotency, Audit: n.log, Executors: ex, Switches: &switches{},
+			Approvals: approval.NewStore(n.st.Approvals, n.log, nil, nil), Node: name, Lease: 300 * time.Millisecond, ExecTimeout: timeout})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	a := mk("node-a", ex, 2*time.Second)
+	other := &recorder{runs: map[string]int{}}
+	b := mk("node-b", other, time.Minute)
+	v, _, err := a.Propose(ctx, acme, agent, writeReq("k1"), gate.Meta{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	approve(t, n, v.Intent.ID)
+	if _, err := b.DecideApproval(ctx, acme, operator, v.Intent.ID, "approve", "looks right", gate.Meta{}); err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := n.gate.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{})
+		_, err := a.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{})
 		done <- err
 	}()
 	waitFor(t, func() bool { return ex.count(v.Intent.ID) == 1 })
-	// While it runs in this process: in progress, not in doubt.
-	if _, err := n.gate.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{}); contract.ErrorCode(err) != contract.CodeConflict {
-		t.Fatalf("concurrent Execute = %v, want conflict", err)
+	// For several lease periods node B sees it running: never in doubt,
+	// never resolvable, never re-run.
+	for until := time.Now().Add(time.Second); time.Now().Before(until); time.Sleep(50 * time.Millisecond) {
+		if view, err := b.Get(ctx, acme, v.Intent.ID); err != nil || view.State != gate.StateExecuting {
+			t.Fatalf("node B while A runs: %+v, %v, want executing", view.State, err)
+		}
+		if list, err := b.ListInDoubt(ctx, acme); err != nil || len(list) != 0 {
+			t.Fatalf("node B lists %v (%v) in doubt while A runs", list, err)
+		}
+		if _, err := b.Resolve(ctx, acme, operator, v.Intent.ID, contract.StatusFailed, "looks stuck", gate.Meta{}); contract.ErrorCode(err) != contract.CodeConflict {
+			t.Fatalf("resolve on node B while A runs = %v, want conflict", err)
+		}
+		if _, err := b.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{}); contract.ErrorCode(err) != contract.CodeConflict {
+			t.Fatalf("execute on node B while A runs = %v, want conflict (in progress)", err)
+		}
 	}
-	// Another node (a restarted process) sees the claim without an owner.
-	other := &recorder{runs: map[string]int{}}
-	g2, err := gate.New(gate.Config{Intents: n.st.Intents, Idempotency: n.st.Idempotency, Audit: n.log, Executors: other, Switches: &switches{},
-		Approvals: approval.NewStore(n.st.Approvals, n.log, nil, nil), Node: "other"})
-	if err != nil {
-		t.Fatal(err)
+	// A's executor overruns its deadline: A answers in doubt and stops
+	// renewing; the lease lapses and every node reads in doubt.
+	if err := <-done; contract.ErrorCode(err) != contract.CodeInDoubt {
+		t.Fatalf("node A after the executor overran its deadline = %v, want in_doubt", err)
 	}
-	if _, err := g2.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{}); contract.ErrorCode(err) != contract.CodeInDoubt {
-		t.Fatalf("Execute on another node = %v, want in_doubt", err)
+	waitFor(t, func() bool {
+		list, err := b.ListInDoubt(ctx, acme)
+		return err == nil && len(list) == 1
+	})
+	for _, g := range []*gate.Gate{a, b} {
+		if view, err := g.Get(ctx, acme, v.Intent.ID); err != nil || view.State != gate.StateInDoubt {
+			t.Fatalf("after the lease lapsed: %+v, %v, want in_doubt on every node", view.State, err)
+		}
 	}
-	if view, err := g2.Get(ctx, acme, v.Intent.ID); err != nil || view.State != gate.StateInDoubt {
-		t.Fatalf("Get on another node = %+v, %v", view.State, err)
+	if _, err := b.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{}); contract.ErrorCode(err) != contract.CodeInDoubt {
+		t.Fatalf("Execute on node B = %v, want in_doubt", err)
 	}
-	close(ex.block)
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	if res, err := b.Resolve(ctx, acme, operator, v.Intent.ID, contract.StatusFailed, "the target shows nothing", gate.Meta{}); err != nil || res.Status != contract.StatusFailed {
+		t.Fatalf("resolve after the lapse = %+v, %v", res, err)
 	}
 	if other.count(v.Intent.ID) != 0 || ex.count(v.Intent.ID) != 1 {
 		t.Fatal("an in-doubt execution was re-run")

@@ -49,7 +49,7 @@ func (g *Gate) ListInDoubt(ctx context.Context, t tenant.ID) ([]InDoubt, error) 
 		if err != nil {
 			return nil, storeErr("load idempotency claim", err)
 		}
-		if g.claimState(t, idem, c) == StateInDoubt {
+		if g.claimState(c) == StateInDoubt {
 			out = append(out, InDoubt{IntentID: c.IntentID, IdempotencyKey: idem, Node: c.Node, StartedAt: c.StartedAt})
 		}
 	}
@@ -88,7 +88,11 @@ func (g *Gate) Resolve(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 	if err != nil {
 		return contract.ExecutionResult{}, storeErr("load idempotency claim", err)
 	}
-	if state := g.claimState(t, idem, c); state != StateInDoubt {
+	if state := g.claimState(c); state != StateInDoubt {
+		if state == StateExecuting {
+			return contract.ExecutionResult{}, contract.Errorf(contract.CodeConflict, "the execution is running on node %q (its lease runs until %s); it can be resolved only once the lease lapses without an outcome",
+				c.Node, c.LeaseUntil.Format(time.RFC3339))
+		}
 		return contract.ExecutionResult{}, contract.Errorf(contract.CodeConflict, "the execution is %s, not in doubt", state)
 	}
 	now := g.cfg.Now().UTC()

@@ -19,12 +19,16 @@ import (
 
 // retentionGate is a gate over n's store with a one-second retention, its
 // approvals expiring with it.
-func retentionGate(tb testing.TB, n *node, ex gate.Executors, sw gate.SwitchReader, name string) *gate.Gate {
+func retentionGate(tb testing.TB, n *node, ex gate.Executors, sw gate.SwitchReader, name string, opts ...func(*gate.Config)) *gate.Gate {
 	tb.Helper()
 	approvals := approval.NewStore(n.st.Approvals, n.log, nil, nil)
 	approvals.SetRetention(n.st.JS, time.Second)
-	g, err := gate.New(gate.Config{Intents: n.st.Intents, Idempotency: n.st.Idempotency, Audit: n.log, Executors: ex, Switches: sw,
-		Approvals: approvals, JS: n.st.JS, Node: name, Retention: time.Second})
+	cfg := gate.Config{Intents: n.st.Intents, Idempotency: n.st.Idempotency, Audit: n.log, Executors: ex, Switches: sw,
+		Approvals: approvals, JS: n.st.JS, Node: name, Retention: time.Second}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	g, err := gate.New(cfg)
 	if err != nil {
 		tb.Error(err) // may run off the test goroutine
 		return nil
@@ -128,8 +132,9 @@ func TestRetentionBoundsTheStore(t *testing.T) {
 		t.Fatalf("E after its blocked decision: want its decision saved with TTL 1s, got record %v", m != nil && strings.Contains(string(m.Data), `"last_decision"`))
 	}
 
-	// B and D are in doubt: claimed and running on another gate, which
-	// never finishes; their intents expire meanwhile.
+	// B and D are in doubt: claimed on another gate whose executor never
+	// returns; past its deadline the gate stops renewing the lease, which
+	// lapses; their intents expire meanwhile.
 	slow := &recorder{runs: map[string]int{}, block: make(chan struct{})}
 	t.Cleanup(func() { close(slow.block) })
 	var inDoubt []string
@@ -137,7 +142,7 @@ func TestRetentionBoundsTheStore(t *testing.T) {
 		id := propose(key, true)
 		inDoubt = append(inDoubt, id)
 		go func() {
-			if sg := retentionGate(t, n, slow, &switches{}, "slow"); sg != nil {
+			if sg := retentionGate(t, n, slow, &switches{}, "slow", func(c *gate.Config) { c.Lease, c.ExecTimeout = 300*time.Millisecond, 50*time.Millisecond }); sg != nil {
 				_, _ = sg.Execute(ctx, acme, agent, id, gate.Meta{})
 			}
 		}()
@@ -160,7 +165,12 @@ func TestRetentionBoundsTheStore(t *testing.T) {
 	if ex.count(a) != 1 || ex.count(c)+ex.count(e) != 0 {
 		t.Fatalf("runs: A %d, C %d, E %d", ex.count(a), ex.count(c), ex.count(e))
 	}
-	list, err := g.ListInDoubt(ctx, acme)
+	var list []gate.InDoubt
+	var err error
+	waitFor(t, func() bool {
+		list, err = g.ListInDoubt(ctx, acme)
+		return err != nil || len(list) == 2
+	})
 	if err != nil || len(list) != 2 || list[0].IntentID != inDoubt[0] || list[1].IntentID != inDoubt[1] {
 		t.Fatalf("in doubt = %+v, %v", list, err)
 	}

@@ -71,9 +71,9 @@ func (g *Gate) work(ctx context.Context, msg jetstream.Msg, principals Principal
 	}
 	p, err := principals.Principal(ctx, s.Intent.Proposer)
 	if err != nil {
-		// Revoked, expired or unknown proposer: the gate decides for a
-		// principal with no grants, so the block is recorded like any other.
-		p = &auth.Principal{ID: s.Intent.Proposer + ":revoked", Role: "none"}
+		// Revoked, expired or unknown proposer: the gate decides for the
+		// proposer holding no grants, so the block is recorded like any other.
+		p = &auth.Principal{ID: s.Intent.Proposer, Role: "none", Tenants: []string{}, Actions: []string{}}
 	}
 	out, err := g.Execute(ctx, t, p, item.IntentID, meta)
 	g.cfg.Logger.InfoContext(ctx, "worker executed", "tenant", t.String(), "intent", item.IntentID,

@@ -1,0 +1,116 @@
+package gate_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/exoarmur/exoarmur/internal/approval"
+	"github.com/exoarmur/exoarmur/internal/audit"
+	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/gate"
+	"github.com/exoarmur/exoarmur/internal/tenant"
+)
+
+// failingAudit fails appends of one kind while failing is set.
+type failingAudit struct {
+	*audit.Log
+	kind    string
+	failing atomic.Bool
+}
+
+func (f *failingAudit) Append(ctx context.Context, t tenant.ID, e audit.Entry) (contract.AuditRecord, error) {
+	if e.Kind == f.kind && f.failing.Load() {
+		return contract.AuditRecord{}, errors.New("audit stream leader lost (injected)")
+	}
+	return f.Log.Append(ctx, t, e)
+}
+
+// TestOutcomeRecordedWhenTheCallerGoesAway is break 4 of issue 13: a client
+// that disconnected after the executor ran cancelled the writes that
+// record the outcome; the intent stayed executing forever, the audit ended
+// at execution.started, and the answer said nothing was changed.
+func TestOutcomeRecordedWhenTheCallerGoesAway(t *testing.T) {
+	ex := &recorder{runs: map[string]int{}, block: make(chan struct{})}
+	n := openNode(t, t.TempDir(), ex)
+	v, _, err := n.gate.Propose(context.Background(), acme, agent, writeReq("k1"), gate.Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	approve(t, n, v.Intent.ID)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := n.gate.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{})
+		done <- err
+	}()
+	waitFor(t, func() bool { return ex.count(v.Intent.ID) == 1 })
+	cancel() // the client goes away mid-effect
+	close(ex.block)
+	if err := <-done; err != nil {
+		t.Fatalf("Execute after the caller went away = %v, want the outcome recorded", err)
+	}
+	view, err := n.gate.Get(context.Background(), acme, v.Intent.ID)
+	if err != nil || view.State != gate.StateSucceeded {
+		t.Fatalf("state = %q (%v), want succeeded", view.State, err)
+	}
+	if k := kinds(t, n.log, acme); k[len(k)-1] != audit.KindExecutionSucceeded {
+		t.Fatalf("the audit ends at %s, want %s: %v", k[len(k)-1], audit.KindExecutionSucceeded, k)
+	}
+}
+
+// TestMissingOutcomeRecordIsRepaired: an execution whose outcome record
+// could not be appended (the stream's leader died) is stored succeeded and
+// marked; the answer never says nothing changed; the next execute writes
+// the missing record instead of execution.duplicate.
+func TestMissingOutcomeRecordIsRepaired(t *testing.T) {
+	ex := &recorder{runs: map[string]int{}}
+	n := openNode(t, t.TempDir(), ex)
+	fa := &failingAudit{Log: n.log, kind: audit.KindExecutionSucceeded}
+	g, err := gate.New(gate.Config{Intents: n.st.Intents, Idempotency: n.st.Idempotency, Audit: fa, Executors: ex, Switches: n.sw,
+		Approvals: approval.NewStore(n.st.Approvals, n.log, nil, nil), JS: n.st.JS, Node: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	v, _, err := g.Propose(ctx, acme, agent, writeReq("k1"), gate.Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.DecideApproval(ctx, acme, operator, v.Intent.ID, "approve", "ok", gate.Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	fa.failing.Store(true)
+	_, err = g.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{})
+	var ae *contract.Error
+	if !errors.As(err, &ae) || ae.Code != contract.CodeStoreUnavailable || strings.Contains(ae.Message, "nothing was changed") || !strings.Contains(ae.Message, "ran") {
+		t.Fatalf("Execute with the outcome record failing = %v, want store_unavailable saying the action ran", err)
+	}
+	if view, err := g.Get(ctx, acme, v.Intent.ID); err != nil || view.State != gate.StateSucceeded {
+		t.Fatalf("state = %q (%v), want succeeded (the result is stored)", view.State, err)
+	}
+	fa.failing.Store(false)
+	out, err := g.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{})
+	if err != nil || !out.Duplicate || out.Result.Status != contract.StatusSucceeded {
+		t.Fatalf("repeat = %+v, %v", out, err)
+	}
+	k := kinds(t, n.log, acme)
+	if n := slices.Index(k, audit.KindExecutionSucceeded); n < 0 || slices.Contains(k, audit.KindExecutionDuplicate) {
+		t.Fatalf("after the repeat the audit is %v: want the missing %s written, no duplicate", k, audit.KindExecutionSucceeded)
+	}
+	// Repaired once: a further repeat is an ordinary duplicate.
+	if _, err := g.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	k = kinds(t, n.log, acme)
+	if k[len(k)-1] != audit.KindExecutionDuplicate || len(slices.DeleteFunc(slices.Clone(k), func(s string) bool { return s != audit.KindExecutionSucceeded })) != 1 {
+		t.Fatalf("audit = %v: want one %s and a duplicate last", k, audit.KindExecutionSucceeded)
+	}
+	if ex.count(v.Intent.ID) != 1 {
+		t.Fatalf("the effect ran %d times", ex.count(v.Intent.ID))
+	}
+	replayPasses(t, n.log, acme)
+}
