@@ -68,9 +68,11 @@ const (
 )
 
 // Decide is the pure decision function: kill switches, tenant, principal,
-// grant, policy, approval, in that order. Every check runs and is reported, and any failure denies; the
-// reasons list the failing checks' codes in check order.
-func Decide(in Input) contract.Decision {
+// grant, policy, approval, in that order. Every check runs and is
+// reported, and any failure denies; the reasons list the failing checks'
+// codes in check order. The policy bundle is a value passed in: it must be
+// the one the input names (PolicyHash), else the policy check fails.
+func Decide(in Input, bundle *policy.Bundle) contract.Decision {
 	d := contract.Decision{
 		SchemaVersion: contract.SchemaVersion,
 		Tenant:        in.Tenant,
@@ -139,9 +141,8 @@ func Decide(in Input) contract.Decision {
 	}
 
 	// 4. Policy: the recorded bundle, evaluated purely.
-	bundle, err := policy.ByHash(in.PolicyHash)
 	switch {
-	case err != nil:
+	case bundle == nil || bundle.Hash() != in.PolicyHash:
 		add(CheckPolicy, ReasonPolicyUnknown, "")
 	case spec.Type == "":
 		add(CheckPolicy, ReasonPolicyDenied, "no action spec")

@@ -93,7 +93,7 @@ func TestDecide(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			in := baseInput()
 			tt.mutate(&in)
-			d := Decide(in)
+			d := Decide(in, policy.Default())
 			if d.Verdict != tt.verdict || !reflect.DeepEqual(d.Reasons, tt.reasons) {
 				t.Fatalf("Decide = %s %v, want %s %v\nchecks: %+v", d.Verdict, d.Reasons, tt.verdict, tt.reasons, d.Checks)
 			}
@@ -112,12 +112,12 @@ func TestDecide(t *testing.T) {
 // canonical decisions (replay depends on it).
 func TestDecideIsDeterministic(t *testing.T) {
 	in := baseInput()
-	first, err := contract.Canonical(Decide(in))
+	first, err := contract.Canonical(Decide(in, policy.Default()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for range 50 {
-		got, _ := contract.Canonical(Decide(in))
+		got, _ := contract.Canonical(Decide(in, policy.Default()))
 		if string(got) != string(first) {
 			t.Fatalf("Decide not deterministic:\n%s\n%s", first, got)
 		}
@@ -128,7 +128,7 @@ func BenchmarkDecide(b *testing.B) {
 	in := baseInput()
 	b.ReportAllocs()
 	for b.Loop() {
-		if Decide(in).Verdict != contract.Allow {
+		if Decide(in, policy.Default()).Verdict != contract.Allow {
 			b.Fatal("not allowed")
 		}
 	}
@@ -139,7 +139,7 @@ func BenchmarkDecideHTTP(b *testing.B) {
 	in.Intent.Action, in.Intent.Class, in.Intent.Target = "http.get", contract.A0, "http://127.0.0.1:8099/x"
 	b.ReportAllocs()
 	for b.Loop() {
-		if Decide(in).Verdict != contract.Allow {
+		if Decide(in, policy.Default()).Verdict != contract.Allow {
 			b.Fatal("not allowed")
 		}
 	}

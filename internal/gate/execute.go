@@ -60,7 +60,7 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 	if err != nil {
 		return Outcome{}, err
 	}
-	d := Decide(input)
+	d := Decide(input, g.cfg.Policy)
 
 	kind := audit.KindGateAllowed
 	if d.Verdict != contract.Allow {

@@ -297,7 +297,7 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 	if err != nil {
 		return View{}, false, err
 	}
-	preview := Decide(input)
+	preview := Decide(input, g.cfg.Policy)
 
 	// A principal without the tenant or the action may not even propose.
 	if c, failed := failedCheck(preview, CheckGrant); failed {

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"maps"
 	"net/url"
 	"path/filepath"
 	"slices"
@@ -209,19 +210,52 @@ func Compile(name string, src []byte) (*Bundle, error) {
 	return b, nil
 }
 
-var (
-	registryMu sync.RWMutex
-	registry   = map[string]*Bundle{}
-	defBundle  *Bundle
-)
-
-func init() {
+// defaultBundle is the bundle compiled into the binary.
+var defaultBundle = sync.OnceValue(func() *Bundle {
 	b, err := Compile("default.cedar", defaultSource)
 	if err != nil {
 		panic(err) // the embedded bundle is part of the binary; a test compiles it too
 	}
-	defBundle = b
-	Register(b)
+	return b
+})
+
+// Default returns the bundle compiled into the binary.
+func Default() *Bundle { return defaultBundle() }
+
+// Library is an immutable set of bundles found by hash: what replay needs
+// to re-decide a decision recorded under any of them. There is no global
+// registry: whoever replays passes the library it trusts.
+type Library struct {
+	byHash map[string]*Bundle
+}
+
+// NewLibrary returns a library of bs.
+func NewLibrary(bs ...*Bundle) *Library {
+	l := &Library{byHash: make(map[string]*Bundle, len(bs))}
+	for _, b := range bs {
+		l.byHash[b.hash] = b
+	}
+	return l
+}
+
+// Lookup returns the bundle with the given hash.
+func (l *Library) Lookup(hash string) (*Bundle, error) {
+	if b, ok := l.byHash[hash]; ok {
+		return b, nil
+	}
+	return nil, fmt.Errorf("policy hash %s: %w", hash, ErrUnknownBundle)
+}
+
+// Hashes lists the library's bundle hashes, sorted.
+func (l *Library) Hashes() []string {
+	return slices.Sorted(maps.Keys(l.byHash))
+}
+
+// Builtin is the library of every bundle this binary ever shipped as its
+// default: the current one and, byte for byte, each earlier one
+// (policy/history), so decisions recorded under them still replay.
+var Builtin = sync.OnceValue(func() *Library {
+	bs := []*Bundle{Default()}
 	entries, err := history.ReadDir("history")
 	if err != nil {
 		panic(err)
@@ -233,32 +267,12 @@ func init() {
 		}
 		old, err := Compile(e.Name(), src)
 		if err != nil {
-			panic(err) // TestHistoryCompiles compiles each one too
+			panic(err) // TestHistoryReplays compiles each one too
 		}
-		Register(old)
+		bs = append(bs, old)
 	}
-}
-
-// Default returns the bundle compiled into the binary.
-func Default() *Bundle { return defBundle }
-
-// Register makes b findable by its hash (for replay of decisions made under it).
-func Register(b *Bundle) {
-	registryMu.Lock()
-	defer registryMu.Unlock()
-	registry[b.hash] = b
-}
-
-// ByHash returns the registered bundle with the given hash.
-func ByHash(hash string) (*Bundle, error) {
-	registryMu.RLock()
-	defer registryMu.RUnlock()
-	b, ok := registry[hash]
-	if !ok {
-		return nil, fmt.Errorf("policy hash %s: %w", hash, ErrUnknownBundle)
-	}
-	return b, nil
-}
+	return NewLibrary(bs...)
+})
 
 // Request is what a policy decides about.
 type Request struct {

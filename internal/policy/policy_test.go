@@ -11,11 +11,11 @@ import (
 
 func TestDefaultBundle(t *testing.T) {
 	b := Default()
-	if got, err := ByHash(b.Hash()); err != nil || got != b {
-		t.Fatalf("ByHash(default) = %v, %v", got, err)
+	if got, err := Builtin().Lookup(b.Hash()); err != nil || got != b {
+		t.Fatalf("Builtin().Lookup(default) = %v, %v", got, err)
 	}
-	if _, err := ByHash("nope"); !errors.Is(err, ErrUnknownBundle) {
-		t.Fatalf("ByHash(nope) = %v", err)
+	if _, err := Builtin().Lookup("nope"); !errors.Is(err, ErrUnknownBundle) {
+		t.Fatalf("Builtin().Lookup(nope) = %v", err)
 	}
 	allow := []string{"api.example.com", "127.0.0.1:8080"}
 	tests := []struct {
@@ -126,11 +126,11 @@ func TestHistoryReplays(t *testing.T) {
 	}
 	for _, e := range entries {
 		src, _ := history.ReadFile("history/" + e.Name())
-		if _, err := ByHash(contract.Hash(src)); err != nil {
+		if _, err := Builtin().Lookup(contract.Hash(src)); err != nil {
 			t.Errorf("%s: %v", e.Name(), err)
 		}
 	}
-	if _, err := ByHash("e75ba5324c8d7539a399672a86fa286c184ea4085e94dfa6ced014e3fb2b9001"); err != nil {
+	if _, err := Builtin().Lookup("e75ba5324c8d7539a399672a86fa286c184ea4085e94dfa6ced014e3fb2b9001"); err != nil {
 		t.Errorf("the bundle of the first milestone's records: %v", err)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/gate"
+	"github.com/exoarmur/exoarmur/internal/policy"
 )
 
 // MaxLine is the longest export line accepted.
@@ -35,12 +36,19 @@ var decisionKinds = map[string]string{
 	audit.KindGateBlocked:    contract.Deny,
 }
 
+// Bundles finds the policy bundle a decision was recorded under, by its
+// hash (policy.Library).
+type Bundles interface {
+	Lookup(hash string) (*policy.Bundle, error)
+}
+
 // Replayer accumulates records and produces a report.
 type Replayer struct {
-	only    string // replay only this tenant ("" = all)
-	tenants map[string]*chain
-	bad     []contract.ReplayMismatch
-	lines   uint64
+	only     string // replay only this tenant ("" = all)
+	policies Bundles
+	tenants  map[string]*chain
+	bad      []contract.ReplayMismatch
+	lines    uint64
 }
 
 type chain struct {
@@ -51,13 +59,18 @@ type chain struct {
 	ok        bool
 }
 
-// New returns a Replayer; tenant restricts it to one tenant's records.
-func New(tenant string) *Replayer {
-	return &Replayer{only: tenant, tenants: map[string]*chain{}}
+// New returns a Replayer that re-decides with the bundles this binary
+// shipped (policy.Builtin); tenant restricts it to one tenant's records.
+func New(tenant string) *Replayer { return NewWithPolicies(tenant, policy.Builtin()) }
+
+// NewWithPolicies returns a Replayer that finds each decision's bundle in
+// policies.
+func NewWithPolicies(tenant string, policies Bundles) *Replayer {
+	return &Replayer{only: tenant, policies: policies, tenants: map[string]*chain{}}
 }
 
 // Add verifies one record, given exactly as stored.
-func (r *Replayer) Add(raw []byte) { r.apply(prepare(raw, r.only)) }
+func (r *Replayer) Add(raw []byte) { r.apply(prepare(raw, r.only, r.policies)) }
 
 // head is what a record says of its place, read leniently so that a
 // record failing verification can still be named.
@@ -81,7 +94,7 @@ type prepared struct {
 	reason   string // why the re-decided decision differs ("" if identical)
 }
 
-func prepare(raw []byte, only string) prepared {
+func prepare(raw []byte, only string, policies Bundles) prepared {
 	var p prepared
 	p.chk = audit.Check(raw)
 	rec := p.chk.Rec
@@ -101,7 +114,7 @@ func prepare(raw []byte, only string) prepared {
 	}
 	want, isDecision := decisionKinds[rec.Kind]
 	if isDecision {
-		p.decision, p.reason = true, redecide(rec, want)
+		p.decision, p.reason = true, redecide(rec, want, policies)
 	}
 	return p
 }
@@ -160,7 +173,7 @@ func asVerify(err error, ve **audit.VerifyError) bool {
 
 // redecide recomputes a recorded decision and returns why it differs ("" if
 // identical).
-func redecide(rec contract.AuditRecord, wantVerdict string) string {
+func redecide(rec contract.AuditRecord, wantVerdict string, policies Bundles) string {
 	// The payload is canonical (the record was), so the recorded decision's
 	// bytes are canonical too: compare them with the recomputed decision.
 	var p struct {
@@ -172,7 +185,10 @@ func redecide(rec contract.AuditRecord, wantVerdict string) string {
 	if err := dec.Decode(&p); err != nil || len(p.Decision) == 0 {
 		return fmt.Sprintf("payload is not a decision record: %v", err)
 	}
-	got := gate.Decide(p.Input)
+	// The bundle the input names; an unknown one re-decides as
+	// policy_unknown and so differs from the recorded decision.
+	bundle, _ := policies.Lookup(p.Input.PolicyHash)
+	got := gate.Decide(p.Input, bundle)
 	replayed, err := contract.Canonical(got)
 	if err != nil {
 		return "cannot canonicalize decision"
@@ -260,7 +276,7 @@ func (r *Replayer) prepareAll(lines [][]byte, out []prepared) {
 	for range min(runtime.GOMAXPROCS(0), len(lines)) {
 		wg.Go(func() {
 			for i := int(next.Add(1) - 1); i < len(lines); i = int(next.Add(1) - 1) {
-				out[i] = prepare(lines[i], r.only)
+				out[i] = prepare(lines[i], r.only, r.policies)
 			}
 		})
 	}

@@ -55,7 +55,7 @@ func chainExport(tb testing.TB) []byte {
 			if target == "killed.txt" { // blocked by the global kill switch
 				input.Global.Engaged, input.Global.Revision, input.Global.Reason = true, 7, "incident"
 			}
-			d := gate.Decide(input)
+			d := gate.Decide(input, policy.Default())
 			kind := audit.KindGateAllowed
 			if d.Verdict == contract.Deny {
 				kind = audit.KindGateBlocked
@@ -181,7 +181,7 @@ func TestReplayDetectsDecisionDrift(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			forged := gate.Decide(input)
+			forged := gate.Decide(input, policy.Default())
 			tt.forge(&forged)
 			payload, _ := contract.Canonical(gate.DecisionPayload{Input: input, Decision: forged})
 			rec := contract.AuditRecord{SchemaVersion: "v1", Tenant: "acme", Seq: 1, Kind: tt.kind, CorrelationID: "in_1",
@@ -193,6 +193,38 @@ func TestReplayDetectsDecisionDrift(t *testing.T) {
 				t.Fatalf("forged decision: %+v", rep)
 			}
 		})
+	}
+}
+
+// TestReplayFindsTheRecordedBundle: a decision recorded under an earlier
+// default bundle replays after the default changed (the library keeps it by
+// hash), and fails against a library without it.
+func TestReplayFindsTheRecordedBundle(t *testing.T) {
+	const firstMilestone = "e75ba5324c8d7539a399672a86fa286c184ea4085e94dfa6ced014e3fb2b9001"
+	old, err := policy.Builtin().Lookup(firstMilestone)
+	if err != nil || old.Hash() == policy.Default().Hash() {
+		t.Fatalf("the first milestone's bundle: %v", err)
+	}
+	in := contract.ActionIntent{SchemaVersion: "v1", ID: "in_1", Tenant: "acme", Action: "fs.read", Class: "A0", Target: "a.txt", IdempotencyKey: "k", Proposer: "p", CreatedAt: t0}
+	in.Hash, _ = in.ComputeHash()
+	input := gate.Input{Global: open("global"), TenantSwitch: open("acme"), Tenant: "acme", Intent: in, PolicyHash: old.Hash(), Time: t0, Allowlist: []string{},
+		Principal: auth.Principal{ID: "p", Role: "agent", Tenants: []string{"acme"}, Actions: []string{"*"}}}
+	d := gate.Decide(input, old)
+	if d.Verdict != contract.Allow {
+		t.Fatalf("decision under the old bundle: %+v", d)
+	}
+	payload, _ := contract.Canonical(gate.DecisionPayload{Input: input, Decision: d})
+	rec := contract.AuditRecord{SchemaVersion: "v1", Tenant: "acme", Seq: 1, Kind: audit.KindGateAllowed, CorrelationID: "in_1",
+		Time: t0, Payload: payload, PayloadHash: contract.Hash(payload), PrevHash: contract.ZeroHash}
+	rec.Hash, _ = rec.ComputeHash()
+	raw, _ := contract.Canonical(rec)
+	if rep, _ := run(t, append(raw, '\n'), ""); !rep.Pass {
+		t.Fatalf("a decision under the earlier default does not replay: %+v", rep)
+	}
+	rp := replay.NewWithPolicies("", policy.NewLibrary(policy.Default()))
+	rp.Add(raw)
+	if rep := rp.Report(); rep.Pass || len(rep.Mismatches) != 1 || !strings.Contains(rep.Mismatches[0].Reason, gate.ReasonPolicyUnknown) {
+		t.Fatalf("without its bundle: %+v, want a mismatch naming %s", rep, gate.ReasonPolicyUnknown)
 	}
 }
 
