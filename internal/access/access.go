@@ -138,8 +138,8 @@ type Credentials struct {
 	Source string
 }
 
-// CodeRateLimited: too many failed authentications from one source.
-const CodeRateLimited = "rate_limited"
+// CodeRateLimited is contract.CodeRateLimited.
+const CodeRateLimited = contract.CodeRateLimited
 
 // Authenticate resolves credentials to a principal. Unknown, malformed,
 // revoked and expired credentials are all CodeUnauthenticated (audited in

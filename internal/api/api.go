@@ -84,18 +84,13 @@ func New(cfg Config) *Server {
 	s.mux.Handle("/", s.wrap("", func(w http.ResponseWriter, r *http.Request) error {
 		for _, rt := range s.routes() {
 			if _, pattern := s.mux.Handler(&http.Request{Method: rt.Method, URL: r.URL, Host: r.Host}); pattern == rt.Method+" "+rt.Path {
-				return contract.Errorf(codeMethodNotAllowed, "method %s not allowed here", r.Method)
+				return contract.Errorf(contract.CodeMethodNotAllowed, "method %s not allowed here", r.Method)
 			}
 		}
 		return contract.Errorf(contract.CodeNotFound, "no such route")
 	}))
 	return s
 }
-
-const codeMethodNotAllowed = "method_not_allowed"
-
-// codeRequestTimeout: the client sent its body too slowly (408).
-const codeRequestTimeout = "request_timeout"
 
 type route struct {
 	Route
@@ -217,7 +212,7 @@ func readBody(r *http.Request) ([]byte, error) {
 	case errors.As(err, &mbe):
 		return nil, err
 	case errors.As(err, &ne) && ne.Timeout():
-		return nil, contract.Wrap(codeRequestTimeout, "the request body did not arrive in time", err)
+		return nil, contract.Wrap(contract.CodeRequestTimeout, "the request body did not arrive in time", err)
 	default:
 		return nil, contract.Wrap(contract.CodeInvalid, "the request body could not be read", err)
 	}
@@ -229,19 +224,19 @@ func httpStatus(code string) int {
 		return http.StatusBadRequest
 	case contract.CodeUnauthenticated:
 		return http.StatusUnauthorized
-	case codeRateLimited:
+	case contract.CodeRateLimited:
 		return http.StatusTooManyRequests
-	case contract.CodeForbidden, contract.CodeBlocked, gate.CodeSelfApproval:
+	case contract.CodeForbidden, contract.CodeBlocked, contract.CodeSelfApproval:
 		return http.StatusForbidden
 	case contract.CodeNotFound:
 		return http.StatusNotFound
-	case codeMethodNotAllowed:
+	case contract.CodeMethodNotAllowed:
 		return http.StatusMethodNotAllowed
 	case contract.CodeConflict, contract.CodeInDoubt:
 		return http.StatusConflict
 	case contract.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
-	case codeRequestTimeout:
+	case contract.CodeRequestTimeout:
 		return http.StatusRequestTimeout
 	case contract.CodeStoreUnavailable:
 		return http.StatusServiceUnavailable

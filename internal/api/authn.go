@@ -17,8 +17,6 @@ const (
 	KindAuthFailed  = access.KindAuthFailed
 )
 
-const codeRateLimited = access.CodeRateLimited
-
 // guard is the boundary: tenant validation (400, before any store access),
 // then the access layer: authentication by client certificate or bearer key
 // (401, 429 after too many failures from one source), tenant grant (404,

@@ -21,6 +21,15 @@ const (
 	CodeUnknownAction    = "unknown_action"
 	CodeStoreUnavailable = "store_unavailable"
 	CodeInternal         = "internal"
+	// CodeSelfApproval: the proposer, or another credential of its owner,
+	// approving or denying its own intent.
+	CodeSelfApproval = "self_approval"
+	// CodeRateLimited: too many failed authentications from one source.
+	CodeRateLimited = "rate_limited"
+	// CodeMethodNotAllowed: a route that exists, with another method.
+	CodeMethodNotAllowed = "method_not_allowed"
+	// CodeRequestTimeout: the client sent its request body too slowly.
+	CodeRequestTimeout = "request_timeout"
 )
 
 // Error is the one application error type: a stable code, a message that is

@@ -35,7 +35,7 @@ func (g *Gate) DecideApproval(ctx context.Context, t tenant.ID, p *auth.Principa
 	rec, err := g.cfg.Approvals.Decide(ctx, t, s.Intent, p, decision, reason, meta.RequestID, g.cfg.Now().UTC())
 	switch {
 	case errors.Is(err, approval.ErrSelfApproval):
-		return rec, contract.Wrap(CodeSelfApproval, err.Error(), err)
+		return rec, contract.Wrap(contract.CodeSelfApproval, err.Error(), err)
 	case errors.Is(err, approval.ErrNotOperator), errors.Is(err, approval.ErrNotEntitled):
 		return rec, contract.Wrap(contract.CodeForbidden, err.Error(), err)
 	case errors.Is(err, approval.ErrNotFound):
@@ -61,5 +61,5 @@ func (g *Gate) DecideApproval(ctx context.Context, t tenant.ID, p *auth.Principa
 	return rec, nil
 }
 
-// CodeSelfApproval is the error code of a proposer approving their own intent.
-const CodeSelfApproval = "self_approval"
+// CodeSelfApproval is contract.CodeSelfApproval (kept for callers).
+const CodeSelfApproval = contract.CodeSelfApproval
