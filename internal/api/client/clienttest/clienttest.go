@@ -1,0 +1,129 @@
+// Package clienttest serves the real ExoArmur API handler (internal/api)
+// under httptest for tests of the client and of the commands that use it:
+// an embedded NATS store in a temporary directory, the real gate, audit
+// log, kill switches, approval store, key registry and access layer. Only
+// the executor is a stand-in.
+package clienttest
+
+import (
+	"context"
+	"crypto/rand"
+	"net/http/httptest"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/exoarmur/exoarmur/internal/access"
+	"github.com/exoarmur/exoarmur/internal/api"
+	"github.com/exoarmur/exoarmur/internal/approval"
+	"github.com/exoarmur/exoarmur/internal/audit"
+	"github.com/exoarmur/exoarmur/internal/auth"
+	"github.com/exoarmur/exoarmur/internal/gate"
+	"github.com/exoarmur/exoarmur/internal/killswitch"
+	"github.com/exoarmur/exoarmur/internal/store"
+	"github.com/exoarmur/exoarmur/internal/tenant"
+)
+
+// HangTarget is the target on which the stand-in executor blocks, ignoring
+// its deadline, until the test ends: its execution ends in doubt.
+const HangTarget = "hang.txt"
+
+// Principals of the fixture (Server.Keys holds their keys).
+const (
+	Agent     = "agent"      // agent of acme, every action
+	Reader    = "reader"     // agent of acme, A0 only
+	Operator  = "operator"   // operator of acme, every action
+	Operator2 = "operator2"  // a second operator of acme (another owner)
+	Admin     = "admin"      // admin of acme and the system grant
+	BetaAgent = "beta-agent" // agent of beta
+)
+
+// Server is a running API.
+type Server struct {
+	URL  string
+	Keys map[string]string // principal name -> API key
+	IDs  map[string]string // principal name -> principal ID
+	// Runs counts executor runs.
+	Runs atomic.Int64
+	Log  *audit.Log
+}
+
+// Start serves the API until the test ends. Every kill switch starts
+// disengaged.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	log := audit.New(st.JS, st.Audit)
+	sw, err := killswitch.Start(ctx, killswitch.Config{KV: st.Control, JS: st.JS, NC: st.NC, Audit: log, Node: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sw.Stop)
+	for _, scope := range []tenant.ID{tenant.System, tenant.MustParse("acme"), tenant.MustParse("beta")} {
+		if _, err := sw.Set(ctx, scope, false, "test setup", "key_setup", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := &Server{Keys: map[string]string{}, IDs: map[string]string{}, Log: log}
+	release := make(chan struct{})
+	ex := &executor{s: s, release: release}
+	approvals := approval.NewStore(st.Approvals, log, nil, nil)
+	g, err := gate.New(gate.Config{Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex, Switches: sw,
+		Approvals: approvals, JS: st.JS, Node: "test", Lease: 300 * time.Millisecond, ExecTimeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := auth.NewKeys(st.Principals, rand.Reader, time.Now)
+	for _, p := range []struct {
+		name, role      string
+		tenants, action []string
+	}{
+		{Agent, auth.RoleAgent, []string{"acme"}, []string{"*"}},
+		{Reader, auth.RoleAgent, []string{"acme"}, []string{"A0"}},
+		{Operator, auth.RoleOperator, []string{"acme"}, []string{"*"}},
+		{Operator2, auth.RoleOperator, []string{"acme"}, []string{"*"}},
+		{Admin, auth.RoleAdmin, []string{"acme", auth.SystemGrant}, []string{"*"}},
+		{BetaAgent, auth.RoleAgent, []string{"beta"}, []string{"*"}},
+	} {
+		key, pr, err := keys.Create(ctx, auth.CreateRequest{Name: p.name, Role: p.role, Tenants: p.tenants, Actions: p.action, CreatedBy: "cli"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Keys[p.name], s.IDs[p.name] = key, pr.ID
+	}
+	acc, err := access.New(access.Config{Keys: keys, KeyAdmin: keys, Audit: log, FailLimit: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n atomic.Int64
+	h := api.New(api.Config{Gate: g, Switches: sw, Approvals: approvals, Access: acc, Audit: log, Ready: st.Ready,
+		RequestID: func() string { return "req_" + strconv.FormatInt(n.Add(1), 10) }})
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	// Runs first (cleanups are last in, first out): a hung executor lets
+	// go before the server and the store close.
+	t.Cleanup(func() { close(release) })
+	s.URL = srv.URL
+	return s
+}
+
+type executor struct {
+	s       *Server
+	release chan struct{}
+}
+
+func (e *executor) Lookup(string) (gate.Executor, bool) { return e, true }
+
+func (e *executor) Run(_ context.Context, p *gate.Permit) (map[string]string, error) {
+	e.s.Runs.Add(1)
+	if p.Intent().Target == HangTarget {
+		<-e.release
+	}
+	return map[string]string{"target": p.Intent().Target}, nil
+}
