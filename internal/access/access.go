@@ -203,9 +203,13 @@ func (s *Service) Authorize(ctx context.Context, req Request) error {
 		return contract.Errorf(contract.CodeUnauthenticated, "valid credentials are required")
 	}
 	if !req.Tenant.IsZero() && !p.HasTenant(req.Tenant.String()) {
-		if own, err := tenant.Parse(firstTenant(p)); err == nil {
-			s.audit(ctx, own, req.Meta, KindCrossTenant, p.ID, map[string]string{"requested_tenant": req.Tenant.String()})
+		// In the caller's own first tenant's chain (the system chain for a
+		// principal holding only the system grant).
+		own, err := tenant.Parse(firstTenant(p))
+		if err != nil {
+			own = tenant.System
 		}
+		s.audit(ctx, own, req.Meta, KindCrossTenant, p.ID, map[string]string{"requested_tenant": req.Tenant.String()})
 		return ErrNotFound
 	}
 	res := policy.Authorize(s.cfg.Policy, policy.OpRequest{
@@ -239,22 +243,27 @@ func firstTenant(p *auth.Principal) string {
 	return ""
 }
 
-// audit records a refusal or a credential change; a failure to audit is
-// logged (a refusal stands either way).
+// audit records a refusal; a failure to audit is logged (a refusal stands
+// either way).
 func (s *Service) audit(ctx context.Context, t tenant.ID, meta Meta, kind, actor string, detail map[string]string) {
+	if err := s.appendRecord(ctx, t, meta, kind, actor, detail); err != nil {
+		s.cfg.Logger.ErrorContext(ctx, "audit access event", "kind", kind, "err", err)
+	}
+}
+
+func (s *Service) appendRecord(ctx context.Context, t tenant.ID, meta Meta, kind, actor string, detail map[string]string) error {
 	if s.cfg.Audit == nil {
-		return
+		return nil
 	}
 	payload := map[string]string{"method": meta.Method, "route": meta.Route}
 	maps.Copy(payload, detail)
 	if actor == "" {
 		actor = "anonymous"
 	}
-	if _, err := s.cfg.Audit.Append(ctx, t, audit.Entry{
+	_, err := s.cfg.Audit.Append(ctx, t, audit.Entry{
 		Kind: kind, CorrelationID: meta.RequestID, Actor: actor, RequestID: meta.RequestID, Time: s.cfg.Now(), Payload: payload,
-	}); err != nil {
-		s.cfg.Logger.ErrorContext(ctx, "audit access event", "kind", kind, "err", err)
-	}
+	})
+	return err
 }
 
 // chainsOf are the chains a credential's changes are recorded in: each of
@@ -298,7 +307,15 @@ func (s *Service) CreateKey(ctx context.Context, caller *auth.Principal, req aut
 	if err != nil {
 		return "", auth.Principal{}, contract.Wrap(contract.CodeStoreUnavailable, "the key could not be stored", err)
 	}
-	s.recordChange(ctx, &p, meta, KindKeyCreated, caller.ID)
+	if err := s.recordChange(ctx, &p, meta, KindKeyCreated, caller.ID); err != nil {
+		// A credential nobody can see being created must not exist: undo it.
+		if _, rerr := ks.Revoke(context.WithoutCancel(ctx), p.ID); rerr != nil {
+			s.cfg.Logger.ErrorContext(ctx, "revoke an unaudited key", "key", p.ID, "err", rerr)
+			return "", auth.Principal{}, contract.Wrap(contract.CodeStoreUnavailable,
+				fmt.Sprintf("key %s was created but neither audited nor revoked; revoke it", p.ID), errors.Join(err, rerr))
+		}
+		return "", auth.Principal{}, contract.Wrap(contract.CodeStoreUnavailable, "the key's creation could not be audited; it was revoked, try again", err)
+	}
 	return key, p, nil
 }
 
@@ -349,12 +366,19 @@ func (s *Service) chainFor(caller *auth.Principal, tenants []string) tenant.ID {
 	return tenant.System
 }
 
-func (s *Service) recordChange(ctx context.Context, p *auth.Principal, meta Meta, kind, actor string) {
+// recordChange audits a credential change in each of its tenants' chains;
+// unlike a refusal's record, a failure is returned: the change's record is
+// the trace operators rely on.
+func (s *Service) recordChange(ctx context.Context, p *auth.Principal, meta Meta, kind, actor string) error {
 	detail := map[string]string{"key": p.ID, "name": p.Name, "role": p.Role, "owner": p.Owner, "created_by": p.CreatedBy,
 		"tenants": strings.Join(p.Tenants, ","), "actions": strings.Join(p.Actions, ",")}
+	var errs []error
 	for _, t := range chainsOf(p) {
-		s.audit(ctx, t, meta, kind, actor, detail)
+		if err := s.appendRecord(ctx, t, meta, kind, actor, detail); err != nil {
+			errs = append(errs, fmt.Errorf("audit %s in %s: %w", kind, t, err))
+		}
 	}
+	return errors.Join(errs...)
 }
 
 // ListKeys returns the credentials caller manages (every tenant they hold
@@ -373,7 +397,7 @@ func (s *Service) ListKeys(ctx context.Context, caller *auth.Principal, meta Met
 	}
 	out := []auth.Principal{}
 	for i := range all {
-		if caller.Manages(&all[i]) {
+		if caller.Manages(&all[i], s.cfg.ClassOf) {
 			out = append(out, all[i])
 		}
 	}
@@ -396,7 +420,7 @@ func (s *Service) RevokeKey(ctx context.Context, caller *auth.Principal, princip
 		return auth.Principal{}, ErrNotFound
 	case err != nil:
 		return auth.Principal{}, contract.Wrap(contract.CodeStoreUnavailable, "cannot read the key", err)
-	case !caller.Manages(&target):
+	case !caller.Manages(&target, s.cfg.ClassOf):
 		s.audit(ctx, s.chainFor(caller, target.Tenants), meta, KindForbidden, caller.ID, map[string]string{"operation": policy.OpManageKeys, "role": caller.Role, "key": principalID})
 		return auth.Principal{}, ErrNotFound
 	}
@@ -410,7 +434,9 @@ func (s *Service) RevokeKey(ctx context.Context, caller *auth.Principal, princip
 	if err != nil {
 		return auth.Principal{}, contract.Wrap(contract.CodeStoreUnavailable, "cannot revoke the key", err)
 	}
-	s.recordChange(ctx, &p, meta, KindKeyRevoked, caller.ID)
+	if err := s.recordChange(ctx, &p, meta, KindKeyRevoked, caller.ID); err != nil {
+		return p, contract.Wrap(contract.CodeStoreUnavailable, fmt.Sprintf("key %s is revoked, but its revocation could not be audited", p.ID), err)
+	}
 	return p, nil
 }
 

@@ -194,3 +194,62 @@ func TestNoCredentialBeyondYourOwn(t *testing.T) {
 		t.Errorf("system admin flipping the global switch: %v", err)
 	}
 }
+
+// TestReviewFindings: what an adversarial review found after the first
+// fix: a key outliving its creator's, a system-only admin's cross-tenant
+// attempt unaudited, an A0 admin revoking a more powerful admin, and a key
+// whose creation was not audited left in place.
+func TestReviewFindings(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	soon := time.Now().Add(time.Hour)
+	_, p, err := f.keys.Create(ctx, auth.CreateRequest{Name: "temp-admin", Role: auth.RoleAdmin, Tenants: []string{"acme"}, Actions: []string{"*"}, ExpiresAt: soon})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, exp := range []time.Time{{}, soon.Add(time.Minute)} {
+		if _, _, err := f.svc.CreateKey(ctx, &p, auth.CreateRequest{Name: "x", Role: auth.RoleAgent, Tenants: []string{"acme"}, Actions: []string{"A0"}, ExpiresAt: exp}, access.Meta{}); code(err) != contract.CodeForbidden {
+			t.Errorf("a key expiring %v minted by one expiring %v: %v, want forbidden", exp, soon, err)
+		}
+	}
+	if _, _, err := f.svc.CreateKey(ctx, &p, auth.CreateRequest{Name: "x", Role: auth.RoleAgent, Tenants: []string{"acme"}, Actions: []string{"A0"}, ExpiresAt: soon.Add(-time.Minute)}, access.Meta{}); err != nil {
+		t.Errorf("a key expiring before its creator's: %v", err)
+	}
+
+	_, root := f.bootstrap(t, "root", auth.RoleAdmin, []string{auth.SystemGrant}, []string{"*"})
+	before := len(f.kinds(t, tenant.System))
+	if err := f.svc.Authorize(ctx, access.Request{Principal: root, Operation: policy.OpReadAudit, Tenant: tenant.MustParse("acme")}); code(err) != contract.CodeNotFound {
+		t.Fatalf("system-only admin reading acme's audit: %v", err)
+	}
+	if after := f.kinds(t, tenant.System); len(after) != before+1 || after[len(after)-1] != access.KindCrossTenant {
+		t.Errorf("the system-only admin's cross-tenant attempt is not in the system chain: %v", after[before:])
+	}
+
+	_, weak := f.bootstrap(t, "weak-admin", auth.RoleAdmin, []string{"acme"}, []string{"A0"})
+	_, strong := f.bootstrap(t, "strong-admin", auth.RoleAdmin, []string{"acme"}, []string{"*"})
+	if _, err := f.svc.RevokeKey(ctx, weak, strong.ID, access.Meta{}); code(err) != contract.CodeNotFound {
+		t.Errorf("an A0 admin revoking a * admin: %v, want not_found", err)
+	}
+
+	// An audit that fails: the new key must not survive unaudited.
+	broken, err := access.New(access.Config{Keys: f.keys, KeyAdmin: f.keys, Audit: failingAuditor{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _, err := broken.CreateKey(ctx, strong, auth.CreateRequest{Name: "ghost", Role: auth.RoleAgent, Tenants: []string{"acme"}, Actions: []string{"A0"}}, access.Meta{})
+	if code(err) != contract.CodeStoreUnavailable || key != "" {
+		t.Fatalf("creation with a failing audit = %q, %v", key, err)
+	}
+	all, _ := f.keys.List(ctx)
+	for _, k := range all {
+		if k.Name == "ghost" && !k.Revoked {
+			t.Error("an unaudited key was left usable")
+		}
+	}
+}
+
+type failingAuditor struct{}
+
+func (failingAuditor) Append(context.Context, tenant.ID, audit.Entry) (contract.AuditRecord, error) {
+	return contract.AuditRecord{}, errors.New("audit stream unavailable (injected)")
+}

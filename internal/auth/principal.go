@@ -109,6 +109,9 @@ func (p *Principal) CanGrant(req CreateRequest, classOf func(string) string) err
 	if roleRank(req.Role) > roleRank(p.Role) {
 		return fmt.Errorf("role %s is above your own (%s)", req.Role, p.Role)
 	}
+	if !p.ExpiresAt.IsZero() && (req.ExpiresAt.IsZero() || req.ExpiresAt.After(p.ExpiresAt)) {
+		return fmt.Errorf("the key would outlive your own, which expires at %s", p.ExpiresAt.Format(time.RFC3339))
+	}
 	for _, t := range req.Tenants {
 		if !p.HasTenant(t) && !(p.System() && t != SystemGrant) {
 			return fmt.Errorf("tenant %s is not granted to you", t)
@@ -123,14 +126,20 @@ func (p *Principal) CanGrant(req CreateRequest, classOf func(string) string) err
 }
 
 // Manages reports whether p, an admin, may see and change the credential
-// q: p holds every tenant q holds (a system admin: every tenant except
-// system grants, which it must hold itself).
-func (p *Principal) Manages(q *Principal) bool {
-	if p.Role != RoleAdmin {
+// q: q holds nothing p could not have granted (tenants p holds, or any
+// tenant for a system admin except the system grant, which it must hold
+// itself; a role no higher; actions p's grants cover).
+func (p *Principal) Manages(q *Principal, classOf func(string) string) bool {
+	if p.Role != RoleAdmin || roleRank(q.Role) > roleRank(p.Role) {
 		return false
 	}
 	for _, t := range q.Tenants {
 		if !p.HasTenant(t) && !(p.System() && t != SystemGrant) {
+			return false
+		}
+	}
+	for _, a := range q.Actions {
+		if !p.Covers(a, classOf) {
 			return false
 		}
 	}
