@@ -1,15 +1,17 @@
 // Package clienttest serves the real ExoArmur API handler (internal/api)
 // under httptest for tests of the client and of the commands that use it:
 // an embedded NATS store in a temporary directory, the real gate, audit
-// log, kill switches, approval store, key registry and access layer. Only
-// the executor is a stand-in.
+// log, kill switches, approval store and access layer. The executor and the
+// key registry (in memory, with internal/auth's answers) are stand-ins.
 package clienttest
 
 import (
 	"context"
-	"crypto/rand"
+	"fmt"
 	"net/http/httptest"
+	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -79,7 +81,7 @@ func Start(t testing.TB) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys := auth.NewKeys(st.Principals, rand.Reader, time.Now)
+	keys := &keyTable{byKey: map[string]*auth.Principal{}}
 	for _, p := range []struct {
 		name, role      string
 		tenants, action []string
@@ -111,6 +113,90 @@ func Start(t testing.TB) *Server {
 	t.Cleanup(func() { close(release) })
 	s.URL = srv.URL
 	return s
+}
+
+// keyTable is an in-memory key registry with auth.Keys' answers (the
+// registry itself is tested in internal/auth): unknown and revoked keys are
+// auth.ErrUnauthenticated, expired ones auth.ErrExpired.
+type keyTable struct {
+	mu    sync.Mutex
+	n     int
+	byKey map[string]*auth.Principal
+	order []string // keys in creation order
+}
+
+func (k *keyTable) Authenticate(_ context.Context, key string) (*auth.Principal, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	p, ok := k.byKey[key]
+	switch {
+	case !ok || p.Revoked:
+		return nil, auth.ErrUnauthenticated
+	case !p.ExpiresAt.IsZero() && !time.Now().Before(p.ExpiresAt):
+		return nil, auth.ErrExpired
+	}
+	c := *p
+	return &c, nil
+}
+
+func (k *keyTable) Create(_ context.Context, req auth.CreateRequest) (string, auth.Principal, error) {
+	if err := req.Validate(); err != nil {
+		return "", auth.Principal{}, err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.n++
+	id := fmt.Sprintf("%016x", k.n)
+	owner := req.Owner
+	if owner == "" {
+		owner = req.Name
+	}
+	p := &auth.Principal{ID: "key_" + id, Name: req.Name, Role: req.Role, Tenants: slices.Sorted(slices.Values(req.Tenants)),
+		Actions: slices.Sorted(slices.Values(req.Actions)), CreatedAt: time.Now().UTC(), ExpiresAt: req.ExpiresAt, Owner: owner, CreatedBy: req.CreatedBy}
+	key := auth.KeyPrefix + id + "_secret"
+	k.byKey[key] = p
+	k.order = append(k.order, key)
+	return key, *p, nil
+}
+
+func (k *keyTable) List(context.Context) ([]auth.Principal, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var out []auth.Principal
+	for _, key := range k.order {
+		out = append(out, *k.byKey[key])
+	}
+	return out, nil
+}
+
+func (k *keyTable) find(id string) (*auth.Principal, error) {
+	for _, p := range k.byKey {
+		if p.ID == id {
+			return p, nil
+		}
+	}
+	return nil, auth.ErrUnauthenticated
+}
+
+func (k *keyTable) Lookup(_ context.Context, id string) (auth.Principal, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	p, err := k.find(id)
+	if err != nil {
+		return auth.Principal{}, err
+	}
+	return *p, nil
+}
+
+func (k *keyTable) Revoke(_ context.Context, id string) (auth.Principal, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	p, err := k.find(id)
+	if err != nil {
+		return auth.Principal{}, err
+	}
+	p.Revoked = true
+	return *p, nil
 }
 
 type executor struct {
