@@ -2,66 +2,80 @@ package app
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/url"
-	"os"
+	"strconv"
 	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
 
+	"github.com/exoarmur/exoarmur/internal/api/client"
+	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
-// apiFlags are the flags every API-client command shares.
-type apiFlags struct {
-	server string
-	tenant string
-}
-
-func (a *apiFlags) register(fs interface {
-	StringVar(p *string, name, value, usage string)
-}) {
-	fs.StringVar(&a.server, "server", "http://127.0.0.1:8080", "ExoArmur server URL")
-	fs.StringVar(&a.tenant, "tenant", "", "tenant (required)")
-}
-
-func (a *apiFlags) base() (string, error) {
-	t, err := tenant.Parse(a.tenant)
-	if err != nil {
-		return "", fmt.Errorf("%w: --tenant: %v", errUsage, err)
-	}
-	return strings.TrimSuffix(a.server, "/") + "/v1/tenants/" + t.String(), nil
-}
-
-func apiKey() (string, error) {
-	key := os.Getenv("EXOARMUR_API_KEY")
-	if key == "" {
-		return "", fmt.Errorf("%w: EXOARMUR_API_KEY is not set", errUsage)
-	}
-	return key, nil
-}
-
-// runApprovals: exoarmur approvals list --tenant T [--status pending].
+// runApprovals: exoarmur approvals list --tenant T [--status pending] [--json].
 func runApprovals(ctx context.Context, env Env, args []string) error {
 	if len(args) == 0 || args[0] != "list" {
-		return fmt.Errorf("%w: expected: exoarmur approvals list --tenant T [--status pending] (key in EXOARMUR_API_KEY)", errUsage)
+		return fmt.Errorf("%w: expected: exoarmur approvals list --tenant T [--status pending] [--json] (key in EXOARMUR_API_KEY)", errUsage)
 	}
 	var af apiFlags
 	fs := newFlagSet("approvals list", env)
-	af.register(fs)
+	af.register(fs, "tenant (required)")
 	status := fs.String("status", "pending", "pending, approved, denied, expired, executed, or empty for all")
+	asJSON := fs.Bool("json", false, `print the server's answer as JSON ({"tenant","approvals":[{approval,intent,lineage}]}) instead of a table`)
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	base, err := af.base()
+	if err := af.requireTenant(); err != nil {
+		return err
+	}
+	c, ctx, cancel, err := af.client(ctx)
 	if err != nil {
 		return err
 	}
-	key, err := apiKey()
+	defer cancel()
+	items, err := c.ListApprovals(ctx, af.tenant, *status)
 	if err != nil {
 		return err
 	}
-	code, out, err := apiCall(ctx, "GET", base+"/approvals?status="+url.QueryEscape(*status), key, nil)
-	return printResult(env, code, out, err)
+	if *asJSON {
+		return printJSON(env, map[string]any{"tenant": af.tenant, "approvals": items})
+	}
+	return approvalTable(env, af.tenant, *status, items)
+}
+
+// approvalTable prints the queue for a person: one line per approval.
+// Targets and names come from agents, so control characters are quoted.
+func approvalTable(env Env, tn, status string, items []client.ApprovalItem) error {
+	if len(items) == 0 {
+		what := status + " approvals"
+		if status == "" {
+			what = "approvals"
+		}
+		_, err := fmt.Fprintf(env.Stdout, "no %s in tenant %s\n", what, tn)
+		return err
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "INTENT\tACTION\tCLASS\tTARGET\tSTATUS\tVOTES\tPROPOSER\tEXPIRES")
+	for _, it := range items {
+		a := it.Approval
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", cell(it.Intent.ID), cell(a.Action), cell(a.Class), cell(it.Intent.Target),
+			cell(a.Status), len(a.Approvals), a.Required, cell(a.Proposer), a.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+// cell is s for a table cell: quoted if it holds a control character (a
+// tab or newline would forge columns or rows), "-" if empty.
+func cell(s string) string {
+	if s == "" {
+		return "-"
+	}
+	if strings.ContainsFunc(s, func(r rune) bool { return unicode.IsControl(r) || r == unicode.ReplacementChar }) {
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 // runApprove: exoarmur approve INTENT_ID --tenant T --reason R.
@@ -84,7 +98,7 @@ func runVote(ctx context.Context, env Env, args []string, decision string) error
 	}
 	var af apiFlags
 	fs := newFlagSet(decision, env)
-	af.register(fs)
+	af.register(fs, "tenant (required)")
 	reason := fs.String("reason", "", "why (required; audited)")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
@@ -92,26 +106,17 @@ func runVote(ctx context.Context, env Env, args []string, decision string) error
 	if strings.TrimSpace(*reason) == "" {
 		return fmt.Errorf("%w: --reason is required", errUsage)
 	}
-	base, err := af.base()
+	if err := af.requireTenant(); err != nil {
+		return err
+	}
+	c, ctx, cancel, err := af.client(ctx)
 	if err != nil {
 		return err
 	}
-	key, err := apiKey()
+	defer cancel()
+	rec, err := c.DecideApproval(ctx, af.tenant, id, contract.ApprovalDecision{Decision: decision, Reason: *reason})
 	if err != nil {
 		return err
 	}
-	body, _ := json.Marshal(map[string]string{"decision": decision, "reason": *reason})
-	code, out, err := apiCall(ctx, "POST", base+"/intents/"+id+"/approvals", key, body)
-	return printResult(env, code, out, err)
-}
-
-func printResult(env Env, code int, out []byte, err error) error {
-	if err != nil {
-		return err
-	}
-	env.Stdout.Write(out)
-	if code >= 300 {
-		return fmt.Errorf("server answered HTTP %d", code)
-	}
-	return nil
+	return printJSON(env, rec)
 }

@@ -1,0 +1,160 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/exoarmur/exoarmur/internal/api/client"
+	"github.com/exoarmur/exoarmur/internal/api/client/clienttest"
+	"github.com/exoarmur/exoarmur/internal/contract"
+)
+
+// cli runs the exoarmur command with key and returns its exit code,
+// stdout and stderr.
+func cli(t *testing.T, key string, args ...string) (int, string, string) {
+	t.Helper()
+	t.Setenv("EXOARMUR_API_KEY", key)
+	var out, errb bytes.Buffer
+	code := Main(context.Background(), args, Env{Stdout: &out, Stderr: &errb})
+	return code, out.String(), errb.String()
+}
+
+func TestKillSwitchCommand(t *testing.T) {
+	srv := clienttest.Start(t)
+	admin, op := srv.Keys[clienttest.Admin], srv.Keys[clienttest.Operator]
+	code, out, stderr := cli(t, admin, "killswitch", "engage", "--reason", "drill", "--server", srv.URL)
+	var ch struct {
+		Previous, Current struct {
+			Scope   string `json:"scope"`
+			Engaged bool   `json:"engaged"`
+			Reason  string `json:"reason"`
+		}
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &ch) != nil || !ch.Current.Engaged || ch.Previous.Engaged || ch.Current.Reason != "drill" || strings.Count(out, "\n") != 1 {
+		t.Fatalf("killswitch engage: exit %d\n%s%s", code, out, stderr)
+	}
+	code, out, stderr = cli(t, admin, "killswitch", "status", "--server", srv.URL+"/")
+	if code != 0 || !strings.HasPrefix(out, `{"state":{`) || !strings.Contains(out, `"engaged":true`) {
+		t.Fatalf("killswitch status: exit %d\n%s%s", code, out, stderr)
+	}
+	code, out, stderr = cli(t, op, "killswitch", "disengage", "--tenant", "acme", "--reason", "go", "--server", srv.URL)
+	if code != 0 || !strings.Contains(out, `"current":{"scope":"acme","engaged":false`) {
+		t.Fatalf("killswitch disengage --tenant acme: exit %d\n%s%s", code, out, stderr)
+	}
+	// Refusals: exit 1, the status, code and message on stderr, nothing on stdout.
+	code, out, stderr = cli(t, op, "killswitch", "engage", "--tenant", "beta", "--reason", "cross", "--server", srv.URL)
+	if code != 1 || out != "" || !strings.Contains(stderr, "HTTP 404 not_found") {
+		t.Fatalf("cross-tenant killswitch: exit %d\n%s%s", code, out, stderr)
+	}
+	code, _, stderr = cli(t, op, "killswitch", "disengage", "--reason", "takeover", "--server", srv.URL)
+	if code != 1 || !strings.Contains(stderr, "PUT /v1/killswitch: HTTP 403 forbidden") || !strings.Contains(stderr, "[request req_") {
+		t.Fatalf("operator on the global switch: exit %d\n%s", code, stderr)
+	}
+	for _, args := range [][]string{
+		{"killswitch", "engage", "--server", srv.URL},                      // no reason
+		{"killswitch", "status", "--tenant", "Ac.me", "--server", srv.URL}, // bad tenant
+		{"killswitch", "status", "--server", "127.0.0.1:8080"},             // not a URL
+		{"killswitch", "flip"},                                             // no such subcommand
+		{"killswitch", "status", "--server", srv.URL, "extra"},             // stray argument
+	} {
+		if code, _, stderr := cli(t, admin, args...); code != 2 {
+			t.Errorf("%v: exit %d, want 2 (usage)\n%s", args, code, stderr)
+		}
+	}
+	if code, _, stderr := cli(t, "", "killswitch", "status", "--server", srv.URL); code != 2 || !strings.Contains(stderr, "EXOARMUR_API_KEY") {
+		t.Fatalf("without a key: exit %d\n%s", code, stderr)
+	}
+}
+
+func TestApprovalCommands(t *testing.T) {
+	srv := clienttest.Start(t)
+	agent, err := client.New(srv.URL, client.WithAPIKey(srv.Keys[clienttest.Agent]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	propose := func(idem, target string) string {
+		v, _, err := agent.Propose(context.Background(), "acme", contract.IntentRequest{Action: "fs.write", Target: target, Params: map[string]string{"content": "x"}, IdempotencyKey: idem})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v.Intent.ID
+	}
+	id := propose("w1", "notes/a.txt")
+	forged := propose("w2", "b.txt\nin_forged  fs.write")
+	op := srv.Keys[clienttest.Operator]
+
+	code, out, stderr := cli(t, op, "approvals", "list", "--tenant", "acme", "--server", srv.URL)
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if code != 0 || len(lines) != 3 || !strings.HasPrefix(lines[0], "INTENT") || !strings.Contains(out, id) || !strings.Contains(out, "0/1") ||
+		!strings.Contains(out, `"b.txt\nin_forged  fs.write"`) {
+		t.Fatalf("approvals list: exit %d\n%s%s", code, out, stderr)
+	}
+	code, out, stderr = cli(t, op, "approvals", "list", "--tenant", "acme", "--json", "--server", srv.URL)
+	var body struct {
+		Tenant    string                `json:"tenant"`
+		Approvals []client.ApprovalItem `json:"approvals"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &body) != nil || body.Tenant != "acme" || len(body.Approvals) != 2 {
+		t.Fatalf("approvals list --json: exit %d\n%s%s", code, out, stderr)
+	}
+
+	// The proposer cannot vote; the refusal says so on stderr with the status.
+	code, out, stderr = cli(t, srv.Keys[clienttest.Agent], "approve", id, "--tenant", "acme", "--reason", "mine", "--server", srv.URL)
+	if code != 1 || out != "" || !strings.Contains(stderr, "HTTP 403") {
+		t.Fatalf("approve by an agent: exit %d\n%s%s", code, out, stderr)
+	}
+	code, out, stderr = cli(t, op, "approve", id, "--tenant", "acme", "--reason", "reviewed", "--server", srv.URL)
+	if code != 0 || !strings.Contains(out, `"status":"approved"`) || !strings.Contains(out, `"intent_id":"`+id+`"`) {
+		t.Fatalf("approve: exit %d\n%s%s", code, out, stderr)
+	}
+	code, out, stderr = cli(t, op, "deny", forged, "--tenant", "acme", "--reason", "no", "--server", srv.URL)
+	if code != 0 || !strings.Contains(out, `"status":"denied"`) {
+		t.Fatalf("deny: exit %d\n%s%s", code, out, stderr)
+	}
+	code, out, stderr = cli(t, op, "approve", forged, "--tenant", "acme", "--reason", "late", "--server", srv.URL)
+	if code != 1 || !strings.Contains(stderr, "HTTP 409 conflict") {
+		t.Fatalf("approve after a denial: exit %d\n%s%s", code, out, stderr)
+	}
+	code, out, _ = cli(t, op, "approvals", "list", "--tenant", "acme", "--server", srv.URL)
+	if code != 0 || out != "no pending approvals in tenant acme\n" {
+		t.Fatalf("empty queue: exit %d\n%s", code, out)
+	}
+	code, _, stderr = cli(t, op, "approvals", "list", "--tenant", "acme", "--status", "bogus", "--server", srv.URL)
+	if code != 1 || !strings.Contains(stderr, "HTTP 400 invalid_request") {
+		t.Fatalf("bad status: exit %d\n%s", code, stderr)
+	}
+	for _, args := range [][]string{
+		{"approve", id, "--tenant", "acme", "--server", srv.URL},                   // no reason
+		{"approve", id, "--reason", "x", "--server", srv.URL},                      // no tenant
+		{"deny", "../x", "--tenant", "acme", "--reason", "x", "--server", srv.URL}, // not an intent ID
+		{"approvals", "list", "--server", srv.URL},                                 // no tenant
+		{"approvals", "show"},
+	} {
+		if code, _, stderr := cli(t, op, args...); code != 2 {
+			t.Errorf("%v: exit %d, want 2 (usage)\n%s", args, code, stderr)
+		}
+	}
+}
+
+func TestAPICommandsNameTheServerTheyCouldNotReach(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + l.Addr().String()
+	l.Close()
+	for _, args := range [][]string{
+		{"killswitch", "status"},
+		{"approvals", "list", "--tenant", "acme"},
+		{"approve", "in_x", "--tenant", "acme", "--reason", "x"},
+	} {
+		code, out, stderr := cli(t, "exo_k", append(args, "--server", url)...)
+		if code != 1 || out != "" || !strings.Contains(stderr, url) || !strings.Contains(stderr, "--server") || !strings.Contains(stderr, "exoarmur serve") {
+			t.Errorf("%v against a closed port: exit %d\n%s%s", args, code, out, stderr)
+		}
+	}
+}
