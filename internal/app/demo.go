@@ -2,13 +2,13 @@ package app
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -189,14 +189,40 @@ func (d *demo) call(method, path, key string, body any) demoResp {
 		b, _ := json.Marshal(body)
 		rd = bytes.NewReader(b)
 	}
-	req := httptest.NewRequest(method, path, rd)
+	// The request an HTTP server would hand the API, from a documentation
+	// address (net/http/httptest stays out of the production binary).
+	req, err := http.NewRequest(method, "http://example.com"+path, rd)
+	if err != nil {
+		return demoResp{status: http.StatusBadRequest, body: []byte(err.Error())}
+	}
+	req.RemoteAddr, req.RequestURI = "192.0.2.1:1234", path
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
-	rec := httptest.NewRecorder()
+	rec := &demoRecorder{header: http.Header{}}
 	d.api.ServeHTTP(rec, req)
-	return demoResp{rec.Code, rec.Body.Bytes()}
+	return demoResp{rec.status(), rec.body.Bytes()}
 }
+
+// demoRecorder is the in-process http.ResponseWriter the demo calls the API
+// with: the first status written wins, 200 when none is.
+type demoRecorder struct {
+	header http.Header
+	code   int
+	body   bytes.Buffer
+}
+
+func (r *demoRecorder) Header() http.Header { return r.header }
+func (r *demoRecorder) WriteHeader(code int) {
+	if r.code == 0 {
+		r.code = code
+	}
+}
+func (r *demoRecorder) Write(b []byte) (int, error) {
+	r.WriteHeader(http.StatusOK)
+	return r.body.Write(b)
+}
+func (r *demoRecorder) status() int { return cmp.Or(r.code, http.StatusOK) }
 
 func (r demoResp) view() (v gate.View)       { _ = json.Unmarshal(r.body, &v); return v }
 func (r demoResp) outcome() (o gate.Outcome) { _ = json.Unmarshal(r.body, &o); return o }
