@@ -1,6 +1,9 @@
 # ExoArmur. `make test` is the whole test suite; CI runs it via .ci/run.
 GO ?= go
 BIN ?= bin/exoarmur
+# The evidence and load tools (reality, bench soak, evidence clock, seeded
+# keys), kept out of the production binary.
+LAB ?= bin/exoarmur-lab
 PKGS := ./...
 
 .PHONY: all build test test-short demo lint fuzz bench soak clean inventory reality reality-verify
@@ -9,6 +12,7 @@ all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/exoarmur
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(LAB) ./cmd/exoarmur-lab
 
 # The whole suite: vet, gofmt check, race detector, every test.
 test:
@@ -45,20 +49,20 @@ inventory:
 # LOCAL=1 runs the stack as plain processes instead of docker-compose.
 reality: build
 ifeq ($(LOCAL),1)
-	$(BIN) reality run --local
+	$(LAB) reality run --local --bin $(BIN) --lab $(LAB)
 else
 	./scripts/docker-up.sh
-	$(BIN) reality run
+	$(LAB) reality run --bin $(BIN) --lab $(LAB)
 endif
 
 # Verify the bundle offline: SHA256SUMS, replay == replay_report.json, GREEN.
 reality-verify:
-	$(GO) run ./cmd/exoarmur reality verify
+	$(GO) run ./cmd/exoarmur-lab reality verify
 
 # Ten minutes at 900 governed executions/s (about half the measured maximum),
 # sampled every minute; fails unless memory, goroutines and p99 stay flat.
 soak: build
-	$(BIN) bench soak --rate 900 --clients 32 --duration 10m --interval 1m --retention 1m
+	$(LAB) bench soak --rate 900 --clients 32 --duration 10m --interval 1m --retention 1m
 
 clean:
 	rm -rf bin

@@ -2,6 +2,8 @@
 package exoarmur_test
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"go/parser"
 	"go/token"
@@ -12,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/exoarmur/exoarmur/internal/app"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -117,6 +120,38 @@ func TestNoSubjectOrKeyOutsideNaming(t *testing.T) {
 				if strings.Contains(string(src), needle) {
 					t.Errorf("%s/%s contains %s: build names in internal/tenant", p.ImportPath, f, needle)
 				}
+			}
+		}
+	}
+}
+
+// TestProductionBinaryHasNoEvidenceMachinery: fixed clocks, seeded keys, the
+// reality orchestration and the load harness live in cmd/exoarmur-lab; the
+// production binary neither links the test HTTP server nor the HDR
+// histogram, and its serve and keys create offer no evidence flags.
+func TestProductionBinaryHasNoEvidenceMachinery(t *testing.T) {
+	pkgs := listPackages(t, "./cmd/exoarmur")
+	if len(pkgs) != 1 {
+		t.Fatalf("go list ./cmd/exoarmur: %d packages", len(pkgs))
+	}
+	for _, banned := range []string{"net/http/httptest", "github.com/HdrHistogram/hdrhistogram-go",
+		module + "/internal/lab", module + "/internal/reality", module + "/internal/bench"} {
+		if slices.Contains(pkgs[0].Deps, banned) {
+			t.Errorf("cmd/exoarmur depends on %s; evidence and load tools belong in cmd/exoarmur-lab", banned)
+		}
+	}
+	for _, args := range [][]string{{"serve", "-h"}, {"keys", "create", "-h"}, {"check-config", "-h"}, {"-h"}} {
+		var out, errOut bytes.Buffer
+		if code := app.Main(context.Background(), args, app.Env{Stdout: &out, Stderr: &errOut}); code != 0 {
+			t.Fatalf("exoarmur %s: exit %d\n%s", strings.Join(args, " "), code, errOut.String())
+		}
+		help := out.String() + errOut.String()
+		if !strings.Contains(help, "-") {
+			t.Fatalf("exoarmur %s printed no help", strings.Join(args, " "))
+		}
+		for _, banned := range []string{"evidence", "seed", "reality", "bench"} {
+			if strings.Contains(strings.ToLower(help), banned) {
+				t.Errorf("exoarmur %s mentions %q:\n%s", strings.Join(args, " "), banned, help)
 			}
 		}
 	}

@@ -39,14 +39,15 @@ func commands() []command {
 		{"audit", "audit verify|export for one tenant", runAudit},
 		{"replay", "verify chains and recompute every decision; write a report", runReplay},
 		{"demo", "run the deterministic golden demo in a temporary store", runDemo},
-		{"reality", "the cold-reviewer run: reality run [--local] | verify (make reality, make reality-verify)", runReality},
-		{"bench", "load harness: start a server, drive it over loopback HTTP, report throughput and latency (bench replay: replay throughput)", runBench},
 		{"check-config", "validate serve flags and exit", runCheckConfig},
 	}
 }
 
 // errUsage marks an error that should be followed by usage text (exit 2).
 var errUsage = errors.New("usage")
+
+// IsUsage reports whether err is a usage error of a command (exit code 2).
+func IsUsage(err error) bool { return errors.Is(err, errUsage) }
 
 // Main runs the exoarmur command with args (without the program name) and
 // returns the process exit code.

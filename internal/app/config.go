@@ -76,13 +76,6 @@ type ServeConfig struct {
 	// DebugAddr, when set, serves net/http/pprof on this loopback address
 	// (no authentication: loopback only, for profiling).
 	DebugAddr string
-
-	// EvidenceClock, for reproducible evidence runs only, replaces the wall
-	// clock with a clock that starts at this time and advances 1 ms per
-	// reading, and request IDs with a per-node sequence, so the same
-	// scenario writes byte-identical audit chains on every run.
-	EvidenceClock string
-	evidenceStart time.Time
 }
 
 // validRetention: 0 (keep for good) or at least a second, the granularity
@@ -118,7 +111,6 @@ func (c *ServeConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ExecTimeout, "exec-timeout", gate.DefaultExecTimeout, "the deadline of every executor call; an executor that overruns it leaves its execution in doubt")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "serve HTTPS with this certificate (PEM); plain HTTP is then refused")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "private key of --tls-cert (PEM)")
-	fs.StringVar(&c.EvidenceClock, "evidence-clock", "", "EVIDENCE RUNS ONLY: a fixed start time (RFC 3339) for a stepping clock and sequential request IDs, for byte-identical audit chains")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve Go profiles (net/http/pprof) on this loopback host:port; off by default")
 	fs.StringVar(&c.ClientCA, "client-ca", "", "require client certificates signed by this CA (PEM): mutual TLS; the certificate's CN names the principal")
 }
@@ -170,13 +162,6 @@ func (c *ServeConfig) Validate() error {
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		return fmt.Errorf(`--log-format %q: must be "json" or "text"`, c.LogFormat)
-	}
-	if c.EvidenceClock != "" {
-		t, err := time.Parse(time.RFC3339, c.EvidenceClock)
-		if err != nil {
-			return fmt.Errorf("--evidence-clock %q: must be RFC 3339", c.EvidenceClock)
-		}
-		c.evidenceStart = t.UTC()
 	}
 	if !validRetention(c.Retention) {
 		return fmt.Errorf("--retention %s: must be 0 (keep for good) or at least 1s", c.Retention)

@@ -3,10 +3,9 @@ package app
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
+	"flag"
 	"fmt"
 	"io"
-	mrand "math/rand/v2"
 	"strings"
 	"time"
 
@@ -24,6 +23,22 @@ func runKeys(ctx context.Context, env Env, args []string) error {
 	default:
 		return fmt.Errorf("%w: expected: exoarmur keys create|list|revoke", errUsage)
 	}
+	return KeysCreate(ctx, env, args[1:], KeysHooks{})
+}
+
+// KeysHooks let another command (cmd/exoarmur-lab) run keys create with
+// more flags and its own sources of randomness and time. The zero value is
+// the production keys create: crypto/rand and the wall clock.
+type KeysHooks struct {
+	// Flags registers extra flags on keys create's flag set.
+	Flags func(fs *flag.FlagSet)
+	// Sources is called once the flags are parsed and valid; a nil rand or
+	// now keeps the production source.
+	Sources func(env Env) (rand io.Reader, now func() time.Time, err error)
+}
+
+// KeysCreate is `keys create` (args after "create") with hooks.
+func KeysCreate(ctx context.Context, env Env, args []string, h KeysHooks) error {
 	var sc StoreConfig
 	var tenants, actions stringList
 	fs := newFlagSet("keys create", env)
@@ -34,9 +49,11 @@ func runKeys(ctx context.Context, env Env, args []string) error {
 	fs.Var(&actions, "actions", "action types (fs.read,...), classes (A0..A3) or * (required)")
 	expires := fs.Duration("expires", 0, "key lifetime, e.g. 720h (default: no expiry)")
 	owner := fs.String("owner", "", "the person the key is for (default: --name); four eyes counts distinct owners, so give one person's keys one owner")
-	seed := fs.String("evidence-seed", "", "EVIDENCE RUNS ONLY: derive the key from this seed instead of crypto/rand (reproducible evidence)")
 	certCN := fs.String("cert-cn", "", "register a client-certificate principal with this subject CN instead of an API key (mutual TLS)")
-	if err := parseFlags(fs, args[1:]); err != nil {
+	if h.Flags != nil {
+		h.Flags(fs)
+	}
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	// Action names are case sensitive: stringList lowercased; classes are upper.
@@ -55,19 +72,25 @@ func runKeys(ctx context.Context, env Env, args []string) error {
 	if err := req.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
+	var src io.Reader = rand.Reader
+	now := time.Now
+	if h.Sources != nil {
+		r, n, err := h.Sources(env)
+		if err != nil {
+			return err
+		}
+		if r != nil {
+			src = r
+		}
+		if n != nil {
+			now = n
+		}
+	}
 	st, err := openStore(ctx, sc, "exoarmur-keys", nil)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	var src io.Reader = rand.Reader
-	now := time.Now
-	if *seed != "" {
-		sum := sha256.Sum256([]byte(*seed))
-		src = mrand.NewChaCha8(sum)
-		now = func() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) }
-		fmt.Fprintln(env.Stderr, "EVIDENCE SEED: this key is derived from a seed and must never be used outside an evidence run")
-	}
 	keys := auth.NewKeys(st.Principals, src, now)
 	if *certCN != "" {
 		p, err := keys.CreateCert(ctx, *certCN, req)

@@ -5,24 +5,28 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
-	"sync/atomic"
 	"time"
 
 	"github.com/exoarmur/exoarmur/internal/api"
 	"github.com/exoarmur/exoarmur/internal/metrics"
 )
 
-// parseServe parses and validates serve flags (shared by check-config).
-func parseServe(name string, env Env, args []string) (ServeConfig, error) {
+// parseServe parses and validates serve flags (shared by check-config);
+// extra, when set, registers more flags (ServeHooks.Flags).
+func parseServe(name string, env Env, args []string, extra func(*flag.FlagSet)) (ServeConfig, error) {
 	var c ServeConfig
 	fs := newFlagSet(name, env)
 	c.register(fs)
+	if extra != nil {
+		extra(fs)
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return c, err
 	}
@@ -33,7 +37,7 @@ func parseServe(name string, env Env, args []string) (ServeConfig, error) {
 }
 
 func runCheckConfig(ctx context.Context, env Env, args []string) error {
-	if _, err := parseServe("check-config", env, args); err != nil {
+	if _, err := parseServe("check-config", env, args, nil); err != nil {
 		return err
 	}
 	fmt.Fprintln(env.Stdout, "configuration OK")
@@ -48,18 +52,40 @@ func newLogger(env Env, format string) *slog.Logger {
 }
 
 func runServe(ctx context.Context, env Env, args []string) error {
-	c, err := parseServe("serve", env, args)
+	return ServeWith(ctx, env, args, ServeHooks{})
+}
+
+// ServeHooks let another command (cmd/exoarmur-lab) run this serve with
+// more flags and its own sources of time and request IDs. The zero value is
+// the production serve: the wall clock and random request IDs.
+type ServeHooks struct {
+	// Flags registers extra flags on serve's flag set.
+	Flags func(fs *flag.FlagSet)
+	// Sources is called once the flags are parsed and valid; a nil now or
+	// requestID keeps the production source.
+	Sources func(c ServeConfig, logger *slog.Logger) (now func() time.Time, requestID func() string, err error)
+}
+
+// ServeWith is `serve` with hooks; runServe is ServeWith(ctx, env, args,
+// ServeHooks{}).
+func ServeWith(ctx context.Context, env Env, args []string, h ServeHooks) error {
+	c, err := parseServe("serve", env, args, h.Flags)
 	if err != nil {
 		return err
 	}
 	logger := newLogger(env, c.LogFormat)
 	d, requestID := prodDeps(logger), randomID
-	if !c.evidenceStart.IsZero() {
-		logger.Warn("EVIDENCE CLOCK: the wall clock is replaced by a stepping clock; for reproducible evidence runs only", "start", c.evidenceStart)
-		clock := &stepClock{t: c.evidenceStart, step: time.Millisecond}
-		var n atomic.Int64
-		d.now = clock.Now
-		requestID = func() string { return fmt.Sprintf("%s-%06d", c.Node, n.Add(1)) }
+	if h.Sources != nil {
+		now, rid, err := h.Sources(c, logger)
+		if err != nil {
+			return err
+		}
+		if now != nil {
+			d.now = now
+		}
+		if rid != nil {
+			requestID = rid
+		}
 	}
 	rt, err := openRuntime(ctx, c, d)
 	if err != nil {

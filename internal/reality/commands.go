@@ -12,8 +12,8 @@ make reality          # stack up, scenario, kill -9 + restart, exports, replay, 
 make reality-verify   # offline: SHA256SUMS, replay of the exports == replay_report.json, GREEN
 ` + "```" + `
 
-Without Docker, the same scenario as plain processes of the built binary
-(gate 4 is then reported NOT RUN):
+Without Docker, the same scenario as plain processes of the built binaries
+bin/exoarmur and bin/exoarmur-lab (gate 4 is then reported NOT RUN):
 
 ` + "```sh" + `
 make reality LOCAL=1
@@ -27,7 +27,7 @@ What each file proves:
 - 02_gate5, 04_gate6, 06_a3, 08_auth *_test_outputs.txt: the go test -v output of each suite, then the reality scenario's own checks for that gate.
 - 09_all_tests.txt: go test ./... (every unit and integration test). 10_golden_demo.txt: the golden demo.
 - audit_export_acme.jsonl, audit_export_beta.jsonl: each tenant's hash chain, exported after every service was killed with SIGKILL and restarted.
-- replay_report.json: the offline replay of those exports (chains verified, every decision recomputed); make reality-verify recomputes it byte for byte. The stack runs with an evidence clock and seeded keys, so two runs produce the same report.
+- replay_report.json: the offline replay of those exports (chains verified, every decision recomputed); make reality-verify recomputes it byte for byte. The nodes run exoarmur-lab serve with an evidence clock and seeded keys (exoarmur-lab, never the production binary), so two runs produce the same report.
 - service_logs.txt: the logs of NATS, the sink and both nodes. checks.json: every scenario check with its detail.
 - PASS_FAIL.txt: one line per gate, each from checks that can fail, and OVERALL GREEN or RED. SHA256SUMS: every other file.
 `

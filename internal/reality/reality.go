@@ -31,7 +31,8 @@ type Config struct {
 	Root   string // repository root
 	Out    string // the bundle directory (artifacts/reality_run_007)
 	Local  bool   // plain processes instead of docker-compose
-	Binary string // the built exoarmur binary (bin/exoarmur)
+	Binary string // the built production binary (bin/exoarmur): NATS and the golden demo
+	Lab    string // the built exoarmur-lab binary (bin/exoarmur-lab): the nodes with an evidence clock, seeded keys, the sink, the scenario client
 	Log    io.Writer
 }
 
@@ -49,7 +50,7 @@ var suites = []struct {
 	pkgs            []string
 }{
 	{"02_gate5_test_outputs.txt", Gate5, "KillSwitch|Stale|Propagation|Unreadable|DefaultIsEngaged|Gate5|EveryGatedPath|Inventory|Unguarded",
-		[]string{"./internal/killswitch/", "./internal/gate/", "./internal/api/", "./cmd/exoarmur/", "./tools/inventory/"}},
+		[]string{"./internal/killswitch/", "./internal/gate/", "./internal/api/", "./cmd/exoarmur/", "./internal/lab/", "./tools/inventory/"}},
 	{"04_gate6_test_outputs.txt", Gate6, "Tenant|NothingWritten|Injection|Confined|Gate6|Parse|Names",
 		[]string{"./internal/api/", "./internal/store/", "./internal/tenant/", "./cmd/exoarmur/", "./contracts/"}},
 	{"06_a3_test_outputs.txt", GateAppr, "Approval|SideEffect|Separation|Worker|Required|StatusAt|Webhook",
@@ -78,7 +79,7 @@ func Run(ctx context.Context, cfg Config) (green bool, err error) {
 	}
 	var st stack
 	if cfg.Local {
-		st = &localStack{bin: cfg.Binary, work: work, log: log}
+		st = &localStack{bin: cfg.Binary, lab: cfg.Lab, work: work, log: log}
 	} else {
 		st = &dockerStack{root: cfg.Root, work: work, log: log}
 	}
@@ -97,7 +98,7 @@ func Run(ctx context.Context, cfg Config) (green bool, err error) {
 	if err := waitTCP("127.0.0.1:14222", 60*time.Second); err != nil {
 		return false, err
 	}
-	keys, err := bootstrapKeys(ctx, cfg.Binary, log)
+	keys, err := bootstrapKeys(ctx, cfg.Lab, log)
 	if err != nil {
 		return false, err
 	}
@@ -285,15 +286,16 @@ func runTo(ctx context.Context, root, file, name string, args ...string) bool {
 }
 
 // bootstrapKeys creates the scenario's principals on the stack's NATS with
-// seeded keys (evidence runs only), so the chains are reproducible.
-func bootstrapKeys(ctx context.Context, bin string, log io.Writer) (Keys, error) {
+// seeded keys (exoarmur-lab keys create --evidence-seed; evidence runs
+// only), so the chains are reproducible.
+func bootstrapKeys(ctx context.Context, lab string, log io.Writer) (Keys, error) {
 	mk := func(seed, role string, tenants []string, actions string) (string, error) {
 		args := []string{"keys", "create", "--nats-url", DefaultEndpoints.NATS, "--evidence-seed", "reality-" + seed, "--name", seed, "--role", role, "--actions", actions}
 		for _, t := range tenants {
 			args = append(args, "--tenant", t)
 		}
 		var outb, errb bytes.Buffer
-		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd := exec.CommandContext(ctx, lab, args...)
 		cmd.Stdout, cmd.Stderr = &outb, &errb
 		if err := cmd.Run(); err != nil {
 			return "", fmt.Errorf("keys create %s: %v: %s", seed, err, errb.String())
@@ -324,7 +326,7 @@ func bootstrapKeys(ctx context.Context, bin string, log io.Writer) (Keys, error)
 	return k, nil
 }
 
-// ClientMain is `exoarmur reality client --phase N --work DIR`: one phase of
+// ClientMain is `exoarmur-lab reality client --phase N --work DIR`: one phase of
 // the scenario, reading keys and state from DIR and writing its checks there.
 func ClientMain(ctx context.Context, phase int, work string) error {
 	var keys Keys

@@ -16,7 +16,7 @@ import (
 // stack runs NATS, the sink and two ExoArmur nodes, and the scenario client.
 type stack interface {
 	Up(ctx context.Context) error
-	// Client runs `exoarmur reality client args...` against the stack.
+	// Client runs `exoarmur-lab reality client args...` against the stack.
 	Client(ctx context.Context, args ...string) error
 	// KillRestart kills NATS and both nodes with SIGKILL and starts them again.
 	KillRestart(ctx context.Context) error
@@ -24,7 +24,8 @@ type stack interface {
 	Down(ctx context.Context) error
 }
 
-// evidenceClock makes the nodes' audit chains byte-identical across runs.
+// evidenceClock makes the nodes' audit chains byte-identical across runs;
+// the nodes are exoarmur-lab serve, the production serve with this clock.
 const evidenceClock = "2026-01-01T00:00:00Z"
 
 func nodeArgs(name, listen, natsURL, sandbox string) []string {
@@ -82,54 +83,56 @@ func (d *dockerStack) Down(ctx context.Context) error {
 	return d.compose(ctx, "down", "-v", "--remove-orphans")
 }
 
-// localStack runs the same services as plain processes of the built binary.
+// localStack runs the same services as plain processes of the built
+// binaries: NATS from the production binary, the sink, the nodes and the
+// scenario client from exoarmur-lab (as in docker-compose.yml).
 type localStack struct {
-	bin, work string
-	log       io.Writer
-	procs     map[string]*exec.Cmd
+	bin, lab, work string
+	log            io.Writer
+	procs          map[string]*exec.Cmd
 }
 
-func (l *localStack) start(name string, args ...string) error {
+func (l *localStack) start(name, bin string, args ...string) error {
 	f, err := os.OpenFile(filepath.Join(l.work, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(l.bin, args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return fmt.Errorf("start %s: %w", name, err)
 	}
-	fmt.Fprintf(l.log, "started %s (pid %d): %s %s\n", name, cmd.Process.Pid, l.bin, strings.Join(args, " "))
+	fmt.Fprintf(l.log, "started %s (pid %d): %s %s\n", name, cmd.Process.Pid, bin, strings.Join(args, " "))
 	l.procs[name] = cmd
 	go func() { _ = cmd.Wait(); f.Close() }()
 	return nil
 }
 
 func (l *localStack) startCore() error {
-	if err := l.start("nats", "nats", "--data-dir", filepath.Join(l.work, "nats"), "--listen", "127.0.0.1:14222"); err != nil {
+	if err := l.start("nats", l.bin, "nats", "--data-dir", filepath.Join(l.work, "nats"), "--listen", "127.0.0.1:14222"); err != nil {
 		return err
 	}
 	if err := waitTCP("127.0.0.1:14222", 30*time.Second); err != nil {
 		return err
 	}
 	sandbox := filepath.Join(l.work, "sandbox")
-	if err := l.start("node-a", nodeArgs("node-a", "127.0.0.1:18081", DefaultEndpoints.NATS, sandbox)...); err != nil {
+	if err := l.start("node-a", l.lab, nodeArgs("node-a", "127.0.0.1:18081", DefaultEndpoints.NATS, sandbox)...); err != nil {
 		return err
 	}
-	return l.start("node-b", nodeArgs("node-b", "127.0.0.1:18082", DefaultEndpoints.NATS, sandbox)...)
+	return l.start("node-b", l.lab, nodeArgs("node-b", "127.0.0.1:18082", DefaultEndpoints.NATS, sandbox)...)
 }
 
 func (l *localStack) Up(ctx context.Context) error {
 	l.procs = map[string]*exec.Cmd{}
-	if err := l.start("sink", "reality", "sink", "--listen", "127.0.0.1:18099"); err != nil {
+	if err := l.start("sink", l.lab, "reality", "sink", "--listen", "127.0.0.1:18099"); err != nil {
 		return err
 	}
 	return l.startCore()
 }
 
 func (l *localStack) Client(ctx context.Context, args ...string) error {
-	return run(ctx, l.log, "", l.bin, append([]string{"reality", "client", "--work", l.work}, args...)...)
+	return run(ctx, l.log, "", l.lab, append([]string{"reality", "client", "--work", l.work}, args...)...)
 }
 
 func (l *localStack) kill(names ...string) {

@@ -14,7 +14,7 @@ import (
 )
 
 // findEntries finds the execution paths: HTTP routes (api.routes), CLI
-// commands (app.commands), executors (the registry map literal), the replay
+// commands (app.commands and lab.commands), executors (the registry map literal), the replay
 // driver (exported functions of internal/replay); goroutines were recorded
 // while scanning.
 func (a *analyzer) findEntries() {
@@ -30,13 +30,14 @@ func (a *analyzer) findEntries() {
 				path, ok2 := stringConst(p, call.Args[1])
 				return "HTTP " + method + " " + path, call.Args[3], ok1 && ok2
 			})
-		case module + "/internal/app":
+		case module + "/internal/app", module + "/internal/lab":
+			prog := map[string]string{module + "/internal/app": "exoarmur ", module + "/internal/lab": "exoarmur-lab "}[p.PkgPath]
 			a.compositeEntries(p, "cli", "command", func(lit *ast.CompositeLit) (string, ast.Expr, bool) {
 				if len(lit.Elts) != 3 {
 					return "", nil, false
 				}
 				name, ok := stringConst(p, lit.Elts[0])
-				return "exoarmur " + name, lit.Elts[2], ok
+				return prog + name, lit.Elts[2], ok
 			})
 		case executorPkg:
 			a.executorEntries(p)
@@ -220,7 +221,7 @@ func (a *analyzer) check() {
 	}
 	for _, s := range a.inv.Sites {
 		if slices.Contains(external, s.Category) && s.Place != "" &&
-			!slices.Contains([]string{executorPkg, module + "/internal/app", module + "/internal/store", module + "/internal/approval", module + "/internal/reality", module + "/internal/bench", module + "/tools/inventory"}, s.Pkg) {
+			!slices.Contains([]string{executorPkg, module + "/internal/app", module + "/internal/store", module + "/internal/approval", module + "/internal/reality", module + "/internal/bench", module + "/internal/lab", module + "/tools/inventory"}, s.Pkg) {
 			a.inv.Violations = append(a.inv.Violations, fmt.Sprintf("%s: external effect %s (%s) outside the executors", s.Pos, s.Call, s.Category))
 		}
 	}

@@ -65,9 +65,10 @@ var killSwitchProof = map[string][]string{
 		"internal/gate/gate_test.go:TestKillSwitchBlocksExecute",
 		"internal/api/api_test.go:TestKillSwitchEndpoints",
 	},
-	"exoarmur serve": {"cmd/exoarmur/main_test.go:TestGate5KillSwitchAcrossNodes"},
-	"exoarmur demo":  {"internal/app/demo_test.go:TestDemoGolden"},
-	"go statement in internal/app.runServe -> (*internal/gate.Gate).RunWorker": {"internal/gate/approval_test.go:TestWorkerRespectsKillSwitch"},
+	"exoarmur serve":     {"cmd/exoarmur/main_test.go:TestGate5KillSwitchAcrossNodes"},
+	"exoarmur-lab serve": {"internal/lab/lab_test.go:TestLabServeKillSwitch"},
+	"exoarmur demo":      {"internal/app/demo_test.go:TestDemoGolden"},
+	"go statement in internal/app.ServeWith -> (*internal/gate.Gate).RunWorker": {"internal/gate/approval_test.go:TestWorkerRespectsKillSwitch"},
 }
 
 func TestEveryGatedPathHasKillSwitchProof(t *testing.T) {

@@ -1,4 +1,4 @@
-package app
+package lab
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/bench"
 )
 
-// runBench: exoarmur bench [flags] | exoarmur bench replay [--records N].
+// runBench: exoarmur-lab bench [flags] | bench replay [--records N] | bench soak [flags].
 func runBench(ctx context.Context, env Env, args []string) error {
 	if len(args) > 0 && args[0] == "replay" {
 		fs := newFlagSet("bench replay", env)
@@ -45,7 +45,7 @@ func runBench(ctx context.Context, env Env, args []string) error {
 	maxOps := fs.Int64("max", 1_000_000, "operation bound per scenario")
 	sync := fs.String("sync", "default", `server durability mode: "default" or "always"`)
 	jsonOut := fs.String("json", "", "also write the results as JSON here")
-	bin := fs.String("bin", "", "server binary (default: this executable)")
+	bin := fs.String("bin", "", "server binary (default: this executable, whose serve is the production serve)")
 	profile := fs.String("profile-dir", "", "save the server's CPU and heap profile of each scenario in this directory")
 	retention := fs.Duration("retention", 0, "the server's --retention (0: keep every intent and claim)")
 	if err := parseFlags(fs, args); err != nil {
@@ -85,12 +85,14 @@ func runBench(ctx context.Context, env Env, args []string) error {
 	}
 	if *jsonOut != "" {
 		b, _ := json.MarshalIndent(results, "", "  ")
-		return writeFileAtomic(*jsonOut, append(b, '\n'))
+		if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
+			return fmt.Errorf("--json: %w", err)
+		}
 	}
 	return nil
 }
 
-// runSoak: exoarmur bench soak [--rate N --clients N --duration 10m].
+// runSoak: exoarmur-lab bench soak [--rate N --clients N --duration 10m].
 func runSoak(ctx context.Context, env Env, args []string) error {
 	fs := newFlagSet("bench soak", env)
 	rate := fs.Int("rate", 500, "governed executions per second (half the measured maximum is the usual choice)")

@@ -1,4 +1,4 @@
-package app
+package lab
 
 import (
 	"context"
@@ -10,29 +10,34 @@ import (
 	"github.com/exoarmur/exoarmur/internal/reality"
 )
 
-// runReality: exoarmur reality run|verify|client|sink (see internal/reality).
+// runReality: exoarmur-lab reality run|verify|client|sink (see internal/reality).
 func runReality(ctx context.Context, env Env, args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: expected: exoarmur reality run [--local] | verify | client --phase N | sink", errUsage)
+		return fmt.Errorf("%w: expected: exoarmur-lab reality run [--local] | verify | client --phase N | sink", errUsage)
 	}
 	fs := newFlagSet("reality "+args[0], env)
 	switch args[0] {
 	case "run":
 		local := fs.Bool("local", false, "run the stack as plain processes instead of docker-compose")
 		out := fs.String("out", "artifacts/reality_run_007", "bundle directory")
-		bin := fs.String("bin", "bin/exoarmur", "the built exoarmur binary (make build)")
+		bin := fs.String("bin", "bin/exoarmur", "the built production binary (make build): NATS, the golden demo")
+		lab := fs.String("lab", "bin/exoarmur-lab", "the built exoarmur-lab binary (make build): the nodes with an evidence clock, seeded keys, the sink and the scenario client")
 		if err := parseFlags(fs, args[1:]); err != nil {
 			return err
 		}
-		abs, err := filepath.Abs(*bin)
-		if err != nil {
-			return err
-		}
-		if _, err := os.Stat(abs); err != nil {
-			return fmt.Errorf("%w: --bin %s: %v (run make build)", errUsage, *bin, err)
+		var abs [2]string
+		for i, b := range []struct{ flag, path string }{{"--bin", *bin}, {"--lab", *lab}} {
+			a, err := filepath.Abs(b.path)
+			if err != nil {
+				return err
+			}
+			if _, err := os.Stat(a); err != nil {
+				return fmt.Errorf("%w: %s %s: %v (run make build)", errUsage, b.flag, b.path, err)
+			}
+			abs[i] = a
 		}
 		root, _ := os.Getwd()
-		green, err := reality.Run(ctx, reality.Config{Root: root, Out: *out, Local: *local, Binary: abs, Log: env.Stdout})
+		green, err := reality.Run(ctx, reality.Config{Root: root, Out: *out, Local: *local, Binary: abs[0], Lab: abs[1], Log: env.Stdout})
 		if err != nil {
 			return err
 		}

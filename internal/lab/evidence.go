@@ -1,0 +1,82 @@
+package lab
+
+import (
+	"context"
+	"crypto/sha256"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/exoarmur/exoarmur/internal/app"
+)
+
+// runServe is the production serve (app.ServeWith) plus --evidence-clock:
+// for reproducible evidence runs, the wall clock is replaced by a clock that
+// starts at the given time and advances 1 ms per reading, and request IDs by
+// a per-node sequence, so the same scenario writes byte-identical audit
+// chains on every run.
+func runServe(ctx context.Context, env Env, args []string) error {
+	var clock string
+	return app.ServeWith(ctx, env, args, app.ServeHooks{
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&clock, "evidence-clock", "", "EVIDENCE RUNS ONLY: a fixed start time (RFC 3339) for a stepping clock and sequential request IDs, for byte-identical audit chains")
+		},
+		Sources: func(c app.ServeConfig, logger *slog.Logger) (func() time.Time, func() string, error) {
+			if clock == "" {
+				return nil, nil, nil
+			}
+			start, err := time.Parse(time.RFC3339, clock)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%w: --evidence-clock %q: must be RFC 3339", errUsage, clock)
+			}
+			logger.Warn("EVIDENCE CLOCK: the wall clock is replaced by a stepping clock; for reproducible evidence runs only", "start", start.UTC())
+			sc := &stepClock{t: start.UTC(), step: time.Millisecond}
+			var n atomic.Int64
+			return sc.Now, func() string { return fmt.Sprintf("%s-%06d", c.Node, n.Add(1)) }, nil
+		},
+	})
+}
+
+// stepClock is a deterministic clock: each reading advances it by step.
+type stepClock struct {
+	mu   sync.Mutex
+	t    time.Time
+	step time.Duration
+}
+
+func (c *stepClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(c.step)
+	return c.t
+}
+
+// evidenceEpoch is the creation time of every seeded key.
+var evidenceEpoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// runKeys: keys create, the production one (app.KeysCreate) plus
+// --evidence-seed: the key is derived from the seed instead of crypto/rand
+// and created at a fixed time, so an evidence run's keys are predictable.
+func runKeys(ctx context.Context, env Env, args []string) error {
+	if len(args) == 0 || args[0] != "create" {
+		return fmt.Errorf("%w: expected: exoarmur-lab keys create [--evidence-seed SEED] (other key commands: exoarmur keys)", errUsage)
+	}
+	var seed string
+	return app.KeysCreate(ctx, env, args[1:], app.KeysHooks{
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&seed, "evidence-seed", "", "EVIDENCE RUNS ONLY: derive the key from this seed instead of crypto/rand (reproducible evidence)")
+		},
+		Sources: func(env Env) (io.Reader, func() time.Time, error) {
+			if seed == "" {
+				return nil, nil, nil
+			}
+			fmt.Fprintln(env.Stderr, "EVIDENCE SEED: this key is derived from a seed and must never be used outside an evidence run")
+			return rand.NewChaCha8(sha256.Sum256([]byte(seed))), func() time.Time { return evidenceEpoch }, nil
+		},
+	})
+}
