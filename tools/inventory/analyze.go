@@ -65,6 +65,7 @@ var allowed = map[string]place{
 	module + "/internal/executor":   {"executor (gate-guarded)", "runs only with a *gate.Permit, which only the gate mints after a recorded ALLOW and an idempotency claim"},
 	module + "/internal/gate":       {"the gate", "the gate's own intent store and idempotency ledger writes"},
 	module + "/internal/audit":      {"audit layer", "appends to the per-tenant hash-chained audit stream"},
+	module + "/internal/natsstore":  {"store adapter", "the only code that writes JetStream KV for the domain packages (gate intents and idempotency claims, approvals, the key registry), each write on a domain package's call"},
 	module + "/internal/store":      {"store layer", "creates streams and buckets, starts the embedded NATS server, locks the data dir"},
 	module + "/internal/auth":       {"store layer: key registry", "API key registry writes (hashes only)"},
 	module + "/internal/killswitch": {"store layer: control state", "kill switch writes (compare-and-set, audited) and propagation acknowledgements"},

@@ -1,0 +1,165 @@
+// Package natsstore is the store adapter: it implements the domain's
+// key-value contract (internal/kv) on JetStream KV buckets and translates
+// JetStream's errors to the contract's sentinels, here and nowhere else.
+// The gate, approvals and the key registry hold a kv.Bucket and import no
+// JetStream; internal/store opens the buckets and hands them out through
+// this adapter.
+package natsstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/exoarmur/exoarmur/internal/kv"
+	"github.com/exoarmur/exoarmur/internal/tenant"
+)
+
+// Bucket is a kv.Bucket on a JetStream KV bucket.
+type Bucket struct {
+	kv jetstream.KeyValue
+	// js publishes the writes the KV API cannot express (a TTL on an
+	// update, a rollup). It is the library's jetstream.Publisher, not a
+	// narrower interface of our own, so that tools/inventory sees these
+	// calls as the JetStream writes they are.
+	js jetstream.Publisher
+}
+
+var _ kv.Bucket = (*Bucket)(nil)
+
+// New returns the adapter of bucket b; js publishes its TTL and rollup
+// writes (their stream must allow message TTLs for a TTL: internal/store's
+// intents, idempotency and approvals buckets do).
+func New(b jetstream.KeyValue, js jetstream.Publisher) *Bucket {
+	return &Bucket{kv: b, js: js}
+}
+
+// KeyValue is the JetStream bucket under the adapter, for what the domain
+// never does (tests that inspect a record's raw form and history).
+func (b *Bucket) KeyValue() jetstream.KeyValue { return b.kv }
+
+// Get returns key's current value; kv.ErrNotFound when it has none (a
+// delete marker or an expired value reads as none).
+func (b *Bucket) Get(ctx context.Context, key string) (kv.Entry, error) {
+	e, err := b.kv.Get(ctx, key)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return kv.Entry{}, kv.ErrNotFound // the bare sentinel: a lookup that misses allocates nothing
+		}
+		return kv.Entry{}, err
+	}
+	return kv.Entry{Key: e.Key(), Value: e.Value(), Revision: e.Revision()}, nil
+}
+
+// Put writes value under o's conditions. What the KV API expresses goes
+// through it (create, also over a delete marker and with a TTL; update over
+// a revision; plain put); a TTL on any other write, and a rollup, are
+// published on the bucket's subject as the KV API would, with the headers
+// it has no option for.
+func (b *Bucket) Put(ctx context.Context, key string, value []byte, o kv.PutOptions) (uint64, error) {
+	switch {
+	case o.Create && o.Revision != 0:
+		return 0, errors.New("natsstore: put: Create and Revision exclude each other")
+	case o.Create && o.Rollup:
+		return 0, errors.New("natsstore: put: Create and Rollup exclude each other")
+	case o.Create:
+		var rev uint64
+		var err error
+		if o.TTL > 0 {
+			rev, err = b.kv.Create(ctx, key, value, jetstream.KeyTTL(o.TTL))
+		} else {
+			rev, err = b.kv.Create(ctx, key, value)
+		}
+		return rev, translate(err, kv.ErrExists)
+	case o.Rollup || o.TTL > 0:
+		return b.publish(ctx, key, value, o)
+	case o.Revision != 0:
+		rev, err := b.kv.Update(ctx, key, value, o.Revision)
+		return rev, translate(err, kv.ErrConflict)
+	default:
+		rev, err := b.kv.Put(ctx, key, value)
+		return rev, translate(err, nil)
+	}
+}
+
+// publish writes a value with a TTL or a rollup, conditioned on o.Revision.
+func (b *Bucket) publish(ctx context.Context, key string, value []byte, o kv.PutOptions) (uint64, error) {
+	if b.js == nil {
+		return 0, errors.New("natsstore: put: a TTL or a rollup needs JetStream (New's js)")
+	}
+	m := &nats.Msg{Subject: tenant.KVSubject(b.kv.Bucket(), key), Header: nats.Header{}, Data: value}
+	if o.Rollup {
+		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	}
+	var opts []jetstream.PublishOpt
+	if o.Revision != 0 {
+		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(o.Revision))
+	}
+	if o.TTL > 0 {
+		opts = append(opts, jetstream.WithMsgTTL(o.TTL))
+	}
+	ack, err := b.js.PublishMsg(ctx, m, opts...)
+	if err != nil {
+		return 0, translate(err, kv.ErrConflict)
+	}
+	return ack.Sequence, nil
+}
+
+// Delete places a delete marker (the key's history stays); over rev only
+// when rev is not 0.
+func (b *Bucket) Delete(ctx context.Context, key string, rev uint64) error {
+	if rev != 0 {
+		return translate(b.kv.Delete(ctx, key, jetstream.LastRevision(rev)), kv.ErrConflict)
+	}
+	return translate(b.kv.Delete(ctx, key), kv.ErrConflict)
+}
+
+// Keys lists the keys holding a value that match filter ("" all), each
+// once, in the order the bucket delivers them. A listing cut by ctx is an
+// error, never a short list.
+func (b *Bucket) Keys(ctx context.Context, filter string) ([]string, error) {
+	var l jetstream.KeyLister
+	var err error
+	if filter == "" {
+		l, err = b.kv.ListKeys(ctx)
+	} else {
+		l, err = b.kv.ListKeysFiltered(ctx, filter)
+	}
+	if err != nil {
+		return nil, translate(err, nil)
+	}
+	out := []string{}
+	seen := map[string]bool{}
+	for k := range l.Keys() {
+		if !seen[k] { // a listing during writes may repeat a key
+			seen[k] = true
+			out = append(out, k)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("natsstore: list keys: %w", err)
+	}
+	return out, nil
+}
+
+// translate maps a JetStream error to the contract: a failed revision
+// condition (wrong last sequence: code 10071, or 10164 on replicated
+// streams) to cas, a missing key to kv.ErrNotFound; the cause stays
+// wrapped. Anything else is returned as it is.
+func translate(err error, cas error) error {
+	if err == nil {
+		return nil
+	}
+	var apiErr *jetstream.APIError
+	if cas != nil && (errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)) {
+		return fmt.Errorf("%w: %w", cas, err)
+	}
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("%w: %w", kv.ErrNotFound, err)
+	}
+	return err
+}
