@@ -15,9 +15,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/kv"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -38,15 +37,15 @@ type record struct {
 
 // Keys is the API key registry on the principals bucket.
 type Keys struct {
-	kv   jetstream.KeyValue
+	kv   kv.Bucket
 	rand io.Reader        // crypto/rand in production; injectable for the demo
 	now  func() time.Time // injected clock
 }
 
 // NewKeys returns the registry. rand must be a cryptographic source except in
 // deterministic demos and tests.
-func NewKeys(kv jetstream.KeyValue, rand io.Reader, now func() time.Time) *Keys {
-	return &Keys{kv: kv, rand: rand, now: now}
+func NewKeys(b kv.Bucket, rand io.Reader, now func() time.Time) *Keys {
+	return &Keys{kv: b, rand: rand, now: now}
 }
 
 // CreateRequest describes a new key.
@@ -113,7 +112,7 @@ func (k *Keys) Create(ctx context.Context, req CreateRequest) (string, Principal
 	if err != nil {
 		return "", Principal{}, fmt.Errorf("create key: encode: %w", err)
 	}
-	if _, err := k.kv.Create(ctx, id, data); err != nil {
+	if _, err := k.kv.Put(ctx, id, data, kv.PutOptions{Create: true}); err != nil {
 		return "", Principal{}, fmt.Errorf("create key: store: %w", err)
 	}
 	return KeyPrefix + id + "_" + secret, p, nil
@@ -186,14 +185,14 @@ func (k *Keys) Authenticate(ctx context.Context, key string) (*Principal, error)
 		return nil, ErrUnauthenticated
 	}
 	e, err := k.kv.Get(ctx, id)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	if errors.Is(err, kv.ErrNotFound) {
 		return nil, ErrUnauthenticated
 	}
 	if err != nil {
 		return nil, fmt.Errorf("authenticate: %w", err)
 	}
 	var rec record
-	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+	if err := json.Unmarshal(e.Value, &rec); err != nil {
 		return nil, fmt.Errorf("authenticate: decode key %s: %w", id, err)
 	}
 	want, err := hex.DecodeString(rec.SecretHash)
@@ -220,14 +219,14 @@ func (k *Keys) Principal(ctx context.Context, principalID string) (*Principal, e
 		return nil, ErrUnauthenticated
 	}
 	e, err := k.kv.Get(ctx, id)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	if errors.Is(err, kv.ErrNotFound) {
 		return nil, ErrUnauthenticated
 	}
 	if err != nil {
 		return nil, fmt.Errorf("principal %s: %w", principalID, err)
 	}
 	var rec record
-	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+	if err := json.Unmarshal(e.Value, &rec); err != nil {
 		return nil, fmt.Errorf("principal %s: decode: %w", principalID, err)
 	}
 	if rec.Revoked {
@@ -249,14 +248,14 @@ func (k *Keys) Lookup(ctx context.Context, principalID string) (Principal, error
 		return Principal{}, ErrUnauthenticated
 	}
 	e, err := k.kv.Get(ctx, id)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	if errors.Is(err, kv.ErrNotFound) {
 		return Principal{}, ErrUnauthenticated
 	}
 	if err != nil {
 		return Principal{}, fmt.Errorf("lookup %s: %w", principalID, err)
 	}
 	var rec record
-	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+	if err := json.Unmarshal(e.Value, &rec); err != nil {
 		return Principal{}, fmt.Errorf("lookup %s: decode: %w", principalID, err)
 	}
 	p := rec.Principal
@@ -278,18 +277,18 @@ func registryKey(principalID string) (string, bool) {
 
 // List returns every registered principal (never a secret), sorted by ID.
 func (k *Keys) List(ctx context.Context) ([]Principal, error) {
-	lister, err := k.kv.ListKeys(ctx)
+	keys, err := k.kv.Keys(ctx, "")
 	if err != nil {
 		return nil, fmt.Errorf("list keys: %w", err)
 	}
 	out := []Principal{}
-	for key := range lister.Keys() {
+	for _, key := range keys {
 		e, err := k.kv.Get(ctx, key)
 		if err != nil {
 			continue
 		}
 		var rec record
-		if json.Unmarshal(e.Value(), &rec) != nil {
+		if json.Unmarshal(e.Value, &rec) != nil {
 			continue
 		}
 		p := rec.Principal
@@ -309,19 +308,19 @@ func (k *Keys) Revoke(ctx context.Context, principalID string) (Principal, error
 	}
 	for attempt := 0; attempt < 8; attempt++ {
 		e, err := k.kv.Get(ctx, id)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
+		if errors.Is(err, kv.ErrNotFound) {
 			return Principal{}, ErrUnauthenticated
 		}
 		if err != nil {
 			return Principal{}, fmt.Errorf("revoke %s: %w", principalID, err)
 		}
 		var rec record
-		if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		if err := json.Unmarshal(e.Value, &rec); err != nil {
 			return Principal{}, fmt.Errorf("revoke %s: decode: %w", principalID, err)
 		}
 		rec.Revoked = true
 		data, _ := json.Marshal(rec)
-		if _, err := k.kv.Update(ctx, id, data, e.Revision()); err != nil {
+		if _, err := k.kv.Put(ctx, id, data, kv.PutOptions{Revision: e.Revision}); err != nil {
 			continue
 		}
 		p := rec.Principal
@@ -347,7 +346,7 @@ func (k *Keys) CreateCert(ctx context.Context, commonName string, req CreateRequ
 	if err != nil {
 		return Principal{}, err
 	}
-	if _, err := k.kv.Create(ctx, id, data); err != nil {
+	if _, err := k.kv.Put(ctx, id, data, kv.PutOptions{Create: true}); err != nil {
 		return Principal{}, fmt.Errorf("create cert principal: %w", err)
 	}
 	return p, nil
@@ -362,14 +361,14 @@ func certID(commonName string) string {
 // principal.
 func (k *Keys) AuthenticateCert(ctx context.Context, commonName string) (*Principal, error) {
 	e, err := k.kv.Get(ctx, certID(commonName))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	if errors.Is(err, kv.ErrNotFound) {
 		return nil, ErrUnauthenticated
 	}
 	if err != nil {
 		return nil, fmt.Errorf("authenticate cert: %w", err)
 	}
 	var rec record
-	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+	if err := json.Unmarshal(e.Value, &rec); err != nil {
 		return nil, fmt.Errorf("authenticate cert: decode: %w", err)
 	}
 	if rec.Revoked || rec.Principal.CertCN != commonName {

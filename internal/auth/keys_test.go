@@ -51,11 +51,11 @@ func TestCreateAndAuthenticate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(string(e.Value()), secret) {
+	if strings.Contains(string(e.Value), secret) {
 		t.Fatal("the stored record contains the secret")
 	}
 	var rec map[string]any
-	_ = json.Unmarshal(e.Value(), &rec)
+	_ = json.Unmarshal(e.Value, &rec)
 	if rec["secret_hash"] == nil {
 		t.Fatal("no secret hash stored")
 	}

@@ -31,7 +31,7 @@ func TestConformance(t *testing.T) {
 		ttl  bool
 	}{
 		{"ttl bucket", st.Intents, true},
-		{"plain bucket", st.Principals, false},
+		{"plain bucket", st.Principals.KeyValue(), false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			conformance(t, natsstore.New(c.raw, st.JS), c.raw, c.ttl)

@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/exoarmur/exoarmur/internal/natsstore"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -56,12 +57,14 @@ type Store struct {
 
 	Intents     jetstream.KeyValue
 	Idempotency jetstream.KeyValue
-	Principals  jetstream.KeyValue
-	Control     jetstream.KeyValue
-	Approvals   jetstream.KeyValue
-	Health      jetstream.KeyValue
-	Audit       jetstream.Stream
-	Work        jetstream.Stream
+	// Principals is the key registry's bucket as the store adapter
+	// presents it (internal/natsstore: a kv.Bucket).
+	Principals *natsstore.Bucket
+	Control    jetstream.KeyValue
+	Approvals  jetstream.KeyValue
+	Health     jetstream.KeyValue
+	Audit      jetstream.Stream
+	Work       jetstream.Stream
 
 	srv *Server // embedded server, nil with an external URL
 
@@ -199,9 +202,11 @@ func (s *Store) ensure(ctx context.Context, replicas int) error {
 	if s.Idempotency, err = s.ttlKV(ctx, tenant.IdempotencyBucket, "ExoArmur idempotency ledger (create-only claims)", 8, replicas); err != nil {
 		return err
 	}
-	if s.Principals, err = kv(tenant.PrincipalsBucket, "ExoArmur API key registry (hashes only)", 4); err != nil {
+	principals, err := kv(tenant.PrincipalsBucket, "ExoArmur API key registry (hashes only)", 4)
+	if err != nil {
 		return err
 	}
+	s.Principals = natsstore.New(principals, s.JS)
 	if s.Control, err = kv(tenant.ControlBucket, "ExoArmur kill switches (global and per tenant)", 16); err != nil {
 		return err
 	}
