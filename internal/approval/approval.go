@@ -4,9 +4,9 @@
 // proposer (two distinct operators for A3), unexpired, and consumed by the
 // one execution it authorizes. A denial by any operator is final.
 //
-// Approvals live in the JetStream KV bucket exoarmur_approvals, one record
-// per intent keyed <tenant>.<intent>, changed with compare-and-set and kept
-// with history. Every request, grant, denial, expiry and consumption is an
+// Approvals live in the approvals bucket (exoarmur_approvals, a kv.Bucket),
+// one record per intent keyed <tenant>.<intent>, changed with
+// compare-and-set and kept with history. Every request, grant, denial, expiry and consumption is an
 // audit record in the tenant's chain. The gate records a Reading of the
 // approval (with its KV revision) in every decision input, so replay
 // reproduces each approval outcome.
@@ -21,12 +21,10 @@ import (
 	"slices"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
-	"github.com/exoarmur/exoarmur/internal/store"
+	"github.com/exoarmur/exoarmur/internal/kv"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -194,43 +192,34 @@ type Notifier interface {
 
 // Store keeps approvals in the approvals bucket.
 type Store struct {
-	kv     jetstream.KeyValue
-	log    *audit.Log
-	ttl    func(tenant.ID) time.Duration
-	notify Notifier
-
-	js        jetstream.Publisher // publishes the writes of a retention
+	kv        kv.Bucket
+	log       *audit.Log
+	ttl       func(tenant.ID) time.Duration
+	notify    Notifier
 	retention time.Duration
 }
 
 // SetRetention makes every write of a record expire r after it (0: never),
-// as the gate's retention does for intents (gate.Config.Retention); js
-// publishes those writes. Call it before the store is used.
-func (s *Store) SetRetention(js jetstream.Publisher, r time.Duration) { s.js, s.retention = js, r }
+// as the gate's retention does for intents (gate.Config.Retention). Call it
+// before the store is used.
+func (s *Store) SetRetention(r time.Duration) { s.retention = r }
 
-// write stores data as intentID's record: created when rev is 0, else over
-// revision rev (a mismatch wraps jetstream.ErrKeyExists).
+// write stores data as intentID's record: created when rev is 0
+// (kv.ErrExists if there is one), else over revision rev (kv.ErrConflict if
+// it changed). Under a retention every write carries its TTL, so no
+// earlier revision outlives the last.
 func (s *Store) write(ctx context.Context, t tenant.ID, intentID string, data []byte, rev uint64) error {
-	key := tenant.ApprovalKey(t, intentID)
-	var err error
-	switch {
-	case s.retention != 0:
-		_, err = store.Put(ctx, s.js, tenant.ApprovalsBucket, key, data, store.PutOptions{Create: rev == 0, Revision: rev, TTL: s.retention})
-	case rev == 0:
-		_, err = s.kv.Create(ctx, key, data)
-	default:
-		_, err = s.kv.Update(ctx, key, data, rev)
-	}
+	_, err := s.kv.Put(ctx, tenant.ApprovalKey(t, intentID), data, kv.PutOptions{Create: rev == 0, Revision: rev, TTL: s.retention})
 	return err
 }
 
-// NewStore returns a store. ttl gives each tenant's approval lifetime (nil:
-// DefaultTTL); notify may be nil.
-func NewStore(kv jetstream.KeyValue, log *audit.Log, ttl func(tenant.ID) time.Duration, notify Notifier) *Store {
+// NewStore returns a store on the approvals bucket b. ttl gives each
+// tenant's approval lifetime (nil: DefaultTTL); notify may be nil.
+func NewStore(b kv.Bucket, log *audit.Log, ttl func(tenant.ID) time.Duration, notify Notifier) *Store {
 	if ttl == nil {
 		ttl = func(tenant.ID) time.Duration { return DefaultTTL }
 	}
-	return &Store{kv: kv, log: log, ttl: ttl, notify: notify}
+	return &Store{kv: b, log: log, ttl: ttl, notify: notify}
 }
 
 // Request opens the approval of a newly proposed intent that needs one. It
@@ -256,7 +245,7 @@ func (s *Store) Request(ctx context.Context, t tenant.ID, in contract.ActionInte
 		return err
 	}
 	if err := s.write(ctx, t, in.ID, data, 0); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) {
+		if errors.Is(err, kv.ErrExists) {
 			return nil
 		}
 		return fmt.Errorf("approval request %s: %w", in.ID, err)
@@ -281,17 +270,17 @@ func (s *Store) get(ctx context.Context, t tenant.ID, intentID string) (stored, 
 		return stored{}, 0, err
 	}
 	e, err := s.kv.Get(ctx, tenant.ApprovalKey(t, intentID))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	if errors.Is(err, kv.ErrNotFound) {
 		return stored{}, 0, ErrNotFound
 	}
 	if err != nil {
 		return stored{}, 0, fmt.Errorf("load approval %s: %w", intentID, err)
 	}
 	var r stored
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
+	if err := json.Unmarshal(e.Value, &r); err != nil {
 		return stored{}, 0, fmt.Errorf("decode approval %s: %w", intentID, err)
 	}
-	return r, e.Revision(), nil
+	return r, e.Revision, nil
 }
 
 // Read returns the gate's reading of an intent's approval: StatusNone when
@@ -326,9 +315,7 @@ func (s *Store) update(ctx context.Context, t tenant.ID, intentID string, fn fun
 		if err == nil {
 			return r, nil
 		}
-		var apiErr *jetstream.APIError
-		if attempt < 16 && errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		if attempt < 16 && errors.Is(err, kv.ErrConflict) {
 			continue
 		}
 		return stored{}, fmt.Errorf("update approval %s: %w", intentID, err)
@@ -476,21 +463,21 @@ func (s *Store) List(ctx context.Context, t tenant.ID, status string, now time.T
 	if err := t.Check(); err != nil {
 		return nil, err
 	}
-	lister, err := s.kv.ListKeysFiltered(ctx, tenant.ApprovalKey(t, "*"))
+	keys, err := s.kv.Keys(ctx, tenant.ApprovalKey(t, "*"))
 	if err != nil {
 		return nil, fmt.Errorf("list approvals: %w", err)
 	}
 	out := []Record{}
-	for key := range lister.Keys() {
+	for _, key := range keys {
 		e, err := s.kv.Get(ctx, key)
 		if err != nil {
-			if errors.Is(err, jetstream.ErrKeyNotFound) {
+			if errors.Is(err, kv.ErrNotFound) {
 				continue
 			}
 			return nil, fmt.Errorf("list approvals: %w", err)
 		}
 		var r Record
-		if err := json.Unmarshal(e.Value(), &r); err != nil {
+		if err := json.Unmarshal(e.Value, &r); err != nil {
 			return nil, fmt.Errorf("list approvals: decode %s: %w", key, err)
 		}
 		r.Status = r.StatusAt(now)
@@ -508,17 +495,17 @@ func (s *Store) List(ctx context.Context, t tenant.ID, status string, now time.T
 // bucket, for the metrics endpoint. It lists every record: O(approvals).
 func (s *Store) PendingCounts(ctx context.Context, now time.Time) map[string]int {
 	out := map[string]int{}
-	lister, err := s.kv.ListKeys(ctx)
+	keys, err := s.kv.Keys(ctx, "")
 	if err != nil {
 		return out
 	}
-	for key := range lister.Keys() {
+	for _, key := range keys {
 		e, err := s.kv.Get(ctx, key)
 		if err != nil {
 			continue
 		}
 		var r Record
-		if json.Unmarshal(e.Value(), &r) == nil && r.StatusAt(now) == StatusPending {
+		if json.Unmarshal(e.Value, &r) == nil && r.StatusAt(now) == StatusPending {
 			out[r.Tenant]++
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/gate"
+	"github.com/exoarmur/exoarmur/internal/kv"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -174,7 +175,7 @@ func TestApprovalBoundToIntentHash(t *testing.T) {
 	rec, rev, _ := store.Get(context.Background(), acme, v.Intent.ID)
 	rec.IntentHash = "0000000000000000000000000000000000000000000000000000000000000001"
 	data, _ := jsonMarshal(rec)
-	if _, err := n.st.Approvals.Update(context.Background(), tenant.ApprovalKey(acme, v.Intent.ID), data, rev); err != nil {
+	if _, err := n.st.Approvals.Put(context.Background(), tenant.ApprovalKey(acme, v.Intent.ID), data, kv.PutOptions{Revision: rev}); err != nil {
 		t.Fatal(err)
 	}
 	_, err := n.gate.Execute(context.Background(), acme, agent, v.Intent.ID, gate.Meta{})

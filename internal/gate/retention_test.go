@@ -22,7 +22,7 @@ import (
 func retentionGate(tb testing.TB, n *node, ex gate.Executors, sw gate.SwitchReader, name string, opts ...func(*gate.Config)) *gate.Gate {
 	tb.Helper()
 	approvals := approval.NewStore(n.st.Approvals, n.log, nil, nil)
-	approvals.SetRetention(n.st.JS, time.Second)
+	approvals.SetRetention(time.Second)
 	cfg := gate.Config{Intents: n.st.Intents, Idempotency: n.st.Idempotency, Audit: n.log, Executors: ex, Switches: sw,
 		Approvals: approvals, JS: n.st.JS, Node: name, Retention: time.Second}
 	for _, o := range opts {

@@ -61,7 +61,7 @@ type Store struct {
 	// presents it (internal/natsstore: a kv.Bucket).
 	Principals *natsstore.Bucket
 	Control    jetstream.KeyValue
-	Approvals  jetstream.KeyValue
+	Approvals  *natsstore.Bucket // through the store adapter, as Principals
 	Health     jetstream.KeyValue
 	Audit      jetstream.Stream
 	Work       jetstream.Stream
@@ -210,9 +210,11 @@ func (s *Store) ensure(ctx context.Context, replicas int) error {
 	if s.Control, err = kv(tenant.ControlBucket, "ExoArmur kill switches (global and per tenant)", 16); err != nil {
 		return err
 	}
-	if s.Approvals, err = s.ttlKV(ctx, tenant.ApprovalsBucket, "ExoArmur approvals, one record per intent", 16, replicas); err != nil {
+	approvals, err := s.ttlKV(ctx, tenant.ApprovalsBucket, "ExoArmur approvals, one record per intent", 16, replicas)
+	if err != nil {
 		return err
 	}
+	s.Approvals = natsstore.New(approvals, s.JS)
 	if s.Health, err = kv(tenant.HealthBucket, "ExoArmur store write probe (a timestamp, no tenant data)", 1); err != nil {
 		return err
 	}
