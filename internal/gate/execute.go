@@ -7,14 +7,12 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/kv"
 	"github.com/exoarmur/exoarmur/internal/metrics"
-	"github.com/exoarmur/exoarmur/internal/store"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -88,8 +86,8 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 	if err != nil {
 		return Outcome{}, fmt.Errorf("execute: encode claim: %w", err)
 	}
-	rev, err := g.cfg.Idempotency.Create(ctx, lkey, data)
-	if errors.Is(err, jetstream.ErrKeyExists) {
+	rev, err := g.cfg.Idempotency.Put(ctx, lkey, data, kv.PutOptions{Create: true})
+	if errors.Is(err, kv.ErrExists) {
 		return g.repeat(ctx, t, p, in, d, meta)
 	}
 	if err != nil {
@@ -110,7 +108,7 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 		if _, rev, held := l.release(); held {
 			wctx, cancel := step()
 			defer cancel()
-			if derr := g.cfg.Idempotency.Delete(wctx, lkey, jetstream.LastRevision(rev)); derr != nil {
+			if derr := g.cfg.Idempotency.Delete(wctx, lkey, rev); derr != nil {
 				g.cfg.Logger.ErrorContext(ctx, why, "key", lkey, "err", derr)
 			}
 		}
@@ -319,12 +317,11 @@ func (g *Gate) repair(ctx context.Context, t tenant.ID, in contract.ActionIntent
 	if err == nil {
 		wctx, cancel := context.WithTimeout(detached, recordTimeout)
 		defer cancel()
-		if g.cfg.Retention == 0 {
-			_, err = g.cfg.Idempotency.Update(wctx, tenant.IdempotencyKey(t, in.IdempotencyKey), data, rev)
-		} else {
-			_, err = store.Put(wctx, g.cfg.JS, tenant.IdempotencyBucket, tenant.IdempotencyKey(t, in.IdempotencyKey), data,
-				store.PutOptions{Rollup: true, Revision: rev, TTL: 2 * g.cfg.Retention})
+		o := kv.PutOptions{Revision: rev}
+		if g.cfg.Retention != 0 { // as finish wrote it
+			o.Rollup, o.TTL = true, 2*g.cfg.Retention
 		}
+		_, err = g.cfg.Idempotency.Put(wctx, tenant.IdempotencyKey(t, in.IdempotencyKey), data, o)
 	}
 	if err != nil {
 		// The record is written; a later repeat may write it once more.
@@ -332,13 +329,6 @@ func (g *Gate) repair(ctx context.Context, t tenant.ID, in contract.ActionIntent
 	}
 	g.cfg.Logger.InfoContext(ctx, "repaired a missing execution outcome record", "tenant", t.String(), "intent", in.ID, "request_id", meta.RequestID)
 	return Outcome{Decision: d, Result: *c.Result, Duplicate: true}, nil
-}
-
-// isWrongRevision reports a compare-and-set write that lost to another.
-func isWrongRevision(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.Is(err, jetstream.ErrKeyExists) || errors.As(err, &apiErr) &&
-		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // saveDecision records a blocking decision on the stored intent (an
@@ -352,14 +342,10 @@ func (g *Gate) saveDecision(ctx context.Context, t tenant.ID, s stored, d contra
 	}
 	s.LastDecision = &d
 	data, err := json.Marshal(s)
-	switch key := tenant.IntentKey(t, s.Intent.ID); {
-	case err != nil:
-	case g.cfg.Retention == 0:
-		_, err = g.cfg.Intents.Update(ctx, key, data, s.rev)
-	default: // every write of an intent carries the retention's TTL
-		_, err = store.Put(ctx, g.cfg.JS, tenant.IntentsBucket, key, data, store.PutOptions{Revision: s.rev, TTL: g.cfg.Retention})
+	if err == nil { // every write of an intent carries the retention's TTL
+		_, err = g.cfg.Intents.Put(ctx, tenant.IntentKey(t, s.Intent.ID), data, kv.PutOptions{Revision: s.rev, TTL: g.cfg.Retention})
 	}
-	if errors.Is(err, jetstream.ErrKeyExists) {
+	if errors.Is(err, kv.ErrConflict) {
 		g.cfg.Logger.DebugContext(ctx, "save last decision: the intent changed meanwhile; not saved", "intent", s.Intent.ID)
 		return
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/killswitch"
+	"github.com/exoarmur/exoarmur/internal/kv"
 	"github.com/exoarmur/exoarmur/internal/policy"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
@@ -34,8 +35,8 @@ const (
 
 // Config wires a Gate.
 type Config struct {
-	Intents     jetstream.KeyValue // intents bucket
-	Idempotency jetstream.KeyValue // idempotency ledger bucket
+	Intents     kv.Bucket // intents bucket
+	Idempotency kv.Bucket // idempotency ledger bucket
 	Audit       Auditor
 	Executors   Executors
 	Switches    SwitchReader        // the kill switches' watched local copy
@@ -61,8 +62,9 @@ type Config struct {
 	// executed again. An idempotency key is then remembered for
 	// 2*Retention: a new intent reusing it later runs. Claims of
 	// executions running or in doubt carry no TTL. The audit log keeps
-	// everything regardless. Zero keeps intents and claims for good. Needs
-	// JS; at least a second. (Approvals expire with it: approval.Store.)
+	// everything regardless. Zero keeps intents and claims for good; else
+	// at least a second. The buckets must allow per-value TTLs
+	// (internal/store's do). (Approvals expire with it: approval.Store.)
 	Retention time.Duration
 }
 
@@ -85,8 +87,6 @@ func New(cfg Config) (*Gate, error) {
 		return nil, errors.New("gate: kill switches are required")
 	case cfg.Approvals == nil:
 		return nil, errors.New("gate: approvals are required")
-	case cfg.Retention != 0 && cfg.JS == nil:
-		return nil, errors.New("gate: a retention needs JetStream (Config.JS)")
 	case cfg.Retention != 0 && cfg.Retention < time.Second:
 		return nil, fmt.Errorf("gate: retention %v: must be 0 or at least 1s", cfg.Retention)
 	}
@@ -321,12 +321,8 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 	if err != nil {
 		return View{}, false, fmt.Errorf("propose: encode: %w", err)
 	}
-	var opts []jetstream.KVCreateOpt
-	if g.cfg.Retention != 0 {
-		opts = append(opts, jetstream.KeyTTL(g.cfg.Retention))
-	}
-	if _, err := g.cfg.Intents.Create(ctx, key, data, opts...); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) {
+	if _, err := g.cfg.Intents.Put(ctx, key, data, kv.PutOptions{Create: true, TTL: g.cfg.Retention}); err != nil {
+		if errors.Is(err, kv.ErrExists) {
 			// Lost a race with an identical key: answer as a repeat.
 			existing, lerr := g.load(ctx, t, in.ID)
 			if lerr != nil {
@@ -382,7 +378,7 @@ func (g *Gate) load(ctx context.Context, t tenant.ID, id string) (stored, error)
 		return stored{}, errNotFound
 	}
 	e, err := g.cfg.Intents.Get(ctx, tenant.IntentKey(t, id))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	if errors.Is(err, kv.ErrNotFound) {
 		if g.cfg.Retention != 0 {
 			return stored{}, contract.Errorf(contract.CodeNotFound, "intent not found: unknown, or expired (this server keeps an intent %s after its last change)", g.cfg.Retention)
 		}
@@ -391,8 +387,8 @@ func (g *Gate) load(ctx context.Context, t tenant.ID, id string) (stored, error)
 	if err != nil {
 		return stored{}, storeErr("load intent", err)
 	}
-	s := stored{rev: e.Revision()}
-	if err := json.Unmarshal(e.Value(), &s); err != nil {
+	s := stored{rev: e.Revision}
+	if err := json.Unmarshal(e.Value, &s); err != nil {
 		return stored{}, fmt.Errorf("load intent %s: decode: %w", id, err)
 	}
 	// Fail closed on a stored intent whose content no longer matches its hash.
@@ -422,7 +418,7 @@ func (g *Gate) view(ctx context.Context, t tenant.ID, s stored) (View, error) {
 	}
 	c, _, err := g.claimOf(ctx, t, s.Intent.IdempotencyKey)
 	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case errors.Is(err, kv.ErrNotFound):
 	case err != nil:
 		return View{}, storeErr("load idempotency claim", err)
 	default:
@@ -440,10 +436,10 @@ func (g *Gate) claimOf(ctx context.Context, t tenant.ID, idem string) (claim, ui
 		return claim{}, 0, err
 	}
 	var c claim
-	if err := json.Unmarshal(e.Value(), &c); err != nil {
+	if err := json.Unmarshal(e.Value, &c); err != nil {
 		return claim{}, 0, fmt.Errorf("decode idempotency claim: %w", err)
 	}
-	return c, e.Revision(), nil
+	return c, e.Revision, nil
 }
 
 // claimState maps a ledger claim to the caller-visible state: a claim still

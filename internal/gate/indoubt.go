@@ -8,11 +8,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/kv"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -35,15 +34,15 @@ func (g *Gate) ListInDoubt(ctx context.Context, t tenant.ID) ([]InDoubt, error) 
 		return nil, contract.Wrap(contract.CodeInvalidTenant, "a valid tenant is required", err)
 	}
 
-	lister, err := g.cfg.Idempotency.ListKeysFiltered(ctx, tenant.IdempotencyKey(t, "*"))
+	keys, err := g.cfg.Idempotency.Keys(ctx, tenant.IdempotencyKey(t, "*"))
 	if err != nil {
 		return nil, storeErr("list idempotency claims", err)
 	}
 	out := []InDoubt{}
-	for key := range lister.Keys() {
+	for _, key := range keys {
 		idem := strings.TrimPrefix(key, t.String()+".")
 		c, _, err := g.claimOf(ctx, t, idem)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
+		if errors.Is(err, kv.ErrNotFound) {
 			continue
 		}
 		if err != nil {
@@ -82,7 +81,7 @@ func (g *Gate) Resolve(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 	}
 	idem := s.Intent.IdempotencyKey
 	c, rev, err := g.claimOf(ctx, t, idem)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	if errors.Is(err, kv.ErrNotFound) {
 		return contract.ExecutionResult{}, contract.Errorf(contract.CodeConflict, "this intent never started executing")
 	}
 	if err != nil {

@@ -3,8 +3,11 @@ package gate
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sync"
 	"time"
+
+	"github.com/exoarmur/exoarmur/internal/kv"
 )
 
 // Leases: a running execution's idempotency claim carries the node that
@@ -63,13 +66,13 @@ func (l *lease) renew(ctx context.Context) {
 		var rev uint64
 		if err == nil {
 			wctx, cancel := context.WithTimeout(ctx, l.g.cfg.Lease/3)
-			rev, err = l.g.cfg.Idempotency.Update(wctx, l.key, data, l.rev)
+			rev, err = l.g.cfg.Idempotency.Put(wctx, l.key, data, kv.PutOptions{Revision: l.rev})
 			cancel()
 		}
 		switch {
 		case err == nil:
 			l.c, l.rev = c, rev
-		case isWrongRevision(err):
+		case errors.Is(err, kv.ErrConflict): // a compare-and-set that lost to another write
 			l.lost = true
 		default:
 			// The store is unreachable: try again next tick. Should the

@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/exoarmur/exoarmur/internal/contract"
-	"github.com/exoarmur/exoarmur/internal/store"
+	"github.com/exoarmur/exoarmur/internal/kv"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -30,7 +28,7 @@ func (g *Gate) finish(ctx context.Context, t tenant.ID, s stored, lkey string, c
 		return fmt.Errorf("encode claim: %w", err)
 	}
 	if g.cfg.Retention == 0 {
-		_, err = g.cfg.Idempotency.Update(ctx, lkey, data, rev)
+		_, err = g.cfg.Idempotency.Put(ctx, lkey, data, kv.PutOptions{Revision: rev})
 		return err
 	}
 	claimTTL := 2 * g.cfg.Retention
@@ -41,7 +39,7 @@ func (g *Gate) finish(ctx context.Context, t tenant.ID, s stored, lkey string, c
 			claimTTL = 0
 		}
 	}
-	if _, err := store.Put(ctx, g.cfg.JS, tenant.IdempotencyBucket, lkey, data, store.PutOptions{Rollup: true, Revision: rev, TTL: claimTTL}); err != nil {
+	if _, err := g.cfg.Idempotency.Put(ctx, lkey, data, kv.PutOptions{Rollup: true, Revision: rev, TTL: claimTTL}); err != nil {
 		return fmt.Errorf("record final claim: %w", err)
 	}
 	return nil
@@ -56,7 +54,7 @@ func (g *Gate) expireIntent(ctx context.Context, t tenant.ID, s stored) error {
 	if err != nil {
 		return fmt.Errorf("encode intent: %w", err)
 	}
-	_, err = store.Put(ctx, g.cfg.JS, tenant.IntentsBucket, tenant.IntentKey(t, s.Intent.ID), data, store.PutOptions{Rollup: true, TTL: g.cfg.Retention})
+	_, err = g.cfg.Intents.Put(ctx, tenant.IntentKey(t, s.Intent.ID), data, kv.PutOptions{Rollup: true, TTL: g.cfg.Retention})
 	return err
 }
 
@@ -64,15 +62,14 @@ func (g *Gate) expireIntent(ctx context.Context, t tenant.ID, s stored) error {
 // left executing, and returns a stand-in holding the intent's ID and
 // idempotency key (the rest expired with it).
 func (g *Gate) inDoubtIntent(ctx context.Context, t tenant.ID, intentID string) (stored, error) {
-	lister, err := g.cfg.Idempotency.ListKeysFiltered(ctx, tenant.IdempotencyKey(t, "*"))
+	keys, err := g.cfg.Idempotency.Keys(ctx, tenant.IdempotencyKey(t, "*"))
 	if err != nil {
 		return stored{}, storeErr("list idempotency claims", err)
 	}
-	defer lister.Stop() //nolint:errcheck // only stops the listing
-	for key := range lister.Keys() {
+	for _, key := range keys {
 		idem := strings.TrimPrefix(key, t.String()+".")
 		c, _, err := g.claimOf(ctx, t, idem)
-		if errors.Is(err, jetstream.ErrKeyNotFound) || (err == nil && c.IntentID != intentID) {
+		if errors.Is(err, kv.ErrNotFound) || (err == nil && c.IntentID != intentID) {
 			continue
 		}
 		if err != nil {

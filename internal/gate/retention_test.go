@@ -212,7 +212,7 @@ func TestRetentionConfig(t *testing.T) {
 		{"none", 0, false, true},
 		{"a second", time.Second, true, true},
 		{"under a second", 500 * time.Millisecond, true, false},
-		{"without JetStream", time.Minute, false, false},
+		{"without JetStream (only the work queue needs it)", time.Minute, false, true},
 	} {
 		cfg := base
 		cfg.Retention = tt.retention

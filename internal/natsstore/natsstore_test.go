@@ -30,7 +30,7 @@ func TestConformance(t *testing.T) {
 		raw  jetstream.KeyValue
 		ttl  bool
 	}{
-		{"ttl bucket", st.Intents, true},
+		{"ttl bucket", st.Intents.KeyValue(), true},
 		{"plain bucket", st.Principals.KeyValue(), false},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -45,7 +45,7 @@ func TestNodeUserConfinedAtTheBroker(t *testing.T) {
 	if _, err := log.Append(ctx, acme, audit.Entry{Kind: "test.ok", Time: time.Unix(0, 0), Payload: map[string]string{}}); err != nil {
 		t.Fatalf("append to own chain: %v", err)
 	}
-	if _, err := node.Intents.Put(ctx, tenant.IntentKey(acme, "in_1"), []byte("{}")); err != nil {
+	if _, err := node.Intents.KeyValue().Put(ctx, tenant.IntentKey(acme, "in_1"), []byte("{}")); err != nil {
 		t.Fatalf("write own intent: %v", err)
 	}
 	// refused: the call failed, and the broker said why on the connection.
@@ -63,7 +63,7 @@ func TestNodeUserConfinedAtTheBroker(t *testing.T) {
 	refused("append to beta's chain", err, tenant.AuditSubject(beta))
 	c2, cancel2 := short()
 	defer cancel2()
-	_, err = node.Intents.Put(c2, tenant.IntentKey(beta, "in_1"), []byte("{}"))
+	_, err = node.Intents.KeyValue().Put(c2, tenant.IntentKey(beta, "in_1"), []byte("{}"))
 	refused("write beta's intent", err, tenant.IntentKey(beta, "in_1"))
 	c3, cancel3 := short()
 	defer cancel3()
@@ -77,7 +77,7 @@ func TestNodeUserConfinedAtTheBroker(t *testing.T) {
 	if seq, _, err := audit.New(admin.JS, admin.Audit).Head(ctx, beta); err != nil || seq != 0 {
 		t.Fatalf("beta's chain head = %d, %v", seq, err)
 	}
-	if _, err := admin.Intents.Get(ctx, tenant.IntentKey(beta, "in_1")); err == nil {
+	if _, err := admin.Intents.KeyValue().Get(ctx, tenant.IntentKey(beta, "in_1")); err == nil {
 		t.Fatal("beta's intent exists")
 	}
 }

@@ -2,7 +2,8 @@
 // embedded server with file storage under the data dir, connected in-process
 // (no listening socket), or an external NATS (--nats-url) for multi-node
 // deployments. It creates the streams and KV buckets whose names are defined
-// in internal/tenant, and can also run the standalone server of
+// in internal/tenant, hands the domain's buckets out through the store
+// adapter (internal/natsstore), and can also run the standalone server of
 // `exoarmur nats`.
 //
 // Durability: JetStream file storage writes each message to its block file
@@ -55,16 +56,17 @@ type Store struct {
 	NC *nats.Conn
 	JS jetstream.JetStream
 
-	Intents     jetstream.KeyValue
-	Idempotency jetstream.KeyValue
-	// Principals is the key registry's bucket as the store adapter
-	// presents it (internal/natsstore: a kv.Bucket).
-	Principals *natsstore.Bucket
-	Control    jetstream.KeyValue
-	Approvals  *natsstore.Bucket // through the store adapter, as Principals
-	Health     jetstream.KeyValue
-	Audit      jetstream.Stream
-	Work       jetstream.Stream
+	// The domain's buckets, as the store adapter presents them
+	// (internal/natsstore: each a kv.Bucket): the gate's intents and
+	// idempotency ledger, the key registry, the approvals.
+	Intents     *natsstore.Bucket
+	Idempotency *natsstore.Bucket
+	Principals  *natsstore.Bucket
+	Control     jetstream.KeyValue
+	Approvals   *natsstore.Bucket
+	Health      jetstream.KeyValue
+	Audit       jetstream.Stream
+	Work        jetstream.Stream
 
 	srv *Server // embedded server, nil with an external URL
 
@@ -196,12 +198,16 @@ func (s *Store) ensure(ctx context.Context, replicas int) error {
 		}
 		return b, nil
 	}
-	if s.Intents, err = s.ttlKV(ctx, tenant.IntentsBucket, "ExoArmur intents and their state", 8, replicas); err != nil {
+	intents, err := s.ttlKV(ctx, tenant.IntentsBucket, "ExoArmur intents and their state", 8, replicas)
+	if err != nil {
 		return err
 	}
-	if s.Idempotency, err = s.ttlKV(ctx, tenant.IdempotencyBucket, "ExoArmur idempotency ledger (create-only claims)", 8, replicas); err != nil {
+	s.Intents = natsstore.New(intents, s.JS)
+	idempotency, err := s.ttlKV(ctx, tenant.IdempotencyBucket, "ExoArmur idempotency ledger (create-only claims)", 8, replicas)
+	if err != nil {
 		return err
 	}
+	s.Idempotency = natsstore.New(idempotency, s.JS)
 	principals, err := kv(tenant.PrincipalsBucket, "ExoArmur API key registry (hashes only)", 4)
 	if err != nil {
 		return err
