@@ -129,7 +129,7 @@ func TestListRevokeAndCertPrincipals(t *testing.T) {
 		t.Fatalf("List = %+v, %v", list, err)
 	}
 	raw, _ := json.Marshal(list)
-	if strings.Contains(string(raw), strings.Split(key, "_")[2]) || strings.Contains(string(raw), "secret") {
+	if strings.Contains(string(raw), strings.SplitN(key, "_", 3)[2]) || strings.Contains(string(raw), "secret") {
 		t.Fatal("the listing shows a secret or its hash")
 	}
 	if _, err := k.Revoke(ctx, p.ID); err != nil {
