@@ -71,6 +71,7 @@ var allowed = map[string]place{
 	module + "/internal/killswitch": {"store layer: control state", "kill switch writes (compare-and-set, audited) and propagation acknowledgements"},
 	module + "/internal/approval":   {"store layer: approvals", "approval records (compare-and-set, audited) and the operator notification webhook (signed POST to the tenant's configured URL; carries no agent-controlled payload)"},
 	module + "/internal/app":        {"operator CLI", "files the operator asked for (audit export, replay report), the demo's temporary store, and the CLI's own calls to the ExoArmur API (which gates them)"},
+	module + "/internal/api/client": {"API client", "the typed client of the ExoArmur API; its calls are gated by the server"},
 	module + "/tools/inventory":     {"developer tool", "writes docs/design/00_execution_surface.md"},
 	module + "/internal/lab":        {"evidence and load tools", "exoarmur-lab, kept out of the production binary: the production serve and keys create with an evidence clock and seeded keys, and the commands of the load harness and the cold-reviewer run (their files: bench results, the bench profile directory)"},
 	module + "/internal/bench":      {"load harness", "exoarmur-lab bench: starts a server process on a temporary data dir, drives it over loopback HTTP; never reaches an executor except through the server's gate"},
