@@ -214,8 +214,8 @@ func (k *Keys) Authenticate(ctx context.Context, key string) (*Principal, error)
 // (key_<id>): how the background worker acts with the proposer's grants as
 // they are now. A revoked or expired key is ErrUnauthenticated/ErrExpired.
 func (k *Keys) Principal(ctx context.Context, principalID string) (*Principal, error) {
-	id, ok := strings.CutPrefix(principalID, "key_")
-	if !ok || len(id) != 2*idBytes {
+	id, ok := registryKey(principalID) // API keys and client-certificate principals alike
+	if !ok {
 		return nil, ErrUnauthenticated
 	}
 	e, err := k.kv.Get(ctx, id)

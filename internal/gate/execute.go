@@ -81,7 +81,7 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 	// Claim the idempotency key with a create-only write.
 	lkey := tenant.IdempotencyKey(t, in.IdempotencyKey)
 	c := claim{IntentID: in.ID, IntentHash: in.Hash, State: StateExecuting, Node: g.cfg.Node, StartedAt: input.Time, Decision: &d,
-		LeaseUntil: input.Time.Add(g.cfg.Lease)}
+		LeaseUntil: input.Time.Add(g.cfg.Lease), Lease: g.cfg.Lease}
 	data, err := json.Marshal(c)
 	if err != nil {
 		return Outcome{}, fmt.Errorf("execute: encode claim: %w", err)
@@ -159,7 +159,10 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 		return Outcome{Decision: d}, contract.Errorf(contract.CodeInDoubt,
 			"the executor did not return within %s; the action may have taken effect; the execution is in doubt and will not be re-run (an operator resolves it)", g.cfg.ExecTimeout)
 	}
-	c, rev, _ = l.release()
+	c, rev, held := l.release()
+	if !held {
+		return g.lateOutcome(detached, t, lkey, res, p.ID, meta)
+	}
 	out, err := g.record(detached, t, s, lkey, c, rev, res, p.ID, meta)
 	if err != nil {
 		return Outcome{}, err
@@ -176,7 +179,7 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 // doubt when its lease lapses. No answer from here says nothing changed.
 func (g *Gate) record(ctx context.Context, t tenant.ID, s stored, lkey string, c claim, rev uint64, res contract.ExecutionResult, actor string, meta Meta) (Outcome, error) {
 	auditErr := g.auditOutcome(ctx, t, res, actor, meta.RequestID)
-	c.State, c.Result, c.LeaseUntil, c.Unaudited = res.Status, &res, time.Time{}, auditErr != nil
+	c.State, c.Result, c.LeaseUntil, c.Lease, c.Unaudited = res.Status, &res, time.Time{}, 0, auditErr != nil
 	wctx, cancel := context.WithTimeout(ctx, recordTimeout)
 	defer cancel()
 	if err := g.finish(wctx, t, s, lkey, c, rev); err != nil {
@@ -190,6 +193,33 @@ func (g *Gate) record(ctx context.Context, t tenant.ID, s stored, lkey string, c
 			fmt.Sprintf("the action ran (%s) and its result is stored, but its audit record could not be written yet; the next execute of this intent writes it", res.Status), auditErr)
 	}
 	return Outcome{Decision: *c.Decision, Result: res}, nil
+}
+
+// KindOutcomeAfterResolve records the real outcome of an execution that an
+// operator had already resolved (its lease lapsed while it still ran).
+const KindOutcomeAfterResolve = "execution.outcome_after_resolve"
+
+// lateOutcome handles an execution whose lease was lost while it ran: an
+// operator resolved it meanwhile (after the lease lapsed). The claim keeps
+// the resolution; the real outcome is recorded beside it, and the answer
+// names both.
+func (g *Gate) lateOutcome(ctx context.Context, t tenant.ID, lkey string, res contract.ExecutionResult, actor string, meta Meta) (Outcome, error) {
+	idem := res.IdempotencyKey
+	cur, _, err := g.claimOf(ctx, t, idem)
+	resolved := "unknown"
+	if err == nil {
+		resolved = cur.State
+	}
+	wctx, cancel := context.WithTimeout(ctx, recordTimeout)
+	defer cancel()
+	_, aerr := g.cfg.Audit.Append(wctx, t, audit.Entry{Kind: KindOutcomeAfterResolve, CorrelationID: res.IntentID, Actor: actor, RequestID: meta.RequestID,
+		Time: res.FinishedAt, Payload: map[string]any{"result": res, "claim_state": resolved}})
+	g.cfg.Logger.ErrorContext(ctx, "an execution ended after it was resolved", "key", lkey, "resolved", resolved, "status", res.Status, "audit_err", errString(aerr))
+	msg := fmt.Sprintf("the execution ended %s after its lease lapsed and it was resolved as %s; both are recorded, the resolution stands", res.Status, resolved)
+	if aerr != nil {
+		msg = fmt.Sprintf("the execution ended %s after its lease lapsed and it was resolved as %s; the late outcome could not be audited", res.Status, resolved)
+	}
+	return Outcome{Result: res}, contract.Wrap(contract.CodeConflict, msg, errors.Join(err, aerr))
 }
 
 // auditOutcome appends an execution's execution.succeeded or
@@ -306,26 +336,42 @@ func (g *Gate) repeat(ctx context.Context, t tenant.ID, p *auth.Principal, in co
 // repair appends the outcome record that a finished execution could not
 // write (claim.Unaudited), in place of an execution.duplicate, and then
 // clears the mark; the repeat returns the first result.
+//
+// The mark is cleared first, with compare-and-set, so of concurrent repeats
+// exactly one writes the record; if the append then fails the mark is set
+// again for the next attempt.
 func (g *Gate) repair(ctx context.Context, t tenant.ID, in contract.ActionIntent, c claim, rev uint64, d contract.Decision, actor string, meta Meta) (Outcome, error) {
-	detached := context.WithoutCancel(ctx) // once written, the mark must be cleared
-	if err := g.auditOutcome(detached, t, *c.Result, actor, meta.RequestID); err != nil {
-		return Outcome{Decision: d, Result: *c.Result}, contract.Wrap(contract.CodeStoreUnavailable,
-			"the action ran earlier and its result is stored, but its audit record still cannot be written; try again", err)
-	}
-	c.Unaudited = false
-	data, err := json.Marshal(c)
-	if err == nil {
+	detached := context.WithoutCancel(ctx) // between clearing and setting back, nothing may stop halfway
+	key := tenant.IdempotencyKey(t, in.IdempotencyKey)
+	mark := func(unaudited bool, rev uint64) (uint64, error) {
+		c.Unaudited = unaudited
+		data, err := json.Marshal(c)
+		if err != nil {
+			return 0, err
+		}
 		wctx, cancel := context.WithTimeout(detached, recordTimeout)
 		defer cancel()
 		o := kv.PutOptions{Revision: rev}
 		if g.cfg.Retention != 0 { // as finish wrote it
 			o.Rollup, o.TTL = true, 2*g.cfg.Retention
 		}
-		_, err = g.cfg.Idempotency.Put(wctx, tenant.IdempotencyKey(t, in.IdempotencyKey), data, o)
+		return g.cfg.Idempotency.Put(wctx, key, data, o)
+	}
+	cleared, err := mark(false, rev)
+	if errors.Is(err, kv.ErrConflict) {
+		// Another repeat is repairing it (or did): answer as a duplicate.
+		return Outcome{Decision: d, Result: *c.Result, Duplicate: true}, nil
 	}
 	if err != nil {
-		// The record is written; a later repeat may write it once more.
-		g.cfg.Logger.WarnContext(ctx, "clear the unaudited mark after repairing the audit", "intent", in.ID, "err", err)
+		return Outcome{Decision: d, Result: *c.Result}, contract.Wrap(contract.CodeStoreUnavailable,
+			"the action ran earlier and its result is stored, but its audit record still cannot be written; try again", err)
+	}
+	if err := g.auditOutcome(detached, t, *c.Result, actor, meta.RequestID); err != nil {
+		if _, merr := mark(true, cleared); merr != nil {
+			g.cfg.Logger.ErrorContext(ctx, "set the unaudited mark back after a failed repair", "intent", in.ID, "err", merr)
+		}
+		return Outcome{Decision: d, Result: *c.Result}, contract.Wrap(contract.CodeStoreUnavailable,
+			"the action ran earlier and its result is stored, but its audit record still cannot be written; try again", err)
 	}
 	g.cfg.Logger.InfoContext(ctx, "repaired a missing execution outcome record", "tenant", t.String(), "intent", in.ID, "request_id", meta.RequestID)
 	return Outcome{Decision: d, Result: *c.Result, Duplicate: true}, nil

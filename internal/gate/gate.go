@@ -170,6 +170,9 @@ type claim struct {
 	// LeaseUntil is when a running execution's lease lapses unless its
 	// node renews it (lease.go); zero once the execution finished.
 	LeaseUntil time.Time `json:"lease_until,omitzero"`
+	// Lease is the renewing node's lease duration: the claim reads lapsed
+	// one Lease after LeaseUntil (a margin for the nodes' clocks).
+	Lease time.Duration `json:"lease,omitempty"`
 	// Unaudited marks a finished execution whose outcome record could not
 	// be appended; the next execute of the intent appends it.
 	Unaudited bool `json:"unaudited,omitempty"`

@@ -79,6 +79,15 @@ func (g *Gate) Resolve(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 	if err != nil {
 		return contract.ExecutionResult{}, err
 	}
+	// Resolving is an operator's verdict on an effect: an operator or
+	// admin of the tenant whose grants cover the action (when the intent
+	// is still known).
+	switch {
+	case p.Role != auth.RoleOperator && p.Role != auth.RoleAdmin, !p.HasTenant(t.String()):
+		return contract.ExecutionResult{}, contract.Errorf(contract.CodeForbidden, "resolving needs the operator role for this tenant")
+	case s.Intent.Action != "" && !p.MayUse(s.Intent.Action, s.Intent.Class):
+		return contract.ExecutionResult{}, contract.Errorf(contract.CodeForbidden, "your grants do not cover %s (class %s), so you may not resolve it", s.Intent.Action, s.Intent.Class)
+	}
 	idem := s.Intent.IdempotencyKey
 	c, rev, err := g.claimOf(ctx, t, idem)
 	if errors.Is(err, kv.ErrNotFound) {
@@ -97,13 +106,19 @@ func (g *Gate) Resolve(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 	now := g.cfg.Now().UTC()
 	res := contract.ExecutionResult{SchemaVersion: contract.SchemaVersion, Tenant: t.String(), IntentID: intentID, IdempotencyKey: idem,
 		Status: outcome, StartedAt: c.StartedAt, FinishedAt: now, Error: fmt.Sprintf("in doubt; resolved by %s: %s", p.ID, reason)}
-	c.State, c.Result = outcome, &res
-	if err := g.finish(ctx, t, s, tenant.IdempotencyKey(t, idem), c, rev); err != nil {
-		return contract.ExecutionResult{}, contract.Wrap(contract.CodeConflict, "the claim changed meanwhile; look again", err)
-	}
-	if _, err := g.cfg.Audit.Append(ctx, t, audit.Entry{Kind: KindExecutionResolved, CorrelationID: intentID, Actor: p.ID, RequestID: meta.RequestID,
+	c.State, c.Result, c.LeaseUntil, c.Lease = outcome, &res, time.Time{}, 0
+	// The resolution is audited first, then applied, both detached from
+	// the caller: a resolution is never in force unrecorded.
+	detached := context.WithoutCancel(ctx)
+	wctx, cancel := context.WithTimeout(detached, recordTimeout)
+	defer cancel()
+	if _, err := g.cfg.Audit.Append(wctx, t, audit.Entry{Kind: KindExecutionResolved, CorrelationID: intentID, Actor: p.ID, RequestID: meta.RequestID,
 		Time: now, Payload: map[string]any{"result": res, "reason": reason, "node": c.Node}}); err != nil {
-		return res, storeErr("audit the resolution", err)
+		return contract.ExecutionResult{}, storeErr("audit the resolution", err)
+	}
+	if err := g.finish(wctx, t, s, tenant.IdempotencyKey(t, idem), c, rev); err != nil {
+		return contract.ExecutionResult{}, contract.Wrap(contract.CodeConflict,
+			"the resolution is audited but the claim changed meanwhile and was not updated; look at the intent again before resolving again", err)
 	}
 	return res, nil
 }

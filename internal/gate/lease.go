@@ -72,8 +72,15 @@ func (l *lease) renew(ctx context.Context) {
 		switch {
 		case err == nil:
 			l.c, l.rev = c, rev
-		case errors.Is(err, kv.ErrConflict): // a compare-and-set that lost to another write
-			l.lost = true
+		case errors.Is(err, kv.ErrConflict):
+			// Lost to another write, or our own earlier renewal landed
+			// although its answer timed out: still ours if the stored claim
+			// is this execution, executing on this node.
+			if cur, curRev, ok := l.reread(ctx); ok {
+				l.c, l.rev = cur, curRev
+			} else {
+				l.lost = true
+			}
 		default:
 			// The store is unreachable: try again next tick. Should the
 			// lease lapse meanwhile, every node reads the claim in doubt.
@@ -86,6 +93,23 @@ func (l *lease) renew(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// reread returns the stored claim if it is still this execution's: the
+// same intent and start, executing on this node.
+func (l *lease) reread(ctx context.Context) (claim, uint64, bool) {
+	wctx, cancel := context.WithTimeout(ctx, l.g.cfg.Lease/3)
+	defer cancel()
+	e, err := l.g.cfg.Idempotency.Get(wctx, l.key)
+	if err != nil {
+		return claim{}, 0, false
+	}
+	var cur claim
+	if json.Unmarshal(e.Value, &cur) != nil {
+		return claim{}, 0, false
+	}
+	mine := cur.State == StateExecuting && cur.Node == l.c.Node && cur.IntentID == l.c.IntentID && cur.StartedAt.Equal(l.c.StartedAt)
+	return cur, e.Revision, mine
 }
 
 // release stops renewing and returns the claim and revision to write the
@@ -103,7 +127,10 @@ func (l *lease) release() (claim, uint64, bool) {
 func (l *lease) abandon() { close(l.stop) }
 
 // live reports whether a claim still executing holds a live lease at now.
-// A claim from before leases (no expiry) is in doubt.
+// A lease counts as lapsed one further lease after its expiry, so a node
+// whose clock runs ahead of the renewing node's by less than a lease never
+// reads a running execution in doubt. A claim from before leases (no
+// expiry) is in doubt.
 func (c claim) live(now time.Time) bool {
-	return c.State == StateExecuting && now.Before(c.LeaseUntil)
+	return c.State == StateExecuting && now.Before(c.LeaseUntil.Add(c.Lease))
 }

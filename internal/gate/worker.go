@@ -70,10 +70,17 @@ func (g *Gate) work(ctx context.Context, msg jetstream.Msg, principals Principal
 		return
 	}
 	p, err := principals.Principal(ctx, s.Intent.Proposer)
-	if err != nil {
+	switch {
+	case errors.Is(err, auth.ErrUnauthenticated), errors.Is(err, auth.ErrExpired):
 		// Revoked, expired or unknown proposer: the gate decides for the
 		// proposer holding no grants, so the block is recorded like any other.
 		p = &auth.Principal{ID: s.Intent.Proposer, Role: "none", Tenants: []string{}, Actions: []string{}}
+	case err != nil:
+		// The registry is unreachable: not a verdict on the proposer; ask
+		// for the item again.
+		g.cfg.Logger.WarnContext(ctx, "worker: read the proposer's grants", "intent", item.IntentID, "err", err)
+		g.settle(msg, contract.Wrap(contract.CodeStoreUnavailable, "the key registry is unavailable", err))
+		return
 	}
 	out, err := g.Execute(ctx, t, p, item.IntentID, meta)
 	g.cfg.Logger.InfoContext(ctx, "worker executed", "tenant", t.String(), "intent", item.IntentID,
