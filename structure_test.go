@@ -112,6 +112,28 @@ func TestAccessIsTransportFree(t *testing.T) {
 	}
 }
 
+// TestOnlyTheGateMintsPermits: a Permit's fields are unexported, so only
+// package gate can fill one; outside it no non-test code may even build a
+// zero one (executors refuse it, but none should be made).
+func TestOnlyTheGateMintsPermits(t *testing.T) {
+	for _, p := range listPackages(t, "./...") {
+		if strings.HasSuffix(p.ImportPath, "/internal/gate") {
+			continue
+		}
+		for _, f := range p.GoFiles {
+			src, err := os.ReadFile(filepath.Join(p.Dir, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, needle := range []string{"gate.Permit{", "new(gate.Permit)"} {
+				if strings.Contains(string(src), needle) {
+					t.Errorf("%s/%s builds a permit (%s): only the gate mints permits", p.ImportPath, f, needle)
+				}
+			}
+		}
+	}
+}
+
 // TestOnePackageComment: every package has exactly one package comment.
 func TestOnePackageComment(t *testing.T) {
 	for _, p := range listPackages(t, "./...") {
