@@ -21,14 +21,99 @@ type Env struct {
 	Stderr io.Writer
 }
 
-type command struct {
-	name    string
-	summary string
-	run     func(ctx context.Context, env Env, args []string) error
+// Command is one subcommand of a program.
+type Command struct {
+	Name    string
+	Summary string
+	Run     func(ctx context.Context, env Env, args []string) error
 }
 
-func commands() []command {
-	return []command{
+// Program is a command line of subcommands: exoarmur, and exoarmur-lab
+// (internal/lab), which share this dispatch, its exit codes and help.
+type Program struct {
+	Name     string // "exoarmur"
+	Intro    string // the first line of the usage text
+	Commands []Command
+	Width    int // of the command column in the usage text
+}
+
+// Main runs the program with args (without the program name) and returns
+// the process exit code: 0, 1 for a failure, 2 for a usage error.
+func (p Program) Main(ctx context.Context, args []string, env Env) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		p.usage(env.Stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	for _, c := range p.Commands {
+		if c.Name != args[0] {
+			continue
+		}
+		err := c.Run(ctx, env, args[1:])
+		switch {
+		case err == nil, errors.Is(err, flag.ErrHelp):
+			return 0
+		case errors.Is(err, ErrUsage):
+			fmt.Fprintf(env.Stderr, "%s %s: %v\n", p.Name, c.Name, err)
+			return 2
+		default:
+			fmt.Fprintf(env.Stderr, "%s %s: %v\n", p.Name, c.Name, err)
+			return 1
+		}
+	}
+	fmt.Fprintf(env.Stderr, "%s: unknown command %q\n\n", p.Name, args[0])
+	p.usage(env.Stderr)
+	return 2
+}
+
+func (p Program) usage(w io.Writer) {
+	fmt.Fprintf(w, "%s: %s\n", p.Name, p.Intro)
+	fmt.Fprintf(w, "\nUsage: %s <command> [flags]   (%s <command> -h for its flags)\n", p.Name, p.Name)
+	fmt.Fprintln(w, "\nCommands:")
+	for _, c := range p.Commands {
+		fmt.Fprintf(w, "  %-*s %s\n", p.Width, c.Name, c.Summary)
+	}
+}
+
+// Run is main's body: it wires signals, runs the program and exits.
+func (p Program) Run() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := p.Main(ctx, os.Args[1:], Env{Stdout: os.Stdout, Stderr: os.Stderr})
+	stop()
+	os.Exit(code)
+}
+
+// NewFlagSet returns the flag set of program's subcommand name, writing
+// its help to env.Stderr.
+func NewFlagSet(program, name string, env Env) *flag.FlagSet {
+	fs := flag.NewFlagSet(program+" "+name, flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	return fs
+}
+
+// ParseFlags parses args into fs; a bad flag or a stray argument is a
+// usage error (ErrUsage).
+func ParseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", ErrUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", ErrUsage, fs.Arg(0))
+	}
+	return nil
+}
+
+func program() Program {
+	return Program{Name: "exoarmur", Intro: "a governance gateway for the actions of AI agents and automation", Commands: commands(), Width: 13}
+}
+
+func commands() []Command {
+	return []Command{
 		{"serve", "run the HTTP API (embedded NATS by default)", runServe},
 		{"nats", "run a standalone NATS+JetStream server for multi-process setups", runNATS},
 		{"keys", "manage API keys: keys create", runKeys},
@@ -43,77 +128,21 @@ func commands() []command {
 	}
 }
 
-// errUsage marks an error that should be followed by usage text (exit 2).
-var errUsage = errors.New("usage")
+// ErrUsage marks an error that should be followed by usage text (exit 2).
+var ErrUsage = errors.New("usage")
+
+var errUsage = ErrUsage
 
 // IsUsage reports whether err is a usage error of a command (exit code 2).
-func IsUsage(err error) bool { return errors.Is(err, errUsage) }
+func IsUsage(err error) bool { return errors.Is(err, ErrUsage) }
 
 // Main runs the exoarmur command with args (without the program name) and
 // returns the process exit code.
-func Main(ctx context.Context, args []string, env Env) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage(env.Stderr)
-		if len(args) == 0 {
-			return 2
-		}
-		return 0
-	}
-	for _, c := range commands() {
-		if c.name != args[0] {
-			continue
-		}
-		err := c.run(ctx, env, args[1:])
-		switch {
-		case err == nil:
-			return 0
-		case errors.Is(err, flag.ErrHelp):
-			return 0
-		case errors.Is(err, errUsage):
-			fmt.Fprintf(env.Stderr, "exoarmur %s: %v\n", c.name, err)
-			return 2
-		default:
-			fmt.Fprintf(env.Stderr, "exoarmur %s: %v\n", c.name, err)
-			return 1
-		}
-	}
-	fmt.Fprintf(env.Stderr, "exoarmur: unknown command %q\n\n", args[0])
-	usage(env.Stderr)
-	return 2
-}
-
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "exoarmur: a governance gateway for the actions of AI agents and automation")
-	fmt.Fprintln(w, "\nUsage: exoarmur <command> [flags]   (exoarmur <command> -h for its flags)")
-	fmt.Fprintln(w, "\nCommands:")
-	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-13s %s\n", c.name, c.summary)
-	}
-}
+func Main(ctx context.Context, args []string, env Env) int { return program().Main(ctx, args, env) }
 
 // Run is main's body: it wires signals and exits.
-func Run() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := Main(ctx, os.Args[1:], Env{Stdout: os.Stdout, Stderr: os.Stderr})
-	stop()
-	os.Exit(code)
-}
+func Run() { program().Run() }
 
-func newFlagSet(name string, env Env) *flag.FlagSet {
-	fs := flag.NewFlagSet("exoarmur "+name, flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	return fs
-}
+func newFlagSet(name string, env Env) *flag.FlagSet { return NewFlagSet("exoarmur", name, env) }
 
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
-	}
-	return nil
-}
+func parseFlags(fs *flag.FlagSet, args []string) error { return ParseFlags(fs, args) }

@@ -29,26 +29,28 @@ import (
 // store in a temporary directory whose path never reaches the output.
 var demoEpoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// stepClock is a deterministic clock: each reading advances it by step
-// (one second when zero).
+// StepClock is a deterministic clock for the demo and evidence runs (never
+// the production serve): each reading advances it by step (one second when
+// zero).
+type StepClock = stepClock
+
+// NewStepClock returns a StepClock whose first reading is start+step.
+func NewStepClock(start time.Time, step time.Duration) *StepClock {
+	return &stepClock{t: start, step: step}
+}
+
 type stepClock struct {
 	mu   sync.Mutex
 	t    time.Time
 	step time.Duration
 }
 
+// Now advances the clock by its step and returns it.
 func (c *stepClock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.t = c.t.Add(cmpOrDuration(c.step, time.Second))
+	c.t = c.t.Add(cmp.Or(c.step, time.Second))
 	return c.t
-}
-
-func cmpOrDuration(a, b time.Duration) time.Duration {
-	if a != 0 {
-		return a
-	}
-	return b
 }
 
 // countingExecutors counts executor invocations per intent, so the demo can

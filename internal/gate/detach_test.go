@@ -29,6 +29,26 @@ func (f *failingAudit) Append(ctx context.Context, t tenant.ID, e audit.Entry) (
 	return f.Log.Append(ctx, t, e)
 }
 
+// failingGate is a gate on n whose audit fails appends of kind while
+// fa.failing is set, with an approved intent proposed on it.
+func failingGate(t *testing.T, n *node, ex gate.Executors, kind string) (*gate.Gate, *failingAudit, gate.View) {
+	t.Helper()
+	fa := &failingAudit{Log: n.log, kind: kind}
+	g, err := gate.New(gate.Config{Intents: n.st.Intents, Idempotency: n.st.Idempotency, Audit: fa, Executors: ex, Switches: n.sw,
+		Approvals: approval.NewStore(n.st.Approvals, n.log, nil, nil), JS: n.st.JS, Node: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _, err := g.Propose(context.Background(), acme, agent, writeReq("k1"), gate.Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.DecideApproval(context.Background(), acme, operator, v.Intent.ID, "approve", "ok", gate.Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	return g, fa, v
+}
+
 // TestOutcomeRecordedWhenTheCallerGoesAway is break 4 of issue 13: a client
 // that disconnected after the executor ran cancelled the writes that
 // record the outcome; the intent stayed executing forever, the audit ended
@@ -69,22 +89,10 @@ func TestOutcomeRecordedWhenTheCallerGoesAway(t *testing.T) {
 func TestMissingOutcomeRecordIsRepaired(t *testing.T) {
 	ex := &recorder{runs: map[string]int{}}
 	n := openNode(t, t.TempDir(), ex)
-	fa := &failingAudit{Log: n.log, kind: audit.KindExecutionSucceeded}
-	g, err := gate.New(gate.Config{Intents: n.st.Intents, Idempotency: n.st.Idempotency, Audit: fa, Executors: ex, Switches: n.sw,
-		Approvals: approval.NewStore(n.st.Approvals, n.log, nil, nil), JS: n.st.JS, Node: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	g, fa, v := failingGate(t, n, ex, audit.KindExecutionSucceeded)
 	ctx := context.Background()
-	v, _, err := g.Propose(ctx, acme, agent, writeReq("k1"), gate.Meta{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := g.DecideApproval(ctx, acme, operator, v.Intent.ID, "approve", "ok", gate.Meta{}); err != nil {
-		t.Fatal(err)
-	}
 	fa.failing.Store(true)
-	_, err = g.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{})
+	_, err := g.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{})
 	var ae *contract.Error
 	if !errors.As(err, &ae) || ae.Code != contract.CodeStoreUnavailable || strings.Contains(ae.Message, "nothing was changed") || !strings.Contains(ae.Message, "ran") {
 		t.Fatalf("Execute with the outcome record failing = %v, want store_unavailable saying the action ran", err)

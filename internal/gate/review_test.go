@@ -96,17 +96,8 @@ func TestOutcomeAfterResolveIsRecorded(t *testing.T) {
 func TestConcurrentRepairsWriteOneRecord(t *testing.T) {
 	ex := &recorder{runs: map[string]int{}}
 	n := openNode(t, t.TempDir(), ex)
-	fa := &failingAudit{Log: n.log, kind: audit.KindExecutionSucceeded}
-	g, err := gate.New(gate.Config{Intents: n.st.Intents, Idempotency: n.st.Idempotency, Audit: fa, Executors: ex, Switches: n.sw,
-		Approvals: approval.NewStore(n.st.Approvals, n.log, nil, nil), JS: n.st.JS, Node: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	g, fa, v := failingGate(t, n, ex, audit.KindExecutionSucceeded)
 	ctx := context.Background()
-	v, _, _ := g.Propose(ctx, acme, agent, writeReq("k1"), gate.Meta{})
-	if _, err := g.DecideApproval(ctx, acme, operator, v.Intent.ID, "approve", "ok", gate.Meta{}); err != nil {
-		t.Fatal(err)
-	}
 	fa.failing.Store(true)
 	if _, err := g.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{}); contract.ErrorCode(err) != contract.CodeStoreUnavailable {
 		t.Fatalf("first execute = %v", err)

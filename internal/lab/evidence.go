@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,25 +34,11 @@ func runServe(ctx context.Context, env Env, args []string) error {
 				return nil, nil, fmt.Errorf("%w: --evidence-clock %q: must be RFC 3339", errUsage, clock)
 			}
 			logger.Warn("EVIDENCE CLOCK: the wall clock is replaced by a stepping clock; for reproducible evidence runs only", "start", start.UTC())
-			sc := &stepClock{t: start.UTC(), step: time.Millisecond}
+			sc := app.NewStepClock(start.UTC(), time.Millisecond)
 			var n atomic.Int64
 			return sc.Now, func() string { return fmt.Sprintf("%s-%06d", c.Node, n.Add(1)) }, nil
 		},
 	})
-}
-
-// stepClock is a deterministic clock: each reading advances it by step.
-type stepClock struct {
-	mu   sync.Mutex
-	t    time.Time
-	step time.Duration
-}
-
-func (c *stepClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(c.step)
-	return c.t
 }
 
 // evidenceEpoch is the creation time of every seeded key.
