@@ -218,6 +218,18 @@ func slowSink(t *testing.T, delay time.Duration) (*httptest.Server, *atomic.Int6
 	return sink, &hits
 }
 
+// approvedPost has agent propose an http.post to target in acme and
+// approver approve it; it returns the intent's ID.
+func (s *server) approvedPost(agent, approver, target, idem string) string {
+	s.t.Helper()
+	code, m := s.do("POST", "/v1/tenants/acme/intents", agent, map[string]any{"action": "http.post", "target": target, "params": map[string]string{"body": "{}"}, "idempotency_key": idem})
+	if code != 201 {
+		s.t.Fatalf("propose: HTTP %d %v", code, m)
+	}
+	s.approveVia(approver, "acme", intentID(m))
+	return intentID(m)
+}
+
 // TestBreakUnrecordedEffect (break 4): a client that disconnected after the
 // executor ran cancelled the writes that record the outcome: the intent
 // stayed executing (then in doubt) forever, the audit ended at
@@ -231,12 +243,7 @@ func TestBreakUnrecordedEffect(t *testing.T) {
 	addr := freePort(t)
 	srv := startServer(t, dataDir, addr, "--allow-host", host, "--lease", "1s")
 	goLive(t, addr, root)
-	code, m := srv.do("POST", "/v1/tenants/acme/intents", bot, map[string]any{"action": "http.post", "target": sink.URL + "/slow", "params": map[string]string{"body": "{}"}, "idempotency_key": "cut-1"})
-	if code != 201 {
-		t.Fatalf("propose: HTTP %d %v", code, m)
-	}
-	id := intentID(m)
-	srv.approveVia(root, "acme", id)
+	id := srv.approvedPost(bot, root, sink.URL+"/slow", "cut-1")
 
 	// The impatient client: gone while the POST is inside the sink.
 	ctx, cancel := context.WithCancel(context.Background())
@@ -261,6 +268,7 @@ func TestBreakUnrecordedEffect(t *testing.T) {
 	}
 	// The effect finishes and its outcome is recorded all the same.
 	var state any
+	var m map[string]any
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		if _, m = srv.do("GET", "/v1/tenants/acme/intents/"+id, bot, nil); m["state"] != "executing" {
 			break
@@ -275,7 +283,7 @@ func TestBreakUnrecordedEffect(t *testing.T) {
 	if last["kind"] != "execution.succeeded" || last["correlation_id"] != id {
 		t.Fatalf("the audit ends at %v (%v), want execution.succeeded of %s", last["kind"], last["correlation_id"], id)
 	}
-	code, m = srv.do("POST", "/v1/tenants/acme/intents/"+id+"/execute", bot, nil)
+	code, m := srv.do("POST", "/v1/tenants/acme/intents/"+id+"/execute", bot, nil)
 	if code != 200 || m["duplicate"] != true || hits.Load() != 1 {
 		t.Fatalf("repeat: HTTP %d %v, sink hits %d", code, m, hits.Load())
 	}
@@ -303,12 +311,7 @@ func TestBreakInDoubtOnOneNode(t *testing.T) {
 	a := startServer(t, "", addrA, append(flags, "--node", "node-a")...)
 	b := startServer(t, "", addrB, append(flags, "--node", "node-b")...)
 	goLive(t, addrA, root)
-	code, m := a.do("POST", "/v1/tenants/acme/intents", bot, map[string]any{"action": "http.post", "target": sink.URL + "/slow", "params": map[string]string{"body": "{}"}, "idempotency_key": "long-1"})
-	if code != 201 {
-		t.Fatalf("propose: HTTP %d %v", code, m)
-	}
-	id := intentID(m)
-	a.approveVia(op, "acme", id)
+	id := a.approvedPost(bot, op, sink.URL+"/slow", "long-1")
 	go func() {
 		req, _ := http.NewRequest("POST", "http://"+addrA+"/v1/tenants/acme/intents/"+id+"/execute", nil)
 		req.Header.Set("Authorization", "Bearer "+bot)
@@ -337,6 +340,7 @@ func TestBreakInDoubtOnOneNode(t *testing.T) {
 	// Node A dies mid-effect: its lease lapses; B reads in doubt and the
 	// operator resolves it there.
 	a.kill()
+	var m map[string]any
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if _, m = b.do("GET", "/v1/tenants/acme/intents/"+id, bot, nil); m["state"] == "in_doubt" || time.Now().After(deadline) {
 			break
