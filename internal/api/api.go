@@ -524,7 +524,7 @@ func (s *Server) decideApproval(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	ri := info(r)
-	rec, err := s.cfg.Gate.DecideApproval(r.Context(), ri.tenant, ri.principal, r.PathValue("id"), req.Decision, req.Reason, gate.Meta{RequestID: ri.id})
+	rec, err := s.cfg.Gate.DecideApproval(r.Context(), ri.tenant, ri.principal, r.PathValue("id"), req, gate.Meta{RequestID: ri.id})
 	if err != nil {
 		return err
 	}
@@ -616,15 +616,12 @@ func (s *Server) resolve(w http.ResponseWriter, r *http.Request) error {
 	if err := contract.Validate("resolve_request", raw); err != nil {
 		return err
 	}
-	var req struct {
-		Outcome string `json:"outcome"`
-		Reason  string `json:"reason"`
-	}
+	var req gate.Resolution
 	if err := json.Unmarshal(raw, &req); err != nil {
 		return contract.Wrap(contract.CodeInvalid, "body does not match the resolve request shape", err)
 	}
 	ri := info(r)
-	res, err := s.cfg.Gate.Resolve(r.Context(), ri.tenant, ri.principal, r.PathValue("id"), req.Outcome, req.Reason, gate.Meta{RequestID: ri.id})
+	res, err := s.cfg.Gate.Resolve(r.Context(), ri.tenant, ri.principal, r.PathValue("id"), req, gate.Meta{RequestID: ri.id})
 	if err != nil {
 		return err
 	}

@@ -341,7 +341,18 @@ func Eligible(t tenant.ID, in contract.ActionIntent, p *auth.Principal) error {
 // is the authenticated caller, never a name from the request body. A vote
 // counts only from a principal allowed to approve the action (Eligible),
 // once per owner, never from the proposer's owner.
-func (s *Store) Decide(ctx context.Context, t tenant.ID, in contract.ActionIntent, p *auth.Principal, decision, reason, requestID string, now time.Time) (Record, error) {
+// Ballot is one vote on an intent: who casts it, approve or deny, and why.
+type Ballot struct {
+	Intent    contract.ActionIntent
+	Principal *auth.Principal // the authenticated caller, never a name from a request body
+	Decision  string          // "approve" or "deny"
+	Reason    string
+	RequestID string
+	Now       time.Time
+}
+
+func (s *Store) Decide(ctx context.Context, t tenant.ID, b Ballot) (Record, error) {
+	in, p, decision, reason, requestID, now := b.Intent, b.Principal, b.Decision, b.Reason, b.RequestID, b.Now
 	if err := t.Check(); err != nil {
 		return Record{}, err
 	}
@@ -435,7 +446,17 @@ func (s *Store) Lineage(ctx context.Context, t tenant.ID, intentID string) ([]Li
 // Consume marks an approval executed, with compare-and-set on the revision
 // the gate's decision read, so an approval authorizes exactly one execution
 // and a denial that raced the decision wins.
-func (s *Store) Consume(ctx context.Context, t tenant.ID, intentID string, rev uint64, actor, requestID string, now time.Time) error {
+// Consumption is an execution using up the approval it was decided under.
+type Consumption struct {
+	IntentID  string
+	Revision  uint64 // the approval's revision the decision read
+	Actor     string
+	RequestID string
+	Now       time.Time
+}
+
+func (s *Store) Consume(ctx context.Context, t tenant.ID, c Consumption) error {
+	intentID, rev, actor, requestID, now := c.IntentID, c.Revision, c.Actor, c.RequestID, c.Now
 	r, cur, err := s.get(ctx, t, intentID)
 	if err != nil {
 		return err

@@ -43,7 +43,7 @@ func TestFourEyesMeansTwoPeople(t *testing.T) {
 		t.Fatal(err)
 	}
 	vote := func(p *auth.Principal) (approval.Record, error) {
-		return s.Decide(ctx, acme, in, p, "approve", "ok", "", now)
+		return s.Decide(ctx, acme, approval.Ballot{Intent: in, Principal: p, Decision: "approve", Reason: "ok", Now: now})
 	}
 	// (b) A0 only: refused, and nothing is recorded.
 	if _, err := vote(principal("key_reader_op", "carol", auth.RoleOperator, "A0")); !errors.Is(err, approval.ErrNotEntitled) {

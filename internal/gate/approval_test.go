@@ -40,7 +40,7 @@ func blockedWith(tb testing.TB, err error, reason string) {
 }
 
 func vote(n *node, p *auth.Principal, id, decision string) error {
-	_, err := n.gate.DecideApproval(context.Background(), acme, p, id, decision, "because", gate.Meta{})
+	_, err := n.gate.DecideApproval(context.Background(), acme, p, id, contract.ApprovalDecision{Decision: decision, Reason: "because"}, gate.Meta{})
 	return err
 }
 

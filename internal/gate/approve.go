@@ -24,7 +24,7 @@ type WorkItem struct {
 // the approval becomes complete and the intent asked for it, the intent is
 // queued for the background worker, which executes it through Execute like
 // every other path.
-func (g *Gate) DecideApproval(ctx context.Context, t tenant.ID, p *auth.Principal, intentID, decision, reason string, meta Meta) (approval.Record, error) {
+func (g *Gate) DecideApproval(ctx context.Context, t tenant.ID, p *auth.Principal, intentID string, d contract.ApprovalDecision, meta Meta) (approval.Record, error) {
 	if err := admit(t, p); err != nil {
 		return approval.Record{}, err
 	}
@@ -32,7 +32,7 @@ func (g *Gate) DecideApproval(ctx context.Context, t tenant.ID, p *auth.Principa
 	if err != nil {
 		return approval.Record{}, err
 	}
-	rec, err := g.cfg.Approvals.Decide(ctx, t, s.Intent, p, decision, reason, meta.RequestID, g.cfg.Now().UTC())
+	rec, err := g.cfg.Approvals.Decide(ctx, t, approval.Ballot{Intent: s.Intent, Principal: p, Decision: d.Decision, Reason: d.Reason, RequestID: meta.RequestID, Now: g.cfg.Now().UTC()})
 	switch {
 	case errors.Is(err, approval.ErrSelfApproval):
 		return rec, contract.Wrap(contract.CodeSelfApproval, err.Error(), err)
@@ -48,7 +48,7 @@ func (g *Gate) DecideApproval(ctx context.Context, t tenant.ID, p *auth.Principa
 	case err != nil:
 		return rec, storeErr("record approval decision", err)
 	}
-	g.cfg.Logger.InfoContext(ctx, "approval decision", "tenant", t.String(), "intent", intentID, "decision", decision,
+	g.cfg.Logger.InfoContext(ctx, "approval decision", "tenant", t.String(), "intent", intentID, "decision", d.Decision,
 		"principal", p.ID, "status", rec.Status, "request_id", meta.RequestID)
 	if rec.Status == approval.StatusApproved && s.Intent.ExecuteWhenApproved && g.cfg.JS != nil {
 		data, _ := json.Marshal(WorkItem{Tenant: t.String(), IntentID: intentID}) // plain struct

@@ -43,7 +43,7 @@ func failingGate(t *testing.T, n *node, ex gate.Executors, kind string) (*gate.G
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := g.DecideApproval(context.Background(), acme, operator, v.Intent.ID, "approve", "ok", gate.Meta{}); err != nil {
+	if _, err := g.DecideApproval(context.Background(), acme, operator, v.Intent.ID, contract.ApprovalDecision{Decision: "approve", Reason: "ok"}, gate.Meta{}); err != nil {
 		t.Fatal(err)
 	}
 	return g, fa, v

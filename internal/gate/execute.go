@@ -115,7 +115,7 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 	}
 	if input.Approval.Status == approval.StatusApproved {
 		wctx, cancel := step()
-		err := g.cfg.Approvals.Consume(wctx, t, in.ID, input.Approval.Revision, p.ID, meta.RequestID, input.Time)
+		err := g.cfg.Approvals.Consume(wctx, t, approval.Consumption{IntentID: in.ID, Revision: input.Approval.Revision, Actor: p.ID, RequestID: meta.RequestID, Now: input.Time})
 		cancel()
 		if err != nil {
 			release("release claim after approval conflict")

@@ -130,8 +130,8 @@ type SwitchReader interface {
 type Approvals interface {
 	Request(ctx context.Context, t tenant.ID, in contract.ActionIntent, proposer *auth.Principal, requestID string, now time.Time) error
 	Read(ctx context.Context, t tenant.ID, intentID string) (approval.Reading, error)
-	Consume(ctx context.Context, t tenant.ID, intentID string, rev uint64, actor, requestID string, now time.Time) error
-	Decide(ctx context.Context, t tenant.ID, in contract.ActionIntent, p *auth.Principal, decision, reason, requestID string, now time.Time) (approval.Record, error)
+	Consume(ctx context.Context, t tenant.ID, c approval.Consumption) error
+	Decide(ctx context.Context, t tenant.ID, b approval.Ballot) (approval.Record, error)
 }
 
 // Meta is per-request context recorded in audit records.

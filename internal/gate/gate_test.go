@@ -119,7 +119,7 @@ var operator = &auth.Principal{ID: "key_op", Name: "op", Role: auth.RoleOperator
 
 func approve(tb testing.TB, n *node, id string) {
 	tb.Helper()
-	if _, err := n.gate.DecideApproval(context.Background(), acme, operator, id, "approve", "looks right", gate.Meta{}); err != nil {
+	if _, err := n.gate.DecideApproval(context.Background(), acme, operator, id, contract.ApprovalDecision{Decision: "approve", Reason: "looks right"}, gate.Meta{}); err != nil {
 		tb.Fatalf("approve %s: %v", id, err)
 	}
 }
@@ -326,7 +326,7 @@ func TestInDoubtMeansInDoubtOnEveryNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.DecideApproval(ctx, acme, operator, v.Intent.ID, "approve", "looks right", gate.Meta{}); err != nil {
+	if _, err := b.DecideApproval(ctx, acme, operator, v.Intent.ID, contract.ApprovalDecision{Decision: "approve", Reason: "looks right"}, gate.Meta{}); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
@@ -344,7 +344,7 @@ func TestInDoubtMeansInDoubtOnEveryNode(t *testing.T) {
 		if list, err := b.ListInDoubt(ctx, acme); err != nil || len(list) != 0 {
 			t.Fatalf("node B lists %v (%v) in doubt while A runs", list, err)
 		}
-		if _, err := b.Resolve(ctx, acme, operator, v.Intent.ID, contract.StatusFailed, "looks stuck", gate.Meta{}); contract.ErrorCode(err) != contract.CodeConflict {
+		if _, err := b.Resolve(ctx, acme, operator, v.Intent.ID, gate.Resolution{Outcome: contract.StatusFailed, Reason: "looks stuck"}, gate.Meta{}); contract.ErrorCode(err) != contract.CodeConflict {
 			t.Fatalf("resolve on node B while A runs = %v, want conflict", err)
 		}
 		if _, err := b.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{}); contract.ErrorCode(err) != contract.CodeConflict {
@@ -368,7 +368,7 @@ func TestInDoubtMeansInDoubtOnEveryNode(t *testing.T) {
 	if _, err := b.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{}); contract.ErrorCode(err) != contract.CodeInDoubt {
 		t.Fatalf("Execute on node B = %v, want in_doubt", err)
 	}
-	if res, err := b.Resolve(ctx, acme, operator, v.Intent.ID, contract.StatusFailed, "the target shows nothing", gate.Meta{}); err != nil || res.Status != contract.StatusFailed {
+	if res, err := b.Resolve(ctx, acme, operator, v.Intent.ID, gate.Resolution{Outcome: contract.StatusFailed, Reason: "the target shows nothing"}, gate.Meta{}); err != nil || res.Status != contract.StatusFailed {
 		t.Fatalf("resolve after the lapse = %+v, %v", res, err)
 	}
 	if other.count(v.Intent.ID) != 0 || ex.count(v.Intent.ID) != 1 {

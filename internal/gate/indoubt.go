@@ -59,7 +59,14 @@ func (g *Gate) ListInDoubt(ctx context.Context, t tenant.ID) ([]InDoubt, error) 
 // Resolve records an operator's verdict on an in-doubt execution: it
 // happened (succeeded) or it did not (failed). The claim keeps the key, so
 // the intent is never re-run either way; the resolution is audited.
-func (g *Gate) Resolve(ctx context.Context, t tenant.ID, p *auth.Principal, intentID, outcome, reason string, meta Meta) (contract.ExecutionResult, error) {
+// Resolution is an operator's verdict on an in-doubt execution.
+type Resolution struct {
+	Outcome string `json:"outcome"` // succeeded or failed
+	Reason  string `json:"reason"`
+}
+
+func (g *Gate) Resolve(ctx context.Context, t tenant.ID, p *auth.Principal, intentID string, r Resolution, meta Meta) (contract.ExecutionResult, error) {
+	outcome, reason := r.Outcome, r.Reason
 	if err := admit(t, p); err != nil {
 		return contract.ExecutionResult{}, err
 	}

@@ -87,7 +87,7 @@ func TestRetentionBoundsTheStore(t *testing.T) {
 			t.Fatal(err)
 		}
 		if approved {
-			if _, err := g.DecideApproval(ctx, acme, operator, v.Intent.ID, "approve", "looks right", gate.Meta{}); err != nil {
+			if _, err := g.DecideApproval(ctx, acme, operator, v.Intent.ID, contract.ApprovalDecision{Decision: "approve", Reason: "looks right"}, gate.Meta{}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -175,7 +175,7 @@ func TestRetentionBoundsTheStore(t *testing.T) {
 		t.Fatalf("in doubt = %+v, %v", list, err)
 	}
 	for _, id := range inDoubt {
-		if res, err := g.Resolve(ctx, acme, operator, id, contract.StatusSucceeded, "checked the target", gate.Meta{}); err != nil || res.Status != contract.StatusSucceeded {
+		if res, err := g.Resolve(ctx, acme, operator, id, gate.Resolution{Outcome: contract.StatusSucceeded, Reason: "checked the target"}, gate.Meta{}); err != nil || res.Status != contract.StatusSucceeded {
 			t.Fatalf("Resolve %s = %+v, %v", id, res, err)
 		}
 	}
@@ -257,7 +257,7 @@ func TestRepeatedProposalAfterExecutionOpensNoApproval(t *testing.T) {
 	if _, _, err := g.Propose(ctx, acme, agent, writeReq("k1"), gate.Meta{}); err != nil || ca.requests != 2 {
 		t.Fatalf("repeat before execution: %v, %d requests, want 2 (re-opened if missing)", err, ca.requests)
 	}
-	if _, err := g.DecideApproval(ctx, acme, operator, v.Intent.ID, "approve", "ok", gate.Meta{}); err != nil {
+	if _, err := g.DecideApproval(ctx, acme, operator, v.Intent.ID, contract.ApprovalDecision{Decision: "approve", Reason: "ok"}, gate.Meta{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := g.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{}); err != nil {

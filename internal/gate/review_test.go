@@ -38,7 +38,7 @@ func twoNodes(t *testing.T, ex gate.Executors, skew time.Duration, auditor gate.
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.DecideApproval(context.Background(), acme, operator, v.Intent.ID, "approve", "ok", gate.Meta{}); err != nil {
+	if _, err := a.DecideApproval(context.Background(), acme, operator, v.Intent.ID, contract.ApprovalDecision{Decision: "approve", Reason: "ok"}, gate.Meta{}); err != nil {
 		t.Fatal(err)
 	}
 	return a, b, n, v.Intent.ID
@@ -74,7 +74,7 @@ func TestOutcomeAfterResolveIsRecorded(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { _, err := a.Execute(context.Background(), acme, agent, id, gate.Meta{}); done <- err }()
 	waitFor(t, func() bool { return ex.count(id) == 1 })
-	if _, err := b.Resolve(context.Background(), acme, operator, id, contract.StatusFailed, "looks dead", gate.Meta{}); err != nil {
+	if _, err := b.Resolve(context.Background(), acme, operator, id, gate.Resolution{Outcome: contract.StatusFailed, Reason: "looks dead"}, gate.Meta{}); err != nil {
 		t.Fatalf("resolve on a node 5s ahead: %v", err)
 	}
 	time.Sleep(200 * time.Millisecond) // at least one renewal finds the claim changed
@@ -130,7 +130,7 @@ func TestResolveNeedsAnEntitledOperator(t *testing.T) {
 		{ID: "key_reader_op", Role: auth.RoleOperator, Tenants: []string{"acme"}, Actions: []string{"A0"}},
 		{ID: "key_beta_op", Role: auth.RoleOperator, Tenants: []string{"beta"}, Actions: []string{"*"}},
 	} {
-		if _, err := n.gate.Resolve(ctx, acme, p, v.Intent.ID, contract.StatusFailed, "x", gate.Meta{}); contract.ErrorCode(err) != contract.CodeForbidden {
+		if _, err := n.gate.Resolve(ctx, acme, p, v.Intent.ID, gate.Resolution{Outcome: contract.StatusFailed, Reason: "x"}, gate.Meta{}); contract.ErrorCode(err) != contract.CodeForbidden {
 			t.Errorf("resolve by %s = %v, want forbidden", p.ID, err)
 		}
 	}

@@ -385,10 +385,7 @@ func (c *Client) ListInDoubt(ctx context.Context, t string) ([]gate.InDoubt, err
 // ResolveRequest records the outcome of an in-doubt execution, as an
 // operator established it (Outcome: contract.StatusSucceeded or
 // contract.StatusFailed).
-type ResolveRequest struct {
-	Outcome string `json:"outcome"`
-	Reason  string `json:"reason"`
-}
+type ResolveRequest = gate.Resolution
 
 // Resolve records the outcome of an in-doubt execution.
 func (c *Client) Resolve(ctx context.Context, t, id string, req ResolveRequest) (contract.ExecutionResult, error) {
