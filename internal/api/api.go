@@ -34,7 +34,7 @@ const MaxBody = 1 << 20
 // Switches reads and changes kill switches (internal/killswitch).
 type Switches interface {
 	ReadScope(t tenant.ID) killswitch.Reading
-	Set(ctx context.Context, scope tenant.ID, engaged bool, reason, actor, requestID string) (killswitch.Change, error)
+	Set(ctx context.Context, scope tenant.ID, f killswitch.Flip) (killswitch.Change, error)
 }
 
 // ApprovalLister lists a tenant's approvals and who stands behind each
@@ -458,7 +458,7 @@ func (s *Server) putSwitch(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ch, err := s.cfg.Switches.Set(r.Context(), scope, req.Engaged, req.Reason, ri.principal.ID, ri.id)
+	ch, err := s.cfg.Switches.Set(r.Context(), scope, killswitch.Flip{Engaged: req.Engaged, Reason: req.Reason, Actor: ri.principal.ID, RequestID: ri.id})
 	if err != nil {
 		if errors.Is(err, killswitch.ErrStale) {
 			writeJSON(w, http.StatusAccepted, ch)

@@ -101,7 +101,7 @@ func newFixture(t *testing.T, opts ...func(*access.Config)) *fixture {
 	}
 	t.Cleanup(sw.Stop)
 	for _, scope := range []tenant.ID{tenant.System, tenant.MustParse("acme"), tenant.MustParse("beta")} {
-		if _, err := sw.Set(context.Background(), scope, false, "test setup", "key_setup", ""); err != nil {
+		if _, err := sw.Set(context.Background(), scope, killswitch.Flip{Engaged: false, Reason: "test setup", Actor: "key_setup", RequestID: ""}); err != nil {
 			t.Fatal(err)
 		}
 	}

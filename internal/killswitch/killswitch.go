@@ -333,10 +333,19 @@ type Propagation struct {
 	WaitedMS    int64    `json:"waited_ms"`
 }
 
+// Flip is a change of one switch: the state wanted, why, and by whom.
+type Flip struct {
+	Engaged   bool
+	Reason    string
+	Actor     string
+	RequestID string
+}
+
 // Set engages or disengages the switch of scope (tenant.System for the
-// global switch), as actor, for reason. It writes with compare-and-set on
-// the revision it read, audits the change, and waits for propagation.
-func (s *Switches) Set(ctx context.Context, scope tenant.ID, engaged bool, reason, actor, requestID string) (Change, error) {
+// global switch), as f.Actor, for f.Reason. It writes with compare-and-set
+// on the revision it read, audits the change, and waits for propagation.
+func (s *Switches) Set(ctx context.Context, scope tenant.ID, f Flip) (Change, error) {
+	engaged, reason, actor, requestID := f.Engaged, f.Reason, f.Actor, f.RequestID
 	if err := scope.Check(); err != nil {
 		return Change{}, err
 	}

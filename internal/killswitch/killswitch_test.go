@@ -52,7 +52,7 @@ func TestDefaultIsEngagedAndChangesAreAudited(t *testing.T) {
 		t.Fatalf("fresh store: %+v %+v, want engaged, never set, fresh", g, ts)
 	}
 	ctx := context.Background()
-	ch, err := sw.Set(ctx, tenant.System, false, "go live", "key_admin", "req_1")
+	ch, err := sw.Set(ctx, tenant.System, killswitch.Flip{Engaged: false, Reason: "go live", Actor: "key_admin", RequestID: "req_1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func TestDefaultIsEngagedAndChangesAreAudited(t *testing.T) {
 	if g, _ := sw.Read(acme); g.Engaged || g.Revision != ch.Current.Revision || g.Actor != "key_admin" || g.Reason != "go live" {
 		t.Fatalf("after disengage: %+v", g)
 	}
-	if _, err := sw.Set(ctx, acme, false, "acme live", "key_op", ""); err != nil {
+	if _, err := sw.Set(ctx, acme, killswitch.Flip{Engaged: false, Reason: "acme live", Actor: "key_op", RequestID: ""}); err != nil {
 		t.Fatal(err)
 	}
 	// Global changes go to the system chain, tenant changes to the tenant's.
@@ -83,14 +83,14 @@ func TestDefaultIsEngagedAndChangesAreAudited(t *testing.T) {
 	if err := contract.Validate("killswitch_state", raw); err != nil {
 		t.Fatalf("reading does not match killswitch_state schema: %v\n%s", err, raw)
 	}
-	if _, err := sw.Set(ctx, acme, true, "", "key_op", ""); err == nil {
+	if _, err := sw.Set(ctx, acme, killswitch.Flip{Engaged: true, Reason: "", Actor: "key_op", RequestID: ""}); err == nil {
 		t.Fatal("a change without a reason was accepted")
 	}
 }
 
 func TestUnreadableStateIsEngaged(t *testing.T) {
 	sw, st, _ := open(t, store.Config{DataDir: t.TempDir()}, "n1")
-	if _, err := sw.Set(context.Background(), acme, false, "live", "op", ""); err != nil {
+	if _, err := sw.Set(context.Background(), acme, killswitch.Flip{Engaged: false, Reason: "live", Actor: "op", RequestID: ""}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := st.Control.Put(context.Background(), tenant.TenantSwitchKey(acme), []byte("{garbage")); err != nil {
@@ -111,7 +111,7 @@ func TestStaleCopyIsNotFresh(t *testing.T) {
 		t.Fatal(err)
 	}
 	sw, _, _ := open(t, store.Config{NATSURL: srv.ClientURL()}, "n1")
-	if _, err := sw.Set(context.Background(), tenant.System, false, "live", "admin", ""); err != nil {
+	if _, err := sw.Set(context.Background(), tenant.System, killswitch.Flip{Engaged: false, Reason: "live", Actor: "admin", RequestID: ""}); err != nil {
 		t.Fatal(err)
 	}
 	if g, _ := sw.Read(acme); !g.Fresh || g.Engaged {
@@ -135,7 +135,7 @@ func TestPropagationWaitsForLivePeers(t *testing.T) {
 	a, st, _ := open(t, store.Config{NATSURL: srv.ClientURL(), Name: "a"}, "a")
 	b, _, _ := open(t, store.Config{NATSURL: srv.ClientURL(), Name: "b"}, "b")
 	waitFor(t, "a to hear b", func() bool {
-		ch, err := a.Set(context.Background(), tenant.System, false, "probe", "admin", "")
+		ch, err := a.Set(context.Background(), tenant.System, killswitch.Flip{Engaged: false, Reason: "probe", Actor: "admin", RequestID: ""})
 		return err == nil && slices.Contains(ch.Propagation.Confirmed, b.Node())
 	})
 	// A fake node that keeps announcing an old revision.
@@ -152,7 +152,7 @@ func TestPropagationWaitsForLivePeers(t *testing.T) {
 		}
 	}()
 	time.Sleep(300 * time.Millisecond)
-	ch, err := a.Set(context.Background(), tenant.System, true, "drill", "admin", "")
+	ch, err := a.Set(context.Background(), tenant.System, killswitch.Flip{Engaged: true, Reason: "drill", Actor: "admin", RequestID: ""})
 	if err != nil {
 		t.Fatal(err)
 	}

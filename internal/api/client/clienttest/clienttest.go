@@ -68,7 +68,7 @@ func Start(t testing.TB) *Server {
 	}
 	t.Cleanup(sw.Stop)
 	for _, scope := range []tenant.ID{tenant.System, tenant.MustParse("acme"), tenant.MustParse("beta")} {
-		if _, err := sw.Set(ctx, scope, false, "test setup", "key_setup", ""); err != nil {
+		if _, err := sw.Set(ctx, scope, killswitch.Flip{Engaged: false, Reason: "test setup", Actor: "key_setup", RequestID: ""}); err != nil {
 			t.Fatal(err)
 		}
 	}
