@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/audit"
@@ -119,6 +120,30 @@ func TestMissingOutcomeRecordIsRepaired(t *testing.T) {
 	}
 	if ex.count(v.Intent.ID) != 1 {
 		t.Fatalf("the effect ran %d times", ex.count(v.Intent.ID))
+	}
+	replayPasses(t, n.log, acme)
+}
+
+// TestMissingOutcomeRecordIsRepairedInTheBackground: the node that could
+// not write an outcome record retries it by itself; no caller has to
+// execute the intent again.
+func TestMissingOutcomeRecordIsRepairedInTheBackground(t *testing.T) {
+	ex := &recorder{runs: map[string]int{}}
+	n := openNode(t, t.TempDir(), ex)
+	g, fa, v := failingGate(t, n, ex, audit.KindExecutionSucceeded)
+	fa.failing.Store(true)
+	if _, err := g.Execute(context.Background(), acme, agent, v.Intent.ID, gate.Meta{}); contract.ErrorCode(err) != contract.CodeStoreUnavailable {
+		t.Fatalf("execute with the outcome record failing = %v", err)
+	}
+	fa.failing.Store(false) // the stream is back
+	var k []string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+		if k = kinds(t, n.log, acme); slices.Contains(k, audit.KindExecutionSucceeded) {
+			break
+		}
+	}
+	if n := len(slices.DeleteFunc(slices.Clone(k), func(s string) bool { return s != audit.KindExecutionSucceeded })); n != 1 || slices.Contains(k, audit.KindExecutionDuplicate) {
+		t.Fatalf("audit = %v, want exactly one %s and no duplicate", k, audit.KindExecutionSucceeded)
 	}
 	replayPasses(t, n.log, acme)
 }

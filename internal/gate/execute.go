@@ -188,12 +188,38 @@ func (g *Gate) record(ctx context.Context, t tenant.ID, s stored, lkey string, c
 			fmt.Sprintf("the action ran (%s) but its outcome could not be recorded; the execution is in doubt and will not be re-run (an operator resolves it)", res.Status), err)
 	}
 	if auditErr != nil {
-		g.cfg.Logger.ErrorContext(ctx, "audit execution result; the next execute of this intent writes it", "key", lkey, "err", auditErr)
+		g.cfg.Logger.ErrorContext(ctx, "audit execution result; retrying in the background, and the next execute of this intent writes it", "key", lkey, "err", auditErr)
+		go g.repairLater(ctx, t, s.Intent, *c.Decision, actor, meta)
 		return Outcome{Decision: *c.Decision, Result: res}, contract.Wrap(contract.CodeStoreUnavailable,
-			fmt.Sprintf("the action ran (%s) and its result is stored, but its audit record could not be written yet; the next execute of this intent writes it", res.Status), auditErr)
+			fmt.Sprintf("the action ran (%s) and its result is stored, but its audit record could not be written yet; this node retries, and the next execute of this intent writes it", res.Status), auditErr)
 	}
 	return Outcome{Decision: *c.Decision, Result: res}, nil
 }
+
+// repairLater retries, with backoff for a bounded time, the outcome record
+// an execution could not write (a stream leader lost for a moment), so the
+// record does not wait for the proposer to execute again. repair's
+// compare-and-set keeps it to one record however many try.
+func (g *Gate) repairLater(ctx context.Context, t tenant.ID, in contract.ActionIntent, d contract.Decision, actor string, meta Meta) {
+	wait := time.Second
+	for deadline := time.Now().Add(repairWindow); time.Now().Before(deadline); wait = min(2*wait, 30*time.Second) {
+		time.Sleep(wait)
+		c, rev, err := g.claimOf(ctx, t, in.IdempotencyKey)
+		switch {
+		case err != nil:
+			continue // the store is still away
+		case !c.Unaudited || c.Result == nil || c.IntentID != in.ID:
+			return // repaired (or changed) meanwhile
+		}
+		if _, err := g.repair(ctx, t, in, c, rev, d, actor, meta); err == nil {
+			return
+		}
+	}
+	g.cfg.Logger.ErrorContext(ctx, "the outcome record is still missing; the next execute of the intent writes it", "tenant", t.String(), "intent", in.ID)
+}
+
+// repairWindow bounds repairLater.
+const repairWindow = 5 * time.Minute
 
 // KindOutcomeAfterResolve records the real outcome of an execution that an
 // operator had already resolved (its lease lapsed while it still ran).

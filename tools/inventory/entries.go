@@ -32,12 +32,23 @@ func (a *analyzer) findEntries() {
 			})
 		case module + "/internal/app", module + "/internal/lab":
 			prog := map[string]string{module + "/internal/app": "exoarmur ", module + "/internal/lab": "exoarmur-lab "}[p.PkgPath]
-			a.compositeEntries(p, "cli", "command", func(lit *ast.CompositeLit) (string, ast.Expr, bool) {
+			a.compositeEntries(p, "cli", "Command", func(lit *ast.CompositeLit) (string, ast.Expr, bool) {
 				if len(lit.Elts) != 3 {
 					return "", nil, false
 				}
-				name, ok := stringConst(p, lit.Elts[0])
-				return prog + name, lit.Elts[2], ok
+				nameExpr, runExpr := lit.Elts[0], lit.Elts[2] // {name, summary, run}
+				for _, e := range lit.Elts { // or {Name: ..., Run: ...}
+					if kv, ok := e.(*ast.KeyValueExpr); ok {
+						switch key, _ := kv.Key.(*ast.Ident); {
+						case key != nil && key.Name == "Name":
+							nameExpr = kv.Value
+						case key != nil && key.Name == "Run":
+							runExpr = kv.Value
+						}
+					}
+				}
+				name, ok := stringConst(p, nameExpr)
+				return prog + name, runExpr, ok
 			})
 		case executorPkg:
 			a.executorEntries(p)
