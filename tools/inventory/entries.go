@@ -37,7 +37,7 @@ func (a *analyzer) findEntries() {
 					return "", nil, false
 				}
 				nameExpr, runExpr := lit.Elts[0], lit.Elts[2] // {name, summary, run}
-				for _, e := range lit.Elts { // or {Name: ..., Run: ...}
+				for _, e := range lit.Elts {                  // or {Name: ..., Run: ...}
 					if kv, ok := e.(*ast.KeyValueExpr); ok {
 						switch key, _ := kv.Key.(*ast.Ident); {
 						case key != nil && key.Name == "Name":
