@@ -158,3 +158,31 @@ func TestListRevokeAndCertPrincipals(t *testing.T) {
 		t.Fatal("KeyID of garbage")
 	}
 }
+
+// TestPrincipalOfEveryKind: the worker resolves a proposer's current grants
+// by principal ID, for API keys and client-certificate principals alike
+// (cert principals' queued intents were blocked as unknown); a revoked one
+// is ErrUnauthenticated.
+func TestPrincipalOfEveryKind(t *testing.T) {
+	k, _ := newKeys(t, time.Now)
+	ctx := context.Background()
+	cp, err := k.CreateCert(ctx, "bot.example", auth.CreateRequest{Name: "bot", Role: auth.RoleAgent, Tenants: []string{"a"}, Actions: []string{"*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, kp, err := k.Create(ctx, auth.CreateRequest{Name: "bot2", Role: auth.RoleAgent, Tenants: []string{"a"}, Actions: []string{"*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{cp.ID, kp.ID} {
+		if p, err := k.Principal(ctx, id); err != nil || p.ID != id {
+			t.Errorf("Principal(%s) = %+v, %v", id, p, err)
+		}
+		if _, err := k.Revoke(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := k.Principal(ctx, id); !errors.Is(err, auth.ErrUnauthenticated) {
+			t.Errorf("Principal(%s) after revocation = %v", id, err)
+		}
+	}
+}
