@@ -89,16 +89,16 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 		return ttl
 	}, notifier)
 	approvals.SetRetention(c.Retention)
+	keys := auth.NewKeys(st.Principals, d.rand, d.now)
 	g, err := gate.New(gate.Config{
 		Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex, Switches: sw, Approvals: approvals, JS: st.JS,
-		Allowlist: c.AllowHosts, Now: d.now, Node: c.Node, Logger: d.logger, Retention: c.Retention, Lease: c.Lease, ExecTimeout: c.ExecTimeout,
+		Allowlist: c.AllowHosts, Now: d.now, Node: c.Node, Logger: d.logger, Retention: c.Retention, Lease: c.Lease, ExecTimeout: c.ExecTimeout, Principals: keys,
 	})
 	if err != nil {
 		sw.Stop()
 		st.Close()
 		return nil, err
 	}
-	keys := auth.NewKeys(st.Principals, d.rand, d.now)
 	acc, err := access.New(access.Config{Keys: keys, Certs: keys, KeyAdmin: keys, Audit: log, Now: d.now, Logger: d.logger})
 	if err != nil {
 		sw.Stop()

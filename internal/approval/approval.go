@@ -113,6 +113,9 @@ type Reading struct {
 	// owners existed, which count distinct approver IDs.
 	ProposerOwner  string   `json:"proposer_owner,omitempty"`
 	ApproverOwners []string `json:"approver_owners,omitempty"`
+	// Withdrawn lists approvers whose credential was revoked or had expired
+	// when the gate read the approval: their votes no longer count.
+	Withdrawn []string `json:"withdrawn,omitempty"`
 }
 
 // Lineage is who stands behind one vote: the credential, the person it
@@ -134,17 +137,20 @@ type stored struct {
 }
 
 // Distinct counts the distinct owners among approvers, never the
-// proposer's: the one rule of four eyes, used by the gate's decision and
-// by the store when it marks an approval complete. Readings without owners
-// (recorded before owners existed) count distinct approver IDs.
+// proposer's nor a withdrawn credential's: the one rule of four eyes, used
+// by the gate's decision and by the store when it marks an approval
+// complete. Readings without owners (recorded before owners existed) count
+// distinct approver IDs.
 func Distinct(r Reading) int {
 	owners, proposer := r.ApproverOwners, r.ProposerOwner
 	if len(owners) != len(r.Approvers) || proposer == "" {
 		owners, proposer = r.Approvers, r.Proposer
 	}
 	n := 0
+	var counted []string
 	for i, o := range owners {
-		if o != proposer && r.Approvers[i] != r.Proposer && !slices.Contains(owners[:i], o) {
+		if o != proposer && r.Approvers[i] != r.Proposer && !slices.Contains(counted, o) && !slices.Contains(r.Withdrawn, r.Approvers[i]) {
+			counted = append(counted, o)
 			n++
 		}
 	}

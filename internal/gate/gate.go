@@ -54,6 +54,10 @@ type Config struct {
 	Lease time.Duration
 	// ExecTimeout bounds every executor call (default DefaultExecTimeout).
 	ExecTimeout time.Duration
+	// Principals, when set, is asked whether each approver of an approved
+	// intent still holds its credential: votes of revoked or expired keys
+	// stop counting (recorded in the input as Approval.Withdrawn).
+	Principals PrincipalLookup
 
 	// Retention, when set, bounds the live store: every intent expires
 	// Retention after its last write (proposal, blocked decision, finished
@@ -206,6 +210,17 @@ func (g *Gate) input(ctx context.Context, t tenant.ID, p *auth.Principal, in con
 		var err error
 		if appr, err = g.cfg.Approvals.Read(ctx, t, in.ID); err != nil {
 			return Input{}, storeErr("read approval", err)
+		}
+		if appr.Status == approval.StatusApproved && g.cfg.Principals != nil {
+			for _, id := range appr.Approvers {
+				_, err := g.cfg.Principals.Principal(ctx, id)
+				switch {
+				case errors.Is(err, auth.ErrUnauthenticated), errors.Is(err, auth.ErrExpired):
+					appr.Withdrawn = append(appr.Withdrawn, id)
+				case err != nil:
+					return Input{}, storeErr("read an approver's credential", err)
+				}
+			}
 		}
 	}
 	return Input{

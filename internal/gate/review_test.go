@@ -135,3 +135,45 @@ func TestResolveNeedsAnEntitledOperator(t *testing.T) {
 		}
 	}
 }
+
+// principalTable is a key registry stand-in: IDs in revoked are gone.
+type principalTable struct{ revoked map[string]bool }
+
+func (p principalTable) Principal(_ context.Context, id string) (*auth.Principal, error) {
+	if p.revoked[id] {
+		return nil, auth.ErrUnauthenticated
+	}
+	return &auth.Principal{ID: id}, nil
+}
+
+// TestRevokedApproverNoLongerCounts: a vote cast with a key that is revoked
+// afterwards (a stolen operator key, found and revoked) stops counting; the
+// decision records which votes were withdrawn, so replay reproduces it.
+func TestRevokedApproverNoLongerCounts(t *testing.T) {
+	ex := &recorder{runs: map[string]int{}}
+	n := openNode(t, t.TempDir(), ex)
+	table := principalTable{revoked: map[string]bool{}}
+	g, err := gate.New(gate.Config{Intents: n.st.Intents, Idempotency: n.st.Idempotency, Audit: n.log, Executors: ex, Switches: n.sw,
+		Approvals: approval.NewStore(n.st.Approvals, n.log, nil, nil), JS: n.st.JS, Node: "test", Principals: table})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	v, _, _ := g.Propose(ctx, acme, agent, writeReq("k1"), gate.Meta{})
+	if _, err := g.DecideApproval(ctx, acme, operator, v.Intent.ID, contract.ApprovalDecision{Decision: "approve", Reason: "ok"}, gate.Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	table.revoked[operator.ID] = true
+	out, err := g.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{})
+	if contract.ErrorCode(err) != contract.CodeBlocked || !slices.Contains(out.Decision.Reasons, gate.ReasonApprovalRequired) || ex.count(v.Intent.ID) != 0 {
+		t.Fatalf("execute with the only approver revoked = %+v, %v, want blocked approval_required", out.Decision.Reasons, err)
+	}
+	// Another operator's vote completes it again.
+	if _, err := g.DecideApproval(ctx, acme, operator2, v.Intent.ID, contract.ApprovalDecision{Decision: "approve", Reason: "re-reviewed"}, gate.Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{}); err != nil || ex.count(v.Intent.ID) != 1 {
+		t.Fatalf("execute after a valid second vote = %v (runs %d)", err, ex.count(v.Intent.ID))
+	}
+	replayPasses(t, n.log, acme)
+}
