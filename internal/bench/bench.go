@@ -3,14 +3,15 @@
 // with N keep-alive clients bounded by duration and count, and reports
 // throughput, latency percentiles from an HDR histogram
 // (github.com/HdrHistogram/hdrhistogram-go, the standard implementation of
-// Gil Tene's HdrHistogram in Go) and the server's RSS. It also measures
-// replay verification throughput on a generated chain.
+// Gil Tene's HdrHistogram in Go) and the server's RSS. Every API call goes
+// through the typed client (internal/api/client) over one shared
+// keep-alive transport. It also measures replay verification throughput on
+// a generated chain.
 package bench
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -25,6 +26,9 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/exoarmur/exoarmur/internal/api/client"
+	"github.com/exoarmur/exoarmur/internal/contract"
 )
 
 // Config of a load run.
@@ -85,24 +89,27 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	}
 	defer func() { _ = srv.cmd.Process.Kill(); _ = srv.cmd.Wait() }()
 	tr := &http.Transport{MaxIdleConns: cfg.Clients * 2, MaxIdleConnsPerHost: cfg.Clients * 2, IdleConnTimeout: time.Minute}
-	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
-	for _, path := range []string{"/v1/killswitch", "/v1/tenants/acme/killswitch", "/v1/tenants/beta/killswitch"} {
-		if code, body := call(hc, "PUT", srv.base+path, srv.keys["admin"], map[string]any{"engaged": false, "reason": "bench"}); code != 200 {
-			return nil, fmt.Errorf("disengage %s: HTTP %d %s", path, code, body)
+	cl, err := srv.clients(&http.Client{Transport: tr, Timeout: 30 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range []string{"", "acme", "beta"} {
+		if err := setSwitch(ctx, cl["admin"], t, false, "bench"); err != nil {
+			return nil, err
 		}
 	}
 	var out []Result
 	for _, sc := range cfg.Scenarios {
 		if sc == "blocked" {
-			call(hc, "PUT", srv.base+"/v1/tenants/acme/killswitch", srv.keys["admin"], map[string]any{"engaged": true, "reason": "bench: blocked scenario"})
+			_ = setSwitch(ctx, cl["admin"], "acme", true, "bench: blocked scenario")
 		}
 		prof := srv.startProfile(cfg, sc)
-		res, err := runScenario(ctx, cfg, hc, srv, sc)
+		res, err := runScenario(ctx, cfg, cl, sc)
 		if perr := prof(); perr != nil {
 			return out, perr
 		}
 		if sc == "blocked" {
-			call(hc, "PUT", srv.base+"/v1/tenants/acme/killswitch", srv.keys["admin"], map[string]any{"engaged": false, "reason": "bench: done"})
+			_ = setSwitch(ctx, cl["admin"], "acme", false, "bench: done")
 		}
 		if err != nil {
 			return out, err
@@ -171,17 +178,22 @@ func startServer(ctx context.Context, cfg Config, dir string) (*server, error) {
 		return nil, err
 	}
 	base := "http://" + addr
+	api, err := client.New(base)
+	if err != nil {
+		_ = cmd.Process.Kill()
+		return nil, err
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if resp, err := http.Get(base + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := api.Ready(rctx)
+		cancel()
+		if err == nil {
+			break
 		}
-		if time.Now().After(deadline) {
+		if time.Now().After(deadline) || ctx.Err() != nil {
 			_ = cmd.Process.Kill()
-			return nil, fmt.Errorf("server not ready")
+			return nil, fmt.Errorf("server not ready: %w", err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -227,24 +239,38 @@ func fetch(url, path string) error {
 	return os.WriteFile(path, b, 0o644)
 }
 
-func call(hc *http.Client, method, url, key string, body any) (int, []byte) {
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, url, rd)
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := hc.Do(req)
+// clients returns a typed API client per principal (admin, acme, beta),
+// all sending through hc and so sharing its keep-alive connections.
+func (s *server) clients(hc *http.Client) (map[string]*client.Client, error) {
+	api, err := client.New(s.base, client.WithHTTPClient(hc), client.WithUserAgent("exoarmur-bench"))
 	if err != nil {
-		return -1, []byte(err.Error())
+		return nil, err
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, b
+	out := make(map[string]*client.Client, len(s.keys))
+	for name, key := range s.keys {
+		out[name] = api.With(client.WithAPIKey(key))
+	}
+	return out, nil
 }
 
-func runScenario(ctx context.Context, cfg Config, hc *http.Client, srv *server, sc string) (Result, error) {
+// setSwitch engages or disengages the global switch (t == "") or a
+// tenant's, and fails unless the serving node confirmed it (HTTP 200).
+func setSwitch(ctx context.Context, admin *client.Client, t string, engaged bool, reason string) error {
+	scope := t
+	if scope == "" {
+		scope = "global"
+	}
+	_, confirmed, err := admin.SetKillSwitch(ctx, t, contract.KillSwitchRequest{Engaged: engaged, Reason: reason})
+	if err != nil {
+		return fmt.Errorf("kill switch %s: %w", scope, err)
+	}
+	if !confirmed {
+		return fmt.Errorf("kill switch %s: HTTP 202, the serving node did not confirm the change", scope)
+	}
+	return nil
+}
+
+func runScenario(ctx context.Context, cfg Config, cl map[string]*client.Client, sc string) (Result, error) {
 	var ops, errs atomic.Int64
 	var wg sync.WaitGroup
 	hists := make([]*hdrhistogram.Histogram, cfg.Clients)
@@ -263,10 +289,9 @@ func runScenario(ctx context.Context, cfg Config, hc *http.Client, srv *server, 
 				if sc == "mixed" && i%2 == 1 {
 					tn = "beta"
 				}
-				key := srv.keys[tn]
 				idem := fmt.Sprintf("%s-%d-%d", sc, c, i)
 				t0 := time.Now()
-				ok := one(hc, srv.base, tn, key, idem, sc)
+				ok := one(ctx, cl[tn], tn, idem, sc)
 				hists[c].RecordValue(max(time.Since(t0).Microseconds(), 1))
 				ops.Add(1)
 				if !ok {
@@ -286,28 +311,23 @@ func runScenario(ctx context.Context, cfg Config, hc *http.Client, srv *server, 
 }
 
 // one performs one operation of a scenario and reports whether it had the
-// expected outcome.
-func one(hc *http.Client, base, tn, key, idem, sc string) bool {
-	code, body := call(hc, "POST", base+"/v1/tenants/"+tn+"/intents", key, map[string]any{"action": "fs.read", "target": "bench.txt", "idempotency_key": idem})
-	if code != 201 {
+// expected outcome: the intent created (HTTP 201), then, unless the
+// scenario only proposes, executed (200) or, in the blocked scenario,
+// refused (403).
+func one(ctx context.Context, c *client.Client, tn, idem, sc string) bool {
+	v, created, err := c.Propose(ctx, tn, contract.IntentRequest{Action: "fs.read", Target: "bench.txt", IdempotencyKey: idem})
+	if err != nil || !created {
 		return false
 	}
 	if sc == "propose" {
 		return true
 	}
-	var v struct {
-		Intent struct {
-			ID string `json:"id"`
-		} `json:"intent"`
-	}
-	if json.Unmarshal(body, &v) != nil {
-		return false
-	}
-	code, _ = call(hc, "POST", base+"/v1/tenants/"+tn+"/intents/"+v.Intent.ID+"/execute", key, nil)
+	_, err = c.Execute(ctx, tn, v.Intent.ID)
 	if sc == "blocked" {
-		return code == 403
+		var ce *client.Error
+		return errors.As(err, &ce) && ce.Status == http.StatusForbidden
 	}
-	return code == 200
+	return err == nil
 }
 
 // rss returns the current and peak resident set size of pid in MB (Linux).

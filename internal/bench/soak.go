@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/exoarmur/exoarmur/internal/api/client"
 )
 
 // SoakConfig bounds a soak: a fixed rate of governed executions for a
@@ -63,10 +65,13 @@ func Soak(ctx context.Context, cfg SoakConfig) ([]Sample, bool, error) {
 		fmt.Fprintf(cfg.Log, "soak: server profiles at %s/debug/pprof/\n", srv.debug)
 	}
 	tr := &http.Transport{MaxIdleConnsPerHost: cfg.Clients * 2}
-	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
-	for _, path := range []string{"/v1/killswitch", "/v1/tenants/acme/killswitch"} {
-		if code, body := call(hc, "PUT", srv.base+path, srv.keys["admin"], map[string]any{"engaged": false, "reason": "soak"}); code != 200 {
-			return nil, false, fmt.Errorf("disengage %s: %d %s", path, code, body)
+	cl, err := srv.clients(&http.Client{Transport: tr, Timeout: 30 * time.Second})
+	if err != nil {
+		return nil, false, err
+	}
+	for _, t := range []string{"", "acme"} {
+		if err := setSwitch(ctx, cl["admin"], t, false, "soak"); err != nil {
+			return nil, false, err
 		}
 	}
 	var mu sync.Mutex
@@ -84,7 +89,7 @@ func Soak(ctx context.Context, cfg SoakConfig) ([]Sample, bool, error) {
 			for i := 0; time.Now().Before(deadline) && ctx.Err() == nil; i++ {
 				<-tick.C
 				t0 := time.Now()
-				ok := one(hc, srv.base, "acme", srv.keys["acme"], fmt.Sprintf("soak-%d-%d", c, i), "execute")
+				ok := one(ctx, cl["acme"], "acme", fmt.Sprintf("soak-%d-%d", c, i), "execute")
 				us := max(time.Since(t0).Microseconds(), 1)
 				mu.Lock()
 				hist.RecordValue(us)
@@ -106,7 +111,7 @@ func Soak(ctx context.Context, cfg SoakConfig) ([]Sample, bool, error) {
 		hist.Reset()
 		mu.Unlock()
 		cur, _ := rss(srv.cmd.Process.Pid)
-		m := metricValues(hc, srv.base, srv.keys["admin"], "go_goroutines", "go_memstats_heap_inuse_bytes")
+		m := metricValues(ctx, cl["admin"], "go_goroutines", "go_memstats_heap_inuse_bytes")
 		s := Sample{At: time.Since(start).Round(time.Second), Ops: ops.Load() - lastOps, Errors: errs.Load() - lastErrs, P99us: p99,
 			RSSMB: cur, HeapMB: int64(m[1] / (1 << 20)), Goroutines: int64(m[0])}
 		lastOps, lastErrs = ops.Load(), errs.Load()
@@ -133,19 +138,15 @@ func Soak(ctx context.Context, cfg SoakConfig) ([]Sample, bool, error) {
 }
 
 // metricValues reads gauges from the server's /metrics (-1 if absent).
-func metricValues(hc *http.Client, base, key string, names ...string) []float64 {
+func metricValues(ctx context.Context, admin *client.Client, names ...string) []float64 {
 	out := make([]float64, len(names))
 	for i := range out {
 		out[i] = -1
 	}
-	req, _ := http.NewRequest("GET", base+"/metrics", nil)
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := hc.Do(req)
+	b, err := admin.Metrics(ctx)
 	if err != nil {
 		return out
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
 	for _, line := range strings.Split(string(b), "\n") {
 		for i, name := range names {
 			if v, ok := strings.CutPrefix(line, name+" "); ok {
