@@ -478,12 +478,3 @@ func (f *failures) fail(src string, now time.Time) {
 		}
 	}
 }
-
-// String describes a request for logs.
-func (r Request) String() string {
-	id := ""
-	if r.Principal != nil {
-		id = r.Principal.ID
-	}
-	return fmt.Sprintf("%s %s on %q", id, r.Operation, r.Tenant.String())
-}

@@ -37,11 +37,10 @@ type Switches interface {
 	Set(ctx context.Context, scope tenant.ID, f killswitch.Flip) (killswitch.Change, error)
 }
 
-// ApprovalLister lists a tenant's approvals and who stands behind each
+// ApprovalLister lists a tenant's approvals with who stands behind each
 // vote (internal/approval).
 type ApprovalLister interface {
-	List(ctx context.Context, t tenant.ID, status string, now time.Time) ([]approval.Record, error)
-	Lineage(ctx context.Context, t tenant.ID, intentID string) ([]approval.Lineage, error)
+	List(ctx context.Context, t tenant.ID, status string, now time.Time) ([]approval.Listed, error)
 }
 
 // Config wires the API.
@@ -494,21 +493,17 @@ func (s *Server) listApprovals(w http.ResponseWriter, r *http.Request) error {
 	default:
 		return contract.Errorf(contract.CodeInvalid, "query \"status\": must be pending, approved, denied, expired or executed")
 	}
-	recs, err := s.cfg.Approvals.List(r.Context(), ri.tenant, status, s.now())
+	listed, err := s.cfg.Approvals.List(r.Context(), ri.tenant, status, s.now())
 	if err != nil {
 		return contract.Wrap(contract.CodeStoreUnavailable, "cannot read approvals", err)
 	}
 	items := []approvalItem{}
-	for _, rec := range recs {
-		v, err := s.cfg.Gate.Get(r.Context(), ri.tenant, rec.IntentID)
+	for _, l := range listed {
+		v, err := s.cfg.Gate.Get(r.Context(), ri.tenant, l.Record.IntentID)
 		if err != nil {
 			return err
 		}
-		lin, err := s.cfg.Approvals.Lineage(r.Context(), ri.tenant, rec.IntentID)
-		if err != nil && !errors.Is(err, approval.ErrNotFound) {
-			return contract.Wrap(contract.CodeStoreUnavailable, "cannot read approvals", err)
-		}
-		items = append(items, approvalItem{Approval: rec, Intent: v.Intent, Lineage: append([]approval.Lineage{}, lin...)})
+		items = append(items, approvalItem{Approval: l.Record, Intent: v.Intent, Lineage: l.Lineage})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"tenant": ri.tenant.String(), "approvals": items})
 	return nil

@@ -442,11 +442,16 @@ func (s *Store) Lineage(ctx context.Context, t tenant.ID, intentID string) ([]Li
 	if err != nil {
 		return nil, err
 	}
-	out := append([]Lineage{}, r.Lineage...)
-	if r.DenialLineage != nil {
-		out = append(out, *r.DenialLineage)
+	return r.lineage(), nil
+}
+
+// lineage is who stands behind each vote, in vote order, the denial last.
+func (s stored) lineage() []Lineage {
+	out := append([]Lineage{}, s.Lineage...)
+	if s.DenialLineage != nil {
+		out = append(out, *s.DenialLineage)
 	}
-	return out, nil
+	return out
 }
 
 // Consume marks an approval executed, with compare-and-set on the revision
@@ -486,7 +491,13 @@ func (s *Store) Consume(ctx context.Context, t tenant.ID, c Consumption) error {
 
 // List returns t's approvals whose status at now is status ("" = all),
 // oldest request first.
-func (s *Store) List(ctx context.Context, t tenant.ID, status string, now time.Time) ([]Record, error) {
+// Listed is an approval with who stands behind each of its votes.
+type Listed struct {
+	Record  Record
+	Lineage []Lineage
+}
+
+func (s *Store) List(ctx context.Context, t tenant.ID, status string, now time.Time) ([]Listed, error) {
 	if err := t.Check(); err != nil {
 		return nil, err
 	}
@@ -494,7 +505,7 @@ func (s *Store) List(ctx context.Context, t tenant.ID, status string, now time.T
 	if err != nil {
 		return nil, fmt.Errorf("list approvals: %w", err)
 	}
-	out := []Record{}
+	out := []Listed{}
 	for _, key := range keys {
 		e, err := s.kv.Get(ctx, key)
 		if err != nil {
@@ -503,17 +514,17 @@ func (s *Store) List(ctx context.Context, t tenant.ID, status string, now time.T
 			}
 			return nil, fmt.Errorf("list approvals: %w", err)
 		}
-		var r Record
+		var r stored
 		if err := json.Unmarshal(e.Value, &r); err != nil {
 			return nil, fmt.Errorf("list approvals: decode %s: %w", key, err)
 		}
 		r.Status = r.StatusAt(now)
 		if status == "" || r.Status == status {
-			out = append(out, r)
+			out = append(out, Listed{Record: r.Record, Lineage: r.lineage()})
 		}
 	}
-	slices.SortFunc(out, func(a, b Record) int {
-		return cmp.Or(a.RequestedAt.Compare(b.RequestedAt), cmp.Compare(a.IntentID, b.IntentID))
+	slices.SortFunc(out, func(a, b Listed) int {
+		return cmp.Or(a.Record.RequestedAt.Compare(b.Record.RequestedAt), cmp.Compare(a.Record.IntentID, b.Record.IntentID))
 	})
 	return out, nil
 }
