@@ -112,12 +112,12 @@ func TestAccessIsTransportFree(t *testing.T) {
 	}
 }
 
-// TestOnlyTheGateMintsPermits: a Permit's fields are unexported, so only
-// package gate can fill one; outside it no non-test code may even build a
-// zero one (executors refuse it, but none should be made).
-func TestOnlyTheGateMintsPermits(t *testing.T) {
+// forbidSource fails for every non-test source file outside the package
+// ending in exempt that contains one of needles, saying why.
+func forbidSource(t *testing.T, exempt string, needles []string, why string) {
+	t.Helper()
 	for _, p := range listPackages(t, "./...") {
-		if strings.HasSuffix(p.ImportPath, "/internal/gate") {
+		if strings.HasSuffix(p.ImportPath, exempt) {
 			continue
 		}
 		for _, f := range p.GoFiles {
@@ -125,13 +125,20 @@ func TestOnlyTheGateMintsPermits(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, needle := range []string{"gate.Permit{", "new(gate.Permit)"} {
+			for _, needle := range needles {
 				if strings.Contains(string(src), needle) {
-					t.Errorf("%s/%s builds a permit (%s): only the gate mints permits", p.ImportPath, f, needle)
+					t.Errorf("%s/%s contains %s: %s", p.ImportPath, f, needle, why)
 				}
 			}
 		}
 	}
+}
+
+// TestOnlyTheGateMintsPermits: a Permit's fields are unexported, so only
+// package gate can fill one; outside it no non-test code may even build a
+// zero one (executors refuse it, but none should be made).
+func TestOnlyTheGateMintsPermits(t *testing.T) {
+	forbidSource(t, "/internal/gate", []string{"gate.Permit{", "new(gate.Permit)"}, "only the gate mints permits")
 }
 
 // TestOnePackageComment: every package has exactly one package comment.
@@ -159,27 +166,12 @@ func TestOnePackageComment(t *testing.T) {
 // TestNoSubjectOrKeyOutsideNaming: NATS subjects and KV keys are built only
 // in internal/tenant; a string literal that looks like one elsewhere fails.
 func TestNoSubjectOrKeyOutsideNaming(t *testing.T) {
-	for _, p := range listPackages(t, "./...") {
-		if strings.HasSuffix(p.ImportPath, "/internal/tenant") {
-			continue
-		}
-		for _, f := range p.GoFiles {
-			src, err := os.ReadFile(filepath.Join(p.Dir, f))
-			if err != nil {
-				t.Fatal(err)
-			}
-			needles := []string{`"exoarmur.v1.`, `"KV_`}
-			for _, name := range []string{tenant.IntentsBucket, tenant.IdempotencyBucket, tenant.PrincipalsBucket, tenant.ControlBucket,
-				tenant.ApprovalsBucket, tenant.AuditStream, tenant.WorkStream, tenant.WorkConsumer} {
-				needles = append(needles, `"`+name+`"`)
-			}
-			for _, needle := range needles {
-				if strings.Contains(string(src), needle) {
-					t.Errorf("%s/%s contains %s: build names in internal/tenant", p.ImportPath, f, needle)
-				}
-			}
-		}
+	needles := []string{`"exoarmur.v1.`, `"KV_`}
+	for _, name := range []string{tenant.IntentsBucket, tenant.IdempotencyBucket, tenant.PrincipalsBucket, tenant.ControlBucket,
+		tenant.ApprovalsBucket, tenant.AuditStream, tenant.WorkStream, tenant.WorkConsumer} {
+		needles = append(needles, `"`+name+`"`)
 	}
+	forbidSource(t, "/internal/tenant", needles, "build names in internal/tenant")
 }
 
 // TestProductionBinaryHasNoEvidenceMachinery: fixed clocks, seeded keys, the
