@@ -138,9 +138,6 @@ type Credentials struct {
 	Source string
 }
 
-// CodeRateLimited is contract.CodeRateLimited.
-const CodeRateLimited = contract.CodeRateLimited
-
 // Authenticate resolves credentials to a principal. Unknown, malformed,
 // revoked and expired credentials are all CodeUnauthenticated (audited in
 // the system chain, never with the secret); a store failure is
@@ -148,7 +145,7 @@ const CodeRateLimited = contract.CodeRateLimited
 func (s *Service) Authenticate(ctx context.Context, c Credentials, meta Meta) (*auth.Principal, error) {
 	now := s.cfg.Now()
 	if s.fails.blocked(c.Source, now, s.cfg.FailLimit) {
-		return nil, contract.Errorf(CodeRateLimited, "too many failed authentication attempts from this address; try again later")
+		return nil, contract.Errorf(contract.CodeRateLimited, "too many failed authentication attempts from this address; try again later")
 	}
 	var p *auth.Principal
 	var err error

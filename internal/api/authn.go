@@ -10,13 +10,6 @@ import (
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
-// Audit kinds written by the boundary (defined by internal/access).
-const (
-	KindCrossTenant = access.KindCrossTenant
-	KindForbidden   = access.KindForbidden
-	KindAuthFailed  = access.KindAuthFailed
-)
-
 // guard is the boundary: tenant validation (400, before any store access),
 // then the access layer: authentication by client certificate or bearer key
 // (401, 429 after too many failures from one source), tenant grant (404,

@@ -123,8 +123,8 @@ func TestAuthMatrix(t *testing.T) {
 		for _, cr := range creds {
 			t.Run(name+"/"+cr.name, func(t *testing.T) {
 				before := f.stateSnapshot(t)
-				failsBefore := f.systemCount(t, api.KindAuthFailed)
-				crossBefore := f.chainCount(t, "beta", api.KindCrossTenant)
+				failsBefore := f.systemCount(t, access.KindAuthFailed)
+				crossBefore := f.chainCount(t, "beta", access.KindCrossTenant)
 				r := f.do(t, c.method, c.path, cr.key, c.body)
 				if r.code != cr.status {
 					t.Fatalf("= %d %s, want %d", r.code, r.raw, cr.status)
@@ -141,11 +141,11 @@ func TestAuthMatrix(t *testing.T) {
 				}
 				switch cr.status {
 				case 401:
-					if f.systemCount(t, api.KindAuthFailed) != failsBefore+1 {
+					if f.systemCount(t, access.KindAuthFailed) != failsBefore+1 {
 						t.Fatal("the failed authentication was not audited in the system chain")
 					}
 				case 404:
-					if f.chainCount(t, "beta", api.KindCrossTenant) != crossBefore+1 {
+					if f.chainCount(t, "beta", access.KindCrossTenant) != crossBefore+1 {
 						t.Fatal("the cross-tenant attempt was not audited in the caller's chain")
 					}
 				}
