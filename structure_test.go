@@ -72,13 +72,11 @@ func TestImportRules(t *testing.T) {
 // none. What still imports it, until issue 13's next step moves it behind
 // the adapter: the audit log (append, scan), the kill switches (the
 // control bucket, propagation), the gate's work queue (approve.go's
-// publish, worker.go's consumer) and internal/store (the connection, the
-// streams and buckets).
+// publish, worker.go's consumer).
 func TestJetStreamImporters(t *testing.T) {
 	const js = "github.com/nats-io/nats.go/jetstream"
 	allowed := map[string]string{
 		module + "/internal/natsstore":  "the store adapter",
-		module + "/internal/store":      "opens the connection, the streams and the buckets",
 		module + "/internal/audit":      "not moved yet: append and scan of the audit stream",
 		module + "/internal/killswitch": "not moved yet: the control bucket and propagation",
 		module + "/internal/gate":       "not moved yet: the work queue only (approve.go, worker.go)",

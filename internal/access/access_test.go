@@ -12,8 +12,8 @@ import (
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/natsstore"
 	"github.com/exoarmur/exoarmur/internal/policy"
-	"github.com/exoarmur/exoarmur/internal/store"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -26,7 +26,7 @@ type fixture struct {
 // newFixture is the access layer on a real embedded JetStream store.
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	st, err := store.Open(context.Background(), store.Config{DataDir: t.TempDir()})
+	st, err := natsstore.Open(context.Background(), natsstore.Config{DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/gate"
 	"github.com/exoarmur/exoarmur/internal/killswitch"
-	"github.com/exoarmur/exoarmur/internal/store"
+	"github.com/exoarmur/exoarmur/internal/natsstore"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -64,7 +64,7 @@ func (e *okExec) Run(_ context.Context, p *gate.Permit) (map[string]string, erro
 
 type fixture struct {
 	log  *audit.Log
-	st   *store.Store
+	st   *natsstore.Store
 	srv  *httptest.Server
 	keys *keys
 	exec *okExec
@@ -88,7 +88,7 @@ const (
 
 func newFixture(t *testing.T, opts ...func(*access.Config)) *fixture {
 	t.Helper()
-	st, err := store.Open(context.Background(), store.Config{DataDir: t.TempDir()})
+	st, err := natsstore.Open(context.Background(), natsstore.Config{DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 	"os"
 	"strconv"
 
-	"github.com/exoarmur/exoarmur/internal/store"
+	"github.com/exoarmur/exoarmur/internal/natsstore"
 )
 
 func runNATS(ctx context.Context, env Env, args []string) error {
@@ -32,7 +32,7 @@ func runNATS(ctx context.Context, env Env, args []string) error {
 	if *sync != "default" && *sync != "always" {
 		return fmt.Errorf(`%w: --sync %q: must be "default" or "always"`, errUsage, *sync)
 	}
-	var users []store.User
+	var users []natsstore.User
 	if *usersFile != "" {
 		raw, err := os.ReadFile(*usersFile)
 		if err != nil {
@@ -42,7 +42,7 @@ func runNATS(ctx context.Context, env Env, args []string) error {
 			return fmt.Errorf("%w: --users %s: %v", errUsage, *usersFile, err)
 		}
 	}
-	srv, err := store.StartServer(store.ServerConfig{DataDir: *dataDir, Host: host, Port: port, SyncAlways: *sync == "always", Debug: *debug, Users: users,
+	srv, err := natsstore.StartServer(natsstore.ServerConfig{DataDir: *dataDir, Host: host, Port: port, SyncAlways: *sync == "always", Debug: *debug, Users: users,
 		Logger: newLogger(env, "text")})
 	if err != nil {
 		return err

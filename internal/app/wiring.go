@@ -16,13 +16,13 @@ import (
 	"github.com/exoarmur/exoarmur/internal/executor"
 	"github.com/exoarmur/exoarmur/internal/gate"
 	"github.com/exoarmur/exoarmur/internal/killswitch"
-	"github.com/exoarmur/exoarmur/internal/store"
+	"github.com/exoarmur/exoarmur/internal/natsstore"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
 // runtime is a wired ExoArmur node.
 type runtime struct {
-	store     *store.Store
+	store     *natsstore.Store
 	switches  *killswitch.Switches
 	approvals *approval.Store
 	audit     *audit.Log
@@ -44,11 +44,11 @@ func prodDeps(logger *slog.Logger) deps {
 	return deps{now: time.Now, rand: rand.Reader, logger: logger}
 }
 
-func openStore(ctx context.Context, c StoreConfig, name string, logger *slog.Logger) (*store.Store, error) {
+func openStore(ctx context.Context, c StoreConfig, name string, logger *slog.Logger) (*natsstore.Store, error) {
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
-	return store.Open(ctx, store.Config{DataDir: c.DataDir, NATSURL: c.NATSURL, SyncAlways: c.Sync == "always", Name: name, Logger: logger})
+	return natsstore.Open(ctx, natsstore.Config{DataDir: c.DataDir, NATSURL: c.NATSURL, SyncAlways: c.Sync == "always", Name: name, Logger: logger})
 }
 
 func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {

@@ -107,7 +107,7 @@ func New(js jetstream.JetStream, stream jetstream.Stream) *Log {
 // is acknowledged. It pays off when every write is fsynced (--sync always):
 // JetStream stages an atomic batch in its own small file store, which costs
 // more than it saves when writes are not fsynced (BenchmarkGroupCommitLever).
-// The stream must allow atomic publish (store.Open configures it).
+// The stream must allow atomic publish (natsstore.Open configures it).
 func (l *Log) EnableGroupCommit() { l.group = true }
 
 func (l *Log) head(t tenant.ID) *chainHead {

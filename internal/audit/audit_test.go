@@ -16,7 +16,7 @@ import (
 
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/contract"
-	"github.com/exoarmur/exoarmur/internal/store"
+	"github.com/exoarmur/exoarmur/internal/natsstore"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -25,7 +25,7 @@ var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 // natsServer starts a real NATS+JetStream server on a random loopback port.
 func natsServer(tb testing.TB) string {
 	tb.Helper()
-	srv, err := store.StartServer(store.ServerConfig{DataDir: tb.TempDir(), Port: 0})
+	srv, err := natsstore.StartServer(natsstore.ServerConfig{DataDir: tb.TempDir(), Port: 0})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -33,9 +33,9 @@ func natsServer(tb testing.TB) string {
 	return srv.ClientURL()
 }
 
-func openStore(tb testing.TB, cfg store.Config) *store.Store {
+func openStore(tb testing.TB, cfg natsstore.Config) *natsstore.Store {
 	tb.Helper()
-	st, err := store.Open(context.Background(), cfg)
+	st, err := natsstore.Open(context.Background(), cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -77,8 +77,8 @@ func TestConcurrentWritersTwoConnections(t *testing.T) {
 	}{{"plain", [2]bool{false, false}}, {"group commit", [2]bool{true, true}}, {"mixed", [2]bool{true, false}}} {
 		t.Run(tt.name, func(t *testing.T) {
 			url := natsServer(t)
-			a := openStore(t, store.Config{NATSURL: url, Name: "a"})
-			b := openStore(t, store.Config{NATSURL: url, Name: "b"})
+			a := openStore(t, natsstore.Config{NATSURL: url, Name: "a"})
+			b := openStore(t, natsstore.Config{NATSURL: url, Name: "b"})
 			logs := []*audit.Log{audit.New(a.JS, a.Audit), audit.New(b.JS, b.Audit)}
 			for i, g := range tt.groups {
 				if g {
@@ -149,7 +149,7 @@ func TestConcurrentWritersTwoConnections(t *testing.T) {
 
 func TestChainsArePerTenantAndSurviveReopen(t *testing.T) {
 	dir := t.TempDir()
-	st, err := store.Open(context.Background(), store.Config{DataDir: dir})
+	st, err := natsstore.Open(context.Background(), natsstore.Config{DataDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +163,7 @@ func TestChainsArePerTenantAndSurviveReopen(t *testing.T) {
 		}
 	}
 	st.Close()
-	st = openStore(t, store.Config{DataDir: dir})
+	st = openStore(t, natsstore.Config{DataDir: dir})
 	l = audit.New(st.JS, st.Audit)
 	for _, tn := range []tenant.ID{a, b} {
 		recs := scanAll(t, l, tn)
@@ -192,7 +192,7 @@ func TestChainsArePerTenantAndSurviveReopen(t *testing.T) {
 }
 
 func TestAppendRequiresTenant(t *testing.T) {
-	st := openStore(t, store.Config{DataDir: t.TempDir()})
+	st := openStore(t, natsstore.Config{DataDir: t.TempDir()})
 	l := audit.New(st.JS, st.Audit)
 	if _, err := l.Append(context.Background(), tenant.ID{}, audit.Entry{Kind: "k", Time: t0}); !errors.Is(err, tenant.ErrMissing) {
 		t.Fatalf("Append without tenant = %v, want ErrMissing", err)
@@ -200,7 +200,7 @@ func TestAppendRequiresTenant(t *testing.T) {
 }
 
 func TestVerifierNamesTamperedRecord(t *testing.T) {
-	st := openStore(t, store.Config{DataDir: t.TempDir()})
+	st := openStore(t, natsstore.Config{DataDir: t.TempDir()})
 	l := audit.New(st.JS, st.Audit)
 	acme := tenant.MustParse("acme")
 	for i := range 5 {
@@ -254,7 +254,7 @@ func TestVerifierNamesTamperedRecord(t *testing.T) {
 // BenchmarkAppendParallel: 64 writers appending to one tenant's chain
 // through one embedded server (the shape of the load test's hot path).
 func BenchmarkAppendParallel(b *testing.B) {
-	st := openStore(b, store.Config{DataDir: b.TempDir()})
+	st := openStore(b, natsstore.Config{DataDir: b.TempDir()})
 	l := audit.New(st.JS, st.Audit)
 	tn := tenant.MustParse("acme")
 	payload := map[string]any{"input": map[string]any{"action": "fs.read", "target": "bench.txt"}, "reasons": []string{"ok"}}
@@ -281,7 +281,7 @@ func BenchmarkGroupCommitLever(b *testing.B) {
 	for _, sync := range []bool{false, true} {
 		for _, n := range []int{1, 16, 64} {
 			b.Run(fmt.Sprintf("sync=%v/records=%d", sync, n), func(b *testing.B) {
-				srv, err := store.StartServer(store.ServerConfig{DataDir: b.TempDir(), DontListen: true, SyncAlways: sync})
+				srv, err := natsstore.StartServer(natsstore.ServerConfig{DataDir: b.TempDir(), DontListen: true, SyncAlways: sync})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -10,12 +10,12 @@ import (
 	"time"
 
 	"github.com/exoarmur/exoarmur/internal/auth"
-	"github.com/exoarmur/exoarmur/internal/store"
+	"github.com/exoarmur/exoarmur/internal/natsstore"
 )
 
-func newKeys(t *testing.T, now func() time.Time) (*auth.Keys, *store.Store) {
+func newKeys(t *testing.T, now func() time.Time) (*auth.Keys, *natsstore.Store) {
 	t.Helper()
-	st, err := store.Open(context.Background(), store.Config{DataDir: t.TempDir()})
+	st, err := natsstore.Open(context.Background(), natsstore.Config{DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

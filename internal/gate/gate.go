@@ -68,7 +68,7 @@ type Config struct {
 	// executions running or in doubt carry no TTL. The audit log keeps
 	// everything regardless. Zero keeps intents and claims for good; else
 	// at least a second. The buckets must allow per-value TTLs
-	// (internal/store's do). (Approvals expire with it: approval.Store.)
+	// (internal/natsstore's do). (Approvals expire with it: approval.Store.)
 	Retention time.Duration
 }
 

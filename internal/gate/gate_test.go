@@ -15,8 +15,8 @@ import (
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/gate"
 	"github.com/exoarmur/exoarmur/internal/killswitch"
+	"github.com/exoarmur/exoarmur/internal/natsstore"
 	"github.com/exoarmur/exoarmur/internal/replay"
-	"github.com/exoarmur/exoarmur/internal/store"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -90,7 +90,7 @@ func (c *clock) Now() time.Time {
 }
 
 type node struct {
-	st   *store.Store
+	st   *natsstore.Store
 	log  *audit.Log
 	gate *gate.Gate
 	sw   *switches
@@ -98,7 +98,7 @@ type node struct {
 
 func openNode(tb testing.TB, dir string, ex gate.Executors) *node {
 	tb.Helper()
-	st, err := store.Open(context.Background(), store.Config{DataDir: dir})
+	st, err := natsstore.Open(context.Background(), natsstore.Config{DataDir: dir})
 	if err != nil {
 		tb.Fatal(err)
 	}

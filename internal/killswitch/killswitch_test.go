@@ -12,15 +12,15 @@ import (
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/killswitch"
-	"github.com/exoarmur/exoarmur/internal/store"
+	"github.com/exoarmur/exoarmur/internal/natsstore"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
 var acme = tenant.MustParse("acme")
 
-func open(t *testing.T, cfg store.Config, node string) (*killswitch.Switches, *store.Store, *audit.Log) {
+func open(t *testing.T, cfg natsstore.Config, node string) (*killswitch.Switches, *natsstore.Store, *audit.Log) {
 	t.Helper()
-	st, err := store.Open(context.Background(), cfg)
+	st, err := natsstore.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestDefaultIsEngagedAndChangesAreAudited(t *testing.T) {
-	sw, _, log := open(t, store.Config{DataDir: t.TempDir()}, "n1")
+	sw, _, log := open(t, natsstore.Config{DataDir: t.TempDir()}, "n1")
 	g, ts := sw.Read(acme)
 	if !g.Engaged || !ts.Engaged || g.Revision != 0 || ts.Revision != 0 || !g.Fresh || ts.Scope != "acme" {
 		t.Fatalf("fresh store: %+v %+v, want engaged, never set, fresh", g, ts)
@@ -89,7 +89,7 @@ func TestDefaultIsEngagedAndChangesAreAudited(t *testing.T) {
 }
 
 func TestUnreadableStateIsEngaged(t *testing.T) {
-	sw, st, _ := open(t, store.Config{DataDir: t.TempDir()}, "n1")
+	sw, st, _ := open(t, natsstore.Config{DataDir: t.TempDir()}, "n1")
 	if _, err := sw.Set(context.Background(), acme, killswitch.Flip{Engaged: false, Reason: "live", Actor: "op", RequestID: ""}); err != nil {
 		t.Fatal(err)
 	}
@@ -106,11 +106,11 @@ func TestUnreadableStateIsEngaged(t *testing.T) {
 // TestStaleCopyIsNotFresh: when the node loses NATS, the copy stops being
 // confirmed and reads stale within the bound (the gate then blocks).
 func TestStaleCopyIsNotFresh(t *testing.T) {
-	srv, err := store.StartServer(store.ServerConfig{DataDir: t.TempDir(), Port: 0})
+	srv, err := natsstore.StartServer(natsstore.ServerConfig{DataDir: t.TempDir(), Port: 0})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sw, _, _ := open(t, store.Config{NATSURL: srv.ClientURL()}, "n1")
+	sw, _, _ := open(t, natsstore.Config{NATSURL: srv.ClientURL()}, "n1")
 	if _, err := sw.Set(context.Background(), tenant.System, killswitch.Flip{Engaged: false, Reason: "live", Actor: "admin", RequestID: ""}); err != nil {
 		t.Fatal(err)
 	}
@@ -127,13 +127,13 @@ func TestStaleCopyIsNotFresh(t *testing.T) {
 // applied it; a node that heartbeats but lags is reported unconfirmed after
 // the bound.
 func TestPropagationWaitsForLivePeers(t *testing.T) {
-	srv, err := store.StartServer(store.ServerConfig{DataDir: t.TempDir(), Port: 0})
+	srv, err := natsstore.StartServer(natsstore.ServerConfig{DataDir: t.TempDir(), Port: 0})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
-	a, st, _ := open(t, store.Config{NATSURL: srv.ClientURL(), Name: "a"}, "a")
-	b, _, _ := open(t, store.Config{NATSURL: srv.ClientURL(), Name: "b"}, "b")
+	a, st, _ := open(t, natsstore.Config{NATSURL: srv.ClientURL(), Name: "a"}, "a")
+	b, _, _ := open(t, natsstore.Config{NATSURL: srv.ClientURL(), Name: "b"}, "b")
 	waitFor(t, "a to hear b", func() bool {
 		ch, err := a.Set(context.Background(), tenant.System, killswitch.Flip{Engaged: false, Reason: "probe", Actor: "admin", RequestID: ""})
 		return err == nil && slices.Contains(ch.Propagation.Confirmed, b.Node())

@@ -2,8 +2,8 @@
 // key-value contract (internal/kv) on JetStream KV buckets and translates
 // JetStream's errors to the contract's sentinels, here and nowhere else.
 // The gate, approvals and the key registry hold a kv.Bucket and import no
-// JetStream; internal/store opens the buckets and hands them out through
-// this adapter.
+// JetStream; Open (store.go) connects, creates the streams and buckets and
+// hands the buckets out through this adapter.
 package natsstore
 
 import (
@@ -31,7 +31,7 @@ type Bucket struct {
 var _ kv.Bucket = (*Bucket)(nil)
 
 // New returns the adapter of bucket b; js publishes its TTL and rollup
-// writes (their stream must allow message TTLs for a TTL: internal/store's
+// writes (their stream must allow message TTLs for a TTL: Open's
 // intents, idempotency and approvals buckets do).
 func New(b jetstream.KeyValue, js jetstream.Publisher) *Bucket {
 	return &Bucket{kv: b, js: js}

@@ -11,16 +11,15 @@ import (
 
 	"github.com/exoarmur/exoarmur/internal/kv"
 	"github.com/exoarmur/exoarmur/internal/natsstore"
-	"github.com/exoarmur/exoarmur/internal/store"
 )
 
 // TestConformance is the contract of kv.Bucket, run on the adapter over a
 // real embedded NATS: on a bucket whose stream allows message TTLs (the
-// intents bucket, as internal/store declares it) and on a plain KV bucket
+// intents bucket, as Open declares it) and on a plain KV bucket
 // (the key registry).
 func TestConformance(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
+	st, err := natsstore.Open(ctx, natsstore.Config{DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

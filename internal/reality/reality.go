@@ -52,7 +52,7 @@ var suites = []struct {
 	{"02_gate5_test_outputs.txt", Gate5, "KillSwitch|Stale|Propagation|Unreadable|DefaultIsEngaged|Gate5|EveryGatedPath|Inventory|Unguarded",
 		[]string{"./internal/killswitch/", "./internal/gate/", "./internal/api/", "./cmd/exoarmur/", "./internal/lab/", "./tools/inventory/"}},
 	{"04_gate6_test_outputs.txt", Gate6, "Tenant|NothingWritten|Injection|Confined|Gate6|Parse|Names",
-		[]string{"./internal/api/", "./internal/store/", "./internal/tenant/", "./cmd/exoarmur/", "./contracts/"}},
+		[]string{"./internal/api/", "./internal/natsstore/", "./internal/tenant/", "./cmd/exoarmur/", "./contracts/"}},
 	{"06_a3_test_outputs.txt", GateAppr, "Approval|SideEffect|Separation|Worker|Required|StatusAt|Webhook",
 		[]string{"./internal/gate/", "./internal/api/", "./internal/approval/", "./cmd/exoarmur/"}},
 	{"08_auth_test_outputs.txt", GateAuth, "Auth|RateLimited|MutualTLS|Keys|Create|Expiry|ListRevoke",

@@ -18,9 +18,9 @@ import (
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/gate"
 	"github.com/exoarmur/exoarmur/internal/killswitch"
+	"github.com/exoarmur/exoarmur/internal/natsstore"
 	"github.com/exoarmur/exoarmur/internal/policy"
 	"github.com/exoarmur/exoarmur/internal/replay"
-	"github.com/exoarmur/exoarmur/internal/store"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -35,7 +35,7 @@ func open(scope string) killswitch.Reading {
 // tenants on a real store and returns the JSONL export of both.
 func chainExport(tb testing.TB) []byte {
 	tb.Helper()
-	st, err := store.Open(context.Background(), store.Config{DataDir: tb.TempDir()})
+	st, err := natsstore.Open(context.Background(), natsstore.Config{DataDir: tb.TempDir()})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package store_test
+package natsstore_test
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/exoarmur/exoarmur/internal/audit"
-	"github.com/exoarmur/exoarmur/internal/store"
+	"github.com/exoarmur/exoarmur/internal/natsstore"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -16,7 +16,7 @@ import (
 // its writes to beta's, whatever the application layer asks for. This is
 // the second layer of tenant isolation.
 func TestNodeUserConfinedAtTheBroker(t *testing.T) {
-	srv, err := store.StartServer(store.ServerConfig{DataDir: t.TempDir(), Port: 0, Users: []store.User{
+	srv, err := natsstore.StartServer(natsstore.ServerConfig{DataDir: t.TempDir(), Port: 0, Users: []natsstore.User{
 		{Name: "admin", Password: "admin-pw", Admin: true},
 		{Name: "node-acme", Password: "acme-pw", Tenants: []string{"acme"}},
 	}})
@@ -26,15 +26,15 @@ func TestNodeUserConfinedAtTheBroker(t *testing.T) {
 	defer srv.Shutdown()
 	url := strings.Replace(srv.ClientURL(), "nats://", "nats://%s@", 1)
 	ctx := context.Background()
-	if _, err := store.Open(ctx, store.Config{NATSURL: strings.Replace(url, "%s@", "", 1)}); err == nil {
+	if _, err := natsstore.Open(ctx, natsstore.Config{NATSURL: strings.Replace(url, "%s@", "", 1)}); err == nil {
 		t.Fatal("an anonymous client connected")
 	}
-	admin, err := store.Open(ctx, store.Config{NATSURL: strings.Replace(url, "%s", "admin:admin-pw", 1)})
+	admin, err := natsstore.Open(ctx, natsstore.Config{NATSURL: strings.Replace(url, "%s", "admin:admin-pw", 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer admin.Close()
-	node, err := store.Open(ctx, store.Config{NATSURL: strings.Replace(url, "%s", "node-acme:acme-pw", 1)})
+	node, err := natsstore.Open(ctx, natsstore.Config{NATSURL: strings.Replace(url, "%s", "node-acme:acme-pw", 1)})
 	if err != nil {
 		t.Fatal(err)
 	}

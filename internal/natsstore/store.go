@@ -1,16 +1,17 @@
-// Package store owns ExoArmur's connection to NATS JetStream: by default an
+// Store (this file) is ExoArmur's connection to NATS JetStream: by default an
 // embedded server with file storage under the data dir, connected in-process
 // (no listening socket), or an external NATS (--nats-url) for multi-node
 // deployments. It creates the streams and KV buckets whose names are defined
 // in internal/tenant, hands the domain's buckets out through the store
-// adapter (internal/natsstore), and can also run the standalone server of
+// adapter (Bucket), and can also run the standalone server of
 // `exoarmur nats`.
 //
 // Durability: JetStream file storage writes each message to its block file
 // before acknowledging it (flush in place for R1 streams), so an acknowledged
 // record survives kill -9 of the process. Sync "always" additionally fsyncs
 // every write, which also covers power loss, at a throughput cost.
-package store
+
+package natsstore
 
 import (
 	"context"
@@ -27,7 +28,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/exoarmur/exoarmur/internal/natsstore"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -59,11 +59,11 @@ type Store struct {
 	// The domain's buckets, as the store adapter presents them
 	// (internal/natsstore: each a kv.Bucket): the gate's intents and
 	// idempotency ledger, the key registry, the approvals.
-	Intents     *natsstore.Bucket
-	Idempotency *natsstore.Bucket
-	Principals  *natsstore.Bucket
+	Intents     *Bucket
+	Idempotency *Bucket
+	Principals  *Bucket
 	Control     jetstream.KeyValue
-	Approvals   *natsstore.Bucket
+	Approvals   *Bucket
 	Health      jetstream.KeyValue
 	Audit       jetstream.Stream
 	Work        jetstream.Stream
@@ -202,17 +202,17 @@ func (s *Store) ensure(ctx context.Context, replicas int) error {
 	if err != nil {
 		return err
 	}
-	s.Intents = natsstore.New(intents, s.JS)
+	s.Intents = New(intents, s.JS)
 	idempotency, err := s.ttlKV(ctx, tenant.IdempotencyBucket, "ExoArmur idempotency ledger (create-only claims)", 8, replicas)
 	if err != nil {
 		return err
 	}
-	s.Idempotency = natsstore.New(idempotency, s.JS)
+	s.Idempotency = New(idempotency, s.JS)
 	principals, err := kv(tenant.PrincipalsBucket, "ExoArmur API key registry (hashes only)", 4)
 	if err != nil {
 		return err
 	}
-	s.Principals = natsstore.New(principals, s.JS)
+	s.Principals = New(principals, s.JS)
 	if s.Control, err = kv(tenant.ControlBucket, "ExoArmur kill switches (global and per tenant)", 16); err != nil {
 		return err
 	}
@@ -220,7 +220,7 @@ func (s *Store) ensure(ctx context.Context, replicas int) error {
 	if err != nil {
 		return err
 	}
-	s.Approvals = natsstore.New(approvals, s.JS)
+	s.Approvals = New(approvals, s.JS)
 	if s.Health, err = kv(tenant.HealthBucket, "ExoArmur store write probe (a timestamp, no tenant data)", 1); err != nil {
 		return err
 	}
