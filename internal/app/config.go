@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/gate"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
@@ -63,6 +64,12 @@ type ServeConfig struct {
 	hookFlags     stringList
 	NoWorker      bool
 
+	// ApprovalRulesFile declares who may approve each class and how many
+	// approvals it needs (approval.ParseRules); ApprovalRules is what it
+	// declares, or the built-in rules without a file.
+	ApprovalRulesFile string
+	ApprovalRules     *approval.Rules
+
 	// Retention bounds the live store (gate.Config.Retention); 0 keeps
 	// finished intents and their idempotency claims for good.
 	Retention time.Duration
@@ -105,6 +112,7 @@ func (c *ServeConfig) register(fs *flag.FlagSet) {
 	fs.Var(&c.ttlFlags, "approval-ttl-tenant", "per-tenant approval lifetime, TENANT=DURATION (repeatable)")
 	fs.Var(&c.hookFlags, "webhook", "per-tenant approval webhook, TENANT=URL (repeatable); signed with --webhook-secret")
 	fs.StringVar(&c.WebhookSecret, "webhook-secret", "", "HMAC-SHA256 secret for webhook signatures (or EXOARMUR_WEBHOOK_SECRET)")
+	fs.StringVar(&c.ApprovalRulesFile, "approval-rules", "", "JSON file declaring, per class and tenant, how many distinct approvers an intent needs and which roles may approve (may raise the built-in rules, never lower them: A1 and A2 need one, A3 two); default the built-in rules")
 	fs.BoolVar(&c.NoWorker, "no-worker", false, "do not run the background executor on this node")
 	fs.DurationVar(&c.Retention, "retention", 0, "bound the live store: an intent and its approval expire this long after their last change, a finished execution's idempotency claim twice as long after it finished (a reused key then runs again); claims running or in doubt stay; the audit log keeps everything; at least --approval-ttl; 0 keeps all for good")
 	fs.DurationVar(&c.Lease, "lease", gate.DefaultLease, "how long a running execution's claim is held between its node's renewals; a node that dies leaves its executions in doubt, on every node, this long after (at least 300ms)")
@@ -129,6 +137,16 @@ func (c *ServeConfig) Validate() error {
 	}
 	if c.ExecTimeout <= 0 {
 		return fmt.Errorf("--exec-timeout %v: must be positive", c.ExecTimeout)
+	}
+	c.ApprovalRules = approval.BuiltinRules()
+	if c.ApprovalRulesFile != "" {
+		data, err := os.ReadFile(c.ApprovalRulesFile)
+		if err != nil {
+			return fmt.Errorf("--approval-rules: %w", err)
+		}
+		if c.ApprovalRules, err = approval.ParseRules(data); err != nil {
+			return fmt.Errorf("--approval-rules %s: %w", c.ApprovalRulesFile, err)
+		}
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("--tls-cert and --tls-key: give both or neither")

@@ -89,6 +89,9 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 		return ttl
 	}, notifier)
 	approvals.SetRetention(c.Retention)
+	if c.ApprovalRules != nil {
+		approvals.SetRules(c.ApprovalRules)
+	}
 	keys := auth.NewKeys(st.Principals, d.rand, d.now)
 	g, err := gate.New(gate.Config{
 		Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex, Switches: sw, Approvals: approvals, JS: st.JS,

@@ -50,19 +50,6 @@ const (
 // DefaultTTL is how long an approval request stays open.
 const DefaultTTL = 15 * time.Minute
 
-// Required returns how many distinct approvals class needs: none for A0,
-// one for A1 and A2, two for A3. Nothing may lower it for A3.
-func Required(class string) int {
-	switch class {
-	case contract.A0:
-		return 0
-	case contract.A3:
-		return 2
-	default: // A1, A2 and anything unknown: fail closed
-		return 1
-	}
-}
-
 // Vote is one operator's decision.
 type Vote struct {
 	Principal string    `json:"principal"`
@@ -107,6 +94,12 @@ type Reading struct {
 	DeniedBy   string    `json:"denied_by,omitempty"`
 	ExpiresAt  time.Time `json:"expires_at,omitzero"`
 	Revision   uint64    `json:"revision"`
+	// Required is how many distinct approvals the intent needs: the
+	// number its record froze when it was requested (Record.Required),
+	// or what the rules asked when the gate read no record; never less
+	// than the rules ask now. Absent in decisions recorded before it was
+	// recorded, which were decided under Floor.
+	Required int `json:"required,omitempty"`
 	// ProposerOwner and ApproverOwners (one per approver, in order) are who
 	// the credentials belong to: four eyes counts distinct owners other
 	// than the proposer's. Absent in readings of approvals recorded before
@@ -160,7 +153,7 @@ func Distinct(r Reading) int {
 // readingOf turns a stored record (at revision rev) into a Reading.
 func readingOf(s stored, rev uint64) Reading {
 	r := &s.Record
-	rd := Reading{Status: r.Status, IntentHash: r.IntentHash, Proposer: r.Proposer, Approvers: []string{}, ExpiresAt: r.ExpiresAt, Revision: rev}
+	rd := Reading{Status: r.Status, IntentHash: r.IntentHash, Proposer: r.Proposer, Approvers: []string{}, ExpiresAt: r.ExpiresAt, Revision: rev, Required: r.Required}
 	for _, v := range r.Approvals {
 		rd.Approvers = append(rd.Approvers, v.Principal)
 	}
@@ -203,7 +196,16 @@ type Store struct {
 	ttl       func(tenant.ID) time.Duration
 	notify    Notifier
 	retention time.Duration
+	rules     *Rules
 }
+
+// SetRules makes the store ask and check what rules declare (default:
+// BuiltinRules). Call it before the store is used.
+func (s *Store) SetRules(r *Rules) { s.rules = r }
+
+// Required returns how many distinct approvals an intent of class needs in
+// tenant t under the store's rules (0: none; it opens no request).
+func (s *Store) Required(t tenant.ID, class string) int { return s.rules.Required(t, class) }
 
 // SetRetention makes every write of a record expire r after it (0: never),
 // as the gate's retention does for intents (gate.Config.Retention). Call it
@@ -225,7 +227,7 @@ func NewStore(b kv.Bucket, log *audit.Log, ttl func(tenant.ID) time.Duration, no
 	if ttl == nil {
 		ttl = func(tenant.ID) time.Duration { return DefaultTTL }
 	}
-	return &Store{kv: b, log: log, ttl: ttl, notify: notify}
+	return &Store{kv: b, log: log, ttl: ttl, notify: notify, rules: BuiltinRules()}
 }
 
 // Request opens the approval of a newly proposed intent that needs one. It
@@ -237,7 +239,7 @@ func (s *Store) Request(ctx context.Context, t tenant.ID, in contract.ActionInte
 	if proposer == nil || proposer.ID != in.Proposer {
 		return fmt.Errorf("approval request %s: the proposer's principal is required", in.ID)
 	}
-	need := Required(in.Class)
+	need := s.rules.Required(t, in.Class)
 	if need == 0 {
 		return nil
 	}
@@ -328,21 +330,6 @@ func (s *Store) update(ctx context.Context, t tenant.ID, intentID string, fn fun
 	}
 }
 
-// Eligible reports why p may not vote on intent in of tenant t (nil if it
-// may): an operator or admin of the tenant whose grants cover the action,
-// not the proposer.
-func Eligible(t tenant.ID, in contract.ActionIntent, p *auth.Principal) error {
-	switch {
-	case p == nil || (p.Role != auth.RoleOperator && p.Role != auth.RoleAdmin) || !p.HasTenant(t.String()):
-		return ErrNotOperator
-	case !p.MayUse(in.Action, in.Class):
-		return fmt.Errorf("%w (%s, class %s; grants %v)", ErrNotEntitled, in.Action, in.Class, p.Actions)
-	case p.ID == in.Proposer:
-		return ErrSelfApproval
-	}
-	return nil
-}
-
 // Decide records an operator's approve or deny of intent in. The principal
 // is the authenticated caller, never a name from the request body. A vote
 // counts only from a principal allowed to approve the action (Eligible),
@@ -368,10 +355,10 @@ func (s *Store) Decide(ctx context.Context, t tenant.ID, b Ballot) (Record, erro
 	case reason == "":
 		return Record{}, ErrReasonRequired
 	}
-	if err := Eligible(t, in, p); err != nil {
+	if err := s.rules.Eligible(t, in, p); err != nil {
 		return Record{}, err
 	}
-	if Required(in.Class) == 0 {
+	if s.rules.Required(t, in.Class) == 0 {
 		return Record{}, ErrNotRequired
 	}
 	expired := false

@@ -10,17 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
-
-func TestRequired(t *testing.T) {
-	for class, want := range map[string]int{contract.A0: 0, contract.A1: 1, contract.A2: 1, contract.A3: 2, "A9": 1, "": 1} {
-		if got := Required(class); got != want {
-			t.Errorf("Required(%q) = %d, want %d", class, got, want)
-		}
-	}
-}
 
 func TestStatusAt(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)

@@ -180,7 +180,10 @@ func Decide(in Input, bundle *policy.Bundle) contract.Decision {
 }
 
 func approvalReason(in Input) string {
-	need := approval.Required(in.Intent.Class)
+	need := in.Approval.Required
+	if need == 0 {
+		need = approval.Floor(in.Intent.Class) // recorded before the number was
+	}
 	if need == 0 {
 		return ""
 	}

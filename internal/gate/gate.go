@@ -134,6 +134,9 @@ type SwitchReader interface {
 type Approvals interface {
 	Request(ctx context.Context, t tenant.ID, in contract.ActionIntent, proposer *auth.Principal, requestID string, now time.Time) error
 	Read(ctx context.Context, t tenant.ID, intentID string) (approval.Reading, error)
+	// Required is how many distinct approvals an intent of class needs in
+	// t under the declared rules (0: none).
+	Required(t tenant.ID, class string) int
 	Consume(ctx context.Context, t tenant.ID, c approval.Consumption) error
 	Decide(ctx context.Context, t tenant.ID, b approval.Ballot) (approval.Record, error)
 }
@@ -206,11 +209,14 @@ func IntentID(t tenant.ID, idempotencyKey string) string {
 func (g *Gate) input(ctx context.Context, t tenant.ID, p *auth.Principal, in contract.ActionIntent) (Input, error) {
 	global, ts := g.cfg.Switches.Read(t)
 	appr := approval.Reading{Status: approval.StatusNone, Approvers: []string{}}
-	if approval.Required(in.Class) > 0 {
+	if need := g.cfg.Approvals.Required(t, in.Class); need > 0 {
 		var err error
 		if appr, err = g.cfg.Approvals.Read(ctx, t, in.ID); err != nil {
 			return Input{}, storeErr("read approval", err)
 		}
+		// The number the record froze, raised to what the rules ask now
+		// (rules may have been raised since the request: fail closed).
+		appr.Required = max(appr.Required, need)
 		if appr.Status == approval.StatusApproved && g.cfg.Principals != nil {
 			for _, id := range appr.Approvers {
 				_, err := g.cfg.Principals.Principal(ctx, id)
