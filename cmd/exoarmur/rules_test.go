@@ -113,3 +113,58 @@ func TestDeclaredApprovalRules(t *testing.T) {
 		t.Fatalf("check-config with a lowered rule: %v %s", err, out)
 	}
 }
+
+// TestApproverKeyConsentEndToEnd: acme's rules set approver_key_consent;
+// an operator key an admin creates over the API does not authenticate
+// until another person's admin key consents (`keys consent`); the creator
+// cannot consent; `keys list` shows the pending key.
+func TestApproverKeyConsentEndToEnd(t *testing.T) {
+	dataDir := t.TempDir()
+	alice := mkKey(t, dataDir, "alice", "admin", "*", "--tenant", "system", "--tenant", "acme")
+	bob := mkKey(t, dataDir, "bob", "admin", "*", "--tenant", "acme")
+	bot := mkKey(t, dataDir, "bot", "agent", "*", "--tenant", "acme")
+	addr := freePort(t)
+	srv := startServer(t, dataDir, addr, "--approval-rules", filepath.Join("testdata", "approval_rules.json"))
+	goLive(t, addr, alice)
+
+	code, m := srv.do("POST", "/v1/keys", alice, map[string]any{"name": "carol", "role": "operator", "tenants": []string{"acme"}, "actions": []string{"*"}})
+	if code != 201 {
+		t.Fatalf("create carol: HTTP %d %v", code, m)
+	}
+	carol, _ := m["key"].(string)
+	pr, _ := m["principal"].(map[string]any)
+	id, _ := pr["id"].(string)
+	if pr["pending_consent"] != true {
+		t.Fatalf("carol's key: %v, want pending_consent", pr)
+	}
+	code, m = srv.do("POST", "/v1/tenants/acme/intents", bot, map[string]any{"action": "fs.write", "target": "c.txt", "idempotency_key": "c1", "params": map[string]string{"content": "x"}})
+	if code != 201 {
+		t.Fatalf("propose: HTTP %d %v", code, m)
+	}
+	intent := intentID(m)
+	vote := func() (int, map[string]any) {
+		return srv.do("POST", "/v1/tenants/acme/intents/"+intent+"/approvals", carol, map[string]string{"decision": "approve", "reason": "e2e"})
+	}
+	if code, m := vote(); code != 401 || !strings.Contains(mustJSONString(m), "awaits a second admin") {
+		t.Fatalf("a pending key votes: HTTP %d %v, want 401 naming the consent", code, m)
+	}
+	consent := func(key string) (string, error) {
+		cmd := exec.Command(binary(t), "keys", "consent", id, "--reason", "carol joins on-call", "--server", "http://"+addr)
+		cmd.Env = append(os.Environ(), "EXOARMUR_API_KEY="+key)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := consent(alice); err == nil || !strings.Contains(out, "another person") {
+		t.Fatalf("the creator consenting: %v %s, want refused", err, out)
+	}
+	if out, err := consent(bob); err != nil || !strings.Contains(out, "consented to "+id) {
+		t.Fatalf("bob consenting: %v %s", err, out)
+	}
+	if code, m := vote(); code != 200 {
+		t.Fatalf("carol's vote after consent: HTTP %d %v", code, m)
+	}
+	code, m = srv.do("GET", "/v1/tenants/acme/audit", alice, nil)
+	if code != 200 || !strings.Contains(mustJSONString(m), `"key.consented"`) {
+		t.Fatalf("acme's audit lacks key.consented: HTTP %d", code)
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
@@ -44,6 +45,9 @@ const (
 	// the system grant), so each tenant's operators see who can act in it.
 	KindKeyCreated = "key.created"
 	KindKeyRevoked = "key.revoked"
+	// KindKeyConsented: a second admin consented to a credential that
+	// awaited it (ConsentKey); recorded like a creation.
+	KindKeyConsented = "key.consented"
 )
 
 // Failed-authentication rate limit per source.
@@ -69,6 +73,13 @@ type KeyStore interface {
 	List(ctx context.Context) ([]auth.Principal, error)
 	Lookup(ctx context.Context, principalID string) (auth.Principal, error)
 	Revoke(ctx context.Context, principalID string) (auth.Principal, error)
+	Consent(ctx context.Context, principalID, by string) (auth.Principal, error)
+}
+
+// ConsentRules say where keys able to approve wait for a second admin's
+// consent (internal/approval.Rules).
+type ConsentRules interface {
+	ApproverKeysNeedConsent(t tenant.ID) bool
 }
 
 // Auditor appends to a tenant's chain (internal/audit.Log).
@@ -89,6 +100,9 @@ type Config struct {
 	FailLimit int
 	// ClassOf maps an action type to its class ("" if unknown).
 	ClassOf func(action string) string
+	// Consent says which tenants' approver keys need a second admin's
+	// consent; nil: none do.
+	Consent ConsentRules
 	Logger  *slog.Logger
 }
 
@@ -165,6 +179,10 @@ func (s *Service) Authenticate(ctx context.Context, c Credentials, meta Meta) (*
 		why = "missing"
 	case errors.Is(err, auth.ErrExpired):
 		why = "expired"
+	case errors.Is(err, auth.ErrPendingConsent):
+		// The holder has the secret: say why, and do not count it as a guess.
+		s.audit(ctx, tenant.System, meta, KindAuthFailed, "", map[string]string{"source": c.Source, "reason": "awaiting consent", "key_id": auth.KeyID(c.APIKey)})
+		return nil, contract.Errorf(contract.CodeUnauthenticated, "this key awaits a second admin's consent (POST /v1/keys/{id}/consent); it cannot be used before")
 	case errors.Is(err, auth.ErrUnauthenticated):
 		why = "unknown, malformed or revoked"
 	default:
@@ -300,6 +318,7 @@ func (s *Service) CreateKey(ctx context.Context, caller *auth.Principal, req aut
 		return "", auth.Principal{}, contract.Errorf(contract.CodeForbidden, "you may not create this key: %v", err)
 	}
 	req.CreatedBy = caller.ID
+	req.PendingConsent = s.needsConsent(req)
 	key, p, err := ks.Create(ctx, req)
 	if err != nil {
 		return "", auth.Principal{}, contract.Wrap(contract.CodeStoreUnavailable, "the key could not be stored", err)
@@ -314,6 +333,91 @@ func (s *Service) CreateKey(ctx context.Context, caller *auth.Principal, req aut
 		return "", auth.Principal{}, contract.Wrap(contract.CodeStoreUnavailable, "the key's creation could not be audited; it was revoked, try again", err)
 	}
 	return key, p, nil
+}
+
+// needsConsent reports whether a key req describes waits for a second
+// admin's consent: it can approve (operator, admin) and one of its tenants'
+// approval rules ask for consent to such keys.
+func (s *Service) needsConsent(req auth.CreateRequest) bool {
+	if s.cfg.Consent == nil || !approval.CanApprove(req.Role) {
+		return false
+	}
+	for _, t := range req.Tenants {
+		if id, err := tenant.Parse(t); err == nil && s.cfg.Consent.ApproverKeysNeedConsent(id) {
+			return true
+		}
+	}
+	return false
+}
+
+// Consent is a second admin's consent to a key that awaits it.
+type Consent struct {
+	PrincipalID string // the key awaiting consent
+	Reason      string // why (required; audited)
+}
+
+// ConsentKey gives caller's consent to a key that awaits it: caller must
+// manage the key (hold all its tenants, as for revoking it) and be a
+// different person from both the key's owner and its creator's owner, so
+// that keys able to approve in such a tenant always had two admins. The
+// consent is audited in the chain of each of the key's tenants; if that
+// record cannot be written the key is revoked (a credential nobody can see
+// being enabled must not act).
+func (s *Service) ConsentKey(ctx context.Context, caller *auth.Principal, c Consent, meta Meta) (auth.Principal, error) {
+	if err := s.Authorize(ctx, Request{Principal: caller, Operation: policy.OpKeyManagement, Meta: meta}); err != nil {
+		return auth.Principal{}, err
+	}
+	if strings.TrimSpace(c.Reason) == "" || len(c.Reason) > 1024 {
+		return auth.Principal{}, contract.Errorf(contract.CodeInvalid, "field \"/reason\": required, at most 1024 bytes")
+	}
+	ks, err := s.keyStore()
+	if err != nil {
+		return auth.Principal{}, err
+	}
+	target, err := ks.Lookup(ctx, c.PrincipalID)
+	switch {
+	case errors.Is(err, auth.ErrUnauthenticated):
+		return auth.Principal{}, ErrNotFound
+	case err != nil:
+		return auth.Principal{}, contract.Wrap(contract.CodeStoreUnavailable, "cannot read the key", err)
+	case !caller.Manages(&target, s.cfg.ClassOf):
+		s.audit(ctx, s.chainFor(caller, target.Tenants), meta, KindForbidden, caller.ID, map[string]string{"operation": policy.OpManageKeys, "role": caller.Role, "key": c.PrincipalID})
+		return auth.Principal{}, ErrNotFound
+	}
+	if err := s.mayManage(ctx, caller, target.Tenants, meta); err != nil {
+		return auth.Principal{}, err
+	}
+	if !target.PendingConsent || target.Revoked {
+		return auth.Principal{}, contract.Errorf(contract.CodeConflict, "key %s awaits no consent", target.ID)
+	}
+	creatorOwner := target.CreatedBy
+	if creator, err := ks.Lookup(ctx, target.CreatedBy); err == nil {
+		creatorOwner = creator.OwnerID()
+	} else if !errors.Is(err, auth.ErrUnauthenticated) {
+		return auth.Principal{}, contract.Wrap(contract.CodeStoreUnavailable, "cannot read the key's creator", err)
+	}
+	if owner := caller.OwnerID(); owner == creatorOwner || owner == target.OwnerID() {
+		s.audit(ctx, s.chainFor(caller, target.Tenants), meta, KindForbidden, caller.ID, map[string]string{"operation": "consent_key", "key": target.ID, "why": "same person as the key's creator or owner"})
+		return auth.Principal{}, contract.Errorf(contract.CodeSelfApproval, "consent must come from another person than the key's creator (%s) and owner (%s)", creatorOwner, target.OwnerID())
+	}
+	p, err := ks.Consent(ctx, target.ID, caller.ID)
+	switch {
+	case errors.Is(err, auth.ErrNotPending):
+		return auth.Principal{}, contract.Errorf(contract.CodeConflict, "key %s awaits no consent", target.ID)
+	case errors.Is(err, auth.ErrUnauthenticated):
+		return auth.Principal{}, ErrNotFound
+	case err != nil:
+		return auth.Principal{}, contract.Wrap(contract.CodeStoreUnavailable, "cannot record the consent", err)
+	}
+	if err := s.recordChange(ctx, &p, meta, KindKeyConsented, caller.ID, "reason", c.Reason); err != nil {
+		if _, rerr := ks.Revoke(context.WithoutCancel(ctx), p.ID); rerr != nil {
+			s.cfg.Logger.ErrorContext(ctx, "revoke a key whose consent is unaudited", "key", p.ID, "err", rerr)
+			return auth.Principal{}, contract.Wrap(contract.CodeStoreUnavailable,
+				fmt.Sprintf("key %s was enabled but its consent was neither audited nor the key revoked; revoke it", p.ID), errors.Join(err, rerr))
+		}
+		return auth.Principal{}, contract.Wrap(contract.CodeStoreUnavailable, fmt.Sprintf("the consent could not be audited; key %s was revoked, create it again", p.ID), err)
+	}
+	return p, nil
 }
 
 func (s *Service) keyStore() (KeyStore, error) {
@@ -366,9 +470,18 @@ func (s *Service) chainFor(caller *auth.Principal, tenants []string) tenant.ID {
 // recordChange audits a credential change in each of its tenants' chains;
 // unlike a refusal's record, a failure is returned: the change's record is
 // the trace operators rely on.
-func (s *Service) recordChange(ctx context.Context, p *auth.Principal, meta Meta, kind, actor string) error {
+func (s *Service) recordChange(ctx context.Context, p *auth.Principal, meta Meta, kind, actor string, extra ...string) error {
 	detail := map[string]string{"key": p.ID, "name": p.Name, "role": p.Role, "owner": p.Owner, "created_by": p.CreatedBy,
 		"tenants": strings.Join(p.Tenants, ","), "actions": strings.Join(p.Actions, ",")}
+	if p.PendingConsent {
+		detail["pending_consent"] = "true"
+	}
+	if p.ConsentedBy != "" {
+		detail["consented_by"] = p.ConsentedBy
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		detail[extra[i]] = extra[i+1]
+	}
 	var errs []error
 	for _, t := range chainsOf(p) {
 		if err := s.appendRecord(ctx, t, meta, kind, actor, detail); err != nil {

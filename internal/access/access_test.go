@@ -23,8 +23,9 @@ type fixture struct {
 	log  *audit.Log
 }
 
-// newFixture is the access layer on a real embedded JetStream store.
-func newFixture(t testing.TB) *fixture {
+// newFixture is the access layer on a real embedded JetStream store; opts
+// change its configuration.
+func newFixture(t testing.TB, opts ...func(*access.Config)) *fixture {
 	t.Helper()
 	st, err := natsstore.Open(context.Background(), natsstore.Config{DataDir: t.TempDir()})
 	if err != nil {
@@ -33,7 +34,11 @@ func newFixture(t testing.TB) *fixture {
 	t.Cleanup(func() { st.Close() })
 	log := audit.New(st.JS, st.Audit)
 	keys := auth.NewKeys(st.Principals, rand.Reader, time.Now)
-	svc, err := access.New(access.Config{Keys: keys, Certs: keys, KeyAdmin: keys, Audit: log})
+	cfg := access.Config{Keys: keys, Certs: keys, KeyAdmin: keys, Audit: log}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	svc, err := access.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

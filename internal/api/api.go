@@ -123,6 +123,7 @@ func (s *Server) routes() []route {
 		r("POST", "/v1/keys", policy.OpKeyManagement, s.createKey),
 		r("GET", "/v1/keys", policy.OpKeyManagement, s.listKeys),
 		r("DELETE", "/v1/keys/{id}", policy.OpKeyManagement, s.revokeKey),
+		r("POST", "/v1/keys/{id}/consent", policy.OpKeyManagement, s.consentKey),
 	}
 }
 
@@ -584,6 +585,26 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"revoked": p})
+	return nil
+}
+
+// consentKey: a second admin's consent to a key that awaits it (the access
+// layer decides who may give it and audits it).
+func (s *Server) consentKey(w http.ResponseWriter, r *http.Request) error {
+	raw, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	c, err := contract.DecodeKeyConsent(raw)
+	if err != nil {
+		return err
+	}
+	ri := info(r)
+	p, err := s.cfg.Access.ConsentKey(r.Context(), ri.principal, access.Consent{PrincipalID: r.PathValue("id"), Reason: c.Reason}, s.meta(r, ri))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"consented": p})
 	return nil
 }
 

@@ -98,6 +98,8 @@ func TestAuthMatrix(t *testing.T) {
 			c.right, c.rightStatus, c.wrongRole = adminKey, 503, opKey
 		case "DELETE /v1/keys/{id}":
 			c.path, c.right, c.rightStatus, c.wrongRole = "/v1/keys/key_0011223344556677", adminKey, 503, opKey
+		case "POST /v1/keys/{id}/consent":
+			c.path, c.body, c.right, c.rightStatus, c.wrongRole = "/v1/keys/key_0011223344556677/consent", mustJSON(map[string]string{"reason": "m"}), adminKey, 503, opKey
 		}
 		calls[rt.Method+" "+rt.Path] = c
 	}

@@ -26,8 +26,15 @@ type apiFlags struct {
 func (a *apiFlags) register(fs interface {
 	StringVar(p *string, name, value, usage string)
 }, tenantUsage string) {
-	fs.StringVar(&a.server, "server", defaultServer, "ExoArmur server URL")
+	a.registerServer(fs)
 	fs.StringVar(&a.tenant, "tenant", "", tenantUsage)
+}
+
+// registerServer registers --server alone, for commands on no tenant.
+func (a *apiFlags) registerServer(fs interface {
+	StringVar(p *string, name, value, usage string)
+}) {
+	fs.StringVar(&a.server, "server", defaultServer, "ExoArmur server URL")
 }
 
 // requireTenant checks the required --tenant of a tenant command.

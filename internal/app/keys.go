@@ -14,14 +14,16 @@ import (
 
 func runKeys(ctx context.Context, env Env, args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: expected: exoarmur keys create|list|revoke", errUsage)
+		return fmt.Errorf("%w: expected: exoarmur keys create|list|revoke|consent", errUsage)
 	}
 	switch args[0] {
 	case "create":
 	case "list", "revoke":
 		return runKeysAdmin(ctx, env, args)
+	case "consent":
+		return runKeysConsent(ctx, env, args[1:])
 	default:
-		return fmt.Errorf("%w: expected: exoarmur keys create|list|revoke", errUsage)
+		return fmt.Errorf("%w: expected: exoarmur keys create|list|revoke|consent", errUsage)
 	}
 	return KeysCreate(ctx, env, args[1:], KeysHooks{})
 }
@@ -146,6 +148,9 @@ func runKeysAdmin(ctx context.Context, env Env, args []string) error {
 			if !p.ExpiresAt.IsZero() {
 				state = p.ExpiresAt.Format(time.RFC3339)
 			}
+			if p.PendingConsent {
+				state = "PENDING CONSENT"
+			}
 			if p.Revoked {
 				state = "REVOKED"
 			}
@@ -159,5 +164,37 @@ func runKeysAdmin(ctx context.Context, env Env, args []string) error {
 		return fmt.Errorf("revoke %s: %w", id, err)
 	}
 	fmt.Fprintf(env.Stdout, "revoked %s (%s)\n", p.ID, p.Name)
+	return nil
+}
+
+// runKeysConsent: keys consent PRINCIPAL_ID --reason R, over the API with
+// the consenting admin's key (EXOARMUR_API_KEY): the consent is one
+// person's decision, so it is never taken on the store directly.
+func runKeysConsent(ctx context.Context, env Env, args []string) error {
+	const usage = "expected: exoarmur keys consent PRINCIPAL_ID --reason R [--server URL] (an admin's key in EXOARMUR_API_KEY)"
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		return fmt.Errorf("%w: %s", errUsage, usage)
+	}
+	id := args[0]
+	var af apiFlags
+	fs := newFlagSet("keys consent", env)
+	af.registerServer(fs)
+	reason := fs.String("reason", "", "why this key may approve (required; audited)")
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	if strings.TrimSpace(*reason) == "" {
+		return fmt.Errorf("%w: --reason is required", errUsage)
+	}
+	c, ctx, cancel, err := af.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	p, err := c.ConsentKey(ctx, id, *reason)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "consented to %s (%s, role %s, tenants %s); it authenticates from now on\n", p.ID, p.Name, p.Role, strings.Join(p.Tenants, ","))
 	return nil
 }

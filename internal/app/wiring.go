@@ -89,9 +89,11 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 		return ttl
 	}, notifier)
 	approvals.SetRetention(c.Retention)
-	if c.ApprovalRules != nil {
-		approvals.SetRules(c.ApprovalRules)
+	rules := c.ApprovalRules
+	if rules == nil {
+		rules = approval.BuiltinRules()
 	}
+	approvals.SetRules(rules)
 	keys := auth.NewKeys(st.Principals, d.rand, d.now)
 	g, err := gate.New(gate.Config{
 		Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex, Switches: sw, Approvals: approvals, JS: st.JS,
@@ -102,7 +104,7 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 		st.Close()
 		return nil, err
 	}
-	acc, err := access.New(access.Config{Keys: keys, Certs: keys, KeyAdmin: keys, Audit: log, Now: d.now, Logger: d.logger})
+	acc, err := access.New(access.Config{Keys: keys, Certs: keys, KeyAdmin: keys, Audit: log, Now: d.now, Logger: d.logger, Consent: rules})
 	if err != nil {
 		sw.Stop()
 		st.Close()

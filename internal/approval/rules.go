@@ -30,8 +30,16 @@ import (
 // input (Reading.Required), so a decision replays the same under any later
 // rules.
 type Rules struct {
-	def     classRules
-	tenants map[tenant.ID]classRules
+	def     scope
+	tenants map[tenant.ID]scope
+}
+
+// scope is the rules of the default or of one tenant.
+type scope struct {
+	classes classRules
+	// consent: keys able to approve (operator, admin) created over the API
+	// wait for a second admin's consent before they authenticate.
+	consent bool
 }
 
 // ClassRule is what one class needs in one scope.
@@ -47,9 +55,34 @@ type classRules map[string]ClassRule
 
 // rulesFile is the declared form.
 type rulesFile struct {
-	Default map[string]ClassRule            `json:"default"`
-	Tenants map[string]map[string]*ruleEdit `json:"tenants"`
+	Default *defaultFile           `json:"default"`
+	Tenants map[string]*tenantFile `json:"tenants"`
 }
+
+// defaultFile names every class.
+type defaultFile struct {
+	A0 *ClassRule `json:"A0"`
+	A1 *ClassRule `json:"A1"`
+	A2 *ClassRule `json:"A2"`
+	A3 *ClassRule `json:"A3"`
+	// ApproverKeyConsent makes keys able to approve wait for a second
+	// admin's consent (access.Service.ConsentKey) in every tenant.
+	ApproverKeyConsent bool `json:"approver_key_consent"`
+}
+
+// tenantFile names the classes a tenant changes.
+type tenantFile struct {
+	A0 *ruleEdit `json:"A0"`
+	A1 *ruleEdit `json:"A1"`
+	A2 *ruleEdit `json:"A2"`
+	A3 *ruleEdit `json:"A3"`
+	// ApproverKeyConsent: as in the default; a tenant can ask for it, not
+	// waive it when the default asks.
+	ApproverKeyConsent bool `json:"approver_key_consent"`
+}
+
+func (d *defaultFile) byClass() []*ClassRule { return []*ClassRule{d.A0, d.A1, d.A2, d.A3} }
+func (t *tenantFile) byClass() []*ruleEdit   { return []*ruleEdit{t.A0, t.A1, t.A2, t.A3} }
 
 // ruleEdit is a tenant's change to a class: unset fields keep the default.
 type ruleEdit struct {
@@ -85,9 +118,9 @@ func BuiltinRules() *Rules {
 
 var parsedBuiltin = sync.OnceValues(func() (*Rules, error) { return ParseRules(builtinRules) })
 
-// ParseRules reads declared rules (JSON; unknown fields are refused). The
-// default must name every class A0..A3; a tenant names only the classes it
-// changes. Rules below the floor, unknown classes or roles, and invalid
+// ParseRules reads declared rules (JSON; unknown fields, and so unknown
+// classes, are refused). The default must name every class A0..A3; a
+// tenant names only the classes it changes. Rules below the floor, unknown classes or roles, and invalid
 // tenants are errors naming what is wrong.
 func ParseRules(data []byte) (*Rules, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
@@ -99,36 +132,35 @@ func ParseRules(data []byte) (*Rules, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, fmt.Errorf("%w: trailing data after the rules object", ErrRules)
 	}
-	r := &Rules{def: classRules{}, tenants: map[tenant.ID]classRules{}}
-	for c := range f.Default {
-		if !contract.ValidClass(c) {
-			return nil, fmt.Errorf("%w: default: unknown class %q (want A0, A1, A2 or A3)", ErrRules, c)
-		}
+	if f.Default == nil {
+		return nil, fmt.Errorf("%w: default: missing (the default names every class)", ErrRules)
 	}
-	for _, c := range classes {
-		cr, ok := f.Default[c]
-		if !ok {
+	r := &Rules{def: scope{classes: classRules{}, consent: f.Default.ApproverKeyConsent}, tenants: map[tenant.ID]scope{}}
+	for i, cr := range f.Default.byClass() {
+		c := classes[i]
+		if cr == nil {
 			return nil, fmt.Errorf("%w: default: class %s is missing (the default names every class)", ErrRules, c)
 		}
 		if err := cr.check(c); err != nil {
 			return nil, fmt.Errorf("%w: default: %w", ErrRules, err)
 		}
-		r.def[c] = ClassRule{Approvals: cr.Approvals, Roles: slices.Clone(cr.Roles)}
+		r.def.classes[c] = ClassRule{Approvals: cr.Approvals, Roles: slices.Clone(cr.Roles)}
 	}
-	for name, edits := range f.Tenants {
+	for name, tf := range f.Tenants {
 		t, err := tenant.Parse(name)
 		if err != nil {
 			return nil, fmt.Errorf("%w: tenants: %w", ErrRules, err)
 		}
-		cr := classRules{}
-		for c, e := range edits {
-			if !contract.ValidClass(c) {
-				return nil, fmt.Errorf("%w: tenant %s: unknown class %q (want A0, A1, A2 or A3)", ErrRules, name, c)
-			}
+		if tf == nil {
+			return nil, fmt.Errorf("%w: tenant %s: null (omit the tenant to keep the default)", ErrRules, name)
+		}
+		sc := scope{classes: classRules{}, consent: r.def.consent || tf.ApproverKeyConsent}
+		for i, e := range tf.byClass() {
 			if e == nil {
-				return nil, fmt.Errorf("%w: tenant %s class %s: null (omit the class to keep the default)", ErrRules, name, c)
+				continue
 			}
-			rule := r.def[c]
+			c := classes[i]
+			rule := r.def.classes[c]
 			if e.Approvals != nil {
 				rule.Approvals = *e.Approvals
 			}
@@ -138,9 +170,9 @@ func ParseRules(data []byte) (*Rules, error) {
 			if err := rule.check(c); err != nil {
 				return nil, fmt.Errorf("%w: tenant %s: %w", ErrRules, name, err)
 			}
-			cr[c] = rule
+			sc.classes[c] = rule
 		}
-		r.tenants[t] = cr
+		r.tenants[t] = sc
 	}
 	return r, nil
 }
@@ -169,11 +201,25 @@ func (r *Rules) Rule(t tenant.ID, class string) ClassRule {
 	if !contract.ValidClass(class) {
 		class = contract.A3
 	}
-	if cr, ok := r.tenants[t][class]; ok {
+	if cr, ok := r.tenants[t].classes[class]; ok {
 		return cr
 	}
-	return r.def[class]
+	return r.def.classes[class]
 }
+
+// ApproverKeysNeedConsent reports whether, in tenant t, a key able to
+// approve (role operator or admin) created over the API waits for a
+// second admin's consent before it authenticates.
+func (r *Rules) ApproverKeysNeedConsent(t tenant.ID) bool {
+	if sc, ok := r.tenants[t]; ok {
+		return sc.consent
+	}
+	return r.def.consent
+}
+
+// CanApprove reports whether role is one that approval rules can let
+// approve (operator, admin): the keys a consent rule holds back.
+func CanApprove(role string) bool { return slices.Contains(approverRoles, role) }
 
 // Required returns how many distinct approvals class needs in tenant t.
 func (r *Rules) Required(t tenant.ID, class string) int { return r.Rule(t, class).Approvals }

@@ -2,8 +2,10 @@ package approval
 
 import (
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -41,12 +43,14 @@ func TestParseRules(t *testing.T) {
 		{"A3 lowered", `{"default": {"A0": {"approvals": 0, "roles": []}, "A1": {"approvals": 1, "roles": ["operator"]}, "A2": {"approvals": 1, "roles": ["operator"]}, "A3": {"approvals": 1, "roles": ["operator"]}}}`, "class A3: 1 approvals is below the least allowed (2)"},
 		{"tenant lowers A1", `{` + def + `, "tenants": {"acme": {"A1": {"approvals": 0}}}}`, "tenant acme: class A1: 0 approvals is below the least allowed (1)"},
 		{"class missing", `{"default": {"A0": {"approvals": 0, "roles": []}}}`, "class A1 is missing"},
-		{"unknown class", `{` + def + `, "tenants": {"acme": {"A4": {"approvals": 1}}}}`, `unknown class "A4"`},
+		{"unknown class", `{` + def + `, "tenants": {"acme": {"A4": {"approvals": 1}}}}`, `unknown field "A4"`},
 		{"agent may not approve", `{` + def + `, "tenants": {"acme": {"A2": {"roles": ["agent"]}}}}`, `role "agent" may not approve`},
 		{"nobody may approve", `{` + def + `, "tenants": {"acme": {"A2": {"roles": []}}}}`, "no role may approve"},
 		{"bad tenant", `{` + def + `, "tenants": {"Acme.*": {"A2": {"approvals": 2}}}}`, "tenants:"},
 		{"unknown field", `{` + def + `, "tenant": {}}`, `unknown field "tenant"`},
-		{"null class", `{` + def + `, "tenants": {"acme": {"A2": null}}}`, "null"},
+		{"null tenant", `{` + def + `, "tenants": {"acme": null}}`, "null"},
+		{"no default", `{"tenants": {}}`, "default: missing"},
+		{"consent declared", `{` + def + `, "tenants": {"acme": {"approver_key_consent": true}}}`, ""},
 		{"trailing data", `{` + def + `} {}`, "trailing data"},
 		{"too many", `{` + def + `, "tenants": {"acme": {"A3": {"approvals": 9}}}}`, "more than 5"},
 	} {
@@ -85,6 +89,9 @@ func TestRulesPerTenant(t *testing.T) {
 	if got := r.Required(acme, contract.A3); got != 3 {
 		t.Errorf("acme A3 needs %d, want 3", got)
 	}
+	if !r.ApproverKeysNeedConsent(acme) || r.ApproverKeysNeedConsent(beta) {
+		t.Errorf("consent: acme %v, beta %v; want acme only", r.ApproverKeysNeedConsent(acme), r.ApproverKeysNeedConsent(beta))
+	}
 	if got := r.Rule(acme, contract.A0).Roles; len(got) != 2 {
 		t.Errorf("acme A0 roles %v, want the default's two", got)
 	}
@@ -103,4 +110,38 @@ func TestRulesPerTenant(t *testing.T) {
 	if err := r.Eligible(beta, del, op); !errors.Is(err, ErrNotOperator) {
 		t.Errorf("an acme operator voting in beta: %v, want ErrNotOperator", err)
 	}
+}
+
+// FuzzParseRules: any input is refused with ErrRules or yields rules that
+// never ask less than the floor and let only operators or admins approve.
+func FuzzParseRules(f *testing.F) {
+	f.Add(builtinRules)
+	if data, err := os.ReadFile(filepath.Join("testdata", "rules.json")); err == nil {
+		f.Add(data)
+	}
+	f.Add([]byte(`{"default": null}`))
+	f.Add([]byte(`{"default": {"A0": {"approvals": -1}}}`))
+	acme := tenant.MustParse("acme")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := ParseRules(data)
+		if err != nil {
+			if !errors.Is(err, ErrRules) {
+				t.Fatalf("error without ErrRules: %v", err)
+			}
+			return
+		}
+		for _, class := range classes {
+			for _, tn := range append([]tenant.ID{acme}, slices.Collect(maps.Keys(r.tenants))...) {
+				rule := r.Rule(tn, class)
+				if rule.Approvals < Floor(class) {
+					t.Fatalf("%s %s needs %d, below the floor %d", tn, class, rule.Approvals, Floor(class))
+				}
+				for _, role := range rule.Roles {
+					if !CanApprove(role) {
+						t.Fatalf("%s %s lets %q approve", tn, class, role)
+					}
+				}
+			}
+		}
+	})
 }

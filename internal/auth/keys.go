@@ -60,6 +60,9 @@ type CreateRequest struct {
 	Owner string
 	// CreatedBy is the creating principal's ID ("cli" from the command line).
 	CreatedBy string
+	// PendingConsent creates the key awaiting a second admin's consent
+	// (Principal.PendingConsent).
+	PendingConsent bool
 }
 
 // Validate checks a request and names the offending field.
@@ -130,6 +133,8 @@ func (r CreateRequest) principal(id string, now time.Time) Principal {
 		Owner:     cmp.Or(r.Owner, r.Name),
 		CreatedBy: r.CreatedBy,
 		CreatedAt: now.UTC(),
+
+		PendingConsent: r.PendingConsent,
 	}
 	if !r.ExpiresAt.IsZero() {
 		p.ExpiresAt = r.ExpiresAt.UTC()
@@ -200,10 +205,21 @@ func (k *Keys) Authenticate(ctx context.Context, key string) (*Principal, error)
 		return nil, fmt.Errorf("authenticate: key %s: bad stored hash: %w", id, err)
 	}
 	got := sha256.Sum256([]byte(secret))
-	if subtle.ConstantTimeCompare(got[:], want) != 1 || rec.Revoked {
+	if subtle.ConstantTimeCompare(got[:], want) != 1 {
 		return nil, ErrUnauthenticated
 	}
-	if rec.Principal.Expired(k.now()) {
+	return k.usable(rec)
+}
+
+// usable returns rec's principal if it may act now: not revoked, not
+// expired, not awaiting consent.
+func (k *Keys) usable(rec record) (*Principal, error) {
+	switch {
+	case rec.Revoked:
+		return nil, ErrUnauthenticated
+	case rec.Principal.PendingConsent:
+		return nil, ErrPendingConsent
+	case rec.Principal.Expired(k.now()):
 		return nil, ErrExpired
 	}
 	p := rec.Principal
@@ -229,14 +245,7 @@ func (k *Keys) Principal(ctx context.Context, principalID string) (*Principal, e
 	if err := json.Unmarshal(e.Value, &rec); err != nil {
 		return nil, fmt.Errorf("principal %s: decode: %w", principalID, err)
 	}
-	if rec.Revoked {
-		return nil, ErrUnauthenticated
-	}
-	if rec.Principal.Expired(k.now()) {
-		return nil, ErrExpired
-	}
-	p := rec.Principal
-	return &p, nil
+	return k.usable(rec)
 }
 
 // Lookup returns a registered principal by ID, revoked or not (Revoked
@@ -302,6 +311,16 @@ func (k *Keys) List(ctx context.Context) ([]Principal, error) {
 // Revoke marks a principal's key revoked; it stops authenticating at once on
 // every node (authentication reads the registry on every request).
 func (k *Keys) Revoke(ctx context.Context, principalID string) (Principal, error) {
+	return k.change(ctx, principalID, "revoke", func(rec *record) error {
+		rec.Revoked = true
+		return nil
+	})
+}
+
+// change applies fn to principalID's record with a compare-and-set,
+// retrying when another writer changed it first; an error from fn is
+// returned as it is and nothing is written.
+func (k *Keys) change(ctx context.Context, principalID, what string, fn func(*record) error) (Principal, error) {
 	id, ok := registryKey(principalID)
 	if !ok {
 		return Principal{}, ErrUnauthenticated
@@ -312,22 +331,47 @@ func (k *Keys) Revoke(ctx context.Context, principalID string) (Principal, error
 			return Principal{}, ErrUnauthenticated
 		}
 		if err != nil {
-			return Principal{}, fmt.Errorf("revoke %s: %w", principalID, err)
+			return Principal{}, fmt.Errorf("%s %s: %w", what, principalID, err)
 		}
 		var rec record
 		if err := json.Unmarshal(e.Value, &rec); err != nil {
-			return Principal{}, fmt.Errorf("revoke %s: decode: %w", principalID, err)
+			return Principal{}, fmt.Errorf("%s %s: decode: %w", what, principalID, err)
 		}
-		rec.Revoked = true
-		data, _ := json.Marshal(rec)
+		if err := fn(&rec); err != nil {
+			return Principal{}, err
+		}
+		data, err := json.Marshal(rec)
+		if err != nil {
+			return Principal{}, fmt.Errorf("%s %s: encode: %w", what, principalID, err)
+		}
 		if _, err := k.kv.Put(ctx, id, data, kv.PutOptions{Revision: e.Revision}); err != nil {
-			continue
+			if errors.Is(err, kv.ErrConflict) {
+				continue
+			}
+			return Principal{}, fmt.Errorf("%s %s: %w", what, principalID, err)
 		}
 		p := rec.Principal
-		p.Revoked = true
+		p.Revoked = rec.Revoked
 		return p, nil
 	}
-	return Principal{}, fmt.Errorf("revoke %s: too many concurrent changes", principalID)
+	return Principal{}, fmt.Errorf("%s %s: too many concurrent changes", what, principalID)
+}
+
+// Consent records by's consent to a principal that awaits it: from then
+// on it authenticates. ErrUnauthenticated for an unknown or revoked
+// principal, ErrNotPending for one that awaits no consent. Who may consent
+// is the access layer's decision (access.Service.ConsentKey).
+func (k *Keys) Consent(ctx context.Context, principalID, by string) (Principal, error) {
+	return k.change(ctx, principalID, "consent to", func(rec *record) error {
+		if rec.Revoked {
+			return ErrUnauthenticated
+		}
+		if !rec.Principal.PendingConsent {
+			return ErrNotPending
+		}
+		rec.Principal.PendingConsent, rec.Principal.ConsentedBy = false, by
+		return nil
+	})
 }
 
 // CreateCert registers a principal authenticated by a client certificate
@@ -371,12 +415,8 @@ func (k *Keys) AuthenticateCert(ctx context.Context, commonName string) (*Princi
 	if err := json.Unmarshal(e.Value, &rec); err != nil {
 		return nil, fmt.Errorf("authenticate cert: decode: %w", err)
 	}
-	if rec.Revoked || rec.Principal.CertCN != commonName {
+	if rec.Principal.CertCN != commonName {
 		return nil, ErrUnauthenticated
 	}
-	if rec.Principal.Expired(k.now()) {
-		return nil, ErrExpired
-	}
-	p := rec.Principal
-	return &p, nil
+	return k.usable(rec)
 }

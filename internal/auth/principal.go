@@ -67,6 +67,13 @@ type Principal struct {
 	// Revoked is shown in key listings; a revoked principal never
 	// authenticates.
 	Revoked bool `json:"revoked,omitempty"`
+	// PendingConsent: the credential can approve and its tenant's approval
+	// rules ask for a second admin's consent to such keys; it does not
+	// authenticate until an admin other than its creator's owner and its
+	// own owner consents (access.Service.ConsentKey). ConsentedBy names
+	// that admin once given.
+	PendingConsent bool   `json:"pending_consent,omitempty"`
+	ConsentedBy    string `json:"consented_by,omitempty"`
 }
 
 // HasTenant reports whether p may act in tenant t.
@@ -165,6 +172,11 @@ func (p *Principal) Expired(now time.Time) bool {
 var (
 	ErrUnauthenticated = errors.New("unauthenticated")
 	ErrExpired         = errors.New("api key expired")
+	// ErrPendingConsent is a credential that awaits a second admin's
+	// consent; it is an ErrUnauthenticated.
+	ErrPendingConsent = fmt.Errorf("%w: the key awaits a second admin's consent", ErrUnauthenticated)
+	// ErrNotPending: a consent to a credential that awaits none.
+	ErrNotPending = errors.New("the key awaits no consent")
 )
 
 type ctxKey struct{}

@@ -54,6 +54,12 @@ type ApprovalDecision struct {
 	Reason   string `json:"reason"`
 }
 
+// KeyConsent is the body of POST /v1/keys/{id}/consent
+// (contracts/v1/key_consent.schema.json).
+type KeyConsent struct {
+	Reason string `json:"reason"`
+}
+
 // ActionIntent is a stored, hash-bound proposal
 // (contracts/v1/action_intent.schema.json). Hash is the SHA-256 of the
 // canonical JSON of the intent with Hash empty.

@@ -25,13 +25,15 @@ func FuzzDecodeRequestBodies(f *testing.F) {
 			err error
 		)
 		decode := func(b []byte) (any, error) {
-			switch kind % 4 {
+			switch kind % 5 {
 			case 0:
 				return DecodeKillSwitchRequest(b)
 			case 1:
 				return DecodeApprovalDecision(b)
 			case 2:
 				return nil, Validate("key_request", b)
+			case 3:
+				return DecodeKeyConsent(b)
 			default:
 				return nil, Validate("resolve_request", b)
 			}

@@ -255,6 +255,20 @@ func DecodeKillSwitchRequest(raw []byte) (KillSwitchRequest, error) {
 	return req, nil
 }
 
+// DecodeKeyConsent strictly decodes the body of a key consent.
+func DecodeKeyConsent(raw []byte) (KeyConsent, error) {
+	if err := Validate("key_consent", raw); err != nil {
+		return KeyConsent{}, err
+	}
+	var c KeyConsent
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return KeyConsent{}, Wrap(CodeInvalid, "body does not match the key consent shape", err)
+	}
+	return c, nil
+}
+
 // DecodeApprovalDecision strictly decodes the body of an approval decision.
 func DecodeApprovalDecision(raw []byte) (ApprovalDecision, error) {
 	if err := Validate("approval_decision", raw); err != nil {

@@ -527,6 +527,19 @@ func (c *Client) RevokeKey(ctx context.Context, principalID string) (auth.Princi
 	return body.Revoked, err
 }
 
+// ConsentKey gives the caller's consent to a key that awaits a second
+// admin's (POST /v1/keys/{id}/consent), returning the key's principal.
+func (c *Client) ConsentKey(ctx context.Context, principalID, reason string) (auth.Principal, error) {
+	if principalID == "" {
+		return auth.Principal{}, errors.New("client: a principal ID is required")
+	}
+	var body struct {
+		Consented auth.Principal `json:"consented"`
+	}
+	_, err := c.do(ctx, http.MethodPost, "/v1/keys/"+url.PathEscape(principalID)+"/consent", nil, contract.KeyConsent{Reason: reason}, &body)
+	return body.Consented, err
+}
+
 // AuditPage is one page of a tenant's audit chain. Records are kept as the
 // server sent them, byte for byte, so their hashes can be checked; Decode
 // parses them.

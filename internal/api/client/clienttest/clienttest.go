@@ -132,6 +132,8 @@ func (k *keyTable) Authenticate(_ context.Context, key string) (*auth.Principal,
 	switch {
 	case !ok || p.Revoked:
 		return nil, auth.ErrUnauthenticated
+	case p.PendingConsent:
+		return nil, auth.ErrPendingConsent
 	case !p.ExpiresAt.IsZero() && !time.Now().Before(p.ExpiresAt):
 		return nil, auth.ErrExpired
 	}
@@ -152,7 +154,7 @@ func (k *keyTable) Create(_ context.Context, req auth.CreateRequest) (string, au
 		owner = req.Name
 	}
 	p := &auth.Principal{ID: "key_" + id, Name: req.Name, Role: req.Role, Tenants: slices.Sorted(slices.Values(req.Tenants)),
-		Actions: slices.Sorted(slices.Values(req.Actions)), CreatedAt: time.Now().UTC(), ExpiresAt: req.ExpiresAt, Owner: owner, CreatedBy: req.CreatedBy}
+		Actions: slices.Sorted(slices.Values(req.Actions)), CreatedAt: time.Now().UTC(), ExpiresAt: req.ExpiresAt, Owner: owner, CreatedBy: req.CreatedBy, PendingConsent: req.PendingConsent}
 	key := auth.KeyPrefix + id + "_secret"
 	k.byKey[key] = p
 	k.order = append(k.order, key)
@@ -196,6 +198,20 @@ func (k *keyTable) Revoke(_ context.Context, id string) (auth.Principal, error) 
 		return auth.Principal{}, err
 	}
 	p.Revoked = true
+	return *p, nil
+}
+
+func (k *keyTable) Consent(_ context.Context, id, by string) (auth.Principal, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	p, err := k.find(id)
+	switch {
+	case err != nil || p.Revoked:
+		return auth.Principal{}, auth.ErrUnauthenticated
+	case !p.PendingConsent:
+		return auth.Principal{}, auth.ErrNotPending
+	}
+	p.PendingConsent, p.ConsentedBy = false, by
 	return *p, nil
 }
 
