@@ -50,6 +50,9 @@ type Config struct {
 	Approvals ApprovalLister
 	Access    *access.Service // authentication and authorization of every operation
 	Audit     *audit.Log
+	// Bundles returns the policy bundles a verification re-decides with
+	// (the store's archive); nil: the bundles this binary shipped.
+	Bundles   func(context.Context) (replay.Bundles, error)
 	Ready     func() bool      // store readiness for /readyz
 	Now       func() time.Time // clock (default time.Now)
 	RequestID func() string    // injected request ID source
@@ -412,7 +415,14 @@ func (s *Server) auditExport(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request) error {
 	ri := info(r)
-	rp := replay.New(ri.tenant.String())
+	var bundles replay.Bundles = policy.Builtin()
+	if s.cfg.Bundles != nil {
+		var err error
+		if bundles, err = s.cfg.Bundles(r.Context()); err != nil {
+			return contract.Wrap(contract.CodeStoreUnavailable, "cannot read the policy archive", err)
+		}
+	}
+	rp := replay.NewWithPolicies(ri.tenant.String(), bundles)
 	err := s.cfg.Audit.Scan(r.Context(), ri.tenant, 0, 0, func(raw []byte, _ contract.AuditRecord) error {
 		rp.Add(raw)
 		return nil

@@ -37,7 +37,11 @@ func runAudit(ctx context.Context, env Env, args []string) error {
 	if sub == "export" {
 		return exportTenant(ctx, log, t, *out, env)
 	}
-	rp := replay.New(t.String())
+	bundles, err := storedBundles(st)(ctx)
+	if err != nil {
+		return err
+	}
+	rp := replay.NewWithPolicies(t.String(), bundles)
 	if err := log.Scan(ctx, t, 0, 0, func(raw []byte, _ contract.AuditRecord) error { rp.Add(raw); return nil }); err != nil {
 		return err
 	}

@@ -33,8 +33,11 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 		}
 		only = t
 	}
-	rp := replay.New(only.String())
+	var rp *replay.Replayer
 	if *from != "" {
+		// An export carries records, not bundles: the bundles this
+		// binary shipped re-decide them.
+		rp = replay.New(only.String())
 		f, err := os.Open(*from)
 		if err != nil {
 			return fmt.Errorf("open export: %w", err)
@@ -43,8 +46,11 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 		if err := rp.ReadJSONL(f); err != nil {
 			return err
 		}
-	} else if err := replayLive(ctx, sc, only, rp); err != nil {
-		return err
+	} else {
+		var err error
+		if rp, err = replayLive(ctx, sc, only); err != nil {
+			return err
+		}
 	}
 	rep := rp.Report()
 	b, err := replay.Encode(rep)
@@ -69,23 +75,30 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 	return nil
 }
 
-func replayLive(ctx context.Context, sc StoreConfig, only tenant.ID, rp *replay.Replayer) error {
+// replayLive replays the store's chains (only's, or every tenant's) with
+// the bundles this binary shipped and those archived in the store.
+func replayLive(ctx context.Context, sc StoreConfig, only tenant.ID) (*replay.Replayer, error) {
 	st, err := openStore(ctx, sc, "exoarmur-replay", nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer st.Close()
+	bundles, err := storedBundles(st)(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rp := replay.NewWithPolicies(only.String(), bundles)
 	log := audit.New(st.JS, st.Audit)
 	tenants := []tenant.ID{only}
 	if only.IsZero() {
 		if tenants, err = log.Tenants(ctx); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	for _, t := range tenants {
 		if err := log.Scan(ctx, t, 0, 0, func(raw []byte, _ contract.AuditRecord) error { rp.Add(raw); return nil }); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return rp, nil
 }

@@ -106,7 +106,7 @@ func ServeWith(ctx context.Context, env Env, args []string, h ServeHooks) error 
 		return rt.approvals.PendingCounts(mctx, d.now())
 	})
 	srv := api.New(api.Config{
-		Gate: rt.gate, Switches: rt.switches, Approvals: rt.approvals, Access: rt.access, Audit: rt.audit,
+		Gate: rt.gate, Switches: rt.switches, Approvals: rt.approvals, Access: rt.access, Audit: rt.audit, Bundles: rt.bundles,
 		Ready: rt.store.Ready, RequestID: requestID, Logger: logger, Now: d.now,
 	})
 	ln, err := net.Listen("tcp", c.Listen)

@@ -17,6 +17,9 @@ import (
 	"github.com/exoarmur/exoarmur/internal/gate"
 	"github.com/exoarmur/exoarmur/internal/killswitch"
 	"github.com/exoarmur/exoarmur/internal/natsstore"
+	"github.com/exoarmur/exoarmur/internal/policy"
+	"github.com/exoarmur/exoarmur/internal/policy/archive"
+	"github.com/exoarmur/exoarmur/internal/replay"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -30,6 +33,14 @@ type runtime struct {
 	access    *access.Service
 	gate      *gate.Gate
 	execs     *executor.Registry
+	bundles   func(context.Context) (replay.Bundles, error)
+}
+
+// storedBundles is what a replay of st trusts: the bundles this binary
+// shipped and every bundle archived in the store.
+func storedBundles(st *natsstore.Store) func(context.Context) (replay.Bundles, error) {
+	a := archive.New(st.Policies)
+	return func(ctx context.Context) (replay.Bundles, error) { return a.Library(ctx, policy.Builtin()) }
 }
 
 // deps are the injected sources of time and randomness.
@@ -64,6 +75,12 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 	var ex gate.Executors = execs
 	if d.wrap != nil {
 		ex = d.wrap(ex)
+	}
+	// Archive the bundle this node decides under before any decision, so
+	// every decision's policy_hash can be replayed from the store.
+	if err := archive.New(st.Policies).Put(ctx, policy.Default()); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("archive the policy bundle: %w", err)
 	}
 	log := audit.New(st.JS, st.Audit)
 	if c.Store.Sync == "always" {
@@ -110,7 +127,7 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 		st.Close()
 		return nil, err
 	}
-	return &runtime{store: st, switches: sw, approvals: approvals, audit: log, keys: keys, access: acc, gate: g, execs: execs}, nil
+	return &runtime{store: st, switches: sw, approvals: approvals, audit: log, keys: keys, access: acc, gate: g, execs: execs, bundles: storedBundles(st)}, nil
 }
 
 func (r *runtime) Close() {

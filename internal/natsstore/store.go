@@ -64,6 +64,7 @@ type Store struct {
 	Principals  *Bucket
 	Control     jetstream.KeyValue
 	Approvals   *Bucket
+	Policies    *Bucket // policy bundles by hash (internal/policy/archive)
 	Health      jetstream.KeyValue
 	Audit       jetstream.Stream
 	Work        jetstream.Stream
@@ -221,6 +222,11 @@ func (s *Store) ensure(ctx context.Context, replicas int) error {
 		return err
 	}
 	s.Approvals = New(approvals, s.JS)
+	policies, err := kv(tenant.PoliciesBucket, "ExoArmur policy bundles by hash (cedar source; no tenant data)", 1)
+	if err != nil {
+		return err
+	}
+	s.Policies = New(policies, s.JS)
 	if s.Health, err = kv(tenant.HealthBucket, "ExoArmur store write probe (a timestamp, no tenant data)", 1); err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@
 package policy
 
 import (
+	"bytes"
 	"embed"
 	"errors"
 	"fmt"
@@ -42,6 +43,7 @@ var ErrUnknownBundle = errors.New("unknown policy bundle")
 type Bundle struct {
 	name     string
 	hash     string
+	src      []byte // the source hash is computed over
 	policies []namedPolicy
 	// By @scope annotation: "action" policies decide intents, "operation"
 	// policies decide API operations. Each evaluation runs only its own
@@ -161,6 +163,10 @@ type namedPolicy struct {
 // Name returns the bundle's name.
 func (b *Bundle) Name() string { return b.name }
 
+// Source returns a copy of the cedar source the bundle was compiled from
+// (its Hash is over exactly these bytes).
+func (b *Bundle) Source() []byte { return bytes.Clone(b.src) }
+
 // Hash returns the SHA-256 of the bundle's source.
 func (b *Bundle) Hash() string { return b.hash }
 
@@ -183,7 +189,7 @@ func Compile(name string, src []byte) (*Bundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policy %s: %w", name, err)
 	}
-	b := &Bundle{name: name, hash: contract.Hash(src), byScope: map[string][]namedPolicy{}}
+	b := &Bundle{name: name, hash: contract.Hash(src), src: bytes.Clone(src), byScope: map[string][]namedPolicy{}}
 	seen := map[cedar.PolicyID]bool{}
 	for i, p := range list {
 		id := cedar.PolicyID(p.Annotations()["id"])
@@ -244,6 +250,15 @@ func (l *Library) Lookup(hash string) (*Bundle, error) {
 		return b, nil
 	}
 	return nil, fmt.Errorf("policy hash %s: %w", hash, ErrUnknownBundle)
+}
+
+// With returns a library of l's bundles and bs.
+func (l *Library) With(bs ...*Bundle) *Library {
+	out := &Library{byHash: maps.Clone(l.byHash)}
+	for _, b := range bs {
+		out.byHash[b.hash] = b
+	}
+	return out
 }
 
 // Hashes lists the library's bundle hashes, sorted.

@@ -29,6 +29,11 @@ const (
 	// WorkConsumer is the durable consumer every node's worker shares.
 	WorkConsumer = "exoarmur-worker"
 
+	// PoliciesBucket keeps every policy bundle a node decided under, its
+	// cedar source keyed by its hash (internal/policy/archive); no tenant
+	// data.
+	PoliciesBucket = "exoarmur_policies"
+
 	// HealthBucket holds HealthKey, a timestamp every node writes twice a
 	// second: a write that is acknowledged proves the store can persist
 	// (the connection and JetStream's API stay up when its disk is full).
@@ -131,7 +136,10 @@ func IdempotencyKey(id ID, key string) string { return id.s + "." + key }
 // (less the destructive calls in NodePublishDeny). With global, the node may
 // also change the global switch and append to the system chain.
 func NodePublishAllow(tenants []ID, global bool) []string {
-	allow := []string{"$JS.API.>", ControlAppliedSubject, "$KV." + HealthBucket + "." + HealthKey}
+	allow := []string{"$JS.API.>", ControlAppliedSubject, "$KV." + HealthBucket + "." + HealthKey,
+		// Create-only and verified against the key on read: a node can add
+		// the bundle it decides under, never change what another decided under.
+		"$KV." + PoliciesBucket + ".>"}
 	for _, t := range tenants {
 		allow = append(allow,
 			AuditSubject(t),
