@@ -47,6 +47,9 @@ const (
 	KindExecuted  = "approval.executed"
 )
 
+// auditTimeout bounds the audit of a stored vote, detached from its caller.
+const auditTimeout = 10 * time.Second
+
 // DefaultTTL is how long an approval request stays open.
 const DefaultTTL = 15 * time.Minute
 
@@ -171,7 +174,10 @@ func readingOf(s stored, rev uint64) Reading {
 
 // Errors callers branch on (the API maps them to 403/409).
 var (
-	ErrNotFound       = errors.New("no approval for this intent")
+	ErrNotFound = errors.New("no approval for this intent")
+	// ErrUnaudited: the vote is stored but its audit record could not be
+	// written.
+	ErrUnaudited      = errors.New("the vote is recorded but its audit record could not be written")
 	ErrNotRequired    = errors.New("this intent needs no approval")
 	ErrSelfApproval   = errors.New("the proposer cannot approve or deny their own intent")
 	ErrNotOperator    = errors.New("approving needs the operator role for this tenant")
@@ -189,10 +195,15 @@ type Notifier interface {
 	Requested(ctx context.Context, t tenant.ID, r Record)
 }
 
+// Auditor appends to a tenant's chain (internal/audit.Log).
+type Auditor interface {
+	Append(ctx context.Context, t tenant.ID, e audit.Entry) (contract.AuditRecord, error)
+}
+
 // Store keeps approvals in the approvals bucket.
 type Store struct {
 	kv        kv.Bucket
-	log       *audit.Log
+	log       Auditor
 	ttl       func(tenant.ID) time.Duration
 	notify    Notifier
 	retention time.Duration
@@ -223,7 +234,7 @@ func (s *Store) write(ctx context.Context, t tenant.ID, intentID string, data []
 
 // NewStore returns a store on the approvals bucket b. ttl gives each
 // tenant's approval lifetime (nil: DefaultTTL); notify may be nil.
-func NewStore(b kv.Bucket, log *audit.Log, ttl func(tenant.ID) time.Duration, notify Notifier) *Store {
+func NewStore(b kv.Bucket, log Auditor, ttl func(tenant.ID) time.Duration, notify Notifier) *Store {
 	if ttl == nil {
 		ttl = func(tenant.ID) time.Duration { return DefaultTTL }
 	}
@@ -412,9 +423,13 @@ func (s *Store) Decide(ctx context.Context, t tenant.ID, b Ballot) (Record, erro
 	case decision == "deny":
 		kind = KindDenied
 	}
-	if _, aerr := s.log.Append(ctx, t, audit.Entry{Kind: kind, CorrelationID: in.ID, Actor: p.ID, RequestID: requestID, Time: now,
+	// The vote is stored: its record must not depend on the caller
+	// staying (a client that goes away after the write).
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
+	defer cancel()
+	if _, aerr := s.log.Append(actx, t, audit.Entry{Kind: kind, CorrelationID: in.ID, Actor: p.ID, RequestID: requestID, Time: now,
 		Payload: map[string]any{"approval": r.Record, "decision": decision, "reason": reason, "lineage": lin}}); aerr != nil {
-		return r.Record, fmt.Errorf("audit approval %s: %w", in.ID, aerr)
+		return r.Record, fmt.Errorf("%w: approval %s: %w", ErrUnaudited, in.ID, aerr)
 	}
 	if expired {
 		return r.Record, ErrExpired

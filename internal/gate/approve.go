@@ -45,8 +45,10 @@ func (g *Gate) DecideApproval(ctx context.Context, t tenant.ID, p *auth.Principa
 	case errors.Is(err, approval.ErrFinal), errors.Is(err, approval.ErrConsumed), errors.Is(err, approval.ErrExpired),
 		errors.Is(err, approval.ErrAlreadyVoted), errors.Is(err, approval.ErrNotRequired):
 		return rec, contract.Wrap(contract.CodeConflict, err.Error(), err)
+	case errors.Is(err, approval.ErrUnaudited):
+		return rec, contract.Wrap(contract.CodeStoreUnavailable, "the vote is recorded, but its audit record could not be written; it shows in the approval queue and in the recorded input of every decision that counts it", err)
 	case err != nil:
-		return rec, storeErr("record approval decision", err)
+		return rec, writeErr("record the vote", "it may or may not be recorded: look at the approval queue before voting again (a recorded vote answers 409)", err)
 	}
 	g.cfg.Logger.InfoContext(ctx, "approval decision", "tenant", t.String(), "intent", intentID, "decision", d.Decision,
 		"principal", p.ID, "status", rec.Status, "request_id", meta.RequestID)
@@ -55,7 +57,7 @@ func (g *Gate) DecideApproval(ctx context.Context, t tenant.ID, p *auth.Principa
 		if _, err := g.cfg.JS.Publish(ctx, tenant.WorkSubject(t), data, jetstream.WithMsgID(intentID)); err != nil {
 			// The approval stands; the intent can still be executed by hand.
 			g.cfg.Logger.ErrorContext(ctx, "queue approved intent", "intent", intentID, "err", err)
-			return rec, storeErr(fmt.Sprintf("approval recorded but intent %s could not be queued for execution", intentID), err)
+			return rec, writeErr("queue the approved intent for the background worker", fmt.Sprintf("the approval is recorded; execute %s by hand (POST .../intents/%s/execute)", intentID, intentID), err)
 		}
 	}
 	return rec, nil

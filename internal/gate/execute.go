@@ -50,7 +50,7 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 			Kind: KindExecuteRefused, CorrelationID: in.ID, Actor: p.ID, RequestID: meta.RequestID, Time: g.cfg.Now().UTC(),
 			Payload: map[string]string{"intent_id": in.ID, "proposer": in.Proposer, "principal": p.ID, "reason": ReasonNotProposer},
 		}); err != nil {
-			return Outcome{}, storeErr("audit access.denied", err)
+			return Outcome{}, writeErr("record the refusal", "the action did not run", err)
 		}
 		return Outcome{}, &contract.Error{Code: contract.CodeForbidden, Message: "only the principal that proposed this intent may execute it", Reasons: []string{ReasonNotProposer}}
 	}
@@ -69,7 +69,7 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 		Time: input.Time, Payload: DecisionPayload{input, d},
 	})
 	if err != nil {
-		return Outcome{}, storeErr("audit decision", err)
+		return Outcome{}, writeErr("record the decision", notRun, err)
 	}
 	metrics.Decisions.WithLabelValues(d.Verdict, firstReason(d.Reasons)).Inc()
 	if d.Verdict != contract.Allow {
@@ -91,7 +91,7 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 		return g.repeat(ctx, t, p, in, d, meta)
 	}
 	if err != nil {
-		return Outcome{}, storeErr("claim idempotency key", err)
+		return Outcome{}, writeErr("claim the idempotency key", notRun+" (a claim stored without its acknowledgement reads in doubt once its lease lapses)", err)
 	}
 	// The key is ours. From here on nothing listens to the caller: a client
 	// that goes away (or a cancelled context) never cuts the consumption,
@@ -146,7 +146,7 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 			return Outcome{}, contract.Wrap(contract.CodeStoreUnavailable, "the durable store is unavailable; the action did not run, but its approval was used and the execution will read in doubt", fmt.Errorf("audit execution.started: %w", err))
 		}
 		release("release claim after failed audit")
-		return Outcome{}, storeErr("audit execution.started", err)
+		return Outcome{}, writeErr("record the execution's start", notRun, err)
 	}
 
 	res, returned := g.run(detached, in, t, decRec.PayloadHash, start)
@@ -346,7 +346,7 @@ func (g *Gate) repeat(ctx context.Context, t tenant.ID, p *auth.Principal, in co
 		Kind: audit.KindExecutionDuplicate, CorrelationID: in.ID, Actor: p.ID, RequestID: meta.RequestID,
 		Time: g.cfg.Now().UTC(), Payload: map[string]any{"intent_id": in.ID, "idempotency_key": in.IdempotencyKey, "state": state},
 	}); err != nil {
-		return Outcome{}, storeErr("audit execution.duplicate", err)
+		return Outcome{}, writeErr("record the repeat", "the action was not run again", err)
 	}
 	switch {
 	case c.Result != nil && (state == StateSucceeded || state == StateFailed):

@@ -261,6 +261,19 @@ func storeErr(op string, err error) error {
 	return contract.Wrap(contract.CodeStoreUnavailable, "the durable store is unavailable; nothing was changed", fmt.Errorf("%s: %w", op, err))
 }
 
+// writeErr answers a failed write: it may have been stored (its
+// acknowledgement can be what was lost), so the answer says only what is
+// certain and what to do, never that nothing was changed.
+func writeErr(op, certain string, err error) error {
+	return contract.Wrap(contract.CodeStoreUnavailable, "the durable store failed to "+op+"; "+certain, fmt.Errorf("%s: %w", op, err))
+}
+
+// What a caller may do after a failed write before any effect.
+const (
+	notRun       = "the action did not run; retrying is safe"
+	retryPropose = "retry the same request (same idempotency key): it is answered from what was stored"
+)
+
 // Propose validates and stores an intent, audits intent.proposed with a
 // preview decision, and returns it. A repeat of the same request (same
 // idempotency key and content) returns the stored intent with created=false;
@@ -306,7 +319,7 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 		}
 		if v.State == StateProposed || v.State == StateBlocked {
 			if err := g.cfg.Approvals.Request(ctx, t, existing.Intent, p, meta.RequestID, g.cfg.Now().UTC()); err != nil {
-				return View{}, false, storeErr("request approval", err)
+				return View{}, false, writeErr("open the intent's approval request", "the intent is stored; "+retryPropose, err)
 			}
 		}
 		return v, false, nil
@@ -329,7 +342,7 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 			Kind: audit.KindAccessDenied, CorrelationID: in.ID, Actor: p.ID, RequestID: meta.RequestID,
 			Time: input.Time, Payload: DecisionPayload{input, preview},
 		}); err != nil {
-			return View{}, false, storeErr("audit access.denied", err)
+			return View{}, false, writeErr("record the refusal", "nothing was proposed", err)
 		}
 		return View{}, false, &contract.Error{Code: contract.CodeForbidden, Message: "principal may not propose this action in this tenant", Reasons: []string{c.Reason}}
 	}
@@ -339,7 +352,7 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 		Kind: audit.KindIntentProposed, CorrelationID: in.ID, Actor: p.ID, RequestID: meta.RequestID,
 		Time: input.Time, Payload: DecisionPayload{input, preview},
 	}); err != nil {
-		return View{}, false, storeErr("audit intent.proposed", err)
+		return View{}, false, writeErr("record the proposal", "the intent was not stored; "+retryPropose, err)
 	}
 	data, err := json.Marshal(stored{Intent: in, Preview: &preview})
 	if err != nil {
@@ -358,10 +371,10 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 			v, err := g.view(ctx, t, existing)
 			return v, false, err
 		}
-		return View{}, false, storeErr("store intent", err)
+		return View{}, false, writeErr("store the intent", "its proposal may be in the audit log; "+retryPropose, err)
 	}
 	if err := g.cfg.Approvals.Request(ctx, t, in, p, meta.RequestID, input.Time); err != nil {
-		return View{}, false, storeErr("request approval", err)
+		return View{}, false, writeErr("open the intent's approval request", "the intent is stored; "+retryPropose, err)
 	}
 	g.cfg.Logger.InfoContext(ctx, "intent proposed", "tenant", t.String(), "intent", in.ID, "action", in.Action,
 		"preview", preview.Verdict, "request_id", meta.RequestID)

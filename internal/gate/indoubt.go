@@ -121,7 +121,7 @@ func (g *Gate) Resolve(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 	defer cancel()
 	if _, err := g.cfg.Audit.Append(wctx, t, audit.Entry{Kind: KindExecutionResolved, CorrelationID: intentID, Actor: p.ID, RequestID: meta.RequestID,
 		Time: now, Payload: map[string]any{"result": res, "reason": reason, "node": c.Node}}); err != nil {
-		return contract.ExecutionResult{}, storeErr("audit the resolution", err)
+		return contract.ExecutionResult{}, writeErr("record the resolution", "the resolution was not applied; the execution is still in doubt", err)
 	}
 	if err := g.finish(wctx, t, s, tenant.IdempotencyKey(t, idem), c, rev); err != nil {
 		return contract.ExecutionResult{}, contract.Wrap(contract.CodeConflict,
