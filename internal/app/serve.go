@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -61,9 +62,20 @@ func runServe(ctx context.Context, env Env, args []string) error {
 type ServeHooks struct {
 	// Flags registers extra flags on serve's flag set.
 	Flags func(fs *flag.FlagSet)
-	// Sources is called once the flags are parsed and valid; a nil now or
-	// requestID keeps the production source.
-	Sources func(c ServeConfig, logger *slog.Logger) (now func() time.Time, requestID func() string, err error)
+	// Sources is called once the flags are parsed and valid; a nil field
+	// of what it returns keeps the production source.
+	Sources func(c ServeConfig, logger *slog.Logger) (ServeSources, error)
+}
+
+// ServeSources replace serve's sources of time, request IDs and key
+// randomness (cmd/exoarmur-lab's evidence runs; never the production
+// binary's flags).
+type ServeSources struct {
+	Now       func() time.Time
+	RequestID func() string
+	// Rand is where API-created keys come from; it must be safe for
+	// concurrent use.
+	Rand io.Reader
 }
 
 // ServeWith is `serve` with hooks; runServe is ServeWith(ctx, env, args,
@@ -76,15 +88,18 @@ func ServeWith(ctx context.Context, env Env, args []string, h ServeHooks) error 
 	logger := newLogger(env, c.LogFormat)
 	d, requestID := prodDeps(logger), randomID
 	if h.Sources != nil {
-		now, rid, err := h.Sources(c, logger)
+		src, err := h.Sources(c, logger)
 		if err != nil {
 			return err
 		}
-		if now != nil {
-			d.now = now
+		if src.Now != nil {
+			d.now = src.Now
 		}
-		if rid != nil {
-			requestID = rid
+		if src.RequestID != nil {
+			requestID = src.RequestID
+		}
+		if src.Rand != nil {
+			d.rand = src.Rand
 		}
 	}
 	rt, err := openRuntime(ctx, c, d)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,25 +21,44 @@ import (
 // a per-node sequence, so the same scenario writes byte-identical audit
 // chains on every run.
 func runServe(ctx context.Context, env Env, args []string) error {
-	var clock string
+	var clock, seed string
 	return app.ServeWith(ctx, env, args, app.ServeHooks{
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&clock, "evidence-clock", "", "EVIDENCE RUNS ONLY: a fixed start time (RFC 3339) for a stepping clock and sequential request IDs, for byte-identical audit chains")
+			fs.StringVar(&seed, "evidence-seed", "", "EVIDENCE RUNS ONLY: derive the keys created over the API from this seed and --node instead of crypto/rand (reproducible evidence; such keys are predictable)")
 		},
-		Sources: func(c app.ServeConfig, logger *slog.Logger) (func() time.Time, func() string, error) {
+		Sources: func(c app.ServeConfig, logger *slog.Logger) (app.ServeSources, error) {
+			var src app.ServeSources
+			if seed != "" {
+				logger.Warn("EVIDENCE SEED: keys created over the API are derived from a seed and predictable; for reproducible evidence runs only")
+				src.Rand = &lockedReader{r: rand.NewChaCha8(sha256.Sum256([]byte("serve:" + c.Node + ":" + seed)))}
+			}
 			if clock == "" {
-				return nil, nil, nil
+				return src, nil
 			}
 			start, err := time.Parse(time.RFC3339, clock)
 			if err != nil {
-				return nil, nil, fmt.Errorf("%w: --evidence-clock %q: must be RFC 3339", errUsage, clock)
+				return src, fmt.Errorf("%w: --evidence-clock %q: must be RFC 3339", errUsage, clock)
 			}
 			logger.Warn("EVIDENCE CLOCK: the wall clock is replaced by a stepping clock; for reproducible evidence runs only", "start", start.UTC())
 			sc := app.NewStepClock(start.UTC(), time.Millisecond)
 			var n atomic.Int64
-			return sc.Now, func() string { return fmt.Sprintf("%s-%06d", c.Node, n.Add(1)) }, nil
+			src.Now, src.RequestID = sc.Now, func() string { return fmt.Sprintf("%s-%06d", c.Node, n.Add(1)) }
+			return src, nil
 		},
 	})
+}
+
+// lockedReader makes a seeded generator safe for concurrent key creation.
+type lockedReader struct {
+	mu sync.Mutex
+	r  io.Reader
+}
+
+func (l *lockedReader) Read(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.r.Read(p)
 }
 
 // evidenceEpoch is the creation time of every seeded key.

@@ -28,9 +28,13 @@ type stack interface {
 // the nodes are exoarmur-lab serve, the production serve with this clock.
 const evidenceClock = "2026-01-01T00:00:00Z"
 
+// evidenceSeed makes the keys the scenario creates over the API the same
+// on every run (each node derives its own from it and its name).
+const evidenceSeed = "reality"
+
 func nodeArgs(name, listen, natsURL, sandbox string) []string {
 	return []string{"serve", "--nats-url", natsURL, "--sandbox-dir", sandbox, "--listen", listen, "--node", name,
-		"--allow-host", "127.0.0.1:18099", "--evidence-clock", evidenceClock, "--no-worker"}
+		"--allow-host", "127.0.0.1:18099", "--evidence-clock", evidenceClock, "--evidence-seed", evidenceSeed, "--no-worker"}
 }
 
 func run(ctx context.Context, log io.Writer, dir string, name string, args ...string) error {
