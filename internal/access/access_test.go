@@ -31,7 +31,7 @@ func newFixture(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	log := audit.New(st.JS, st.Audit)
+	log := audit.New(st.Audit)
 	keys := auth.NewKeys(st.Principals, rand.Reader, time.Now)
 	svc, err := access.New(access.Config{Keys: keys, Certs: keys, KeyAdmin: keys, Audit: log})
 	if err != nil {

@@ -93,7 +93,7 @@ func newFixture(t *testing.T, opts ...func(*access.Config)) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	log := audit.New(st.JS, st.Audit)
+	log := audit.New(st.Audit)
 	ex := &okExec{}
 	sw, err := killswitch.Start(context.Background(), killswitch.Config{KV: st.Control, JS: st.JS, NC: st.NC, Audit: log, Node: "test"})
 	if err != nil {

@@ -75,7 +75,7 @@ func replayLive(ctx context.Context, sc StoreConfig, only tenant.ID, rp *replay.
 		return err
 	}
 	defer st.Close()
-	log := audit.New(st.JS, st.Audit)
+	log := audit.New(st.Audit)
 	tenants := []tenant.ID{only}
 	if only.IsZero() {
 		if tenants, err = log.Tenants(ctx); err != nil {

@@ -65,7 +65,7 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 	if d.wrap != nil {
 		ex = d.wrap(ex)
 	}
-	log := audit.New(st.JS, st.Audit)
+	log := audit.New(st.Audit)
 	if c.Store.Sync == "always" {
 		log.EnableGroupCommit() // with fsync on every write, sharing one pays off
 	}

@@ -25,7 +25,7 @@ func open(t *testing.T, cfg natsstore.Config, node string) (*killswitch.Switches
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	log := audit.New(st.JS, st.Audit)
+	log := audit.New(st.Audit)
 	sw, err := killswitch.Start(context.Background(), killswitch.Config{KV: st.Control, JS: st.JS, NC: st.NC, Audit: log, Node: node})
 	if err != nil {
 		t.Fatal(err)

@@ -65,8 +65,10 @@ type Store struct {
 	Control     jetstream.KeyValue
 	Approvals   *Bucket
 	Health      jetstream.KeyValue
-	Audit       jetstream.Stream
-	Work        jetstream.Stream
+	// Audit is the audit stream as the store adapter presents it
+	// (Stream, for audit.New).
+	Audit *Stream
+	Work  jetstream.Stream
 
 	srv *Server // embedded server, nil with an external URL
 
@@ -166,8 +168,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 }
 
 func (s *Store) ensure(ctx context.Context, replicas int) error {
-	var err error
-	s.Audit, err = s.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	auditStream, err := s.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        tenant.AuditStream,
 		Description: "ExoArmur per-tenant hash-chained audit log",
 		Subjects:    []string{tenant.AuditSubjects},
@@ -185,6 +186,7 @@ func (s *Store) ensure(ctx context.Context, replicas int) error {
 	if err != nil {
 		return fmt.Errorf("ensure stream %s: %w", tenant.AuditStream, err)
 	}
+	s.Audit = NewStream(auditStream, s.JS)
 	kv := func(name, desc string, history uint8) (jetstream.KeyValue, error) {
 		b, err := s.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket:      name,

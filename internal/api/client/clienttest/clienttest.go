@@ -61,7 +61,7 @@ func Start(t testing.TB) *Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	log := audit.New(st.JS, st.Audit)
+	log := audit.New(st.Audit)
 	sw, err := killswitch.Start(ctx, killswitch.Config{KV: st.Control, JS: st.JS, NC: st.NC, Audit: log, Node: "test"})
 	if err != nil {
 		t.Fatal(err)
