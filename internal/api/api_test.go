@@ -95,7 +95,7 @@ func newFixture(t *testing.T, opts ...func(*access.Config)) *fixture {
 	t.Cleanup(func() { st.Close() })
 	log := audit.New(st.Audit)
 	ex := &okExec{}
-	sw, err := killswitch.Start(context.Background(), killswitch.Config{KV: st.Control, JS: st.JS, NC: st.NC, Audit: log, Node: "test"})
+	sw, err := killswitch.Start(context.Background(), killswitch.Config{Control: st.Control, Peers: st.Bus, Audit: log, Node: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}

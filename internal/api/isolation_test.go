@@ -114,7 +114,7 @@ func TestNothingWrittenOutsideTenantScope(t *testing.T) {
 	}
 	ctx := context.Background()
 	for name, kv := range map[string]jetstream.KeyValue{
-		tenant.IntentsBucket: f.st.Intents.KeyValue(), tenant.IdempotencyBucket: f.st.Idempotency.KeyValue(), tenant.ControlBucket: f.st.Control,
+		tenant.IntentsBucket: f.st.Intents.KeyValue(), tenant.IdempotencyBucket: f.st.Idempotency.KeyValue(), tenant.ControlBucket: f.st.Control.KeyValue(),
 		tenant.ApprovalsBucket: f.st.Approvals.KeyValue(),
 	} {
 		lister, err := kv.ListKeys(ctx)

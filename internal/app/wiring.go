@@ -69,7 +69,7 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 	if c.Store.Sync == "always" {
 		log.EnableGroupCommit() // with fsync on every write, sharing one pays off
 	}
-	sw, err := killswitch.Start(ctx, killswitch.Config{KV: st.Control, JS: st.JS, NC: st.NC, Audit: log, Now: d.now, Node: c.Node, Logger: d.logger})
+	sw, err := killswitch.Start(ctx, killswitch.Config{Control: st.Control, Peers: st.Bus, Audit: log, Now: d.now, Node: c.Node, Logger: d.logger})
 	if err != nil {
 		st.Close()
 		return nil, err

@@ -67,7 +67,7 @@ func TestNodeUserConfinedAtTheBroker(t *testing.T) {
 	refused("write beta's intent", err, tenant.IntentKey(beta, "in_1"))
 	c3, cancel3 := short()
 	defer cancel3()
-	_, err = node.Control.Put(c3, tenant.GlobalSwitchKey, []byte(`{"engaged":false}`))
+	_, err = node.Control.KeyValue().Put(c3, tenant.GlobalSwitchKey, []byte(`{"engaged":false}`))
 	refused("flip the global switch without the global grant", err, tenant.GlobalSwitchKey)
 	c4, cancel4 := short()
 	defer cancel4()

@@ -58,13 +58,17 @@ type Store struct {
 
 	// The domain's buckets, as the store adapter presents them
 	// (internal/natsstore: each a kv.Bucket): the gate's intents and
-	// idempotency ledger, the key registry, the approvals.
+	// idempotency ledger, the key registry, the kill switches' control
+	// bucket (also their killswitch.Bucket), the approvals.
 	Intents     *Bucket
 	Idempotency *Bucket
 	Principals  *Bucket
-	Control     jetstream.KeyValue
+	Control     *Bucket
 	Approvals   *Bucket
 	Health      jetstream.KeyValue
+	// Bus is core NATS publish/subscribe on the connection (the kill
+	// switches' killswitch.Peers).
+	Bus *Bus
 	// Audit is the audit stream as the store adapter presents it
 	// (Stream, for audit.New).
 	Audit *Stream
@@ -149,6 +153,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("connect nats: %w: %w", ErrUnavailable, err)
 	}
 	s.NC = nc
+	s.Bus = NewBus(nc)
 	s.connected.Store(nc.IsConnected())
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -215,9 +220,11 @@ func (s *Store) ensure(ctx context.Context, replicas int) error {
 		return err
 	}
 	s.Principals = New(principals, s.JS)
-	if s.Control, err = kv(tenant.ControlBucket, "ExoArmur kill switches (global and per tenant)", 16); err != nil {
+	control, err := kv(tenant.ControlBucket, "ExoArmur kill switches (global and per tenant)", 16)
+	if err != nil {
 		return err
 	}
+	s.Control = New(control, s.JS)
 	approvals, err := s.ttlKV(ctx, tenant.ApprovalsBucket, "ExoArmur approvals, one record per intent", 16, replicas)
 	if err != nil {
 		return err

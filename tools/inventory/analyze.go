@@ -64,9 +64,8 @@ type place struct{ name, reason string }
 var allowed = map[string]place{
 	module + "/internal/executor":   {"executor (gate-guarded)", "runs only with a *gate.Permit, which only the gate mints after a recorded ALLOW and an idempotency claim"},
 	module + "/internal/gate":       {"the gate", "the gate's own intent store and idempotency ledger writes"},
-	module + "/internal/natsstore":  {"store adapter", "the only code that writes JetStream for the domain packages, each write on a domain package's call: KV (gate intents and idempotency claims, approvals, the key registry) and the audit stream (audit.Log's appends, one message or an atomic batch, and its scans' ephemeral consumers); creates the streams and buckets, starts the embedded NATS server, locks the data dir"},
+	module + "/internal/natsstore":  {"store adapter", "the only code that writes JetStream for the domain packages, each write on a domain package's call: KV (gate intents and idempotency claims, approvals, the key registry, the kill switches' compare-and-set changes), the audit stream (audit.Log's appends, one message or an atomic batch, and its scans' ephemeral consumers) and the kill switches' propagation acknowledgements (core NATS, not stored); creates the streams and buckets, starts the embedded NATS server, locks the data dir"},
 	module + "/internal/auth":       {"store layer: key registry", "API key registry writes (hashes only)"},
-	module + "/internal/killswitch": {"store layer: control state", "kill switch writes (compare-and-set, audited) and propagation acknowledgements"},
 	module + "/internal/approval":   {"store layer: approvals", "approval records (compare-and-set, audited) and the operator notification webhook (signed POST to the tenant's configured URL; carries no agent-controlled payload)"},
 	module + "/internal/app":        {"operator CLI", "files the operator asked for (audit export, replay report), the demo's temporary store, and the CLI's own calls to the ExoArmur API (which gates them)"},
 	module + "/internal/api/client": {"API client", "the typed client of the ExoArmur API; its calls are gated by the server"},

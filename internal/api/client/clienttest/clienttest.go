@@ -62,7 +62,7 @@ func Start(t testing.TB) *Server {
 	}
 	t.Cleanup(func() { st.Close() })
 	log := audit.New(st.Audit)
-	sw, err := killswitch.Start(ctx, killswitch.Config{KV: st.Control, JS: st.JS, NC: st.NC, Audit: log, Node: "test"})
+	sw, err := killswitch.Start(ctx, killswitch.Config{Control: st.Control, Peers: st.Bus, Audit: log, Node: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
