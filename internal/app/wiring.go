@@ -91,7 +91,7 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 	approvals.SetRetention(c.Retention)
 	keys := auth.NewKeys(st.Principals, d.rand, d.now)
 	g, err := gate.New(gate.Config{
-		Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex, Switches: sw, Approvals: approvals, JS: st.JS,
+		Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex, Switches: sw, Approvals: approvals, Work: st.Work,
 		Allowlist: c.AllowHosts, Now: d.now, Node: c.Node, Logger: d.logger, Retention: c.Retention, Lease: c.Lease, ExecTimeout: c.ExecTimeout, Principals: keys,
 	})
 	if err != nil {

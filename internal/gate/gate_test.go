@@ -107,7 +107,7 @@ func openNode(tb testing.TB, dir string, ex gate.Executors) *node {
 	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	sw := &switches{}
 	g, err := gate.New(gate.Config{Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex, Switches: sw,
-		Approvals: approval.NewStore(st.Approvals, log, nil, nil), JS: st.JS, Now: c.Now, Node: "test", Allowlist: []string{"127.0.0.1:1"}})
+		Approvals: approval.NewStore(st.Approvals, log, nil, nil), Work: st.Work, Now: c.Now, Node: "test", Allowlist: []string{"127.0.0.1:1"}})
 	if err != nil {
 		tb.Fatal(err)
 	}

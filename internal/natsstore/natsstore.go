@@ -1,16 +1,17 @@
-// Package natsstore is the store adapter: it implements what the domain
-// packages declare they need of the store on JetStream and translates
-// JetStream's errors to the sentinels of internal/kv, here and nowhere
-// else. Bucket (this file) is the key-value contract (kv.Bucket) on a
-// JetStream KV bucket, which the gate's intents and idempotency ledger,
-// the approvals and the key registry hold; with Watch and LastRevision
-// (control.go) it is also the kill switches' control bucket, and Bus
-// carries their propagation acknowledgements. Stream (audit.go) is the
-// audit stream under audit.Log. The interfaces are declared where they
-// are used (kv.Bucket, audit.Stream, killswitch.Bucket and
-// killswitch.Peers): this package imports no domain package. Open
-// (store.go) connects, creates the streams and buckets and hands them out
-// through these adapters.
+// Package natsstore is the store adapter, the one package that imports
+// NATS: it implements what the domain packages declare they need of the
+// store on JetStream and translates JetStream's errors to the sentinels of
+// internal/kv, here and nowhere else. Bucket (this file) is the key-value
+// contract (kv.Bucket) on a JetStream KV bucket, which the gate's intents
+// and idempotency ledger, the approvals and the key registry hold; with
+// Watch and LastRevision (control.go) it is also the kill switches'
+// control bucket, and Bus carries their propagation acknowledgements.
+// Stream (audit.go) is the audit stream under audit.Log, Queue (queue.go)
+// the gate's work queue. The interfaces are declared where they are used
+// (kv.Bucket, audit.Stream, killswitch.Bucket and killswitch.Peers,
+// gate.WorkQueue): this package imports none of those domain packages.
+// Open (store.go) connects, creates the streams and buckets and hands
+// them out through these adapters.
 package natsstore
 
 import (

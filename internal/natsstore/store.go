@@ -72,7 +72,9 @@ type Store struct {
 	// Audit is the audit stream as the store adapter presents it
 	// (Stream, for audit.New).
 	Audit *Stream
-	Work  jetstream.Stream
+	// Work is the work queue of approved intents (Queue, the gate's
+	// gate.WorkQueue).
+	Work *Queue
 
 	srv *Server // embedded server, nil with an external URL
 
@@ -233,7 +235,7 @@ func (s *Store) ensure(ctx context.Context, replicas int) error {
 	if s.Health, err = kv(tenant.HealthBucket, "ExoArmur store write probe (a timestamp, no tenant data)", 1); err != nil {
 		return err
 	}
-	s.Work, err = s.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	work, err := s.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        tenant.WorkStream,
 		Description: "ExoArmur background executor work queue (approved intents to execute)",
 		Subjects:    []string{tenant.WorkSubjects},
@@ -245,6 +247,7 @@ func (s *Store) ensure(ctx context.Context, replicas int) error {
 	if err != nil {
 		return fmt.Errorf("ensure stream %s: %w", tenant.WorkStream, err)
 	}
+	s.Work = NewQueue(work, s.JS)
 	return nil
 }
 
