@@ -191,6 +191,34 @@ func TestChainsArePerTenantAndSurviveReopen(t *testing.T) {
 	}
 }
 
+// TestScanManyTimesQuickly: scans as frequent as a polling client makes
+// them keep working; each used to leave a consumer on the stream until it
+// expired, and the 1,001st within five minutes was refused ("maximum
+// consumers limit reached").
+func TestScanManyTimesQuickly(t *testing.T) {
+	st := openStore(t, natsstore.Config{DataDir: t.TempDir()})
+	l := audit.New(st.Audit)
+	acme := tenant.MustParse("acme")
+	for i := range 3 {
+		if _, err := l.Append(context.Background(), acme, audit.Entry{Kind: "k", Time: t0, Payload: map[string]int{"i": i}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := scanAll(t, l, acme)
+	for i := range 1100 { // more than the server's 1,000 consumers per stream
+		var got [][]byte
+		if err := l.Scan(context.Background(), acme, 1, 0, func(raw []byte, _ contract.AuditRecord) error {
+			got = append(got, raw)
+			return nil
+		}); err != nil {
+			t.Fatalf("scan %d: %v", i+1, err)
+		}
+		if len(got) != 2 || !bytes.Equal(got[0], want[1]) || !bytes.Equal(got[1], want[2]) {
+			t.Fatalf("scan %d returned %d records, not records 2 and 3", i+1, len(got))
+		}
+	}
+}
+
 func TestAppendRequiresTenant(t *testing.T) {
 	st := openStore(t, natsstore.Config{DataDir: t.TempDir()})
 	l := audit.New(st.Audit)

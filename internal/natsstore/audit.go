@@ -137,7 +137,7 @@ const readBatch = 512
 // fn's first error, which it returns as it is. It reads through an ordered
 // consumer, readBatch messages a round trip (the consumer delivers in
 // order and restarts itself on a gap), and deletes the consumer when it
-// ends.
+// ends, so reads as frequent as they come leave none behind.
 func (s *Stream) Read(ctx context.Context, subject string, fn func(seq uint64, data []byte) error) error {
 	last, err := s.s.GetLastMsgForSubject(ctx, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -153,7 +153,14 @@ func (s *Stream) Read(ctx context.Context, subject string, fn func(seq uint64, d
 	if err != nil {
 		return fmt.Errorf("consumer: %w", err)
 	}
-	defer s.s.DeleteConsumer(context.WithoutCancel(ctx), cons.CachedInfo().Name) //nolint:errcheck // ordered consumers are ephemeral
+	// An ordered consumer replaces its server-side consumer on every fetch
+	// and deletes the one it replaced: the one to delete is the one it
+	// ends with, named when Read returns. (Otherwise each read leaves a
+	// consumer until it expires, 5 minutes idle, and the server refuses
+	// more than 1,000 on a stream.)
+	defer func() {
+		_ = s.s.DeleteConsumer(context.WithoutCancel(ctx), cons.CachedInfo().Name) //nolint:errcheck // it also expires when idle
+	}()
 	for {
 		batch, err := cons.Fetch(readBatch, jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/exoarmur/exoarmur/internal/kv"
 	"github.com/exoarmur/exoarmur/internal/natsstore"
@@ -147,6 +148,28 @@ func TestStreamConformance(t *testing.T) {
 		}
 		if _, got := read(t, s, c); !slices.Equal(got, want) {
 			t.Fatalf("Read of 600 messages delivered %d, in order %v", len(got), slices.Equal(got, want))
+		}
+	})
+
+	t.Run("reads leave no consumer behind", func(t *testing.T) {
+		for range 50 {
+			read(t, s, a)
+		}
+		// The consumers an ordered consumer replaces are deleted in the
+		// background: wait for them.
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			info, err := s.Stream().Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.State.Consumers == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d consumers left on the stream 5s after 50 reads", info.State.Consumers)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	})
 
