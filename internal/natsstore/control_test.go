@@ -6,7 +6,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/killswitch"
 	"github.com/exoarmur/exoarmur/internal/kv"
+	"github.com/exoarmur/exoarmur/internal/natsstore"
+)
+
+// The adapter implements what the kill switches declare they need.
+var (
+	_ killswitch.Bucket = (*natsstore.Bucket)(nil)
+	_ killswitch.Peers  = (*natsstore.Bus)(nil)
 )
 
 // next is the watch's next change, or a failure after a few seconds.

@@ -5,9 +5,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/gate"
 	"github.com/exoarmur/exoarmur/internal/natsstore"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
+
+// The adapter implements what the gate declares it needs of the work
+// queue (WorkConsumer and Delivery are the same types on both sides).
+var _ gate.WorkQueue = (*natsstore.Queue)(nil)
 
 // fetch collects one Fetch of up to n deliveries.
 func fetch(t *testing.T, c natsstore.Consumer, n int, wait time.Duration) []natsstore.Delivery {
