@@ -32,7 +32,7 @@ func newFixture(t testing.TB, opts ...func(*access.Config)) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	log := audit.New(st.JS, st.Audit)
+	log := audit.New(st.Audit)
 	keys := auth.NewKeys(st.Principals, rand.Reader, time.Now)
 	cfg := access.Config{Keys: keys, Certs: keys, KeyAdmin: keys, Audit: log}
 	for _, o := range opts {

@@ -93,9 +93,9 @@ func newFixture(t *testing.T, opts ...func(*access.Config)) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	log := audit.New(st.JS, st.Audit)
+	log := audit.New(st.Audit)
 	ex := &okExec{}
-	sw, err := killswitch.Start(context.Background(), killswitch.Config{KV: st.Control, JS: st.JS, NC: st.NC, Audit: log, Node: "test"})
+	sw, err := killswitch.Start(context.Background(), killswitch.Config{Control: st.Control, Peers: st.Bus, Audit: log, Node: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func newFixture(t *testing.T, opts ...func(*access.Config)) *fixture {
 	approvals := approval.NewStore(st.Approvals, log, nil, nil)
 	now := func() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) }
 	g, err := gate.New(gate.Config{Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex, Switches: sw,
-		Approvals: approvals, JS: st.JS, Now: now})
+		Approvals: approvals, Work: st.Work, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ import (
 func (f *fixture) stateSnapshot(t *testing.T) string {
 	t.Helper()
 	var out []string
-	for name, kv := range map[string]jetstream.KeyValue{"intents": f.st.Intents.KeyValue(), "idem": f.st.Idempotency.KeyValue(), "approvals": f.st.Approvals.KeyValue(), "control": f.st.Control} {
+	for name, kv := range map[string]jetstream.KeyValue{"intents": f.st.Intents.KeyValue(), "idem": f.st.Idempotency.KeyValue(), "approvals": f.st.Approvals.KeyValue(), "control": f.st.Control.KeyValue()} {
 		lister, err := kv.ListKeys(context.Background())
 		if err != nil {
 			t.Fatal(err)

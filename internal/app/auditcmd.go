@@ -33,7 +33,7 @@ func runAudit(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer st.Close()
-	log := audit.New(st.JS, st.Audit)
+	log := audit.New(st.Audit)
 	if sub == "export" {
 		return exportTenant(ctx, log, t, *out, env)
 	}

@@ -88,7 +88,7 @@ func replayLive(ctx context.Context, sc StoreConfig, only tenant.ID) (*replay.Re
 		return nil, err
 	}
 	rp := replay.NewWithPolicies(only.String(), bundles)
-	log := audit.New(st.JS, st.Audit)
+	log := audit.New(st.Audit)
 	tenants := []tenant.ID{only}
 	if only.IsZero() {
 		if tenants, err = log.Tenants(ctx); err != nil {

@@ -110,7 +110,7 @@ func ServeWith(ctx context.Context, env Env, args []string, h ServeHooks) error 
 
 	if !c.NoWorker {
 		go func() {
-			if err := rt.gate.RunWorker(ctx, rt.store.Work, rt.keys); err != nil {
+			if err := rt.gate.RunWorker(ctx, rt.keys); err != nil {
 				logger.Error("background worker stopped", "err", err)
 			}
 		}()

@@ -82,11 +82,11 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 		st.Close()
 		return nil, fmt.Errorf("archive the policy bundle: %w", err)
 	}
-	log := audit.New(st.JS, st.Audit)
+	log := audit.New(st.Audit)
 	if c.Store.Sync == "always" {
 		log.EnableGroupCommit() // with fsync on every write, sharing one pays off
 	}
-	sw, err := killswitch.Start(ctx, killswitch.Config{KV: st.Control, JS: st.JS, NC: st.NC, Audit: log, Now: d.now, Node: c.Node, Logger: d.logger})
+	sw, err := killswitch.Start(ctx, killswitch.Config{Control: st.Control, Peers: st.Bus, Audit: log, Now: d.now, Node: c.Node, Logger: d.logger})
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -113,7 +113,7 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 	approvals.SetRules(rules)
 	keys := auth.NewKeys(st.Principals, d.rand, d.now)
 	g, err := gate.New(gate.Config{
-		Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex, Switches: sw, Approvals: approvals, JS: st.JS,
+		Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex, Switches: sw, Approvals: approvals, Work: st.Work,
 		Allowlist: c.AllowHosts, Now: d.now, Node: c.Node, Logger: d.logger, Retention: c.Retention, Lease: c.Lease, ExecTimeout: c.ExecTimeout, Principals: keys,
 	})
 	if err != nil {

@@ -22,7 +22,7 @@ func newStore(t testing.TB) *approval.Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	return approval.NewStore(st.Approvals, audit.New(st.JS, st.Audit), nil, nil)
+	return approval.NewStore(st.Approvals, audit.New(st.Audit), nil, nil)
 }
 
 func principal(id, owner, role string, actions ...string) *auth.Principal {

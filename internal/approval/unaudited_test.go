@@ -45,7 +45,7 @@ func TestVoteRecordOutlivesTheCaller(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	log := audit.New(st.JS, st.Audit)
+	log := audit.New(st.Audit)
 	acme := tenant.MustParse("acme")
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	proposer := principal("key_bot", "bot-team", auth.RoleAgent, "*")

@@ -1,5 +1,5 @@
 // Package audit is ExoArmur's tamper-evident log: one hash chain per tenant
-// on the JetStream audit stream (subject exoarmur.v1.audit.<tenant>).
+// on the audit stream (subject exoarmur.v1.audit.<tenant>).
 //
 // Each record carries its tenant, its sequence in the tenant's chain, the
 // previous record's hash and its own hash over all of it. Appends from many
@@ -8,6 +8,11 @@
 // the head and retries. Records are stored as their canonical JSON, so an
 // export is byte-for-byte what was hashed, and Verifier (a pure function of
 // the bytes) checks a chain from any source: the live stream or a JSONL file.
+//
+// The log imports no NATS: it declares what it needs of the stream
+// (Stream), which the store adapter implements on JetStream
+// (natsstore.Stream), translating a wrong expected sequence to
+// kv.ErrConflict and an empty subject to kv.ErrNotFound.
 package audit
 
 import (
@@ -16,15 +21,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/kv"
 	"github.com/exoarmur/exoarmur/internal/metrics"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
@@ -58,10 +60,35 @@ type Entry struct {
 	Payload       any
 }
 
+// Stream is what the log needs of the audit stream, one subject per
+// tenant chain (tenant.AuditSubject); natsstore.Stream implements it on
+// JetStream. Conditions come back as kv's sentinels, which the log
+// branches on with errors.Is.
+type Stream interface {
+	// Publish stores data on subject if the subject's last stream
+	// sequence is expect (0: none), with message ID id; kv.ErrConflict
+	// if it is not. It returns the message's stream sequence, and
+	// duplicate when a message with this ID was already stored (nothing
+	// was stored again).
+	Publish(ctx context.Context, subject string, data []byte, id string, expect uint64) (seq uint64, duplicate bool, err error)
+	// PublishBatch stores datas on subject, in order, all or nothing, the
+	// first conditioned on expect as Publish is; ids[i] is datas[i]'s
+	// message ID. It returns the stream sequence of the last one.
+	PublishBatch(ctx context.Context, subject string, datas [][]byte, ids []string, expect uint64) (last uint64, err error)
+	// Last returns the last message on subject and its stream sequence;
+	// kv.ErrNotFound when the subject holds none.
+	Last(ctx context.Context, subject string) (data []byte, seq uint64, err error)
+	// Read calls fn with each message on subject in stream order, up to
+	// the last one stored when Read began, and stops at fn's first
+	// error, which it returns as it is.
+	Read(ctx context.Context, subject string, fn func(seq uint64, data []byte) error) error
+	// Subjects returns the subjects matching filter that hold a message.
+	Subjects(ctx context.Context, filter string) ([]string, error)
+}
+
 // Log appends to and reads the per-tenant chains.
 type Log struct {
-	js     jetstream.JetStream
-	stream jetstream.Stream
+	stream Stream
 	group  bool // group commit (see EnableGroupCommit)
 
 	mu    sync.Mutex
@@ -95,15 +122,15 @@ type pending struct {
 const maxBatch = 128
 
 // New returns a Log on the audit stream.
-func New(js jetstream.JetStream, stream jetstream.Stream) *Log {
-	return &Log{js: js, stream: stream, heads: map[tenant.ID]*chainHead{}}
+func New(stream Stream) *Log {
+	return &Log{stream: stream, heads: map[tenant.ID]*chainHead{}}
 }
 
 // EnableGroupCommit makes concurrent appends to one chain share a write:
 // while one batch is being written, the records that arrive queue up and
-// go together in the next, as one JetStream atomic batch (all or nothing,
-// the first message carrying the chain's expected last sequence, so the
-// chain check is unchanged). Each Append still returns only once its record
+// go together in the next, as one atomic batch (Stream.PublishBatch: all
+// or nothing, the first message carrying the chain's expected last
+// sequence, so the chain check is unchanged). Each Append still returns only once its record
 // is acknowledged. It pays off when every write is fsynced (--sync always):
 // JetStream stages an atomic batch in its own small file store, which costs
 // more than it saves when writes are not fsynced (BenchmarkGroupCommitLever).
@@ -231,10 +258,8 @@ func (l *Log) write(ctx context.Context, t tenant.ID, h *chainHead, recs []*cont
 		start := time.Now()
 		lastSeq, dup, err := l.publish(ctx, subj, h.streamSeq, recs, datas)
 		if err != nil {
-			var apiErr *jetstream.APIError
 			h.loaded = false
-			if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-				apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			if errors.Is(err, kv.ErrConflict) {
 				continue // another writer appended: reload the head and retry
 			}
 			return fmt.Errorf("audit append %s to %s: %w", what, t, err)
@@ -252,72 +277,24 @@ func (l *Log) write(ctx context.Context, t tenant.ID, h *chainHead, recs []*cont
 }
 
 // publish stores one record with a plain publish, or several as one
-// JetStream atomic batch; either way the first message carries the
-// expected last sequence of the chain's subject. It returns the stream
-// sequence of the last message.
+// atomic batch; either way the first message carries the expected last
+// sequence of the chain's subject and each its record's hash as message
+// ID. It returns the stream sequence of the last message.
 func (l *Log) publish(ctx context.Context, subj string, expect uint64, recs []*contract.AuditRecord, datas [][]byte) (uint64, bool, error) {
 	if len(recs) == 1 {
-		ack, err := l.js.Publish(ctx, subj, datas[0],
-			jetstream.WithExpectLastSequencePerSubject(expect),
-			jetstream.WithMsgID(recs[0].Hash))
-		if err != nil {
-			return 0, false, err
-		}
-		return ack.Sequence, ack.Duplicate, nil
+		return l.stream.Publish(ctx, subj, datas[0], recs[0].Hash, expect)
 	}
-	nc := l.js.Conn()
-	id := recs[0].Hash[:32] // unique: the first record's hash
-	last := len(datas) - 1
-	msg := func(i int) *nats.Msg {
-		m := nats.NewMsg(subj)
-		m.Data = datas[i]
-		m.Header.Set(hdrBatchID, id)
-		m.Header.Set(hdrBatchSeq, strconv.Itoa(i+1))
-		m.Header.Set(jetstream.MsgIDHeader, recs[i].Hash)
-		if i == 0 {
-			m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(expect, 10))
-		}
-		return m
+	ids := make([]string, len(recs))
+	for i, rec := range recs {
+		ids[i] = rec.Hash
 	}
-	for i := range last {
-		if err := nc.PublishMsg(msg(i)); err != nil {
-			return 0, false, fmt.Errorf("atomic batch: %w", err)
-		}
-	}
-	m := msg(last)
-	m.Header.Set(hdrBatchCommit, "1")
-	resp, err := nc.RequestMsgWithContext(ctx, m)
-	if err != nil {
-		return 0, false, fmt.Errorf("atomic batch commit: %w", err)
-	}
-	var ack struct {
-		Error *jetstream.APIError `json:"error"`
-		Seq   uint64              `json:"seq"`
-		Count int                 `json:"count"`
-	}
-	if err := json.Unmarshal(resp.Data, &ack); err != nil {
-		return 0, false, fmt.Errorf("atomic batch commit: decode acknowledgement: %w", err)
-	}
-	if ack.Error != nil {
-		return 0, false, ack.Error
-	}
-	if ack.Count != len(datas) || ack.Seq == 0 {
-		return 0, false, fmt.Errorf("atomic batch commit: acknowledged %d of %d records", ack.Count, len(datas))
-	}
-	return ack.Seq, false, nil
+	last, err := l.stream.PublishBatch(ctx, subj, datas, ids, expect)
+	return last, false, err
 }
 
-// JetStream atomic batch headers (nats-server 2.12+; nats.go has no
-// constants for them yet).
-const (
-	hdrBatchID     = "Nats-Batch-Id"
-	hdrBatchSeq    = "Nats-Batch-Sequence"
-	hdrBatchCommit = "Nats-Batch-Commit"
-)
-
 func (l *Log) loadHead(ctx context.Context, t tenant.ID, h *chainHead) error {
-	msg, err := l.stream.GetLastMsgForSubject(ctx, tenant.AuditSubject(t))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
+	data, seq, err := l.stream.Last(ctx, tenant.AuditSubject(t))
+	if errors.Is(err, kv.ErrNotFound) {
 		h.seq, h.hash, h.streamSeq, h.loaded = 0, contract.ZeroHash, 0, true
 		return nil
 	}
@@ -325,10 +302,10 @@ func (l *Log) loadHead(ctx context.Context, t tenant.ID, h *chainHead) error {
 		return fmt.Errorf("audit: load head of %s: %w", t, err)
 	}
 	var last contract.AuditRecord
-	if err := json.Unmarshal(msg.Data, &last); err != nil {
-		return fmt.Errorf("audit: decode head of %s (stream seq %d): %w", t, msg.Sequence, err)
+	if err := json.Unmarshal(data, &last); err != nil {
+		return fmt.Errorf("audit: decode head of %s (stream seq %d): %w", t, seq, err)
 	}
-	h.seq, h.hash, h.streamSeq, h.loaded = last.Seq, last.Hash, msg.Sequence, true
+	h.seq, h.hash, h.streamSeq, h.loaded = last.Seq, last.Hash, seq, true
 	return nil
 }
 
@@ -347,77 +324,56 @@ func (l *Log) Head(ctx context.Context, t tenant.ID) (uint64, string, error) {
 
 // Scan calls fn with each stored record of t's chain, in order, starting
 // after tenant sequence after, and stops after limit records (0: no limit)
-// or when fn returns an error. raw is the record exactly as stored.
+// or when fn returns an error, which it returns as it is. raw is the
+// record exactly as stored.
 func (l *Log) Scan(ctx context.Context, t tenant.ID, after uint64, limit int, fn func(raw []byte, rec contract.AuditRecord) error) error {
 	if err := t.Check(); err != nil {
 		return err
 	}
-	subj := tenant.AuditSubject(t)
-	last, err := l.stream.GetLastMsgForSubject(ctx, subj)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
+	n := 0
+	var stop error // fn's error, or errLimit: what ended the read early
+	err := l.stream.Read(ctx, tenant.AuditSubject(t), func(seq uint64, data []byte) error {
+		var rec contract.AuditRecord
+		if err := json.Unmarshal(data, &rec); err != nil {
+			return fmt.Errorf("decode stream seq %d: %w", seq, err)
+		}
+		if rec.Seq <= after {
+			return nil
+		}
+		if err := fn(data, rec); err != nil {
+			stop = err
+			return err
+		}
+		n++
+		if limit > 0 && n >= limit {
+			stop = errLimit
+			return errLimit
+		}
 		return nil
+	})
+	if stop != nil && errors.Is(err, stop) { // the read did not fail: it was ended
+		if errors.Is(stop, errLimit) {
+			return nil
+		}
+		return err
 	}
 	if err != nil {
 		return fmt.Errorf("audit scan %s: %w", t, err)
 	}
-	cons, err := l.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{subj},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		return fmt.Errorf("audit scan %s: consumer: %w", t, err)
-	}
-	defer l.stream.DeleteConsumer(context.WithoutCancel(ctx), cons.CachedInfo().Name) //nolint:errcheck // ordered consumers are ephemeral
-	n := 0
-	for {
-		batch, err := cons.Fetch(512, jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			return fmt.Errorf("audit scan %s: fetch: %w", t, err)
-		}
-		got := 0
-		for msg := range batch.Messages() {
-			got++
-			md, err := msg.Metadata()
-			if err != nil {
-				return fmt.Errorf("audit scan %s: metadata: %w", t, err)
-			}
-			var rec contract.AuditRecord
-			if err := json.Unmarshal(msg.Data(), &rec); err != nil {
-				return fmt.Errorf("audit scan %s: decode stream seq %d: %w", t, md.Sequence.Stream, err)
-			}
-			if rec.Seq > after {
-				if err := fn(msg.Data(), rec); err != nil {
-					return err
-				}
-				n++
-				if limit > 0 && n >= limit {
-					return nil
-				}
-			}
-			if md.Sequence.Stream >= last.Sequence {
-				return nil
-			}
-		}
-		if err := batch.Error(); err != nil {
-			return fmt.Errorf("audit scan %s: %w", t, err)
-		}
-		if got == 0 {
-			return fmt.Errorf("audit scan %s: stream returned no records before seq %d", t, last.Sequence)
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-	}
+	return nil
 }
+
+// errLimit ends a Scan that has delivered its limit.
+var errLimit = errors.New("audit scan: limit reached")
 
 // Tenants returns every tenant that has an audit chain, sorted.
 func (l *Log) Tenants(ctx context.Context) ([]tenant.ID, error) {
-	info, err := l.stream.Info(ctx, jetstream.WithSubjectFilter(tenant.AuditSubjects))
+	subjects, err := l.stream.Subjects(ctx, tenant.AuditSubjects)
 	if err != nil {
 		return nil, fmt.Errorf("audit: list tenants: %w", err)
 	}
-	out := make([]tenant.ID, 0, len(info.State.Subjects))
-	for subj := range info.State.Subjects {
+	out := make([]tenant.ID, 0, len(subjects))
+	for _, subj := range subjects {
 		t, err := tenant.TenantFromAuditSubject(subj)
 		if err != nil {
 			return nil, fmt.Errorf("audit: unexpected subject %q: %w", subj, err)

@@ -79,7 +79,7 @@ func TestConcurrentWritersTwoConnections(t *testing.T) {
 			url := natsServer(t)
 			a := openStore(t, natsstore.Config{NATSURL: url, Name: "a"})
 			b := openStore(t, natsstore.Config{NATSURL: url, Name: "b"})
-			logs := []*audit.Log{audit.New(a.JS, a.Audit), audit.New(b.JS, b.Audit)}
+			logs := []*audit.Log{audit.New(a.Audit), audit.New(b.Audit)}
 			for i, g := range tt.groups {
 				if g {
 					logs[i].EnableGroupCommit()
@@ -131,7 +131,7 @@ func TestConcurrentWritersTwoConnections(t *testing.T) {
 			}
 			batched := 0
 			for sseq := uint64(1); sseq <= uint64(len(recs)); sseq++ {
-				m, err := a.Audit.GetMsg(context.Background(), sseq)
+				m, err := a.Audit.Stream().GetMsg(context.Background(), sseq)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -153,7 +153,7 @@ func TestChainsArePerTenantAndSurviveReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := audit.New(st.JS, st.Audit)
+	l := audit.New(st.Audit)
 	a, b := tenant.MustParse("a"), tenant.MustParse("b")
 	for i := range 3 {
 		for _, tn := range []tenant.ID{a, b} {
@@ -164,7 +164,7 @@ func TestChainsArePerTenantAndSurviveReopen(t *testing.T) {
 	}
 	st.Close()
 	st = openStore(t, natsstore.Config{DataDir: dir})
-	l = audit.New(st.JS, st.Audit)
+	l = audit.New(st.Audit)
 	for _, tn := range []tenant.ID{a, b} {
 		recs := scanAll(t, l, tn)
 		if len(recs) != 3 {
@@ -191,9 +191,37 @@ func TestChainsArePerTenantAndSurviveReopen(t *testing.T) {
 	}
 }
 
+// TestScanManyTimesQuickly: scans as frequent as a polling client makes
+// them keep working; each used to leave a consumer on the stream until it
+// expired, and the 1,001st within five minutes was refused ("maximum
+// consumers limit reached").
+func TestScanManyTimesQuickly(t *testing.T) {
+	st := openStore(t, natsstore.Config{DataDir: t.TempDir()})
+	l := audit.New(st.Audit)
+	acme := tenant.MustParse("acme")
+	for i := range 3 {
+		if _, err := l.Append(context.Background(), acme, audit.Entry{Kind: "k", Time: t0, Payload: map[string]int{"i": i}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := scanAll(t, l, acme)
+	for i := range 1100 { // more than the server's 1,000 consumers per stream
+		var got [][]byte
+		if err := l.Scan(context.Background(), acme, 1, 0, func(raw []byte, _ contract.AuditRecord) error {
+			got = append(got, raw)
+			return nil
+		}); err != nil {
+			t.Fatalf("scan %d: %v", i+1, err)
+		}
+		if len(got) != 2 || !bytes.Equal(got[0], want[1]) || !bytes.Equal(got[1], want[2]) {
+			t.Fatalf("scan %d returned %d records, not records 2 and 3", i+1, len(got))
+		}
+	}
+}
+
 func TestAppendRequiresTenant(t *testing.T) {
 	st := openStore(t, natsstore.Config{DataDir: t.TempDir()})
-	l := audit.New(st.JS, st.Audit)
+	l := audit.New(st.Audit)
 	if _, err := l.Append(context.Background(), tenant.ID{}, audit.Entry{Kind: "k", Time: t0}); !errors.Is(err, tenant.ErrMissing) {
 		t.Fatalf("Append without tenant = %v, want ErrMissing", err)
 	}
@@ -201,7 +229,7 @@ func TestAppendRequiresTenant(t *testing.T) {
 
 func TestVerifierNamesTamperedRecord(t *testing.T) {
 	st := openStore(t, natsstore.Config{DataDir: t.TempDir()})
-	l := audit.New(st.JS, st.Audit)
+	l := audit.New(st.Audit)
 	acme := tenant.MustParse("acme")
 	for i := range 5 {
 		if _, err := l.Append(context.Background(), acme, audit.Entry{Kind: "k", Actor: "x", Time: t0, Payload: map[string]string{"v": fmt.Sprint("value-", i)}}); err != nil {
@@ -255,7 +283,7 @@ func TestVerifierNamesTamperedRecord(t *testing.T) {
 // through one embedded server (the shape of the load test's hot path).
 func BenchmarkAppendParallel(b *testing.B) {
 	st := openStore(b, natsstore.Config{DataDir: b.TempDir()})
-	l := audit.New(st.JS, st.Audit)
+	l := audit.New(st.Audit)
 	tn := tenant.MustParse("acme")
 	payload := map[string]any{"input": map[string]any{"action": "fs.read", "target": "bench.txt"}, "reasons": []string{"ok"}}
 	b.SetParallelism(32) // 64 goroutines on 2 cores

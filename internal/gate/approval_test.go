@@ -193,7 +193,7 @@ func TestWorkerExecutesApprovedIntents(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = n.gate.RunWorker(ctx, n.st.Work, staticPrincipals{agent.ID: agent})
+		_ = n.gate.RunWorker(ctx, staticPrincipals{agent.ID: agent})
 	}()
 	req := contract.IntentRequest{Action: "fs.write", Target: "w.txt", Params: map[string]string{"content": "x"}, IdempotencyKey: "auto", ExecuteWhenApproved: true}
 	v, _, err := n.gate.Propose(ctx, acme, agent, req, gate.Meta{})
@@ -232,7 +232,7 @@ func TestWorkerRespectsKillSwitch(t *testing.T) {
 	n.sw.set(true, false, false)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() { _ = n.gate.RunWorker(ctx, n.st.Work, staticPrincipals{agent.ID: agent}) }()
+	go func() { _ = n.gate.RunWorker(ctx, staticPrincipals{agent.ID: agent}) }()
 	req := contract.IntentRequest{Action: "fs.write", Target: "w.txt", Params: map[string]string{"content": "x"}, IdempotencyKey: "auto-ks", ExecuteWhenApproved: true}
 	v, _, err := n.gate.Propose(ctx, acme, agent, req, gate.Meta{})
 	if err != nil {

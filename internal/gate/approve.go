@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
@@ -52,9 +50,10 @@ func (g *Gate) DecideApproval(ctx context.Context, t tenant.ID, p *auth.Principa
 	}
 	g.cfg.Logger.InfoContext(ctx, "approval decision", "tenant", t.String(), "intent", intentID, "decision", d.Decision,
 		"principal", p.ID, "status", rec.Status, "request_id", meta.RequestID)
-	if rec.Status == approval.StatusApproved && s.Intent.ExecuteWhenApproved && g.cfg.JS != nil {
+	if rec.Status == approval.StatusApproved && s.Intent.ExecuteWhenApproved && g.cfg.Work != nil {
 		data, _ := json.Marshal(WorkItem{Tenant: t.String(), IntentID: intentID}) // plain struct
-		if _, err := g.cfg.JS.Publish(ctx, tenant.WorkSubject(t), data, jetstream.WithMsgID(intentID)); err != nil {
+		// The intent's ID is the message ID: a repeated approval queues it once.
+		if err := g.cfg.Work.Enqueue(ctx, tenant.WorkSubject(t), data, intentID); err != nil {
 			// The approval stands; the intent can still be executed by hand.
 			g.cfg.Logger.ErrorContext(ctx, "queue approved intent", "intent", intentID, "err", err)
 			return rec, writeErr("queue the approved intent for the background worker", fmt.Sprintf("the approval is recorded; execute %s by hand (POST .../intents/%s/execute)", intentID, intentID), err)

@@ -36,7 +36,7 @@ func failingGate(t *testing.T, n *node, ex gate.Executors, kind string) (*gate.G
 	t.Helper()
 	fa := &failingAudit{Log: n.log, kind: kind}
 	g, err := gate.New(gate.Config{Intents: n.st.Intents, Idempotency: n.st.Idempotency, Audit: fa, Executors: ex, Switches: n.sw,
-		Approvals: approval.NewStore(n.st.Approvals, n.log, nil, nil), JS: n.st.JS, Node: "test"})
+		Approvals: approval.NewStore(n.st.Approvals, n.log, nil, nil), Work: n.st.Work, Node: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}

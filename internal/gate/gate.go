@@ -11,8 +11,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
@@ -39,13 +37,13 @@ type Config struct {
 	Idempotency kv.Bucket // idempotency ledger bucket
 	Audit       Auditor
 	Executors   Executors
-	Switches    SwitchReader        // the kill switches' watched local copy
-	Approvals   Approvals           // operator approvals
-	Policy      *policy.Bundle      // default: policy.Default()
-	Allowlist   []string            // http host allowlist, recorded in every input
-	Now         func() time.Time    // injected clock (default time.Now)
-	JS          jetstream.JetStream // for the work queue (execute_when_approved); nil disables it
-	Node        string              // this node's name, recorded in claims
+	Switches    SwitchReader     // the kill switches' watched local copy
+	Approvals   Approvals        // operator approvals
+	Policy      *policy.Bundle   // default: policy.Default()
+	Allowlist   []string         // http host allowlist, recorded in every input
+	Now         func() time.Time // injected clock (default time.Now)
+	Work        WorkQueue        // the work queue (execute_when_approved): DecideApproval enqueues, RunWorker consumes; nil disables it
+	Node        string           // this node's name, recorded in claims
 	Logger      *slog.Logger
 
 	// Lease is how long a running execution's claim is held before its

@@ -103,11 +103,11 @@ func openNode(tb testing.TB, dir string, ex gate.Executors) *node {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { st.Close() })
-	log := audit.New(st.JS, st.Audit)
+	log := audit.New(st.Audit)
 	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	sw := &switches{}
 	g, err := gate.New(gate.Config{Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex, Switches: sw,
-		Approvals: approval.NewStore(st.Approvals, log, nil, nil), JS: st.JS, Now: c.Now, Node: "test", Allowlist: []string{"127.0.0.1:1"}})
+		Approvals: approval.NewStore(st.Approvals, log, nil, nil), Work: st.Work, Now: c.Now, Node: "test", Allowlist: []string{"127.0.0.1:1"}})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -24,7 +24,7 @@ func retentionGate(tb testing.TB, n *node, ex gate.Executors, sw gate.SwitchRead
 	approvals := approval.NewStore(n.st.Approvals, n.log, nil, nil)
 	approvals.SetRetention(time.Second)
 	cfg := gate.Config{Intents: n.st.Intents, Idempotency: n.st.Idempotency, Audit: n.log, Executors: ex, Switches: sw,
-		Approvals: approvals, JS: n.st.JS, Node: name, Retention: time.Second}
+		Approvals: approvals, Work: n.st.Work, Node: name, Retention: time.Second}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -206,18 +206,18 @@ func TestRetentionConfig(t *testing.T) {
 	for _, tt := range []struct {
 		name      string
 		retention time.Duration
-		js        bool
+		work      bool
 		ok        bool
 	}{
 		{"none", 0, false, true},
 		{"a second", time.Second, true, true},
 		{"under a second", 500 * time.Millisecond, true, false},
-		{"without JetStream (only the work queue needs it)", time.Minute, false, true},
+		{"without a work queue (it is only for execute_when_approved)", time.Minute, false, true},
 	} {
 		cfg := base
 		cfg.Retention = tt.retention
-		if tt.js {
-			cfg.JS = n.st.JS
+		if tt.work {
+			cfg.Work = n.st.Work
 		}
 		if _, err := gate.New(cfg); (err == nil) != tt.ok {
 			t.Errorf("%s: New = %v, want ok=%t", tt.name, err, tt.ok)
@@ -246,7 +246,7 @@ func TestRepeatedProposalAfterExecutionOpensNoApproval(t *testing.T) {
 	n := openNode(t, t.TempDir(), ex)
 	ca := &countingApprovals{Approvals: approval.NewStore(n.st.Approvals, n.log, nil, nil)}
 	g, err := gate.New(gate.Config{Intents: n.st.Intents, Idempotency: n.st.Idempotency, Audit: n.log, Executors: ex, Switches: &switches{},
-		Approvals: ca, JS: n.st.JS, Node: "n"})
+		Approvals: ca, Work: n.st.Work, Node: "n"})
 	if err != nil {
 		t.Fatal(err)
 	}

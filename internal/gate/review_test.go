@@ -154,7 +154,7 @@ func TestRevokedApproverNoLongerCounts(t *testing.T) {
 	n := openNode(t, t.TempDir(), ex)
 	table := principalTable{revoked: map[string]bool{}}
 	g, err := gate.New(gate.Config{Intents: n.st.Intents, Idempotency: n.st.Idempotency, Audit: n.log, Executors: ex, Switches: n.sw,
-		Approvals: approval.NewStore(n.st.Approvals, n.log, nil, nil), JS: n.st.JS, Node: "test", Principals: table})
+		Approvals: approval.NewStore(n.st.Approvals, n.log, nil, nil), Work: n.st.Work, Node: "test", Principals: table})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,9 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"iter"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
@@ -19,23 +18,60 @@ type PrincipalLookup interface {
 	Principal(ctx context.Context, id string) (*auth.Principal, error)
 }
 
-// RunWorker is the background executor: it consumes the work queue (a
-// durable consumer shared by every node, so each item goes to one) and
-// executes each approved intent through Execute, as the intent's proposer
-// with the proposer's current grants. It returns when ctx ends.
-func (g *Gate) RunWorker(ctx context.Context, work jetstream.Stream, principals PrincipalLookup) error {
-	cons, err := work.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable:       tenant.WorkConsumer,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       time.Minute,
-		MaxDeliver:    5,
-		FilterSubject: tenant.WorkSubjects,
-	})
+// WorkQueue is the work queue of approved intents (tenant.WorkStream) as
+// the gate uses it: DecideApproval enqueues, RunWorker consumes.
+// natsstore.Queue implements it on JetStream without importing the gate:
+// WorkConsumer and Delivery are aliases of interface literals, which the
+// store adapter declares identically, so both name the same types.
+type WorkQueue interface {
+	// Enqueue stores data on subject once per id: another Enqueue of id
+	// within the queue's duplicate window stores nothing and succeeds.
+	Enqueue(ctx context.Context, subject string, data []byte, id string) error
+	// Consumer creates or updates the durable consumer name on the
+	// subjects matching filter and binds it; every node binds the same
+	// one, so each item goes to one node. A delivery not settled within
+	// ackWait is delivered again; an item is delivered at most
+	// maxDeliver times.
+	Consumer(ctx context.Context, name, filter string, ackWait time.Duration, maxDeliver int) (WorkConsumer, error)
+}
+
+// WorkConsumer hands out the queue's items.
+type WorkConsumer = interface {
+	// Fetch asks for up to n items and yields each as it arrives,
+	// waiting up to wait in all.
+	Fetch(n int, wait time.Duration) (iter.Seq[Delivery], error)
+}
+
+// Delivery is one delivered item; the worker settles it once.
+type Delivery = interface {
+	Data() []byte
+	Ack() error                    // done
+	Nak(delay time.Duration) error // deliver it again after delay
+	Term() error                   // never deliver it again
+}
+
+// The worker's delivery bounds: an execution not settled within
+// workAckWait is delivered again, an item at most workMaxDeliver times.
+const (
+	workAckWait    = time.Minute
+	workMaxDeliver = 5
+)
+
+// RunWorker is the background executor: it consumes the work queue
+// (Config.Work; a durable consumer shared by every node, so each item goes
+// to one) and executes each approved intent through Execute, as the
+// intent's proposer with the proposer's current grants. It returns when
+// ctx ends.
+func (g *Gate) RunWorker(ctx context.Context, principals PrincipalLookup) error {
+	if g.cfg.Work == nil {
+		return errors.New("gate: the worker needs a work queue (Config.Work)")
+	}
+	cons, err := g.cfg.Work.Consumer(ctx, tenant.WorkConsumer, tenant.WorkSubjects, workAckWait, workMaxDeliver)
 	if err != nil {
 		return err
 	}
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(16, jetstream.FetchMaxWait(time.Second))
+		items, err := cons.Fetch(16, time.Second)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -43,14 +79,14 @@ func (g *Gate) RunWorker(ctx context.Context, work jetstream.Stream, principals 
 			time.Sleep(250 * time.Millisecond) // store unavailable: retry
 			continue
 		}
-		for msg := range batch.Messages() {
-			g.work(ctx, msg, principals)
+		for d := range items {
+			g.work(ctx, d, principals)
 		}
 	}
 	return nil
 }
 
-func (g *Gate) work(ctx context.Context, msg jetstream.Msg, principals PrincipalLookup) {
+func (g *Gate) work(ctx context.Context, msg Delivery, principals PrincipalLookup) {
 	var item WorkItem
 	err := json.Unmarshal(msg.Data(), &item)
 	var t tenant.ID
@@ -89,10 +125,10 @@ func (g *Gate) work(ctx context.Context, msg jetstream.Msg, principals Principal
 }
 
 // settle acknowledges a finished item and asks for redelivery only when the
-// store was unavailable (bounded by MaxDeliver).
-func (g *Gate) settle(msg jetstream.Msg, err error) {
+// store was unavailable (bounded by workMaxDeliver).
+func (g *Gate) settle(msg Delivery, err error) {
 	if err != nil && contract.ErrorCode(err) == contract.CodeStoreUnavailable {
-		_ = msg.NakWithDelay(time.Second)
+		_ = msg.Nak(time.Second)
 		return
 	}
 	_ = msg.Ack()

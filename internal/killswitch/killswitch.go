@@ -1,5 +1,5 @@
 // Package killswitch holds the global and per-tenant kill switches: durable,
-// revisioned entries in a JetStream KV bucket, mirrored into a watched local
+// revisioned entries in the control bucket, mirrored into a watched local
 // copy that the gate reads on every decision.
 //
 // Safe by default: a switch that was never set is engaged, and so is every
@@ -10,6 +10,13 @@
 // changes in the system chain, tenant changes in the tenant's chain), and
 // returns only after every live node has acknowledged applying it, or after
 // Bound, when a node that has not caught up can no longer call itself fresh.
+//
+// The package imports no NATS: it declares what it needs of the store, the
+// control bucket (Bucket: a kv.Bucket's reads and writes, a watch, the
+// latest revision) and the nodes' acknowledgements (Peers: publish and
+// subscribe, nothing stored), which the store adapter implements
+// (natsstore.Bucket, natsstore.Bus); a failed compare-and-set comes back
+// as kv.ErrExists or kv.ErrConflict.
 package killswitch
 
 import (
@@ -24,10 +31,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/exoarmur/exoarmur/internal/audit"
+	"github.com/exoarmur/exoarmur/internal/kv"
 	"github.com/exoarmur/exoarmur/internal/metrics"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
@@ -70,26 +75,53 @@ type state struct {
 // ErrStale is returned when a change cannot be confirmed locally.
 var ErrStale = errors.New("kill switch state is stale")
 
+// Bucket is what the switches need of the control bucket
+// (natsstore.Bucket implements it).
+type Bucket interface {
+	// Get returns key's current value; kv.ErrNotFound when it has none.
+	Get(ctx context.Context, key string) (kv.Entry, error)
+	// Put writes under o's conditions: with Create, kv.ErrExists when the
+	// key holds a value; with a Revision, kv.ErrConflict when another
+	// revision is current.
+	Put(ctx context.Context, key string, value []byte, o kv.PutOptions) (uint64, error)
+	// Watch delivers every key's current value, then a change marked
+	// CaughtUp, then every later change, until ctx ends; then it closes
+	// the channel.
+	Watch(ctx context.Context) (<-chan kv.Change, error)
+	// LastRevision returns the bucket's latest revision, of any key.
+	LastRevision(ctx context.Context) (uint64, error)
+}
+
+// Peers carries the nodes' announcements of the revision they applied
+// (natsstore.Bus implements it): best effort and never stored, so they
+// are repeated.
+type Peers interface {
+	// Publish sends data on subject to the current subscribers.
+	Publish(subject string, data []byte) error
+	// Subscribe calls fn with every message on subject until
+	// unsubscribe is called.
+	Subscribe(subject string, fn func(data []byte)) (unsubscribe func() error, err error)
+}
+
 // Switches is a node's view of the kill switches.
 type Switches struct {
-	mono   func() time.Time // real clock: freshness, peers, deadlines
-	kv     jetstream.KeyValue
-	js     jetstream.JetStream
-	nc     *nats.Conn
-	log    *audit.Log
-	now    func() time.Time
-	logger *slog.Logger
-	node   string // unique per process: name/random
+	mono    func() time.Time // real clock: freshness, peers, deadlines
+	control Bucket
+	peers   Peers
+	log     *audit.Log
+	now     func() time.Time
+	logger  *slog.Logger
+	node    string // unique per process: name/random
 
 	mu        sync.RWMutex
 	states    map[string]entry // control key -> last applied entry
-	applied   uint64           // highest stream sequence applied
+	applied   uint64           // highest revision applied
 	lastFresh time.Time        // time of the last probe the watcher had caught up with
 	started   bool
 	changed   *sync.Cond // broadcast on every apply
 
 	peersMu sync.Mutex
-	peers   map[string]peer
+	heard   map[string]peer // node -> its last announcement
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -107,20 +139,19 @@ type peer struct {
 
 // Config wires Switches.
 type Config struct {
-	KV     jetstream.KeyValue
-	JS     jetstream.JetStream
-	NC     *nats.Conn
-	Audit  *audit.Log
-	Now    func() time.Time // clock for the recorded time of a change (freshness always uses the real clock)
-	Node   string
-	Logger *slog.Logger
+	Control Bucket // the control bucket (tenant.ControlBucket)
+	Peers   Peers  // the nodes' acknowledgements (tenant.ControlAppliedSubject)
+	Audit   *audit.Log
+	Now     func() time.Time // clock for the recorded time of a change (freshness always uses the real clock)
+	Node    string
+	Logger  *slog.Logger
 }
 
 // Start loads the switches, starts the watcher, the freshness probe and the
 // heartbeat, and returns once the first load is complete (or ctx ends).
 func Start(ctx context.Context, cfg Config) (*Switches, error) {
-	if cfg.KV == nil || cfg.JS == nil || cfg.NC == nil || cfg.Audit == nil {
-		return nil, errors.New("killswitch: KV, JetStream, connection and audit log are required")
+	if cfg.Control == nil || cfg.Peers == nil || cfg.Audit == nil {
+		return nil, errors.New("killswitch: the control bucket, the peers and the audit log are required")
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -131,30 +162,29 @@ func Start(ctx context.Context, cfg Config) (*Switches, error) {
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
 	s := &Switches{
-		mono: time.Now,
-		kv:   cfg.KV, js: cfg.JS, nc: cfg.NC, log: cfg.Audit, now: cfg.Now, logger: cfg.Logger,
+		mono:    time.Now,
+		control: cfg.Control, peers: cfg.Peers, log: cfg.Audit, now: cfg.Now, logger: cfg.Logger,
 		node:   cfg.Node + "/" + hex.EncodeToString(rnd[:]),
-		states: map[string]entry{}, peers: map[string]peer{}, done: make(chan struct{}),
+		states: map[string]entry{}, heard: map[string]peer{}, done: make(chan struct{}),
 	}
 	s.changed = sync.NewCond(&s.mu)
 	wctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	w, err := s.kv.WatchAll(wctx)
+	changes, err := s.control.Watch(wctx)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("killswitch: watch: %w", err)
 	}
-	sub, err := s.nc.Subscribe(tenant.ControlAppliedSubject, s.onPeer)
+	unsubscribe, err := s.peers.Subscribe(tenant.ControlAppliedSubject, s.onPeer)
 	if err != nil {
-		cancel()
-		_ = w.Stop()
+		cancel() // also ends the watch
 		return nil, fmt.Errorf("killswitch: subscribe: %w", err)
 	}
 	initial := make(chan struct{})
-	go s.watch(wctx, w, initial)
+	go s.watch(changes, initial)
 	go func() {
 		defer close(s.done)
-		defer sub.Unsubscribe() //nolint:errcheck // shutting down
+		defer unsubscribe() //nolint:errcheck // shutting down
 		s.loop(wctx)
 	}()
 	select {
@@ -176,51 +206,42 @@ func (s *Switches) Stop() {
 // Node returns this process's node identity (name/random).
 func (s *Switches) Node() string { return s.node }
 
-func (s *Switches) watch(ctx context.Context, w jetstream.KeyWatcher, initial chan struct{}) {
-	defer w.Stop() //nolint:errcheck // shutting down
+// watch applies the watch's changes until it ends (Stop ends it).
+func (s *Switches) watch(changes <-chan kv.Change, initial chan struct{}) {
 	once := sync.OnceFunc(func() { close(initial) })
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case e, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-			if e == nil { // end of the initial values
-				s.mu.Lock()
-				s.started = true
-				s.mu.Unlock()
-				once()
-				continue
-			}
-			s.apply(e)
+	for c := range changes {
+		if c.CaughtUp { // end of the initial values
+			s.mu.Lock()
+			s.started = true
+			s.mu.Unlock()
+			once()
+			continue
 		}
+		s.apply(c)
 	}
 }
 
-func (s *Switches) apply(e jetstream.KeyValueEntry) {
+func (s *Switches) apply(c kv.Change) {
 	s.mu.Lock()
-	switch e.Operation() {
-	case jetstream.KeyValuePut:
+	if c.Deleted { // deleted or purged: back to the default, engaged
+		delete(s.states, c.Key)
+	} else {
 		var st state
-		if err := json.Unmarshal(e.Value(), &st); err != nil {
+		if err := json.Unmarshal(c.Value, &st); err != nil {
 			// Unreadable state is engaged state.
 			st = state{Engaged: true, Reason: "unreadable stored state: " + err.Error(), Actor: "system"}
 		}
-		s.states[e.Key()] = entry{st, e.Revision()}
-	default: // deleted or purged: back to the default, engaged
-		delete(s.states, e.Key())
+		s.states[c.Key] = entry{st, c.Revision}
 	}
-	s.applied = max(s.applied, e.Revision())
+	s.applied = max(s.applied, c.Revision)
 	applied := s.applied
-	if scope, err := tenant.SwitchKeyTenant(e.Key()); err == nil {
+	if scope, err := tenant.SwitchKeyTenant(c.Key); err == nil {
 		name := scope.String()
 		if scope == tenant.System {
 			name = ScopeGlobal
 		}
 		engaged := 1.0
-		if st, ok := s.states[e.Key()]; ok && !st.st.Engaged {
+		if st, ok := s.states[c.Key]; ok && !st.st.Engaged {
 			engaged = 0
 		}
 		metrics.KillSwitchEngaged.WithLabelValues(name).Set(engaged)
@@ -233,7 +254,7 @@ func (s *Switches) apply(e jetstream.KeyValueEntry) {
 // announce tells the other nodes which revision this node has applied.
 func (s *Switches) announce(applied uint64) {
 	b, _ := json.Marshal(peerMsg{Node: s.node, Applied: applied}) // plain struct: cannot fail
-	_ = s.nc.Publish(tenant.ControlAppliedSubject, b)             // best effort; heartbeats repeat it
+	_ = s.peers.Publish(tenant.ControlAppliedSubject, b)          // best effort; heartbeats repeat it
 }
 
 type peerMsg struct {
@@ -241,13 +262,13 @@ type peerMsg struct {
 	Applied uint64 `json:"applied"`
 }
 
-func (s *Switches) onPeer(m *nats.Msg) {
+func (s *Switches) onPeer(data []byte) {
 	var p peerMsg
-	if json.Unmarshal(m.Data, &p) != nil || p.Node == "" {
+	if json.Unmarshal(data, &p) != nil || p.Node == "" {
 		return
 	}
 	s.peersMu.Lock()
-	s.peers[p.Node] = peer{seen: s.mono(), applied: p.Applied}
+	s.heard[p.Node] = peer{seen: s.mono(), applied: p.Applied}
 	s.peersMu.Unlock()
 }
 
@@ -271,24 +292,20 @@ func (s *Switches) loop(ctx context.Context) {
 	}
 }
 
-// probe confirms freshness: it reads the control stream's last sequence and,
-// if the watcher has applied at least that much, records the probe's start
-// time as the moment the local copy was known current.
+// probe confirms freshness: it reads the control bucket's latest revision
+// and, if the watcher has applied at least that much, records the probe's
+// start time as the moment the local copy was known current.
 func (s *Switches) probe(ctx context.Context) {
 	start := s.mono()
 	pctx, cancel := context.WithTimeout(ctx, Bound/2)
 	defer cancel()
-	str, err := s.js.Stream(pctx, tenant.ControlStream)
-	if err != nil {
-		return
-	}
-	info, err := str.Info(pctx)
+	last, err := s.control.LastRevision(pctx)
 	if err != nil {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.started && s.applied >= info.State.LastSeq {
+	if s.started && s.applied >= last {
 		s.lastFresh = start
 	}
 }
@@ -365,25 +382,25 @@ func (s *Switches) Set(ctx context.Context, scope tenant.ID, f Flip) (Change, er
 	var prev Reading
 	var rev uint64
 	for attempt := 0; ; attempt++ {
-		e, err := s.kv.Get(ctx, key)
+		e, err := s.control.Get(ctx, key)
 		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case errors.Is(err, kv.ErrNotFound):
 			prev = Reading{Scope: scopeName, Engaged: true, Fresh: true}
-			rev, err = s.kv.Create(ctx, key, data)
+			rev, err = s.control.Put(ctx, key, data, kv.PutOptions{Create: true})
 		case err != nil:
 			return Change{}, fmt.Errorf("killswitch: read %s: %w", scopeName, err)
 		default:
 			var old state
-			if json.Unmarshal(e.Value(), &old) != nil {
+			if json.Unmarshal(e.Value, &old) != nil {
 				old = state{Engaged: true}
 			}
-			prev = Reading{Scope: scopeName, Engaged: old.Engaged, Revision: e.Revision(), Actor: old.Actor, Reason: old.Reason, At: old.At, Fresh: true}
-			rev, err = s.kv.Update(ctx, key, data, e.Revision())
+			prev = Reading{Scope: scopeName, Engaged: old.Engaged, Revision: e.Revision, Actor: old.Actor, Reason: old.Reason, At: old.At, Fresh: true}
+			rev, err = s.control.Put(ctx, key, data, kv.PutOptions{Revision: e.Revision})
 		}
 		if err == nil {
 			break
 		}
-		if attempt < 8 && (errors.Is(err, jetstream.ErrKeyExists) || isWrongLastSeq(err)) {
+		if attempt < 8 && (errors.Is(err, kv.ErrExists) || errors.Is(err, kv.ErrConflict)) {
 			continue // another operator changed it meanwhile: re-read
 		}
 		return Change{}, fmt.Errorf("killswitch: write %s: %w", scopeName, err)
@@ -396,7 +413,7 @@ func (s *Switches) Set(ctx context.Context, scope tenant.ID, f Flip) (Change, er
 		if !engaged {
 			// Fail closed: an unaudited disengage is rolled back.
 			roll, _ := json.Marshal(state{Engaged: true, Reason: "rollback: the disengage could not be audited", Actor: "system", At: st.At})
-			if _, rerr := s.kv.Update(context.WithoutCancel(ctx), key, roll, rev); rerr != nil {
+			if _, rerr := s.control.Put(context.WithoutCancel(ctx), key, roll, kv.PutOptions{Revision: rev}); rerr != nil {
 				s.logger.Error("kill switch: roll back unaudited disengage", "scope", scopeName, "err", rerr)
 			}
 		}
@@ -406,12 +423,6 @@ func (s *Switches) Set(ctx context.Context, scope tenant.ID, f Flip) (Change, er
 	s.logger.Info("kill switch changed", "scope", scopeName, "engaged", engaged, "revision", rev, "actor", actor,
 		"reason", reason, "confirmed", prop.Confirmed, "unconfirmed", prop.Unconfirmed, "waited_ms", prop.WaitedMS)
 	return Change{Previous: prev, Current: cur, Propagation: prop}, err
-}
-
-func isWrongLastSeq(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // awaitPropagation waits until this node's local copy and every live peer
@@ -435,7 +446,7 @@ func (s *Switches) awaitPropagation(ctx context.Context, rev uint64, start time.
 		}
 		now := s.mono()
 		s.peersMu.Lock()
-		for name, pe := range s.peers {
+		for name, pe := range s.heard {
 			if name == s.node || now.Sub(pe.seen) > Bound {
 				continue
 			}

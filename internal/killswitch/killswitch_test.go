@@ -12,6 +12,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/killswitch"
+	"github.com/exoarmur/exoarmur/internal/kv"
 	"github.com/exoarmur/exoarmur/internal/natsstore"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
@@ -25,8 +26,8 @@ func open(t *testing.T, cfg natsstore.Config, node string) (*killswitch.Switches
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	log := audit.New(st.JS, st.Audit)
-	sw, err := killswitch.Start(context.Background(), killswitch.Config{KV: st.Control, JS: st.JS, NC: st.NC, Audit: log, Node: node})
+	log := audit.New(st.Audit)
+	sw, err := killswitch.Start(context.Background(), killswitch.Config{Control: st.Control, Peers: st.Bus, Audit: log, Node: node})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,11 +94,11 @@ func TestUnreadableStateIsEngaged(t *testing.T) {
 	if _, err := sw.Set(context.Background(), acme, killswitch.Flip{Engaged: false, Reason: "live", Actor: "op", RequestID: ""}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Control.Put(context.Background(), tenant.TenantSwitchKey(acme), []byte("{garbage")); err != nil {
+	if _, err := st.Control.Put(context.Background(), tenant.TenantSwitchKey(acme), []byte("{garbage"), kv.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "garbage to read as engaged", func() bool { _, ts := sw.Read(acme); return ts.Engaged })
-	if err := st.Control.Delete(context.Background(), tenant.TenantSwitchKey(acme)); err != nil {
+	if err := st.Control.Delete(context.Background(), tenant.TenantSwitchKey(acme), 0); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "a deleted switch to read as engaged and never set", func() bool { _, ts := sw.Read(acme); return ts.Engaged && ts.Revision == 0 })
@@ -147,7 +148,7 @@ func TestPropagationWaitsForLivePeers(t *testing.T) {
 			case <-stop:
 				return
 			case <-time.After(100 * time.Millisecond):
-				_ = st.NC.Publish(tenant.ControlAppliedSubject, []byte(`{"node":"laggard/00","applied":1}`))
+				_ = st.Bus.Publish(tenant.ControlAppliedSubject, []byte(`{"node":"laggard/00","applied":1}`))
 			}
 		}
 	}()

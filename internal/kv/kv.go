@@ -1,8 +1,12 @@
 // Package kv is the key-value contract the domain packages keep their
 // records in (the gate's intents and idempotency ledger, approvals, the key
-// registry), and the one set of errors they branch on. It names no store:
-// internal/natsstore implements Bucket on JetStream KV and translates the
-// store's errors to these sentinels, once.
+// registry, the kill switches), and the one set of errors they branch on.
+// It names no store: internal/natsstore implements Bucket on JetStream KV
+// and translates the store's errors to these sentinels, once. The same
+// sentinels name the same conditions of the audit stream (audit.Stream): a
+// subject with no message is ErrNotFound, a write conditioned on a
+// subject's last sequence (its revision) that found another is
+// ErrConflict.
 package kv
 
 import (
@@ -14,12 +18,14 @@ import (
 // Errors a Bucket returns for its conditions; anything else is the store
 // failing (callers fail closed on it).
 var (
-	// ErrNotFound: the key has no value (never written, deleted or expired).
+	// ErrNotFound: the key has no value (never written, deleted or
+	// expired); of a stream, the subject holds no message.
 	ErrNotFound = errors.New("kv: key not found")
 	// ErrExists: a Create found the key holding a value.
 	ErrExists = errors.New("kv: key exists")
-	// ErrConflict: a write or delete conditioned on a revision found
-	// another (a concurrent change won).
+	// ErrConflict: a write or delete conditioned on a revision (of a
+	// stream: on the subject's last sequence) found another (a
+	// concurrent change won).
 	ErrConflict = errors.New("kv: wrong revision")
 )
 
@@ -28,6 +34,20 @@ type Entry struct {
 	Key      string
 	Value    []byte
 	Revision uint64
+}
+
+// Change is what a watch of a bucket delivers (natsstore.Bucket.Watch,
+// which the kill switches use): a key's new value or its deletion, or,
+// once, the mark that the watch has caught up.
+type Change struct {
+	// Entry is the key and, unless Deleted, its new value; Revision is
+	// the change's.
+	Entry
+	// Deleted: the key was deleted (or purged): it has no value now.
+	Deleted bool
+	// CaughtUp marks no change: every value the bucket held when the
+	// watch began has been delivered before it.
+	CaughtUp bool
 }
 
 // PutOptions qualify a Put. Create and Revision exclude each other.

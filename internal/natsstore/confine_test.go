@@ -41,7 +41,7 @@ func TestNodeUserConfinedAtTheBroker(t *testing.T) {
 	defer node.Close()
 
 	acme, beta := tenant.MustParse("acme"), tenant.MustParse("beta")
-	log := audit.New(node.JS, node.Audit)
+	log := audit.New(node.Audit)
 	if _, err := log.Append(ctx, acme, audit.Entry{Kind: "test.ok", Time: time.Unix(0, 0), Payload: map[string]string{}}); err != nil {
 		t.Fatalf("append to own chain: %v", err)
 	}
@@ -67,14 +67,14 @@ func TestNodeUserConfinedAtTheBroker(t *testing.T) {
 	refused("write beta's intent", err, tenant.IntentKey(beta, "in_1"))
 	c3, cancel3 := short()
 	defer cancel3()
-	_, err = node.Control.Put(c3, tenant.GlobalSwitchKey, []byte(`{"engaged":false}`))
+	_, err = node.Control.KeyValue().Put(c3, tenant.GlobalSwitchKey, []byte(`{"engaged":false}`))
 	refused("flip the global switch without the global grant", err, tenant.GlobalSwitchKey)
 	c4, cancel4 := short()
 	defer cancel4()
-	refused("purge the audit stream", node.Audit.Purge(c4), "$JS.API.STREAM.PURGE."+tenant.AuditStream)
+	refused("purge the audit stream", node.Audit.Stream().Purge(c4), "$JS.API.STREAM.PURGE."+tenant.AuditStream)
 
 	// Nothing of beta's was written.
-	if seq, _, err := audit.New(admin.JS, admin.Audit).Head(ctx, beta); err != nil || seq != 0 {
+	if seq, _, err := audit.New(admin.Audit).Head(ctx, beta); err != nil || seq != 0 {
 		t.Fatalf("beta's chain head = %d, %v", seq, err)
 	}
 	if _, err := admin.Intents.KeyValue().Get(ctx, tenant.IntentKey(beta, "in_1")); err == nil {

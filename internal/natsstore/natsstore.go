@@ -1,9 +1,17 @@
-// Package natsstore is the store adapter: it implements the domain's
-// key-value contract (internal/kv) on JetStream KV buckets and translates
-// JetStream's errors to the contract's sentinels, here and nowhere else.
-// The gate, approvals and the key registry hold a kv.Bucket and import no
-// JetStream; Open (store.go) connects, creates the streams and buckets and
-// hands the buckets out through this adapter.
+// Package natsstore is the store adapter, the one package that imports
+// NATS: it implements what the domain packages declare they need of the
+// store on JetStream and translates JetStream's errors to the sentinels of
+// internal/kv, here and nowhere else. Bucket (this file) is the key-value
+// contract (kv.Bucket) on a JetStream KV bucket, which the gate's intents
+// and idempotency ledger, the approvals and the key registry hold; with
+// Watch and LastRevision (control.go) it is also the kill switches'
+// control bucket, and Bus carries their propagation acknowledgements.
+// Stream (audit.go) is the audit stream under audit.Log, Queue (queue.go)
+// the gate's work queue. The interfaces are declared where they are used
+// (kv.Bucket, audit.Stream, killswitch.Bucket and killswitch.Peers,
+// gate.WorkQueue): this package imports none of those domain packages.
+// Open (store.go) connects, creates the streams and buckets and hands
+// them out through these adapters.
 package natsstore
 
 import (
@@ -147,8 +155,8 @@ func (b *Bucket) Keys(ctx context.Context, filter string) ([]string, error) {
 
 // translate maps a JetStream error to the contract: a failed revision
 // condition (wrong last sequence: code 10071, or 10164 on replicated
-// streams) to cas, a missing key to kv.ErrNotFound; the cause stays
-// wrapped. Anything else is returned as it is.
+// streams) to cas, a missing key or message to kv.ErrNotFound; the cause
+// stays wrapped. Anything else is returned as it is.
 func translate(err error, cas error) error {
 	if err == nil {
 		return nil
@@ -158,7 +166,7 @@ func translate(err error, cas error) error {
 		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)) {
 		return fmt.Errorf("%w: %w", cas, err)
 	}
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrMsgNotFound) {
 		return fmt.Errorf("%w: %w", kv.ErrNotFound, err)
 	}
 	return err

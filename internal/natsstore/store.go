@@ -58,16 +58,24 @@ type Store struct {
 
 	// The domain's buckets, as the store adapter presents them
 	// (internal/natsstore: each a kv.Bucket): the gate's intents and
-	// idempotency ledger, the key registry, the approvals.
+	// idempotency ledger, the key registry, the kill switches' control
+	// bucket (also their killswitch.Bucket), the approvals.
 	Intents     *Bucket
 	Idempotency *Bucket
 	Principals  *Bucket
-	Control     jetstream.KeyValue
+	Control     *Bucket
 	Approvals   *Bucket
 	Policies    *Bucket // policy bundles by hash (internal/policy/archive)
 	Health      jetstream.KeyValue
-	Audit       jetstream.Stream
-	Work        jetstream.Stream
+	// Bus is core NATS publish/subscribe on the connection (the kill
+	// switches' killswitch.Peers).
+	Bus *Bus
+	// Audit is the audit stream as the store adapter presents it
+	// (Stream, for audit.New).
+	Audit *Stream
+	// Work is the work queue of approved intents (Queue, the gate's
+	// gate.WorkQueue).
+	Work *Queue
 
 	srv *Server // embedded server, nil with an external URL
 
@@ -148,6 +156,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("connect nats: %w: %w", ErrUnavailable, err)
 	}
 	s.NC = nc
+	s.Bus = NewBus(nc)
 	s.connected.Store(nc.IsConnected())
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -167,8 +176,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 }
 
 func (s *Store) ensure(ctx context.Context, replicas int) error {
-	var err error
-	s.Audit, err = s.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	auditStream, err := s.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        tenant.AuditStream,
 		Description: "ExoArmur per-tenant hash-chained audit log",
 		Subjects:    []string{tenant.AuditSubjects},
@@ -186,6 +194,7 @@ func (s *Store) ensure(ctx context.Context, replicas int) error {
 	if err != nil {
 		return fmt.Errorf("ensure stream %s: %w", tenant.AuditStream, err)
 	}
+	s.Audit = NewStream(auditStream, s.JS)
 	kv := func(name, desc string, history uint8) (jetstream.KeyValue, error) {
 		b, err := s.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket:      name,
@@ -214,9 +223,11 @@ func (s *Store) ensure(ctx context.Context, replicas int) error {
 		return err
 	}
 	s.Principals = New(principals, s.JS)
-	if s.Control, err = kv(tenant.ControlBucket, "ExoArmur kill switches (global and per tenant)", 16); err != nil {
+	control, err := kv(tenant.ControlBucket, "ExoArmur kill switches (global and per tenant)", 16)
+	if err != nil {
 		return err
 	}
+	s.Control = New(control, s.JS)
 	approvals, err := s.ttlKV(ctx, tenant.ApprovalsBucket, "ExoArmur approvals, one record per intent", 16, replicas)
 	if err != nil {
 		return err
@@ -230,7 +241,7 @@ func (s *Store) ensure(ctx context.Context, replicas int) error {
 	if s.Health, err = kv(tenant.HealthBucket, "ExoArmur store write probe (a timestamp, no tenant data)", 1); err != nil {
 		return err
 	}
-	s.Work, err = s.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	work, err := s.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        tenant.WorkStream,
 		Description: "ExoArmur background executor work queue (approved intents to execute)",
 		Subjects:    []string{tenant.WorkSubjects},
@@ -242,6 +253,7 @@ func (s *Store) ensure(ctx context.Context, replicas int) error {
 	if err != nil {
 		return fmt.Errorf("ensure stream %s: %w", tenant.WorkStream, err)
 	}
+	s.Work = NewQueue(work, s.JS)
 	return nil
 }
 

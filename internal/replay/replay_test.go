@@ -40,7 +40,7 @@ func chainExport(tb testing.TB) []byte {
 		tb.Fatal(err)
 	}
 	defer st.Close()
-	l := audit.New(st.JS, st.Audit)
+	l := audit.New(st.Audit)
 	var out []byte
 	for _, tn := range []string{"acme", "beta"} {
 		t := tenant.MustParse(tn)

@@ -63,12 +63,8 @@ type place struct{ name, reason string }
 
 var allowed = map[string]place{
 	module + "/internal/executor":   {"executor (gate-guarded)", "runs only with a *gate.Permit, which only the gate mints after a recorded ALLOW and an idempotency claim"},
-	module + "/internal/gate":       {"the gate", "the gate's own intent store and idempotency ledger writes"},
-	module + "/internal/audit":      {"audit layer", "appends to the per-tenant hash-chained audit stream"},
-	module + "/internal/natsstore":  {"store adapter", "the only code that writes JetStream KV for the domain packages (gate intents and idempotency claims, approvals, the key registry), each write on a domain package's call; creates the streams and buckets, starts the embedded NATS server, locks the data dir"},
-	module + "/internal/auth":       {"store layer: key registry", "API key registry writes (hashes only)"},
-	module + "/internal/killswitch": {"store layer: control state", "kill switch writes (compare-and-set, audited) and propagation acknowledgements"},
-	module + "/internal/approval":   {"store layer: approvals", "approval records (compare-and-set, audited) and the operator notification webhook (signed POST to the tenant's configured URL; carries no agent-controlled payload)"},
+	module + "/internal/natsstore":  {"store adapter", "the one package that imports NATS (structure_test.go: TestJetStreamImporters), so every JetStream write and NATS publish is here, each on a domain package's call: KV (gate intents and idempotency claims, approvals, the key registry, the kill switches' compare-and-set changes), the audit stream (audit.Log's appends, one message or an atomic batch, and its scans' ephemeral consumers), the work queue (the gate's approved intents, queued once per intent) and the kill switches' propagation acknowledgements (core NATS, not stored); creates the streams and buckets, starts the embedded NATS server, locks the data dir"},
+	module + "/internal/approval":   {"approvals", "the operator notification webhook (signed POST to the tenant's configured URL; carries no agent-controlled payload); the approval records are written through the store adapter"},
 	module + "/internal/app":        {"operator CLI", "files the operator asked for (audit export, replay report), the demo's temporary store, and the CLI's own calls to the ExoArmur API (which gates them)"},
 	module + "/internal/api/client": {"API client", "the typed client of the ExoArmur API; its calls are gated by the server"},
 	module + "/tools/inventory":     {"developer tool", "writes docs/design/00_execution_surface.md"},

@@ -7,8 +7,9 @@
 //
 // Side-effect calls are found by type (file writes, process execution,
 // outbound HTTP, NATS publishes, KV and stream writes). Each must sit in an
-// allowed place (the gate-guarded executors, the gate, the audit/store
-// layer, the operator CLI); anything else is a violation. Execution paths
+// allowed place (the gate-guarded executors, the store adapter, which
+// writes NATS on the domain packages' call, the approvals' webhook, the
+// operator CLI, the evidence tools); anything else is a violation. Execution paths
 // (HTTP routes, CLI commands, executors, goroutines, replay) are classified
 // by what they can reach on a conservative call graph (calls, function
 // references, and every implementation of a called interface method), and

@@ -109,7 +109,7 @@ func TestReplayFindsAnArchivedBundle(t *testing.T) {
 	if err := a.Put(ctx, b); err != nil {
 		t.Fatal(err)
 	}
-	log := audit.New(st.JS, st.Audit)
+	log := audit.New(st.Audit)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	in := contract.ActionIntent{SchemaVersion: "v1", ID: "in_1", Tenant: "acme", Action: "fs.read", Class: "A0", Target: "a.txt", IdempotencyKey: "k", Proposer: "p", CreatedAt: t0}
 	in.Hash, _ = in.ComputeHash()

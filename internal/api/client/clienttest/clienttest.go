@@ -61,8 +61,8 @@ func Start(t testing.TB) *Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	log := audit.New(st.JS, st.Audit)
-	sw, err := killswitch.Start(ctx, killswitch.Config{KV: st.Control, JS: st.JS, NC: st.NC, Audit: log, Node: "test"})
+	log := audit.New(st.Audit)
+	sw, err := killswitch.Start(ctx, killswitch.Config{Control: st.Control, Peers: st.Bus, Audit: log, Node: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func Start(t testing.TB) *Server {
 	ex := &executor{s: s, release: release}
 	approvals := approval.NewStore(st.Approvals, log, nil, nil)
 	g, err := gate.New(gate.Config{Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex, Switches: sw,
-		Approvals: approvals, JS: st.JS, Node: "test", Lease: 300 * time.Millisecond, ExecTimeout: 500 * time.Millisecond})
+		Approvals: approvals, Work: st.Work, Node: "test", Lease: 300 * time.Millisecond, ExecTimeout: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
