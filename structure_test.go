@@ -57,7 +57,7 @@ func TestImportRules(t *testing.T) {
 		if slices.Contains(p.Imports, executor) && !slices.Contains(allowed, p.ImportPath) {
 			t.Errorf("%s imports %s; only internal/app may wire executors", p.ImportPath, executor)
 		}
-		for _, pure := range []string{"/internal/replay", "/internal/gate", "/internal/audit", "/internal/policy", "/internal/contract"} {
+		for _, pure := range []string{"/internal/replay", "/internal/gate", "/internal/audit", "/internal/policy", "/internal/contract", "/internal/action"} {
 			if p.ImportPath == module+pure && slices.Contains(p.Deps, executor) {
 				t.Errorf("%s depends on %s (replay and the decision path must not reach an executor)", p.ImportPath, executor)
 			}

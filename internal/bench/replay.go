@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
@@ -37,7 +38,7 @@ func Chain(n int) ([]byte, error) {
 				Tenant: "acme", Intent: in, PolicyHash: policy.Default().Hash(), Allowlist: []string{}, Time: t0,
 				Principal: auth.Principal{ID: "key_a", Role: "agent", Tenants: []string{"acme"}, Actions: []string{"*"}},
 			}
-			payload, kind = gate.DecisionPayload{Input: input, Decision: gate.Decide(input, policy.Default())}, "gate.allowed"
+			payload, kind = gate.DecisionPayload{Input: input, Decision: gate.Decide(input, policy.Default(), action.Builtin())}, "gate.allowed"
 		} else {
 			payload = contract.ExecutionResult{SchemaVersion: "v1", Tenant: "acme", IntentID: in.ID, IdempotencyKey: in.IdempotencyKey,
 				Status: "succeeded", Output: map[string]string{"bytes": "1"}, StartedAt: t0, FinishedAt: t0}
