@@ -24,7 +24,7 @@ func Chain(n int) ([]byte, error) {
 	prev := contract.ZeroHash
 	for seq := 1; seq <= n; seq++ {
 		i := (seq - 1) / 2
-		in := contract.ActionIntent{SchemaVersion: "v1", ID: fmt.Sprintf("in_%08d", i), Tenant: "acme", Action: "fs.write", Class: "A1",
+		in := contract.ActionIntent{SchemaVersion: "v1", ID: fmt.Sprintf("in_%08d", i), Tenant: "acme", Action: action.FSWrite, Class: "A1",
 			Target: fmt.Sprintf("notes/%d.txt", i), Params: map[string]string{"content": "x"}, IdempotencyKey: fmt.Sprint("k", i), Proposer: "key_a", CreatedAt: t0}
 		in.Hash, _ = in.ComputeHash()
 		var payload any
