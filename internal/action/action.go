@@ -28,15 +28,18 @@
 // # Adding an action type
 //
 // One Registration in builtin.go when it runs on an executor kind and an
-// effect that exist: the gate, the executors, the access layer and the
-// inventory find it through the registry. A new kind of executor is also an ExecutorKind
-// here and its implementation in internal/executor (its entry in
-// executor's implementations); a new effect is also its context in
-// internal/policy and its permits and forbids in the policy bundle.
+// effect that exist: the gate, the executors, the key grants, the access
+// layer, replay and the inventory find it through the registry. A new
+// kind of executor is also an ExecutorKind here (and its entry in kinds)
+// and its implementation in internal/executor (its entry in executor's
+// implementations); a new effect is also its context in internal/policy
+// and its permits and forbids in the policy bundle.
 //
 // The shape is the one a declared action (issue 17: a name, a class, a
-// description and a declarative HTTP executor, read from a file) fills:
-// nothing in a Registration is Go code.
+// description and a declarative HTTP executor, read from a file) fills: a
+// Registration carries no code of its own, only data and a choice among
+// the effects internal/policy defines and the kinds internal/executor
+// implements.
 package action
 
 import (
