@@ -55,7 +55,7 @@ func TestBuiltin(t *testing.T) {
 			}
 		}
 	}
-	if Builtin() != Builtin() {
+	if first, again := Builtin(), Builtin(); first != again {
 		t.Error("Builtin() builds a new registry on every call")
 	}
 }
