@@ -11,9 +11,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/app"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
@@ -57,7 +59,7 @@ func TestImportRules(t *testing.T) {
 		if slices.Contains(p.Imports, executor) && !slices.Contains(allowed, p.ImportPath) {
 			t.Errorf("%s imports %s; only internal/app may wire executors", p.ImportPath, executor)
 		}
-		for _, pure := range []string{"/internal/replay", "/internal/gate", "/internal/audit", "/internal/policy", "/internal/contract"} {
+		for _, pure := range []string{"/internal/replay", "/internal/gate", "/internal/audit", "/internal/policy", "/internal/contract", "/internal/action"} {
 			if p.ImportPath == module+pure && slices.Contains(p.Deps, executor) {
 				t.Errorf("%s depends on %s (replay and the decision path must not reach an executor)", p.ImportPath, executor)
 			}
@@ -136,6 +138,19 @@ func forbidSource(t *testing.T, exempt string, needles []string, why string) {
 // zero one (executors refuse it, but none should be made).
 func TestOnlyTheGateMintsPermits(t *testing.T) {
 	forbidSource(t, "/internal/gate", []string{"gate.Permit{", "new(gate.Permit)"}, "only the gate mints permits")
+}
+
+// TestOnlyTheRegistryNamesActionTypes: the action types are declared once,
+// in internal/action (builtin.go). No other non-test source spells a
+// registered type's name as a string literal, so there is no second list,
+// map or switch of them that adding a type could miss; code that names a
+// type uses the registry's constants (action.FSRead, ...).
+func TestOnlyTheRegistryNamesActionTypes(t *testing.T) {
+	var needles []string
+	for _, r := range action.Builtin().List() {
+		needles = append(needles, strconv.Quote(r.Type))
+	}
+	forbidSource(t, "/internal/action", needles, "action types are declared and named in internal/action")
 }
 
 // TestOnePackageComment: every package has exactly one package comment.

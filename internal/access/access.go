@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
@@ -98,7 +99,8 @@ type Config struct {
 	// FailLimit is how many failed authentications one source may make per
 	// minute before it is refused (default 20).
 	FailLimit int
-	// ClassOf maps an action type to its class ("" if unknown).
+	// ClassOf maps an action type to its class ("" if unknown); default:
+	// the built-in registry's (action.Builtin).
 	ClassOf func(action string) string
 	// Consent says which tenants' approver keys need a second admin's
 	// consent; nil: none do.
@@ -127,7 +129,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.FailLimit = defaultFailLimit
 	}
 	if cfg.ClassOf == nil {
-		cfg.ClassOf = contract.ClassOf
+		cfg.ClassOf = action.Builtin().ClassOf
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

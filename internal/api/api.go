@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/exoarmur/exoarmur/internal/access"
+	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
@@ -422,7 +423,7 @@ func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request) error {
 			return contract.Wrap(contract.CodeStoreUnavailable, "cannot read the policy archive", err)
 		}
 	}
-	rp := replay.NewWithPolicies(ri.tenant.String(), bundles)
+	rp := replay.NewWith(ri.tenant.String(), bundles, action.Builtin())
 	err := s.cfg.Audit.Scan(r.Context(), ri.tenant, 0, 0, func(raw []byte, _ contract.AuditRecord) error {
 		rp.Add(raw)
 		return nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/replay"
@@ -41,7 +42,7 @@ func runAudit(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	rp := replay.NewWithPolicies(t.String(), bundles)
+	rp := replay.NewWith(t.String(), bundles, action.Builtin())
 	if err := log.Scan(ctx, t, 0, 0, func(raw []byte, _ contract.AuditRecord) error { rp.Add(raw); return nil }); err != nil {
 		return err
 	}

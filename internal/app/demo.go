@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/api"
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
@@ -61,8 +62,8 @@ type countingExecutors struct {
 	calls map[string]int
 }
 
-func (c *countingExecutors) Lookup(action string) (gate.Executor, bool) {
-	e, ok := c.inner.Lookup(action)
+func (c *countingExecutors) Lookup(typ string) (gate.Executor, bool) {
+	e, ok := c.inner.Lookup(typ)
 	if !ok {
 		return nil, false
 	}
@@ -265,14 +266,14 @@ func (d *demo) run(ctx context.Context, dir string) (bool, error) {
 	for _, p := range []auth.Principal{agent, reader, admin, op} {
 		d.printf("    %s %s role=%s actions=%v\n", p.ID, p.Name, p.Role, p.Actions)
 	}
-	r := d.call("POST", base+"/intents", "", map[string]any{"action": "fs.read", "target": "x", "idempotency_key": "nokey"})
+	r := d.call("POST", base+"/intents", "", map[string]any{"action": action.FSRead, "target": "x", "idempotency_key": "nokey"})
 	d.check(r.status == 401, "a request without an API key is refused: HTTP %d", r.status)
-	r = d.call("POST", "/v1/tenants/Acme.*/intents", agentKey, map[string]any{"action": "fs.read", "target": "x", "idempotency_key": "k"})
+	r = d.call("POST", "/v1/tenants/Acme.*/intents", agentKey, map[string]any{"action": action.FSRead, "target": "x", "idempotency_key": "k"})
 	code, _ := r.errCode()
 	d.check(r.status == 400 && code == contract.CodeInvalidTenant, "tenant \"Acme.*\" is rejected before any store access: HTTP %d %s", r.status, code)
 
 	d.printf("\n1b. Kill switches start engaged; operators disengage them\n")
-	r = d.call("POST", base+"/intents", readerKey, map[string]any{"action": "fs.read", "target": "notes/none.txt", "idempotency_key": "demo-early-read"})
+	r = d.call("POST", base+"/intents", readerKey, map[string]any{"action": action.FSRead, "target": "notes/none.txt", "idempotency_key": "demo-early-read"})
 	early := r.view()
 	r = d.call("POST", base+"/intents/"+early.Intent.ID+"/execute", readerKey, nil)
 	code, reasons := r.errCode()
@@ -285,7 +286,7 @@ func (d *demo) run(ctx context.Context, dir string) (bool, error) {
 
 	d.printf("\n2. A write outside the sandbox is denied by policy\n")
 	r = d.call("POST", base+"/intents", agentKey, map[string]any{
-		"action": "fs.write", "target": "../outside.txt", "params": map[string]string{"content": "escape"},
+		"action": action.FSWrite, "target": "../outside.txt", "params": map[string]string{"content": "escape"},
 		"idempotency_key": "demo-escape", "justification": "try to leave the sandbox",
 	})
 	escape := r.view()
@@ -300,7 +301,7 @@ func (d *demo) run(ctx context.Context, dir string) (bool, error) {
 
 	d.printf("\n3. A principal without the action class may not even propose\n")
 	r = d.call("POST", base+"/intents", readerKey, map[string]any{
-		"action": "fs.write", "target": "notes/hello.txt", "params": map[string]string{"content": "x"}, "idempotency_key": "demo-reader-write",
+		"action": action.FSWrite, "target": "notes/hello.txt", "params": map[string]string{"content": "x"}, "idempotency_key": "demo-reader-write",
 	})
 	code, reasons = r.errCode()
 	d.check(r.status == 403 && code == contract.CodeForbidden, "%s proposing fs.write (A1): HTTP %d %s %v", reader.Name, r.status, code, reasons)
@@ -308,7 +309,7 @@ func (d *demo) run(ctx context.Context, dir string) (bool, error) {
 	d.printf("\n4. A write inside the sandbox: blocked until a second principal approves it\n")
 	const content = "hello from the golden demo\n"
 	writeReq := map[string]any{
-		"action": "fs.write", "target": "notes/hello.txt", "params": map[string]string{"content": content},
+		"action": action.FSWrite, "target": "notes/hello.txt", "params": map[string]string{"content": content},
 		"idempotency_key": "demo-write-1", "justification": "leave a note",
 	}
 	r = d.call("POST", base+"/intents", agentKey, writeReq)
@@ -346,14 +347,14 @@ func (d *demo) run(ctx context.Context, dir string) (bool, error) {
 	got, _ := os.ReadFile(filepath.Join(d.cfg.SandboxDir, tn, "notes", "hello.txt"))
 	d.check(string(got) == content, "the file holds exactly the content written")
 
-	r = d.call("POST", base+"/intents", opKey, map[string]any{"action": "fs.write", "target": "notes/op.txt", "params": map[string]string{"content": "x"}, "idempotency_key": "demo-op-write"})
+	r = d.call("POST", base+"/intents", opKey, map[string]any{"action": action.FSWrite, "target": "notes/op.txt", "params": map[string]string{"content": "x"}, "idempotency_key": "demo-op-write"})
 	opWrite := r.view()
 	r = d.call("POST", base+"/intents/"+opWrite.Intent.ID+"/approvals", opKey, map[string]string{"decision": "approve", "reason": "my own"})
 	code, _ = r.errCode()
 	d.check(r.status == 403 && code == gate.CodeSelfApproval, "%s proposing and approving their own write is refused: HTTP %d %s", op.Name, r.status, code)
 
 	d.printf("\n5. An allowed read\n")
-	r = d.call("POST", base+"/intents", readerKey, map[string]any{"action": "fs.read", "target": "notes/hello.txt", "idempotency_key": "demo-read-1"})
+	r = d.call("POST", base+"/intents", readerKey, map[string]any{"action": action.FSRead, "target": "notes/hello.txt", "idempotency_key": "demo-read-1"})
 	read := r.view()
 	d.check(r.status == 201 && verdictOf(read.Preview) == contract.Allow, "%s proposed %s (%s, class %s): preview %s",
 		reader.Name, read.Intent.ID, read.Intent.Action, read.Intent.Class, verdictOf(read.Preview))
@@ -372,7 +373,7 @@ func (d *demo) run(ctx context.Context, dir string) (bool, error) {
 
 	d.printf("\n6b. The global kill switch stops execution\n")
 	d.check(d.flip("/v1/killswitch", adminKey, true, "demo: incident drill"), "%s engaged the global switch", admin.Name)
-	r = d.call("POST", base+"/intents", readerKey, map[string]any{"action": "fs.read", "target": "notes/hello.txt", "idempotency_key": "demo-read-2"})
+	r = d.call("POST", base+"/intents", readerKey, map[string]any{"action": action.FSRead, "target": "notes/hello.txt", "idempotency_key": "demo-read-2"})
 	read2 := r.view()
 	d.check(r.status == 201, "proposals are still accepted while engaged: HTTP %d, preview %s %v", r.status, verdictOf(read2.Preview), reasonsOf(read2.Preview))
 	r = d.call("POST", base+"/intents/"+read2.Intent.ID+"/execute", readerKey, nil)

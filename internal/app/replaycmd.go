@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/replay"
@@ -87,7 +88,7 @@ func replayLive(ctx context.Context, sc StoreConfig, only tenant.ID) (*replay.Re
 	if err != nil {
 		return nil, err
 	}
-	rp := replay.NewWithPolicies(only.String(), bundles)
+	rp := replay.NewWith(only.String(), bundles, action.Builtin())
 	log := audit.New(st.Audit)
 	tenants := []tenant.ID{only}
 	if only.IsZero() {

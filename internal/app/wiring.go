@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/exoarmur/exoarmur/internal/access"
+	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
@@ -67,7 +68,10 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	execs, err := executor.New(executor.Config{SandboxDir: c.SandboxDir, Allowlist: c.AllowHosts})
+	// One registry of action types for the gate (propose, decide), the
+	// executors and the access layer.
+	actions := action.Builtin()
+	execs, err := executor.New(executor.Config{Actions: actions, SandboxDir: c.SandboxDir, Allowlist: c.AllowHosts})
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("executors: %w", err)
@@ -113,7 +117,7 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 	approvals.SetRules(rules)
 	keys := auth.NewKeys(st.Principals, d.rand, d.now)
 	g, err := gate.New(gate.Config{
-		Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex, Switches: sw, Approvals: approvals, Work: st.Work,
+		Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Actions: actions, Executors: ex, Switches: sw, Approvals: approvals, Work: st.Work,
 		Allowlist: c.AllowHosts, Now: d.now, Node: c.Node, Logger: d.logger, Retention: c.Retention, Lease: c.Lease, ExecTimeout: c.ExecTimeout, Principals: keys,
 	})
 	if err != nil {
@@ -121,7 +125,7 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 		st.Close()
 		return nil, err
 	}
-	acc, err := access.New(access.Config{Keys: keys, Certs: keys, KeyAdmin: keys, Audit: log, Now: d.now, Logger: d.logger, Consent: rules})
+	acc, err := access.New(access.Config{Keys: keys, Certs: keys, KeyAdmin: keys, Audit: log, Now: d.now, Logger: d.logger, ClassOf: actions.ClassOf, Consent: rules})
 	if err != nil {
 		sw.Stop()
 		st.Close()

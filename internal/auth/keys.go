@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/kv"
 	"github.com/exoarmur/exoarmur/internal/tenant"
@@ -65,7 +66,8 @@ type CreateRequest struct {
 	PendingConsent bool
 }
 
-// Validate checks a request and names the offending field.
+// Validate checks a request and names the offending field. Granted action
+// types must be built-in ones (action.Builtin).
 func (r CreateRequest) Validate() error {
 	switch {
 	case r.Name == "" || len(r.Name) > 128:
@@ -91,8 +93,8 @@ func (r CreateRequest) Validate() error {
 		if a == "*" || contract.ValidClass(a) {
 			continue
 		}
-		if _, err := contract.LookupAction(a); err != nil {
-			return fmt.Errorf("actions: %w", err)
+		if _, ok := action.Builtin().Lookup(a); !ok {
+			return fmt.Errorf("actions: action %q: %w", a, action.ErrUnknown)
 		}
 	}
 	return nil

@@ -50,7 +50,7 @@ type Principal struct {
 	Name    string   `json:"name"`
 	Role    string   `json:"role"`
 	Tenants []string `json:"tenants"`
-	// Actions grants action types ("fs.read"), whole classes ("A0") or
+	// Actions grants action types (fs.read), whole classes (A0) or
 	// everything ("*").
 	Actions   []string  `json:"actions"`
 	CreatedAt time.Time `json:"created_at"`

@@ -27,6 +27,7 @@ import (
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 
+	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/api/client"
 	"github.com/exoarmur/exoarmur/internal/contract"
 )
@@ -315,7 +316,7 @@ func runScenario(ctx context.Context, cfg Config, cl map[string]*client.Client, 
 // scenario only proposes, executed (200) or, in the blocked scenario,
 // refused (403).
 func one(ctx context.Context, c *client.Client, tn, idem, sc string) bool {
-	v, created, err := c.Propose(ctx, tn, contract.IntentRequest{Action: "fs.read", Target: "bench.txt", IdempotencyKey: idem})
+	v, created, err := c.Propose(ctx, tn, contract.IntentRequest{Action: action.FSRead, Target: "bench.txt", IdempotencyKey: idem})
 	if err != nil || !created {
 		return false
 	}

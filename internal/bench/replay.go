@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
@@ -23,7 +24,7 @@ func Chain(n int) ([]byte, error) {
 	prev := contract.ZeroHash
 	for seq := 1; seq <= n; seq++ {
 		i := (seq - 1) / 2
-		in := contract.ActionIntent{SchemaVersion: "v1", ID: fmt.Sprintf("in_%08d", i), Tenant: "acme", Action: "fs.write", Class: "A1",
+		in := contract.ActionIntent{SchemaVersion: "v1", ID: fmt.Sprintf("in_%08d", i), Tenant: "acme", Action: action.FSWrite, Class: "A1",
 			Target: fmt.Sprintf("notes/%d.txt", i), Params: map[string]string{"content": "x"}, IdempotencyKey: fmt.Sprint("k", i), Proposer: "key_a", CreatedAt: t0}
 		in.Hash, _ = in.ComputeHash()
 		var payload any
@@ -37,7 +38,7 @@ func Chain(n int) ([]byte, error) {
 				Tenant: "acme", Intent: in, PolicyHash: policy.Default().Hash(), Allowlist: []string{}, Time: t0,
 				Principal: auth.Principal{ID: "key_a", Role: "agent", Tenants: []string{"acme"}, Actions: []string{"*"}},
 			}
-			payload, kind = gate.DecisionPayload{Input: input, Decision: gate.Decide(input, policy.Default())}, "gate.allowed"
+			payload, kind = gate.DecisionPayload{Input: input, Decision: gate.Decide(input, policy.Default(), action.Builtin())}, "gate.allowed"
 		} else {
 			payload = contract.ExecutionResult{SchemaVersion: "v1", Tenant: "acme", IntentID: in.ID, IdempotencyKey: in.IdempotencyKey,
 				Status: "succeeded", Output: map[string]string{"bytes": "1"}, StartedAt: t0, FinishedAt: t0}

@@ -1,9 +1,12 @@
-// Package executor holds ExoArmur's built-in executors: fs.read, fs.write
-// and fs.delete confined to a per-tenant sandbox with os.Root, and http.get
-// and http.post restricted to a host allowlist. Each Run requires a
-// *gate.Permit, which only the gate mints after a recorded ALLOW decision
-// and an idempotency claim; a zero or nil permit is refused. Only
-// internal/app (the wiring) imports this package, and a test enforces it.
+// Package executor holds ExoArmur's executors: the implementations of the
+// executor kinds that action registrations declare (internal/action).
+// sandbox-read, sandbox-write and sandbox-delete are confined to a
+// per-tenant sandbox with os.Root; http-request is restricted to a host
+// allowlist. New binds one executor to each registration of a registry.
+// Each Run requires a *gate.Permit for its action type, which only the gate
+// mints after a recorded ALLOW decision and an idempotency claim; a zero or
+// nil permit is refused. Only internal/app (the wiring) imports this
+// package, and a test enforces it.
 package executor
 
 import (
@@ -14,6 +17,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/gate"
 )
 
@@ -29,13 +33,14 @@ var (
 	ErrHostNotAllowed   = errors.New("host is not on the allowlist")
 )
 
-// Config configures the built-in executors.
+// Config configures the executors.
 type Config struct {
-	SandboxDir       string        // root of the per-tenant sandboxes
-	Allowlist        []string      // hosts or host:port the http executors may reach
-	HTTPTimeout      time.Duration // whole-request timeout (default 10s)
-	MaxResponseBytes int64         // http response body limit (default 1 MiB)
-	MaxFileBytes     int64         // fs.read limit (default 1 MiB)
+	Actions          *action.Registry // the action types to run (default: action.Builtin())
+	SandboxDir       string           // root of the per-tenant sandboxes
+	Allowlist        []string         // hosts or host:port the http executors may reach
+	HTTPTimeout      time.Duration    // whole-request timeout (default 10s)
+	MaxResponseBytes int64            // http response body limit (default 1 MiB)
+	MaxFileBytes     int64            // sandbox-read limit (default 1 MiB)
 }
 
 // Registry maps action types to executors.
@@ -45,10 +50,37 @@ type Registry struct {
 
 var _ gate.Executors = (*Registry)(nil)
 
-// New builds the registry of built-in executors.
+// implementations maps each executor kind (internal/action) to the type
+// that implements it; New binds a copy to every registration that declares
+// the kind. tools/inventory reads this map to find each kind's Run.
+var implementations = map[action.ExecutorKind]implementation{
+	action.SandboxRead:   fsRead{},
+	action.SandboxWrite:  fsWrite{},
+	action.SandboxDelete: fsDelete{},
+	action.HTTPRequest:   httpRequest{},
+}
+
+// implementation is an executor type; bind returns it configured for one
+// registration.
+type implementation interface {
+	gate.Executor
+	bind(r action.Registration, e *env) gate.Executor
+}
+
+// env is what the executors of a Registry share.
+type env struct {
+	sandbox *sandbox
+	http    *httpClient
+}
+
+// New builds an executor for every registration of cfg.Actions. A
+// registration whose executor kind has no implementation is an error.
 func New(cfg Config) (*Registry, error) {
 	if cfg.SandboxDir == "" {
 		return nil, errors.New("executor: sandbox dir is required")
+	}
+	if cfg.Actions == nil {
+		cfg.Actions = action.Builtin()
 	}
 	if cfg.HTTPTimeout <= 0 {
 		cfg.HTTPTimeout = 10 * time.Second
@@ -59,15 +91,17 @@ func New(cfg Config) (*Registry, error) {
 	if cfg.MaxFileBytes <= 0 {
 		cfg.MaxFileBytes = 1 << 20
 	}
-	sb := &sandbox{dir: cfg.SandboxDir, maxFile: cfg.MaxFileBytes}
-	hc := newHTTPClient(cfg)
-	return &Registry{byAction: map[string]gate.Executor{
-		"fs.read":   fsRead{sb},
-		"fs.write":  fsWrite{sb},
-		"fs.delete": fsDelete{sb},
-		"http.get":  httpGet{hc},
-		"http.post": httpPost{hc},
-	}}, nil
+	e := &env{sandbox: &sandbox{dir: cfg.SandboxDir, maxFile: cfg.MaxFileBytes}, http: newHTTPClient(cfg)}
+	list := cfg.Actions.List()
+	r := &Registry{byAction: make(map[string]gate.Executor, len(list))}
+	for _, reg := range list {
+		impl, ok := implementations[reg.Executor.Kind]
+		if !ok {
+			return nil, fmt.Errorf("executor: action %q: executor kind %q has no implementation", reg.Type, reg.Executor.Kind)
+		}
+		r.byAction[reg.Type] = impl.bind(reg, e)
+	}
+	return r, nil
 }
 
 // Lookup returns the executor of an action type.

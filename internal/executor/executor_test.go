@@ -8,11 +8,15 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/action"
+	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/gate"
+	"github.com/exoarmur/exoarmur/internal/policy"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -127,20 +131,110 @@ func TestRunRefusesPermitsTheGateDidNotMint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, action := range []string{"fs.read", "fs.write", "fs.delete", "http.get", "http.post"} {
-		e, ok := reg.Lookup(action)
+	for _, r := range action.Builtin().List() {
+		e, ok := reg.Lookup(r.Type)
 		if !ok {
-			t.Fatalf("no executor for %s", action)
+			t.Fatalf("no executor for %s", r.Type)
 		}
 		for _, p := range []*gate.Permit{nil, {}} {
 			if _, err := e.Run(context.Background(), p); !errors.Is(err, ErrNoPermit) {
-				t.Errorf("%s Run(%v) = %v, want ErrNoPermit", action, p, err)
+				t.Errorf("%s Run(%v) = %v, want ErrNoPermit", r.Type, p, err)
 			}
 		}
 	}
 	if _, ok := reg.Lookup("shell.exec"); ok {
 		t.Fatal("unknown action has an executor")
 	}
+}
+
+// TestEveryKindIsImplemented: each executor kind internal/action declares
+// has exactly one implementation here, and nothing else does.
+func TestEveryKindIsImplemented(t *testing.T) {
+	for _, k := range action.Kinds() {
+		if _, ok := implementations[k]; !ok {
+			t.Errorf("executor kind %s has no implementation", k)
+		}
+	}
+	for k := range implementations {
+		if !slices.Contains(action.Kinds(), k) {
+			t.Errorf("implementation of %s, which internal/action does not declare", k)
+		}
+	}
+}
+
+// TestNewBindsEachRegistration: New gives every registration of its
+// registry an executor of the declared kind, bound to the type (and the
+// method), and none to a type the registry lacks.
+func TestNewBindsEachRegistration(t *testing.T) {
+	notes := action.Registration{Type: "notes.read", Class: contract.A0, ReadOnly: true, Description: "a note",
+		Effect: policy.FS, Executor: action.Executor{Kind: action.SandboxRead}}
+	actions, err := action.New(append(action.Builtin().List(), notes)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	reg, err := New(Config{Actions: actions, SandboxDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		typ  string
+		want gate.Executor
+	}{
+		{action.FSRead, fsRead{action: action.FSRead}},
+		{action.FSWrite, fsWrite{action: action.FSWrite}},
+		{action.HTTPGet, httpRequest{action: action.HTTPGet, method: "GET"}},
+		{action.HTTPPost, httpRequest{action: action.HTTPPost, method: "POST"}},
+		{action.FSDelete, fsDelete{action: action.FSDelete}},
+		{"notes.read", fsRead{action: "notes.read"}},
+	}
+	for _, tt := range tests {
+		got, ok := reg.Lookup(tt.typ)
+		if !ok {
+			t.Fatalf("no executor for %s", tt.typ)
+		}
+		// Compare without the shared sandbox and client.
+		switch e := got.(type) {
+		case fsRead:
+			if e.s == nil || e.s.dir != dir {
+				t.Errorf("%s: sandbox %+v", tt.typ, e.s)
+			}
+			e.s = nil
+			got = e
+		case fsWrite:
+			e.s = nil
+			got = e
+		case fsDelete:
+			e.s = nil
+			got = e
+		case httpRequest:
+			if e.h == nil {
+				t.Errorf("%s: no http client", tt.typ)
+			}
+			e.h = nil
+			got = e
+		}
+		if got != tt.want {
+			t.Errorf("%s: executor %#v, want %#v", tt.typ, got, tt.want)
+		}
+	}
+	if len(reg.byAction) != len(tests) {
+		t.Errorf("%d executors, want %d", len(reg.byAction), len(tests))
+	}
+	only, err := New(Config{Actions: must(action.New(notes)), SandboxDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := only.Lookup(action.FSRead); ok {
+		t.Error("an executor for a type the registry lacks")
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
 
 func TestHTTPAllowlist(t *testing.T) {

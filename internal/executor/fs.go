@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/gate"
 	"github.com/exoarmur/exoarmur/internal/policy"
 	"github.com/exoarmur/exoarmur/internal/tenant"
@@ -278,19 +279,36 @@ func removeIn(ctx context.Context, root *os.Root, target string) (map[string]str
 	return map[string]string{"deleted": target}, nil
 }
 
-type fsRead struct{ s *sandbox }
-type fsWrite struct{ s *sandbox }
-type fsDelete struct{ s *sandbox }
+// The sandbox executors, each bound to its action type (a permit for
+// another type is refused).
+type fsRead struct {
+	s      *sandbox
+	action string
+}
+
+type fsWrite struct {
+	s      *sandbox
+	action string
+}
+
+type fsDelete struct {
+	s      *sandbox
+	action string
+}
 
 var (
-	_ gate.Executor = fsRead{}
-	_ gate.Executor = fsWrite{}
-	_ gate.Executor = fsDelete{}
+	_ implementation = fsRead{}
+	_ implementation = fsWrite{}
+	_ implementation = fsDelete{}
 )
+
+func (fsRead) bind(r action.Registration, e *env) gate.Executor   { return fsRead{e.sandbox, r.Type} }
+func (fsWrite) bind(r action.Registration, e *env) gate.Executor  { return fsWrite{e.sandbox, r.Type} }
+func (fsDelete) bind(r action.Registration, e *env) gate.Executor { return fsDelete{e.sandbox, r.Type} }
 
 // Run reads a file from the tenant sandbox.
 func (e fsRead) Run(ctx context.Context, p *gate.Permit) (map[string]string, error) {
-	if err := check(p, "fs.read"); err != nil {
+	if err := check(p, e.action); err != nil {
 		return nil, err
 	}
 	return e.s.read(ctx, p.Tenant(), p.Intent().Target)
@@ -298,7 +316,7 @@ func (e fsRead) Run(ctx context.Context, p *gate.Permit) (map[string]string, err
 
 // Run writes params.content to a file in the tenant sandbox.
 func (e fsWrite) Run(ctx context.Context, p *gate.Permit) (map[string]string, error) {
-	if err := check(p, "fs.write"); err != nil {
+	if err := check(p, e.action); err != nil {
 		return nil, err
 	}
 	in := p.Intent()
@@ -307,7 +325,7 @@ func (e fsWrite) Run(ctx context.Context, p *gate.Permit) (map[string]string, er
 
 // Run deletes one file from the tenant sandbox.
 func (e fsDelete) Run(ctx context.Context, p *gate.Permit) (map[string]string, error) {
-	if err := check(p, "fs.delete"); err != nil {
+	if err := check(p, e.action); err != nil {
 		return nil, err
 	}
 	return e.s.remove(ctx, p.Tenant(), p.Intent().Target)

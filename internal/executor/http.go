@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/gate"
 	"github.com/exoarmur/exoarmur/internal/policy"
 )
@@ -123,28 +124,25 @@ func (h *httpClient) do(ctx context.Context, method, target, body, contentType s
 	return out, nil
 }
 
-type httpGet struct{ h *httpClient }
-type httpPost struct{ h *httpClient }
-
-var (
-	_ gate.Executor = httpGet{}
-	_ gate.Executor = httpPost{}
-)
-
-// Run sends a GET to an allowlisted host.
-func (e httpGet) Run(ctx context.Context, p *gate.Permit) (map[string]string, error) {
-	if err := check(p, "http.get"); err != nil {
-		return nil, err
-	}
-	return e.h.do(ctx, http.MethodGet, p.Intent().Target, "", "")
+// httpRequest sends its method to the target, bound to its action type (a
+// permit for another type is refused).
+type httpRequest struct {
+	h              *httpClient
+	action, method string
 }
 
-// Run POSTs params.body (params.content_type, default application/json) to
-// an allowlisted host.
-func (e httpPost) Run(ctx context.Context, p *gate.Permit) (map[string]string, error) {
-	if err := check(p, "http.post"); err != nil {
+var _ implementation = httpRequest{}
+
+func (httpRequest) bind(r action.Registration, e *env) gate.Executor {
+	return httpRequest{e.http, r.Type, r.Executor.Method}
+}
+
+// Run sends the request to an allowlisted host; a POST carries params.body
+// (params.content_type, default application/json).
+func (e httpRequest) Run(ctx context.Context, p *gate.Permit) (map[string]string, error) {
+	if err := check(p, e.action); err != nil {
 		return nil, err
 	}
 	in := p.Intent()
-	return e.h.do(ctx, http.MethodPost, in.Target, in.Params["body"], in.Params["content_type"])
+	return e.h.do(ctx, e.method, in.Target, in.Params["body"], in.Params["content_type"])
 }

@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
@@ -71,8 +72,11 @@ const (
 // grant, policy, approval, in that order. Every check runs and is
 // reported, and any failure denies; the reasons list the failing checks'
 // codes in check order. The policy bundle is a value passed in: it must be
-// the one the input names (PolicyHash), else the policy check fails.
-func Decide(in Input, bundle *policy.Bundle) contract.Decision {
+// the one the input names (PolicyHash), else the policy check fails. So is
+// the action registry: an action type it does not register fails the grant
+// and policy checks; its registration gives the class and the effect the
+// policy sees.
+func Decide(in Input, bundle *policy.Bundle, actions *action.Registry) contract.Decision {
 	d := contract.Decision{
 		SchemaVersion: contract.SchemaVersion,
 		Tenant:        in.Tenant,
@@ -128,9 +132,9 @@ func Decide(in Input, bundle *policy.Bundle) contract.Decision {
 	}
 
 	// 3. Grant: the principal holds this tenant and this action (class).
-	spec, err := contract.LookupAction(in.Intent.Action)
+	spec, known := actions.Lookup(in.Intent.Action)
 	switch {
-	case err != nil || spec.Class != in.Intent.Class:
+	case !known || spec.Class != in.Intent.Class:
 		add(CheckGrant, ReasonActionUnknown, "")
 	case !p.HasTenant(in.Tenant):
 		add(CheckGrant, ReasonTenantNotGranted, "")
@@ -144,7 +148,7 @@ func Decide(in Input, bundle *policy.Bundle) contract.Decision {
 	switch {
 	case bundle == nil || bundle.Hash() != in.PolicyHash:
 		add(CheckPolicy, ReasonPolicyUnknown, "")
-	case spec.Type == "":
+	case !known:
 		add(CheckPolicy, ReasonPolicyDenied, "no action spec")
 	default:
 		res := policy.Evaluate(bundle, policy.Request{

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
@@ -93,7 +94,7 @@ func TestDecide(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			in := baseInput()
 			tt.mutate(&in)
-			d := Decide(in, policy.Default())
+			d := Decide(in, policy.Default(), action.Builtin())
 			if d.Verdict != tt.verdict || !reflect.DeepEqual(d.Reasons, tt.reasons) {
 				t.Fatalf("Decide = %s %v, want %s %v\nchecks: %+v", d.Verdict, d.Reasons, tt.verdict, tt.reasons, d.Checks)
 			}
@@ -108,16 +109,60 @@ func TestDecide(t *testing.T) {
 	}
 }
 
+// TestDecideUsesTheRegistryGiven: the action registry is a value passed in;
+// a type it does not register fails the grant and policy checks, and its
+// registration decides the class and the effect the policy sees.
+func TestDecideUsesTheRegistryGiven(t *testing.T) {
+	builtin := action.Builtin().List()
+	onlyRead, err := action.New(builtin[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// notes.read: a new type on an existing executor kind and effect.
+	notes, err := action.New(append(builtin, action.Registration{Type: "notes.read", Class: contract.A0, ReadOnly: true,
+		Description: "a note in the sandbox", Effect: policy.FS, Executor: action.Executor{Kind: action.SandboxRead}})...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		actions *action.Registry
+		mutate  func(*Input)
+		verdict string
+		reasons []string
+	}{
+		{"built-in", action.Builtin(), func(*Input) {}, contract.Allow, []string{}},
+		{"no registry", nil, func(*Input) {}, contract.Deny, []string{ReasonActionUnknown, ReasonPolicyDenied}},
+		{"not in this registry", onlyRead, func(*Input) {}, contract.Deny, []string{ReasonActionUnknown, ReasonPolicyDenied}},
+		{"registered type", notes, func(in *Input) { in.Intent.Action, in.Intent.Class = "notes.read", contract.A0 }, contract.Allow, []string{}},
+		{"registered type, its effect's policy", notes, func(in *Input) {
+			in.Intent.Action, in.Intent.Class, in.Intent.Target = "notes.read", contract.A0, "../x"
+		}, contract.Deny, []string{ReasonPolicyDenied}},
+		{"registered type unknown to the built-ins", action.Builtin(), func(in *Input) { in.Intent.Action, in.Intent.Class = "notes.read", contract.A0 },
+			contract.Deny, []string{ReasonActionUnknown, ReasonPolicyDenied}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := baseInput()
+			tt.mutate(&in)
+			d := Decide(in, policy.Default(), tt.actions)
+			if d.Verdict != tt.verdict || !reflect.DeepEqual(d.Reasons, tt.reasons) {
+				t.Fatalf("Decide = %s %v, want %s %v\nchecks: %+v", d.Verdict, d.Reasons, tt.verdict, tt.reasons, d.Checks)
+			}
+		})
+	}
+}
+
 // TestDecideIsDeterministic: the same input always gives byte-identical
 // canonical decisions (replay depends on it).
 func TestDecideIsDeterministic(t *testing.T) {
 	in := baseInput()
-	first, err := contract.Canonical(Decide(in, policy.Default()))
+	first, err := contract.Canonical(Decide(in, policy.Default(), action.Builtin()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for range 50 {
-		got, _ := contract.Canonical(Decide(in, policy.Default()))
+		got, _ := contract.Canonical(Decide(in, policy.Default(), action.Builtin()))
 		if string(got) != string(first) {
 			t.Fatalf("Decide not deterministic:\n%s\n%s", first, got)
 		}
@@ -128,7 +173,7 @@ func BenchmarkDecide(b *testing.B) {
 	in := baseInput()
 	b.ReportAllocs()
 	for b.Loop() {
-		if Decide(in, policy.Default()).Verdict != contract.Allow {
+		if Decide(in, policy.Default(), action.Builtin()).Verdict != contract.Allow {
 			b.Fatal("not allowed")
 		}
 	}
@@ -139,7 +184,7 @@ func BenchmarkDecideHTTP(b *testing.B) {
 	in.Intent.Action, in.Intent.Class, in.Intent.Target = "http.get", contract.A0, "http://127.0.0.1:8099/x"
 	b.ReportAllocs()
 	for b.Loop() {
-		if Decide(in, policy.Default()).Verdict != contract.Allow {
+		if Decide(in, policy.Default(), action.Builtin()).Verdict != contract.Allow {
 			b.Fatal("not allowed")
 		}
 	}

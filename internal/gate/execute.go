@@ -58,7 +58,7 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 	if err != nil {
 		return Outcome{}, err
 	}
-	d := Decide(input, g.cfg.Policy)
+	d := Decide(input, g.cfg.Policy, g.cfg.Actions)
 
 	kind := audit.KindGateAllowed
 	if d.Verdict != contract.Allow {

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
@@ -40,6 +41,7 @@ type Config struct {
 	Switches    SwitchReader     // the kill switches' watched local copy
 	Approvals   Approvals        // operator approvals
 	Policy      *policy.Bundle   // default: policy.Default()
+	Actions     *action.Registry // the action types (default: action.Builtin()); Executors runs them
 	Allowlist   []string         // http host allowlist, recorded in every input
 	Now         func() time.Time // injected clock (default time.Now)
 	Work        WorkQueue        // the work queue (execute_when_approved): DecideApproval enqueues, RunWorker consumes; nil disables it
@@ -94,6 +96,9 @@ func New(cfg Config) (*Gate, error) {
 	}
 	if cfg.Policy == nil {
 		cfg.Policy = policy.Default()
+	}
+	if cfg.Actions == nil {
+		cfg.Actions = action.Builtin()
 	}
 	switch {
 	case cfg.Lease == 0:
@@ -280,8 +285,8 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 	if err := admit(t, p); err != nil {
 		return View{}, false, err
 	}
-	spec, err := contract.LookupAction(req.Action)
-	if err != nil {
+	spec, ok := g.cfg.Actions.Lookup(req.Action)
+	if !ok {
 		return View{}, false, contract.Errorf(contract.CodeUnknownAction, "unknown action type %q", req.Action)
 	}
 	if err := tenant.ValidIdempotencyKey(req.IdempotencyKey); err != nil {
@@ -325,6 +330,7 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 		return View{}, false, err
 	}
 
+	var err error
 	if in.Hash, err = in.ComputeHash(); err != nil {
 		return View{}, false, fmt.Errorf("propose: hash intent: %w", err)
 	}
@@ -332,7 +338,7 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 	if err != nil {
 		return View{}, false, err
 	}
-	preview := Decide(input, g.cfg.Policy)
+	preview := Decide(input, g.cfg.Policy, g.cfg.Actions)
 
 	// A principal without the tenant or the action may not even propose.
 	if c, failed := failedCheck(preview, CheckGrant); failed {

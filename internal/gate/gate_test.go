@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
@@ -98,6 +99,13 @@ type node struct {
 
 func openNode(tb testing.TB, dir string, ex gate.Executors) *node {
 	tb.Helper()
+	return openNodeWith(tb, dir, ex, nil)
+}
+
+// openNodeWith opens a node whose gate knows the action types of actions
+// (nil: the built-ins).
+func openNodeWith(tb testing.TB, dir string, ex gate.Executors, actions *action.Registry) *node {
+	tb.Helper()
 	st, err := natsstore.Open(context.Background(), natsstore.Config{DataDir: dir})
 	if err != nil {
 		tb.Fatal(err)
@@ -106,7 +114,7 @@ func openNode(tb testing.TB, dir string, ex gate.Executors) *node {
 	log := audit.New(st.Audit)
 	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	sw := &switches{}
-	g, err := gate.New(gate.Config{Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex, Switches: sw,
+	g, err := gate.New(gate.Config{Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Actions: actions, Executors: ex, Switches: sw,
 		Approvals: approval.NewStore(st.Approvals, log, nil, nil), Work: st.Work, Now: c.Now, Node: "test", Allowlist: []string{"127.0.0.1:1"}})
 	if err != nil {
 		tb.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/policy"
 )
@@ -38,7 +39,7 @@ func TestDecideUsesTheRecordedNumber(t *testing.T) {
 			in.Intent.Hash, _ = in.Intent.ComputeHash()
 			in.Approval.IntentHash = in.Intent.Hash
 			in.Approval.Required, in.Approval.Approvers = c.required, c.approvers
-			d := Decide(in, bundle)
+			d := Decide(in, bundle, action.Builtin())
 			if d.Verdict != c.want {
 				t.Fatalf("verdict %s %v, want %s", d.Verdict, d.Reasons, c.want)
 			}

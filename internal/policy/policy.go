@@ -126,7 +126,7 @@ func (b *Bundle) httpContext(class, role, target string, allowlist []string) ced
 	r := cedar.NewRecord(cedar.RecordMap{
 		"class":     cedar.String(class),
 		"role":      cedar.String(role),
-		"effect":    cedar.String(contract.EffectHTTP),
+		"effect":    cedar.String(effectHTTP),
 		"scheme_ok": cedar.Boolean(schemeOK),
 		"host":      cedar.String(host),
 		"host_port": cedar.String(hostPort),
@@ -146,7 +146,7 @@ func (b *Bundle) fsContext(class, role string, local bool) cedar.Record {
 	r := cedar.NewRecord(cedar.RecordMap{
 		"class":      cedar.String(class),
 		"role":       cedar.String(role),
-		"effect":     cedar.String(contract.EffectFS),
+		"effect":     cedar.String(effectFS),
 		"path_local": cedar.Boolean(local),
 	})
 	if b.fsCached.Add(1) <= maxCachedContexts {
@@ -289,13 +289,51 @@ var Builtin = sync.OnceValue(func() *Library {
 	return NewLibrary(bs...)
 })
 
+// Effect is how the action policies see the target of one kind of action:
+// the cedar entity type of the resource (whose id is the target) and the
+// context built from the request, whose "effect" attribute is the
+// effect's name. FS and HTTP are the effects the bundles are written for;
+// each action registration (internal/action) names one. The set is
+// closed: a new effect is its context here and its permits and forbids in
+// the bundle (default.cedar documents the attributes).
+type Effect struct {
+	name     string
+	resource cedar.EntityType
+	context  func(b *Bundle, class, role, target string, allowlist []string) cedar.Record
+}
+
+// Name returns the effect's name ("fs", "http"), "" for the zero Effect.
+func (e Effect) Name() string { return e.name }
+
+// The names the effects carry in the cedar context.
+const (
+	effectFS   = "fs"
+	effectHTTP = "http"
+)
+
+// The effects of the bundles.
+var (
+	// FS: the target is a path in the tenant's sandbox. Resource
+	// File::"<target>"; context class, role, effect and path_local
+	// (PathLocal).
+	FS = Effect{name: effectFS, resource: "File", context: fsInput}
+	// HTTP: the target is a URL. Resource Url::"<target>"; context class,
+	// role, effect, scheme_ok, host and host_port (URLHost), and the
+	// allowlist.
+	HTTP = Effect{name: effectHTTP, resource: "Url", context: (*Bundle).httpContext}
+)
+
+func fsInput(b *Bundle, class, role, target string, _ []string) cedar.Record {
+	return b.fsContext(class, role, PathLocal(target))
+}
+
 // Request is what a policy decides about.
 type Request struct {
 	PrincipalID string
 	Role        string
 	Action      string
 	Class       string
-	Effect      string
+	Effect      Effect
 	Target      string
 	Allowlist   []string
 }
@@ -309,24 +347,16 @@ type Result struct {
 }
 
 // Evaluate runs req against b. It is pure and denies by default: no permit,
-// an unknown effect, or any evaluation error means deny.
+// no effect (the zero Effect), or any evaluation error means deny.
 func Evaluate(b *Bundle, req Request) Result {
-	var resType cedar.EntityType
-	var ctx cedar.Record
-	switch req.Effect {
-	case contract.EffectFS:
-		resType = "File"
-		ctx = b.fsContext(req.Class, req.Role, PathLocal(req.Target))
-	case contract.EffectHTTP:
-		resType = "Url"
-		ctx = b.httpContext(req.Class, req.Role, req.Target, req.Allowlist)
-	default:
+	if req.Effect.context == nil {
 		return Result{Reasons: []string{"unknown_effect"}}
 	}
+	ctx := req.Effect.context(b, req.Class, req.Role, req.Target, req.Allowlist)
 	decision, diag := cedar.Authorize(b.actions, nil, cedar.Request{
 		Principal: cedar.NewEntityUID("Principal", cedar.String(req.PrincipalID)),
 		Action:    cedar.NewEntityUID("Action", cedar.String(req.Action)),
-		Resource:  cedar.NewEntityUID(resType, cedar.String(req.Target)),
+		Resource:  cedar.NewEntityUID(req.Effect.resource, cedar.String(req.Target)),
 		Context:   ctx,
 	})
 	return resultOf(decision, diag)

@@ -19,30 +19,31 @@ func TestDefaultBundle(t *testing.T) {
 	}
 	allow := []string{"api.example.com", "127.0.0.1:8080"}
 	tests := []struct {
-		effect, target string
-		allowed        bool
-		reason         string
+		effect  Effect
+		target  string
+		allowed bool
+		reason  string
 	}{
-		{"fs", "a/b.txt", true, "fs-inside-sandbox"},
-		{"fs", "../x", false, "fs-outside-sandbox"},
-		{"fs", "/etc/passwd", false, "fs-outside-sandbox"},
-		{"fs", "a/../../x", false, "fs-outside-sandbox"},
-		{"fs", `a\..\x`, false, "fs-outside-sandbox"},
-		{"fs", "", false, "fs-outside-sandbox"},
-		{"http", "https://api.example.com/v1", true, "http-allowlisted-host"},
-		{"http", "https://API.example.com/v1", true, "http-allowlisted-host"},
-		{"http", "http://127.0.0.1:8080/x", true, "http-allowlisted-host"},
-		{"http", "http://127.0.0.1:8081/x", false, "http-host-not-allowlisted"},
-		{"http", "http://evil.example.com/x", false, "http-host-not-allowlisted"},
-		{"http", "http://user:pw@api.example.com/", false, "http-host-not-allowlisted"},
-		{"http", "ftp://api.example.com/", false, "http-host-not-allowlisted"},
-		{"http", "api.example.com/x", false, "http-host-not-allowlisted"},
-		{"shell", "rm -rf /", false, "unknown_effect"},
+		{FS, "a/b.txt", true, "fs-inside-sandbox"},
+		{FS, "../x", false, "fs-outside-sandbox"},
+		{FS, "/etc/passwd", false, "fs-outside-sandbox"},
+		{FS, "a/../../x", false, "fs-outside-sandbox"},
+		{FS, `a\..\x`, false, "fs-outside-sandbox"},
+		{FS, "", false, "fs-outside-sandbox"},
+		{HTTP, "https://api.example.com/v1", true, "http-allowlisted-host"},
+		{HTTP, "https://API.example.com/v1", true, "http-allowlisted-host"},
+		{HTTP, "http://127.0.0.1:8080/x", true, "http-allowlisted-host"},
+		{HTTP, "http://127.0.0.1:8081/x", false, "http-host-not-allowlisted"},
+		{HTTP, "http://evil.example.com/x", false, "http-host-not-allowlisted"},
+		{HTTP, "http://user:pw@api.example.com/", false, "http-host-not-allowlisted"},
+		{HTTP, "ftp://api.example.com/", false, "http-host-not-allowlisted"},
+		{HTTP, "api.example.com/x", false, "http-host-not-allowlisted"},
+		{Effect{}, "rm -rf /", false, "unknown_effect"},
 	}
 	for _, tt := range tests {
 		res := Evaluate(b, Request{PrincipalID: "p", Action: "x.y", Effect: tt.effect, Target: tt.target, Allowlist: allow})
 		if res.Allowed != tt.allowed || strings.Join(res.Reasons, ",") != tt.reason || len(res.Errors) != 0 {
-			t.Errorf("%s %q = %+v, want allowed=%t %s", tt.effect, tt.target, res, tt.allowed, tt.reason)
+			t.Errorf("%s %q = %+v, want allowed=%t %s", tt.effect.Name(), tt.target, res, tt.allowed, tt.reason)
 		}
 	}
 }
@@ -67,7 +68,7 @@ func TestEvaluationErrorsDeny(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := Evaluate(b, Request{PrincipalID: "p", Action: "a", Effect: "fs", Target: "a"})
+	res := Evaluate(b, Request{PrincipalID: "p", Action: "a", Effect: FS, Target: "a"})
 	if res.Allowed || len(res.Errors) == 0 {
 		t.Fatalf("Evaluate = %+v, want deny with errors", res)
 	}
@@ -150,12 +151,12 @@ func TestContextCachesArePure(t *testing.T) {
 	for _, allow := range [][]string{nil, {}, {""}, {"api.example.com"}, {"API.example.com"}, {"a\x00api.example.com"},
 		{"a", "api.example.com"}, {"api.example.com", "b\x00c"}, {"api.example.com\x00b", "c"}, {"api.example.com", "127.0.0.1:8080"}, {"127.0.0.1:8080", "api.example.com"}} {
 		for _, target := range []string{"https://api.example.com/v1", "http://127.0.0.1:8080/x", "ftp://api.example.com/", "https://a/", "http://:80/x"} {
-			reqs = append(reqs, Request{PrincipalID: "p", Role: "agent", Action: "http.get", Class: "A0", Effect: "http", Target: target, Allowlist: allow})
+			reqs = append(reqs, Request{PrincipalID: "p", Role: "agent", Action: "http.get", Class: "A0", Effect: HTTP, Target: target, Allowlist: allow})
 		}
 	}
 	for _, target := range []string{"a/b.txt", "../x"} {
 		for _, role := range []string{"agent", "admin"} {
-			reqs = append(reqs, Request{PrincipalID: "p", Role: role, Action: "fs.read", Class: "A0", Effect: "fs", Target: target})
+			reqs = append(reqs, Request{PrincipalID: "p", Role: role, Action: "fs.read", Class: "A0", Effect: FS, Target: target})
 		}
 	}
 	want := make([]string, len(reqs))

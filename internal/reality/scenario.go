@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/exoarmur/exoarmur/internal/action"
 	apiclient "github.com/exoarmur/exoarmur/internal/api/client"
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/gate"
@@ -52,7 +53,7 @@ func Phase1(ctx context.Context, ep Endpoints, keys Keys) ([]Check, State, error
 	var st State
 
 	// Gate 5: safe default, then switches flipped on A act on B.
-	early, _ := c.propose(a, keys.AcmeBot, "acme", contract.IntentRequest{Action: "fs.read", Target: "none.txt", IdempotencyKey: "ks-default"})
+	early, _ := c.propose(a, keys.AcmeBot, "acme", contract.IntentRequest{Action: action.FSRead, Target: "none.txt", IdempotencyKey: "ks-default"})
 	_, r := c.execute(b, keys.AcmeBot, "acme", early)
 	c.check(Gate5, r.code == 403 && joined(r.reasons()) == "killswitch_global_engaged", "fresh stack blocks execution",
 		"HTTP %d %v", r.code, r.reasons())
@@ -71,9 +72,9 @@ func Phase1(ctx context.Context, ep Endpoints, keys Keys) ([]Check, State, error
 	_, r = c.execute(b, keys.AcmeBot, "acme", early)
 	c.check(Gate5, r.code == 200, "after disengaging, the same intent runs on node B", "HTTP %d", r.code)
 	r = c.setSwitch(a, keys.AcmeOp, "acme", true, "reality: tenant drill")
-	ksTenant, _ := c.propose(b, keys.AcmeBot, "acme", contract.IntentRequest{Action: "fs.read", Target: "none.txt", IdempotencyKey: "ks-tenant"})
+	ksTenant, _ := c.propose(b, keys.AcmeBot, "acme", contract.IntentRequest{Action: action.FSRead, Target: "none.txt", IdempotencyKey: "ks-tenant"})
 	_, r3 := c.execute(b, keys.AcmeBot, "acme", ksTenant)
-	betaIntent, _ := c.propose(a, keys.BetaBot, "beta", contract.IntentRequest{Action: "fs.read", Target: "none.txt", IdempotencyKey: "ks-beta"})
+	betaIntent, _ := c.propose(a, keys.BetaBot, "beta", contract.IntentRequest{Action: action.FSRead, Target: "none.txt", IdempotencyKey: "ks-beta"})
 	_, r5 := c.execute(a, keys.BetaBot, "beta", betaIntent)
 	c.check(Gate5, r.code == 200 && r3.code == 403 && joined(r3.reasons()) == "killswitch_tenant_engaged" && r5.code == 200,
 		"acme's switch stops acme only", "engage %d, acme execute %d %v, beta execute %d", r.code, r3.code, r3.reasons(), r5.code)
@@ -95,18 +96,18 @@ func Phase1(ctx context.Context, ep Endpoints, keys Keys) ([]Check, State, error
 	after := c.auditPage(b, created.Key, "acme", 1).code
 	c.check(GateAuth, r.code == 201 && okBefore == 200 && rv.code == 200 && after == 401, "a key revoked on node A is refused on node B",
 		"create %d, use %d, revoke %d, use after %d", r.code, okBefore, rv.code, after)
-	_, r = c.propose(a, keys.AcmeRead, "acme", contract.IntentRequest{Action: "fs.write", Target: "x", Params: map[string]string{"content": "x"}, IdempotencyKey: "class"})
+	_, r = c.propose(a, keys.AcmeRead, "acme", contract.IntentRequest{Action: action.FSWrite, Target: "x", Params: map[string]string{"content": "x"}, IdempotencyKey: "class"})
 	c.check(GateAuth, r.code == 403, "a principal without the action class cannot propose it: 403", "HTTP %d %v", r.code, r.reasons())
 
 	// Approvals.
-	w, _ := c.propose(a, keys.AcmeBot, "acme", contract.IntentRequest{Action: "fs.write", Target: "notes/approved.txt",
+	w, _ := c.propose(a, keys.AcmeBot, "acme", contract.IntentRequest{Action: action.FSWrite, Target: "notes/approved.txt",
 		Params: map[string]string{"content": "approved by a second principal\n"}, IdempotencyKey: "appr-write"})
 	_, r = c.execute(b, keys.AcmeBot, "acme", w)
 	c.check(GateAppr, r.code == 403 && joined(r.reasons()) == "approval_required", "an A1 write is blocked without approval", "HTTP %d %v", r.code, r.reasons())
 	items, err := as(b, keys.AcmeOp).ListApprovals(ctx, "acme", "pending")
 	q := answer(err, http.StatusOK)
 	c.check(GateAppr, q.code == 200 && len(items) == 1, "the pending queue holds it", "HTTP %d, %d pending", q.code, len(items))
-	mine, _ := c.propose(a, keys.AcmeOp, "acme", contract.IntentRequest{Action: "fs.write", Target: "notes/self.txt",
+	mine, _ := c.propose(a, keys.AcmeOp, "acme", contract.IntentRequest{Action: action.FSWrite, Target: "notes/self.txt",
 		Params: map[string]string{"content": "x"}, IdempotencyKey: "appr-self"})
 	self := c.approve(a, keys.AcmeOp, "acme", mine, "approve", "mine")
 	c.check(GateAppr, self.code == 403 && self.errCode() == "self_approval", "self-approval is refused", "HTTP %d %s", self.code, self.errCode())
@@ -114,14 +115,14 @@ func Phase1(ctx context.Context, ep Endpoints, keys Keys) ([]Check, State, error
 	c.check(GateAppr, r.code == 200, "an operator approves on node B", "HTTP %d", r.code)
 	_, r = c.execute(a, keys.AcmeBot, "acme", w)
 	c.check(GateAppr, r.code == 200, "the approved write executes on node A", "HTTP %d", r.code)
-	del, _ := c.propose(a, keys.AcmeBot, "acme", contract.IntentRequest{Action: "fs.delete", Target: "notes/approved.txt", IdempotencyKey: "appr-delete"})
+	del, _ := c.propose(a, keys.AcmeBot, "acme", contract.IntentRequest{Action: action.FSDelete, Target: "notes/approved.txt", IdempotencyKey: "appr-delete"})
 	c.approve(a, keys.AcmeOp, "acme", del, "approve", "first")
 	_, one := c.execute(b, keys.AcmeBot, "acme", del)
 	c.approve(b, keys.AcmeOp2, "acme", del, "approve", "second")
 	_, two := c.execute(b, keys.AcmeBot, "acme", del)
 	c.check(GateAppr, one.code == 403 && joined(one.reasons()) == "approval_required" && two.code == 200,
 		"an A3 delete needs two distinct operators", "after one: HTTP %d %v; after two: HTTP %d", one.code, one.reasons(), two.code)
-	dn, _ := c.propose(a, keys.AcmeBot, "acme", contract.IntentRequest{Action: "fs.write", Target: "notes/denied.txt",
+	dn, _ := c.propose(a, keys.AcmeBot, "acme", contract.IntentRequest{Action: action.FSWrite, Target: "notes/denied.txt",
 		Params: map[string]string{"content": "x"}, IdempotencyKey: "appr-deny"})
 	c.approve(a, keys.AcmeOp, "acme", dn, "deny", "no")
 	late := c.approve(b, keys.AcmeOp2, "acme", dn, "approve", "yes")
@@ -166,7 +167,7 @@ func Phase1(ctx context.Context, ep Endpoints, keys Keys) ([]Check, State, error
 		if i%2 == 1 {
 			n, m = b, a
 		}
-		id, _ := c.propose(n, keys.AcmeBot, "acme", contract.IntentRequest{Action: "fs.write", Target: fmt.Sprintf("durable/%02d.txt", i),
+		id, _ := c.propose(n, keys.AcmeBot, "acme", contract.IntentRequest{Action: action.FSWrite, Target: fmt.Sprintf("durable/%02d.txt", i),
 			Params: map[string]string{"content": fmt.Sprint("entry ", i)}, IdempotencyKey: fmt.Sprintf("durable-%02d", i)})
 		c.approve(m, keys.AcmeOp, "acme", id, "approve", "batch")
 		if _, r := c.execute(n, keys.AcmeBot, "acme", id); r.code == 200 {
@@ -176,7 +177,7 @@ func Phase1(ctx context.Context, ep Endpoints, keys Keys) ([]Check, State, error
 	c.check(Gate1, len(st.Acknowledged) == durableCount, "acknowledged executions before the restarts", "%d/%d", len(st.Acknowledged), durableCount)
 
 	// Gate 2: one side effect at the sink, executed once before the restarts.
-	st.OnceIntent, _ = c.propose(a, keys.AcmeBot, "acme", contract.IntentRequest{Action: "http.post", Target: ep.Sink + "/effect",
+	st.OnceIntent, _ = c.propose(a, keys.AcmeBot, "acme", contract.IntentRequest{Action: action.HTTPPost, Target: ep.Sink + "/effect",
 		Params: map[string]string{"body": `{"order":42}`}, IdempotencyKey: "once"})
 	c.approve(b, keys.AcmeOp, "acme", st.OnceIntent, "approve", "once")
 	_, first := c.execute(a, keys.AcmeBot, "acme", st.OnceIntent)

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/gate"
@@ -46,6 +47,7 @@ type Bundles interface {
 type Replayer struct {
 	only     string // replay only this tenant ("" = all)
 	policies Bundles
+	actions  *action.Registry
 	tenants  map[string]*chain
 	bad      []contract.ReplayMismatch
 	lines    uint64
@@ -59,18 +61,19 @@ type chain struct {
 	ok        bool
 }
 
-// New returns a Replayer that re-decides with the bundles this binary
-// shipped (policy.Builtin); tenant restricts it to one tenant's records.
-func New(tenant string) *Replayer { return NewWithPolicies(tenant, policy.Builtin()) }
+// New returns a Replayer that re-decides with the bundles and the action
+// types this binary shipped (policy.Builtin, action.Builtin); tenant
+// restricts it to one tenant's records.
+func New(tenant string) *Replayer { return NewWith(tenant, policy.Builtin(), action.Builtin()) }
 
-// NewWithPolicies returns a Replayer that finds each decision's bundle in
-// policies.
-func NewWithPolicies(tenant string, policies Bundles) *Replayer {
-	return &Replayer{only: tenant, policies: policies, tenants: map[string]*chain{}}
+// NewWith returns a Replayer that finds each decision's bundle in policies
+// and its action type in actions.
+func NewWith(tenant string, policies Bundles, actions *action.Registry) *Replayer {
+	return &Replayer{only: tenant, policies: policies, actions: actions, tenants: map[string]*chain{}}
 }
 
 // Add verifies one record, given exactly as stored.
-func (r *Replayer) Add(raw []byte) { r.apply(prepare(raw, r.only, r.policies)) }
+func (r *Replayer) Add(raw []byte) { r.apply(prepare(raw, r.only, r.policies, r.actions)) }
 
 // head is what a record says of its place, read leniently so that a
 // record failing verification can still be named.
@@ -94,7 +97,7 @@ type prepared struct {
 	reason   string // why the re-decided decision differs ("" if identical)
 }
 
-func prepare(raw []byte, only string, policies Bundles) prepared {
+func prepare(raw []byte, only string, policies Bundles, actions *action.Registry) prepared {
 	var p prepared
 	p.chk = audit.Check(raw)
 	rec := p.chk.Rec
@@ -114,7 +117,7 @@ func prepare(raw []byte, only string, policies Bundles) prepared {
 	}
 	want, isDecision := decisionKinds[rec.Kind]
 	if isDecision {
-		p.decision, p.reason = true, redecide(rec, want, policies)
+		p.decision, p.reason = true, redecide(rec, want, policies, actions)
 	}
 	return p
 }
@@ -173,7 +176,7 @@ func asVerify(err error, ve **audit.VerifyError) bool {
 
 // redecide recomputes a recorded decision and returns why it differs ("" if
 // identical).
-func redecide(rec contract.AuditRecord, wantVerdict string, policies Bundles) string {
+func redecide(rec contract.AuditRecord, wantVerdict string, policies Bundles, actions *action.Registry) string {
 	// The payload is canonical (the record was), so the recorded decision's
 	// bytes are canonical too: compare them with the recomputed decision.
 	var p struct {
@@ -188,7 +191,7 @@ func redecide(rec contract.AuditRecord, wantVerdict string, policies Bundles) st
 	// The bundle the input names; an unknown one re-decides as
 	// policy_unknown and so differs from the recorded decision.
 	bundle, _ := policies.Lookup(p.Input.PolicyHash)
-	got := gate.Decide(p.Input, bundle)
+	got := gate.Decide(p.Input, bundle, actions)
 	replayed, err := contract.Canonical(got)
 	if err != nil {
 		return "cannot canonicalize decision"
@@ -276,7 +279,7 @@ func (r *Replayer) prepareAll(lines [][]byte, out []prepared) {
 	for range min(runtime.GOMAXPROCS(0), len(lines)) {
 		wg.Go(func() {
 			for i := int(next.Add(1) - 1); i < len(lines); i = int(next.Add(1) - 1) {
-				out[i] = prepare(lines[i], r.only, r.policies)
+				out[i] = prepare(lines[i], r.only, r.policies, r.actions)
 			}
 		})
 	}

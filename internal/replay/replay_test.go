@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
@@ -55,7 +56,7 @@ func chainExport(tb testing.TB) []byte {
 			if target == "killed.txt" { // blocked by the global kill switch
 				input.Global.Engaged, input.Global.Revision, input.Global.Reason = true, 7, "incident"
 			}
-			d := gate.Decide(input, policy.Default())
+			d := gate.Decide(input, policy.Default(), action.Builtin())
 			kind := audit.KindGateAllowed
 			if d.Verdict == contract.Deny {
 				kind = audit.KindGateBlocked
@@ -181,7 +182,7 @@ func TestReplayDetectsDecisionDrift(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			forged := gate.Decide(input, policy.Default())
+			forged := gate.Decide(input, policy.Default(), action.Builtin())
 			tt.forge(&forged)
 			payload, _ := contract.Canonical(gate.DecisionPayload{Input: input, Decision: forged})
 			rec := contract.AuditRecord{SchemaVersion: "v1", Tenant: "acme", Seq: 1, Kind: tt.kind, CorrelationID: "in_1",
@@ -209,7 +210,7 @@ func TestReplayFindsTheRecordedBundle(t *testing.T) {
 	in.Hash, _ = in.ComputeHash()
 	input := gate.Input{Global: open("global"), TenantSwitch: open("acme"), Tenant: "acme", Intent: in, PolicyHash: old.Hash(), Time: t0, Allowlist: []string{},
 		Principal: auth.Principal{ID: "p", Role: "agent", Tenants: []string{"acme"}, Actions: []string{"*"}}}
-	d := gate.Decide(input, old)
+	d := gate.Decide(input, old, action.Builtin())
 	if d.Verdict != contract.Allow {
 		t.Fatalf("decision under the old bundle: %+v", d)
 	}
@@ -221,7 +222,7 @@ func TestReplayFindsTheRecordedBundle(t *testing.T) {
 	if rep, _ := run(t, append(raw, '\n'), ""); !rep.Pass {
 		t.Fatalf("a decision under the earlier default does not replay: %+v", rep)
 	}
-	rp := replay.NewWithPolicies("", policy.NewLibrary(policy.Default()))
+	rp := replay.NewWith("", policy.NewLibrary(policy.Default()), action.Builtin())
 	rp.Add(raw)
 	if rep := rp.Report(); rep.Pass || len(rep.Mismatches) != 1 || !strings.Contains(rep.Mismatches[0].Reason, gate.ReasonPolicyUnknown) {
 		t.Fatalf("without its bundle: %+v, want a mismatch naming %s", rep, gate.ReasonPolicyUnknown)

@@ -20,6 +20,7 @@ const (
 	module      = "github.com/exoarmur/exoarmur"
 	gateExecute = "(*" + module + "/internal/gate.Gate).Execute"
 	executorPkg = module + "/internal/executor"
+	actionPkg   = module + "/internal/action"
 )
 
 // Classifications.
@@ -205,7 +206,7 @@ func Analyze(root string, patterns ...string) (*Inventory, error) {
 	a.check()
 	slices.SortFunc(a.inv.Sites, func(x, y Site) int { return cmp.Or(cmp.Compare(x.Pkg, y.Pkg), comparePos(x.Pos, y.Pos)) })
 	slices.SortFunc(a.inv.Entries, func(x, y Entry) int {
-		return cmp.Or(cmp.Compare(kindOrder(x.Kind), kindOrder(y.Kind)), cmp.Compare(x.Name, y.Name))
+		return cmp.Or(cmp.Compare(kindOrder(x.Kind), kindOrder(y.Kind)), cmp.Compare(x.Name, y.Name), comparePos(x.Pos, y.Pos))
 	})
 	slices.Sort(a.inv.Violations)
 	return a.inv, nil

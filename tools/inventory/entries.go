@@ -11,10 +11,12 @@ import (
 	"strings"
 
 	"golang.org/x/tools/go/packages"
+
+	"github.com/exoarmur/exoarmur/internal/action"
 )
 
 // findEntries finds the execution paths: HTTP routes (api.routes), CLI
-// commands (app.commands and lab.commands), executors (the registry map literal), the replay
+// commands (app.commands and lab.commands), executors (through the action registry), the replay
 // driver (exported functions of internal/replay); goroutines were recorded
 // while scanning.
 func (a *analyzer) findEntries() {
@@ -120,16 +122,22 @@ func (a *analyzer) compositeEntries(p *packages.Package, kind, typeName string, 
 	}
 }
 
-// executorEntries reads the registry's map literal: "action": executorType{...}.
+// executorEntries finds the executors through the action registry: each
+// registration of action.Builtin names an executor kind, and the executor
+// package's map of implementations (kind: implementingType{}) gives the
+// kind's Run. A registration whose kind has no implementation there is a
+// violation.
 func (a *analyzer) executorEntries(p *packages.Package) {
+	runs := map[action.ExecutorKind]*types.Func{}
 	for _, f := range p.Syntax {
 		ast.Inspect(f, func(n ast.Node) bool {
 			kv, ok := n.(*ast.KeyValueExpr)
 			if !ok {
 				return true
 			}
-			action, ok := stringConst(p, kv.Key)
-			if !ok {
+			kind, ok := stringConst(p, kv.Key)
+			if named, isNamed := p.TypesInfo.TypeOf(kv.Key).(*types.Named); !ok || !isNamed ||
+				named.Obj().Pkg() == nil || named.Obj().Pkg().Path() != actionPkg || named.Obj().Name() != "ExecutorKind" {
 				return true
 			}
 			t := p.TypesInfo.TypeOf(kv.Value)
@@ -138,10 +146,18 @@ func (a *analyzer) executorEntries(p *packages.Package) {
 			}
 			obj, _, _ := types.LookupFieldOrMethod(t, true, p.Types, "Run")
 			if run, ok := obj.(*types.Func); ok {
-				a.inv.Entries = append(a.inv.Entries, Entry{Kind: "executor", Name: "executor " + action, Func: run.FullName(), Pos: a.pos(run.Pos())})
+				runs[action.ExecutorKind(kind)] = run
 			}
 			return true
 		})
+	}
+	for _, r := range action.Builtin().List() {
+		run, ok := runs[r.Executor.Kind]
+		if !ok {
+			a.inv.Violations = append(a.inv.Violations, fmt.Sprintf("action %s: executor kind %s has no implementation in %s", r.Type, r.Executor.Kind, short(executorPkg)))
+			continue
+		}
+		a.inv.Entries = append(a.inv.Entries, Entry{Kind: "executor", Name: "executor " + r.Type, Func: run.FullName(), Pos: a.pos(run.Pos())})
 	}
 }
 

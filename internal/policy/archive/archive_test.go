@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
@@ -118,7 +119,7 @@ func TestReplayFindsAnArchivedBundle(t *testing.T) {
 	}
 	input := gate.Input{Global: open("global"), TenantSwitch: open("acme"), Tenant: "acme", Intent: in, PolicyHash: b.Hash(), Time: t0, Allowlist: []string{},
 		Principal: auth.Principal{ID: "p", Role: "agent", Tenants: []string{"acme"}, Actions: []string{"*"}}}
-	d := gate.Decide(input, b)
+	d := gate.Decide(input, b, action.Builtin())
 	if d.Verdict != contract.Allow {
 		t.Fatalf("decision under tomorrow's bundle: %+v", d)
 	}
@@ -135,7 +136,7 @@ func TestReplayFindsAnArchivedBundle(t *testing.T) {
 		bundles replay.Bundles
 		pass    bool
 	}{{"with the archive", lib, true}, {"with the shipped bundles", policy.Builtin(), false}} {
-		rp := replay.NewWithPolicies("acme", c.bundles)
+		rp := replay.NewWith("acme", c.bundles, action.Builtin())
 		if err := log.Scan(ctx, acme, 0, 0, func(raw []byte, _ contract.AuditRecord) error { rp.Add(raw); return nil }); err != nil {
 			t.Fatal(err)
 		}
