@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/exoarmur/exoarmur/internal/app"
+	"github.com/exoarmur/exoarmur/internal/audit"
+	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/natsstore"
 )
 
 // runServe is the production serve (app.ServeWith) plus --evidence-clock:
@@ -39,6 +42,17 @@ func runServe(ctx context.Context, env Env, args []string) error {
 			start, err := time.Parse(time.RFC3339, clock)
 			if err != nil {
 				return src, fmt.Errorf("%w: --evidence-clock %q: must be RFC 3339", errUsage, clock)
+			}
+			// A restarted node continues after the last recorded time, so
+			// time never runs backwards in a chain and a claim cut by the
+			// restart reads in doubt once its lease lapses, as on a wall
+			// clock. The same history gives the same restart time.
+			last, err := lastRecorded(ctx, c.Store)
+			if err != nil {
+				return src, fmt.Errorf("--evidence-clock: read the last recorded time: %w", err)
+			}
+			if last.After(start) {
+				start = last
 			}
 			logger.Warn("EVIDENCE CLOCK: the wall clock is replaced by a stepping clock; for reproducible evidence runs only", "start", start.UTC())
 			sc := app.NewStepClock(start.UTC(), time.Millisecond)
@@ -84,4 +98,38 @@ func runKeys(ctx context.Context, env Env, args []string) error {
 			return rand.NewChaCha8(sha256.Sum256([]byte(seed))), func() time.Time { return evidenceEpoch }, nil
 		},
 	})
+}
+
+// lastRecorded is the latest time of any tenant's last audit record in the
+// store sc names (zero for an empty store).
+func lastRecorded(ctx context.Context, sc app.StoreConfig) (time.Time, error) {
+	st, err := natsstore.Open(ctx, natsstore.Config{DataDir: sc.DataDir, NATSURL: sc.NATSURL, Name: "exoarmur-lab-clock"})
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer st.Close()
+	log := audit.New(st.Audit)
+	tenants, err := log.Tenants(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	var last time.Time
+	for _, t := range tenants {
+		seq, _, err := log.Head(ctx, t)
+		if err != nil {
+			return time.Time{}, err
+		}
+		if seq == 0 {
+			continue
+		}
+		if err := log.Scan(ctx, t, seq-1, 1, func(_ []byte, r contract.AuditRecord) error {
+			if r.Time.After(last) {
+				last = r.Time
+			}
+			return nil
+		}); err != nil {
+			return time.Time{}, err
+		}
+	}
+	return last, nil
 }

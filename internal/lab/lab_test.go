@@ -46,13 +46,21 @@ func TestEvidenceSeedKeys(t *testing.T) {
 	}
 }
 
-// TestLabServeKillSwitch: exoarmur-lab serve is the production serve with
-// the evidence clock: on a fresh store the kill switches block every
-// execution, the clock starts at --evidence-clock and request IDs are the
-// node's sequence.
-func TestLabServeKillSwitch(t *testing.T) {
-	dir := t.TempDir()
-	key := seededKey(t, dir, "lab-test")
+// labServe is a running exoarmur-lab serve with the evidence clock.
+type labServe struct {
+	t       testing.TB
+	base    string
+	key     string
+	logs    bytes.Buffer
+	cancel  context.CancelFunc
+	done    chan int
+	stopped bool
+}
+
+// startLab runs exoarmur-lab serve on dir with the evidence clock and
+// waits until it is ready; key authenticates do.
+func startLab(t testing.TB, dir, key string) *labServe {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -60,26 +68,14 @@ func TestLabServeKillSwitch(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan int, 1)
-	var logs bytes.Buffer
+	s := &labServe{t: t, base: "http://" + addr, key: key, cancel: cancel, done: make(chan int, 1)}
 	go func() {
-		done <- Main(ctx, []string{"serve", "--data-dir", dir, "--listen", addr, "--node", "lab", "--evidence-clock", "2026-01-01T00:00:00Z"},
-			Env{Stdout: &bytes.Buffer{}, Stderr: &logs})
+		s.done <- Main(ctx, []string{"serve", "--data-dir", dir, "--listen", addr, "--node", "lab", "--evidence-clock", "2026-01-01T00:00:00Z"},
+			Env{Stdout: &bytes.Buffer{}, Stderr: &s.logs})
 	}()
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			if code := <-done; code != 0 {
-				t.Errorf("serve exited %d", code)
-			}
-		}
-	}
-	defer stop()
-	base := "http://" + addr
+	t.Cleanup(s.stop)
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if resp, err := http.Get(base + "/readyz"); err == nil {
+		if resp, err := http.Get(s.base + "/readyz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
 				break
@@ -89,19 +85,74 @@ func TestLabServeKillSwitch(t *testing.T) {
 			t.Fatal("serve not ready")
 		}
 	}
-	do := func(method, path string, body any) (int, string, map[string]any) {
-		b, _ := json.Marshal(body)
-		req, _ := http.NewRequest(method, base+path, bytes.NewReader(b))
-		req.Header.Set("Authorization", "Bearer "+key)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
+	return s
+}
+
+// stop ends serve and waits for it (the log is complete afterwards).
+func (s *labServe) stop() {
+	if !s.stopped {
+		s.stopped = true
+		s.cancel()
+		if code := <-s.done; code != 0 {
+			s.t.Errorf("serve exited %d", code)
 		}
-		defer resp.Body.Close()
-		var m map[string]any
-		_ = json.NewDecoder(resp.Body).Decode(&m)
-		return resp.StatusCode, resp.Header.Get("X-Request-Id"), m
 	}
+}
+
+func (s *labServe) do(method, path string, body any) (int, string, map[string]any) {
+	s.t.Helper()
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest(method, s.base+path, bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+s.key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&m)
+	return resp.StatusCode, resp.Header.Get("X-Request-Id"), m
+}
+
+// createdAt proposes an fs.read and returns its intent's creation time.
+func (s *labServe) createdAt(idem string) time.Time {
+	s.t.Helper()
+	code, _, m := s.do("POST", "/v1/tenants/acme/intents", map[string]any{"action": "fs.read", "target": "a.txt", "idempotency_key": idem})
+	intent, _ := m["intent"].(map[string]any)
+	created, _ := intent["created_at"].(string)
+	at, err := time.Parse(time.RFC3339Nano, created)
+	if code != 201 || err != nil {
+		s.t.Fatalf("propose %s: %d %v (%v)", idem, code, m, err)
+	}
+	return at
+}
+
+// TestEvidenceClockResumesAfterRestart: a restarted lab node's clock goes
+// on after the last recorded time instead of starting over, so time never
+// runs backwards in a chain (and a claim cut by a kill reads in doubt once
+// its lease lapses, as on a wall clock).
+func TestEvidenceClockResumesAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	key := seededKey(t, dir, "lab-restart")
+	s := startLab(t, dir, key)
+	first := s.createdAt("before")
+	s.stop()
+	s = startLab(t, dir, key)
+	second := s.createdAt("after")
+	if !second.After(first) {
+		t.Fatalf("after the restart the clock reads %s, not after %s", second, first)
+	}
+}
+
+// TestLabServeKillSwitch: exoarmur-lab serve is the production serve with
+// the evidence clock: on a fresh store the kill switches block every
+// execution, the clock starts at --evidence-clock and request IDs are the
+// node's sequence.
+func TestLabServeKillSwitch(t *testing.T) {
+	dir := t.TempDir()
+	key := seededKey(t, dir, "lab-test")
+	s := startLab(t, dir, key)
+	do := s.do
 	code, rid, m := do("POST", "/v1/tenants/acme/intents", map[string]any{"action": "fs.read", "target": "a.txt", "idempotency_key": "k1"})
 	if code != 201 || !strings.HasPrefix(rid, "lab-") {
 		t.Fatalf("propose: %d request ID %q %v", code, rid, m)
@@ -116,9 +167,9 @@ func TestLabServeKillSwitch(t *testing.T) {
 	if reasons, _ := errObj["reasons"].([]any); code != 403 || len(reasons) == 0 || !strings.HasPrefix(reasons[0].(string), "killswitch_") {
 		t.Fatalf("execute on a fresh store: %d %v", code, m)
 	}
-	stop() // the log is read once serve has returned
-	if !strings.Contains(logs.String(), "EVIDENCE CLOCK") {
-		t.Fatalf("no evidence clock warning in the log:\n%s", logs.String())
+	s.stop() // the log is read once serve has returned
+	if !strings.Contains(s.logs.String(), "EVIDENCE CLOCK") {
+		t.Fatalf("no evidence clock warning in the log:\n%s", s.logs.String())
 	}
 }
 
