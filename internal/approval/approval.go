@@ -110,7 +110,9 @@ type Reading struct {
 	ProposerOwner  string   `json:"proposer_owner,omitempty"`
 	ApproverOwners []string `json:"approver_owners,omitempty"`
 	// Withdrawn lists approvers whose credential was revoked or had expired
-	// when the gate read the approval: their votes no longer count.
+	// when the gate read the approval, or who may no longer approve it
+	// (role, tenant or grants changed, or the rules no longer accept
+	// them): their votes no longer count.
 	Withdrawn []string `json:"withdrawn,omitempty"`
 }
 
@@ -175,9 +177,12 @@ func readingOf(s stored, rev uint64) Reading {
 // Errors callers branch on (the API maps them to 403/409).
 var (
 	ErrNotFound = errors.New("no approval for this intent")
-	// ErrUnaudited: the vote is stored but its audit record could not be
-	// written.
-	ErrUnaudited      = errors.New("the vote is recorded but its audit record could not be written")
+	// ErrUnaudited: the vote (or the consumption) is stored but its audit
+	// record could not be written.
+	ErrUnaudited = errors.New("the change is recorded but its audit record could not be written")
+	// ErrNotConsumed: a consumption that certainly did not happen (the
+	// approval reads as it was).
+	ErrNotConsumed    = errors.New("the approval was not used")
 	ErrNotRequired    = errors.New("this intent needs no approval")
 	ErrSelfApproval   = errors.New("the proposer cannot approve or deny their own intent")
 	ErrNotOperator    = errors.New("approving needs the operator role for this tenant")
@@ -217,6 +222,12 @@ func (s *Store) SetRules(r *Rules) { s.rules = r }
 // Required returns how many distinct approvals an intent of class needs in
 // tenant t under the store's rules (0: none; it opens no request).
 func (s *Store) Required(t tenant.ID, class string) int { return s.rules.Required(t, class) }
+
+// Eligible reports why p may not approve in under the store's rules (nil
+// if it may).
+func (s *Store) Eligible(t tenant.ID, in contract.ActionIntent, p *auth.Principal) error {
+	return s.rules.Eligible(t, in, p)
+}
 
 // SetRetention makes every write of a record expire r after it (0: never),
 // as the gate's retention does for intents (gate.Config.Retention). Call it
@@ -263,14 +274,23 @@ func (s *Store) Request(ctx context.Context, t tenant.ID, in contract.ActionInte
 	if err != nil {
 		return err
 	}
-	if err := s.write(ctx, t, in.ID, data, 0); err != nil {
-		if errors.Is(err, kv.ErrExists) {
-			return nil
-		}
+	// An existing record is left as it is (a repeated proposal).
+	if _, _, err := s.get(ctx, t, in.ID); err == nil {
+		return nil
+	} else if !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("approval request %s: %w", in.ID, err)
 	}
+	// Audit first: a request is never open unrecorded. If the write then
+	// fails, the retry records the request again (two records of one
+	// request, never none).
 	if _, err := s.log.Append(ctx, t, audit.Entry{Kind: KindRequested, CorrelationID: in.ID, Actor: proposer.ID, RequestID: requestID, Time: now, Payload: r}); err != nil {
 		return fmt.Errorf("audit approval request %s: %w", in.ID, err)
+	}
+	if err := s.write(ctx, t, in.ID, data, 0); err != nil {
+		if errors.Is(err, kv.ErrExists) {
+			return nil // a concurrent request won
+		}
+		return fmt.Errorf("approval request %s: %w", in.ID, err)
 	}
 	if s.notify != nil {
 		s.notify.Requested(ctx, t, r)
@@ -408,6 +428,9 @@ func (s *Store) Decide(ctx context.Context, t tenant.ID, b Ballot) (Record, erro
 			r.Lineage = append(r.Lineage, lin)
 		}
 		r.Approvals = append(r.Approvals, vote)
+		// Rules raised since the request apply to it (the gate asks the
+		// same: the frozen number, raised to the rules' now).
+		r.Required = max(r.Required, s.rules.Required(t, in.Class))
 		if Distinct(readingOf(*r, 0)) >= r.Required {
 			r.Status = StatusApproved
 		}
@@ -483,10 +506,22 @@ func (s *Store) Consume(ctx context.Context, t tenant.ID, c Consumption) error {
 		return err
 	}
 	if err := s.write(ctx, t, intentID, data, rev); err != nil {
-		return fmt.Errorf("consume approval %s: %w", intentID, err)
+		// The write may have landed with its acknowledgement lost: read
+		// it back to tell which.
+		back, cur, rerr := s.get(ctx, t, intentID)
+		switch {
+		case rerr == nil && cur == rev && back.Status == StatusApproved:
+			return fmt.Errorf("consume approval %s: %w: %w", intentID, ErrNotConsumed, err)
+		case rerr == nil && back.Status == StatusExecuted && back.ExecutedAt.Equal(r.ExecutedAt):
+			// It landed: record it below.
+		case rerr == nil && errors.Is(err, kv.ErrConflict):
+			return fmt.Errorf("approval of %s changed since the decision: %w", intentID, ErrConsumed)
+		default:
+			return fmt.Errorf("consume approval %s: it may or may not be used: %w", intentID, errors.Join(err, rerr))
+		}
 	}
 	if _, err := s.log.Append(ctx, t, audit.Entry{Kind: KindExecuted, CorrelationID: intentID, Actor: actor, RequestID: requestID, Time: now, Payload: r.Record}); err != nil {
-		return fmt.Errorf("audit approval consumption %s: %w", intentID, err)
+		return fmt.Errorf("%w: consumption of %s: %w", ErrUnaudited, intentID, err)
 	}
 	return nil
 }

@@ -123,6 +123,9 @@ var parsedBuiltin = sync.OnceValues(func() (*Rules, error) { return ParseRules(b
 // tenant names only the classes it changes. Rules below the floor, unknown classes or roles, and invalid
 // tenants are errors naming what is wrong.
 func ParseRules(data []byte) (*Rules, error) {
+	if err := noDuplicateKeys(data); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrRules, err)
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	var f rulesFile
@@ -251,4 +254,60 @@ func (r *Rules) Eligible(t tenant.ID, in contract.ActionIntent, p *auth.Principa
 		return ErrSelfApproval
 	}
 	return nil
+}
+
+// noDuplicateKeys refuses an object that names a key twice, in any case:
+// encoding/json matches field names case-insensitively and lets the last
+// win, so "A3" then "a3" would silently replace a rule.
+func noDuplicateKeys(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	type frame struct {
+		object bool
+		seen   map[string]bool
+		key    bool // the next token of an object is a key
+	}
+	var stack []*frame
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if top != nil && top.object && top.key {
+			if d, ok := tok.(json.Delim); ok && d == '}' {
+				stack = stack[:len(stack)-1]
+				if len(stack) > 0 && stack[len(stack)-1].object {
+					stack[len(stack)-1].key = true
+				}
+				continue
+			}
+			k := strings.ToLower(tok.(string))
+			if top.seen[k] {
+				return fmt.Errorf("key %q appears twice in one object (keys are matched in any case)", tok)
+			}
+			top.seen[k] = true
+			top.key = false
+			continue
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &frame{object: true, seen: map[string]bool{}, key: true})
+			continue
+		case json.Delim('['):
+			stack = append(stack, &frame{})
+			continue
+		case json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		}
+		// A value ended: an enclosing object expects a key next.
+		if len(stack) > 0 && stack[len(stack)-1].object {
+			stack[len(stack)-1].key = true
+		}
+	}
 }

@@ -53,6 +53,10 @@ func TestParseRules(t *testing.T) {
 		{"consent declared", `{` + def + `, "tenants": {"acme": {"approver_key_consent": true}}}`, ""},
 		{"trailing data", `{` + def + `} {}`, "trailing data"},
 		{"too many", `{` + def + `, "tenants": {"acme": {"A3": {"approvals": 9}}}}`, "more than 5"},
+		{"a class twice in two cases", `{` + def + `, "tenants": {"acme": {"A3": {"approvals": 3}, "a3": {"approvals": 2}}}}`, `"a3" appears twice`},
+		{"a tenant twice", `{` + def + `, "tenants": {"acme": {"A3": {"approvals": 4}}, "acme": {"A0": {"approvals": 1}}}}`, `"acme" appears twice`},
+		{"a field twice", `{` + def + `, "tenants": {"acme": {"A3": {"approvals": 3, "Approvals": 2}}}}`, `"Approvals" appears twice`},
+		{"arrays and nesting", `{` + def + `, "tenants": {"acme": {"A3": {"approvals": 3, "roles": ["operator", "admin"]}, "A2": {"roles": ["admin"]}}, "beta": {}}}`, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := ParseRules([]byte(c.json))

@@ -31,6 +31,11 @@ func (g *Gate) DecideApproval(ctx context.Context, t tenant.ID, p *auth.Principa
 		return approval.Record{}, err
 	}
 	rec, err := g.cfg.Approvals.Decide(ctx, t, approval.Ballot{Intent: s.Intent, Principal: p, Decision: d.Decision, Reason: d.Reason, RequestID: meta.RequestID, Now: g.cfg.Now().UTC()})
+	var unaudited error
+	if errors.Is(err, approval.ErrUnaudited) {
+		// The vote stands: it is queued like any other, then answered.
+		unaudited, err = err, nil
+	}
 	switch {
 	case errors.Is(err, approval.ErrSelfApproval):
 		return rec, contract.Wrap(contract.CodeSelfApproval, err.Error(), err)
@@ -43,8 +48,6 @@ func (g *Gate) DecideApproval(ctx context.Context, t tenant.ID, p *auth.Principa
 	case errors.Is(err, approval.ErrFinal), errors.Is(err, approval.ErrConsumed), errors.Is(err, approval.ErrExpired),
 		errors.Is(err, approval.ErrAlreadyVoted), errors.Is(err, approval.ErrNotRequired):
 		return rec, contract.Wrap(contract.CodeConflict, err.Error(), err)
-	case errors.Is(err, approval.ErrUnaudited):
-		return rec, contract.Wrap(contract.CodeStoreUnavailable, "the vote is recorded, but its audit record could not be written; it shows in the approval queue and in the recorded input of every decision that counts it", err)
 	case err != nil:
 		return rec, writeErr("record the vote", "it may or may not be recorded: look at the approval queue before voting again (a recorded vote answers 409)", err)
 	}
@@ -56,8 +59,11 @@ func (g *Gate) DecideApproval(ctx context.Context, t tenant.ID, p *auth.Principa
 		if err := g.cfg.Work.Enqueue(ctx, tenant.WorkSubject(t), data, intentID); err != nil {
 			// The approval stands; the intent can still be executed by hand.
 			g.cfg.Logger.ErrorContext(ctx, "queue approved intent", "intent", intentID, "err", err)
-			return rec, writeErr("queue the approved intent for the background worker", fmt.Sprintf("the approval is recorded; execute %s by hand (POST .../intents/%s/execute)", intentID, intentID), err)
+			return rec, writeErr("queue the approved intent for the background worker", fmt.Sprintf("the approval is recorded; execute %s by hand (POST .../intents/%s/execute)", intentID, intentID), errors.Join(err, unaudited))
 		}
+	}
+	if unaudited != nil {
+		return rec, contract.Wrap(contract.CodeStoreUnavailable, "the vote is recorded, but its audit record could not be written; it shows in the approval queue and in the recorded input of every decision that counts it", unaudited)
 	}
 	return rec, nil
 }

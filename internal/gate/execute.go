@@ -117,12 +117,18 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 		wctx, cancel := step()
 		err := g.cfg.Approvals.Consume(wctx, t, approval.Consumption{IntentID: in.ID, Revision: input.Approval.Revision, Actor: p.ID, RequestID: meta.RequestID, Now: input.Time})
 		cancel()
-		if err != nil {
+		switch {
+		case errors.Is(err, approval.ErrConsumed):
 			release("release claim after approval conflict")
-			if errors.Is(err, approval.ErrConsumed) {
-				return Outcome{Decision: d}, contract.Wrap(contract.CodeConflict, "the approval changed after the decision; execute again", err)
-			}
-			return Outcome{}, contract.Wrap(contract.CodeStoreUnavailable, "the durable store is unavailable; the action did not run", fmt.Errorf("consume approval: %w", err))
+			return Outcome{Decision: d}, contract.Wrap(contract.CodeConflict, "the approval changed after the decision; execute again", err)
+		case errors.Is(err, approval.ErrNotConsumed):
+			release("release claim after a failed consumption")
+			return Outcome{}, writeErr("use the approval", notRun, err)
+		case err != nil:
+			// The approval may be used (or is, unrecorded): fail closed.
+			// The claim stays and reads in doubt once its lease lapses.
+			l.abandon()
+			return Outcome{}, writeErr("record the use of the approval", "the action did not run, but its approval may be used and the execution will read in doubt; resolve it, then propose again", err)
 		}
 		consumed = true
 	}
@@ -333,7 +339,7 @@ func firstReason(r []string) string {
 func (g *Gate) repeat(ctx context.Context, t tenant.ID, p *auth.Principal, in contract.ActionIntent, d contract.Decision, meta Meta) (Outcome, error) {
 	c, rev, err := g.claimOf(ctx, t, in.IdempotencyKey)
 	if err != nil {
-		return Outcome{}, storeErr("load idempotency claim", err)
+		return Outcome{}, writeErr("read the idempotency claim", "the decision is recorded; the action was not run again", err)
 	}
 	if c.IntentID != in.ID || c.IntentHash != in.Hash {
 		return Outcome{}, contract.Errorf(contract.CodeConflict, "idempotency key is claimed by a different intent")

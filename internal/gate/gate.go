@@ -140,6 +140,9 @@ type Approvals interface {
 	// Required is how many distinct approvals an intent of class needs in
 	// t under the declared rules (0: none).
 	Required(t tenant.ID, class string) int
+	// Eligible reports why p may not approve in (nil if it may) under the
+	// declared rules: role, tenant and grants.
+	Eligible(t tenant.ID, in contract.ActionIntent, p *auth.Principal) error
 	Consume(ctx context.Context, t tenant.ID, c approval.Consumption) error
 	Decide(ctx context.Context, t tenant.ID, b approval.Ballot) (approval.Record, error)
 }
@@ -211,23 +214,30 @@ func IntentID(t tenant.ID, idempotencyKey string) string {
 // caller returns it and nothing executes.
 func (g *Gate) input(ctx context.Context, t tenant.ID, p *auth.Principal, in contract.ActionIntent) (Input, error) {
 	global, ts := g.cfg.Switches.Read(t)
-	appr := approval.Reading{Status: approval.StatusNone, Approvers: []string{}}
-	if need := g.cfg.Approvals.Required(t, in.Class); need > 0 {
-		var err error
-		if appr, err = g.cfg.Approvals.Read(ctx, t, in.ID); err != nil {
-			return Input{}, storeErr("read approval", err)
-		}
+	// The approval is read whatever the rules ask now: a record opened
+	// under stricter rules (an A0 a tenant's rules once required to be
+	// approved, and maybe denied) still binds its intent.
+	appr, err := g.cfg.Approvals.Read(ctx, t, in.ID)
+	if err != nil {
+		return Input{}, storeErr("read approval", err)
+	}
+	if need := g.cfg.Approvals.Required(t, in.Class); need > 0 || appr.Status != approval.StatusNone {
 		// The number the record froze, raised to what the rules ask now
 		// (rules may have been raised since the request: fail closed).
 		appr.Required = max(appr.Required, need)
 		if appr.Status == approval.StatusApproved && g.cfg.Principals != nil {
+			// A vote counts only while its approver may still approve
+			// this intent: not revoked or expired, and still in a role,
+			// tenant and grants the rules accept now.
 			for _, id := range appr.Approvers {
-				_, err := g.cfg.Principals.Principal(ctx, id)
+				q, err := g.cfg.Principals.Principal(ctx, id)
 				switch {
 				case errors.Is(err, auth.ErrUnauthenticated), errors.Is(err, auth.ErrExpired):
 					appr.Withdrawn = append(appr.Withdrawn, id)
 				case err != nil:
 					return Input{}, storeErr("read an approver's credential", err)
+				case g.cfg.Approvals.Eligible(t, in, q) != nil:
+					appr.Withdrawn = append(appr.Withdrawn, id)
 				}
 			}
 		}
@@ -269,6 +279,16 @@ func storeErr(op string, err error) error {
 // certain and what to do, never that nothing was changed.
 func writeErr(op, certain string, err error) error {
 	return contract.Wrap(contract.CodeStoreUnavailable, "the durable store failed to "+op+"; "+certain, fmt.Errorf("%s: %w", op, err))
+}
+
+// afterWrite restates a store failure met after a write: the write stands,
+// so the read's "nothing was changed" would be false.
+func afterWrite(err error, op, certain string) error {
+	var ce *contract.Error
+	if errors.As(err, &ce) && ce.Code == contract.CodeStoreUnavailable {
+		return writeErr(op, certain, ce.Err)
+	}
+	return err
 }
 
 // What a caller may do after a failed write before any effect.
@@ -367,13 +387,13 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 			// Lost a race with an identical key: answer as a repeat.
 			existing, lerr := g.load(ctx, t, in.ID)
 			if lerr != nil {
-				return View{}, false, lerr
+				return View{}, false, afterWrite(lerr, "read back the intent a concurrent proposal stored", "its proposal is in the audit log; "+retryPropose)
 			}
 			if !sameRequest(existing.Intent, in) {
 				return View{}, false, contract.Errorf(contract.CodeConflict, "idempotency key %q is already used by a different intent", req.IdempotencyKey)
 			}
 			v, err := g.view(ctx, t, existing)
-			return v, false, err
+			return v, false, afterWrite(err, "read back the intent a concurrent proposal stored", "its proposal is in the audit log; "+retryPropose)
 		}
 		return View{}, false, writeErr("store the intent", "its proposal may be in the audit log; "+retryPropose, err)
 	}

@@ -136,14 +136,15 @@ func TestResolveNeedsAnEntitledOperator(t *testing.T) {
 	}
 }
 
-// principalTable is a key registry stand-in: IDs in revoked are gone.
+// principalTable is a key registry stand-in: every ID is an acme operator
+// granted everything; IDs in revoked are gone.
 type principalTable struct{ revoked map[string]bool }
 
 func (p principalTable) Principal(_ context.Context, id string) (*auth.Principal, error) {
 	if p.revoked[id] {
 		return nil, auth.ErrUnauthenticated
 	}
-	return &auth.Principal{ID: id}, nil
+	return &auth.Principal{ID: id, Role: auth.RoleOperator, Tenants: []string{"acme"}, Actions: []string{"*"}}, nil
 }
 
 // TestRevokedApproverNoLongerCounts: a vote cast with a key that is revoked
