@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -81,6 +82,8 @@ type KeyStore interface {
 // consent (internal/approval.Rules).
 type ConsentRules interface {
 	ApproverKeysNeedConsent(t tenant.ID) bool
+	// AnyApproverKeysNeedConsent: some tenant, or the default, asks it.
+	AnyApproverKeysNeedConsent() bool
 }
 
 // Auditor appends to a tenant's chain (internal/audit.Log).
@@ -345,11 +348,38 @@ func (s *Service) needsConsent(req auth.CreateRequest) bool {
 		return false
 	}
 	for _, t := range req.Tenants {
+		if t == auth.SystemGrant && s.cfg.Consent.AnyApproverKeysNeedConsent() {
+			// A system admin manages every tenant's keys and so can
+			// consent anywhere: it is held back wherever consent is asked.
+			return true
+		}
 		if id, err := tenant.Parse(t); err == nil && s.cfg.Consent.ApproverKeysNeedConsent(id) {
 			return true
 		}
 	}
 	return false
+}
+
+// maxLineage bounds how far ConsentKey follows a chain of creators.
+const maxLineage = 16
+
+// creators returns the owners of the principals that created p, nearest
+// first, up to a key created on the store directly ("cli") or one no longer
+// registered (its ID stands in for its owner).
+func creators(ctx context.Context, ks KeyStore, p auth.Principal) ([]string, error) {
+	var out []string
+	for id := p.CreatedBy; id != "" && id != "cli" && len(out) < maxLineage; {
+		q, err := ks.Lookup(ctx, id)
+		if errors.Is(err, auth.ErrUnauthenticated) {
+			return append(out, id), nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, q.OwnerID())
+		id = q.CreatedBy
+	}
+	return out, nil
 }
 
 // Consent is a second admin's consent to a key that awaits it.
@@ -392,15 +422,26 @@ func (s *Service) ConsentKey(ctx context.Context, caller *auth.Principal, c Cons
 	if !target.PendingConsent || target.Revoked {
 		return auth.Principal{}, contract.Errorf(contract.CodeConflict, "key %s awaits no consent", target.ID)
 	}
-	creatorOwner := target.CreatedBy
-	if creator, err := ks.Lookup(ctx, target.CreatedBy); err == nil {
-		creatorOwner = creator.OwnerID()
-	} else if !errors.Is(err, auth.ErrUnauthenticated) {
+	// The consent is a second person's only if the consenting key is
+	// neither the key's creator's nor its owner's, and was not made by
+	// either of them (an admin minting a "second admin" for itself).
+	made, err := creators(ctx, ks, target)
+	if err != nil {
 		return auth.Principal{}, contract.Wrap(contract.CodeStoreUnavailable, "cannot read the key's creator", err)
 	}
-	if owner := caller.OwnerID(); owner == creatorOwner || owner == target.OwnerID() {
-		s.audit(ctx, s.chainFor(caller, target.Tenants), meta, KindForbidden, caller.ID, map[string]string{"operation": "consent_key", "key": target.ID, "why": "same person as the key's creator or owner"})
-		return auth.Principal{}, contract.Errorf(contract.CodeSelfApproval, "consent must come from another person than the key's creator (%s) and owner (%s)", creatorOwner, target.OwnerID())
+	theirs, err := creators(ctx, ks, *caller)
+	if err != nil {
+		return auth.Principal{}, contract.Wrap(contract.CodeStoreUnavailable, "cannot read your key's creator", err)
+	}
+	creatorOwner := target.CreatedBy
+	if len(made) > 0 {
+		creatorOwner = made[0]
+	}
+	owner := caller.OwnerID()
+	if owner == creatorOwner || owner == target.OwnerID() || slices.Contains(theirs, creatorOwner) || slices.Contains(theirs, target.OwnerID()) {
+		s.audit(ctx, s.chainFor(caller, target.Tenants), meta, KindForbidden, caller.ID, map[string]string{"operation": "consent_key", "key": target.ID,
+			"why": "the consenting key is, or was created by, the key's creator or owner", "consenter_created_by": strings.Join(theirs, ",")})
+		return auth.Principal{}, contract.Errorf(contract.CodeSelfApproval, "consent must come from another person than the key's creator (%s) and owner (%s), with a key neither of them created", creatorOwner, target.OwnerID())
 	}
 	p, err := ks.Consent(ctx, target.ID, caller.ID)
 	switch {
@@ -411,7 +452,8 @@ func (s *Service) ConsentKey(ctx context.Context, caller *auth.Principal, c Cons
 	case err != nil:
 		return auth.Principal{}, contract.Wrap(contract.CodeStoreUnavailable, "cannot record the consent", err)
 	}
-	if err := s.recordChange(ctx, &p, meta, KindKeyConsented, caller.ID, "reason", c.Reason); err != nil {
+	if err := s.recordChange(ctx, &p, meta, KindKeyConsented, caller.ID, "reason", c.Reason,
+		"consenter_owner", owner, "consenter_created_by", caller.CreatedBy, "consenter_lineage", strings.Join(theirs, ",")); err != nil {
 		if _, rerr := ks.Revoke(context.WithoutCancel(ctx), p.ID); rerr != nil {
 			s.cfg.Logger.ErrorContext(ctx, "revoke a key whose consent is unaudited", "key", p.ID, "err", rerr)
 			return auth.Principal{}, contract.Wrap(contract.CodeStoreUnavailable,

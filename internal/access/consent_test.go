@@ -128,3 +128,50 @@ func TestApproverKeysNeedASecondAdmin(t *testing.T) {
 		t.Errorf("records: created %v, consented %v", created, consented)
 	}
 }
+
+// TestConsentCannotBeLaundered: one person cannot supply the second admin
+// with a key of their own making: a system admin key created over the API
+// waits for consent wherever consent is asked (it manages every tenant's
+// keys), and a consenting key created by the key's creator (directly or
+// through keys it created) is refused even once it is enabled.
+func TestConsentCannotBeLaundered(t *testing.T) {
+	const def = `"default": {"A0": {"approvals": 0, "roles": ["operator", "admin"]}, "A1": {"approvals": 1, "roles": ["operator", "admin"]},
+ "A2": {"approvals": 1, "roles": ["operator", "admin"]}, "A3": {"approvals": 2, "roles": ["operator", "admin"]}`
+	for _, c := range []struct{ name, rules string }{
+		{"tenant rule", `{` + def + `}, "tenants": {"acme": {"approver_key_consent": true}}}`},
+		{"default rule", `{` + def + `, "approver_key_consent": true}}`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rules, err := approval.ParseRules([]byte(c.rules))
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := newFixture(t, func(cfg *access.Config) { cfg.Consent = rules })
+			ctx := context.Background()
+			_, alice := f.bootstrap(t, "alice", auth.RoleAdmin, []string{auth.SystemGrant}, []string{"*"})
+			_, carol := f.bootstrap(t, "carol", auth.RoleAdmin, []string{auth.SystemGrant}, []string{"*"})
+			_, puppet, err := f.svc.CreateKey(ctx, alice, auth.CreateRequest{Name: "bob", Role: auth.RoleAdmin, Tenants: []string{auth.SystemGrant}, Actions: []string{"*"}}, access.Meta{})
+			if err != nil || !puppet.PendingConsent {
+				t.Fatalf("a system admin key alice creates over the API: %+v %v, want pending consent", puppet, err)
+			}
+			// Even enabled by another person, alice's "bob" is alice's making.
+			if _, err := f.svc.ConsentKey(ctx, carol, access.Consent{PrincipalID: puppet.ID, Reason: "bob is real"}, access.Meta{}); err != nil {
+				t.Fatal(err)
+			}
+			bob, err := f.keys.Lookup(ctx, puppet.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, op, err := f.svc.CreateKey(ctx, alice, auth.CreateRequest{Name: "alice-op", Role: auth.RoleAdmin, Tenants: []string{"acme"}, Actions: []string{"*"}}, access.Meta{})
+			if err != nil || !op.PendingConsent {
+				t.Fatalf("acme admin key: %+v %v", op, err)
+			}
+			if _, err := f.svc.ConsentKey(ctx, &bob, access.Consent{PrincipalID: op.ID, Reason: "second person"}, access.Meta{}); code(err) != contract.CodeSelfApproval {
+				t.Fatalf("consent by a key alice created: %v, want self_approval", err)
+			}
+			if _, err := f.svc.ConsentKey(ctx, carol, access.Consent{PrincipalID: op.ID, Reason: "carol checked"}, access.Meta{}); err != nil {
+				t.Fatalf("consent by carol: %v", err)
+			}
+		})
+	}
+}

@@ -220,6 +220,21 @@ func (r *Rules) ApproverKeysNeedConsent(t tenant.ID) bool {
 	return r.def.consent
 }
 
+// AnyApproverKeysNeedConsent reports whether the default or any tenant
+// asks for consent to approver keys (a system admin key, which manages
+// every tenant's keys, is then held back too).
+func (r *Rules) AnyApproverKeysNeedConsent() bool {
+	if r.def.consent {
+		return true
+	}
+	for _, sc := range r.tenants {
+		if sc.consent {
+			return true
+		}
+	}
+	return false
+}
+
 // CanApprove reports whether role is one that approval rules can let
 // approve (operator, admin): the keys a consent rule holds back.
 func CanApprove(role string) bool { return slices.Contains(approverRoles, role) }
