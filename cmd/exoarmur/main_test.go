@@ -6,7 +6,6 @@ package main_test
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -204,26 +203,6 @@ func refusal(err error) *client.Error {
 	return &client.Error{}
 }
 
-func (s *server) do(method, path, key string, body any) (int, map[string]any) {
-	s.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, "http://"+s.addr+path, rd)
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		s.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var m map[string]any
-	_ = json.Unmarshal(raw, &m)
-	return resp.StatusCode, m
-}
-
 // createKeys makes an agent key and an admin key through the CLI; store
 // is --data-dir D or --nats-url U.
 func createKeys(t *testing.T, store ...string) (agent, admin string) {
@@ -280,12 +259,6 @@ func (s *server) approveVia(key, tn, id string) {
 	if _, err := s.client(key).DecideApproval(s.t.Context(), tn, id, contract.ApprovalDecision{Decision: "approve", Reason: "e2e"}); err != nil {
 		s.t.Fatalf("approve %s: %v", id, err)
 	}
-}
-
-func intentID(m map[string]any) string {
-	in, _ := m["intent"].(map[string]any)
-	id, _ := in["id"].(string)
-	return id
 }
 
 // TestGate1DurableAuditAcrossKill: N acknowledged proposals and executions
