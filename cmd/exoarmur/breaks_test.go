@@ -10,10 +10,16 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/exoarmur/exoarmur/internal/api/client"
+	"github.com/exoarmur/exoarmur/internal/approval"
+	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/gate"
 )
 
 // mkKey creates a key with the CLI on a stopped server's data dir.
@@ -27,12 +33,6 @@ func mkKey(t *testing.T, dataDir, name, role, actions string, extra ...string) s
 	return key
 }
 
-func errCode(m map[string]any) string {
-	e, _ := m["error"].(map[string]any)
-	c, _ := e["code"].(string)
-	return c
-}
-
 // TestBreakForeignAdminTakeover (break 1): an admin granted only beta
 // minted keys for acme, read acme's audit, revoked acme's keys and, with
 // two self-minted operator keys, approved and ran an A3 fs.delete in acme.
@@ -43,49 +43,50 @@ func TestBreakForeignAdminTakeover(t *testing.T) {
 	acmeBot := mkKey(t, dataDir, "acme-bot", "agent", "*", "--tenant", "acme")
 	addr := freePort(t)
 	srv := startServer(t, dataDir, addr)
+	ctx, beta := t.Context(), srv.client(betaAdmin)
 
 	// Minting operators for acme: not found (acme does not exist for beta).
 	for _, name := range []string{"op1", "op2"} {
-		code, m := srv.do("POST", "/v1/keys", betaAdmin, map[string]any{"name": name, "role": "operator", "tenants": []string{"acme"}, "actions": []string{"*"}})
-		if code != 404 {
-			t.Fatalf("beta admin minting an acme operator: HTTP %d %v, want 404", code, m)
+		_, err := beta.CreateKey(ctx, client.KeyRequest{Name: name, Role: "operator", Tenants: []string{"acme"}, Actions: []string{"*"}})
+		if e := refusal(err); e.Status != 404 || e.Code != "not_found" {
+			t.Fatalf("beta admin minting an acme operator: %v, want 404 not_found", err)
 		}
 	}
 	// Nor a key beyond its own powers in beta.
-	if code, m := srv.do("POST", "/v1/keys", betaAdmin, map[string]any{"name": "x", "role": "admin", "tenants": []string{"beta", "system"}, "actions": []string{"*"}}); code != 403 {
-		t.Fatalf("beta admin minting a system key: HTTP %d %v, want 403", code, m)
+	if _, err := beta.CreateKey(ctx, client.KeyRequest{Name: "x", Role: "admin", Tenants: []string{"beta", "system"}, Actions: []string{"*"}}); refusal(err).Status != 403 || refusal(err).Code != "forbidden" {
+		t.Fatalf("beta admin minting a system key: %v, want 403 forbidden", err)
 	}
 	// Reading acme's audit, listing acme's keys, revoking acme's keys.
-	if code, _ := srv.do("GET", "/v1/tenants/acme/audit", betaAdmin, nil); code != 404 {
-		t.Fatalf("beta admin reading acme's audit: HTTP %d, want 404", code)
+	if _, err := beta.AuditPage(ctx, "acme", 0, 0); refusal(err).Status != 404 || refusal(err).Code != "not_found" {
+		t.Fatalf("beta admin reading acme's audit: %v, want 404 not_found", err)
 	}
-	code, m := srv.do("GET", "/v1/keys", betaAdmin, nil)
-	if code != 200 || strings.Contains(mustJSONString(m), "acme") || strings.Contains(mustJSONString(m), "root") {
-		t.Fatalf("beta admin's key list shows another tenant's keys: HTTP %d %v", code, m)
+	keys, err := beta.ListKeys(ctx)
+	if err != nil || strings.Contains(mustJSONString(keys), "acme") || strings.Contains(mustJSONString(keys), "root") {
+		t.Fatalf("beta admin's key list shows another tenant's keys: %v %+v", err, keys)
 	}
-	code, m = srv.do("GET", "/v1/keys", root, nil)
+	keys, err = srv.client(root).ListKeys(ctx)
 	var acmeBotID string
-	keys, _ := m["keys"].([]any)
-	for _, k := range keys {
-		if p, _ := k.(map[string]any); p["name"] == "acme-bot" {
-			acmeBotID, _ = p["id"].(string)
+	for _, p := range keys {
+		if p.Name == "acme-bot" {
+			acmeBotID = p.ID
 		}
 	}
-	if code != 200 || len(keys) != 3 || acmeBotID == "" {
-		t.Fatalf("the system admin lists every key: HTTP %d, %d keys", code, len(keys))
+	if err != nil || len(keys) != 3 || acmeBotID == "" {
+		t.Fatalf("the system admin lists every key: %v, %d keys", err, len(keys))
 	}
-	if code, _ := srv.do("DELETE", "/v1/keys/"+acmeBotID, betaAdmin, nil); code != 404 {
-		t.Fatalf("beta admin revoking acme's key: HTTP %d, want 404", code)
+	if _, err := beta.RevokeKey(ctx, acmeBotID); refusal(err).Status != 404 || refusal(err).Code != "not_found" {
+		t.Fatalf("beta admin revoking acme's key: %v, want 404 not_found", err)
 	}
-	if code, _ := srv.do("GET", "/v1/tenants/acme/audit?limit=1", acmeBot, nil); code != 200 {
-		t.Fatalf("acme's key stopped working: HTTP %d", code)
+	if _, err := srv.client(acmeBot).AuditPage(ctx, "acme", 0, 1); err != nil {
+		t.Fatalf("acme's key stopped working: %v", err)
 	}
 	// The global switch is a global power: not beta's admin's.
-	if code, _ := srv.do("PUT", "/v1/killswitch", betaAdmin, map[string]any{"engaged": false, "reason": "takeover"}); code != 403 {
-		t.Fatalf("beta admin flipping the global switch: HTTP %d, want 403", code)
+	if _, _, err := beta.SetKillSwitch(ctx, "", contract.KillSwitchRequest{Engaged: false, Reason: "takeover"}); refusal(err).Status != 403 || refusal(err).Code != "forbidden" {
+		t.Fatalf("beta admin flipping the global switch: %v, want 403 forbidden", err)
 	}
-	if code, _ := srv.do("PUT", "/v1/killswitch", root, map[string]any{"engaged": false, "reason": "go live"}); code != 200 {
-		t.Fatalf("the system admin flipping the global switch: HTTP %d", code)
+	if _, confirmed, err := srv.client(root).SetKillSwitch(ctx, "", contract.KillSwitchRequest{Engaged: false, Reason: "go live"}); err != nil || !confirmed {
+		// confirmed is HTTP 200 (202: the node did not confirm applying it).
+		t.Fatalf("the system admin flipping the global switch: confirmed %v, %v", confirmed, err)
 	}
 }
 
@@ -103,37 +104,41 @@ func TestBreakFourEyesOnePerson(t *testing.T) {
 	addr := freePort(t)
 	srv := startServer(t, dataDir, addr)
 	goLive(t, addr, root)
+	ctx, agent := t.Context(), srv.client(bot)
 
-	code, m := srv.do("POST", "/v1/tenants/acme/intents", bot, map[string]any{"action": "fs.delete", "target": "victim.txt", "idempotency_key": "del-1"})
-	if code != 201 {
-		t.Fatalf("propose: HTTP %d %v", code, m)
+	v, created, err := agent.Propose(ctx, "acme", contract.IntentRequest{Action: "fs.delete", Target: "victim.txt", IdempotencyKey: "del-1"})
+	if err != nil || !created {
+		t.Fatalf("propose: created %v, %v", created, err)
 	}
-	id := intentID(m)
-	vote := func(key string) (int, map[string]any) {
-		return srv.do("POST", "/v1/tenants/acme/intents/"+id+"/approvals", key, map[string]string{"decision": "approve", "reason": "e2e"})
+	id := v.Intent.ID
+	vote := func(key string) error {
+		_, err := srv.client(key).DecideApproval(ctx, "acme", id, contract.ApprovalDecision{Decision: "approve", Reason: "e2e"})
+		return err
 	}
-	if code, m := vote(reader); code != 403 {
-		t.Fatalf("an A0 operator's vote on an A3 delete: HTTP %d %v, want 403", code, m)
+	if err := vote(reader); refusal(err).Status != 403 || refusal(err).Code != "forbidden" {
+		t.Fatalf("an A0 operator's vote on an A3 delete: %v, want 403 forbidden", err)
 	}
-	if code, m := vote(alice1); code != 200 {
-		t.Fatalf("alice's vote: HTTP %d %v", code, m)
+	if err := vote(alice1); err != nil {
+		t.Fatalf("alice's vote: %v", err)
 	}
-	if code, m := vote(alice2); code != 409 {
-		t.Fatalf("alice's second key: HTTP %d %v, want 409", code, m)
+	if err := vote(alice2); refusal(err).Status != 409 || refusal(err).Code != "conflict" {
+		t.Fatalf("alice's second key: %v, want 409 conflict", err)
 	}
-	if code, m := srv.do("POST", "/v1/tenants/acme/intents/"+id+"/execute", bot, nil); code != 403 || !strings.Contains(mustJSONString(m), "approval_required") {
-		t.Fatalf("execute with one person's approval: HTTP %d %v, want 403 approval_required", code, m)
+	if _, err := agent.Execute(ctx, "acme", id); !blockedFor(err, "approval_required") {
+		t.Fatalf("execute with one person's approval: %v, want 403 blocked approval_required", err)
 	}
 	// The queue shows who stands behind each vote.
-	code, m = srv.do("GET", "/v1/tenants/acme/approvals", alice1, nil)
-	if code != 200 || !strings.Contains(mustJSONString(m), `"owner":"owner:alice"`) {
-		t.Fatalf("approval queue without lineage: HTTP %d %v", code, m)
+	items, err := srv.client(alice1).ListApprovals(ctx, "acme", "")
+	if err != nil || !slices.ContainsFunc(items, func(it client.ApprovalItem) bool {
+		return slices.ContainsFunc(it.Lineage, func(l approval.Lineage) bool { return l.Owner == "owner:alice" })
+	}) {
+		t.Fatalf("approval queue without lineage: %v %+v", err, items)
 	}
-	if code, m := vote(bob); code != 200 {
-		t.Fatalf("bob's vote: HTTP %d %v", code, m)
+	if err := vote(bob); err != nil {
+		t.Fatalf("bob's vote: %v", err)
 	}
-	if code, m := srv.do("POST", "/v1/tenants/acme/intents/"+id+"/execute", bot, nil); code != 200 {
-		t.Fatalf("execute with two people's approval: HTTP %d %v", code, m)
+	if _, err := agent.Execute(ctx, "acme", id); err != nil {
+		t.Fatalf("execute with two people's approval: %v", err)
 	}
 }
 
@@ -148,46 +153,84 @@ func TestBreakAnyoneRunsAnApprovedIntent(t *testing.T) {
 	addr := freePort(t)
 	srv := startServer(t, dataDir, addr, "--sandbox-dir", t.TempDir())
 	goLive(t, addr, root)
+	ctx, first, second, admin := t.Context(), srv.client(bot1), srv.client(bot2), srv.client(root)
 
 	propose := func(idem string) string {
-		code, m := srv.do("POST", "/v1/tenants/acme/intents", bot1, map[string]any{"action": "fs.write", "target": "a.txt", "params": map[string]string{"content": idem}, "idempotency_key": idem})
-		if code != 201 {
-			t.Fatalf("propose: HTTP %d %v", code, m)
+		t.Helper()
+		v, created, err := first.Propose(ctx, "acme", contract.IntentRequest{Action: "fs.write", Target: "a.txt", Params: map[string]string{"content": idem}, IdempotencyKey: idem})
+		if err != nil || !created {
+			t.Fatalf("propose: created %v, %v", created, err)
 		}
-		srv.approveVia(op, "acme", intentID(m))
-		return intentID(m)
+		srv.approveVia(op, "acme", v.Intent.ID)
+		return v.Intent.ID
 	}
 	id := propose("w-1")
-	code, m := srv.do("POST", "/v1/tenants/acme/intents/"+id+"/execute", bot2, nil)
-	if code != 403 || errCode(m) != "forbidden" || !strings.Contains(mustJSONString(m), "not_proposer") {
-		t.Fatalf("bot2 executing bot1's approved intent: HTTP %d %v, want 403 not_proposer", code, m)
+	_, err := second.Execute(ctx, "acme", id)
+	if e := refusal(err); e.Status != 403 || e.Code != "forbidden" || !slices.Contains(e.Reasons, "not_proposer") {
+		t.Fatalf("bot2 executing bot1's approved intent: %v, want 403 forbidden not_proposer", err)
 	}
-	if code, m := srv.do("GET", "/v1/tenants/acme/intents/"+id, bot1, nil); code != 200 || m["state"] != "proposed" {
-		t.Fatalf("after the refusal the intent is %v (HTTP %d), want still proposed", m["state"], code)
+	if v, err := first.GetIntent(ctx, "acme", id); err != nil || v.State != "proposed" {
+		t.Fatalf("after the refusal the intent is %q (%v), want still proposed", v.State, err)
 	}
 	// bot1's key revoked: its approved intent runs for nobody.
 	id2 := propose("w-2")
 	var bot1ID string
-	_, lm := srv.do("GET", "/v1/keys", root, nil)
-	for _, k := range lm["keys"].([]any) {
-		if p := k.(map[string]any); p["name"] == "bot1" {
-			bot1ID = p["id"].(string)
+	keys, err := admin.ListKeys(ctx)
+	if err != nil {
+		t.Fatalf("list keys: %v", err)
+	}
+	for _, p := range keys {
+		if p.Name == "bot1" {
+			bot1ID = p.ID
 		}
 	}
-	if code, m := srv.do("DELETE", "/v1/keys/"+bot1ID, root, nil); code != 200 {
-		t.Fatalf("revoke bot1: HTTP %d %v", code, m)
+	if _, err := admin.RevokeKey(ctx, bot1ID); err != nil {
+		t.Fatalf("revoke bot1: %v", err)
 	}
-	if code, _ := srv.do("POST", "/v1/tenants/acme/intents/"+id2+"/execute", bot2, nil); code != 403 {
-		t.Fatalf("bot2 executing a revoked proposer's intent: HTTP %d, want 403", code)
+	if _, err := second.Execute(ctx, "acme", id2); refusal(err).Status != 403 || refusal(err).Code != "forbidden" {
+		t.Fatalf("bot2 executing a revoked proposer's intent: %v, want 403 forbidden", err)
 	}
-	if code, _ := srv.do("POST", "/v1/tenants/acme/intents/"+id2+"/execute", bot1, nil); code != 401 {
-		t.Fatalf("the revoked proposer executing: HTTP %d, want 401", code)
+	if _, err := first.Execute(ctx, "acme", id2); refusal(err).Status != 401 || refusal(err).Code != "unauthenticated" {
+		t.Fatalf("the revoked proposer executing: %v, want 401 unauthenticated", err)
 	}
 	// The refusals are in acme's chain.
-	_, am := srv.do("GET", "/v1/tenants/acme/audit?limit=1000", op, nil)
-	if n := strings.Count(mustJSONString(am), `"kind":"execution.refused"`); n != 2 {
+	recs := auditRecords(t, srv.client(op), "acme", 1000)
+	if n := countKind(recs, "execution.refused"); n != 2 {
 		t.Fatalf("acme's chain holds %d execution.refused records, want 2", n)
 	}
+}
+
+// blockedFor reports whether err is the gate's blocked decision (HTTP 403,
+// code blocked) naming reason.
+func blockedFor(err error, reason string) bool {
+	e := refusal(err)
+	return e.Status == 403 && e.Code == "blocked" && slices.Contains(e.Reasons, reason)
+}
+
+// auditRecords reads the first page (up to limit records; 0: the server's
+// default) of a tenant's audit chain.
+func auditRecords(t testing.TB, c *client.Client, tn string, limit int) []contract.AuditRecord {
+	t.Helper()
+	page, err := c.AuditPage(t.Context(), tn, 0, limit)
+	if err != nil {
+		t.Fatalf("%s's audit: %v", tn, err)
+	}
+	recs, err := page.Decode()
+	if err != nil {
+		t.Fatalf("%s's audit: %v", tn, err)
+	}
+	return recs
+}
+
+// countKind counts the records of kind.
+func countKind(recs []contract.AuditRecord, kind string) int {
+	n := 0
+	for _, r := range recs {
+		if r.Kind == kind {
+			n++
+		}
+	}
+	return n
 }
 
 func mustJSONString(v any) string {
@@ -222,12 +265,12 @@ func slowSink(t *testing.T, delay time.Duration) (*httptest.Server, *atomic.Int6
 // approver approve it; it returns the intent's ID.
 func (s *server) approvedPost(agent, approver, target, idem string) string {
 	s.t.Helper()
-	code, m := s.do("POST", "/v1/tenants/acme/intents", agent, map[string]any{"action": "http.post", "target": target, "params": map[string]string{"body": "{}"}, "idempotency_key": idem})
-	if code != 201 {
-		s.t.Fatalf("propose: HTTP %d %v", code, m)
+	v, created, err := s.client(agent).Propose(s.t.Context(), "acme", contract.IntentRequest{Action: "http.post", Target: target, Params: map[string]string{"body": "{}"}, IdempotencyKey: idem})
+	if err != nil || !created {
+		s.t.Fatalf("propose: created %v, %v", created, err)
 	}
-	s.approveVia(approver, "acme", intentID(m))
-	return intentID(m)
+	s.approveVia(approver, "acme", v.Intent.ID)
+	return v.Intent.ID
 }
 
 // TestBreakUnrecordedEffect (break 4): a client that disconnected after the
@@ -244,17 +287,13 @@ func TestBreakUnrecordedEffect(t *testing.T) {
 	srv := startServer(t, dataDir, addr, "--allow-host", host, "--lease", "1s")
 	goLive(t, addr, root)
 	id := srv.approvedPost(bot, root, sink.URL+"/slow", "cut-1")
+	agent := srv.client(bot)
 
 	// The impatient client: gone while the POST is inside the sink.
-	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+addr+"/v1/tenants/acme/intents/"+id+"/execute", nil)
-	req.Header.Set("Authorization", "Bearer "+bot)
+	ctx, cancel := context.WithCancel(t.Context())
 	errc := make(chan error, 1)
 	go func() {
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-		}
+		_, err := agent.Execute(ctx, "acme", id)
 		errc <- err
 	}()
 	for deadline := time.Now().Add(10 * time.Second); hits.Load() == 0; time.Sleep(10 * time.Millisecond) {
@@ -267,25 +306,26 @@ func TestBreakUnrecordedEffect(t *testing.T) {
 		t.Fatal("the client was not cut off")
 	}
 	// The effect finishes and its outcome is recorded all the same.
-	var state any
-	var m map[string]any
+	var v gate.View
+	var err error
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if _, m = srv.do("GET", "/v1/tenants/acme/intents/"+id, bot, nil); m["state"] != "executing" {
+		if v, err = agent.GetIntent(t.Context(), "acme", id); v.State != "executing" {
 			break
 		}
 	}
-	if state = m["state"]; state != "succeeded" {
-		t.Fatalf("after the client went away the intent is %v, want succeeded", state)
+	if v.State != "succeeded" {
+		t.Fatalf("after the client went away the intent is %q (%v), want succeeded", v.State, err)
 	}
-	_, am := srv.do("GET", "/v1/tenants/acme/audit?limit=1000", bot, nil)
-	recs, _ := am["records"].([]any)
-	last, _ := recs[len(recs)-1].(map[string]any)
-	if last["kind"] != "execution.succeeded" || last["correlation_id"] != id {
-		t.Fatalf("the audit ends at %v (%v), want execution.succeeded of %s", last["kind"], last["correlation_id"], id)
+	recs := auditRecords(t, agent, "acme", 1000)
+	if len(recs) == 0 {
+		t.Fatal("acme's audit is empty")
 	}
-	code, m := srv.do("POST", "/v1/tenants/acme/intents/"+id+"/execute", bot, nil)
-	if code != 200 || m["duplicate"] != true || hits.Load() != 1 {
-		t.Fatalf("repeat: HTTP %d %v, sink hits %d", code, m, hits.Load())
+	if last := recs[len(recs)-1]; last.Kind != "execution.succeeded" || last.CorrelationID != id {
+		t.Fatalf("the audit ends at %v (%v), want execution.succeeded of %s", last.Kind, last.CorrelationID, id)
+	}
+	out, err := agent.Execute(t.Context(), "acme", id)
+	if err != nil || !out.Duplicate || hits.Load() != 1 {
+		t.Fatalf("repeat: %v %+v, sink hits %d", err, out, hits.Load())
 	}
 }
 
@@ -312,13 +352,8 @@ func TestBreakInDoubtOnOneNode(t *testing.T) {
 	b := startServer(t, "", addrB, append(flags, "--node", "node-b")...)
 	goLive(t, addrA, root)
 	id := a.approvedPost(bot, op, sink.URL+"/slow", "long-1")
-	go func() {
-		req, _ := http.NewRequest("POST", "http://"+addrA+"/v1/tenants/acme/intents/"+id+"/execute", nil)
-		req.Header.Set("Authorization", "Bearer "+bot)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-		}
-	}()
+	ctx, botA, botB, opB := t.Context(), a.client(bot), b.client(bot), b.client(op)
+	go func() { _, _ = botA.Execute(ctx, "acme", id) }() // cut when node A is killed below
 	for deadline := time.Now().Add(10 * time.Second); hits.Load() == 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the execution never reached the sink")
@@ -327,32 +362,33 @@ func TestBreakInDoubtOnOneNode(t *testing.T) {
 	// For three lease periods node B sees it running: not in doubt, and
 	// an operator's resolve is refused.
 	for until := time.Now().Add(3 * time.Second); time.Now().Before(until); time.Sleep(200 * time.Millisecond) {
-		if _, m := b.do("GET", "/v1/tenants/acme/intents/"+id, bot, nil); m["state"] != "executing" {
-			t.Fatalf("node B while node A runs it: %v, want executing", m["state"])
+		if v, err := botB.GetIntent(ctx, "acme", id); err != nil || v.State != "executing" {
+			t.Fatalf("node B while node A runs it: %q (%v), want executing", v.State, err)
 		}
-		if _, m := b.do("GET", "/v1/tenants/acme/intents?state=in_doubt", op, nil); len(m["intents"].([]any)) != 0 {
-			t.Fatalf("node B lists %v in doubt while node A runs it", m["intents"])
+		if list, err := opB.ListInDoubt(ctx, "acme"); err != nil || len(list) != 0 {
+			t.Fatalf("node B lists %+v in doubt while node A runs it (%v)", list, err)
 		}
-		if code, m := b.do("POST", "/v1/tenants/acme/intents/"+id+"/resolve", op, map[string]string{"outcome": "failed", "reason": "looks stuck"}); code != 409 {
-			t.Fatalf("resolve on node B while node A runs it: HTTP %d %v, want 409", code, m)
+		if _, err := opB.Resolve(ctx, "acme", id, client.ResolveRequest{Outcome: "failed", Reason: "looks stuck"}); refusal(err).Status != 409 || refusal(err).Code != "conflict" {
+			t.Fatalf("resolve on node B while node A runs it: %v, want 409 conflict", err)
 		}
 	}
 	// Node A dies mid-effect: its lease lapses; B reads in doubt and the
 	// operator resolves it there.
 	a.kill()
-	var m map[string]any
+	var v gate.View
+	var err error
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if _, m = b.do("GET", "/v1/tenants/acme/intents/"+id, bot, nil); m["state"] == "in_doubt" || time.Now().After(deadline) {
+		if v, err = botB.GetIntent(ctx, "acme", id); v.State == "in_doubt" || time.Now().After(deadline) {
 			break
 		}
 	}
-	if m["state"] != "in_doubt" {
-		t.Fatalf("after node A died: %v, want in_doubt", m["state"])
+	if v.State != "in_doubt" {
+		t.Fatalf("after node A died: %q (%v), want in_doubt", v.State, err)
 	}
-	if code, m := b.do("POST", "/v1/tenants/acme/intents/"+id+"/resolve", op, map[string]string{"outcome": "failed", "reason": "the sink shows no order"}); code != 200 {
-		t.Fatalf("resolve after the lapse: HTTP %d %v", code, m)
+	if _, err := opB.Resolve(ctx, "acme", id, client.ResolveRequest{Outcome: "failed", Reason: "the sink shows no order"}); err != nil {
+		t.Fatalf("resolve after the lapse: %v", err)
 	}
-	if code, m := b.do("POST", "/v1/tenants/acme/intents/"+id+"/execute", bot, nil); code != 200 || m["duplicate"] != true || hits.Load() != 1 {
-		t.Fatalf("execute after resolution: HTTP %d %v, sink hits %d", code, m, hits.Load())
+	if out, err := botB.Execute(ctx, "acme", id); err != nil || !out.Duplicate || hits.Load() != 1 {
+		t.Fatalf("execute after resolution: %v %+v, sink hits %d", err, out, hits.Load())
 	}
 }

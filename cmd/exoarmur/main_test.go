@@ -6,7 +6,7 @@ package main_test
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -22,6 +22,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/exoarmur/exoarmur/internal/api/client"
+	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/gate"
 )
 
 var (
@@ -102,14 +106,11 @@ func (b *syncBuffer) String() string {
 func startServer(t *testing.T, dataDir, addr string, extra ...string) *server {
 	t.Helper()
 	s := startServerNoWait(t, dataDir, addr, extra...)
+	c := newClient(t, addr, "")
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return s
-			}
+		if c.Ready(t.Context()) == nil {
+			return s
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("server not ready after 30s:\n%s", s.logs.String())
@@ -145,24 +146,61 @@ func (s *server) kill() {
 	_ = s.cmd.Wait()
 }
 
-func (s *server) do(method, path, key string, body any) (int, map[string]any) {
+// client returns a typed API client of the server, authenticated with key.
+func (s *server) client(key string) *client.Client {
 	s.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, "http://"+s.addr+path, rd)
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := http.DefaultClient.Do(req)
+	return newClient(s.t, s.addr, key)
+}
+
+// newClient returns a typed API client of the server at addr, authenticated
+// with key ("" sends none), whose transport is exactStatus.
+func newClient(t testing.TB, addr, key string) *client.Client {
+	t.Helper()
+	c, err := client.New("http://"+addr, client.WithAPIKey(key), client.WithHTTPClient(&http.Client{Transport: exactStatus{}}))
 	if err != nil {
-		s.t.Fatalf("%s %s: %v", method, path, err)
+		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var m map[string]any
-	_ = json.Unmarshal(raw, &m)
-	return resp.StatusCode, m
+	return c
+}
+
+// exactStatus is the transport of the tests' clients. The client takes any
+// 2xx for success, while these tests check the exact status, so a 2xx that
+// is not the one the API answers the request with becomes an error: 201 or
+// 200 (an idempotency key already used) for a proposal, 201 for a new key,
+// 200 or 202 (the serving node did not confirm in time) for a kill switch
+// change, 200 for every other request. Propose's created and
+// SetKillSwitch's confirmed tell the two allowed answers apart.
+type exactStatus struct{}
+
+func (exactStatus) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	if err != nil || resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return resp, err
+	}
+	want := []int{http.StatusOK}
+	switch {
+	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/intents"):
+		want = []int{http.StatusCreated, http.StatusOK}
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/keys":
+		want = []int{http.StatusCreated}
+	case r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "/killswitch"):
+		want = []int{http.StatusOK, http.StatusAccepted}
+	}
+	if !slices.Contains(want, resp.StatusCode) {
+		resp.Body.Close()
+		return nil, fmt.Errorf("%s %s answered HTTP %d, want one of %v", r.Method, r.URL.Path, resp.StatusCode, want)
+	}
+	return resp, nil
+}
+
+// refusal is err as the API's refusal. Any other error, or none, is a zero
+// Error, whose Status 0 matches no check.
+func refusal(err error) *client.Error {
+	var e *client.Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return &client.Error{}
 }
 
 // createKeys makes an agent key and an admin key through the CLI; store
@@ -218,15 +256,9 @@ func goLive(t *testing.T, addr, adminKey string) {
 // approveVia has key (an operator or admin, not the proposer) approve an intent.
 func (s *server) approveVia(key, tn, id string) {
 	s.t.Helper()
-	if code, m := s.do("POST", "/v1/tenants/"+tn+"/intents/"+id+"/approvals", key, map[string]string{"decision": "approve", "reason": "e2e"}); code != 200 {
-		s.t.Fatalf("approve %s: %d %v", id, code, m)
+	if _, err := s.client(key).DecideApproval(s.t.Context(), tn, id, contract.ApprovalDecision{Decision: "approve", Reason: "e2e"}); err != nil {
+		s.t.Fatalf("approve %s: %v", id, err)
 	}
-}
-
-func intentID(m map[string]any) string {
-	in, _ := m["intent"].(map[string]any)
-	id, _ := in["id"].(string)
-	return id
 }
 
 // TestGate1DurableAuditAcrossKill: N acknowledged proposals and executions
@@ -237,36 +269,38 @@ func TestGate1DurableAuditAcrossKill(t *testing.T) {
 	addr := freePort(t)
 	srv := startServer(t, dataDir, addr)
 	goLive(t, addr, adminKeys[dataDir])
+	ctx, agent := t.Context(), srv.client(key)
 	const n = 25
 	var ids []string
 	for i := range n {
-		code, m := srv.do("POST", "/v1/tenants/acme/intents", key, map[string]any{
-			"action": "fs.write", "target": fmt.Sprintf("gate1/f%02d.txt", i), "params": map[string]string{"content": fmt.Sprint("v", i)},
-			"idempotency_key": fmt.Sprintf("gate1-%02d", i),
+		v, created, err := agent.Propose(ctx, "acme", contract.IntentRequest{
+			Action: "fs.write", Target: fmt.Sprintf("gate1/f%02d.txt", i), Params: map[string]string{"content": fmt.Sprint("v", i)},
+			IdempotencyKey: fmt.Sprintf("gate1-%02d", i),
 		})
-		if code != 201 {
-			t.Fatalf("propose %d: %d %v", i, code, m)
+		if err != nil || !created {
+			t.Fatalf("propose %d: created %v, %v", i, created, err)
 		}
-		id := intentID(m)
+		id := v.Intent.ID
 		srv.approveVia(adminKeys[dataDir], "acme", id)
-		if code, m := srv.do("POST", "/v1/tenants/acme/intents/"+id+"/execute", key, nil); code != 200 {
-			t.Fatalf("execute %d: %d %v", i, code, m)
+		if _, err := agent.Execute(ctx, "acme", id); err != nil {
+			t.Fatalf("execute %d: %v", i, err)
 		}
 		ids = append(ids, id)
 	}
 	srv.kill()
 
 	srv = startServer(t, dataDir, addr)
+	agent = srv.client(key)
 	for _, id := range ids {
-		code, m := srv.do("GET", "/v1/tenants/acme/intents/"+id, key, nil)
-		if code != 200 || m["state"] != "succeeded" {
-			t.Fatalf("after kill -9, intent %s: %d %v", id, code, m)
+		v, err := agent.GetIntent(ctx, "acme", id)
+		if err != nil || v.State != "succeeded" {
+			t.Fatalf("after kill -9, intent %s: %v %+v", id, err, v)
 		}
 	}
-	code, rep := srv.do("GET", "/v1/tenants/acme/audit/verify", key, nil)
+	rep, err := agent.AuditVerify(ctx, "acme")
 	// per intent: proposed, approval requested, granted, allowed, approval executed, started, succeeded; + the switch change
-	if code != 200 || rep["pass"] != true || rep["records"] != float64(7*n+1) {
-		t.Fatalf("verify after restart: %d %v", code, rep)
+	if err != nil || !rep.Pass || rep.Records != 7*n+1 {
+		t.Fatalf("verify after restart: %v %+v", err, rep)
 	}
 	srv.kill()
 	// The offline CLI agrees.
@@ -302,40 +336,42 @@ func TestGate2IdempotencyAcrossRestart(t *testing.T) {
 	addr := freePort(t)
 	srv := startServer(t, dataDir, addr, "--allow-host", host, "--lease", "1s")
 	goLive(t, addr, adminKeys[dataDir])
+	ctx, agent := t.Context(), srv.client(key)
 
-	_, m := srv.do("POST", "/v1/tenants/acme/intents", key, map[string]any{
-		"action": "http.post", "target": sink.URL + "/effect", "params": map[string]string{"body": `{"n":1}`}, "idempotency_key": "gate2-once",
+	v, _, err := agent.Propose(ctx, "acme", contract.IntentRequest{
+		Action: "http.post", Target: sink.URL + "/effect", Params: map[string]string{"body": `{"n":1}`}, IdempotencyKey: "gate2-once",
 	})
-	id := intentID(m)
-	srv.approveVia(adminKeys[dataDir], "acme", id)
-	if code, m := srv.do("POST", "/v1/tenants/acme/intents/"+id+"/execute", key, nil); code != 200 {
-		t.Fatalf("execute: %d %v", code, m)
+	if err != nil {
+		t.Fatalf("propose: %v", err)
 	}
-	if code, m := srv.do("POST", "/v1/tenants/acme/intents/"+id+"/execute", key, nil); code != 200 || m["duplicate"] != true {
-		t.Fatalf("repeat: %d %v", code, m)
+	id := v.Intent.ID
+	srv.approveVia(adminKeys[dataDir], "acme", id)
+	if _, err := agent.Execute(ctx, "acme", id); err != nil {
+		t.Fatalf("execute: %v", err)
+	}
+	if out, err := agent.Execute(ctx, "acme", id); err != nil || !out.Duplicate {
+		t.Fatalf("repeat: %v %+v", err, out)
 	}
 	srv.kill()
 	srv = startServer(t, dataDir, addr, "--allow-host", host, "--lease", "1s")
-	if code, m := srv.do("POST", "/v1/tenants/acme/intents/"+id+"/execute", key, nil); code != 200 || m["duplicate"] != true {
-		t.Fatalf("repeat after restart: %d %v", code, m)
+	agent = srv.client(key)
+	if out, err := agent.Execute(ctx, "acme", id); err != nil || !out.Duplicate {
+		t.Fatalf("repeat after restart: %v %+v", err, out)
 	}
 	if got := hits.Load(); got != 1 {
 		t.Fatalf("side effect happened %d times, want 1", got)
 	}
 
 	// Kill the server while the executor is inside the side effect.
-	_, m = srv.do("POST", "/v1/tenants/acme/intents", key, map[string]any{
-		"action": "http.post", "target": sink.URL + "/hang", "idempotency_key": "gate2-cut",
+	v, _, err = agent.Propose(ctx, "acme", contract.IntentRequest{
+		Action: "http.post", Target: sink.URL + "/hang", IdempotencyKey: "gate2-cut",
 	})
-	cut := intentID(m)
+	if err != nil {
+		t.Fatalf("propose: %v", err)
+	}
+	cut := v.Intent.ID
 	srv.approveVia(adminKeys[dataDir], "acme", cut)
-	go func() {
-		req, _ := http.NewRequest("POST", "http://"+addr+"/v1/tenants/acme/intents/"+cut+"/execute", nil)
-		req.Header.Set("Authorization", "Bearer "+key)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-		}
-	}()
+	go func(c *client.Client) { _, _ = c.Execute(ctx, "acme", cut) }(agent) // cut by the kill below
 	deadline := time.Now().Add(20 * time.Second)
 	for hits.Load() < 2 {
 		if time.Now().After(deadline) {
@@ -346,44 +382,43 @@ func TestGate2IdempotencyAcrossRestart(t *testing.T) {
 	srv.kill()
 	once.Do(func() { close(release) })
 	srv = startServer(t, dataDir, addr, "--allow-host", host, "--lease", "1s")
+	agent = srv.client(key)
 	// The dead node's lease lapses (at most the lease it was started with)
 	// and the execution reads in doubt.
-	var code int
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		code, m = srv.do("GET", "/v1/tenants/acme/intents/"+cut, key, nil)
-		if code != 200 || m["state"] != "executing" || time.Now().After(deadline) {
+		v, err = agent.GetIntent(ctx, "acme", cut)
+		if err != nil || v.State != "executing" || time.Now().After(deadline) {
 			break
 		}
 	}
-	if code != 200 || m["state"] != "in_doubt" {
-		t.Fatalf("cut execution state: %d %v", code, m)
+	if err != nil || v.State != "in_doubt" {
+		t.Fatalf("cut execution state: %v %+v", err, v)
 	}
-	code, m = srv.do("POST", "/v1/tenants/acme/intents/"+cut+"/execute", key, nil)
-	if errObj, _ := m["error"].(map[string]any); code != 409 || errObj["code"] != "in_doubt" {
-		t.Fatalf("execute in-doubt: %d %v", code, m)
+	_, err = agent.Execute(ctx, "acme", cut)
+	if e := refusal(err); e.Status != 409 || e.Code != "in_doubt" {
+		t.Fatalf("execute in-doubt: %v", err)
 	}
 	if got := hits.Load(); got != 2 {
 		t.Fatalf("sink hits = %d, want 2 (the in-doubt execution must not be re-run)", got)
 	}
 	// An operator finds it in the in-doubt list and resolves it, audited.
-	admin := adminKeys[dataDir]
-	code, m = srv.do("GET", "/v1/tenants/acme/intents?state=in_doubt", admin, nil)
-	list, _ := m["intents"].([]any)
-	if code != 200 || len(list) != 1 || list[0].(map[string]any)["intent_id"] != cut {
-		t.Fatalf("in-doubt list: %d %v", code, m)
+	admin := srv.client(adminKeys[dataDir])
+	list, err := admin.ListInDoubt(ctx, "acme")
+	if err != nil || len(list) != 1 || list[0].IntentID != cut {
+		t.Fatalf("in-doubt list: %v %+v", err, list)
 	}
-	code, m = srv.do("POST", "/v1/tenants/acme/intents/"+cut+"/resolve", admin, map[string]string{"outcome": "failed", "reason": "the sink shows no order"})
-	if code != 200 || m["status"] != "failed" {
-		t.Fatalf("resolve: %d %v", code, m)
+	res, err := admin.Resolve(ctx, "acme", cut, client.ResolveRequest{Outcome: "failed", Reason: "the sink shows no order"})
+	if err != nil || res.Status != "failed" {
+		t.Fatalf("resolve: %v %+v", err, res)
 	}
-	if code, m = srv.do("GET", "/v1/tenants/acme/intents/"+cut, key, nil); code != 200 || m["state"] != "failed" {
-		t.Fatalf("after resolution: %d %v", code, m)
+	if v, err = agent.GetIntent(ctx, "acme", cut); err != nil || v.State != "failed" {
+		t.Fatalf("after resolution: %v %+v", err, v)
 	}
-	if code, m = srv.do("POST", "/v1/tenants/acme/intents/"+cut+"/execute", key, nil); code != 200 || m["duplicate"] != true || hits.Load() != 2 {
-		t.Fatalf("execute after resolution: %d %v, hits %d", code, m, hits.Load())
+	if out, err := agent.Execute(ctx, "acme", cut); err != nil || !out.Duplicate || hits.Load() != 2 {
+		t.Fatalf("execute after resolution: %v %+v, hits %d", err, out, hits.Load())
 	}
-	if code, m = srv.do("GET", "/v1/tenants/acme/audit/verify", key, nil); code != 200 || m["pass"] != true {
-		t.Fatalf("chain after resolution: %d %v", code, m)
+	if rep, err := agent.AuditVerify(ctx, "acme"); err != nil || !rep.Pass {
+		t.Fatalf("chain after resolution: %v %+v", err, rep)
 	}
 }
 
@@ -424,12 +459,18 @@ func TestGate3ReplayFromExport(t *testing.T) {
 	addr := freePort(t)
 	srv := startServer(t, dataDir, addr)
 	goLive(t, addr, adminKeys[dataDir])
+	ctx, agent := t.Context(), srv.client(key)
 	for i := range 5 {
-		_, m := srv.do("POST", "/v1/tenants/acme/intents", key, map[string]any{
-			"action": "fs.write", "target": fmt.Sprintf("g3/%d.txt", i), "params": map[string]string{"content": "x"}, "idempotency_key": fmt.Sprint("g3-", i),
+		v, _, err := agent.Propose(ctx, "acme", contract.IntentRequest{
+			Action: "fs.write", Target: fmt.Sprintf("g3/%d.txt", i), Params: map[string]string{"content": "x"}, IdempotencyKey: fmt.Sprint("g3-", i),
 		})
-		srv.approveVia(adminKeys[dataDir], "acme", intentID(m))
-		srv.do("POST", "/v1/tenants/acme/intents/"+intentID(m)+"/execute", key, nil)
+		if err != nil {
+			t.Fatalf("propose %d: %v", i, err)
+		}
+		srv.approveVia(adminKeys[dataDir], "acme", v.Intent.ID)
+		if _, err := agent.Execute(ctx, "acme", v.Intent.ID); err != nil {
+			t.Fatalf("execute %d: %v", i, err)
+		}
 	}
 	srv.kill()
 	dir := t.TempDir()
@@ -501,13 +542,15 @@ func TestGate5KillSwitchAcrossNodes(t *testing.T) {
 	startServer(t, "", addrA, "--nats-url", url, "--sandbox-dir", sandbox, "--node", "node-a")
 	b := startServer(t, "", addrB, "--nats-url", url, "--sandbox-dir", sandbox, "--node", "node-b")
 	goLive(t, addrA, admin)
+	ctx, agentB, adminA, adminB := t.Context(), b.client(agent), newClient(t, addrA, admin), b.client(admin)
 
 	propose := func(key string) string {
-		code, m := b.do("POST", "/v1/tenants/acme/intents", agent, map[string]any{"action": "fs.read", "target": "none.txt", "idempotency_key": key})
-		if code != 201 {
-			t.Fatalf("propose on B: %d %v", code, m)
+		t.Helper()
+		v, created, err := agentB.Propose(ctx, "acme", contract.IntentRequest{Action: "fs.read", Target: "none.txt", IdempotencyKey: key})
+		if err != nil || !created {
+			t.Fatalf("propose on B: created %v, %v", created, err)
 		}
-		return intentID(m)
+		return v.Intent.ID
 	}
 	for _, scope := range []struct {
 		args   []string
@@ -518,15 +561,14 @@ func TestGate5KillSwitchAcrossNodes(t *testing.T) {
 	} {
 		id := propose("ks-" + scope.reason)
 		killswitch(t, addrA, admin, append([]string{"engage"}, scope.args...)...)
-		code, m := b.do("POST", "/v1/tenants/acme/intents/"+id+"/execute", agent, nil)
-		errObj, _ := m["error"].(map[string]any)
-		if reasons, _ := errObj["reasons"].([]any); code != 403 || len(reasons) == 0 || reasons[0] != scope.reason {
-			t.Fatalf("execute on B right after engaging on A: %d %v", code, m)
+		_, err := agentB.Execute(ctx, "acme", id)
+		if e := refusal(err); e.Status != 403 || e.Code != "blocked" || len(e.Reasons) == 0 || e.Reasons[0] != scope.reason {
+			t.Fatalf("execute on B right after engaging on A: %v", err)
 		}
 		killswitch(t, addrA, admin, append([]string{"disengage"}, scope.args...)...)
-		if code, m := b.do("POST", "/v1/tenants/acme/intents/"+id+"/execute", agent, nil); code != 200 {
+		if out, err := agentB.Execute(ctx, "acme", id); err != nil {
 			// fs.read of a missing file runs and fails inside the sandbox: 200 with status failed.
-			t.Fatalf("execute on B after disengaging: %d %v", code, m)
+			t.Fatalf("execute on B after disengaging: %v %+v", err, out)
 		}
 	}
 
@@ -536,21 +578,14 @@ func TestGate5KillSwitchAcrossNodes(t *testing.T) {
 	lagging := 0
 	for i := range flips {
 		engaged := i%2 == 0
-		body, _ := json.Marshal(map[string]any{"engaged": engaged, "reason": fmt.Sprint("flip ", i)})
-		req, _ := http.NewRequest("PUT", "http://"+addrA+"/v1/killswitch", bytes.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+admin)
 		start := time.Now()
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
+		_, confirmed, err := adminA.SetKillSwitch(ctx, "", contract.KillSwitchRequest{Engaged: engaged, Reason: fmt.Sprint("flip ", i)})
 		putLatency = append(putLatency, time.Since(start))
-		if resp.StatusCode != 200 {
-			t.Fatalf("flip %d: HTTP %d", i, resp.StatusCode)
+		if err != nil || !confirmed {
+			// confirmed is HTTP 200; 202 is a change node A did not confirm applying.
+			t.Fatalf("flip %d: confirmed %v, %v", i, confirmed, err)
 		}
-		_, m := b.do("GET", "/v1/killswitch", admin, nil)
-		if st, _ := m["state"].(map[string]any); st["engaged"] != engaged {
+		if st, err := adminB.GetKillSwitch(ctx, ""); err != nil || st.Engaged != engaged {
 			lagging++
 		}
 	}
@@ -582,33 +617,34 @@ func TestGate6TwoTenantsTwoNodes(t *testing.T) {
 	killswitch(t, addrB, admin, "disengage", "--tenant", "beta", "--reason", "go")
 
 	const n = 20
+	ctx := t.Context()
 	var wg sync.WaitGroup
 	errs := make(chan string, 8*n)
-	work := func(srv *server, key, tn, other string) {
+	work := func(agent, approver *client.Client, tn, other string) {
 		defer wg.Done()
 		for i := range n {
-			code, m := srv.do("POST", "/v1/tenants/"+tn+"/intents", key, map[string]any{
-				"action": "fs.write", "target": fmt.Sprintf("w/%d.txt", i), "params": map[string]string{"content": tn}, "idempotency_key": fmt.Sprint(tn, "-", i),
+			v, created, err := agent.Propose(ctx, tn, contract.IntentRequest{
+				Action: "fs.write", Target: fmt.Sprintf("w/%d.txt", i), Params: map[string]string{"content": tn}, IdempotencyKey: fmt.Sprint(tn, "-", i),
 			})
-			if code != 201 {
-				errs <- fmt.Sprintf("%s propose %d: %d %v", tn, i, code, m)
+			if err != nil || !created {
+				errs <- fmt.Sprintf("%s propose %d: created %v, %v", tn, i, created, err)
 				continue
 			}
-			if code, m := srv.do("POST", "/v1/tenants/"+tn+"/intents/"+intentID(m)+"/approvals", admin, map[string]string{"decision": "approve", "reason": "e2e"}); code != 200 {
-				errs <- fmt.Sprintf("%s approve %d: %d %v", tn, i, code, m)
+			if _, err := approver.DecideApproval(ctx, tn, v.Intent.ID, contract.ApprovalDecision{Decision: "approve", Reason: "e2e"}); err != nil {
+				errs <- fmt.Sprintf("%s approve %d: %v", tn, i, err)
 			}
-			if code, m := srv.do("POST", "/v1/tenants/"+tn+"/intents/"+intentID(m)+"/execute", key, nil); code != 200 {
-				errs <- fmt.Sprintf("%s execute %d: %d %v", tn, i, code, m)
+			if _, err := agent.Execute(ctx, tn, v.Intent.ID); err != nil {
+				errs <- fmt.Sprintf("%s execute %d: %v", tn, i, err)
 			}
 			// And a cross-tenant attempt on the other node's tenant.
-			if code, _ := srv.do("GET", "/v1/tenants/"+other+"/audit", key, nil); code != 404 {
-				errs <- fmt.Sprintf("%s reading %s's audit: %d", tn, other, code)
+			if _, err := agent.AuditPage(ctx, other, 0, 0); refusal(err).Status != 404 || refusal(err).Code != "not_found" {
+				errs <- fmt.Sprintf("%s reading %s's audit: %v, want 404 not_found", tn, other, err)
 			}
 		}
 	}
 	wg.Add(2)
-	go work(a, acmeKey, "acme", "beta")
-	go work(b, betaKey, "beta", "acme")
+	go work(a.client(acmeKey), a.client(admin), "acme", "beta")
+	go work(b.client(betaKey), b.client(admin), "beta", "acme")
 	wg.Wait()
 	close(errs)
 	for e := range errs {
@@ -626,14 +662,11 @@ func TestGate6TwoTenantsTwoNodes(t *testing.T) {
 		srv            *server
 	}{{"acme", acmeKey, "beta", b}, {"beta", betaKey, "acme", a}} {
 		// Export through the node that did not serve the workload.
-		req, _ := http.NewRequest("GET", "http://"+c.srv.addr+"/v1/tenants/"+c.tn+"/audit/export", nil)
-		req.Header.Set("Authorization", "Bearer "+c.key)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
+		var buf bytes.Buffer
+		if _, err := c.srv.client(c.key).AuditExport(ctx, c.tn, &buf); err != nil {
+			t.Fatalf("%s export: %v", c.tn, err)
 		}
-		export, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		export := buf.Bytes()
 		if bytes.Contains(export, []byte(`"tenant":"`+c.other+`"`)) || bytes.Count(export, []byte(`"kind":"execution.succeeded"`)) != n {
 			t.Fatalf("%s export is not %s's alone or misses executions", c.tn, c.tn)
 		}
@@ -678,8 +711,12 @@ func TestApprovalAcrossRestartAndWorker(t *testing.T) {
 		return string(out), err
 	}
 
-	_, m := srv.do("POST", "/v1/tenants/acme/intents", key, map[string]any{"action": "http.post", "target": sink.URL + "/x", "idempotency_key": "appr-restart"})
-	id := intentID(m)
+	ctx := t.Context()
+	v, _, err := srv.client(key).Propose(ctx, "acme", contract.IntentRequest{Action: "http.post", Target: sink.URL + "/x", IdempotencyKey: "appr-restart"})
+	if err != nil {
+		t.Fatalf("propose: %v", err)
+	}
+	id := v.Intent.ID
 	if out, err := cli(key, "approve", id, "--tenant", "acme", "--reason", "mine"); err == nil || !strings.Contains(out, "HTTP 403") {
 		t.Fatalf("the proposer's key approved (or failed oddly): %v %s", err, out)
 	}
@@ -691,10 +728,11 @@ func TestApprovalAcrossRestartAndWorker(t *testing.T) {
 	}
 	srv.kill()
 	srv = startServer(t, dataDir, addr, "--allow-host", host)
+	agent := srv.client(key)
 	for i := range 2 {
-		code, m := srv.do("POST", "/v1/tenants/acme/intents/"+id+"/execute", key, nil)
-		if code != 200 || m["duplicate"] != (i == 1) {
-			t.Fatalf("execute %d after restart: %d %v", i, code, m)
+		out, err := agent.Execute(ctx, "acme", id)
+		if err != nil || out.Duplicate != (i == 1) {
+			t.Fatalf("execute %d after restart: %v %+v", i, err, out)
 		}
 	}
 	if hits.Load() != 1 {
@@ -702,20 +740,23 @@ func TestApprovalAcrossRestartAndWorker(t *testing.T) {
 	}
 
 	// The background worker.
-	_, m = srv.do("POST", "/v1/tenants/acme/intents", key, map[string]any{"action": "http.post", "target": sink.URL + "/auto",
-		"idempotency_key": "appr-worker", "execute_when_approved": true})
-	auto := intentID(m)
+	v, _, err = agent.Propose(ctx, "acme", contract.IntentRequest{Action: "http.post", Target: sink.URL + "/auto",
+		IdempotencyKey: "appr-worker", ExecuteWhenApproved: true})
+	if err != nil {
+		t.Fatalf("propose: %v", err)
+	}
+	auto := v.Intent.ID
 	if out, err := cli(admin, "approve", auto, "--tenant", "acme", "--reason", "go ahead"); err != nil {
 		t.Fatalf("approve: %v %s", err, out)
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		_, m := srv.do("GET", "/v1/tenants/acme/intents/"+auto, key, nil)
-		if m["state"] == "succeeded" {
+		v, err := agent.GetIntent(ctx, "acme", auto)
+		if err == nil && v.State == "succeeded" {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the worker did not execute the approved intent: %v\n%s", m, srv.logs.String())
+			t.Fatalf("the worker did not execute the approved intent: %v %+v\n%s", err, v, srv.logs.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -755,56 +796,52 @@ func TestBrokerLoss(t *testing.T) {
 	addr := freePort(t)
 	srv := startServer(t, "", addr, "--nats-url", url, "--sandbox-dir", t.TempDir())
 	goLive(t, addr, admin)
-	propose := func(key string) (int, map[string]any) {
-		return srv.do("POST", "/v1/tenants/acme/intents", agent, map[string]any{"action": "fs.read", "target": "a.txt", "idempotency_key": key})
+	ctx, bot := t.Context(), srv.client(agent)
+	propose := func(key string) (gate.View, bool, error) {
+		return bot.Propose(ctx, "acme", contract.IntentRequest{Action: "fs.read", Target: "a.txt", IdempotencyKey: key})
 	}
-	code, m := propose("before")
-	if code != 201 {
-		t.Fatalf("propose before: %d %v", code, m)
+	v, created, err := propose("before")
+	if err != nil || !created {
+		t.Fatalf("propose before: created %v, %v", created, err)
 	}
-	before := intentID(m)
+	before := v.Intent.ID
 
 	_ = natsCmd.Process.Signal(syscall.SIGKILL)
 	_ = natsCmd.Wait()
+	ready := srv.client("")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 503 {
-				break
-			}
+		err = ready.Ready(ctx)
+		if refusal(err).Status == 503 {
+			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("/readyz still ready after NATS died")
+			t.Fatalf("/readyz still ready after NATS died: %v", err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	code, m = propose("during")
-	if e, _ := m["error"].(map[string]any); code != 503 || e["code"] != "store_unavailable" {
-		t.Fatalf("propose during the outage: %d %v", code, m)
+	if _, _, err = propose("during"); refusal(err).Status != 503 || refusal(err).Code != "store_unavailable" {
+		t.Fatalf("propose during the outage: %v", err)
 	}
-	code, m = srv.do("POST", "/v1/tenants/acme/intents/"+before+"/execute", agent, nil)
-	if code != 503 {
-		t.Fatalf("execute during the outage: %d %v", code, m)
+	if _, err = bot.Execute(ctx, "acme", before); refusal(err).Status != 503 || refusal(err).Code != "store_unavailable" {
+		t.Fatalf("execute during the outage: %v", err)
 	}
 
 	startNATSAt()
 	deadline = time.Now().Add(30 * time.Second)
 	for {
-		code, m = srv.do("POST", "/v1/tenants/acme/intents/"+before+"/execute", agent, nil)
-		if code == 200 {
+		if _, err = bot.Execute(ctx, "acme", before); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the server did not recover: %d %v\n%s", code, m, srv.logs.String())
+			t.Fatalf("the server did not recover: %v\n%s", err, srv.logs.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if code, m := srv.do("GET", "/v1/tenants/acme/audit/verify", agent, nil); code != 200 || m["pass"] != true {
-		t.Fatalf("chain after recovery: %d %v", code, m)
+	if rep, err := bot.AuditVerify(ctx, "acme"); err != nil || !rep.Pass {
+		t.Fatalf("chain after recovery: %v %+v", err, rep)
 	}
-	if code, _ := propose("during"); code != 201 {
-		t.Fatalf("the refused proposal can be made again after recovery: %d", code)
+	if _, created, err := propose("during"); err != nil || !created {
+		t.Fatalf("the refused proposal can be made again after recovery: created %v, %v", created, err)
 	}
 }

@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/exoarmur/exoarmur/internal/api/client"
+	"github.com/exoarmur/exoarmur/internal/contract"
 )
 
 // TestDeclaredApprovalRules: `serve --approval-rules` is what the gate and
@@ -26,70 +29,73 @@ func TestDeclaredApprovalRules(t *testing.T) {
 	goLive(t, addr, root)
 	killswitch(t, addr, root, "disengage", "--tenant", "beta", "--reason", "e2e go live")
 
+	ctx, agent := t.Context(), srv.client(bot)
 	propose := func(tn, action, target, idem string) string {
 		t.Helper()
-		code, m := srv.do("POST", "/v1/tenants/"+tn+"/intents", bot, map[string]any{"action": action, "target": target, "idempotency_key": idem, "params": map[string]string{"content": "x"}})
-		if code != 201 {
-			t.Fatalf("propose %s in %s: HTTP %d %v", action, tn, code, m)
+		v, created, err := agent.Propose(ctx, tn, contract.IntentRequest{Action: action, Target: target, IdempotencyKey: idem, Params: map[string]string{"content": "x"}})
+		if err != nil || !created {
+			t.Fatalf("propose %s in %s: created %v, %v", action, tn, created, err)
 		}
-		return intentID(m)
+		return v.Intent.ID
 	}
-	execute := func(tn, id string) (int, map[string]any) {
-		return srv.do("POST", "/v1/tenants/"+tn+"/intents/"+id+"/execute", bot, nil)
+	execute := func(tn, id string) error {
+		_, err := agent.Execute(ctx, tn, id)
+		return err
 	}
-	vote := func(tn, id, key string) (int, map[string]any) {
-		return srv.do("POST", "/v1/tenants/"+tn+"/intents/"+id+"/approvals", key, map[string]string{"decision": "approve", "reason": "rules e2e"})
+	vote := func(tn, id, key string) error {
+		_, err := srv.client(key).DecideApproval(ctx, tn, id, contract.ApprovalDecision{Decision: "approve", Reason: "rules e2e"})
+		return err
 	}
 
 	// A0 in acme needs an approval; in beta it does not.
 	for _, tn := range []string{"acme", "beta"} {
 		w := propose(tn, "fs.write", "seen.txt", "w-"+tn)
-		if code, m := vote(tn, w, ops[0]); code != 200 {
-			t.Fatalf("approve the write in %s: HTTP %d %v", tn, code, m)
+		if err := vote(tn, w, ops[0]); err != nil {
+			t.Fatalf("approve the write in %s: %v", tn, err)
 		}
-		if code, m := execute(tn, w); code != 200 {
-			t.Fatalf("write in %s: HTTP %d %v", tn, code, m)
+		if err := execute(tn, w); err != nil {
+			t.Fatalf("write in %s: %v", tn, err)
 		}
 	}
 	r := propose("acme", "fs.read", "seen.txt", "r-acme")
-	if code, m := execute("acme", r); code != 403 || !strings.Contains(mustJSONString(m), "approval_required") {
-		t.Fatalf("acme A0 read without approval: HTTP %d %v, want 403 approval_required", code, m)
+	if err := execute("acme", r); !blockedFor(err, "approval_required") {
+		t.Fatalf("acme A0 read without approval: %v, want 403 blocked approval_required", err)
 	}
-	if code, m := vote("acme", r, ops[1]); code != 200 {
-		t.Fatalf("approve the acme read: HTTP %d %v", code, m)
+	if err := vote("acme", r, ops[1]); err != nil {
+		t.Fatalf("approve the acme read: %v", err)
 	}
-	if code, m := execute("acme", r); code != 200 {
-		t.Fatalf("acme A0 read once approved: HTTP %d %v", code, m)
+	if err := execute("acme", r); err != nil {
+		t.Fatalf("acme A0 read once approved: %v", err)
 	}
-	if code, m := execute("beta", propose("beta", "fs.read", "seen.txt", "r-beta")); code != 200 {
-		t.Fatalf("beta A0 read (built-in rules): HTTP %d %v", code, m)
+	if err := execute("beta", propose("beta", "fs.read", "seen.txt", "r-beta")); err != nil {
+		t.Fatalf("beta A0 read (built-in rules): %v", err)
 	}
 
 	// A3 in acme: three operators, and an admin's vote does not count.
 	d := propose("acme", "fs.delete", "seen.txt", "d-acme")
-	if code, m := vote("acme", d, root); code != 403 {
-		t.Fatalf("an admin's vote on an acme A3 (operators only): HTTP %d %v, want 403", code, m)
+	if err := vote("acme", d, root); refusal(err).Status != 403 || refusal(err).Code != "forbidden" {
+		t.Fatalf("an admin's vote on an acme A3 (operators only): %v, want 403 forbidden", err)
 	}
 	for i, op := range ops {
-		if code, m := execute("acme", d); code != 403 || !strings.Contains(mustJSONString(m), "approval_required") {
-			t.Fatalf("acme A3 with %d approvals: HTTP %d %v, want 403 approval_required", i, code, m)
+		if err := execute("acme", d); !blockedFor(err, "approval_required") {
+			t.Fatalf("acme A3 with %d approvals: %v, want 403 blocked approval_required", i, err)
 		}
-		if code, m := vote("acme", d, op); code != 200 {
-			t.Fatalf("operator %d's vote: HTTP %d %v", i+1, code, m)
+		if err := vote("acme", d, op); err != nil {
+			t.Fatalf("operator %d's vote: %v", i+1, err)
 		}
 	}
-	if code, m := execute("acme", d); code != 200 {
-		t.Fatalf("acme A3 with three approvals: HTTP %d %v", code, m)
+	if err := execute("acme", d); err != nil {
+		t.Fatalf("acme A3 with three approvals: %v", err)
 	}
 	// beta A3: the built-in two, an admin counts.
 	bd := propose("beta", "fs.delete", "seen.txt", "d-beta")
 	for _, key := range []string{root, ops[0]} {
-		if code, m := vote("beta", bd, key); code != 200 {
-			t.Fatalf("beta A3 vote: HTTP %d %v", code, m)
+		if err := vote("beta", bd, key); err != nil {
+			t.Fatalf("beta A3 vote: %v", err)
 		}
 	}
-	if code, m := execute("beta", bd); code != 200 {
-		t.Fatalf("beta A3 with two approvals: HTTP %d %v", code, m)
+	if err := execute("beta", bd); err != nil {
+		t.Fatalf("beta A3 with two approvals: %v", err)
 	}
 
 	// The live chain replays identically: the number each decision needed
@@ -127,26 +133,26 @@ func TestApproverKeyConsentEndToEnd(t *testing.T) {
 	srv := startServer(t, dataDir, addr, "--approval-rules", filepath.Join("testdata", "approval_rules.json"))
 	goLive(t, addr, alice)
 
-	code, m := srv.do("POST", "/v1/keys", alice, map[string]any{"name": "carol", "role": "operator", "tenants": []string{"acme"}, "actions": []string{"*"}})
-	if code != 201 {
-		t.Fatalf("create carol: HTTP %d %v", code, m)
+	ctx := t.Context()
+	created, err := srv.client(alice).CreateKey(ctx, client.KeyRequest{Name: "carol", Role: "operator", Tenants: []string{"acme"}, Actions: []string{"*"}})
+	if err != nil {
+		t.Fatalf("create carol: %v", err)
 	}
-	carol, _ := m["key"].(string)
-	pr, _ := m["principal"].(map[string]any)
-	id, _ := pr["id"].(string)
-	if pr["pending_consent"] != true {
-		t.Fatalf("carol's key: %v, want pending_consent", pr)
+	carol, id := created.Key, created.Principal.ID
+	if !created.Principal.PendingConsent {
+		t.Fatalf("carol's key: %+v, want pending_consent", created.Principal)
 	}
-	code, m = srv.do("POST", "/v1/tenants/acme/intents", bot, map[string]any{"action": "fs.write", "target": "c.txt", "idempotency_key": "c1", "params": map[string]string{"content": "x"}})
-	if code != 201 {
-		t.Fatalf("propose: HTTP %d %v", code, m)
+	v, isNew, err := srv.client(bot).Propose(ctx, "acme", contract.IntentRequest{Action: "fs.write", Target: "c.txt", IdempotencyKey: "c1", Params: map[string]string{"content": "x"}})
+	if err != nil || !isNew {
+		t.Fatalf("propose: created %v, %v", isNew, err)
 	}
-	intent := intentID(m)
-	vote := func() (int, map[string]any) {
-		return srv.do("POST", "/v1/tenants/acme/intents/"+intent+"/approvals", carol, map[string]string{"decision": "approve", "reason": "e2e"})
+	intent := v.Intent.ID
+	vote := func() error {
+		_, err := srv.client(carol).DecideApproval(ctx, "acme", intent, contract.ApprovalDecision{Decision: "approve", Reason: "e2e"})
+		return err
 	}
-	if code, m := vote(); code != 401 || !strings.Contains(mustJSONString(m), "awaits a second admin") {
-		t.Fatalf("a pending key votes: HTTP %d %v, want 401 naming the consent", code, m)
+	if err := vote(); refusal(err).Status != 401 || refusal(err).Code != "unauthenticated" || !strings.Contains(refusal(err).Message, "awaits a second admin") {
+		t.Fatalf("a pending key votes: %v, want 401 unauthenticated naming the consent", err)
 	}
 	consent := func(key string) (string, error) {
 		cmd := exec.Command(binary(t), "keys", "consent", id, "--reason", "carol joins on-call", "--server", "http://"+addr)
@@ -160,11 +166,10 @@ func TestApproverKeyConsentEndToEnd(t *testing.T) {
 	if out, err := consent(bob); err != nil || !strings.Contains(out, "consented to "+id) {
 		t.Fatalf("bob consenting: %v %s", err, out)
 	}
-	if code, m := vote(); code != 200 {
-		t.Fatalf("carol's vote after consent: HTTP %d %v", code, m)
+	if err := vote(); err != nil {
+		t.Fatalf("carol's vote after consent: %v", err)
 	}
-	code, m = srv.do("GET", "/v1/tenants/acme/audit", alice, nil)
-	if code != 200 || !strings.Contains(mustJSONString(m), `"key.consented"`) {
-		t.Fatalf("acme's audit lacks key.consented: HTTP %d", code)
+	if n := countKind(auditRecords(t, srv.client(alice), "acme", 0), "key.consented"); n == 0 {
+		t.Fatal("acme's audit lacks key.consented")
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/exoarmur/exoarmur/internal/contract"
 )
 
 // mountTmpfs mounts a tmpfs of size MiB on a fresh directory (this suite
@@ -55,51 +57,57 @@ func fill(t *testing.T, dir string) string {
 	return ""
 }
 
-// proposeAll proposes n intents and returns the IDs acknowledged with 201
-// and the status codes of the rest (never a 2xx other than 201).
+// proposeAll proposes n intents and returns the IDs acknowledged with 201,
+// the statuses of the refusals (never a 2xx other than 201) and their error
+// codes ("" for a refusal whose body is not the API's).
 func proposeAll(t *testing.T, srv *server, key, prefix string, n int) (acked []string, refused map[int]int, codes map[string]int) {
 	t.Helper()
 	refused, codes = map[int]int{}, map[string]int{}
+	c := srv.client(key)
 	for i := range n {
-		code, m := srv.do("POST", "/v1/tenants/acme/intents", key, map[string]any{
-			"action": "fs.read", "target": "x.txt", "idempotency_key": fmt.Sprintf("%s-%03d", prefix, i),
-			"justification": strings.Repeat("fill the disk ", 40),
+		v, created, err := c.Propose(t.Context(), "acme", contract.IntentRequest{
+			Action: "fs.read", Target: "x.txt", IdempotencyKey: fmt.Sprintf("%s-%03d", prefix, i),
+			Justification: strings.Repeat("fill the disk ", 40),
 		})
-		switch {
-		case code == http.StatusCreated:
-			acked = append(acked, intentID(m))
-		case code >= 500:
-			refused[code]++
-			if e, ok := m["error"].(map[string]any); ok {
-				codes[fmt.Sprint(e["code"])]++
-			}
+		switch e := refusal(err); {
+		case err == nil && created:
+			acked = append(acked, v.Intent.ID)
+		case e.Status >= 500:
+			refused[e.Status]++
+			codes[e.Code]++
 		default:
-			t.Fatalf("propose %s-%03d: unexpected %d %v", prefix, i, code, m)
+			t.Fatalf("propose %s-%03d: unexpected created %v, %v", prefix, i, created, err)
 		}
 	}
 	return acked, refused, codes
 }
 
-func readyz(addr string) int {
-	resp, err := http.Get("http://" + addr + "/readyz")
-	if err != nil {
-		return -1
+// readyz is the status GET /readyz answers (200 ready, the refusal's status
+// otherwise), -1 when the server gives no answer.
+func readyz(t testing.TB, addr string) int {
+	t.Helper()
+	err := newClient(t, addr, "").Ready(t.Context())
+	if err == nil {
+		return http.StatusOK
 	}
-	resp.Body.Close()
-	return resp.StatusCode
+	if e := refusal(err); e.Status != 0 {
+		return e.Status
+	}
+	return -1
 }
 
 // checkAcked restarts nothing; it asserts every acknowledged intent is
 // readable and the tenant's chain verifies.
 func checkAcked(t *testing.T, srv *server, key string, acked []string) {
 	t.Helper()
+	c := srv.client(key)
 	for _, id := range acked {
-		if code, m := srv.do("GET", "/v1/tenants/acme/intents/"+id, key, nil); code != 200 {
-			t.Fatalf("acknowledged intent %s lost: %d %v", id, code, m)
+		if v, err := c.GetIntent(t.Context(), "acme", id); err != nil {
+			t.Fatalf("acknowledged intent %s lost: %v %+v", id, err, v)
 		}
 	}
-	if code, rep := srv.do("GET", "/v1/tenants/acme/audit/verify", key, nil); code != 200 || rep["pass"] != true {
-		t.Fatalf("chain after the fault: %d %v", code, rep)
+	if rep, err := c.AuditVerify(t.Context(), "acme"); err != nil || !rep.Pass {
+		t.Fatalf("chain after the fault: %v %+v", err, rep)
 	}
 }
 
@@ -126,7 +134,7 @@ func TestDiskFull(t *testing.T) {
 	if refused[http.StatusServiceUnavailable] == 0 || len(refused) != 1 || len(codes) != 1 || codes["store_unavailable"] == 0 {
 		t.Fatalf("with the disk full: acknowledged %d, refused %v with codes %v; want 503 store_unavailable only\n%s", len(during), refused, codes, srv.logs.String())
 	}
-	if got := readyz(addr); got != http.StatusServiceUnavailable {
+	if got := readyz(t, addr); got != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz with the disk full = %d, want 503", got)
 	}
 	logs := srv.logs.String()
@@ -141,7 +149,7 @@ func TestDiskFull(t *testing.T) {
 	// A stream that failed a write acknowledges nothing until a restart,
 	// so the server keeps saying so rather than timing out write by write.
 	time.Sleep(time.Second)
-	if got := readyz(addr); got != http.StatusServiceUnavailable {
+	if got := readyz(t, addr); got != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz after freeing space without a restart = %d, want 503", got)
 	}
 	if _, refused, _ := proposeAll(t, srv, key, "freed", 2); refused[503] != 2 {
