@@ -54,7 +54,7 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 		}
 		return Outcome{}, &contract.Error{Code: contract.CodeForbidden, Message: "only the principal that proposed this intent may execute it", Reasons: []string{ReasonNotProposer}}
 	}
-	input, err := g.input(ctx, t, p, in)
+	input, err := g.input(ctx, t, p, in, s.Approval)
 	if err != nil {
 		return Outcome{}, err
 	}

@@ -169,6 +169,10 @@ type stored struct {
 	// Final marks an intent whose execution finished under a retention:
 	// the record expires and must never be rewritten without its TTL.
 	Final bool `json:"final,omitempty"`
+	// Approval marks an intent whose approval was requested when it was
+	// proposed (the rules then asked for one): its decisions read the
+	// approval record whatever the rules ask now.
+	Approval bool `json:"approval,omitempty"`
 
 	rev uint64 // the KV revision it was read at
 }
@@ -211,17 +215,20 @@ func IntentID(t tenant.ID, idempotencyKey string) string {
 }
 
 // input gathers a decision's input. Any store error fails closed: the
-// caller returns it and nothing executes.
-func (g *Gate) input(ctx context.Context, t tenant.ID, p *auth.Principal, in contract.ActionIntent) (Input, error) {
+// caller returns it and nothing executes. requested says the intent's
+// approval was requested when it was proposed (stored.Approval).
+func (g *Gate) input(ctx context.Context, t tenant.ID, p *auth.Principal, in contract.ActionIntent, requested bool) (Input, error) {
 	global, ts := g.cfg.Switches.Read(t)
-	// The approval is read whatever the rules ask now: a record opened
-	// under stricter rules (an A0 a tenant's rules once required to be
+	appr := approval.Reading{Status: approval.StatusNone, Approvers: []string{}}
+	// The approval is read when the rules ask for one now, and also when
+	// they asked when the intent was proposed: a record opened under
+	// stricter rules (an A0 read a tenant's rules once required to be
 	// approved, and maybe denied) still binds its intent.
-	appr, err := g.cfg.Approvals.Read(ctx, t, in.ID)
-	if err != nil {
-		return Input{}, storeErr("read approval", err)
-	}
-	if need := g.cfg.Approvals.Required(t, in.Class); need > 0 || appr.Status != approval.StatusNone {
+	if need := g.cfg.Approvals.Required(t, in.Class); need > 0 || requested {
+		var err error
+		if appr, err = g.cfg.Approvals.Read(ctx, t, in.ID); err != nil {
+			return Input{}, storeErr("read approval", err)
+		}
 		// The number the record froze, raised to what the rules ask now
 		// (rules may have been raised since the request: fail closed).
 		appr.Required = max(appr.Required, need)
@@ -354,7 +361,7 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 	if in.Hash, err = in.ComputeHash(); err != nil {
 		return View{}, false, fmt.Errorf("propose: hash intent: %w", err)
 	}
-	input, err := g.input(ctx, t, p, in)
+	input, err := g.input(ctx, t, p, in, false) // a new intent: no approval was requested yet
 	if err != nil {
 		return View{}, false, err
 	}
@@ -378,7 +385,7 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 	}); err != nil {
 		return View{}, false, writeErr("record the proposal", "the intent was not stored; "+retryPropose, err)
 	}
-	data, err := json.Marshal(stored{Intent: in, Preview: &preview})
+	data, err := json.Marshal(stored{Intent: in, Preview: &preview, Approval: g.cfg.Approvals.Required(t, in.Class) > 0})
 	if err != nil {
 		return View{}, false, fmt.Errorf("propose: encode: %w", err)
 	}
