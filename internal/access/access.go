@@ -396,27 +396,11 @@ type Consent struct {
 // record cannot be written the key is revoked (a credential nobody can see
 // being enabled must not act).
 func (s *Service) ConsentKey(ctx context.Context, caller *auth.Principal, c Consent, meta Meta) (auth.Principal, error) {
-	if err := s.Authorize(ctx, Request{Principal: caller, Operation: policy.OpKeyManagement, Meta: meta}); err != nil {
-		return auth.Principal{}, err
-	}
 	if strings.TrimSpace(c.Reason) == "" || len(c.Reason) > 1024 {
 		return auth.Principal{}, contract.Errorf(contract.CodeInvalid, "field \"/reason\": required, at most 1024 bytes")
 	}
-	ks, err := s.keyStore()
+	ks, target, err := s.managedKey(ctx, caller, c.PrincipalID, meta)
 	if err != nil {
-		return auth.Principal{}, err
-	}
-	target, err := ks.Lookup(ctx, c.PrincipalID)
-	switch {
-	case errors.Is(err, auth.ErrUnauthenticated):
-		return auth.Principal{}, ErrNotFound
-	case err != nil:
-		return auth.Principal{}, contract.Wrap(contract.CodeStoreUnavailable, "cannot read the key", err)
-	case !caller.Manages(&target, s.cfg.ClassOf):
-		s.audit(ctx, s.chainFor(caller, target.Tenants), meta, KindForbidden, caller.ID, map[string]string{"operation": policy.OpManageKeys, "role": caller.Role, "key": c.PrincipalID})
-		return auth.Principal{}, ErrNotFound
-	}
-	if err := s.mayManage(ctx, caller, target.Tenants, meta); err != nil {
 		return auth.Principal{}, err
 	}
 	if !target.PendingConsent || target.Revoked {
@@ -462,6 +446,32 @@ func (s *Service) ConsentKey(ctx context.Context, caller *auth.Principal, c Cons
 		return auth.Principal{}, contract.Wrap(contract.CodeStoreUnavailable, fmt.Sprintf("the consent could not be audited; key %s was revoked, create it again", p.ID), err)
 	}
 	return p, nil
+}
+
+// managedKey returns a credential caller may manage (it holds every tenant
+// of it) and the store it is in; any other reads as not found, audited.
+func (s *Service) managedKey(ctx context.Context, caller *auth.Principal, principalID string, meta Meta) (KeyStore, auth.Principal, error) {
+	if err := s.Authorize(ctx, Request{Principal: caller, Operation: policy.OpKeyManagement, Meta: meta}); err != nil {
+		return nil, auth.Principal{}, err
+	}
+	ks, err := s.keyStore()
+	if err != nil {
+		return nil, auth.Principal{}, err
+	}
+	target, err := ks.Lookup(ctx, principalID)
+	switch {
+	case errors.Is(err, auth.ErrUnauthenticated):
+		return nil, auth.Principal{}, ErrNotFound
+	case err != nil:
+		return nil, auth.Principal{}, contract.Wrap(contract.CodeStoreUnavailable, "cannot read the key", err)
+	case !caller.Manages(&target, s.cfg.ClassOf):
+		s.audit(ctx, s.chainFor(caller, target.Tenants), meta, KindForbidden, caller.ID, map[string]string{"operation": policy.OpManageKeys, "role": caller.Role, "key": principalID})
+		return nil, auth.Principal{}, ErrNotFound
+	}
+	if err := s.mayManage(ctx, caller, target.Tenants, meta); err != nil {
+		return nil, auth.Principal{}, err
+	}
+	return ks, target, nil
 }
 
 func (s *Service) keyStore() (KeyStore, error) {
@@ -561,24 +571,8 @@ func (s *Service) ListKeys(ctx context.Context, caller *auth.Principal, meta Met
 // RevokeKey revokes a credential the caller manages; any other reads as
 // not found. The revocation is audited in the chain of each of its tenants.
 func (s *Service) RevokeKey(ctx context.Context, caller *auth.Principal, principalID string, meta Meta) (auth.Principal, error) {
-	if err := s.Authorize(ctx, Request{Principal: caller, Operation: policy.OpKeyManagement, Meta: meta}); err != nil {
-		return auth.Principal{}, err
-	}
-	ks, err := s.keyStore()
+	ks, _, err := s.managedKey(ctx, caller, principalID, meta)
 	if err != nil {
-		return auth.Principal{}, err
-	}
-	target, err := ks.Lookup(ctx, principalID)
-	switch {
-	case errors.Is(err, auth.ErrUnauthenticated):
-		return auth.Principal{}, ErrNotFound
-	case err != nil:
-		return auth.Principal{}, contract.Wrap(contract.CodeStoreUnavailable, "cannot read the key", err)
-	case !caller.Manages(&target, s.cfg.ClassOf):
-		s.audit(ctx, s.chainFor(caller, target.Tenants), meta, KindForbidden, caller.ID, map[string]string{"operation": policy.OpManageKeys, "role": caller.Role, "key": principalID})
-		return auth.Principal{}, ErrNotFound
-	}
-	if err := s.mayManage(ctx, caller, target.Tenants, meta); err != nil {
 		return auth.Principal{}, err
 	}
 	p, err := ks.Revoke(ctx, principalID)
