@@ -1,6 +1,8 @@
 package main_test
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +21,9 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/exoarmur/exoarmur/internal/api/client"
+	"github.com/exoarmur/exoarmur/internal/contract"
 )
 
 // effectCounter counts side effects where they happen: requests at a
@@ -238,6 +243,49 @@ func (c *effectCounter) watchRenames(t *testing.T, dirs ...string) {
 	}()
 }
 
+// crashClient is the typed client of a server this test SIGKILLs under
+// load, without a key (With adds one): every request has 10 s, so a
+// request to a killed server fails rather than stalling a worker;
+// exactStatus checks the exact 2xx, and noteStatus notes the status line of
+// each answer for a context from answered.
+func crashClient(t *testing.T, addr string) *client.Client {
+	t.Helper()
+	c, err := client.New("http://"+addr, client.WithHTTPClient(&http.Client{
+		Timeout:   10 * time.Second,
+		Transport: noteStatus{exactStatus{}},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// statusKey is the context key of the *int noteStatus writes.
+type statusKey struct{}
+
+// answered returns a context whose request notes in *st the status line of
+// its answer (0: no answer, or a 2xx that exactStatus refused). A SIGKILL
+// can cut an answer after its status line: the typed client then returns
+// the read error, yet the server did answer 200, and this test has always
+// counted such an answer to an approval, an execution or a switch change
+// as acknowledged (a proposal counts only with its intent ID read).
+func answered(ctx context.Context) (context.Context, *int) {
+	st := new(int)
+	return context.WithValue(ctx, statusKey{}, st), st
+}
+
+// noteStatus is the transport of crashClient: next, and the answer's
+// status noted for a context from answered.
+type noteStatus struct{ next http.RoundTripper }
+
+func (n noteStatus) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := n.next.RoundTrip(r)
+	if st, ok := r.Context().Value(statusKey{}).(*int); ok && err == nil {
+		*st = resp.StatusCode
+	}
+	return resp, err
+}
+
 // crashIntent is one intent of the crash workload and what the client was
 // told about it.
 type crashIntent struct {
@@ -310,25 +358,8 @@ func crashUnderLoad(t *testing.T, flags ...string) {
 	goLive(t, addr, admin)
 	killswitch(t, addr, admin, "disengage", "--tenant", "beta", "--reason", "go")
 
-	client := &http.Client{Timeout: 10 * time.Second}
-	do := func(method, path, key, body string) (int, []byte) {
-		req, _ := http.NewRequest(method, "http://"+addr+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+key)
-		resp, err := client.Do(req)
-		if err != nil {
-			return -1, []byte(err.Error())
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, b
-	}
-	errCode := func(b []byte) string {
-		var v struct {
-			Error struct{ Code string } `json:"error"`
-		}
-		_ = json.Unmarshal(b, &v)
-		return v.Error.Code
-	}
+	api := crashClient(t, addr)
+	opc, adminc := api.With(client.WithAPIKey(op)), api.With(client.WithAPIKey(admin))
 
 	const workers, perWorker = 8, 250 // 2,000 intents
 	intents := make([][]*crashIntent, workers)
@@ -339,7 +370,8 @@ func crashUnderLoad(t *testing.T, flags ...string) {
 		go func() {
 			defer wg.Done()
 			tn := []string{"acme", "beta"}[w%2]
-			key := agents[tn]
+			agent := api.With(client.WithAPIKey(agents[tn]))
+			ctx := t.Context()
 			retry := func(f func() bool) {
 				for attempt := 0; attempt < 400 && !f(); attempt++ {
 					time.Sleep(25 * time.Millisecond)
@@ -348,24 +380,22 @@ func crashUnderLoad(t *testing.T, flags ...string) {
 			for i := range perWorker {
 				in := &crashIntent{tenant: tn, idem: fmt.Sprintf("crash-%d-%03d", w, i)}
 				intents[w] = append(intents[w], in)
-				var body string
+				var req contract.IntentRequest
 				switch i % 4 {
 				case 0:
 					in.kind = "http.post"
-					body = fmt.Sprintf(`{"action":"http.post","target":%q,"params":{"body":%q},"idempotency_key":%q}`, sink.URL+"/e", tn+"/"+in.idem, in.idem)
+					req = contract.IntentRequest{Action: "http.post", Target: sink.URL + "/e", Params: map[string]string{"body": tn + "/" + in.idem}, IdempotencyKey: in.idem}
 				case 1:
 					in.kind = "fs.write"
-					body = fmt.Sprintf(`{"action":"fs.write","target":"w/%s.txt","params":{"content":%q},"idempotency_key":%q}`, in.idem, in.idem, in.idem)
+					req = contract.IntentRequest{Action: "fs.write", Target: "w/" + in.idem + ".txt", Params: map[string]string{"content": in.idem}, IdempotencyKey: in.idem}
 				default:
 					in.kind = "fs.read"
-					body = fmt.Sprintf(`{"action":"fs.read","target":"none.txt","idempotency_key":%q}`, in.idem)
+					req = contract.IntentRequest{Action: "fs.read", Target: "none.txt", IdempotencyKey: in.idem}
 				}
 				retry(func() bool {
-					code, out := do("POST", "/v1/tenants/"+tn+"/intents", key, body)
-					var v struct {
-						Intent struct{ ID string } `json:"intent"`
-					}
-					if (code == 201 || code == 200) && json.Unmarshal(out, &v) == nil && v.Intent.ID != "" {
+					// exactStatus: no error is a 201 or a 200 (the key's intent already existed)
+					v, _, err := agent.Propose(ctx, tn, req)
+					if err == nil && v.Intent.ID != "" {
 						in.id = v.Intent.ID
 						return true
 					}
@@ -376,18 +406,21 @@ func crashUnderLoad(t *testing.T, flags ...string) {
 				}
 				if in.kind != "fs.read" {
 					retry(func() bool {
-						code, _ := do("POST", "/v1/tenants/"+tn+"/intents/"+in.id+"/approvals", op, `{"decision":"approve","reason":"load"}`)
-						in.approved = in.approved || code == 200
-						return code == 200 || code == 409
+						ctx, st := answered(ctx)
+						_, err := opc.DecideApproval(ctx, tn, in.id, contract.ApprovalDecision{Decision: "approve", Reason: "load"})
+						ok := err == nil || *st == http.StatusOK // a 200, whole or cut by a kill
+						in.approved = in.approved || ok
+						return ok || refusal(err).Status == http.StatusConflict
 					})
 				}
 				retry(func() bool {
-					code, out := do("POST", "/v1/tenants/"+tn+"/intents/"+in.id+"/execute", key, "")
-					switch {
-					case code == 200:
+					ctx, st := answered(ctx)
+					_, err := agent.Execute(ctx, tn, in.id)
+					switch e := refusal(err); {
+					case err == nil || *st == http.StatusOK: // a 200, whole or cut by a kill
 						in.executed = true
 						return true
-					case code == 409 && errCode(out) == "in_doubt": // cut by a crash: never re-run
+					case e.Status == http.StatusConflict && e.Code == "in_doubt": // cut by a crash: never re-run
 						in.inDoubt = true
 						return true
 					}
@@ -410,8 +443,10 @@ func crashUnderLoad(t *testing.T, flags ...string) {
 			case <-time.After(40 * time.Millisecond):
 			}
 			reason := fmt.Sprintf("flip-%04d", n)
-			body := fmt.Sprintf(`{"engaged":%v,"reason":%q}`, n%2 == 0, reason)
-			if code, _ := do("PUT", "/v1/tenants/gamma/killswitch", admin, body); code == 200 {
+			ctx, st := answered(t.Context())
+			_, confirmed, err := adminc.SetKillSwitch(ctx, "gamma", contract.KillSwitchRequest{Engaged: n%2 == 0, Reason: reason})
+			// a 200, whole or cut by a kill; a 202 (not confirmed in time) is not counted
+			if (err == nil && confirmed) || *st == http.StatusOK {
 				flipMu.Lock()
 				flips = append(flips, reason)
 				flipMu.Unlock()
@@ -433,23 +468,22 @@ func crashUnderLoad(t *testing.T, flags ...string) {
 	for w := range workers {
 		all = append(all, intents[w]...)
 	}
-	checkCrashRun(t, do, all, ec, flips, agents, admin, op)
+	checkCrashRun(t, api, all, ec, flips, agents, admin, op)
 }
 
-type doFunc func(method, path, key, body string) (int, []byte)
-
-// chainOf verifies a tenant's chain through the API and returns its records.
-func chainOf(t *testing.T, do doFunc, tn, key string) []map[string]any {
+// chainOf verifies a tenant's chain through the API (c carries the key)
+// and returns its records.
+func chainOf(t *testing.T, c *client.Client, tn string) []map[string]any {
 	t.Helper()
-	if code, out := do("GET", "/v1/tenants/"+tn+"/audit/verify", key, ""); code != 200 || !strings.Contains(string(out), `"pass":true`) {
-		t.Fatalf("%s chain: %d %s", tn, code, out)
+	if rep, err := c.AuditVerify(t.Context(), tn); err != nil || !rep.Pass {
+		t.Fatalf("%s chain: %v %+v", tn, err, rep)
 	}
-	code, out := do("GET", "/v1/tenants/"+tn+"/audit/export", key, "")
-	if code != 200 {
-		t.Fatalf("%s export: %d %s", tn, code, out)
+	var out bytes.Buffer
+	if _, err := c.AuditExport(t.Context(), tn, &out); err != nil {
+		t.Fatalf("%s export: %v", tn, err)
 	}
 	var recs []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(line), &m); err != nil {
 			t.Fatalf("%s export line %q: %v", tn, line, err)
@@ -469,8 +503,16 @@ func kindCount(recs []map[string]any, kind, corr string) int {
 	return n
 }
 
-func checkCrashRun(t *testing.T, do doFunc, all []*crashIntent, ec *effectCounter, flips []string, agents map[string]string, admin, op string) {
+// checkCrashRun checks the run through api (crashClient; each call adds
+// its key).
+func checkCrashRun(t *testing.T, api *client.Client, all []*crashIntent, ec *effectCounter, flips []string, agents map[string]string, admin, op string) {
 	t.Helper()
+	ctx := t.Context()
+	adminc, opc := api.With(client.WithAPIKey(admin)), api.With(client.WithAPIKey(op))
+	agentc := map[string]*client.Client{}
+	for tn, key := range agents {
+		agentc[tn] = api.With(client.WithAPIKey(key))
+	}
 	// Every acknowledged fs.write renamed its file before its execute was
 	// answered; the reader must have counted all of those renames before
 	// any count is compared.
@@ -486,13 +528,12 @@ func checkCrashRun(t *testing.T, do doFunc, all []*crashIntent, ec *effectCounte
 	}
 	chains := map[string][]map[string]any{}
 	for _, tn := range []string{"acme", "beta"} {
-		chains[tn] = chainOf(t, do, tn, admin)
+		chains[tn] = chainOf(t, adminc, tn)
 	}
 	state := func(in *crashIntent) string {
-		code, out := do("GET", "/v1/tenants/"+in.tenant+"/intents/"+in.id, agents[in.tenant], "")
-		var v struct{ State string }
-		if code != 200 || json.Unmarshal(out, &v) != nil {
-			t.Fatalf("acknowledged intent %s/%s: %d %s", in.tenant, in.id, code, out)
+		v, err := agentc[in.tenant].GetIntent(ctx, in.tenant, in.id)
+		if err != nil {
+			t.Fatalf("acknowledged intent %s/%s: %v", in.tenant, in.id, err)
 		}
 		return v.State
 	}
@@ -540,16 +581,11 @@ func checkCrashRun(t *testing.T, do doFunc, all []*crashIntent, ec *effectCounte
 	// none runs again.
 	resolved := 0
 	for tn, cut := range doubt {
-		code, out := do("GET", "/v1/tenants/"+tn+"/intents?state=in_doubt", op, "")
-		var v struct {
-			Intents []struct {
-				IntentID string `json:"intent_id"`
-			} `json:"intents"`
+		list, err := opc.ListInDoubt(ctx, tn)
+		if err != nil || len(list) != len(cut) {
+			t.Fatalf("%s in-doubt list: %v %+v; want the %d cut executions", tn, err, list, len(cut))
 		}
-		if code != 200 || json.Unmarshal(out, &v) != nil || len(v.Intents) != len(cut) {
-			t.Fatalf("%s in-doubt list: %d %s; want the %d cut executions", tn, code, out, len(cut))
-		}
-		for _, x := range v.Intents {
+		for _, x := range list {
 			in, ok := cut[x.IntentID]
 			if !ok {
 				t.Fatalf("%s: %s listed in doubt but its state says otherwise", tn, x.IntentID)
@@ -558,15 +594,15 @@ func checkCrashRun(t *testing.T, do doFunc, all []*crashIntent, ec *effectCounte
 			if effects(in) == 1 {
 				outcome = "succeeded"
 			}
-			if code, out := do("POST", "/v1/tenants/"+tn+"/intents/"+in.id+"/resolve", op, `{"outcome":"`+outcome+`","reason":"checked the sink after the crash"}`); code != 200 {
-				t.Fatalf("resolve %s/%s: %d %s", tn, in.id, code, out)
+			if _, err := opc.Resolve(ctx, tn, in.id, client.ResolveRequest{Outcome: outcome, Reason: "checked the sink after the crash"}); err != nil {
+				t.Fatalf("resolve %s/%s: %v", tn, in.id, err)
 			}
 			if st := state(in); st != outcome {
 				t.Fatalf("resolved %s/%s is %q, want %q", tn, in.id, st, outcome)
 			}
 			before := effects(in)
-			if code, _ := do("POST", "/v1/tenants/"+tn+"/intents/"+in.id+"/execute", agents[tn], ""); code != 200 && code != 409 {
-				t.Fatalf("execute of resolved %s/%s: %d", tn, in.id, code)
+			if _, err := agentc[tn].Execute(ctx, tn, in.id); err != nil && refusal(err).Status != http.StatusConflict {
+				t.Fatalf("execute of resolved %s/%s: %v", tn, in.id, err)
 			}
 			ec.sync(t) // count any rename that execute did before comparing
 			if effects(in) != before {
@@ -574,16 +610,16 @@ func checkCrashRun(t *testing.T, do doFunc, all []*crashIntent, ec *effectCounte
 			}
 			resolved++
 		}
-		if code, out := do("GET", "/v1/tenants/"+tn+"/intents?state=in_doubt", op, ""); code != 200 || strings.Contains(string(out), `"intent_id"`) {
-			t.Fatalf("%s in doubt after resolving: %d %s", tn, code, out)
+		if list, err := opc.ListInDoubt(ctx, tn); err != nil || len(list) != 0 {
+			t.Fatalf("%s in doubt after resolving: %v %+v", tn, err, list)
 		}
-		if got := kindCount(chainOf(t, do, tn, admin), "execution.resolved", ""); got != len(cut) {
+		if got := kindCount(chainOf(t, adminc, tn), "execution.resolved", ""); got != len(cut) {
 			t.Fatalf("%s: %d execution.resolved records, want %d", tn, got, len(cut))
 		}
 	}
 	// Every acknowledged kill switch change is in gamma's chain.
 	seen := map[string]bool{}
-	for _, r := range chainOf(t, do, "gamma", admin) {
+	for _, r := range chainOf(t, adminc, "gamma") {
 		b, _ := json.Marshal(r["payload"])
 		for _, f := range flips {
 			if strings.Contains(string(b), `"`+f+`"`) {

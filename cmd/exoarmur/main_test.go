@@ -170,10 +170,16 @@ func newClient(t testing.TB, addr, key string) *client.Client {
 // 200 or 202 (the serving node did not confirm in time) for a kill switch
 // change, 200 for every other request. Propose's created and
 // SetKillSwitch's confirmed tell the two allowed answers apart.
-type exactStatus struct{}
+type exactStatus struct {
+	next http.RoundTripper // nil: http.DefaultTransport (mtls_test.go passes its TLS transport)
+}
 
-func (exactStatus) RoundTrip(r *http.Request) (*http.Response, error) {
-	resp, err := http.DefaultTransport.RoundTrip(r)
+func (x exactStatus) RoundTrip(r *http.Request) (*http.Response, error) {
+	next := x.next
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	resp, err := next.RoundTrip(r)
 	if err != nil || resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return resp, err
 	}

@@ -7,7 +7,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"math/big"
 	"net"
@@ -17,6 +16,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/exoarmur/exoarmur/internal/api/client"
+	"github.com/exoarmur/exoarmur/internal/contract"
 )
 
 type certKey struct {
@@ -91,12 +93,13 @@ func TestMutualTLS(t *testing.T) {
 
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.cert)
-	client := func(certs ...tls.Certificate) *http.Client {
+	tlsClient := func(certs ...tls.Certificate) *http.Client {
 		return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: certs}}}
 	}
 	url := "https://" + addr + "/v1/tenants/acme/killswitch"
 
 	// Plain HTTP is refused.
+	// Raw: the point is the TLS listener's answer to a client that speaks no TLS, not an API call.
 	if resp, err := http.Get("http://" + addr + "/v1/tenants/acme/killswitch"); err == nil {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusBadRequest {
@@ -104,35 +107,29 @@ func TestMutualTLS(t *testing.T) {
 		}
 	}
 	// No client certificate, and a certificate from another CA: refused in the handshake.
-	for name, c := range map[string]*http.Client{"no cert": client(), "other CA": client(mallory.tlsCert())} {
+	// Raw: the point is the handshake failing; no request may reach the API.
+	for name, c := range map[string]*http.Client{"no cert": tlsClient(), "other CA": tlsClient(mallory.tlsCert())} {
 		if resp, err := c.Get(url); err == nil {
 			resp.Body.Close()
 			t.Fatalf("%s: got HTTP %d, want a refused handshake", name, resp.StatusCode)
 		}
 	}
-	// A valid certificate maps to alice's principal.
-	resp, err := client(alice.tlsCert()).Get(url)
+	// A valid certificate maps to alice's principal: the API through the
+	// typed client, over a transport carrying her certificate (exactStatus
+	// checks the exact 2xx).
+	hc := tlsClient(alice.tlsCert())
+	hc.Transport = exactStatus{next: hc.Transport}
+	asAlice, err := client.New("https://"+addr, client.WithHTTPClient(hc))
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("alice: HTTP %d", resp.StatusCode)
+	ctx := t.Context()
+	if _, err := asAlice.GetKillSwitch(ctx, "acme"); err != nil {
+		t.Fatalf("alice: %v", err)
 	}
-	body := strings.NewReader(`{"action":"fs.read","target":"a.txt","idempotency_key":"mtls-1"}`)
-	resp, err = client(alice.tlsCert()).Post("https://"+addr+"/v1/tenants/acme/intents", "application/json", body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v struct {
-		Intent struct {
-			Proposer string `json:"proposer"`
-		} `json:"intent"`
-	}
-	json.NewDecoder(resp.Body).Decode(&v)
-	resp.Body.Close()
-	if resp.StatusCode != 201 || v.Intent.Proposer != id {
-		t.Fatalf("propose as alice: HTTP %d, proposer %q, want %s", resp.StatusCode, v.Intent.Proposer, id)
+	v, created, err := asAlice.Propose(ctx, "acme", contract.IntentRequest{Action: "fs.read", Target: "a.txt", IdempotencyKey: "mtls-1"})
+	if err != nil || !created || v.Intent.Proposer != id {
+		t.Fatalf("propose as alice: %v, created %v (want 201), proposer %q, want %s", err, created, v.Intent.Proposer, id)
 	}
 }
 
