@@ -12,9 +12,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
+	"github.com/exoarmur/exoarmur/contracts"
 	"github.com/exoarmur/exoarmur/internal/access"
 	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/approval"
@@ -108,6 +110,7 @@ func (s *Server) routes() []route {
 	}
 	return []route{
 		r("GET", "/healthz", "", s.healthz),
+		r("GET", "/openapi.yaml", "", s.openAPI),
 		r("GET", "/readyz", "", s.readyz),
 		r("GET", "/metrics", policy.OpReadMetrics, s.metrics),
 		r("POST", "/v1/tenants/{tenant}/intents", policy.OpPropose, s.propose),
@@ -290,6 +293,17 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(v) // the client may have gone; nothing to do
+}
+
+// openAPI serves the contract the server was built with.
+func (s *Server) openAPI(w http.ResponseWriter, r *http.Request) error {
+	b, err := contracts.FS.ReadFile("openapi.yaml")
+	if err != nil {
+		return err // embedded: cannot fail
+	}
+	w.Header().Set("Content-Type", "application/yaml")
+	_, _ = w.Write(b)
+	return nil
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
@@ -619,18 +633,60 @@ func (s *Server) consentKey(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// listIntents: GET /v1/tenants/{tenant}/intents?state=in_doubt (the only
-// listing so far: executions that started and never finished).
+// listIntents: GET /v1/tenants/{tenant}/intents lists the tenant's
+// intents with their state, oldest first, filtered by state, action,
+// proposer and creation time (since, until: RFC 3339), a page of limit
+// (default 100, at most 500) at a time, continued with the cursor the page
+// before returned as next. state=in_doubt alone keeps its V1 answer: the
+// executions that started and never finished, from their claims (also of
+// intents that have expired under a retention).
 func (s *Server) listIntents(w http.ResponseWriter, r *http.Request) error {
-	if st := r.URL.Query().Get("state"); st != gate.StateInDoubt {
-		return contract.Errorf(contract.CodeInvalid, "query \"state\": only in_doubt is supported")
-	}
 	ri := info(r)
-	list, err := s.cfg.Gate.ListInDoubt(r.Context(), ri.tenant)
+	vals := r.URL.Query()
+	for k, v := range vals {
+		if !slices.Contains([]string{"state", "action", "proposer", "since", "until", "limit", "cursor"}, k) {
+			return contract.Errorf(contract.CodeInvalid, "query %q: unknown parameter (state, action, proposer, since, until, limit, cursor)", k)
+		}
+		if len(v) != 1 {
+			return contract.Errorf(contract.CodeInvalid, "query %q: give it once", k)
+		}
+	}
+	if vals.Get("state") == gate.StateInDoubt {
+		if len(vals) != 1 {
+			return contract.Errorf(contract.CodeInvalid, "query \"state\": in_doubt lists in-doubt executions and takes no other parameter")
+		}
+		list, err := s.cfg.Gate.ListInDoubt(r.Context(), ri.tenant)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"tenant": ri.tenant.String(), "state": gate.StateInDoubt, "intents": list})
+		return nil
+	}
+	q := gate.ListQuery{State: vals.Get("state"), Action: vals.Get("action"), Proposer: vals.Get("proposer"), After: vals.Get("cursor")}
+	for _, tf := range []struct {
+		name string
+		dst  *time.Time
+	}{{"since", &q.Since}, {"until", &q.Until}} {
+		if v := vals.Get(tf.name); v != "" {
+			at, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				return contract.Errorf(contract.CodeInvalid, "query %q: must be an RFC 3339 time such as 2026-01-01T00:00:00Z", tf.name)
+			}
+			*tf.dst = at
+		}
+	}
+	if v := vals.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return contract.Errorf(contract.CodeInvalid, "query \"limit\": must be between 1 and %d", gate.MaxListLimit)
+		}
+		q.Limit = n
+	}
+	page, err := s.cfg.Gate.ListIntents(r.Context(), ri.tenant, q)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"tenant": ri.tenant.String(), "state": gate.StateInDoubt, "intents": list})
+	writeJSON(w, http.StatusOK, map[string]any{"tenant": ri.tenant.String(), "intents": page.Intents, "next": page.Next})
 	return nil
 }
 

@@ -481,3 +481,34 @@ func TestMetricsEndpoint(t *testing.T) {
 		t.Fatalf("metrics without a key = %d", r.code)
 	}
 }
+
+// TestListIntentsQuery: the listing's query is strict: an unknown or
+// repeated parameter, a malformed time or limit, and in_doubt with other
+// filters are 400 naming the parameter; state=in_doubt alone keeps its V1
+// answer.
+func TestListIntentsQuery(t *testing.T) {
+	f := newFixture(t)
+	for _, c := range []struct{ query, want string }{
+		{"?states=proposed", `unknown parameter`},
+		{"?state=proposed&state=blocked", `give it once`},
+		{"?since=yesterday", `"since"`},
+		{"?limit=0", `"limit"`},
+		{"?limit=x", `"limit"`},
+		{"?state=in_doubt&action=fs.read", `in_doubt lists in-doubt executions`},
+	} {
+		r := f.do(t, "GET", "/v1/tenants/acme/intents"+c.query, agentKey, nil)
+		e, _ := r.body["error"].(map[string]any)
+		msg, _ := e["message"].(string)
+		if r.code != 400 || e["code"] != contract.CodeInvalid || !strings.Contains(msg, c.want) {
+			t.Errorf("%s: %d %s, want 400 invalid naming %s", c.query, r.code, r.raw, c.want)
+		}
+	}
+	r := f.do(t, "GET", "/v1/tenants/acme/intents?state=in_doubt", agentKey, nil)
+	if r.code != 200 || r.body["state"] != "in_doubt" {
+		t.Fatalf("state=in_doubt: %d %s", r.code, r.raw)
+	}
+	r = f.do(t, "GET", "/openapi.yaml", "", nil)
+	if r.code != 200 || r.header.Get("Content-Type") != "application/yaml" || !bytes.HasPrefix(r.raw, []byte("openapi:")) {
+		t.Fatalf("GET /openapi.yaml without a key: %d %q", r.code, r.header.Get("Content-Type"))
+	}
+}

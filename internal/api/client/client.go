@@ -382,6 +382,67 @@ func (c *Client) ListInDoubt(ctx context.Context, t string) ([]gate.InDoubt, err
 	return body.Intents, err
 }
 
+// ListQuery selects intents (GET .../intents): gate.ListQuery; After is
+// the Next of the page before.
+type ListQuery = gate.ListQuery
+
+// IntentPage is one page of intents and the cursor of the next ("" on the
+// last).
+type IntentPage = gate.ListPage
+
+// ListIntents lists tenant t's intents matching q, oldest first, one page.
+// q.State must not be in_doubt (ListInDoubt answers that).
+func (c *Client) ListIntents(ctx context.Context, t string, q ListQuery) (IntentPage, error) {
+	p, err := tenantPath(t)
+	if err != nil {
+		return IntentPage{}, err
+	}
+	if q.State == gate.StateInDoubt {
+		return IntentPage{}, errors.New("client: list in-doubt executions with ListInDoubt")
+	}
+	v := url.Values{}
+	for k, s := range map[string]string{"state": q.State, "action": q.Action, "proposer": q.Proposer, "cursor": q.After} {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	if !q.Since.IsZero() {
+		v.Set("since", q.Since.UTC().Format(time.RFC3339Nano))
+	}
+	if !q.Until.IsZero() {
+		v.Set("until", q.Until.UTC().Format(time.RFC3339Nano))
+	}
+	if q.Limit != 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	var page IntentPage
+	_, err = c.do(ctx, http.MethodGet, p+"/intents", v, nil, &page)
+	if page.Intents == nil {
+		page.Intents = []gate.View{}
+	}
+	return page, err
+}
+
+// OpenAPI returns the contract the server serves (GET /openapi.yaml).
+func (c *Client) OpenAPI(ctx context.Context) ([]byte, error) {
+	resp, err := c.send(ctx, http.MethodGet, "/openapi.yaml", nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("client: GET /openapi.yaml: HTTP %d", resp.StatusCode)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponse+1))
+	if err != nil {
+		return nil, fmt.Errorf("client: GET /openapi.yaml: %w", err)
+	}
+	if len(b) > MaxResponse {
+		return nil, fmt.Errorf("client: GET /openapi.yaml: larger than %d bytes", MaxResponse)
+	}
+	return b, nil
+}
+
 // ResolveRequest records the outcome of an in-doubt execution, as an
 // operator established it (Outcome: contract.StatusSucceeded or
 // contract.StatusFailed).

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -462,4 +463,54 @@ func TestBoundedResponses(t *testing.T) {
 			t.Fatalf("AuditExport of a cut export = %v, wrote %q", err, buf.String())
 		}
 	})
+}
+
+// TestListIntentsAndOpenAPI: the listing pages through a tenant's intents
+// with their states, a bad query is a 400 naming the parameter, another
+// tenant sees none; /openapi.yaml is byte for byte the contract file.
+func TestListIntentsAndOpenAPI(t *testing.T) {
+	srv := clienttest.Start(t)
+	agent := as(t, srv, clienttest.Agent)
+	var ids []string
+	for _, k := range []string{"l1", "l2", "l3"} {
+		v, _, err := agent.Propose(ctx, "acme", contract.IntentRequest{Action: "fs.read", Target: k + ".txt", IdempotencyKey: k})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, v.Intent.ID)
+	}
+	if _, err := agent.Execute(ctx, "acme", ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	p1, err := agent.ListIntents(ctx, "acme", client.ListQuery{Limit: 2})
+	if err != nil || len(p1.Intents) != 2 || p1.Next == "" || p1.Intents[0].Intent.ID != ids[0] {
+		t.Fatalf("page 1 = %+v, %v", p1, err)
+	}
+	p2, err := agent.ListIntents(ctx, "acme", client.ListQuery{Limit: 2, After: p1.Next})
+	if err != nil || len(p2.Intents) != 1 || p2.Next != "" || p2.Intents[0].Intent.ID != ids[2] {
+		t.Fatalf("page 2 = %+v, %v", p2, err)
+	}
+	done, err := agent.ListIntents(ctx, "acme", client.ListQuery{State: gate.StateSucceeded})
+	if err != nil || len(done.Intents) != 1 || done.Intents[0].Intent.ID != ids[1] || done.Intents[0].Result == nil {
+		t.Fatalf("succeeded = %+v, %v", done, err)
+	}
+	_, err = agent.ListIntents(ctx, "acme", client.ListQuery{State: "running"})
+	apiErr(t, err, 400, contract.CodeInvalid)
+	_, err = as(t, srv, clienttest.BetaAgent).ListIntents(ctx, "acme", client.ListQuery{})
+	apiErr(t, err, 404, contract.CodeNotFound)
+	if beta, err := as(t, srv, clienttest.BetaAgent).ListIntents(ctx, "beta", client.ListQuery{}); err != nil || len(beta.Intents) != 0 {
+		t.Fatalf("beta's own listing = %+v, %v", beta, err)
+	}
+
+	got, err := agent.OpenAPI(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile("../../../contracts/openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("GET /openapi.yaml (%d bytes) differs from contracts/openapi.yaml (%d bytes)", len(got), len(want))
+	}
 }
