@@ -7,11 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/natsstore"
+	"github.com/exoarmur/exoarmur/internal/policy"
+	"github.com/exoarmur/exoarmur/internal/policy/archive"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -249,5 +252,56 @@ func TestConfinedNodeCannotChangeStreams(t *testing.T) {
 			t.Fatalf("the node's scan left %d consumers on the audit stream", si.State.Consumers)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestConfinedNodeCannotRewriteTheArchive: the policy archive is
+// write-once at the server, for every user: once a bundle is archived, an
+// overwrite, a delete marker, a purge marker and a rollup of the bucket are
+// refused (by a confined node and by the admin alike), and the bundle
+// still verifies, so every other node still starts (archive.Put) and
+// replays.
+func TestConfinedNodeCannotRewriteTheArchive(t *testing.T) {
+	adminURL, nodeURL := confinedServer(t)
+	admin := openURL(t, adminURL)
+	node := openURL(t, nodeURL)
+	ctx := context.Background()
+	a := archive.New(admin.Policies)
+	bundle := policy.Default()
+	if err := a.Put(ctx, bundle); err != nil {
+		t.Fatal(err)
+	}
+	h := bundle.Hash()
+	for _, st := range []*natsstore.Store{node, admin} {
+		b := st.Policies.KeyValue()
+		_, err := b.Put(ctx, h, []byte("garbage"))
+		serverRefused(t, "overwrite an archived bundle", err)
+		_, err = b.Update(ctx, h, []byte("garbage"), 1)
+		serverRefused(t, "overwrite an archived bundle over its revision", err)
+		serverRefused(t, "delete an archived bundle", b.Delete(ctx, h))
+		serverRefused(t, "purge an archived bundle", b.Purge(ctx, h))
+		m := &nats.Msg{Subject: tenant.KVSubject(tenant.PoliciesBucket, "0000"), Header: nats.Header{}, Data: []byte("x")}
+		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupAll)
+		_, err = st.JS.PublishMsg(ctx, m)
+		serverRefused(t, "roll the archive up", err)
+	}
+	if e, err := admin.Policies.KeyValue().Get(ctx, h); err != nil || e.Revision() != 1 || string(e.Value()) != string(bundle.Source()) {
+		t.Fatalf("the archived bundle after the attempts: %v", err)
+	}
+	if err := archive.New(node.Policies).Put(ctx, bundle); err != nil {
+		t.Fatalf("another node archiving the same bundle: %v", err)
+	}
+	if _, err := a.Library(ctx, policy.Builtin()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// serverRefused fails unless JetStream refused the write (an API error
+// from the server, not a client-side check).
+func serverRefused(t *testing.T, what string, err error) {
+	t.Helper()
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		t.Errorf("%s: %v; want the server's refusal", what, err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -91,6 +92,20 @@ func kvConfig(name, desc string, history int64, withTTL bool, replicas int) jets
 	}
 }
 
+// policiesConfig is the policy archive (internal/policy/archive): a KV
+// bucket whose keys are written once, enforced by the server for every
+// client: one message per key with discard new per subject (an overwrite
+// and a delete marker, each a second message on the key's subject, are
+// refused), no rollup (a purge marker, or a rollup that would drop the
+// bucket, is refused), no message delete, no stream purge.
+func policiesConfig(replicas int) jetstream.StreamConfig {
+	c := kvConfig(tenant.PoliciesBucket, "ExoArmur policy bundles by hash (cedar source; no tenant data; write-once)", 1, false, replicas)
+	c.DiscardNewPerSubject = true
+	c.AllowRollup = false
+	c.DenyPurge = true
+	return c
+}
+
 // differs names the first setting of have that is not want's, as
 // "field is X, want Y", or "" when have has every setting ExoArmur relies
 // on. Each is compared exactly with what Open declares (what an
@@ -157,12 +172,13 @@ func differs(have, want jetstream.StreamConfig) string {
 }
 
 // declare returns stream want.Name, after creating or updating it if it
-// is missing or differs from want (differs). A node that may not create or
+// is missing or differs from want (differs). upgrade, if not nil, runs on
+// an existing stream before it is updated. A node that may not create or
 // update streams gets ErrNotPrepared naming the stream and why; the broker
 // refuses such a request without a reply, only with a permissions
 // violation on the connection, which ends the request at once
 // (Store.violation).
-func (s *Store) declare(ctx context.Context, want jetstream.StreamConfig) (jetstream.Stream, error) {
+func (s *Store) declare(ctx context.Context, want jetstream.StreamConfig, upgrade func(context.Context, jetstream.Stream) error) (jetstream.Stream, error) {
 	st, err := s.JS.Stream(ctx, want.Name)
 	var why string
 	switch {
@@ -186,6 +202,11 @@ func (s *Store) declare(ctx context.Context, want jetstream.StreamConfig) (jetst
 		}
 	})
 	defer s.watchViolations(nil)
+	if st != nil && upgrade != nil {
+		if err := upgrade(dctx, st); err != nil {
+			return nil, s.notPrepared(dctx, want.Name, why, fmt.Errorf("upgrade stream %s: %w", want.Name, err))
+		}
+	}
 	st, err = s.JS.CreateOrUpdateStream(dctx, want)
 	if err != nil {
 		return nil, s.notPrepared(dctx, want.Name, why, fmt.Errorf("ensure stream %s: %w", want.Name, err))
@@ -208,8 +229,8 @@ func (s *Store) notPrepared(ctx context.Context, stream, why string, err error) 
 
 // declareKV declares a bucket's stream (want, from kvConfig) and binds it
 // as a bucket.
-func (s *Store) declareKV(ctx context.Context, bucket string, want jetstream.StreamConfig) (jetstream.KeyValue, error) {
-	if _, err := s.declare(ctx, want); err != nil {
+func (s *Store) declareKV(ctx context.Context, bucket string, want jetstream.StreamConfig, upgrade func(context.Context, jetstream.Stream) error) (jetstream.KeyValue, error) {
+	if _, err := s.declare(ctx, want, upgrade); err != nil {
 		return nil, fmt.Errorf("ensure bucket %s: %w", bucket, err)
 	}
 	b, err := s.JS.KeyValue(ctx, bucket)
@@ -218,6 +239,43 @@ func (s *Store) declareKV(ctx context.Context, bucket string, want jetstream.Str
 	}
 	return b, nil
 }
+
+// dropMarkers upgrades a policy archive an earlier ExoArmur created (a
+// plain KV bucket of history 1, whose keys could be deleted or purged):
+// once a key holds one message for good, a key whose one message is a
+// delete or purge marker could never be written again, so before the
+// upgrade such keys are purged, and the bundle can be archived again.
+func dropMarkers(ctx context.Context, st jetstream.Stream) error {
+	if st.CachedInfo().Config.DenyPurge {
+		return nil // already write-once: nothing can have been deleted since
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(">"))
+	if err != nil {
+		return err
+	}
+	for _, subject := range slices.Sorted(func(yield func(string) bool) {
+		for k := range info.State.Subjects {
+			if !yield(k) {
+				return
+			}
+		}
+	}) {
+		m, err := st.GetLastMsgForSubject(ctx, subject)
+		if err != nil {
+			return err
+		}
+		if op := m.Header.Get(kvOperation); op == "" {
+			continue
+		}
+		if err := st.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// kvOperation is the header of a KV delete or purge marker (the KV API's).
+const kvOperation = "KV-Operation"
 
 // watchViolations sets (nil: clears) the function told the subject of each
 // permissions violation the broker reports on the connection.

@@ -66,7 +66,7 @@ type Store struct {
 	Principals  *Bucket
 	Control     *Bucket
 	Approvals   *Bucket
-	Policies    *Bucket // policy bundles by hash (internal/policy/archive)
+	Policies    *Bucket // policy bundles by hash, write-once (internal/policy/archive)
 	Health      jetstream.KeyValue
 	// Bus is core NATS publish/subscribe on the connection (the kill
 	// switches' killswitch.Peers).
@@ -189,7 +189,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 // it is when it has the settings ExoArmur relies on, and created or
 // updated otherwise, which only an unconfined node may do.
 func (s *Store) ensure(ctx context.Context, replicas int) error {
-	auditStream, err := s.declare(ctx, auditConfig(replicas))
+	auditStream, err := s.declare(ctx, auditConfig(replicas), nil)
 	if err != nil {
 		return err
 	}
@@ -207,21 +207,21 @@ func (s *Store) ensure(ctx context.Context, replicas int) error {
 		{&s.Control, tenant.ControlBucket, "ExoArmur kill switches (global and per tenant)", 16, false},
 		{&s.Approvals, tenant.ApprovalsBucket, "ExoArmur approvals, one record per intent", 16, true},
 	} {
-		kv, err := s.declareKV(ctx, b.name, kvConfig(b.name, b.desc, b.history, b.ttl, replicas))
+		kv, err := s.declareKV(ctx, b.name, kvConfig(b.name, b.desc, b.history, b.ttl, replicas), nil)
 		if err != nil {
 			return err
 		}
 		*b.into = New(kv, s.JS)
 	}
-	policies, err := s.declareKV(ctx, tenant.PoliciesBucket, kvConfig(tenant.PoliciesBucket, "ExoArmur policy bundles by hash (cedar source; no tenant data)", 1, false, replicas))
+	policies, err := s.declareKV(ctx, tenant.PoliciesBucket, policiesConfig(replicas), dropMarkers)
 	if err != nil {
 		return err
 	}
 	s.Policies = New(policies, s.JS)
-	if s.Health, err = s.declareKV(ctx, tenant.HealthBucket, kvConfig(tenant.HealthBucket, "ExoArmur store write probe (a timestamp, no tenant data)", 1, false, replicas)); err != nil {
+	if s.Health, err = s.declareKV(ctx, tenant.HealthBucket, kvConfig(tenant.HealthBucket, "ExoArmur store write probe (a timestamp, no tenant data)", 1, false, replicas), nil); err != nil {
 		return err
 	}
-	work, err := s.declare(ctx, workConfig(replicas))
+	work, err := s.declare(ctx, workConfig(replicas), nil)
 	if err != nil {
 		return err
 	}

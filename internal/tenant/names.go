@@ -30,8 +30,8 @@ const (
 	WorkConsumer = "exoarmur-worker"
 
 	// PoliciesBucket keeps every policy bundle a node decided under, its
-	// cedar source keyed by its hash (internal/policy/archive); no tenant
-	// data.
+	// cedar source keyed by its hash (internal/policy/archive), each key
+	// written once; no tenant data.
 	PoliciesBucket = "exoarmur_policies"
 
 	// HealthBucket holds HealthKey, a timestamp every node writes twice a
@@ -137,8 +137,9 @@ func IdempotencyKey(id ID, key string) string { return id.s + "." + key }
 // also change the global switch and append to the system chain.
 func NodePublishAllow(tenants []ID, global bool) []string {
 	allow := []string{"$JS.API.>", ControlAppliedSubject, "$KV." + HealthBucket + "." + HealthKey,
-		// Create-only and verified against the key on read: a node can add
-		// the bundle it decides under, never change what another decided under.
+		// Write-once at the server (natsstore declares the bucket so) and
+		// verified against the key on read: a node can add the bundle it
+		// decides under, never change or remove what another decided under.
 		"$KV." + PoliciesBucket + ".>"}
 	for _, t := range tenants {
 		allow = append(allow,

@@ -4,10 +4,13 @@
 // user's bundle) never breaks the replay of older decisions.
 //
 // Each bundle is stored once, create-only, under its hash (the SHA-256 of
-// its cedar source, as recorded in every decision's policy_hash); a stored
-// source is trusted only if it hashes to its key, so a bucket holding a
-// forged or damaged bundle fails replay loudly instead of re-deciding under
-// the wrong rules.
+// its cedar source, as recorded in every decision's policy_hash), and the
+// store keeps it so: the bucket is write-once at the server (natsstore
+// declares it with one message per key and no delete, purge or rollup), so
+// no node can overwrite or remove an archived bundle. A stored source is
+// trusted only if it hashes to its key, so a bucket holding a forged or
+// damaged bundle (written under a hash before its bundle was) fails replay
+// loudly instead of re-deciding under the wrong rules.
 package archive
 
 import (
