@@ -260,7 +260,8 @@ func TestConfinedNodeCannotChangeStreams(t *testing.T) {
 // overwrite, a delete marker, a purge marker and a rollup of the bucket are
 // refused (by a confined node and by the admin alike), and the bundle
 // still verifies, so every other node still starts (archive.Put) and
-// replays.
+// replays; the junk and forgeries a node can still add under new keys are
+// left out of the library.
 func TestConfinedNodeCannotRewriteTheArchive(t *testing.T) {
 	adminURL, nodeURL := confinedServer(t)
 	admin := openURL(t, adminURL)
@@ -291,8 +292,23 @@ func TestConfinedNodeCannotRewriteTheArchive(t *testing.T) {
 	if err := archive.New(node.Policies).Put(ctx, bundle); err != nil {
 		t.Fatalf("another node archiving the same bundle: %v", err)
 	}
-	if _, err := a.Library(ctx, policy.Builtin()); err != nil {
-		t.Fatal(err)
+	// What a node can still write, a junk key or a forged source under a
+	// hash not archived yet, is left out of the library, naming it.
+	forgedUnder := strings.Repeat("ab", 32)
+	for _, key := range []string{"not-a-hash", forgedUnder} {
+		if _, err := node.Policies.KeyValue().Create(ctx, key, []byte("permit(principal, action, resource);")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lib, err := a.Library(ctx, policy.Builtin())
+	if err != nil {
+		t.Fatalf("library with what a node wrote: %v", err)
+	}
+	if _, err := lib.Lookup(h); err != nil {
+		t.Fatalf("the archived bundle: %v", err)
+	}
+	if _, err := lib.Lookup(forgedUnder); !errors.Is(err, archive.ErrCorrupt) || len(lib.Corrupt()) != 2 {
+		t.Fatalf("the forged entry: %v (left out: %v)", err, lib.Corrupt())
 	}
 }
 
