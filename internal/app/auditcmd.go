@@ -38,7 +38,7 @@ func runAudit(ctx context.Context, env Env, args []string) error {
 	if sub == "export" {
 		return exportTenant(ctx, log, t, *out, env)
 	}
-	bundles, err := storedBundles(st)(ctx)
+	bundles, err := storedBundles(st, warnCorrupt(env))(ctx)
 	if err != nil {
 		return err
 	}

@@ -17,7 +17,7 @@ func runNATS(ctx context.Context, env Env, args []string) error {
 	listen := fs.String("listen", "127.0.0.1:4222", "client listen address (loopback)")
 	sync := fs.String("sync", "default", `"default" or "always" (fsync every write)`)
 	debug := fs.Bool("debug", false, "log NATS server output")
-	usersFile := fs.String("users", "", `JSON file of logins: [{"user","password","admin"|"tenants":[...],"global"}]; node users are confined to their tenants' subjects`)
+	usersFile := fs.String("users", "", `JSON file of logins: [{"user","password","admin"|"tenants":[...],"global"}]; node users are confined to their tenants' subjects and may not create or change streams (open the store as an admin user first)`)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

@@ -49,7 +49,7 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 		}
 	} else {
 		var err error
-		if rp, err = replayLive(ctx, sc, only); err != nil {
+		if rp, err = replayLive(ctx, env, sc, only); err != nil {
 			return err
 		}
 	}
@@ -78,13 +78,13 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 
 // replayLive replays the store's chains (only's, or every tenant's) with
 // the bundles this binary shipped and those archived in the store.
-func replayLive(ctx context.Context, sc StoreConfig, only tenant.ID) (*replay.Replayer, error) {
+func replayLive(ctx context.Context, env Env, sc StoreConfig, only tenant.ID) (*replay.Replayer, error) {
 	st, err := openStore(ctx, sc, "exoarmur-replay", nil)
 	if err != nil {
 		return nil, err
 	}
 	defer st.Close()
-	bundles, err := storedBundles(st)(ctx)
+	bundles, err := storedBundles(st, warnCorrupt(env))(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -38,10 +38,30 @@ type runtime struct {
 }
 
 // storedBundles is what a replay of st trusts: the bundles this binary
-// shipped and every bundle archived in the store.
-func storedBundles(st *natsstore.Store) func(context.Context) (replay.Bundles, error) {
+// shipped and every bundle archived in the store that verifies. warn (if
+// not nil) is told each archived entry left out (archive.ErrCorrupt,
+// naming its key): the decisions recorded under it do not verify.
+func storedBundles(st *natsstore.Store, warn func(error)) func(context.Context) (replay.Bundles, error) {
 	a := archive.New(st.Policies)
-	return func(ctx context.Context) (replay.Bundles, error) { return a.Library(ctx, policy.Builtin()) }
+	return func(ctx context.Context) (replay.Bundles, error) {
+		lib, err := a.Library(ctx, policy.Builtin())
+		if err != nil {
+			return nil, err
+		}
+		if warn != nil {
+			for _, bad := range lib.Corrupt() {
+				warn(bad)
+			}
+		}
+		return lib, nil
+	}
+}
+
+// warnCorrupt tells env's stderr of an archived entry left out.
+func warnCorrupt(env Env) func(error) {
+	return func(err error) {
+		fmt.Fprintf(env.Stderr, "warning: %v: left out of the replay library; the decisions recorded under it do not verify\n", err)
+	}
 }
 
 // deps are the injected sources of time and randomness.
@@ -131,7 +151,11 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 		st.Close()
 		return nil, err
 	}
-	return &runtime{store: st, switches: sw, approvals: approvals, audit: log, keys: keys, access: acc, gate: g, execs: execs, bundles: storedBundles(st)}, nil
+	return &runtime{store: st, switches: sw, approvals: approvals, audit: log, keys: keys, access: acc, gate: g, execs: execs, bundles: storedBundles(st, func(err error) {
+		if d.logger != nil {
+			d.logger.Warn("policy archive: entry left out of the replay library; the decisions recorded under it do not verify", "err", err)
+		}
+	})}, nil
 }
 
 func (r *runtime) Close() {

@@ -2,14 +2,56 @@ package natsstore_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/exoarmur/exoarmur/internal/audit"
+	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/natsstore"
+	"github.com/exoarmur/exoarmur/internal/policy"
+	"github.com/exoarmur/exoarmur/internal/policy/archive"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
+
+// confinedServer runs `exoarmur nats --users` with an admin and a node user
+// confined to acme, and returns the URLs each logs in with.
+func confinedServer(t *testing.T) (adminURL, nodeURL string) {
+	t.Helper()
+	srv, err := natsstore.StartServer(natsstore.ServerConfig{DataDir: t.TempDir(), Port: 0, Users: []natsstore.User{
+		{Name: "admin", Password: "admin-pw", Admin: true},
+		{Name: "node-acme", Password: "acme-pw", Tenants: []string{"acme"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	return strings.Replace(srv.ClientURL(), "nats://", "nats://admin:admin-pw@", 1), strings.Replace(srv.ClientURL(), "nats://", "nats://node-acme:acme-pw@", 1)
+}
+
+func openURL(t *testing.T, url string) *natsstore.Store {
+	t.Helper()
+	st, err := natsstore.Open(context.Background(), natsstore.Config{NATSURL: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// refusedBy fails unless the call failed and the broker reported a
+// permissions violation on subject on st's connection.
+func refusedBy(t *testing.T, st *natsstore.Store, what string, err error, subject string) {
+	t.Helper()
+	last := st.NC.LastError()
+	if err == nil || last == nil || !strings.Contains(strings.ToLower(last.Error()), "permissions violation") || !strings.Contains(last.Error(), `"`+subject+`"`) {
+		t.Errorf("%s: err %v, broker said %v; want a permissions violation on %s", what, err, last, subject)
+	}
+}
 
 // TestNodeUserConfinedAtTheBroker: a node whose NATS user is confined to
 // tenant acme can write acme's audit chain and keys, and the broker refuses
@@ -79,5 +121,203 @@ func TestNodeUserConfinedAtTheBroker(t *testing.T) {
 	}
 	if _, err := admin.Intents.KeyValue().Get(ctx, tenant.IntentKey(beta, "in_1")); err == nil {
 		t.Fatal("beta's intent exists")
+	}
+}
+
+// TestConfinedNodeNeedsAPreparedStore: a confined node may not create or
+// update streams, so it starts only on the streams and buckets an
+// unconfined node or the NATS admin user declared. On a missing stream, or
+// one whose configuration differs from ExoArmur's, it fails at once with
+// ErrNotPrepared naming the stream; once an unconfined node has declared
+// them (again), it starts, and opening uses what is there without an
+// update.
+func TestConfinedNodeNeedsAPreparedStore(t *testing.T) {
+	adminURL, nodeURL := confinedServer(t)
+	ctx := context.Background()
+	notPrepared := func(stream, why string) {
+		t.Helper()
+		start := time.Now()
+		st, err := natsstore.Open(ctx, natsstore.Config{NATSURL: nodeURL})
+		if err == nil {
+			st.Close()
+			t.Fatalf("a confined node opened a store with stream %s: %s", stream, why)
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("refusal took %v; the broker's permissions violation should end it at once", took)
+		}
+		if !errors.Is(err, natsstore.ErrNotPrepared) || !strings.Contains(err.Error(), "stream "+stream+":") ||
+			!strings.Contains(err.Error(), why) || !strings.Contains(err.Error(), "NATS admin user") {
+			t.Fatalf("confined open, stream %s: %s: %v; want ErrNotPrepared naming it", stream, why, err)
+		}
+		t.Log(err)
+	}
+	notPrepared(tenant.AuditStream, "missing")
+
+	admin := openURL(t, adminURL)
+	admin.Close() // the admin prepared the store
+	openURL(t, nodeURL).Close()
+
+	// An operator changed a setting ExoArmur relies on.
+	admin = openURL(t, adminURL)
+	info, err := admin.Work.Stream().Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := info.Config
+	cfg.Duplicates = time.Minute
+	if _, err := admin.JS.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	admin.Close()
+	notPrepared(tenant.WorkStream, "duplicate_window is 1m0s, want 10m0s")
+
+	// An unconfined node declares it again.
+	admin = openURL(t, adminURL)
+	if info, err := admin.Work.Stream().Info(ctx); err != nil || info.Config.Duplicates != 10*time.Minute {
+		t.Fatalf("unconfined open left duplicates at %v (%v)", info.Config.Duplicates, err)
+	}
+	node := openURL(t, nodeURL)
+	if err := node.NC.LastError(); err != nil {
+		t.Fatalf("opening a prepared store: %v", err)
+	}
+}
+
+// TestConfinedNodeCannotChangeStreams: a confined node can neither update
+// a stream (shrinking the shared audit stream's limits with discard old
+// would drop every other tenant's records), nor create or delete one, nor
+// delete the work consumer every node's worker shares; the ordered
+// consumers of its own audit scans it still creates and deletes.
+func TestConfinedNodeCannotChangeStreams(t *testing.T) {
+	adminURL, nodeURL := confinedServer(t)
+	admin := openURL(t, adminURL)
+	node := openURL(t, nodeURL)
+	ctx := context.Background()
+	short := func() context.Context {
+		c, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		t.Cleanup(cancel)
+		return c
+	}
+	beta := tenant.MustParse("beta")
+	alog := audit.New(admin.Audit)
+	for range 3 {
+		if _, err := alog.Append(ctx, beta, audit.Entry{Kind: "test.ok", Time: time.Unix(0, 0), Payload: map[string]string{}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	info, err := node.JS.Stream(ctx, tenant.AuditStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := info.CachedInfo().Config
+	cfg.MaxMsgs, cfg.Discard = 1, jetstream.DiscardOld
+	_, err = node.JS.UpdateStream(short(), cfg)
+	refusedBy(t, node, "truncate the audit stream", err, "$JS.API.STREAM.UPDATE."+tenant.AuditStream)
+	_, err = node.JS.CreateStream(short(), jetstream.StreamConfig{Name: "ROGUE", Subjects: []string{"rogue.>"}})
+	refusedBy(t, node, "create a stream", err, "$JS.API.STREAM.CREATE.ROGUE")
+	refusedBy(t, node, "delete the audit stream", node.JS.DeleteStream(short(), tenant.AuditStream), "$JS.API.STREAM.DELETE."+tenant.AuditStream)
+
+	if _, err := admin.Work.Consumer(ctx, tenant.WorkConsumer, tenant.WorkSubjects, time.Minute, 5); err != nil {
+		t.Fatal(err)
+	}
+	refusedBy(t, node, "delete the shared work consumer", node.JS.DeleteConsumer(short(), tenant.WorkStream, tenant.WorkConsumer),
+		"$JS.API.CONSUMER.DELETE."+tenant.WorkStream+"."+tenant.WorkConsumer)
+	if _, err := admin.JS.Consumer(ctx, tenant.WorkStream, tenant.WorkConsumer); err != nil {
+		t.Fatalf("the work consumer: %v", err)
+	}
+	// The node's worker binds the shared consumer.
+	if _, err := node.Work.Consumer(ctx, tenant.WorkConsumer, tenant.WorkSubjects, time.Minute, 5); err != nil {
+		t.Fatalf("bind the work consumer: %v", err)
+	}
+
+	// beta's chain is whole, as the node's own scan reads it; the scan's
+	// ordered consumer is gone afterwards (the node deleted it).
+	n := 0
+	if err := audit.New(node.Audit).Scan(ctx, beta, 0, 0, func([]byte, contract.AuditRecord) error { n++; return nil }); err != nil || n != 3 {
+		t.Fatalf("beta's chain: %d records, %v; want 3", n, err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		si, err := admin.Audit.Stream().Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if si.State.Msgs != 3 {
+			t.Fatalf("audit stream holds %d messages, want 3", si.State.Msgs)
+		}
+		if si.State.Consumers == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the node's scan left %d consumers on the audit stream", si.State.Consumers)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestConfinedNodeCannotRewriteTheArchive: the policy archive is
+// write-once at the server, for every user: once a bundle is archived, an
+// overwrite, a delete marker, a purge marker and a rollup of the bucket are
+// refused (by a confined node and by the admin alike), and the bundle
+// still verifies, so every other node still starts (archive.Put) and
+// replays; the junk and forgeries a node can still add under new keys are
+// left out of the library.
+func TestConfinedNodeCannotRewriteTheArchive(t *testing.T) {
+	adminURL, nodeURL := confinedServer(t)
+	admin := openURL(t, adminURL)
+	node := openURL(t, nodeURL)
+	ctx := context.Background()
+	a := archive.New(admin.Policies)
+	bundle := policy.Default()
+	if err := a.Put(ctx, bundle); err != nil {
+		t.Fatal(err)
+	}
+	h := bundle.Hash()
+	for _, st := range []*natsstore.Store{node, admin} {
+		b := st.Policies.KeyValue()
+		_, err := b.Put(ctx, h, []byte("garbage"))
+		serverRefused(t, "overwrite an archived bundle", err)
+		_, err = b.Update(ctx, h, []byte("garbage"), 1)
+		serverRefused(t, "overwrite an archived bundle over its revision", err)
+		serverRefused(t, "delete an archived bundle", b.Delete(ctx, h))
+		serverRefused(t, "purge an archived bundle", b.Purge(ctx, h))
+		m := &nats.Msg{Subject: tenant.KVSubject(tenant.PoliciesBucket, "0000"), Header: nats.Header{}, Data: []byte("x")}
+		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupAll)
+		_, err = st.JS.PublishMsg(ctx, m)
+		serverRefused(t, "roll the archive up", err)
+	}
+	if e, err := admin.Policies.KeyValue().Get(ctx, h); err != nil || e.Revision() != 1 || string(e.Value()) != string(bundle.Source()) {
+		t.Fatalf("the archived bundle after the attempts: %v", err)
+	}
+	if err := archive.New(node.Policies).Put(ctx, bundle); err != nil {
+		t.Fatalf("another node archiving the same bundle: %v", err)
+	}
+	// What a node can still write, a junk key or a forged source under a
+	// hash not archived yet, is left out of the library, naming it.
+	forgedUnder := strings.Repeat("ab", 32)
+	for _, key := range []string{"not-a-hash", forgedUnder} {
+		if _, err := node.Policies.KeyValue().Create(ctx, key, []byte("permit(principal, action, resource);")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lib, err := a.Library(ctx, policy.Builtin())
+	if err != nil {
+		t.Fatalf("library with what a node wrote: %v", err)
+	}
+	if _, err := lib.Lookup(h); err != nil {
+		t.Fatalf("the archived bundle: %v", err)
+	}
+	if _, err := lib.Lookup(forgedUnder); !errors.Is(err, archive.ErrCorrupt) || len(lib.Corrupt()) != 2 {
+		t.Fatalf("the forged entry: %v (left out: %v)", err, lib.Corrupt())
+	}
+}
+
+// serverRefused fails unless JetStream refused the write (an API error
+// from the server, not a client-side check).
+func serverRefused(t *testing.T, what string, err error) {
+	t.Helper()
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		t.Errorf("%s: %v; want the server's refusal", what, err)
 	}
 }

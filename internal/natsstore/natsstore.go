@@ -10,8 +10,9 @@
 // the gate's work queue. The interfaces are declared where they are used
 // (kv.Bucket, audit.Stream, killswitch.Bucket and killswitch.Peers,
 // gate.WorkQueue): this package imports none of those domain packages.
-// Open (store.go) connects, creates the streams and buckets and hands
-// them out through these adapters.
+// Open (store.go) connects, ensures the streams and buckets (declare.go:
+// created or updated only when missing or different) and hands them out
+// through these adapters.
 package natsstore
 
 import (

@@ -1,10 +1,11 @@
 // Store (this file) is ExoArmur's connection to NATS JetStream: by default an
 // embedded server with file storage under the data dir, connected in-process
 // (no listening socket), or an external NATS (--nats-url) for multi-node
-// deployments. It creates the streams and KV buckets whose names are defined
-// in internal/tenant, hands the domain's buckets out through the store
-// adapter (Bucket), and can also run the standalone server of
-// `exoarmur nats`.
+// deployments. It ensures the streams and KV buckets whose names are
+// defined in internal/tenant (declare.go: each used as it is when it has
+// the settings ExoArmur relies on, created or updated otherwise), hands the
+// domain's buckets out through the store adapter (Bucket), and can also run
+// the standalone server of `exoarmur nats`.
 //
 // Durability: JetStream file storage writes each message to its block file
 // before acknowledging it (flush in place for R1 streams), so an acknowledged
@@ -65,7 +66,7 @@ type Store struct {
 	Principals  *Bucket
 	Control     *Bucket
 	Approvals   *Bucket
-	Policies    *Bucket // policy bundles by hash (internal/policy/archive)
+	Policies    *Bucket // policy bundles by hash, write-once (internal/policy/archive)
 	Health      jetstream.KeyValue
 	// Bus is core NATS publish/subscribe on the connection (the kill
 	// switches' killswitch.Peers).
@@ -89,6 +90,10 @@ type Store struct {
 	connected   atomic.Bool // maintained by the connection's handlers
 	stopProbe   context.CancelFunc
 	probeDone   chan struct{}
+
+	// violation, while declare creates or updates a stream, is told the
+	// subject of each permissions violation on the connection.
+	violation atomic.Pointer[func(subject string)]
 }
 
 // Health probe timing: a probe every healthEvery; the store reads as not
@@ -117,7 +122,11 @@ func (s *Store) probe(ctx context.Context) {
 	}
 }
 
-// Open starts (or connects to) NATS and ensures every stream and bucket.
+// Open starts (or connects to) NATS and ensures every stream and bucket. A
+// node whose NATS user is confined (User) cannot create or update them: on
+// a store no unconfined node or NATS admin user prepared, or one whose
+// settings differ from ExoArmur's, Open fails with ErrNotPrepared naming
+// the stream.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s := &Store{}
 	opts := []nats.Option{
@@ -132,6 +141,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		nats.DisconnectErrHandler(func(*nats.Conn, error) { s.connected.Store(false) }),
 		nats.ReconnectHandler(func(*nats.Conn) { s.connected.Store(true) }),
 		nats.ClosedHandler(func(*nats.Conn) { s.connected.Store(false) }),
+		nats.ErrorHandler(s.asyncError),
 	}
 	if cfg.NATSURL == "" {
 		srv, err := StartServer(ServerConfig{DataDir: cfg.DataDir, SyncAlways: cfg.SyncAlways, DontListen: true, Logger: cfg.Logger,
@@ -175,122 +185,48 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	return s, nil
 }
 
+// ensure declares every stream and bucket (declare.go): each is used as
+// it is when it has the settings ExoArmur relies on, and created or
+// updated otherwise, which only an unconfined node may do.
 func (s *Store) ensure(ctx context.Context, replicas int) error {
-	auditStream, err := s.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        tenant.AuditStream,
-		Description: "ExoArmur per-tenant hash-chained audit log",
-		Subjects:    []string{tenant.AuditSubjects},
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardNew,
-		Replicas:    replicas,
-		DenyDelete:  true,
-		DenyPurge:   true,
-		// Group commit writes a chain's records as one atomic batch
-		// (audit.Log.EnableGroupCommit).
-		AllowAtomicPublish: true,
-		Duplicates:         30 * time.Second, // message-ID dedupe of publish retries; bounds the IDs kept in memory
-	})
+	auditStream, err := s.declare(ctx, auditConfig(replicas), nil)
 	if err != nil {
-		return fmt.Errorf("ensure stream %s: %w", tenant.AuditStream, err)
+		return err
 	}
 	s.Audit = NewStream(auditStream, s.JS)
-	kv := func(name, desc string, history uint8) (jetstream.KeyValue, error) {
-		b, err := s.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      name,
-			Description: desc,
-			History:     history,
-			Storage:     jetstream.FileStorage,
-			Replicas:    replicas,
-		})
+	for _, b := range []struct {
+		into    **Bucket
+		name    string
+		desc    string
+		history int64
+		ttl     bool
+	}{
+		{&s.Intents, tenant.IntentsBucket, "ExoArmur intents and their state", 8, true},
+		{&s.Idempotency, tenant.IdempotencyBucket, "ExoArmur idempotency ledger (create-only claims)", 8, true},
+		{&s.Principals, tenant.PrincipalsBucket, "ExoArmur API key registry (hashes only)", 4, false},
+		{&s.Control, tenant.ControlBucket, "ExoArmur kill switches (global and per tenant)", 16, false},
+		{&s.Approvals, tenant.ApprovalsBucket, "ExoArmur approvals, one record per intent", 16, true},
+	} {
+		kv, err := s.declareKV(ctx, b.name, kvConfig(b.name, b.desc, b.history, b.ttl, replicas), nil)
 		if err != nil {
-			return nil, fmt.Errorf("ensure bucket %s: %w", name, err)
+			return err
 		}
-		return b, nil
+		*b.into = New(kv, s.JS)
 	}
-	intents, err := s.ttlKV(ctx, tenant.IntentsBucket, "ExoArmur intents and their state", 8, replicas)
-	if err != nil {
-		return err
-	}
-	s.Intents = New(intents, s.JS)
-	idempotency, err := s.ttlKV(ctx, tenant.IdempotencyBucket, "ExoArmur idempotency ledger (create-only claims)", 8, replicas)
-	if err != nil {
-		return err
-	}
-	s.Idempotency = New(idempotency, s.JS)
-	principals, err := kv(tenant.PrincipalsBucket, "ExoArmur API key registry (hashes only)", 4)
-	if err != nil {
-		return err
-	}
-	s.Principals = New(principals, s.JS)
-	control, err := kv(tenant.ControlBucket, "ExoArmur kill switches (global and per tenant)", 16)
-	if err != nil {
-		return err
-	}
-	s.Control = New(control, s.JS)
-	approvals, err := s.ttlKV(ctx, tenant.ApprovalsBucket, "ExoArmur approvals, one record per intent", 16, replicas)
-	if err != nil {
-		return err
-	}
-	s.Approvals = New(approvals, s.JS)
-	policies, err := kv(tenant.PoliciesBucket, "ExoArmur policy bundles by hash (cedar source; no tenant data)", 1)
+	policies, err := s.declareKV(ctx, tenant.PoliciesBucket, policiesConfig(replicas), dropMarkers)
 	if err != nil {
 		return err
 	}
 	s.Policies = New(policies, s.JS)
-	if s.Health, err = kv(tenant.HealthBucket, "ExoArmur store write probe (a timestamp, no tenant data)", 1); err != nil {
+	if s.Health, err = s.declareKV(ctx, tenant.HealthBucket, kvConfig(tenant.HealthBucket, "ExoArmur store write probe (a timestamp, no tenant data)", 1, false, replicas), nil); err != nil {
 		return err
 	}
-	work, err := s.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        tenant.WorkStream,
-		Description: "ExoArmur background executor work queue (approved intents to execute)",
-		Subjects:    []string{tenant.WorkSubjects},
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.WorkQueuePolicy,
-		Replicas:    replicas,
-		Duplicates:  10 * time.Minute,
-	})
+	work, err := s.declare(ctx, workConfig(replicas), nil)
 	if err != nil {
-		return fmt.Errorf("ensure stream %s: %w", tenant.WorkStream, err)
+		return err
 	}
 	s.Work = NewQueue(work, s.JS)
 	return nil
-}
-
-// ttlKV ensures a bucket whose stream also allows per-message TTLs, which
-// a retention (gate.Config.Retention) puts on intents, claims and
-// approvals. The KV API enables them only together with subject delete markers,
-// which we do not want (one more write per expiry), so the stream is
-// declared here with the configuration the KV API would give it, plus
-// AllowMsgTTL, and then bound as a bucket. The server refuses to turn
-// AllowMsgTTL off again, so every start must declare it.
-func (s *Store) ttlKV(ctx context.Context, name, desc string, history int64, replicas int) (jetstream.KeyValue, error) {
-	_, err := s.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:              tenant.KVStream(name),
-		Description:       desc,
-		Subjects:          []string{tenant.KVSubject(name, ">")},
-		MaxMsgsPerSubject: history,
-		MaxBytes:          -1,
-		MaxMsgSize:        -1,
-		MaxMsgs:           -1,
-		MaxConsumers:      -1,
-		Storage:           jetstream.FileStorage,
-		Replicas:          replicas,
-		AllowRollup:       true,
-		DenyDelete:        true,
-		Duplicates:        2 * time.Minute,
-		AllowDirect:       true,
-		Discard:           jetstream.DiscardNew,
-		AllowMsgTTL:       true,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("ensure bucket %s: %w", name, err)
-	}
-	b, err := s.JS.KeyValue(ctx, name)
-	if err != nil {
-		return nil, fmt.Errorf("bind bucket %s: %w", name, err)
-	}
-	return b, nil
 }
 
 // Close drains the connection and stops an embedded server.
@@ -343,7 +279,10 @@ type ServerConfig struct {
 
 // User is a NATS login. Admin users are unrestricted (for operators and the
 // keys CLI); node users may publish only to their tenants' subjects and keys
-// (tenant.NodePublishAllow).
+// (tenant.NodePublishAllow) and may not administer streams
+// (tenant.NodePublishDeny: no stream create, update, delete or purge), so a
+// node user opens (Open) only a store an admin user or an unconfined node
+// has declared.
 type User struct {
 	Name     string   `json:"user"`
 	Password string   `json:"password"`

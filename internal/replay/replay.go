@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"cmp"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
@@ -189,8 +190,10 @@ func redecide(rec contract.AuditRecord, wantVerdict string, policies Bundles, ac
 		return fmt.Sprintf("payload is not a decision record: %v", err)
 	}
 	// The bundle the input names; an unknown one re-decides as
-	// policy_unknown and so differs from the recorded decision.
-	bundle, _ := policies.Lookup(p.Input.PolicyHash)
+	// policy_unknown and so differs from the recorded decision. A bundle
+	// the library refused (a corrupt archived entry) does too, and the
+	// mismatch says why.
+	bundle, lookupErr := policies.Lookup(p.Input.PolicyHash)
 	got := gate.Decide(p.Input, bundle, actions)
 	replayed, err := contract.Canonical(got)
 	if err != nil {
@@ -199,7 +202,11 @@ func redecide(rec contract.AuditRecord, wantVerdict string, policies Bundles, ac
 	if !bytes.Equal(p.Decision, replayed) {
 		var recorded contract.Decision
 		_ = json.Unmarshal(p.Decision, &recorded)
-		return fmt.Sprintf("recorded %s %v, replayed %s %v", recorded.Verdict, recorded.Reasons, got.Verdict, got.Reasons)
+		why := fmt.Sprintf("recorded %s %v, replayed %s %v", recorded.Verdict, recorded.Reasons, got.Verdict, got.Reasons)
+		if lookupErr != nil && !errors.Is(lookupErr, policy.ErrUnknownBundle) {
+			why += " (" + lookupErr.Error() + ")"
+		}
+		return why
 	}
 	if wantVerdict != "" && got.Verdict != wantVerdict {
 		return fmt.Sprintf("record kind %s does not match verdict %s", rec.Kind, got.Verdict)

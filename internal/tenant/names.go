@@ -30,8 +30,8 @@ const (
 	WorkConsumer = "exoarmur-worker"
 
 	// PoliciesBucket keeps every policy bundle a node decided under, its
-	// cedar source keyed by its hash (internal/policy/archive); no tenant
-	// data.
+	// cedar source keyed by its hash (internal/policy/archive), each key
+	// written once; no tenant data.
 	PoliciesBucket = "exoarmur_policies"
 
 	// HealthBucket holds HealthKey, a timestamp every node writes twice a
@@ -137,8 +137,9 @@ func IdempotencyKey(id ID, key string) string { return id.s + "." + key }
 // also change the global switch and append to the system chain.
 func NodePublishAllow(tenants []ID, global bool) []string {
 	allow := []string{"$JS.API.>", ControlAppliedSubject, "$KV." + HealthBucket + "." + HealthKey,
-		// Create-only and verified against the key on read: a node can add
-		// the bundle it decides under, never change what another decided under.
+		// Write-once at the server (natsstore declares the bucket so) and
+		// verified against the key on read: a node can add the bundle it
+		// decides under, never change or remove what another decided under.
 		"$KV." + PoliciesBucket + ".>"}
 	for _, t := range tenants {
 		allow = append(allow,
@@ -156,8 +157,21 @@ func NodePublishAllow(tenants []ID, global bool) []string {
 	return allow
 }
 
-// NodePublishDeny lists JetStream API calls no node may make: deleting or
-// purging a stream, or deleting a message, would cut across tenants.
+// NodePublishDeny lists the JetStream API calls no node may make, each of
+// which would cut across tenants: creating, updating, deleting, purging or
+// restoring a stream, or removing its peer (an update of the shared audit
+// stream's limits or discard policy alone would drop other tenants'
+// records), and deleting a message; deleting or pausing a consumer of
+// WorkStream (WorkConsumer, which every node's worker shares). Consumers
+// of the other streams stay allowed: a node creates and deletes the
+// ephemeral ones its audit scans and KV reads use (their names are
+// random, so a node could delete another's, which fails that read, never
+// a write). So a confined node uses the streams an unconfined node or the
+// NATS admin user declared (natsstore.Open).
 func NodePublishDeny() []string {
-	return []string{"$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>", "$JS.API.STREAM.MSG.DELETE.>"}
+	return []string{
+		"$JS.API.STREAM.CREATE.>", "$JS.API.STREAM.UPDATE.>", "$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>",
+		"$JS.API.STREAM.RESTORE.>", "$JS.API.STREAM.PEER.REMOVE.>", "$JS.API.STREAM.MSG.DELETE.>",
+		"$JS.API.CONSUMER.DELETE." + WorkStream + ".>", "$JS.API.CONSUMER.PAUSE." + WorkStream + ".>",
+	}
 }

@@ -4,10 +4,15 @@
 // user's bundle) never breaks the replay of older decisions.
 //
 // Each bundle is stored once, create-only, under its hash (the SHA-256 of
-// its cedar source, as recorded in every decision's policy_hash); a stored
-// source is trusted only if it hashes to its key, so a bucket holding a
-// forged or damaged bundle fails replay loudly instead of re-deciding under
-// the wrong rules.
+// its cedar source, as recorded in every decision's policy_hash), and the
+// store keeps it so: the bucket is write-once at the server (natsstore
+// declares it with one message per key and no delete, purge or rollup), so
+// no node can overwrite or remove an archived bundle. A stored source is
+// trusted only if it hashes to its key, so a forged or damaged entry
+// (written under a hash before its bundle was, or under a key that is no
+// hash) is left out of the replay library and named: the decisions
+// recorded under it fail replay loudly instead of re-deciding under the
+// wrong rules, and the rest still verify.
 package archive
 
 import (
@@ -15,7 +20,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/kv"
@@ -85,27 +92,76 @@ func verified(hash string, src []byte) (*policy.Bundle, error) {
 	return b, nil
 }
 
+// Library is what a replay of the live store trusts: the bundles of a
+// base library and every archived bundle that verified against its key.
+// An archived entry that did not (a source under a hash it does not have,
+// one that does not compile, a key that is no hash) is left out and
+// remembered: a Lookup of its key is that error, which wraps ErrCorrupt
+// and names the key, so a replay fails just the decisions recorded under
+// it, and the rest still verify.
+type Library struct {
+	bundles *policy.Library
+	corrupt map[string]error // by key
+}
+
+// Lookup returns the bundle with the given hash: a base bundle (the
+// binary's copy, whatever the archive holds under its hash), or a
+// verified archived one; the entry's error (ErrCorrupt) for an entry left
+// out; policy.ErrUnknownBundle for a hash neither holds.
+func (l *Library) Lookup(hash string) (*policy.Bundle, error) {
+	b, err := l.bundles.Lookup(hash)
+	if err != nil {
+		if bad, ok := l.corrupt[hash]; ok {
+			return nil, bad
+		}
+	}
+	return b, err
+}
+
+// Hashes lists the hashes of the library's bundles, sorted.
+func (l *Library) Hashes() []string { return l.bundles.Hashes() }
+
+// Corrupt lists the archive's entries left out of the library, each an
+// error wrapping ErrCorrupt that names its key, sorted by key.
+func (l *Library) Corrupt() []error {
+	out := make([]error, 0, len(l.corrupt))
+	for _, k := range slices.Sorted(maps.Keys(l.corrupt)) {
+		out = append(out, l.corrupt[k])
+	}
+	return out
+}
+
 // Library returns base's bundles and every bundle in the archive, each
-// verified against its key: what a replay of the live store trusts. Any
-// corrupt entry is an error naming it (fail closed: no replay under a
-// partial library).
-func (a *Archive) Library(ctx context.Context, base *policy.Library) (*policy.Library, error) {
+// verified against its key: what a replay of the live store trusts. A
+// corrupt entry does not fail the library: it is left out and remembered
+// (Library.Corrupt; a Lookup of it is its ErrCorrupt), so one bad entry
+// costs only the decisions recorded under it. An archive that cannot be
+// read is an error (fail closed: no replay under a partial library).
+func (a *Archive) Library(ctx context.Context, base *policy.Library) (*Library, error) {
 	keys, err := a.b.Keys(ctx, "")
 	if err != nil {
 		return nil, fmt.Errorf("policy archive: list bundles: %w", err)
 	}
 	var bs []*policy.Bundle
+	corrupt := map[string]error{}
 	for _, h := range keys {
 		if !hashKey.MatchString(h) {
-			return nil, fmt.Errorf("%w: key %q is not a bundle hash", ErrCorrupt, h)
+			corrupt[h] = fmt.Errorf("%w: key %q is not a bundle hash", ErrCorrupt, h)
+			continue
 		}
 		b, err := a.Get(ctx, h)
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrCorrupt):
+			corrupt[h] = err
+			continue
+		case errors.Is(err, kv.ErrNotFound):
+			continue // listed, then gone (an archive an earlier version kept could lose keys)
+		case err != nil:
 			return nil, err
 		}
 		if _, err := base.Lookup(h); err != nil {
 			bs = append(bs, b) // not shipped in this binary
 		}
 	}
-	return base.With(bs...), nil
+	return &Library{bundles: base.With(bs...), corrupt: corrupt}, nil
 }
