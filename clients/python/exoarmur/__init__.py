@@ -6,7 +6,9 @@ Standard library only (Python 3.8 or later). The pieces:
 * :class:`Client`, one method per API operation, returning the typed values
   of :mod:`exoarmur.models`;
 * the exceptions of :mod:`exoarmur.errors`, one per server error code, all
-  :class:`ExoArmurError`.
+  :class:`ExoArmurError`;
+* :func:`governed`, a decorator that turns a Python call into a proposed,
+  approved and executed ExoArmur action.
 
 Quick start (see clients/python/README.md)::
 
@@ -48,6 +50,7 @@ from .errors import (
     Unreachable,
     error_class,
 )
+from .governed import governed
 from .models import (
     ALLOW,
     DENY,
@@ -119,5 +122,6 @@ __all__ = [
     "Vote",
     "__version__",
     "error_class",
+    "governed",
     "parse_time",
 ]
