@@ -27,8 +27,16 @@ SERVER: Server
 def setUpModule() -> None:
     global SERVER
     SERVER = Server()
-    unittest.addModuleCleanup(SERVER.stop)  # runs even if start fails
-    SERVER.start()
+    try:
+        SERVER.start()
+    except BaseException:
+        SERVER.stop()  # tearDownModule does not run when setUpModule fails
+        raise
+
+
+def tearDownModule() -> None:
+    # Not addModuleCleanup: Python 3.8's discover runs never call it.
+    SERVER.stop()
 
 
 class Operator(threading.Thread):
