@@ -5,8 +5,10 @@ BIN ?= bin/exoarmur
 # keys), kept out of the production binary.
 LAB ?= bin/exoarmur-lab
 PKGS := ./...
+# The Python client's tests (clients/python) run with this interpreter.
+PYTHON ?= python3
 
-.PHONY: all build test test-short demo lint fuzz bench soak clean inventory reality reality-verify
+.PHONY: all build test test-python test-short demo lint fuzz bench soak clean inventory reality reality-verify
 
 all: build
 
@@ -14,12 +16,23 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/exoarmur
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(LAB) ./cmd/exoarmur-lab
 
-# The whole suite: vet, gofmt check, race detector, every test.
+# The whole suite: vet, gofmt check, race detector, every test, then the
+# Python client's tests.
 test:
 	$(GO) vet $(PKGS)
 	@unformatted="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	@$(MAKE) --no-print-directory test-python
+
+# The Python client (clients/python, standard library only) against a real
+# server: the tests start $(BIN) serve themselves (go build is quick when
+# nothing changed). No Python is a failure, never a skip.
+test-python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "test-python: $(PYTHON) not found: the Python client tests need Python 3.8 or later (set PYTHON=...)" >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 8))' || { echo "test-python: $$($(PYTHON) --version 2>&1) is too old: the Python client needs 3.8 or later" >&2; exit 1; }
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/exoarmur
+	cd clients/python && EXOARMUR_BIN=$(abspath $(BIN)) PYTHONDONTWRITEBYTECODE=1 $(PYTHON) -m unittest discover -s tests -v
 
 # go vet plus staticcheck (pinned).
 lint:
