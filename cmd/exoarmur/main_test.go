@@ -454,6 +454,24 @@ func TestCLIHelpAndErrors(t *testing.T) {
 	if !sc.Scan() || sc.Text() != "configuration OK" {
 		t.Fatal("check-config did not accept defaults")
 	}
+	// Help is asked for: stdout, exit 0, the usage line, the flags, an example.
+	for _, args := range [][]string{{"approve", "-h"}, {"deny", "--help"}, {"keys", "revoke", "-h"}, {"audit", "verify", "--help"}, {"killswitch", "status", "-h"}} {
+		out := run(t, args...)
+		name := strings.Join(args[:len(args)-1], " ")
+		if !strings.HasPrefix(out, "Usage: exoarmur "+name) || !strings.Contains(out, "\nFlags:\n  -") || !strings.Contains(out, "\nExample:\n  exoarmur "+name) {
+			t.Fatalf("exoarmur %s:\n%s", strings.Join(args, " "), out)
+		}
+	}
+	for _, args := range [][]string{{"keys", "-h"}, {"approvals", "--help"}, {"killswitch", "-h"}, {"audit", "-h"}} {
+		if out := run(t, args...); !strings.Contains(out, "\nSubcommands:\n") {
+			t.Fatalf("exoarmur %s:\n%s", strings.Join(args, " "), out)
+		}
+	}
+	cmd = exec.Command(binary(t), "killswitch", "flip")
+	out, err = cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "valid: engage, disengage, status") {
+		t.Fatalf("killswitch flip: %v\n%s", err, out)
+	}
 }
 
 // TestGate3ReplayFromExport: export through the CLI, replay twice to

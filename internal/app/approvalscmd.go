@@ -14,17 +14,32 @@ import (
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
+var approvalsGroup = group{
+	name:    "approvals",
+	about:   "Read a tenant's approval queue through the API of a running server (the key in EXOARMUR_API_KEY).",
+	example: "approvals list --tenant acme",
+	subs: []subcommand{
+		{"list", "the approval queue of a tenant, one line per intent", runApprovalsList},
+	},
+}
+
 // runApprovals: exoarmur approvals list --tenant T [--status pending] [--json].
 func runApprovals(ctx context.Context, env Env, args []string) error {
-	if len(args) == 0 || args[0] != "list" {
-		return fmt.Errorf("%w: expected: exoarmur approvals list --tenant T [--status pending] [--json] (key in EXOARMUR_API_KEY)", errUsage)
-	}
+	return approvalsGroup.run(ctx, env, args)
+}
+
+func runApprovalsList(ctx context.Context, env Env, args []string) error {
 	var af apiFlags
-	fs := newFlagSet("approvals list", env)
-	af.register(fs, "tenant (required)")
+	fs := newCommand(env, cmdHelp{
+		Name:    "approvals list",
+		Args:    "--tenant T [--status pending] [--json]",
+		About:   "Lists the approvals of tenant T with the given status, one line per intent (the key in EXOARMUR_API_KEY).",
+		Example: "approvals list --tenant acme --status pending",
+	})
+	af.register(fs.FlagSet, "tenant (required)")
 	status := fs.String("status", "pending", "pending, approved, denied, expired, executed, or empty for all")
 	asJSON := fs.Bool("json", false, `print the server's answer as JSON ({"tenant","approvals":[{approval,intent,lineage}]}) instead of a table`)
-	if err := parseFlags(fs, args[1:]); err != nil {
+	if _, err := fs.parse(args); err != nil {
 		return err
 	}
 	if err := af.requireTenant(); err != nil {
@@ -89,22 +104,30 @@ func runDeny(ctx context.Context, env Env, args []string) error {
 }
 
 func runVote(ctx context.Context, env Env, args []string, decision string) error {
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		return fmt.Errorf("%w: expected: exoarmur %s INTENT_ID --tenant T --reason R (key in EXOARMUR_API_KEY)", errUsage, decision)
+	h := cmdHelp{
+		Name:    decision,
+		Args:    "INTENT_ID --tenant T --reason R",
+		About:   "An operator approves intent INTENT_ID of tenant T; it executes once it has the approvals its class needs (the key in EXOARMUR_API_KEY; audited).",
+		Example: `approve in_0123456789abcdef --tenant acme --reason "checked the target"`,
 	}
-	id := args[0]
-	if err := tenant.ValidIntentID(id); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if decision == "deny" {
+		h.About = "An operator denies intent INTENT_ID of tenant T; a denial is final (the key in EXOARMUR_API_KEY; audited)."
+		h.Example = `deny in_0123456789abcdef --tenant acme --reason "wrong host"`
 	}
 	var af apiFlags
-	fs := newFlagSet(decision, env)
-	af.register(fs, "tenant (required)")
+	fs := newCommand(env, h)
+	af.register(fs.FlagSet, "tenant (required)")
 	reason := fs.String("reason", "", "why (required; audited)")
-	if err := parseFlags(fs, args[1:]); err != nil {
+	pos, err := fs.parse(args, "INTENT_ID")
+	if err != nil {
 		return err
 	}
+	id := pos[0]
+	if err := tenant.ValidIntentID(id); err != nil {
+		return fs.usageErr("%v", err)
+	}
 	if strings.TrimSpace(*reason) == "" {
-		return fmt.Errorf("%w: --reason is required", errUsage)
+		return fs.usageErr("--reason is required")
 	}
 	if err := af.requireTenant(); err != nil {
 		return err

@@ -12,22 +12,48 @@ import (
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
+var auditGroup = group{
+	name: "audit",
+	about: "Read one tenant's audit chain on the store directly (--data-dir with the server stopped, or --nats-url while it runs). " +
+		"Over the API the same is GET /v1/tenants/{tenant}/audit/verify and /audit/export.",
+	example: "audit verify --data-dir ./data --tenant acme",
+	subs: []subcommand{
+		{"verify", "verify the tenant's hash chain and recompute every decision", auditSub("verify")},
+		{"export", "write the tenant's chain as JSONL (for replay --from-export)", auditSub("export")},
+	},
+}
+
 func runAudit(ctx context.Context, env Env, args []string) error {
-	if len(args) == 0 || (args[0] != "verify" && args[0] != "export") {
-		return fmt.Errorf("%w: expected: exoarmur audit verify|export --tenant T [--out FILE]", errUsage)
+	return auditGroup.run(ctx, env, args)
+}
+
+func auditSub(sub string) func(context.Context, Env, []string) error {
+	return func(ctx context.Context, env Env, args []string) error { return runAuditSub(ctx, env, sub, args) }
+}
+
+func runAuditSub(ctx context.Context, env Env, sub string, args []string) error {
+	h := cmdHelp{Name: "audit verify", Args: "--tenant T [--data-dir D | --nats-url U]",
+		About:   "Verifies tenant T's hash chain and recomputes every decision with the policy bundles this binary ships and the store archived; exit 1 unless it verifies.",
+		Example: "audit verify --data-dir ./data --tenant acme"}
+	if sub == "export" {
+		h = cmdHelp{Name: "audit export", Args: "--tenant T [--out FILE] [--data-dir D | --nats-url U]",
+			About:   "Writes tenant T's audit chain as JSONL, byte for byte as stored, to stdout or --out (atomically).",
+			Example: "audit export --data-dir ./data --tenant acme --out acme.jsonl"}
 	}
-	sub := args[0]
 	var sc StoreConfig
-	fs := newFlagSet("audit "+sub, env)
-	sc.register(fs)
+	fs := newCommand(env, h)
+	sc.register(fs.FlagSet)
 	tname := fs.String("tenant", "", "tenant whose chain to read (required)")
-	out := fs.String("out", "", "export: write JSONL here instead of stdout")
-	if err := parseFlags(fs, args[1:]); err != nil {
+	out := new(string)
+	if sub == "export" {
+		out = fs.String("out", "", "write JSONL here instead of stdout")
+	}
+	if _, err := fs.parse(args); err != nil {
 		return err
 	}
 	t, err := tenant.Parse(*tname)
 	if err != nil {
-		return fmt.Errorf("%w: --tenant: %v", errUsage, err)
+		return fs.usageErr("--tenant: %v", err)
 	}
 	st, err := openStore(ctx, sc, "exoarmur-audit", nil)
 	if err != nil {

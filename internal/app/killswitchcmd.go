@@ -9,19 +9,46 @@ import (
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
+var killSwitchGroup = group{
+	name: "killswitch",
+	about: "Engage, disengage or read the global or a tenant's kill switch through the API of a running server (the key in EXOARMUR_API_KEY). " +
+		"While a switch is engaged nothing it covers executes; a change is audited, and the command returns once every live node applied it (or says that was not confirmed).",
+	example: `killswitch engage --tenant acme --reason "incident 42"`,
+	subs: []subcommand{
+		{"engage", "stop every execution the switch covers (--reason required)", killSwitchSub("engage")},
+		{"disengage", "let executions run again (--reason required)", killSwitchSub("disengage")},
+		{"status", "read the switch", killSwitchSub("status")},
+	},
+}
+
 // runKillSwitch talks to a running server: kill switches are changed
 // through the API, so the change is authenticated, audited and propagated
 // exactly like any other operator action.
 func runKillSwitch(ctx context.Context, env Env, args []string) error {
-	if len(args) == 0 || (args[0] != "engage" && args[0] != "disengage" && args[0] != "status") {
-		return fmt.Errorf("%w: expected: exoarmur killswitch engage|disengage|status [--tenant T] [--reason R] (key in EXOARMUR_API_KEY)", errUsage)
+	return killSwitchGroup.run(ctx, env, args)
+}
+
+func killSwitchSub(sub string) func(context.Context, Env, []string) error {
+	return func(ctx context.Context, env Env, args []string) error { return runKillSwitchSub(ctx, env, sub, args) }
+}
+
+func runKillSwitchSub(ctx context.Context, env Env, sub string, args []string) error {
+	h := cmdHelp{Name: "killswitch " + sub, Args: "[--tenant T] --reason R",
+		About:   "Changes the global kill switch, or tenant T's with --tenant (the key in EXOARMUR_API_KEY; audited).",
+		Example: "killswitch " + sub + ` --tenant acme --reason "incident 42"`}
+	if sub == "status" {
+		h.Args, h.About, h.Example = "[--tenant T]", "Reads the global kill switch, or tenant T's with --tenant (the key in EXOARMUR_API_KEY).", "killswitch status --tenant acme"
 	}
-	sub := args[0]
 	var af apiFlags
-	fs := newFlagSet("killswitch "+sub, env)
-	af.register(fs, "tenant switch to change (default: the global switch)")
-	reason := fs.String("reason", "", "why (required for engage and disengage; audited)")
-	if err := parseFlags(fs, args[1:]); err != nil {
+	fs := newCommand(env, h)
+	reason := new(string)
+	if sub == "status" {
+		af.register(fs.FlagSet, "tenant switch to read (default: the global switch)")
+	} else {
+		af.register(fs.FlagSet, "tenant switch to change (default: the global switch)")
+		reason = fs.String("reason", "", "why (required; audited)")
+	}
+	if _, err := fs.parse(args); err != nil {
 		return err
 	}
 	if af.tenant != "" {
@@ -30,7 +57,7 @@ func runKillSwitch(ctx context.Context, env Env, args []string) error {
 		}
 	}
 	if sub != "status" && strings.TrimSpace(*reason) == "" {
-		return fmt.Errorf("%w: --reason is required", errUsage)
+		return fs.usageErr("--reason is required")
 	}
 	c, ctx, cancel, err := af.client(ctx)
 	if err != nil {
