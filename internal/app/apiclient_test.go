@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 
@@ -140,21 +143,78 @@ func TestApprovalCommands(t *testing.T) {
 	}
 }
 
-func TestAPICommandsNameTheServerTheyCouldNotReach(t *testing.T) {
+// TestAPICommandsServer: every API command calls --server, else
+// EXOARMUR_SERVER, else the default; a server that refuses the connection
+// gives an error naming the server tried, where it came from, and both
+// ways to set it.
+func TestAPICommandsServer(t *testing.T) {
+	srv := clienttest.Start(t)
+	live, srvKey := srv.URL, srv.Keys[clienttest.Admin]
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	url := "http://" + l.Addr().String()
+	closed := "http://" + l.Addr().String()
 	l.Close()
-	for _, args := range [][]string{
+	commands := [][]string{
 		{"killswitch", "status"},
+		{"killswitch", "engage", "--tenant", "acme", "--reason", "x"},
+		{"killswitch", "disengage", "--tenant", "acme", "--reason", "x"},
 		{"approvals", "list", "--tenant", "acme"},
 		{"approve", "in_x", "--tenant", "acme", "--reason", "x"},
+		{"deny", "in_x", "--tenant", "acme", "--reason", "x"},
+		{"keys", "consent", "key_x", "--reason", "x"},
+	}
+	for _, c := range []struct {
+		name       string
+		env, flag  string
+		reach      bool   // the live server answers
+		tried, how string // else: the error names the server tried and how it was chosen
+	}{
+		{"--server", "", closed, false, closed, "given by --server"},
+		{"EXOARMUR_SERVER", closed, "", false, closed, "given by EXOARMUR_SERVER"},
+		{"EXOARMUR_SERVER live", live, "", true, "", ""},
+		{"--server wins over a dead EXOARMUR_SERVER", closed, live, true, "", ""},
+		{"--server wins over a live EXOARMUR_SERVER", live, closed, false, closed, "given by --server"},
 	} {
-		code, out, stderr := cli(t, "exo_k", append(args, "--server", url)...)
-		if code != 1 || out != "" || !strings.Contains(stderr, url) || !strings.Contains(stderr, "--server") || !strings.Contains(stderr, "exoarmur serve") {
-			t.Errorf("%v against a closed port: exit %d\n%s%s", args, code, out, stderr)
-		}
+		t.Run(c.name, func(t *testing.T) {
+			t.Setenv("EXOARMUR_SERVER", c.env)
+			for _, args := range commands {
+				if c.flag != "" {
+					args = append(slices.Clone(args), "--server", c.flag)
+				}
+				code, out, stderr := cli(t, srvKey, args...)
+				if c.reach {
+					// The server answered: success, or its refusal (an HTTP status).
+					if strings.Contains(stderr, "cannot reach") || (code != 0 && !strings.Contains(stderr, "HTTP 4")) {
+						t.Errorf("%v: exit %d\n%s%s", args, code, out, stderr)
+					}
+					continue
+				}
+				if code != 1 || out != "" || !strings.Contains(stderr, "cannot reach the ExoArmur server at "+c.tried+" ("+c.how+")") ||
+					!strings.Contains(stderr, "connection refused") || !strings.Contains(stderr, "--server URL or EXOARMUR_SERVER=URL") ||
+					!strings.Contains(stderr, "exoarmur serve") {
+					t.Errorf("%v: exit %d\n%s%s", args, code, out, stderr)
+				}
+			}
+		})
+	}
+	// Without either, the default, and the error says so.
+	t.Setenv("EXOARMUR_SERVER", "")
+	var af apiFlags
+	if url, from := af.serverURL(); url != "http://127.0.0.1:8080" || from != "" {
+		t.Fatalf("default server: %q from %q", url, from)
+	}
+	msg := af.explain(fmt.Errorf("GET /v1/killswitch: %w", client.ErrUnreachable)).Error()
+	if !strings.Contains(msg, "at http://127.0.0.1:8080 (the default: neither --server nor EXOARMUR_SERVER is set)") {
+		t.Fatalf("unreachable default: %s", msg)
+	}
+	if err := errors.New("HTTP 403"); af.explain(err) != err {
+		t.Fatal("explain changed an error that is not ErrUnreachable")
+	}
+	// A URL that is not one names where it came from (exit 2).
+	t.Setenv("EXOARMUR_SERVER", "127.0.0.1:8080")
+	if code, _, stderr := cli(t, srvKey, "killswitch", "status"); code != 2 || !strings.Contains(stderr, "EXOARMUR_SERVER: ") {
+		t.Fatalf("EXOARMUR_SERVER not a URL: exit %d\n%s", code, stderr)
 	}
 }

@@ -52,7 +52,7 @@ func runApprovalsList(ctx context.Context, env Env, args []string) error {
 	defer cancel()
 	items, err := c.ListApprovals(ctx, af.tenant, *status)
 	if err != nil {
-		return err
+		return af.explain(err)
 	}
 	if *asJSON {
 		return printJSON(env, map[string]any{"tenant": af.tenant, "approvals": items})
@@ -139,7 +139,7 @@ func runVote(ctx context.Context, env Env, args []string, decision string) error
 	defer cancel()
 	rec, err := c.DecideApproval(ctx, af.tenant, id, contract.ApprovalDecision{Decision: decision, Reason: *reason})
 	if err != nil {
-		return err
+		return af.explain(err)
 	}
 	return printJSON(env, rec)
 }

@@ -211,7 +211,7 @@ func runKeysConsent(ctx context.Context, env Env, args []string) error {
 	defer cancel()
 	p, err := c.ConsentKey(ctx, id, *reason)
 	if err != nil {
-		return err
+		return af.explain(err)
 	}
 	fmt.Fprintf(env.Stdout, "consented to %s (%s, role %s, tenants %s); it authenticates from now on\n", p.ID, p.Name, p.Role, strings.Join(p.Tenants, ","))
 	return nil

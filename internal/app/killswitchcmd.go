@@ -67,13 +67,13 @@ func runKillSwitchSub(ctx context.Context, env Env, sub string, args []string) e
 	if sub == "status" {
 		r, err := c.GetKillSwitch(ctx, af.tenant)
 		if err != nil {
-			return err
+			return af.explain(err)
 		}
 		return printJSON(env, map[string]any{"state": r})
 	}
 	ch, confirmed, err := c.SetKillSwitch(ctx, af.tenant, contract.KillSwitchRequest{Engaged: sub == "engage", Reason: *reason})
 	if err != nil {
-		return err
+		return af.explain(err)
 	}
 	if !confirmed {
 		fmt.Fprintln(env.Stderr, "exoarmur killswitch: the change is written and audited, but the node that served it did not confirm applying it within the staleness bound (HTTP 202); check propagation")
