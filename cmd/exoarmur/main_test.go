@@ -474,6 +474,29 @@ func TestCLIHelpAndErrors(t *testing.T) {
 	}
 }
 
+// TestVersionMatchesTheBuildStamp: the built binary's version reports what
+// the toolchain stamped into it (go version -m): the commit, when the
+// build ran in a git checkout with VCS stamping, else "unknown" (this
+// repository's tests may run in a git worktree or with -buildvcs=false).
+func TestVersionMatchesTheBuildStamp(t *testing.T) {
+	bin := binary(t)
+	m, err := exec.Command("go", "version", "-m", bin).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit := "unknown (not stamped"
+	for _, l := range strings.Split(string(m), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "build\tvcs.revision="); ok {
+			commit = v
+		}
+	}
+	out := run(t, "version")
+	if !strings.HasPrefix(out, "exoarmur  ") || !strings.Contains(out, "\nmodule    github.com/exoarmur/exoarmur\n") || !strings.Contains(out, "\ncommit    "+commit) {
+		t.Fatalf("version, with go version -m reporting:\n%s\n%s", m, out)
+	}
+	t.Logf("%s", out)
+}
+
 // TestGate3ReplayFromExport: export through the CLI, replay twice to
 // byte-identical reports with pass=true; one flipped byte makes replay exit
 // non-zero and name the record.

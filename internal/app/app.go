@@ -49,6 +49,10 @@ func (p Program) Main(ctx context.Context, args []string, env Env) int {
 	case "-h", "-help", "--help":
 		p.usage(env.Stdout)
 		return 0
+	case "--version", "-version":
+		if slices.ContainsFunc(p.Commands, func(c Command) bool { return c.Name == "version" }) {
+			args = append([]string{"version"}, args[1:]...)
+		}
 	case "help":
 		if len(args) == 1 {
 			p.usage(env.Stdout)
@@ -135,6 +139,7 @@ func commands() []Command {
 		{"replay", "verify chains and recompute every decision; write a report", runReplay},
 		{"demo", "run the deterministic golden demo in a temporary store", runDemo},
 		{"check-config", "validate serve flags and exit", runCheckConfig},
+		{"version", "the module version and VCS commit of this binary", runVersion},
 	}
 }
 

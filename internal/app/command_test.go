@@ -48,6 +48,7 @@ func TestEveryCommandAnswersHelp(t *testing.T) {
 		"audit export":         append([]string{"-tenant", "-out"}, store...),
 		"replay":               append([]string{"-from-export", "-tenant", "-out"}, store...),
 		"demo":                 {"-keep"},
+		"version":              {"-json"},
 	}
 	var names []string
 	for _, c := range commands() {
