@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/audit"
@@ -55,12 +56,20 @@ func runAuditSub(ctx context.Context, env Env, sub string, args []string) error 
 	if err != nil {
 		return fs.usageErr("--tenant: %v", err)
 	}
-	st, err := openStore(ctx, sc, "exoarmur-audit", nil)
+	st, err := openExistingStore(ctx, sc, "exoarmur-audit")
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	log := audit.New(st.Audit)
+	// A tenant without records is a wrong name, not a chain that fails to
+	// verify (an empty chain would "verify" vacuously, or read like
+	// tampering): say so, and name the tenants there are.
+	if head, _, err := log.Head(ctx, t); err != nil {
+		return err
+	} else if head == 0 {
+		return noRecords(ctx, log, t)
+	}
 	if sub == "export" {
 		return exportTenant(ctx, log, t, *out, env)
 	}
@@ -82,6 +91,22 @@ func runAuditSub(ctx context.Context, env Env, sub string, args []string) error 
 		return fmt.Errorf("audit chain of %s does not verify (%d mismatches)", t, len(rep.Mismatches))
 	}
 	return nil
+}
+
+// noRecords is the error for a tenant without audit records.
+func noRecords(ctx context.Context, log *audit.Log, t tenant.ID) error {
+	known, err := log.Tenants(ctx)
+	if err != nil {
+		return fmt.Errorf("no records for tenant %s", t)
+	}
+	if len(known) == 0 {
+		return fmt.Errorf("no records for tenant %s (the store holds no audit records)", t)
+	}
+	names := make([]string, len(known))
+	for i, k := range known {
+		names[i] = k.String()
+	}
+	return fmt.Errorf("no records for tenant %s (tenants with records: %s)", t, strings.Join(names, ", "))
 }
 
 func exportTenant(ctx context.Context, log *audit.Log, t tenant.ID, out string, env Env) error {

@@ -147,7 +147,7 @@ func runKeysAdmin(ctx context.Context, env Env, sub string, args []string) error
 	if sub == "revoke" {
 		id = pos[0]
 	}
-	st, err := openStore(ctx, sc, "exoarmur-keys", nil)
+	st, err := openExistingStore(ctx, sc, "exoarmur-keys")
 	if err != nil {
 		return err
 	}

@@ -85,7 +85,7 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 // replayLive replays the store's chains (only's, or every tenant's) with
 // the bundles this binary shipped and those archived in the store.
 func replayLive(ctx context.Context, sc StoreConfig, only tenant.ID) (*replay.Replayer, error) {
-	st, err := openStore(ctx, sc, "exoarmur-replay", nil)
+	st, err := openExistingStore(ctx, sc, "exoarmur-replay")
 	if err != nil {
 		return nil, err
 	}
