@@ -310,8 +310,11 @@ func TestGate1DurableAuditAcrossKill(t *testing.T) {
 	}
 	srv.kill()
 	// The offline CLI agrees.
-	out := run(t, "audit", "verify", "--data-dir", dataDir, "--tenant", "acme")
+	out := run(t, "audit", "verify", "--data-dir", dataDir, "--tenant", "acme", "--json")
 	if !strings.Contains(out, `"pass":true`) {
+		t.Fatalf("audit verify --json: %s", out)
+	}
+	if out := run(t, "audit", "verify", "--data-dir", dataDir, "--tenant", "acme"); !strings.HasPrefix(out, fmt.Sprintf("audit chain of acme verifies: %d records, ", 7*n+1)) {
 		t.Fatalf("audit verify: %s", out)
 	}
 }
@@ -770,7 +773,7 @@ func TestApprovalAcrossRestartAndWorker(t *testing.T) {
 	if out, err := cli(admin, "approvals", "list", "--tenant", "acme"); err != nil || !strings.Contains(out, id) {
 		t.Fatalf("approvals list: %v %s", err, out)
 	}
-	if out, err := cli(admin, "approve", id, "--tenant", "acme", "--reason", "reviewed"); err != nil || !strings.Contains(out, `"status":"approved"`) {
+	if out, err := cli(admin, "approve", id, "--tenant", "acme", "--reason", "reviewed", "--json"); err != nil || !strings.Contains(out, `"status":"approved"`) {
 		t.Fatalf("approve: %v %s", err, out)
 	}
 	srv.kill()

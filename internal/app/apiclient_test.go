@@ -29,7 +29,7 @@ func cli(t *testing.T, key string, args ...string) (int, string, string) {
 func TestKillSwitchCommand(t *testing.T) {
 	srv := clienttest.Start(t)
 	admin, op := srv.Keys[clienttest.Admin], srv.Keys[clienttest.Operator]
-	code, out, stderr := cli(t, admin, "killswitch", "engage", "--reason", "drill", "--server", srv.URL)
+	code, out, stderr := cli(t, admin, "killswitch", "engage", "--reason", "drill", "--json", "--server", srv.URL)
 	var ch struct {
 		Previous, Current struct {
 			Scope   string `json:"scope"`
@@ -40,13 +40,28 @@ func TestKillSwitchCommand(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &ch) != nil || !ch.Current.Engaged || ch.Previous.Engaged || ch.Current.Reason != "drill" || strings.Count(out, "\n") != 1 {
 		t.Fatalf("killswitch engage: exit %d\n%s%s", code, out, stderr)
 	}
-	code, out, stderr = cli(t, admin, "killswitch", "status", "--server", srv.URL+"/")
+	code, out, stderr = cli(t, admin, "killswitch", "status", "--json", "--server", srv.URL+"/")
 	if code != 0 || !strings.HasPrefix(out, `{"state":{`) || !strings.Contains(out, `"engaged":true`) {
+		t.Fatalf("killswitch status --json: exit %d\n%s%s", code, out, stderr)
+	}
+	// For a person: a table of the switch, a line for a change.
+	code, out, stderr = cli(t, admin, "killswitch", "status", "--server", srv.URL)
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if code != 0 || len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "SCOPE STATE SINCE BY REASON FRESH" ||
+		!strings.HasPrefix(strings.Join(strings.Fields(lines[1]), " "), "global engaged 20") || !strings.Contains(lines[1], " drill ") || !strings.HasSuffix(lines[1], " yes") {
 		t.Fatalf("killswitch status: exit %d\n%s%s", code, out, stderr)
 	}
-	code, out, stderr = cli(t, op, "killswitch", "disengage", "--tenant", "acme", "--reason", "go", "--server", srv.URL)
+	code, out, stderr = cli(t, op, "killswitch", "status", "--tenant", "beta2", "--server", srv.URL)
+	if code != 1 || !strings.Contains(stderr, "HTTP 404") {
+		t.Fatalf("killswitch status of another tenant: exit %d\n%s%s", code, out, stderr)
+	}
+	code, out, stderr = cli(t, op, "killswitch", "disengage", "--tenant", "acme", "--reason", "go", "--json", "--server", srv.URL)
 	if code != 0 || !strings.Contains(out, `"current":{"scope":"acme","engaged":false`) {
-		t.Fatalf("killswitch disengage --tenant acme: exit %d\n%s%s", code, out, stderr)
+		t.Fatalf("killswitch disengage --tenant acme --json: exit %d\n%s%s", code, out, stderr)
+	}
+	code, out, stderr = cli(t, op, "killswitch", "engage", "--tenant", "acme", "--reason", "again", "--server", srv.URL)
+	if code != 0 || !strings.HasPrefix(out, "kill switch of tenant acme engaged (was disengaged): applied by 1 live node(s) (") || strings.Count(out, "\n") != 1 {
+		t.Fatalf("killswitch engage --tenant acme: exit %d\n%s%s", code, out, stderr)
 	}
 	// Refusals: exit 1, the status, code and message on stderr, nothing on stdout.
 	code, out, stderr = cli(t, op, "killswitch", "engage", "--tenant", "beta", "--reason", "cross", "--server", srv.URL)
@@ -92,7 +107,8 @@ func TestApprovalCommands(t *testing.T) {
 
 	code, out, stderr := cli(t, op, "approvals", "list", "--tenant", "acme", "--server", srv.URL)
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
-	if code != 0 || len(lines) != 3 || !strings.HasPrefix(lines[0], "INTENT") || !strings.Contains(out, id) || !strings.Contains(out, "0/1") ||
+	if code != 0 || len(lines) != 3 || strings.Join(strings.Fields(lines[0]), " ") != "INTENT ACTION CLASS STATUS VOTES EXPIRES PROPOSER TARGET" ||
+		!strings.HasPrefix(strings.Join(strings.Fields(lines[1]), " "), id+" fs.write A1 pending 0/1 20") || !strings.Contains(out, "0/1") ||
 		!strings.Contains(out, `"b.txt\nin_forged  fs.write"`) {
 		t.Fatalf("approvals list: exit %d\n%s%s", code, out, stderr)
 	}
@@ -110,12 +126,13 @@ func TestApprovalCommands(t *testing.T) {
 	if code != 1 || out != "" || !strings.Contains(stderr, "HTTP 403") {
 		t.Fatalf("approve by an agent: exit %d\n%s%s", code, out, stderr)
 	}
-	code, out, stderr = cli(t, op, "approve", id, "--tenant", "acme", "--reason", "reviewed", "--server", srv.URL)
+	code, out, stderr = cli(t, op, "approve", id, "--tenant", "acme", "--reason", "reviewed", "--json", "--server", srv.URL)
 	if code != 0 || !strings.Contains(out, `"status":"approved"`) || !strings.Contains(out, `"intent_id":"`+id+`"`) {
-		t.Fatalf("approve: exit %d\n%s%s", code, out, stderr)
+		t.Fatalf("approve --json: exit %d\n%s%s", code, out, stderr)
 	}
 	code, out, stderr = cli(t, op, "deny", forged, "--tenant", "acme", "--reason", "no", "--server", srv.URL)
-	if code != 0 || !strings.Contains(out, `"status":"denied"`) {
+	if code != 0 || !strings.HasPrefix(out, "denied "+forged+" in tenant acme: fs.write (A1) proposed by key_") || !strings.Contains(out, "; 0/1 approvals, status denied, expires 20") ||
+		strings.Count(out, "\n") != 1 {
 		t.Fatalf("deny: exit %d\n%s%s", code, out, stderr)
 	}
 	code, out, stderr = cli(t, op, "approve", forged, "--tenant", "acme", "--reason", "late", "--server", srv.URL)

@@ -71,15 +71,19 @@ func approvalTable(env Env, tn, status string, items []client.ApprovalItem) erro
 		_, err := fmt.Fprintf(env.Stdout, "no %s in tenant %s\n", what, tn)
 		return err
 	}
-	tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "INTENT\tACTION\tCLASS\tTARGET\tSTATUS\tVOTES\tPROPOSER\tEXPIRES")
+	tw := table(env)
+	fmt.Fprintln(tw, "INTENT\tACTION\tCLASS\tSTATUS\tVOTES\tEXPIRES\tPROPOSER\tTARGET")
 	for _, it := range items {
 		a := it.Approval
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", cell(it.Intent.ID), cell(a.Action), cell(a.Class), cell(it.Intent.Target),
-			cell(a.Status), len(a.Approvals), a.Required, cell(a.Proposer), a.ExpiresAt.UTC().Format(time.RFC3339))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", cell(it.Intent.ID), cell(a.Action), cell(a.Class), cell(a.Status),
+			len(a.Approvals), a.Required, a.ExpiresAt.UTC().Format(time.RFC3339), cell(a.Proposer), cell(it.Intent.Target))
 	}
 	return tw.Flush()
 }
+
+// table is a tabwriter on stdout for the commands' tables: columns two
+// spaces apart.
+func table(env Env) *tabwriter.Writer { return tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0) }
 
 // cell is s for a table cell: quoted if it holds a control character (a
 // tab or newline would forge columns or rows), "-" if empty.
@@ -106,7 +110,7 @@ func runDeny(ctx context.Context, env Env, args []string) error {
 func runVote(ctx context.Context, env Env, args []string, decision string) error {
 	h := cmdHelp{
 		Name:    decision,
-		Args:    "INTENT_ID --tenant T --reason R",
+		Args:    "INTENT_ID --tenant T --reason R [--json]",
 		About:   "An operator approves intent INTENT_ID of tenant T; it executes once it has the approvals its class needs (the key in EXOARMUR_API_KEY; audited).",
 		Example: `approve in_0123456789abcdef --tenant acme --reason "checked the target"`,
 	}
@@ -118,6 +122,7 @@ func runVote(ctx context.Context, env Env, args []string, decision string) error
 	fs := newCommand(env, h)
 	af.register(fs.FlagSet, "tenant (required)")
 	reason := fs.String("reason", "", "why (required; audited)")
+	asJSON := fs.Bool("json", false, "print the approval record the server answered as JSON instead of a line")
 	pos, err := fs.parse(args, "INTENT_ID")
 	if err != nil {
 		return err
@@ -141,5 +146,11 @@ func runVote(ctx context.Context, env Env, args []string, decision string) error
 	if err != nil {
 		return af.explain(err)
 	}
-	return printJSON(env, rec)
+	if *asJSON {
+		return printJSON(env, rec)
+	}
+	verb := map[string]string{"approve": "approved", "deny": "denied"}[decision]
+	_, err = fmt.Fprintf(env.Stdout, "%s %s in tenant %s: %s (%s) proposed by %s; %d/%d approvals, status %s, expires %s\n", verb, cell(rec.IntentID), cell(rec.Tenant),
+		cell(rec.Action), cell(rec.Class), cell(rec.Proposer), len(rec.Approvals), rec.Required, cell(rec.Status), rec.ExpiresAt.UTC().Format(time.RFC3339))
+	return err
 }

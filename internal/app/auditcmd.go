@@ -33,7 +33,7 @@ func auditSub(sub string) func(context.Context, Env, []string) error {
 }
 
 func runAuditSub(ctx context.Context, env Env, sub string, args []string) error {
-	h := cmdHelp{Name: "audit verify", Args: "--tenant T [--data-dir D | --nats-url U]",
+	h := cmdHelp{Name: "audit verify", Args: "--tenant T [--data-dir D | --nats-url U] [--json]",
 		About:   "Verifies tenant T's hash chain and recomputes every decision with the policy bundles this binary ships and the store archived; exit 1 unless it verifies.",
 		Example: "audit verify --data-dir ./data --tenant acme"}
 	if sub == "export" {
@@ -45,9 +45,11 @@ func runAuditSub(ctx context.Context, env Env, sub string, args []string) error 
 	fs := newCommand(env, h)
 	sc.register(fs.FlagSet)
 	tname := fs.String("tenant", "", "tenant whose chain to read (required)")
-	out := new(string)
+	out, asJSON := new(string), new(bool)
 	if sub == "export" {
 		out = fs.String("out", "", "write JSONL here instead of stdout")
+	} else {
+		asJSON = fs.Bool("json", false, "print the replay report (JSON, contracts/v1/replay_report.schema.json) instead of the verdict")
 	}
 	if _, err := fs.parse(args); err != nil {
 		return err
@@ -82,15 +84,39 @@ func runAuditSub(ctx context.Context, env Env, sub string, args []string) error 
 		return err
 	}
 	rep := rp.Report()
-	b, err := replay.Encode(rep)
-	if err != nil {
-		return err
+	if *asJSON {
+		b, err := replay.Encode(rep)
+		if err != nil {
+			return err
+		}
+		env.Stdout.Write(b)
+	} else {
+		printVerdict(env, t, rep)
 	}
-	env.Stdout.Write(b)
 	if !rep.Pass {
 		return fmt.Errorf("audit chain of %s does not verify (%d mismatches)", t, len(rep.Mismatches))
 	}
 	return nil
+}
+
+// printVerdict is audit verify for a person: one line with the verdict and
+// the counts, then one line per mismatch.
+func printVerdict(env Env, t tenant.ID, rep contract.ReplayReport) {
+	verdict := "verifies"
+	if !rep.Pass {
+		verdict = "DOES NOT VERIFY"
+	}
+	var head string
+	for _, rt := range rep.Tenants {
+		if rt.Tenant == t.String() {
+			head = fmt.Sprintf(", head %d:%s", rt.HeadSeq, rt.HeadHash)
+		}
+	}
+	fmt.Fprintf(env.Stdout, "audit chain of %s %s: %d records, %d decisions recomputed, %d matched, %d mismatches%s\n",
+		t, verdict, rep.Records, rep.Decisions, rep.DecisionsMatched, len(rep.Mismatches), head)
+	for _, m := range rep.Mismatches {
+		fmt.Fprintf(env.Stdout, "  MISMATCH seq=%d kind=%s: %s\n", m.Seq, cell(m.Kind), cell(m.Reason))
+	}
 }
 
 // noRecords is the error for a tenant without audit records.

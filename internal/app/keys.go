@@ -127,7 +127,7 @@ func KeysCreate(ctx context.Context, env Env, args []string, h KeysHooks) error 
 // (--data-dir with the server stopped, or --nats-url); the same operations
 // are available to admins over the API (GET /v1/keys, DELETE /v1/keys/{id}).
 func runKeysAdmin(ctx context.Context, env Env, sub string, args []string) error {
-	h := cmdHelp{Name: "keys list", Args: "[--data-dir D | --nats-url U]",
+	h := cmdHelp{Name: "keys list", Args: "[--data-dir D | --nats-url U] [--json]",
 		About: "Lists every principal of the store: ID, name, role, tenants, actions, creation and expiry or state.", Example: "keys list --data-dir ./data"}
 	var names []string
 	if sub == "revoke" {
@@ -139,6 +139,10 @@ func runKeysAdmin(ctx context.Context, env Env, sub string, args []string) error
 	var sc StoreConfig
 	fs := newCommand(env, h)
 	sc.register(fs.FlagSet)
+	asJSON := new(bool)
+	if sub == "list" {
+		asJSON = fs.Bool("json", false, `print the principals as JSON ({"keys":[...]}, as GET /v1/keys answers) instead of a table`)
+	}
 	pos, err := fs.parse(args, names...)
 	if err != nil {
 		return err
@@ -158,11 +162,15 @@ func runKeysAdmin(ctx context.Context, env Env, sub string, args []string) error
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(env.Stdout, "%-22s %-16s %-8s %-20s %-24s %-20s %s\n", "ID", "NAME", "ROLE", "TENANTS", "ACTIONS", "CREATED", "EXPIRES/STATE")
+		if *asJSON {
+			return printJSON(env, map[string]any{"keys": ps})
+		}
+		tw := table(env)
+		fmt.Fprintln(tw, "ID\tNAME\tROLE\tTENANTS\tACTIONS\tCREATED\tEXPIRES/STATE")
 		for _, p := range ps {
 			state := "no expiry"
 			if !p.ExpiresAt.IsZero() {
-				state = p.ExpiresAt.Format(time.RFC3339)
+				state = p.ExpiresAt.UTC().Format(time.RFC3339)
 			}
 			if p.PendingConsent {
 				state = "PENDING CONSENT"
@@ -170,10 +178,10 @@ func runKeysAdmin(ctx context.Context, env Env, sub string, args []string) error
 			if p.Revoked {
 				state = "REVOKED"
 			}
-			fmt.Fprintf(env.Stdout, "%-22s %-16s %-8s %-20s %-24s %-20s %s\n", p.ID, p.Name, p.Role, strings.Join(p.Tenants, ","),
-				strings.Join(p.Actions, ","), p.CreatedAt.Format(time.RFC3339), state)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cell(p.ID), cell(p.Name), cell(p.Role), cell(strings.Join(p.Tenants, ",")),
+				cell(strings.Join(p.Actions, ",")), p.CreatedAt.UTC().Format(time.RFC3339), state)
 		}
-		return nil
+		return tw.Flush()
 	}
 	p, err := keys.Revoke(ctx, id)
 	if err != nil {
@@ -190,12 +198,13 @@ func runKeysConsent(ctx context.Context, env Env, args []string) error {
 	var af apiFlags
 	fs := newCommand(env, cmdHelp{
 		Name:    "keys consent",
-		Args:    "PRINCIPAL_ID --reason R",
+		Args:    "PRINCIPAL_ID --reason R [--json]",
 		About:   "An admin consents to a key that waits for a second admin's consent; it authenticates from then on (an admin's key in EXOARMUR_API_KEY; audited).",
 		Example: `keys consent key_0123456789abcdef --reason "alice is on the on-call rota"`,
 	})
 	af.registerServer(fs.FlagSet)
 	reason := fs.String("reason", "", "why this key may approve (required; audited)")
+	asJSON := fs.Bool("json", false, `print the server's answer as JSON ({"consented":{principal}}) instead of a line`)
 	pos, err := fs.parse(args, "PRINCIPAL_ID")
 	if err != nil {
 		return err
@@ -212,6 +221,9 @@ func runKeysConsent(ctx context.Context, env Env, args []string) error {
 	p, err := c.ConsentKey(ctx, id, *reason)
 	if err != nil {
 		return af.explain(err)
+	}
+	if *asJSON {
+		return printJSON(env, map[string]any{"consented": p})
 	}
 	fmt.Fprintf(env.Stdout, "consented to %s (%s, role %s, tenants %s); it authenticates from now on\n", p.ID, p.Name, p.Role, strings.Join(p.Tenants, ","))
 	return nil

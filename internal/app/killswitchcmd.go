@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/killswitch"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -33,11 +35,11 @@ func killSwitchSub(sub string) func(context.Context, Env, []string) error {
 }
 
 func runKillSwitchSub(ctx context.Context, env Env, sub string, args []string) error {
-	h := cmdHelp{Name: "killswitch " + sub, Args: "[--tenant T] --reason R",
+	h := cmdHelp{Name: "killswitch " + sub, Args: "[--tenant T] --reason R [--json]",
 		About:   "Changes the global kill switch, or tenant T's with --tenant (the key in EXOARMUR_API_KEY; audited).",
 		Example: "killswitch " + sub + ` --tenant acme --reason "incident 42"`}
 	if sub == "status" {
-		h.Args, h.About, h.Example = "[--tenant T]", "Reads the global kill switch, or tenant T's with --tenant (the key in EXOARMUR_API_KEY).", "killswitch status --tenant acme"
+		h.Args, h.About, h.Example = "[--tenant T] [--json]", "Reads the global kill switch, or tenant T's with --tenant (the key in EXOARMUR_API_KEY).", "killswitch status --tenant acme"
 	}
 	var af apiFlags
 	fs := newCommand(env, h)
@@ -48,6 +50,7 @@ func runKillSwitchSub(ctx context.Context, env Env, sub string, args []string) e
 		af.register(fs.FlagSet, "tenant switch to change (default: the global switch)")
 		reason = fs.String("reason", "", "why (required; audited)")
 	}
+	asJSON := fs.Bool("json", false, `print the server's answer as JSON instead of a table or line`)
 	if _, err := fs.parse(args); err != nil {
 		return err
 	}
@@ -69,7 +72,23 @@ func runKillSwitchSub(ctx context.Context, env Env, sub string, args []string) e
 		if err != nil {
 			return af.explain(err)
 		}
-		return printJSON(env, map[string]any{"state": r})
+		if *asJSON {
+			return printJSON(env, map[string]any{"state": r})
+		}
+		tw := table(env)
+		fmt.Fprintln(tw, "SCOPE\tSTATE\tSINCE\tBY\tREASON\tFRESH")
+		since, by, why := "-", cell(r.Actor), cell(r.Reason)
+		if r.Revision == 0 {
+			by, why = "-", "never set: a fresh store starts engaged"
+		} else if !r.At.IsZero() {
+			since = r.At.UTC().Format(time.RFC3339)
+		}
+		fresh := "yes"
+		if !r.Fresh {
+			fresh = "no (not confirmed current: treated as engaged)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", cell(r.Scope), engagedWord(r.Engaged), since, by, why, fresh)
+		return tw.Flush()
 	}
 	ch, confirmed, err := c.SetKillSwitch(ctx, af.tenant, contract.KillSwitchRequest{Engaged: sub == "engage", Reason: *reason})
 	if err != nil {
@@ -78,5 +97,28 @@ func runKillSwitchSub(ctx context.Context, env Env, sub string, args []string) e
 	if !confirmed {
 		fmt.Fprintln(env.Stderr, "exoarmur killswitch: the change is written and audited, but the node that served it did not confirm applying it within the staleness bound (HTTP 202); check propagation")
 	}
-	return printJSON(env, ch)
+	if *asJSON {
+		return printJSON(env, ch)
+	}
+	scope := "global kill switch"
+	if ch.Current.Scope != killswitch.ScopeGlobal && ch.Current.Scope != "" {
+		scope = "kill switch of tenant " + cell(ch.Current.Scope)
+	}
+	p := ch.Propagation
+	nodes := fmt.Sprintf("applied by %d live node(s)", len(p.Confirmed))
+	if len(p.Confirmed) > 0 {
+		nodes += " (" + cell(strings.Join(p.Confirmed, ", ")) + ")"
+	}
+	if len(p.Unconfirmed) > 0 {
+		nodes += "; NOT confirmed by " + cell(strings.Join(p.Unconfirmed, ", "))
+	}
+	_, err = fmt.Fprintf(env.Stdout, "%s %s (was %s): %s\n", scope, engagedWord(ch.Current.Engaged), engagedWord(ch.Previous.Engaged), nodes)
+	return err
+}
+
+func engagedWord(engaged bool) string {
+	if engaged {
+		return "engaged"
+	}
+	return "disengaged"
 }

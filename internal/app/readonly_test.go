@@ -91,7 +91,7 @@ func TestAuditVerifyOfATenantWithoutRecords(t *testing.T) {
 			t.Errorf("audit %s of a tenant without records: exit %d\n%s%s", sub, code, out, stderr)
 		}
 	}
-	if code, out, stderr := run("audit", "verify", "--data-dir", data, "--tenant", "acme"); code != 0 || !strings.Contains(out, `"pass":true`) {
+	if code, out, stderr := run("audit", "verify", "--data-dir", data, "--tenant", "acme", "--json"); code != 0 || !strings.Contains(out, `"pass":true`) {
 		t.Errorf("audit verify of acme: exit %d\n%s%s", code, out, stderr)
 	}
 	// A store without any audit record (keys create writes none).
