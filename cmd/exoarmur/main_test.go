@@ -457,6 +457,19 @@ func TestCLIHelpAndErrors(t *testing.T) {
 	if !sc.Scan() || sc.Text() != "configuration OK" {
 		t.Fatal("check-config did not accept defaults")
 	}
+	// check-config reaches what it names and creates nothing.
+	missing := filepath.Join(t.TempDir(), "data")
+	if out := run(t, "check-config", "--data-dir", missing); !strings.Contains(out, "\n  data dir "+missing+": does not exist; serve will create it (in ") {
+		t.Fatalf("check-config of a missing data dir:\n%s", out)
+	}
+	if _, err := os.Stat(missing); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("check-config created %s: %v", missing, err)
+	}
+	cmd = exec.Command(binary(t), "check-config", "--nats-url", "nats://"+freePort(t), "--sandbox-dir", t.TempDir())
+	out, err = cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "--nats-url: not reachable within 3s") {
+		t.Fatalf("check-config of an unreachable NATS: %v\n%s", err, out)
+	}
 	// Help is asked for: stdout, exit 0, the usage line, the flags, an example.
 	for _, args := range [][]string{{"approve", "-h"}, {"deny", "--help"}, {"keys", "revoke", "-h"}, {"audit", "verify", "--help"}, {"killswitch", "status", "-h"}} {
 		out := run(t, args...)

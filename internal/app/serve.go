@@ -46,14 +46,6 @@ func parseServe(name string, env Env, args []string, extra func(*flag.FlagSet)) 
 	return c, nil
 }
 
-func runCheckConfig(ctx context.Context, env Env, args []string) error {
-	if _, err := parseServe("check-config", env, args, nil); err != nil {
-		return err
-	}
-	fmt.Fprintln(env.Stdout, "configuration OK")
-	return nil
-}
-
 func newLogger(env Env, format string) *slog.Logger {
 	if format == "text" {
 		return slog.New(slog.NewTextHandler(env.Stderr, nil))
