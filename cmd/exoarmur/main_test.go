@@ -310,8 +310,11 @@ func TestGate1DurableAuditAcrossKill(t *testing.T) {
 	}
 	srv.kill()
 	// The offline CLI agrees.
-	out := run(t, "audit", "verify", "--data-dir", dataDir, "--tenant", "acme")
+	out := run(t, "audit", "verify", "--data-dir", dataDir, "--tenant", "acme", "--json")
 	if !strings.Contains(out, `"pass":true`) {
+		t.Fatalf("audit verify --json: %s", out)
+	}
+	if out := run(t, "audit", "verify", "--data-dir", dataDir, "--tenant", "acme"); !strings.HasPrefix(out, fmt.Sprintf("audit chain of acme verifies: %d records, ", 7*n+1)) {
 		t.Fatalf("audit verify: %s", out)
 	}
 }
@@ -454,6 +457,60 @@ func TestCLIHelpAndErrors(t *testing.T) {
 	if !sc.Scan() || sc.Text() != "configuration OK" {
 		t.Fatal("check-config did not accept defaults")
 	}
+	// check-config reaches what it names and creates nothing.
+	missing := filepath.Join(t.TempDir(), "data")
+	if out := run(t, "check-config", "--data-dir", missing); !strings.Contains(out, "\n  data dir "+missing+": does not exist; serve will create it (in ") {
+		t.Fatalf("check-config of a missing data dir:\n%s", out)
+	}
+	if _, err := os.Stat(missing); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("check-config created %s: %v", missing, err)
+	}
+	cmd = exec.Command(binary(t), "check-config", "--nats-url", "nats://"+freePort(t), "--sandbox-dir", t.TempDir())
+	out, err = cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "--nats-url: not reachable within 3s") {
+		t.Fatalf("check-config of an unreachable NATS: %v\n%s", err, out)
+	}
+	// Help is asked for: stdout, exit 0, the usage line, the flags, an example.
+	for _, args := range [][]string{{"approve", "-h"}, {"deny", "--help"}, {"keys", "revoke", "-h"}, {"audit", "verify", "--help"}, {"killswitch", "status", "-h"}} {
+		out := run(t, args...)
+		name := strings.Join(args[:len(args)-1], " ")
+		if !strings.HasPrefix(out, "Usage: exoarmur "+name) || !strings.Contains(out, "\nFlags:\n  -") || !strings.Contains(out, "\nExample:\n  exoarmur "+name) {
+			t.Fatalf("exoarmur %s:\n%s", strings.Join(args, " "), out)
+		}
+	}
+	for _, args := range [][]string{{"keys", "-h"}, {"approvals", "--help"}, {"killswitch", "-h"}, {"audit", "-h"}} {
+		if out := run(t, args...); !strings.Contains(out, "\nSubcommands:\n") {
+			t.Fatalf("exoarmur %s:\n%s", strings.Join(args, " "), out)
+		}
+	}
+	cmd = exec.Command(binary(t), "killswitch", "flip")
+	out, err = cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "valid: engage, disengage, status") {
+		t.Fatalf("killswitch flip: %v\n%s", err, out)
+	}
+}
+
+// TestVersionMatchesTheBuildStamp: the built binary's version reports what
+// the toolchain stamped into it (go version -m): the commit, when the
+// build ran in a git checkout with VCS stamping, else "unknown" (this
+// repository's tests may run in a git worktree or with -buildvcs=false).
+func TestVersionMatchesTheBuildStamp(t *testing.T) {
+	bin := binary(t)
+	m, err := exec.Command("go", "version", "-m", bin).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit := "unknown (not stamped"
+	for _, l := range strings.Split(string(m), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "build\tvcs.revision="); ok {
+			commit = v
+		}
+	}
+	out := run(t, "version")
+	if !strings.HasPrefix(out, "exoarmur  ") || !strings.Contains(out, "\nmodule    github.com/exoarmur/exoarmur\n") || !strings.Contains(out, "\ncommit    "+commit) {
+		t.Fatalf("version, with go version -m reporting:\n%s\n%s", m, out)
+	}
+	t.Logf("%s", out)
 }
 
 // TestGate3ReplayFromExport: export through the CLI, replay twice to
@@ -729,7 +786,7 @@ func TestApprovalAcrossRestartAndWorker(t *testing.T) {
 	if out, err := cli(admin, "approvals", "list", "--tenant", "acme"); err != nil || !strings.Contains(out, id) {
 		t.Fatalf("approvals list: %v %s", err, out)
 	}
-	if out, err := cli(admin, "approve", id, "--tenant", "acme", "--reason", "reviewed"); err != nil || !strings.Contains(out, `"status":"approved"`) {
+	if out, err := cli(admin, "approve", id, "--tenant", "acme", "--reason", "reviewed", "--json"); err != nil || !strings.Contains(out, `"status":"approved"`) {
 		t.Fatalf("approve: %v %s", err, out)
 	}
 	srv.kill()

@@ -15,11 +15,32 @@ import (
 	"github.com/exoarmur/exoarmur/internal/contract"
 )
 
-// mountTmpfs mounts a tmpfs of size MiB on a fresh directory (this suite
-// runs as root on Linux, as CI does) and unmounts it when the test ends.
-// A failed mount fails the test: nothing here is skipped.
+// rootTestsEnv set to "require" (CI sets it: .ci/run) turns the skip of a
+// root-only test run by another user into a failure.
+const rootTestsEnv = "EXOARMUR_ROOT_TESTS"
+
+// requireRoot skips a test that needs root (mounting file systems) when
+// the suite runs as another user, and says why; with
+// EXOARMUR_ROOT_TESTS=require it fails instead, so CI cannot skip it
+// silently.
+func requireRoot(t *testing.T, why string) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	msg := fmt.Sprintf("needs root to %s; running as uid %d (run the suite as root, as CI does)", why, os.Geteuid())
+	if os.Getenv(rootTestsEnv) == "require" {
+		t.Fatalf("%s, and %s=require", msg, rootTestsEnv)
+	}
+	t.Skip("skipped: " + msg)
+}
+
+// mountTmpfs mounts a tmpfs of size MiB on a fresh directory and unmounts
+// it when the test ends. It needs root (requireRoot); as root, a failed
+// mount fails the test.
 func mountTmpfs(t *testing.T, sizeMiB int) string {
 	t.Helper()
+	requireRoot(t, "mount a tmpfs (the storage fault tests fill it and remount it read-only)")
 	dir := t.TempDir()
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%dm", sizeMiB), "tmpfs", dir).CombinedOutput(); err != nil {
 		t.Fatalf("mount tmpfs on %s (the storage fault tests need root): %v\n%s", dir, err, out)

@@ -3,7 +3,9 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"time"
 
@@ -11,8 +13,12 @@ import (
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
-// defaultServer is where the API commands look for `exoarmur serve`.
+// defaultServer is where the API commands look for `exoarmur serve`
+// unless --server or EXOARMUR_SERVER says otherwise.
 const defaultServer = "http://127.0.0.1:8080"
+
+// serverEnv names the server of every API command; --server wins.
+const serverEnv = "EXOARMUR_SERVER"
 
 // apiTimeout bounds one API command.
 const apiTimeout = 30 * time.Second
@@ -34,7 +40,20 @@ func (a *apiFlags) register(fs interface {
 func (a *apiFlags) registerServer(fs interface {
 	StringVar(p *string, name, value, usage string)
 }) {
-	fs.StringVar(&a.server, "server", defaultServer, "ExoArmur server URL")
+	fs.StringVar(&a.server, "server", "", "ExoArmur server URL (default $"+serverEnv+", else "+defaultServer+")")
+}
+
+// serverURL is the server to call and where that came from: --server,
+// else EXOARMUR_SERVER ("--server" or "EXOARMUR_SERVER"), else the
+// default ("").
+func (a *apiFlags) serverURL() (url, from string) {
+	if a.server != "" {
+		return a.server, "--server"
+	}
+	if v := os.Getenv(serverEnv); v != "" {
+		return v, serverEnv
+	}
+	return defaultServer, ""
 }
 
 // requireTenant checks the required --tenant of a tenant command.
@@ -60,12 +79,36 @@ func (a *apiFlags) client(ctx context.Context) (*client.Client, context.Context,
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	c, err := client.New(a.server, client.WithAPIKey(key), client.WithUserAgent("exoarmur-cli"))
+	url, from := a.serverURL()
+	c, err := client.New(url, client.WithAPIKey(key), client.WithUserAgent("exoarmur-cli"))
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("%w: --server: %v", errUsage, err)
+		return nil, nil, nil, fmt.Errorf("%w: %s: %v", errUsage, from, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	return c, ctx, cancel, nil
+}
+
+// explain turns an error of the API client that never reached the server
+// (client.ErrUnreachable) into one naming the server tried, where that
+// came from and both ways to point the command elsewhere; other errors
+// pass unchanged.
+func (a *apiFlags) explain(err error) error {
+	if !errors.Is(err, client.ErrUnreachable) {
+		return err
+	}
+	url, from := a.serverURL()
+	if from == "" {
+		from = "the default: neither --server nor " + serverEnv + " is set"
+	} else {
+		from = "given by " + from
+	}
+	cause := err
+	var op *net.OpError
+	if errors.As(err, &op) {
+		cause = op
+	}
+	return fmt.Errorf("cannot reach the ExoArmur server at %s (%s): %w\n  is `exoarmur serve` running there? point the command elsewhere with --server URL or %s=URL",
+		url, from, cause, serverEnv)
 }
 
 // printJSON writes v as one line of JSON, as the server wrote it.

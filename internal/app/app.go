@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 )
 
@@ -40,12 +41,25 @@ type Program struct {
 // Main runs the program with args (without the program name) and returns
 // the process exit code: 0, 1 for a failure, 2 for a usage error.
 func (p Program) Main(ctx context.Context, args []string, env Env) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		p.usage(env.Stderr)
-		if len(args) == 0 {
-			return 2
-		}
+		return 2
+	}
+	switch args[0] {
+	case "-h", "-help", "--help":
+		p.usage(env.Stdout)
 		return 0
+	case "--version", "-version":
+		if slices.ContainsFunc(p.Commands, func(c Command) bool { return c.Name == "version" }) {
+			args = append([]string{"version"}, args[1:]...)
+		}
+	case "help":
+		if len(args) == 1 {
+			p.usage(env.Stdout)
+			return 0
+		}
+		// help CMD [SUB] is CMD [SUB] -h.
+		args = append(slices.Clone(args[1:]), "-h")
 	}
 	for _, c := range p.Commands {
 		if c.Name != args[0] {
@@ -116,7 +130,7 @@ func commands() []Command {
 	return []Command{
 		{"serve", "run the HTTP API (embedded NATS by default)", runServe},
 		{"nats", "run a standalone NATS+JetStream server for multi-process setups", runNATS},
-		{"keys", "manage API keys: keys create", runKeys},
+		{"keys", "keys create|list|revoke|consent: manage API keys", runKeys},
 		{"killswitch", "engage|disengage|status the global or a tenant kill switch (via the API)", runKillSwitch},
 		{"approvals", "approvals list: the approval queue of a tenant (via the API)", runApprovals},
 		{"approve", "approve INTENT_ID: an operator approves an intent (via the API)", runApprove},
@@ -125,6 +139,7 @@ func commands() []Command {
 		{"replay", "verify chains and recompute every decision; write a report", runReplay},
 		{"demo", "run the deterministic golden demo in a temporary store", runDemo},
 		{"check-config", "validate serve flags and exit", runCheckConfig},
+		{"version", "the module version and VCS commit of this binary", runVersion},
 	}
 }
 
@@ -142,7 +157,3 @@ func Main(ctx context.Context, args []string, env Env) int { return program().Ma
 
 // Run is main's body: it wires signals and exits.
 func Run() { program().Run() }
-
-func newFlagSet(name string, env Env) *flag.FlagSet { return NewFlagSet("exoarmur", name, env) }
-
-func parseFlags(fs *flag.FlagSet, args []string) error { return ParseFlags(fs, args) }

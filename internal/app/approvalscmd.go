@@ -14,17 +14,32 @@ import (
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
+var approvalsGroup = group{
+	name:    "approvals",
+	about:   "Read a tenant's approval queue through the API of a running server (the key in EXOARMUR_API_KEY).",
+	example: "approvals list --tenant acme",
+	subs: []subcommand{
+		{"list", "the approval queue of a tenant, one line per intent", runApprovalsList},
+	},
+}
+
 // runApprovals: exoarmur approvals list --tenant T [--status pending] [--json].
 func runApprovals(ctx context.Context, env Env, args []string) error {
-	if len(args) == 0 || args[0] != "list" {
-		return fmt.Errorf("%w: expected: exoarmur approvals list --tenant T [--status pending] [--json] (key in EXOARMUR_API_KEY)", errUsage)
-	}
+	return approvalsGroup.run(ctx, env, args)
+}
+
+func runApprovalsList(ctx context.Context, env Env, args []string) error {
 	var af apiFlags
-	fs := newFlagSet("approvals list", env)
-	af.register(fs, "tenant (required)")
+	fs := newCommand(env, cmdHelp{
+		Name:    "approvals list",
+		Args:    "--tenant T [--status pending] [--json]",
+		About:   "Lists the approvals of tenant T with the given status, one line per intent (the key in EXOARMUR_API_KEY).",
+		Example: "approvals list --tenant acme --status pending",
+	})
+	af.register(fs.FlagSet, "tenant (required)")
 	status := fs.String("status", "pending", "pending, approved, denied, expired, executed, or empty for all")
 	asJSON := fs.Bool("json", false, `print the server's answer as JSON ({"tenant","approvals":[{approval,intent,lineage}]}) instead of a table`)
-	if err := parseFlags(fs, args[1:]); err != nil {
+	if _, err := fs.parse(args); err != nil {
 		return err
 	}
 	if err := af.requireTenant(); err != nil {
@@ -37,7 +52,7 @@ func runApprovals(ctx context.Context, env Env, args []string) error {
 	defer cancel()
 	items, err := c.ListApprovals(ctx, af.tenant, *status)
 	if err != nil {
-		return err
+		return af.explain(err)
 	}
 	if *asJSON {
 		return printJSON(env, map[string]any{"tenant": af.tenant, "approvals": items})
@@ -56,15 +71,19 @@ func approvalTable(env Env, tn, status string, items []client.ApprovalItem) erro
 		_, err := fmt.Fprintf(env.Stdout, "no %s in tenant %s\n", what, tn)
 		return err
 	}
-	tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "INTENT\tACTION\tCLASS\tTARGET\tSTATUS\tVOTES\tPROPOSER\tEXPIRES")
+	tw := table(env)
+	fmt.Fprintln(tw, "INTENT\tACTION\tCLASS\tSTATUS\tVOTES\tEXPIRES\tPROPOSER\tTARGET")
 	for _, it := range items {
 		a := it.Approval
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", cell(it.Intent.ID), cell(a.Action), cell(a.Class), cell(it.Intent.Target),
-			cell(a.Status), len(a.Approvals), a.Required, cell(a.Proposer), a.ExpiresAt.UTC().Format(time.RFC3339))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", cell(it.Intent.ID), cell(a.Action), cell(a.Class), cell(a.Status),
+			len(a.Approvals), a.Required, a.ExpiresAt.UTC().Format(time.RFC3339), cell(a.Proposer), cell(it.Intent.Target))
 	}
 	return tw.Flush()
 }
+
+// table is a tabwriter on stdout for the commands' tables: columns two
+// spaces apart.
+func table(env Env) *tabwriter.Writer { return tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0) }
 
 // cell is s for a table cell: quoted if it holds a control character (a
 // tab or newline would forge columns or rows), "-" if empty.
@@ -89,22 +108,31 @@ func runDeny(ctx context.Context, env Env, args []string) error {
 }
 
 func runVote(ctx context.Context, env Env, args []string, decision string) error {
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		return fmt.Errorf("%w: expected: exoarmur %s INTENT_ID --tenant T --reason R (key in EXOARMUR_API_KEY)", errUsage, decision)
+	h := cmdHelp{
+		Name:    decision,
+		Args:    "INTENT_ID --tenant T --reason R [--json]",
+		About:   "An operator approves intent INTENT_ID of tenant T; it executes once it has the approvals its class needs (the key in EXOARMUR_API_KEY; audited).",
+		Example: `approve in_0123456789abcdef --tenant acme --reason "checked the target"`,
 	}
-	id := args[0]
-	if err := tenant.ValidIntentID(id); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if decision == "deny" {
+		h.About = "An operator denies intent INTENT_ID of tenant T; a denial is final (the key in EXOARMUR_API_KEY; audited)."
+		h.Example = `deny in_0123456789abcdef --tenant acme --reason "wrong host"`
 	}
 	var af apiFlags
-	fs := newFlagSet(decision, env)
-	af.register(fs, "tenant (required)")
+	fs := newCommand(env, h)
+	af.register(fs.FlagSet, "tenant (required)")
 	reason := fs.String("reason", "", "why (required; audited)")
-	if err := parseFlags(fs, args[1:]); err != nil {
+	asJSON := fs.Bool("json", false, "print the approval record the server answered as JSON instead of a line")
+	pos, err := fs.parse(args, "INTENT_ID")
+	if err != nil {
 		return err
 	}
+	id := pos[0]
+	if err := tenant.ValidIntentID(id); err != nil {
+		return fs.usageErr("%v", err)
+	}
 	if strings.TrimSpace(*reason) == "" {
-		return fmt.Errorf("%w: --reason is required", errUsage)
+		return fs.usageErr("--reason is required")
 	}
 	if err := af.requireTenant(); err != nil {
 		return err
@@ -116,7 +144,13 @@ func runVote(ctx context.Context, env Env, args []string, decision string) error
 	defer cancel()
 	rec, err := c.DecideApproval(ctx, af.tenant, id, contract.ApprovalDecision{Decision: decision, Reason: *reason})
 	if err != nil {
-		return err
+		return af.explain(err)
 	}
-	return printJSON(env, rec)
+	if *asJSON {
+		return printJSON(env, rec)
+	}
+	verb := map[string]string{"approve": "approved", "deny": "denied"}[decision]
+	_, err = fmt.Fprintf(env.Stdout, "%s %s in tenant %s: %s (%s) proposed by %s; %d/%d approvals, status %s, expires %s\n", verb, cell(rec.IntentID), cell(rec.Tenant),
+		cell(rec.Action), cell(rec.Class), cell(rec.Proposer), len(rec.Approvals), rec.Required, cell(rec.Status), rec.ExpiresAt.UTC().Format(time.RFC3339))
+	return err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/audit"
@@ -12,29 +13,65 @@ import (
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
+var auditGroup = group{
+	name: "audit",
+	about: "Read one tenant's audit chain on the store directly (--data-dir with the server stopped, or --nats-url while it runs). " +
+		"Over the API the same is GET /v1/tenants/{tenant}/audit/verify and /audit/export.",
+	example: "audit verify --data-dir ./data --tenant acme",
+	subs: []subcommand{
+		{"verify", "verify the tenant's hash chain and recompute every decision", auditSub("verify")},
+		{"export", "write the tenant's chain as JSONL (for replay --from-export)", auditSub("export")},
+	},
+}
+
 func runAudit(ctx context.Context, env Env, args []string) error {
-	if len(args) == 0 || (args[0] != "verify" && args[0] != "export") {
-		return fmt.Errorf("%w: expected: exoarmur audit verify|export --tenant T [--out FILE]", errUsage)
+	return auditGroup.run(ctx, env, args)
+}
+
+func auditSub(sub string) func(context.Context, Env, []string) error {
+	return func(ctx context.Context, env Env, args []string) error { return runAuditSub(ctx, env, sub, args) }
+}
+
+func runAuditSub(ctx context.Context, env Env, sub string, args []string) error {
+	h := cmdHelp{Name: "audit verify", Args: "--tenant T [--data-dir D | --nats-url U] [--json]",
+		About:   "Verifies tenant T's hash chain and recomputes every decision with the policy bundles this binary ships and the store archived; exit 1 unless it verifies.",
+		Example: "audit verify --data-dir ./data --tenant acme"}
+	if sub == "export" {
+		h = cmdHelp{Name: "audit export", Args: "--tenant T [--out FILE] [--data-dir D | --nats-url U]",
+			About:   "Writes tenant T's audit chain as JSONL, byte for byte as stored, to stdout or --out (atomically).",
+			Example: "audit export --data-dir ./data --tenant acme --out acme.jsonl"}
 	}
-	sub := args[0]
 	var sc StoreConfig
-	fs := newFlagSet("audit "+sub, env)
-	sc.register(fs)
+	fs := newCommand(env, h)
+	sc.register(fs.FlagSet)
 	tname := fs.String("tenant", "", "tenant whose chain to read (required)")
-	out := fs.String("out", "", "export: write JSONL here instead of stdout")
-	if err := parseFlags(fs, args[1:]); err != nil {
+	out, asJSON := new(string), new(bool)
+	if sub == "export" {
+		out = fs.String("out", "", "write JSONL here instead of stdout")
+	} else {
+		asJSON = fs.Bool("json", false, "print the replay report (JSON, contracts/v1/replay_report.schema.json) instead of the verdict")
+	}
+	if _, err := fs.parse(args); err != nil {
 		return err
 	}
 	t, err := tenant.Parse(*tname)
 	if err != nil {
-		return fmt.Errorf("%w: --tenant: %v", errUsage, err)
+		return fs.usageErr("--tenant: %v", err)
 	}
-	st, err := openStore(ctx, sc, "exoarmur-audit", nil)
+	st, err := openExistingStore(ctx, sc, "exoarmur-audit")
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	log := audit.New(st.Audit)
+	// A tenant without records is a wrong name, not a chain that fails to
+	// verify (an empty chain would "verify" vacuously, or read like
+	// tampering): say so, and name the tenants there are.
+	if head, _, err := log.Head(ctx, t); err != nil {
+		return err
+	} else if head == 0 {
+		return noRecords(ctx, log, t)
+	}
 	if sub == "export" {
 		return exportTenant(ctx, log, t, *out, env)
 	}
@@ -47,15 +84,55 @@ func runAudit(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	rep := rp.Report()
-	b, err := replay.Encode(rep)
-	if err != nil {
-		return err
+	if *asJSON {
+		b, err := replay.Encode(rep)
+		if err != nil {
+			return err
+		}
+		env.Stdout.Write(b)
+	} else {
+		printVerdict(env, t, rep)
 	}
-	env.Stdout.Write(b)
 	if !rep.Pass {
 		return fmt.Errorf("audit chain of %s does not verify (%d mismatches)", t, len(rep.Mismatches))
 	}
 	return nil
+}
+
+// printVerdict is audit verify for a person: one line with the verdict and
+// the counts, then one line per mismatch.
+func printVerdict(env Env, t tenant.ID, rep contract.ReplayReport) {
+	verdict := "verifies"
+	if !rep.Pass {
+		verdict = "DOES NOT VERIFY"
+	}
+	var head string
+	for _, rt := range rep.Tenants {
+		if rt.Tenant == t.String() {
+			head = fmt.Sprintf(", head %d:%s", rt.HeadSeq, rt.HeadHash)
+		}
+	}
+	fmt.Fprintf(env.Stdout, "audit chain of %s %s: %d records, %d decisions recomputed, %d matched, %d mismatches%s\n",
+		t, verdict, rep.Records, rep.Decisions, rep.DecisionsMatched, len(rep.Mismatches), head)
+	for _, m := range rep.Mismatches {
+		fmt.Fprintf(env.Stdout, "  MISMATCH seq=%d kind=%s: %s\n", m.Seq, cell(m.Kind), cell(m.Reason))
+	}
+}
+
+// noRecords is the error for a tenant without audit records.
+func noRecords(ctx context.Context, log *audit.Log, t tenant.ID) error {
+	known, err := log.Tenants(ctx)
+	if err != nil {
+		return fmt.Errorf("no records for tenant %s", t)
+	}
+	if len(known) == 0 {
+		return fmt.Errorf("no records for tenant %s (the store holds no audit records)", t)
+	}
+	names := make([]string, len(known))
+	for i, k := range known {
+		names[i] = k.String()
+	}
+	return fmt.Errorf("no records for tenant %s (tenants with records: %s)", t, strings.Join(names, ", "))
 }
 
 func exportTenant(ctx context.Context, log *audit.Log, t tenant.ID, out string, env Env) error {

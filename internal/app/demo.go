@@ -89,9 +89,11 @@ func (e countingExecutor) Run(ctx context.Context, p *gate.Permit) (map[string]s
 }
 
 func runDemo(ctx context.Context, env Env, args []string) error {
-	fs := newFlagSet("demo", env)
+	fs := newCommand(env, cmdHelp{Name: "demo", Args: "[--keep DIR]",
+		About:   "Runs the deterministic golden demo in a temporary store (fixed clock and IDs): its output is byte-identical across runs and ends with DEMO_RESULT=PASS.",
+		Example: "demo"})
 	keep := fs.String("keep", "", "use this (empty or new) directory and keep it, instead of a temporary one")
-	if err := parseFlags(fs, args); err != nil {
+	if _, err := fs.parse(args); err != nil {
 		return err
 	}
 	dir := *keep

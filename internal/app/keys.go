@@ -12,21 +12,26 @@ import (
 	"github.com/exoarmur/exoarmur/internal/auth"
 )
 
-func runKeys(ctx context.Context, env Env, args []string) error {
-	if len(args) == 0 {
-		return fmt.Errorf("%w: expected: exoarmur keys create|list|revoke|consent", errUsage)
-	}
-	switch args[0] {
-	case "create":
-	case "list", "revoke":
-		return runKeysAdmin(ctx, env, args)
-	case "consent":
-		return runKeysConsent(ctx, env, args[1:])
-	default:
-		return fmt.Errorf("%w: expected: exoarmur keys create|list|revoke|consent", errUsage)
-	}
-	return KeysCreate(ctx, env, args[1:], KeysHooks{})
+var keysGroup = group{
+	name: "keys",
+	about: "Manage API keys and certificate principals. create, list and revoke work on the store directly (--data-dir with the server stopped, " +
+		"or --nats-url while it runs); consent goes through the API with an admin's key.",
+	example: "keys list --data-dir ./data",
+	subs: []subcommand{
+		{"create", "create a key (printed once) or a client-certificate principal", func(ctx context.Context, env Env, args []string) error {
+			return KeysCreate(ctx, env, args, KeysHooks{})
+		}},
+		{"list", "list every principal, its grants and its state", func(ctx context.Context, env Env, args []string) error {
+			return runKeysAdmin(ctx, env, "list", args)
+		}},
+		{"revoke", "revoke a principal: it never authenticates again", func(ctx context.Context, env Env, args []string) error {
+			return runKeysAdmin(ctx, env, "revoke", args)
+		}},
+		{"consent", "an admin consents to a key that waits for a second admin (via the API)", runKeysConsent},
+	},
 }
+
+func runKeys(ctx context.Context, env Env, args []string) error { return keysGroup.run(ctx, env, args) }
 
 // KeysHooks let another command (cmd/exoarmur-lab) run keys create with
 // more flags and its own sources of randomness and time. The zero value is
@@ -43,8 +48,14 @@ type KeysHooks struct {
 func KeysCreate(ctx context.Context, env Env, args []string, h KeysHooks) error {
 	var sc StoreConfig
 	var tenants, actions stringList
-	fs := newFlagSet("keys create", env)
-	sc.register(fs)
+	fs := newCommand(env, cmdHelp{
+		Name: "keys create",
+		Args: "--name N --role agent|operator|admin --tenant T --actions A [--data-dir D | --nats-url U]",
+		About: "Creates a principal on the store directly and prints its API key once on stdout (or, with --cert-cn, " +
+			"registers a client-certificate principal and prints its ID).",
+		Example: "keys create --data-dir ./data --name bot --role agent --tenant acme --actions fs.read,fs.write",
+	})
+	sc.register(fs.FlagSet)
 	name := fs.String("name", "", "principal name (required)")
 	role := fs.String("role", "", "agent, operator or admin (required)")
 	fs.Var(&tenants, "tenant", "tenant the key may act in (repeatable, required); \"system\" grants the global powers (global kill switch, every tenant's keys, metrics) to an admin")
@@ -53,9 +64,9 @@ func KeysCreate(ctx context.Context, env Env, args []string, h KeysHooks) error 
 	owner := fs.String("owner", "", "the person the key is for (default: --name); four eyes counts distinct owners, so give one person's keys one owner")
 	certCN := fs.String("cert-cn", "", "register a client-certificate principal with this subject CN instead of an API key (mutual TLS)")
 	if h.Flags != nil {
-		h.Flags(fs)
+		h.Flags(fs.FlagSet)
 	}
-	if err := parseFlags(fs, args); err != nil {
+	if _, err := fs.parse(args); err != nil {
 		return err
 	}
 	// Action names are case sensitive: stringList lowercased; classes are upper.
@@ -66,13 +77,13 @@ func KeysCreate(ctx context.Context, env Env, args []string, h KeysHooks) error 
 	}
 	req := auth.CreateRequest{Name: *name, Role: *role, Tenants: tenants, Actions: actions, Owner: *owner, CreatedBy: "cli"}
 	if *expires < 0 {
-		return fmt.Errorf("%w: --expires: must be positive", errUsage)
+		return fs.usageErr("--expires: must be positive")
 	}
 	if *expires > 0 {
 		req.ExpiresAt = time.Now().Add(*expires)
 	}
 	if err := req.Validate(); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return fs.usageErr("%v", err)
 	}
 	var src io.Reader = rand.Reader
 	now := time.Now
@@ -115,23 +126,32 @@ func KeysCreate(ctx context.Context, env Env, args []string, h KeysHooks) error 
 // runKeysAdmin: keys list | keys revoke ID, on the store directly
 // (--data-dir with the server stopped, or --nats-url); the same operations
 // are available to admins over the API (GET /v1/keys, DELETE /v1/keys/{id}).
-func runKeysAdmin(ctx context.Context, env Env, args []string) error {
-	sub := args[0]
-	rest := args[1:]
-	var id string
+func runKeysAdmin(ctx context.Context, env Env, sub string, args []string) error {
+	h := cmdHelp{Name: "keys list", Args: "[--data-dir D | --nats-url U] [--json]",
+		About: "Lists every principal of the store: ID, name, role, tenants, actions, creation and expiry or state.", Example: "keys list --data-dir ./data"}
+	var names []string
 	if sub == "revoke" {
-		if len(rest) == 0 || strings.HasPrefix(rest[0], "-") {
-			return fmt.Errorf("%w: expected: exoarmur keys revoke PRINCIPAL_ID", errUsage)
-		}
-		id, rest = rest[0], rest[1:]
+		h = cmdHelp{Name: "keys revoke", Args: "PRINCIPAL_ID [--data-dir D | --nats-url U]",
+			About:   "Revokes a principal on the store: it never authenticates again (admins can do the same over the API: DELETE /v1/keys/{id}).",
+			Example: "keys revoke key_0123456789abcdef --data-dir ./data"}
+		names = []string{"PRINCIPAL_ID"}
 	}
 	var sc StoreConfig
-	fs := newFlagSet("keys "+sub, env)
-	sc.register(fs)
-	if err := parseFlags(fs, rest); err != nil {
+	fs := newCommand(env, h)
+	sc.register(fs.FlagSet)
+	asJSON := new(bool)
+	if sub == "list" {
+		asJSON = fs.Bool("json", false, `print the principals as JSON ({"keys":[...]}, as GET /v1/keys answers) instead of a table`)
+	}
+	pos, err := fs.parse(args, names...)
+	if err != nil {
 		return err
 	}
-	st, err := openStore(ctx, sc, "exoarmur-keys", nil)
+	var id string
+	if sub == "revoke" {
+		id = pos[0]
+	}
+	st, err := openExistingStore(ctx, sc, "exoarmur-keys")
 	if err != nil {
 		return err
 	}
@@ -142,11 +162,15 @@ func runKeysAdmin(ctx context.Context, env Env, args []string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(env.Stdout, "%-22s %-16s %-8s %-20s %-24s %-20s %s\n", "ID", "NAME", "ROLE", "TENANTS", "ACTIONS", "CREATED", "EXPIRES/STATE")
+		if *asJSON {
+			return printJSON(env, map[string]any{"keys": ps})
+		}
+		tw := table(env)
+		fmt.Fprintln(tw, "ID\tNAME\tROLE\tTENANTS\tACTIONS\tCREATED\tEXPIRES/STATE")
 		for _, p := range ps {
 			state := "no expiry"
 			if !p.ExpiresAt.IsZero() {
-				state = p.ExpiresAt.Format(time.RFC3339)
+				state = p.ExpiresAt.UTC().Format(time.RFC3339)
 			}
 			if p.PendingConsent {
 				state = "PENDING CONSENT"
@@ -154,10 +178,10 @@ func runKeysAdmin(ctx context.Context, env Env, args []string) error {
 			if p.Revoked {
 				state = "REVOKED"
 			}
-			fmt.Fprintf(env.Stdout, "%-22s %-16s %-8s %-20s %-24s %-20s %s\n", p.ID, p.Name, p.Role, strings.Join(p.Tenants, ","),
-				strings.Join(p.Actions, ","), p.CreatedAt.Format(time.RFC3339), state)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cell(p.ID), cell(p.Name), cell(p.Role), cell(strings.Join(p.Tenants, ",")),
+				cell(strings.Join(p.Actions, ",")), p.CreatedAt.UTC().Format(time.RFC3339), state)
 		}
-		return nil
+		return tw.Flush()
 	}
 	p, err := keys.Revoke(ctx, id)
 	if err != nil {
@@ -171,20 +195,23 @@ func runKeysAdmin(ctx context.Context, env Env, args []string) error {
 // the consenting admin's key (EXOARMUR_API_KEY): the consent is one
 // person's decision, so it is never taken on the store directly.
 func runKeysConsent(ctx context.Context, env Env, args []string) error {
-	const usage = "expected: exoarmur keys consent PRINCIPAL_ID --reason R [--server URL] (an admin's key in EXOARMUR_API_KEY)"
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		return fmt.Errorf("%w: %s", errUsage, usage)
-	}
-	id := args[0]
 	var af apiFlags
-	fs := newFlagSet("keys consent", env)
-	af.registerServer(fs)
+	fs := newCommand(env, cmdHelp{
+		Name:    "keys consent",
+		Args:    "PRINCIPAL_ID --reason R [--json]",
+		About:   "An admin consents to a key that waits for a second admin's consent; it authenticates from then on (an admin's key in EXOARMUR_API_KEY; audited).",
+		Example: `keys consent key_0123456789abcdef --reason "alice is on the on-call rota"`,
+	})
+	af.registerServer(fs.FlagSet)
 	reason := fs.String("reason", "", "why this key may approve (required; audited)")
-	if err := parseFlags(fs, args[1:]); err != nil {
+	asJSON := fs.Bool("json", false, `print the server's answer as JSON ({"consented":{principal}}) instead of a line`)
+	pos, err := fs.parse(args, "PRINCIPAL_ID")
+	if err != nil {
 		return err
 	}
+	id := pos[0]
 	if strings.TrimSpace(*reason) == "" {
-		return fmt.Errorf("%w: --reason is required", errUsage)
+		return fs.usageErr("--reason is required")
 	}
 	c, ctx, cancel, err := af.client(ctx)
 	if err != nil {
@@ -193,7 +220,10 @@ func runKeysConsent(ctx context.Context, env Env, args []string) error {
 	defer cancel()
 	p, err := c.ConsentKey(ctx, id, *reason)
 	if err != nil {
-		return err
+		return af.explain(err)
+	}
+	if *asJSON {
+		return printJSON(env, map[string]any{"consented": p})
 	}
 	fmt.Fprintf(env.Stdout, "consented to %s (%s, role %s, tenants %s); it authenticates from now on\n", p.ID, p.Name, p.Role, strings.Join(p.Tenants, ","))
 	return nil

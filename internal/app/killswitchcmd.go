@@ -4,24 +4,54 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/killswitch"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
+
+var killSwitchGroup = group{
+	name: "killswitch",
+	about: "Engage, disengage or read the global or a tenant's kill switch through the API of a running server (the key in EXOARMUR_API_KEY). " +
+		"While a switch is engaged nothing it covers executes; a change is audited, and the command returns once every live node applied it (or says that was not confirmed).",
+	example: `killswitch engage --tenant acme --reason "incident 42"`,
+	subs: []subcommand{
+		{"engage", "stop every execution the switch covers (--reason required)", killSwitchSub("engage")},
+		{"disengage", "let executions run again (--reason required)", killSwitchSub("disengage")},
+		{"status", "read the switch", killSwitchSub("status")},
+	},
+}
 
 // runKillSwitch talks to a running server: kill switches are changed
 // through the API, so the change is authenticated, audited and propagated
 // exactly like any other operator action.
 func runKillSwitch(ctx context.Context, env Env, args []string) error {
-	if len(args) == 0 || (args[0] != "engage" && args[0] != "disengage" && args[0] != "status") {
-		return fmt.Errorf("%w: expected: exoarmur killswitch engage|disengage|status [--tenant T] [--reason R] (key in EXOARMUR_API_KEY)", errUsage)
+	return killSwitchGroup.run(ctx, env, args)
+}
+
+func killSwitchSub(sub string) func(context.Context, Env, []string) error {
+	return func(ctx context.Context, env Env, args []string) error { return runKillSwitchSub(ctx, env, sub, args) }
+}
+
+func runKillSwitchSub(ctx context.Context, env Env, sub string, args []string) error {
+	h := cmdHelp{Name: "killswitch " + sub, Args: "[--tenant T] --reason R [--json]",
+		About:   "Changes the global kill switch, or tenant T's with --tenant (the key in EXOARMUR_API_KEY; audited).",
+		Example: "killswitch " + sub + ` --tenant acme --reason "incident 42"`}
+	if sub == "status" {
+		h.Args, h.About, h.Example = "[--tenant T] [--json]", "Reads the global kill switch, or tenant T's with --tenant (the key in EXOARMUR_API_KEY).", "killswitch status --tenant acme"
 	}
-	sub := args[0]
 	var af apiFlags
-	fs := newFlagSet("killswitch "+sub, env)
-	af.register(fs, "tenant switch to change (default: the global switch)")
-	reason := fs.String("reason", "", "why (required for engage and disengage; audited)")
-	if err := parseFlags(fs, args[1:]); err != nil {
+	fs := newCommand(env, h)
+	reason := new(string)
+	if sub == "status" {
+		af.register(fs.FlagSet, "tenant switch to read (default: the global switch)")
+	} else {
+		af.register(fs.FlagSet, "tenant switch to change (default: the global switch)")
+		reason = fs.String("reason", "", "why (required; audited)")
+	}
+	asJSON := fs.Bool("json", false, `print the server's answer as JSON instead of a table or line`)
+	if _, err := fs.parse(args); err != nil {
 		return err
 	}
 	if af.tenant != "" {
@@ -30,7 +60,7 @@ func runKillSwitch(ctx context.Context, env Env, args []string) error {
 		}
 	}
 	if sub != "status" && strings.TrimSpace(*reason) == "" {
-		return fmt.Errorf("%w: --reason is required", errUsage)
+		return fs.usageErr("--reason is required")
 	}
 	c, ctx, cancel, err := af.client(ctx)
 	if err != nil {
@@ -40,16 +70,55 @@ func runKillSwitch(ctx context.Context, env Env, args []string) error {
 	if sub == "status" {
 		r, err := c.GetKillSwitch(ctx, af.tenant)
 		if err != nil {
-			return err
+			return af.explain(err)
 		}
-		return printJSON(env, map[string]any{"state": r})
+		if *asJSON {
+			return printJSON(env, map[string]any{"state": r})
+		}
+		tw := table(env)
+		fmt.Fprintln(tw, "SCOPE\tSTATE\tSINCE\tBY\tREASON\tFRESH")
+		since, by, why := "-", cell(r.Actor), cell(r.Reason)
+		if r.Revision == 0 {
+			by, why = "-", "never set: a fresh store starts engaged"
+		} else if !r.At.IsZero() {
+			since = r.At.UTC().Format(time.RFC3339)
+		}
+		fresh := "yes"
+		if !r.Fresh {
+			fresh = "no (not confirmed current: treated as engaged)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", cell(r.Scope), engagedWord(r.Engaged), since, by, why, fresh)
+		return tw.Flush()
 	}
 	ch, confirmed, err := c.SetKillSwitch(ctx, af.tenant, contract.KillSwitchRequest{Engaged: sub == "engage", Reason: *reason})
 	if err != nil {
-		return err
+		return af.explain(err)
 	}
 	if !confirmed {
 		fmt.Fprintln(env.Stderr, "exoarmur killswitch: the change is written and audited, but the node that served it did not confirm applying it within the staleness bound (HTTP 202); check propagation")
 	}
-	return printJSON(env, ch)
+	if *asJSON {
+		return printJSON(env, ch)
+	}
+	scope := "global kill switch"
+	if ch.Current.Scope != killswitch.ScopeGlobal && ch.Current.Scope != "" {
+		scope = "kill switch of tenant " + cell(ch.Current.Scope)
+	}
+	p := ch.Propagation
+	nodes := fmt.Sprintf("applied by %d live node(s)", len(p.Confirmed))
+	if len(p.Confirmed) > 0 {
+		nodes += " (" + cell(strings.Join(p.Confirmed, ", ")) + ")"
+	}
+	if len(p.Unconfirmed) > 0 {
+		nodes += "; NOT confirmed by " + cell(strings.Join(p.Unconfirmed, ", "))
+	}
+	_, err = fmt.Fprintf(env.Stdout, "%s %s (was %s): %s\n", scope, engagedWord(ch.Current.Engaged), engagedWord(ch.Previous.Engaged), nodes)
+	return err
+}
+
+func engagedWord(engaged bool) string {
+	if engaged {
+		return "engaged"
+	}
+	return "disengaged"
 }

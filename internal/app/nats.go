@@ -12,13 +12,15 @@ import (
 )
 
 func runNATS(ctx context.Context, env Env, args []string) error {
-	fs := newFlagSet("nats", env)
+	fs := newCommand(env, cmdHelp{Name: "nats", Args: "[--data-dir D] [--listen HOST:PORT] [--users FILE]",
+		About:   "Runs a standalone NATS server with JetStream file storage under --data-dir, for several serve processes sharing one store (serve --nats-url).",
+		Example: "nats --data-dir ./nats-data --listen 127.0.0.1:4222"})
 	dataDir := fs.String("data-dir", "./data-nats", "JetStream storage directory")
 	listen := fs.String("listen", "127.0.0.1:4222", "client listen address (loopback)")
 	sync := fs.String("sync", "default", `"default" or "always" (fsync every write)`)
 	debug := fs.Bool("debug", false, "log NATS server output")
 	usersFile := fs.String("users", "", `JSON file of logins: [{"user","password","admin"|"tenants":[...],"global"}]; node users are confined to their tenants' subjects and may not create or change streams (open the store as an admin user first)`)
-	if err := parseFlags(fs, args); err != nil {
+	if _, err := fs.parse(args); err != nil {
 		return err
 	}
 	host, portStr, err := net.SplitHostPort(*listen)

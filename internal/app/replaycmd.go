@@ -18,19 +18,25 @@ var errReplayFailed = errors.New("replay failed")
 
 func runReplay(ctx context.Context, env Env, args []string) error {
 	var sc StoreConfig
-	fs := newFlagSet("replay", env)
-	sc.register(fs)
+	fs := newCommand(env, cmdHelp{
+		Name: "replay",
+		Args: "[--from-export FILE | --data-dir D | --nats-url U] [--tenant T] [--out FILE]",
+		About: "Verifies the audit chains and recomputes every decision, from a JSONL export or the live store (every tenant, or T); " +
+			"writes the canonical report (JSON) to stdout or --out and a summary to stderr; exit 1 unless it passes.",
+		Example: "replay --from-export acme.jsonl --out report.json",
+	})
+	sc.register(fs.FlagSet)
 	from := fs.String("from-export", "", "replay this JSONL export instead of the live store")
 	tname := fs.String("tenant", "", "replay only this tenant")
 	out := fs.String("out", "", "write the report here (default stdout)")
-	if err := parseFlags(fs, args); err != nil {
+	if _, err := fs.parse(args); err != nil {
 		return err
 	}
 	var only tenant.ID
 	if *tname != "" {
 		t, err := tenant.Parse(*tname)
 		if err != nil {
-			return fmt.Errorf("%w: --tenant: %v", errUsage, err)
+			return fs.usageErr("--tenant: %v", err)
 		}
 		only = t
 	}
@@ -79,7 +85,7 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 // replayLive replays the store's chains (only's, or every tenant's) with
 // the bundles this binary shipped and those archived in the store.
 func replayLive(ctx context.Context, env Env, sc StoreConfig, only tenant.ID) (*replay.Replayer, error) {
-	st, err := openStore(ctx, sc, "exoarmur-replay", nil)
+	st, err := openExistingStore(ctx, sc, "exoarmur-replay")
 	if err != nil {
 		return nil, err
 	}

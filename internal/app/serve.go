@@ -23,26 +23,27 @@ import (
 // extra, when set, registers more flags (ServeHooks.Flags).
 func parseServe(name string, env Env, args []string, extra func(*flag.FlagSet)) (ServeConfig, error) {
 	var c ServeConfig
-	fs := newFlagSet(name, env)
-	c.register(fs)
-	if extra != nil {
-		extra(fs)
+	h := cmdHelp{Name: "serve", Args: "[flags]",
+		About: "Runs the HTTP API on --listen with the store under --data-dir (an embedded NATS JetStream server) or at --nats-url. " +
+			"Both kill switches start engaged on a fresh store.",
+		Example: "serve --data-dir ./data --listen 127.0.0.1:8080 --allow-host api.example.com"}
+	if name == "check-config" {
+		h = cmdHelp{Name: "check-config", Args: "[serve flags]",
+			About:   "Validates serve's flags and checks what they name (the data dir, the NATS server, the TLS files), then exits; nothing is started or created.",
+			Example: "check-config --data-dir ./data --listen 127.0.0.1:8080"}
 	}
-	if err := parseFlags(fs, args); err != nil {
+	fs := newCommand(env, h)
+	c.register(fs.FlagSet)
+	if extra != nil {
+		extra(fs.FlagSet)
+	}
+	if _, err := fs.parse(args); err != nil {
 		return c, err
 	}
 	if err := c.Validate(); err != nil {
 		return c, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	return c, nil
-}
-
-func runCheckConfig(ctx context.Context, env Env, args []string) error {
-	if _, err := parseServe("check-config", env, args, nil); err != nil {
-		return err
-	}
-	fmt.Fprintln(env.Stdout, "configuration OK")
-	return nil
 }
 
 func newLogger(env Env, format string) *slog.Logger {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -82,6 +83,32 @@ func openStore(ctx context.Context, c StoreConfig, name string, logger *slog.Log
 	}
 	return natsstore.Open(ctx, natsstore.Config{DataDir: c.DataDir, NATSURL: c.NATSURL, SyncAlways: c.Sync == "always", Name: name, Logger: logger})
 }
+
+// openExistingStore opens the store c names for a command that only reads
+// it (audit verify and export, replay of the live store, keys list; keys
+// revoke, which needs the key to exist). When there is none it fails with
+// "no store at DIR" (exit 1) and creates nothing: natsstore.Open would
+// create the data dir and every stream, so natsstore.CheckExists looks
+// first, at the JetStream directory layout under the data dir or, with
+// --nats-url, at the server's streams. An existing store is then opened as
+// usual (Open's stream and bucket checks change nothing on a store of this
+// version).
+func openExistingStore(ctx context.Context, c StoreConfig, name string) (*natsstore.Store, error) {
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	err := natsstore.CheckExists(ctx, natsstore.Config{DataDir: c.DataDir, NATSURL: c.NATSURL, Name: name}, storeCheckTimeout)
+	if errors.Is(err, natsstore.ErrNoStore) {
+		return nil, fmt.Errorf("%w; nothing was created: give the data dir `exoarmur serve` uses (--data-dir, with the server stopped) or its NATS (--nats-url)", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return openStore(ctx, c, name, nil)
+}
+
+// storeCheckTimeout bounds a connection that only checks an external NATS.
+const storeCheckTimeout = 3 * time.Second
 
 func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 	st, err := openStore(ctx, c.Store, "exoarmur-"+c.Node, d.logger)
