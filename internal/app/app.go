@@ -128,6 +128,7 @@ func program() Program {
 
 func commands() []Command {
 	return []Command{
+		{"init", "create the store and its first admin key (printed once)", runInit},
 		{"serve", "run the HTTP API (embedded NATS by default)", runServe},
 		{"nats", "run a standalone NATS+JetStream server for multi-process setups", runNATS},
 		{"keys", "keys create|list|revoke|consent: manage API keys", runKeys},

@@ -31,6 +31,7 @@ func TestEveryCommandAnswersHelp(t *testing.T) {
 	store := []string{"-data-dir", "-nats-url"}
 	api := []string{"-server"}
 	leaves := map[string][]string{
+		"init":                 append([]string{"-tenant", "-name", "-owner"}, store...),
 		"serve":                append([]string{"-listen", "-allow-host", "-tls-cert"}, store...),
 		"check-config":         append([]string{"-listen", "-approval-rules"}, store...),
 		"nats":                 {"-data-dir", "-listen", "-users"},

@@ -3,13 +3,17 @@ package app
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/api/client"
 	"github.com/exoarmur/exoarmur/internal/auth"
+	"github.com/exoarmur/exoarmur/internal/natsstore"
 )
 
 var keysGroup = group{
@@ -52,7 +56,8 @@ func KeysCreate(ctx context.Context, env Env, args []string, h KeysHooks) error 
 		Name: "keys create",
 		Args: "--name N --role agent|operator|admin --tenant T --actions A [--data-dir D | --nats-url U]",
 		About: "Creates a principal on the store directly and prints its API key once on stdout (or, with --cert-cn, " +
-			"registers a client-certificate principal and prints its ID).",
+			"registers a client-certificate principal and prints its ID). While a server holds the data dir, the key is " +
+			"created through that server's API instead, with the admin key in EXOARMUR_API_KEY (--server or EXOARMUR_SERVER names it).",
 		Example: "keys create --data-dir ./data --name bot --role agent --tenant acme --actions fs.read,fs.write",
 	})
 	sc.register(fs.FlagSet)
@@ -63,6 +68,8 @@ func KeysCreate(ctx context.Context, env Env, args []string, h KeysHooks) error 
 	expires := fs.Duration("expires", 0, "key lifetime, e.g. 720h (default: no expiry)")
 	owner := fs.String("owner", "", "the person the key is for (default: --name); four eyes counts distinct owners, so give one person's keys one owner")
 	certCN := fs.String("cert-cn", "", "register a client-certificate principal with this subject CN instead of an API key (mutual TLS)")
+	var af apiFlags
+	af.registerServer(fs.FlagSet)
 	if h.Flags != nil {
 		h.Flags(fs.FlagSet)
 	}
@@ -100,6 +107,13 @@ func KeysCreate(ctx context.Context, env Env, args []string, h KeysHooks) error 
 		}
 	}
 	st, err := openStore(ctx, sc, "exoarmur-keys", nil)
+	if errors.Is(err, natsstore.ErrDataDirInUse) {
+		if h.Sources != nil || *certCN != "" {
+			return fmt.Errorf("%w; %s are created on the store only: stop the server, or use --nats-url with an external NATS", err,
+				map[bool]string{true: "client-certificate principals", false: "seeded keys"}[*certCN != ""])
+		}
+		return keysCreateThroughAPI(ctx, env, &af, req, *expires)
+	}
 	if err != nil {
 		return err
 	}
@@ -226,5 +240,35 @@ func runKeysConsent(ctx context.Context, env Env, args []string) error {
 		return printJSON(env, map[string]any{"consented": p})
 	}
 	fmt.Fprintf(env.Stdout, "consented to %s (%s, role %s, tenants %s); it authenticates from now on\n", p.ID, p.Name, p.Role, strings.Join(p.Tenants, ","))
+	return nil
+}
+
+// keysCreateThroughAPI creates req through the running server that holds
+// the data dir (POST /v1/keys), as the admin whose key is in
+// EXOARMUR_API_KEY: the server decides and audits it like any API call.
+func keysCreateThroughAPI(ctx context.Context, env Env, af *apiFlags, req auth.CreateRequest, expires time.Duration) error {
+	if os.Getenv("EXOARMUR_API_KEY") == "" {
+		return fmt.Errorf("%w: the data dir is in use by a running server; to create the key through its API, set EXOARMUR_API_KEY to an admin's key (and --server or EXOARMUR_SERVER if it does not listen on %s)", errUsage, defaultServer)
+	}
+	if req.Owner != "" && req.Owner != req.Name {
+		return fmt.Errorf("%w: --owner: a key created through the API is owned by its name (the V1 key request has no owner); use --name %s, or create it on the store with the server stopped", errUsage, req.Owner)
+	}
+	c, ctx, cancel, err := af.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	created, err := c.CreateKey(ctx, client.KeyRequest{Name: req.Name, Role: req.Role, Tenants: req.Tenants, Actions: req.Actions, ExpiresIn: expires})
+	if err != nil {
+		return err
+	}
+	p := created.Principal
+	state := ""
+	if p.PendingConsent {
+		state = "; it waits for a second admin's consent (keys consent " + p.ID + ") before it can be used"
+	}
+	fmt.Fprintf(env.Stderr, "created %s (%s, role %s, tenants %v, actions %v) through the server at %s (the data dir is in use)%s; the key is shown once:\n",
+		p.ID, p.Name, p.Role, p.Tenants, p.Actions, c.BaseURL(), state)
+	fmt.Fprintln(env.Stdout, created.Key)
 	return nil
 }
