@@ -82,6 +82,10 @@ var evidenceEpoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 // --evidence-seed: the key is derived from the seed instead of crypto/rand
 // and created at a fixed time, so an evidence run's keys are predictable.
 func runKeys(ctx context.Context, env Env, args []string) error {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+		fmt.Fprintln(env.Stdout, "exoarmur-lab keys create [flags]: exoarmur keys create, plus --evidence-seed (exoarmur-lab keys create -h for its flags)")
+		return nil
+	}
 	if len(args) == 0 || args[0] != "create" {
 		return fmt.Errorf("%w: expected: exoarmur-lab keys create [--evidence-seed SEED] (other key commands: exoarmur keys)", errUsage)
 	}

@@ -179,3 +179,29 @@ func TestBadEvidenceClock(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 }
+
+// TestLabHelp: every lab command answers -h with exit 0 and its flags or
+// subcommands; an unknown reality subcommand lists the valid ones.
+func TestLabHelp(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-h"}, "reality"},
+		{[]string{"reality", "-h"}, "verify"},
+		{[]string{"reality", "run", "-h"}, "-local"},
+		{[]string{"reality", "verify", "-h"}, "Usage"},
+		{[]string{"bench", "-h"}, "-clients"},
+		{[]string{"serve", "-h"}, "-evidence-clock"},
+		{[]string{"keys", "create", "-h"}, "-evidence-seed"},
+		{[]string{"keys", "-h"}, "keys create"},
+	} {
+		out, errOut, code := runLab(t, c.args...)
+		if code != 0 || !strings.Contains(out+errOut, c.want) {
+			t.Errorf("exoarmur-lab %v: exit %d, want 0 and %q in:\n%s%s", c.args, code, c.want, out, errOut)
+		}
+	}
+	if _, errOut, code := runLab(t, "reality", "nope"); code != 2 || !strings.Contains(errOut, "valid: run, verify, client, sink") {
+		t.Errorf("reality nope: exit %d %s", code, errOut)
+	}
+}

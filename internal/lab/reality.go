@@ -12,8 +12,22 @@ import (
 
 // runReality: exoarmur-lab reality run|verify|client|sink (see internal/reality).
 func runReality(ctx context.Context, env Env, args []string) error {
+	const subs = `exoarmur-lab reality <subcommand> [flags]   (exoarmur-lab reality <subcommand> -h for its flags)
+
+  run      the cold-reviewer run: the stack (docker-compose, or --local processes), the scenario, kill -9 and
+           restart, exports, replay, the test suites, the bundle (make reality)
+  verify   verify a bundle offline: SHA256SUMS, replay of the exports == replay_report.json (make reality-verify)
+  client   the scenario client (run by the stack)
+  sink     the loopback HTTP sink the scenario's effects reach (run by the stack)
+
+Example: exoarmur-lab reality run --local --bin bin/exoarmur --lab bin/exoarmur-lab
+`
 	if len(args) == 0 {
-		return fmt.Errorf("%w: expected: exoarmur-lab reality run [--local] | verify | client --phase N | sink", errUsage)
+		return fmt.Errorf("%w: expected a subcommand\n%s", errUsage, subs)
+	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(env.Stdout, subs)
+		return nil
 	}
 	fs := newFlagSet("reality "+args[0], env)
 	switch args[0] {
@@ -79,5 +93,5 @@ func runReality(ctx context.Context, env Env, args []string) error {
 		fmt.Fprintf(env.Stdout, "reality sink stopped after %d side effects\n", s.Count())
 		return nil
 	}
-	return fmt.Errorf("%w: unknown reality subcommand %q", errUsage, args[0])
+	return fmt.Errorf("%w: unknown reality subcommand %q (valid: run, verify, client, sink)\n%s", errUsage, args[0], subs)
 }
