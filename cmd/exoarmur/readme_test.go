@@ -111,8 +111,8 @@ func TestKeysCreateWhileServing(t *testing.T) {
 	addr := freePort(t)
 	startServer(t, dataDir, addr)
 	keys := func(apiKey string, args ...string) (string, string, error) {
-		cmd := exec.Command(binary(t), append([]string{"keys", "create", "--data-dir", dataDir, "--server", "http://" + addr}, args...)...)
-		cmd.Env = append(os.Environ(), "EXOARMUR_API_KEY="+apiKey)
+		cmd := exec.Command(binary(t), append([]string{"keys", "create", "--data-dir", dataDir}, args...)...)
+		cmd.Env = append(os.Environ(), "EXOARMUR_API_KEY="+apiKey, "EXOARMUR_SERVER=")
 		var out, errb bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &errb
 		err := cmd.Run()
@@ -127,6 +127,12 @@ func TestKeysCreateWhileServing(t *testing.T) {
 	}
 	if _, stderr, err := keys(admin, append(bot, "--cert-cn", "bot.example")...); err == nil || !strings.Contains(stderr, "client-certificate principals") {
 		t.Fatalf("a certificate principal through the API: %v %s, want refused", err, stderr)
+	}
+	// Never another server than the one holding the data dir: the admin
+	// key and the new key would go to the wrong deployment.
+	other := freePort(t)
+	if _, stderr, err := keys(admin, append(bot[:len(bot):len(bot)], "--server", "http://"+other)...); err == nil || !strings.Contains(stderr, "refusing to create the key elsewhere") {
+		t.Fatalf("keys create naming another server: %v %s, want refused", err, stderr)
 	}
 	out, stderr, err := keys(admin, bot...)
 	key := strings.TrimSpace(out)

@@ -112,7 +112,7 @@ func KeysCreate(ctx context.Context, env Env, args []string, h KeysHooks) error 
 			return fmt.Errorf("%w; %s are created on the store only: stop the server, or use --nats-url with an external NATS", err,
 				map[bool]string{true: "client-certificate principals", false: "seeded keys"}[*certCN != ""])
 		}
-		return keysCreateThroughAPI(ctx, env, &af, req, *expires)
+		return keysCreateThroughAPI(ctx, env, &af, sc, req, *expires)
 	}
 	if err != nil {
 		return err
@@ -246,10 +246,25 @@ func runKeysConsent(ctx context.Context, env Env, args []string) error {
 // keysCreateThroughAPI creates req through the running server that holds
 // the data dir (POST /v1/keys), as the admin whose key is in
 // EXOARMUR_API_KEY: the server decides and audits it like any API call.
-func keysCreateThroughAPI(ctx context.Context, env Env, af *apiFlags, req auth.CreateRequest, expires time.Duration) error {
+func keysCreateThroughAPI(ctx context.Context, env Env, af *apiFlags, sc StoreConfig, req auth.CreateRequest, expires time.Duration) error {
 	if os.Getenv("EXOARMUR_API_KEY") == "" {
-		return fmt.Errorf("%w: the data dir is in use by a running server; to create the key through its API, set EXOARMUR_API_KEY to an admin's key (and --server or EXOARMUR_SERVER if it does not listen on %s)", errUsage, defaultServer)
+		return fmt.Errorf("%w: the data dir is in use by a running server; to create the key through its API, set EXOARMUR_API_KEY to an admin's key", errUsage)
 	}
+	// Only the server that holds this data dir: never another the
+	// environment happens to name (the admin key and the new key would go
+	// to the wrong deployment).
+	holder, err := servingURL(sc.DataDir)
+	if err != nil {
+		return fmt.Errorf("the data dir %s is in use, but its server noted no API address (%v): stop it, or create the key through its API yourself (POST /v1/keys)", sc.DataDir, err)
+	}
+	named := af.server
+	if named == "" {
+		named = os.Getenv("EXOARMUR_SERVER")
+	}
+	if named != "" && strings.TrimRight(named, "/") != holder {
+		return fmt.Errorf("%w: the data dir %s is held by the server at %s, not %s (from --server or EXOARMUR_SERVER): refusing to create the key elsewhere", errUsage, sc.DataDir, holder, named)
+	}
+	af.server = holder
 	if req.Owner != "" && req.Owner != req.Name {
 		return fmt.Errorf("%w: --owner: a key created through the API is owned by its name (the V1 key request has no owner); use --name %s, or create it on the store with the server stopped", errUsage, req.Owner)
 	}

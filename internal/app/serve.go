@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/exoarmur/exoarmur/internal/api"
@@ -129,6 +131,18 @@ func ServeWith(ctx context.Context, env Env, args []string, h ServeHooks) error 
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", c.Listen, err)
 	}
+	if c.Store.NATSURL == "" {
+		// Where this node's API is, for the commands that find its data
+		// dir in use (keys create goes through this API, never another).
+		scheme := "http"
+		if c.TLSCert != "" {
+			scheme = "https"
+		}
+		if err := writeAPIURL(c.Store.DataDir, scheme+"://"+ln.Addr().String()); err != nil {
+			logger.Warn("cannot note the API address in the data dir; keys create will not find this server", "err", err)
+		}
+		defer os.Remove(filepath.Join(c.Store.DataDir, apiURLFile))
+	}
 	if c.DebugAddr != "" {
 		if err := serveDebug(ctx, logger, c.DebugAddr); err != nil {
 			return err
@@ -201,4 +215,21 @@ func serveDebug(ctx context.Context, logger *slog.Logger, addr string) error {
 	go func() { _ = hs.Serve(ln) }()
 	logger.Warn("debug profiles served (loopback, unauthenticated)", "addr", ln.Addr().String())
 	return nil
+}
+
+// apiURLFile, in an embedded store's data dir, names the API of the serve
+// that holds the dir (written after it listens, removed when it stops).
+const apiURLFile = "api.url"
+
+func writeAPIURL(dataDir, url string) error {
+	return writeFileAtomic(filepath.Join(dataDir, apiURLFile), []byte(url+"\n"))
+}
+
+// servingURL is the API of the serve that holds dataDir, as it noted it.
+func servingURL(dataDir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dataDir, apiURLFile))
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
 }
