@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from exoarmur import Client, ExoArmurError
 
@@ -150,3 +150,27 @@ class Server:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def module_fixtures(module_globals: Dict[str, Any]) -> Tuple[Callable[[], None], Callable[[], None]]:
+    """Return setUpModule and tearDownModule for a test module: one
+    :class:`Server` per module, as the module's global ``SERVER``.
+
+    Plain module functions, not addModuleCleanup: Python 3.8's discover
+    never calls module cleanups. A failed start stops what it started
+    (tearDownModule does not run when setUpModule fails).
+    """
+
+    def set_up_module() -> None:
+        server = Server()
+        module_globals["SERVER"] = server
+        try:
+            server.start()
+        except BaseException:
+            server.stop()
+            raise
+
+    def tear_down_module() -> None:
+        module_globals["SERVER"].stop()
+
+    return set_up_module, tear_down_module

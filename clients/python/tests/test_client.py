@@ -32,24 +32,12 @@ from exoarmur import (
 )
 
 import exoarmur.client
-from harness import ACME, BETA, LONG, QUICK, QUICK_TTL_SECONDS, Server, free_port
+from harness import ACME, BETA, LONG, QUICK, QUICK_TTL_SECONDS, Server, free_port, module_fixtures
 
 SERVER: Server
 
 
-def setUpModule() -> None:
-    global SERVER
-    SERVER = Server()
-    try:
-        SERVER.start()
-    except BaseException:
-        SERVER.stop()  # tearDownModule does not run when setUpModule fails
-        raise
-
-
-def tearDownModule() -> None:
-    # Not addModuleCleanup: Python 3.8's discover runs never call it.
-    SERVER.stop()
+setUpModule, tearDownModule = module_fixtures(globals())
 
 
 def _write(agent: Client, target: str, content: str, key: Optional[str] = None) -> exoarmur.IntentView:

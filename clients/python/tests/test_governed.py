@@ -19,24 +19,12 @@ from exoarmur import (
     governed,
 )
 
-from harness import ACME, Server
+from harness import ACME, Server, module_fixtures
 
 SERVER: Server
 
 
-def setUpModule() -> None:
-    global SERVER
-    SERVER = Server()
-    try:
-        SERVER.start()
-    except BaseException:
-        SERVER.stop()  # tearDownModule does not run when setUpModule fails
-        raise
-
-
-def tearDownModule() -> None:
-    # Not addModuleCleanup: Python 3.8's discover runs never call it.
-    SERVER.stop()
+setUpModule, tearDownModule = module_fixtures(globals())
 
 
 class Operator(threading.Thread):
