@@ -34,7 +34,7 @@ func TestEveryCommandAnswersHelp(t *testing.T) {
 		"init":                 append([]string{"-tenant", "-name", "-owner"}, store...),
 		"serve":                append([]string{"-listen", "-allow-host", "-tls-cert"}, store...),
 		"check-config":         append([]string{"-listen", "-approval-rules"}, store...),
-		"nats":                 {"-data-dir", "-listen", "-users"},
+		"nats":                 {"-data-dir", "-listen", "-users", "-name", "-cluster-listen", "-routes"},
 		"keys create":          append([]string{"-name", "-role", "-tenant", "-actions", "-cert-cn"}, store...),
 		"keys list":            store,
 		"keys revoke":          store,

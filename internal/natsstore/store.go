@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -275,6 +276,20 @@ type ServerConfig struct {
 	// Users, when set, require every client to authenticate; each node
 	// user is confined at the broker to its tenants (defence in depth).
 	Users []User
+	// Name is the server's name, unique in a cluster (default "exoarmur").
+	Name string
+	// Cluster, when its Port is set, makes the server a member of a
+	// JetStream cluster: it listens for routes on Host:Port and connects
+	// to Routes (the other members' route URLs).
+	Cluster Cluster
+}
+
+// Cluster is a server's place in a JetStream cluster.
+type Cluster struct {
+	Name   string   // the cluster's name, the same on every member (default "exoarmur")
+	Host   string   // route listen host (default 127.0.0.1)
+	Port   int      // route listen port; 0: not clustered
+	Routes []string // nats-route://host:port of the other members
 }
 
 // User is a NATS login. Admin users are unrestricted (for operators and the
@@ -350,7 +365,7 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	opts := &server.Options{
-		ServerName: "exoarmur",
+		ServerName: cmpOr(cfg.Name, "exoarmur"),
 		JetStream:  true,
 		StoreDir:   dir,
 		DontListen: cfg.DontListen,
@@ -363,6 +378,21 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	}
 	if cfg.Port == 0 && !cfg.DontListen {
 		opts.Port = server.RANDOM_PORT
+	}
+	if cfg.Cluster.Port != 0 {
+		if cfg.DontListen {
+			lock.Close()
+			return nil, errors.New("nats server: a cluster member must listen")
+		}
+		opts.Cluster = server.ClusterOpts{Name: cmpOr(cfg.Cluster.Name, "exoarmur"), Host: cmpOr(cfg.Cluster.Host, "127.0.0.1"), Port: cfg.Cluster.Port}
+		for _, r := range cfg.Cluster.Routes {
+			u, err := url.Parse(r)
+			if err != nil || u.Host == "" {
+				lock.Close()
+				return nil, fmt.Errorf("nats server: route %q: want nats-route://host:port", r)
+			}
+			opts.Routes = append(opts.Routes, u)
+		}
 	}
 	if len(cfg.Users) > 0 {
 		if opts.Users, err = natsUsers(cfg.Users); err != nil {
