@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"context"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -9,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/exoarmur/exoarmur/internal/natsstore"
+	"github.com/exoarmur/exoarmur/internal/natsstore/natsstoretest"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -55,29 +54,8 @@ func TestExoarmurNATSCluster(t *testing.T) {
 	for _, c := range clients {
 		urls = append(urls, "nats://"+c)
 	}
-	ctx := context.Background()
-	var st *natsstore.Store
-	var err error
-	for deadline := time.Now().Add(45 * time.Second); ; time.Sleep(250 * time.Millisecond) {
-		octx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		st, err = natsstore.Open(octx, natsstore.Config{NATSURL: strings.Join(urls, ","), Replicas: 3})
-		cancel()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no R3 store on the three exoarmur nats processes after 45 s: %v", err)
-		}
-	}
-	defer st.Close()
-	s, err := st.JS.Stream(ctx, tenant.AuditStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil || info.Config.Replicas != 3 || info.Cluster == nil || len(info.Cluster.Replicas) != 2 {
-		t.Fatalf("audit stream: %v replicas %d cluster %+v, want 3 placed", err, info.Config.Replicas, info.Cluster)
-	}
+	st := natsstoretest.OpenCluster(t, urls, 3, 45*time.Second)
+	natsstoretest.RequirePlaced(t, st, tenant.AuditStream, 3)
 	// A member without --cluster-listen cannot take --routes.
 	if out, err := exec.Command(binary(t), "nats", "--data-dir", t.TempDir(), "--routes", "nats-route://"+routes[0]).CombinedOutput(); err == nil || !strings.Contains(string(out), "--cluster-listen") {
 		t.Fatalf("--routes without --cluster-listen: %v %s", err, out)

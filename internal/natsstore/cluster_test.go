@@ -1,14 +1,13 @@
 package natsstore_test
 
 import (
-	"context"
 	"fmt"
 	"net"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/exoarmur/exoarmur/internal/natsstore"
+	"github.com/exoarmur/exoarmur/internal/natsstore/natsstoretest"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -55,30 +54,6 @@ func startCluster(t *testing.T, n int) []string {
 // places every stream on all three.
 func TestThreeServersFormAJetStreamCluster(t *testing.T) {
 	urls := startCluster(t, 3)
-	ctx := context.Background()
-	var st *natsstore.Store
-	var err error
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(250 * time.Millisecond) {
-		octx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		st, err = natsstore.Open(octx, natsstore.Config{NATSURL: strings.Join(urls, ","), Replicas: 3})
-		cancel()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no store on the cluster after 30 s: %v", err)
-		}
-	}
-	defer st.Close()
-	s, err := st.JS.Stream(ctx, tenant.AuditStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.Config.Replicas != 3 || info.Cluster == nil || len(info.Cluster.Replicas) != 2 {
-		t.Fatalf("audit stream: replicas %d, cluster %+v; want 3 replicas placed (a leader and two peers)", info.Config.Replicas, info.Cluster)
-	}
+	st := natsstoretest.OpenCluster(t, urls, 3, 30*time.Second)
+	natsstoretest.RequirePlaced(t, st, tenant.AuditStream, 3)
 }

@@ -1,0 +1,51 @@
+// Package natsstoretest helps tests open a store on a NATS JetStream
+// cluster: a cluster answers only once its members elected a meta leader,
+// so opening is retried for a bound, and placement is checked on the
+// stream itself.
+package natsstoretest
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/exoarmur/exoarmur/internal/natsstore"
+)
+
+// OpenCluster opens a store at replicas on the servers at urls, retrying
+// while the cluster forms (at most within), and closes it at the end of
+// the test.
+func OpenCluster(tb testing.TB, urls []string, replicas int, within time.Duration) *natsstore.Store {
+	tb.Helper()
+	for deadline := time.Now().Add(within); ; time.Sleep(250 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		st, err := natsstore.Open(ctx, natsstore.Config{NATSURL: strings.Join(urls, ","), Replicas: replicas})
+		cancel()
+		if err == nil {
+			tb.Cleanup(func() { st.Close() })
+			return st
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("no store at R%d on %v after %v: %v", replicas, urls, within, err)
+		}
+	}
+}
+
+// RequirePlaced fails the test unless stream has replicas configured and
+// placed: a leader and replicas-1 peers.
+func RequirePlaced(tb testing.TB, st *natsstore.Store, stream string, replicas int) {
+	tb.Helper()
+	ctx := context.Background()
+	s, err := st.JS.Stream(ctx, stream)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if info.Config.Replicas != replicas || info.Cluster == nil || len(info.Cluster.Replicas) != replicas-1 {
+		tb.Fatalf("stream %s: replicas %d, cluster %+v; want %d placed (a leader and %d peers)", stream, info.Config.Replicas, info.Cluster, replicas, replicas-1)
+	}
+}
