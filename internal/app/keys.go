@@ -108,9 +108,11 @@ func KeysCreate(ctx context.Context, env Env, args []string, h KeysHooks) error 
 	}
 	st, err := openStore(ctx, sc, "exoarmur-keys", nil)
 	if errors.Is(err, natsstore.ErrDataDirInUse) {
-		if h.Sources != nil || *certCN != "" {
-			return fmt.Errorf("%w; %s are created on the store only: stop the server, or use --nats-url with an external NATS", err,
-				map[bool]string{true: "client-certificate principals", false: "seeded keys"}[*certCN != ""])
+		if *certCN != "" {
+			return fmt.Errorf("%w; client-certificate principals are created on the store only: stop the server, or use --nats-url with an external NATS", err)
+		}
+		if h.Sources != nil {
+			return fmt.Errorf("%w; seeded keys are created on the store only: stop the server, or use --nats-url with an external NATS", err)
 		}
 		return keysCreateThroughAPI(ctx, env, &af, sc, req, *expires)
 	}

@@ -385,7 +385,8 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 	}); err != nil {
 		return View{}, false, writeErr("record the proposal", "the intent was not stored; "+retryPropose, err)
 	}
-	data, err := json.Marshal(stored{Intent: in, Preview: &preview, Approval: g.cfg.Approvals.Required(t, in.Class) > 0})
+	// A new intent has no approval record: the input's number is what the rules ask.
+	data, err := json.Marshal(stored{Intent: in, Preview: &preview, Approval: input.Approval.Required > 0})
 	if err != nil {
 		return View{}, false, fmt.Errorf("propose: encode: %w", err)
 	}
