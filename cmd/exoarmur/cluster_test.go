@@ -1,42 +1,75 @@
 package main_test
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"os/exec"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/api/client"
+	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/natsstore/natsstoretest"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
-// TestExoarmurNATSCluster: three `exoarmur nats` processes, each given the
-// other two's route URLs, form one JetStream cluster with no other
-// software; a store opened on it at R3 places the audit stream on all
-// three.
-func TestExoarmurNATSCluster(t *testing.T) {
-	var clients, routes []string
-	for range 3 {
-		clients = append(clients, freePort(t))
-		routes = append(routes, freePort(t))
+// natsMember is one `exoarmur nats` process of a test cluster.
+type natsMember struct {
+	t                    *testing.T
+	name, client, route  string
+	dataDir, peersRoutes string
+	cmd                  *exec.Cmd
+	logs                 *syncBuffer
+}
+
+// natsCluster is n `exoarmur nats` processes on loopback, each routed to
+// the others: a JetStream cluster with no other software.
+type natsCluster struct {
+	members []*natsMember
+}
+
+// startNATSCluster starts n members and returns once each accepts client
+// connections (the cluster may still be electing its leaders: open a
+// store with natsstoretest.OpenCluster or retry).
+func startNATSCluster(t *testing.T, n int) *natsCluster {
+	t.Helper()
+	c := &natsCluster{}
+	for i := range n {
+		c.members = append(c.members, &natsMember{t: t, name: fmt.Sprintf("n%d", i+1), client: freePort(t), route: freePort(t), dataDir: t.TempDir()})
 	}
-	for i := range 3 {
+	for i, m := range c.members {
 		var others []string
-		for j, r := range routes {
+		for j, o := range c.members {
 			if j != i {
-				others = append(others, "nats-route://"+r)
+				others = append(others, "nats-route://"+o.route)
 			}
 		}
-		cmd := exec.Command(binary(t), "nats", "--data-dir", t.TempDir(), "--listen", clients[i], "--name", fmt.Sprintf("n%d", i+1),
-			"--cluster-listen", routes[i], "--routes", strings.Join(others, ","))
-		var out syncBuffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
+		m.peersRoutes = strings.Join(others, ",")
+		m.start()
+	}
+	for _, m := range c.members {
+		m.waitListening()
+	}
+	return c
+}
+
+func (m *natsMember) start() {
+	m.t.Helper()
+	m.cmd = exec.Command(binary(m.t), "nats", "--data-dir", m.dataDir, "--listen", m.client, "--name", m.name,
+		"--cluster-listen", m.route, "--routes", m.peersRoutes)
+	m.logs = &syncBuffer{}
+	m.cmd.Stdout, m.cmd.Stderr = m.logs, m.logs
+	if err := m.cmd.Start(); err != nil {
+		m.t.Fatal(err)
+	}
+	cmd, logs := m.cmd, m.logs
+	m.t.Cleanup(func() {
+		if cmd.ProcessState == nil {
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			done := make(chan struct{})
 			go func() { _ = cmd.Wait(); close(done) }()
@@ -44,20 +77,157 @@ func TestExoarmurNATSCluster(t *testing.T) {
 			case <-done:
 			case <-time.After(10 * time.Second):
 				_ = cmd.Process.Kill()
+				<-done
 			}
-			if t.Failed() {
-				t.Logf("nats n%d:\n%s", i+1, out.String())
+		}
+		if m.t.Failed() {
+			m.t.Logf("nats %s:\n%s", m.name, logs.String())
+		}
+	})
+}
+
+func (m *natsMember) waitListening() {
+	m.t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", m.client); err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			m.t.Fatalf("nats %s not listening:\n%s", m.name, m.logs.String())
+		}
+	}
+}
+
+// kill sends SIGKILL: the member stops at once, as in a crash.
+func (m *natsMember) kill() {
+	if m.cmd.ProcessState == nil {
+		_ = m.cmd.Process.Signal(syscall.SIGKILL)
+		_ = m.cmd.Wait()
+	}
+}
+
+// restart starts a killed member again on its data dir and ports.
+func (m *natsMember) restart() {
+	m.t.Helper()
+	m.start()
+	m.waitListening()
+}
+
+func (m *natsMember) url() string { return "nats://" + m.client }
+
+// urls is every member's client URL.
+func (c *natsCluster) urls() []string {
+	var out []string
+	for _, m := range c.members {
+		out = append(out, m.url())
+	}
+	return out
+}
+
+// url is the comma-separated list of every member's client URL, as
+// --nats-url takes it.
+func (c *natsCluster) url() string { return strings.Join(c.urls(), ",") }
+
+// member is the member named name (a stream's leader, as the cluster
+// reports it).
+func (c *natsCluster) member(t *testing.T, name string) *natsMember {
+	t.Helper()
+	for _, m := range c.members {
+		if m.name == name {
+			return m
+		}
+	}
+	t.Fatalf("no member %q", name)
+	return nil
+}
+
+// TestExoarmurNATSCluster: three `exoarmur nats` processes, each given the
+// other two's route URLs, form one JetStream cluster with no other
+// software; a store opened on it at R3 places the audit stream on all
+// three.
+func TestExoarmurNATSCluster(t *testing.T) {
+	c := startNATSCluster(t, 3)
+	st := natsstoretest.OpenCluster(t, c.urls(), 3, 45*time.Second)
+	natsstoretest.RequirePlaced(t, st, tenant.AuditStream, 3)
+	// A member without --cluster-listen cannot take --routes.
+	if out, err := exec.Command(binary(t), "nats", "--data-dir", t.TempDir(), "--routes", "nats-route://"+c.members[0].route).CombinedOutput(); err == nil || !strings.Contains(string(out), "--cluster-listen") {
+		t.Fatalf("--routes without --cluster-listen: %v %s", err, out)
+	}
+}
+
+// clusterKey creates a key on the cluster through the CLI, opening the
+// store at R3 (which the first call creates).
+func clusterKey(t *testing.T, url, name, role, actions string, tenants ...string) string {
+	t.Helper()
+	args := []string{"keys", "create", "--nats-url", url, "--nats-replicas", "3", "--name", name, "--role", role, "--actions", actions}
+	for _, tn := range tenants {
+		args = append(args, "--tenant", tn)
+	}
+	var key string
+	for deadline := time.Now().Add(45 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		out, err := exec.Command(binary(t), args...).Output()
+		if key = strings.TrimSpace(string(out)); err == nil && strings.HasPrefix(key, "exo_") {
+			return key
+		}
+		if time.Now().After(deadline) { // the cluster may still be electing its leaders
+			t.Fatalf("keys create on the cluster: %v %q", err, out)
+		}
+	}
+}
+
+// TestReadAfterWriteAtR3: two serve nodes, each connected to a different
+// server of a three-server cluster at R3; 5,000 proposals each followed at
+// once by its execution on the other node: never a 404 (a read answered by
+// a replica that had not applied the proposal yet).
+func TestReadAfterWriteAtR3(t *testing.T) {
+	c := startNATSCluster(t, 3)
+	root := clusterKey(t, c.url(), "root", "admin", "*", "system", "acme")
+	bot := clusterKey(t, c.url(), "bot", "agent", "fs.read", "acme")
+	sandbox := t.TempDir()
+	addrA, addrB := freePort(t), freePort(t)
+	startServer(t, "", addrA, "--nats-url", c.members[0].url(), "--sandbox-dir", sandbox, "--node", "node-a")
+	startServer(t, "", addrB, "--nats-url", c.members[1].url(), "--sandbox-dir", sandbox, "--node", "node-b")
+	goLive(t, addrA, root)
+	nodes := []*client.Client{newClient(t, addrA, bot), newClient(t, addrB, bot)}
+
+	const pairs, workers = 5000, 8
+	var next, notFound atomic.Int64
+	var mu sync.Mutex
+	var failures []string
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := next.Add(1)
+				if i > pairs || ctx.Err() != nil {
+					return
+				}
+				from, to := nodes[i%2], nodes[(i+1)%2]
+				v, _, err := from.Propose(ctx, "acme", contract.IntentRequest{Action: "fs.read", Target: "none.txt", IdempotencyKey: fmt.Sprint("raw-", i)})
+				if err == nil {
+					_, err = to.Execute(ctx, "acme", v.Intent.ID)
+				}
+				if err != nil {
+					if refusal(err).Status == 404 {
+						notFound.Add(1)
+					}
+					mu.Lock()
+					if len(failures) < 5 {
+						failures = append(failures, fmt.Sprintf("pair %d: %v", i, err))
+					}
+					mu.Unlock()
+				}
 			}
 		})
 	}
-	var urls []string
-	for _, c := range clients {
-		urls = append(urls, "nats://"+c)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		t.Fatalf("%d of %d pairs within the bound: %v", next.Load()-workers, pairs, err)
 	}
-	st := natsstoretest.OpenCluster(t, urls, 3, 45*time.Second)
-	natsstoretest.RequirePlaced(t, st, tenant.AuditStream, 3)
-	// A member without --cluster-listen cannot take --routes.
-	if out, err := exec.Command(binary(t), "nats", "--data-dir", t.TempDir(), "--routes", "nats-route://"+routes[0]).CombinedOutput(); err == nil || !strings.Contains(string(out), "--cluster-listen") {
-		t.Fatalf("--routes without --cluster-listen: %v %s", err, out)
+	if notFound.Load() != 0 || len(failures) != 0 {
+		t.Fatalf("%d of %d executions right after their proposal answered 404; failures (first 5): %v", notFound.Load(), pairs, failures)
 	}
 }

@@ -453,6 +453,18 @@ func TestCLIHelpAndErrors(t *testing.T) {
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "shorter than --approval-ttl 15m0s") {
 		t.Fatalf("check-config retention under the approval TTL: %v\n%s", err, out)
 	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--nats-replicas", "2", "--nats-url", "nats://127.0.0.1:1"}, "--nats-replicas 2: must be 1, 3 or 5"},
+		{[]string{"--nats-replicas", "3"}, "--nats-replicas 3: needs --nats-url of a JetStream cluster"},
+	} {
+		out, err := exec.Command(binary(t), append([]string{"check-config"}, c.args...)...).CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), c.want) {
+			t.Fatalf("check-config %v: %v\n%s", c.args, err, out)
+		}
+	}
 	sc := bufio.NewScanner(strings.NewReader(run(t, "check-config", "--data-dir", t.TempDir())))
 	if !sc.Scan() || sc.Text() != "configuration OK" {
 		t.Fatal("check-config did not accept defaults")

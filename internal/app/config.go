@@ -25,11 +25,15 @@ type StoreConfig struct {
 	DataDir string
 	NATSURL string
 	Sync    string // "default" or "always"
+	// Replicas of each stream and bucket on a NATS cluster (1, 3 or 5; 0
+	// chooses: natsstore.Config.Replicas).
+	Replicas int
 }
 
 func (c *StoreConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", "./data", "directory of the embedded NATS JetStream store")
 	fs.StringVar(&c.NATSURL, "nats-url", "", "connect to this external NATS instead of embedding one (e.g. nats://127.0.0.1:4222)")
+	fs.IntVar(&c.Replicas, "nats-replicas", 0, "replicas of each stream and bucket on a NATS cluster: 1, 3 or 5 (default: 3 when --nats-url lists several servers and the cluster has at least 3, else 1); raises existing ones, never lowers them")
 	fs.StringVar(&c.Sync, "sync", "default", `durability mode: "default" (written before ack, survives kill -9) or "always" (fsync every write)`)
 }
 
@@ -40,6 +44,12 @@ func (c *StoreConfig) Validate() error {
 	}
 	if c.Sync != "default" && c.Sync != "always" {
 		return fmt.Errorf(`--sync %q: must be "default" or "always"`, c.Sync)
+	}
+	switch {
+	case c.Replicas != 0 && c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5:
+		return fmt.Errorf("--nats-replicas %d: must be 1, 3 or 5", c.Replicas)
+	case c.Replicas > 1 && c.NATSURL == "":
+		return fmt.Errorf("--nats-replicas %d: needs --nats-url of a JetStream cluster; the embedded server is a single server", c.Replicas)
 	}
 	if c.NATSURL != "" && c.Sync == "always" {
 		return errors.New("--sync always: applies to the embedded server only; configure sync on the external NATS")

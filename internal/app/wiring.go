@@ -81,7 +81,7 @@ func openStore(ctx context.Context, c StoreConfig, name string, logger *slog.Log
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
-	return natsstore.Open(ctx, natsstore.Config{DataDir: c.DataDir, NATSURL: c.NATSURL, SyncAlways: c.Sync == "always", Name: name, Logger: logger})
+	return natsstore.Open(ctx, natsstore.Config{DataDir: c.DataDir, NATSURL: c.NATSURL, SyncAlways: c.Sync == "always", Replicas: c.Replicas, Name: name, Logger: logger})
 }
 
 // openExistingStore opens the store c names for a command that only reads

@@ -1,8 +1,12 @@
 package natsstore_test
 
 import (
+	"bytes"
+	"context"
 	"fmt"
+	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,4 +60,134 @@ func TestThreeServersFormAJetStreamCluster(t *testing.T) {
 	urls := startCluster(t, 3)
 	st := natsstoretest.OpenCluster(t, urls, 3, 30*time.Second)
 	natsstoretest.RequirePlaced(t, st, tenant.AuditStream, 3)
+}
+
+// streamReplicas is the configured replicas of each of the store's
+// streams, by name.
+func streamReplicas(t *testing.T, st *natsstore.Store) map[string]int {
+	t.Helper()
+	// By name: a cluster's stream listing leaves out streams whose
+	// leader did not answer in time (a listing during a change).
+	out := map[string]int{}
+	for _, name := range []string{tenant.AuditStream, tenant.WorkStream, tenant.KVStream(tenant.IntentsBucket), tenant.KVStream(tenant.IdempotencyBucket),
+		tenant.KVStream(tenant.PrincipalsBucket), tenant.KVStream(tenant.ControlBucket), tenant.KVStream(tenant.ApprovalsBucket),
+		tenant.KVStream(tenant.PoliciesBucket), tenant.KVStream(tenant.HealthBucket)} {
+		s, err := st.JS.Stream(context.Background(), name)
+		if err != nil {
+			t.Fatalf("stream %s: %v", name, err)
+		}
+		out[name] = s.CachedInfo().Config.Replicas
+	}
+	return out
+}
+
+// requireReplicas fails unless every stream of the store is configured
+// with n replicas and, within a few seconds (the cluster adds and removes
+// peers after a change), placed: a leader and n-1 peers.
+func requireReplicas(t *testing.T, st *natsstore.Store, n int, when string) {
+	t.Helper()
+	for name, got := range streamReplicas(t, st) {
+		if got != n {
+			t.Fatalf("%s: stream %s has %d replicas, want %d", when, name, got, n)
+		}
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			info, err := st.JS.Stream(context.Background(), name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c := info.CachedInfo().Cluster; c != nil && c.Leader != "" && len(c.Replicas) == n-1 || time.Now().After(deadline) {
+				break
+			}
+		}
+		natsstoretest.RequirePlaced(t, st, name, n)
+	}
+}
+
+// TestReplicasAreChosenRaisedAndNeverLowered, on a three-server cluster:
+// with no number asked and the three servers listed, Open creates every
+// stream at R3 and says so; five replicas cannot be placed and Open says
+// why; a stream an operator scaled down keeps its replicas when none is
+// asked, and an asked number raises it; asking for fewer, or opening
+// through one server, never lowers it.
+func TestReplicasAreChosenRaisedAndNeverLowered(t *testing.T) {
+	urls := startCluster(t, 3)
+	all := strings.Join(urls, ",")
+	ctx := context.Background()
+	var logged bytes.Buffer
+	var first *natsstore.Store
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+		var err error
+		first, err = natsstore.Open(ctx, natsstore.Config{NATSURL: all, Logger: slog.New(slog.NewTextHandler(&logged, nil))})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no store on the cluster after 30s: %v", err)
+		}
+	}
+	t.Cleanup(func() { first.Close() })
+	requireReplicas(t, first, 3, "chosen for a cluster of three")
+	if !strings.Contains(logged.String(), "replicas=3") {
+		t.Fatalf("the log does not say 3 replicas were chosen: %q", logged.String())
+	}
+
+	open := func(cfg natsstore.Config) *natsstore.Store {
+		t.Helper()
+		st, err := natsstore.Open(ctx, cfg)
+		if err != nil {
+			t.Fatalf("open %+v: %v", cfg, err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
+
+	_, err := natsstore.Open(ctx, natsstore.Config{NATSURL: all, Replicas: 5})
+	if err == nil || !strings.Contains(err.Error(), "cannot place 5 replicas") {
+		t.Fatalf("open at R5 on three servers: %v, want a refusal saying the cluster cannot place 5 replicas", err)
+	}
+	requireReplicas(t, first, 3, "after the refused R5")
+
+	// An operator scales every stream down to one replica.
+	for name := range streamReplicas(t, first) {
+		s, err := first.JS.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := s.CachedInfo().Config
+		cfg.Replicas = 1
+		if _, err := first.JS.UpdateStream(ctx, cfg); err != nil {
+			t.Fatalf("scale %s down: %v", name, err)
+		}
+	}
+	open(natsstore.Config{NATSURL: all})
+	open(natsstore.Config{NATSURL: all, Replicas: 1})
+	requireReplicas(t, first, 1, "opened with no number and with 1 after the operator chose 1")
+
+	open(natsstore.Config{NATSURL: all, Replicas: 3})
+	requireReplicas(t, first, 3, "opened with 3")
+	open(natsstore.Config{NATSURL: all, Replicas: 1})
+	for _, u := range urls {
+		open(natsstore.Config{NATSURL: u})
+	}
+	requireReplicas(t, first, 3, "opened with 1, and with no number through each server")
+}
+
+// TestReplicasOnASingleServer: a single server (not a cluster) cannot hold
+// three replicas, and Open says so instead of the server's bare error;
+// the embedded server refuses before starting.
+func TestReplicasOnASingleServer(t *testing.T) {
+	srv, err := natsstore.StartServer(natsstore.ServerConfig{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	_, err = natsstore.Open(context.Background(), natsstore.Config{NATSURL: srv.ClientURL(), Replicas: 3})
+	if err == nil || !strings.Contains(err.Error(), "not a cluster and cannot hold 3 replicas") {
+		t.Fatalf("R3 on one server: %v, want a refusal saying it is not a cluster", err)
+	}
+	for _, n := range []int{3, 2, -1} {
+		if _, err := natsstore.Open(context.Background(), natsstore.Config{DataDir: t.TempDir(), Replicas: n}); err == nil {
+			t.Fatalf("embedded store at replicas %d: opened, want a refusal", n)
+		}
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	neturl "net/url"
 	"os"
 	"slices"
 	"strings"
@@ -86,7 +87,7 @@ func kvConfig(name, desc string, history int64, withTTL bool, replicas int) jets
 		AllowRollup:       true,
 		DenyDelete:        true,
 		Duplicates:        2 * time.Minute,
-		AllowDirect:       true,
+		AllowDirect:       replicas == 1, // consistentReads
 		Discard:           jetstream.DiscardNew,
 		AllowMsgTTL:       withTTL,
 	}
@@ -124,9 +125,12 @@ func policiesConfig(replicas int) jetstream.StreamConfig {
 // the duplicate window (a publish retried within it is stored once:
 // audit appends, enqueues by intent ID); sealed; and no mirror, sources or
 // subject transform (the stream's only input is a publish to its
-// subjects). Not compared, as the operator's to choose: description,
-// replicas and placement, compression, max message size, max consumers,
-// direct get, republish and metadata.
+// subjects); and the replicas, which declare sets to what the stream has
+// unless asked for more (replicas.of), so they differ only to be raised;
+// and direct get, which only a single replica may answer
+// (consistentReads). Not compared, as the operator's to choose:
+// description, placement, compression, max message size, max consumers,
+// republish and metadata.
 func differs(have, want jetstream.StreamConfig) string {
 	unlimited := func(n int64) int64 {
 		if n <= 0 {
@@ -160,6 +164,8 @@ func differs(have, want jetstream.StreamConfig) string {
 		{"allow_msg_schedules", have.AllowMsgSchedules, want.AllowMsgSchedules},
 		{"duplicate_window", have.Duplicates, want.Duplicates},
 		{"sealed", have.Sealed, want.Sealed},
+		{"replicas", have.Replicas, want.Replicas},
+		{"allow_direct", have.AllowDirect, want.AllowDirect},
 		{"mirror", have.Mirror != nil, want.Mirror != nil},
 		{"sources", len(have.Sources), len(want.Sources)},
 		{"subject_transform", have.SubjectTransform != nil, want.SubjectTransform != nil},
@@ -183,7 +189,10 @@ func (s *Store) declare(ctx context.Context, want jetstream.StreamConfig, upgrad
 	var why string
 	switch {
 	case err == nil:
-		if why = differs(st.CachedInfo().Config, want); why == "" {
+		have := st.CachedInfo().Config
+		want.Replicas = s.replicas.of(have.Replicas)
+		consistentReads(&want)
+		if why = differs(have, want); why == "" {
 			return st, nil
 		}
 		why = "its configuration differs from what ExoArmur declares (" + why + ")"
@@ -209,10 +218,110 @@ func (s *Store) declare(ctx context.Context, want jetstream.StreamConfig, upgrad
 	}
 	st, err = s.JS.CreateOrUpdateStream(dctx, want)
 	if err != nil {
-		return nil, s.notPrepared(dctx, want.Name, why, fmt.Errorf("ensure stream %s: %w", want.Name, err))
+		return nil, s.notPrepared(dctx, want.Name, why, fmt.Errorf("ensure stream %s: %w", want.Name, unplaced(err, want.Replicas)))
 	}
 	return st, nil
 }
+
+// consistentReads sets a bucket's direct get (reads answered by any
+// server holding the stream, not only its leader) to what its replicas
+// allow: a read that follows a write must see it (a 201 is never
+// followed by a 404 on any node), and a replica that is not the leader
+// may not have applied the write yet. At R1 the only server holding the
+// stream answers, so direct get stays on there (cheaper than the leader's
+// JetStream API: docs/PERFORMANCE.md); at R3 and R5 it is off, and every
+// read goes to the stream's leader ($JS.API.STREAM.MSG.GET), which
+// acknowledged the write only once it had applied it. A node that bound a
+// bucket before another raised its replicas still asks for direct gets,
+// which nobody answers any more: its reads fail (503) until it restarts,
+// never read stale. The audit stream and the work queue have no direct
+// get: their reads go to the leader already.
+func consistentReads(want *jetstream.StreamConfig) {
+	if strings.HasPrefix(want.Name, tenant.KVStream("")) {
+		want.AllowDirect = want.Replicas == 1
+	}
+}
+
+// replicas is what Open asks of each stream's replicas: n for a stream it
+// creates; an existing stream keeps its replicas unless asked raises them
+// to n. Open never lowers them (an operator who scaled a stream up keeps
+// it scaled, whatever a later command was given).
+type replicas struct {
+	n     int
+	asked bool // n was given (Config.Replicas), not chosen
+}
+
+// of is the replicas a stream that has have (0: missing) is declared with.
+func (r replicas) of(have int) int {
+	switch {
+	case have <= 0:
+		return r.n
+	case r.asked:
+		return max(have, r.n)
+	default:
+		return have
+	}
+}
+
+// chooseReplicas is what cfg asks of the replicas, or, when it names
+// none, 3 for a URL list of several servers on a connection that knows of
+// at least 3 (the ones listed and those the servers announced), 1
+// otherwise.
+func chooseReplicas(cfg Config, nc *nats.Conn) (replicas, error) {
+	switch cfg.Replicas {
+	case 1, 3, 5:
+		if cfg.Replicas > 1 && cfg.NATSURL == "" {
+			return replicas{}, fmt.Errorf("replicas %d: the embedded server is a single server; replicas above 1 need a JetStream cluster (--nats-url)", cfg.Replicas)
+		}
+		return replicas{n: cfg.Replicas, asked: true}, nil
+	case 0:
+		if strings.Contains(cfg.NATSURL, ",") && len(knownServers(nc)) >= 3 {
+			return replicas{n: 3}, nil
+		}
+		return replicas{n: 1}, nil
+	default:
+		return replicas{}, fmt.Errorf("replicas %d: want 1, 3 or 5", cfg.Replicas)
+	}
+}
+
+// knownServers is the distinct host:port of every server the connection
+// knows of: those its URL lists and those the cluster announced.
+func knownServers(nc *nats.Conn) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, u := range nc.Servers() {
+		if p, err := neturl.Parse(u); err == nil && p.Host != "" && !seen[p.Host] {
+			seen[p.Host] = true
+			out = append(out, p.Host)
+		}
+	}
+	return out
+}
+
+// unplaced is err, explained when the servers could not place n replicas
+// of a stream: a single server (not clustered), or a cluster with fewer
+// JetStream servers up than n.
+func unplaced(err error, n int) error {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return err
+	}
+	switch apiErr.ErrorCode {
+	case jsErrReplicasNotSupported:
+		return fmt.Errorf("%w: the NATS server is not a cluster and cannot hold %d replicas: connect to a JetStream cluster of at least %d servers or use --nats-replicas 1", err, n, n)
+	case jsErrNoPeers, jsErrInsufficientResources:
+		return fmt.Errorf("%w: the cluster cannot place %d replicas: it needs %d JetStream servers up with room for the stream (check with `nats server list` or each server's /jsz), or use fewer --nats-replicas", err, n, n)
+	}
+	return err
+}
+
+// JetStream API error codes of placement (nats-server's
+// jetstream_errors_generated.go; nats.go has no constants for them).
+const (
+	jsErrNoPeers               jetstream.ErrorCode = 10005 // no suitable peers for placement
+	jsErrInsufficientResources jetstream.ErrorCode = 10023
+	jsErrReplicasNotSupported  jetstream.ErrorCode = 10074 // replicas > 1 not supported in non-clustered mode
+)
 
 // errRefused is the cause of a request the broker refused (a permissions
 // violation on the connection).

@@ -44,7 +44,12 @@ type Config struct {
 	NATSURL string
 	// SyncAlways fsyncs every JetStream write (embedded server only).
 	SyncAlways bool
-	// Replicas for streams and buckets on an external cluster (default 1).
+	// Replicas asks for this many replicas of every stream and bucket (1, 3
+	// or 5; more than 1 only on a JetStream cluster). 0 chooses (Replicas):
+	// 3 when NATSURL lists several servers and the connection knows of at
+	// least 3, 1 otherwise. Open never lowers an existing stream's
+	// replicas: an asked number raises a stream that has fewer, and the
+	// chosen number applies to the streams Open creates only.
 	Replicas int
 	// Name is the NATS client name (shows in server monitoring).
 	Name string
@@ -91,6 +96,9 @@ type Store struct {
 	connected   atomic.Bool // maintained by the connection's handlers
 	stopProbe   context.CancelFunc
 	probeDone   chan struct{}
+
+	// replicas is what Open asked of each stream's replicas (declare).
+	replicas replicas
 
 	// violation, while declare creates or updates a stream, is told the
 	// subject of each permissions violation on the connection.
@@ -175,7 +183,15 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	s.JS = js
-	if err := s.ensure(ctx, max(cfg.Replicas, 1)); err != nil {
+	if s.replicas, err = chooseReplicas(cfg, nc); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if !s.replicas.asked && s.replicas.n > 1 && cfg.Logger != nil {
+		cfg.Logger.Info("several NATS servers: streams and buckets created now get 3 replicas; existing ones keep theirs (--nats-replicas chooses, and raises existing ones)",
+			"servers_known", len(knownServers(nc)), "replicas", s.replicas.n)
+	}
+	if err := s.ensure(ctx); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -189,7 +205,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 // ensure declares every stream and bucket (declare.go): each is used as
 // it is when it has the settings ExoArmur relies on, and created or
 // updated otherwise, which only an unconfined node may do.
-func (s *Store) ensure(ctx context.Context, replicas int) error {
+func (s *Store) ensure(ctx context.Context) error {
+	replicas := s.replicas.n
 	auditStream, err := s.declare(ctx, auditConfig(replicas), nil)
 	if err != nil {
 		return err
