@@ -118,6 +118,9 @@ func ServeWith(ctx context.Context, env Env, args []string, h ServeHooks) error 
 			}
 		}()
 	}
+	// Every node sweeps for outcome records an execution could not write
+	// (its node may have died since): gate.Sweep.
+	go rt.gate.RunSweeper(ctx, sweepEvery)
 	metrics.SetPendingApprovals(func() map[string]int {
 		mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
@@ -233,3 +236,7 @@ func servingURL(dataDir string) (string, error) {
 	}
 	return strings.TrimSpace(string(b)), nil
 }
+
+// sweepEvery is how often each node sweeps for missing outcome records
+// (gate.RunSweeper): the longest a chain waits for one whose node died.
+const sweepEvery = 15 * time.Second

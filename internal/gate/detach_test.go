@@ -147,3 +147,58 @@ func TestMissingOutcomeRecordIsRepairedInTheBackground(t *testing.T) {
 	}
 	replayPasses(t, n.log, acme)
 }
+
+// TestMissingOutcomeRecordIsWrittenByAnotherNode: the node that could not
+// write an outcome record never gets to (it stays cut off from the audit
+// stream, as a node that died would); another node writes it, once, when
+// its sweep finds the note, when it reads the intent, or when it lists the
+// executions in doubt. The note is gone afterwards and the chain replays.
+func TestMissingOutcomeRecordIsWrittenByAnotherNode(t *testing.T) {
+	for _, how := range []string{"sweep", "read", "in-doubt listing"} {
+		t.Run(how, func(t *testing.T) {
+			ex := &recorder{runs: map[string]int{}}
+			n := openNode(t, t.TempDir(), ex)
+			g, fa, v := failingGate(t, n, ex, audit.KindExecutionSucceeded)
+			fa.failing.Store(true) // for good: this node never writes it
+			ctx := context.Background()
+			if _, err := g.Execute(ctx, acme, agent, v.Intent.ID, gate.Meta{}); contract.ErrorCode(err) != contract.CodeStoreUnavailable {
+				t.Fatalf("execute with the outcome record failing = %v", err)
+			}
+			notes, err := n.st.Idempotency.Keys(ctx, tenant.RepairKeyFilter)
+			if err != nil || len(notes) != 1 {
+				t.Fatalf("notes for the sweep: %v (%v), want one", notes, err)
+			}
+			switch how {
+			case "sweep":
+				if got, err := n.gate.Sweep(ctx); got != 1 || err != nil {
+					t.Fatalf("sweep = %d, %v; want 1 record written", got, err)
+				}
+			case "read":
+				if view, err := n.gate.Get(ctx, acme, v.Intent.ID); err != nil || view.State != gate.StateSucceeded {
+					t.Fatalf("read on the other node: %q, %v", view.State, err)
+				}
+			case "in-doubt listing":
+				if list, err := n.gate.ListInDoubt(ctx, acme); err != nil || len(list) != 0 {
+					t.Fatalf("in doubt: %+v, %v", list, err)
+				}
+			}
+			k := kinds(t, n.log, acme)
+			if got := len(slices.DeleteFunc(slices.Clone(k), func(s string) bool { return s != audit.KindExecutionSucceeded })); got != 1 || slices.Contains(k, audit.KindExecutionDuplicate) {
+				t.Fatalf("audit = %v, want exactly one %s and no duplicate", k, audit.KindExecutionSucceeded)
+			}
+			if notes, err := n.st.Idempotency.Keys(ctx, tenant.RepairKeyFilter); err != nil || len(notes) != 0 {
+				t.Fatalf("notes after the repair: %v (%v), want none", notes, err)
+			}
+			if got, err := n.gate.Sweep(ctx); got != 0 || err != nil {
+				t.Fatalf("second sweep = %d, %v; want nothing to do", got, err)
+			}
+			if k2 := kinds(t, n.log, acme); len(k2) != len(k) {
+				t.Fatalf("the second sweep wrote %v", k2[len(k):])
+			}
+			if ex.count(v.Intent.ID) != 1 {
+				t.Fatalf("the effect ran %d times", ex.count(v.Intent.ID))
+			}
+			replayPasses(t, n.log, acme)
+		})
+	}
+}

@@ -180,12 +180,15 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 
 // record makes an execution's outcome durable after the effect: first its
 // audit record, then the claim's final state (finish). An audit append that
-// fails is marked on the claim (Unaudited) and repaired by the next execute
-// of the intent; a claim that cannot be written stays executing and reads in
-// doubt when its lease lapses. No answer from here says nothing changed.
+// fails is marked on the claim (Unaudited), noted for the sweep, and
+// repaired (sweep.go); a claim that cannot be written stays executing and
+// reads in doubt when its lease lapses. No answer from here says nothing changed.
 func (g *Gate) record(ctx context.Context, t tenant.ID, s stored, lkey string, c claim, rev uint64, res contract.ExecutionResult, actor string, meta Meta) (Outcome, error) {
 	auditErr := g.auditOutcome(ctx, t, res, actor, meta.RequestID)
 	c.State, c.Result, c.LeaseUntil, c.Lease, c.Unaudited = res.Status, &res, time.Time{}, 0, auditErr != nil
+	if c.Unaudited {
+		c.Actor = actor
+	}
 	wctx, cancel := context.WithTimeout(ctx, recordTimeout)
 	defer cancel()
 	if err := g.finish(wctx, t, s, lkey, c, rev); err != nil {
@@ -195,6 +198,7 @@ func (g *Gate) record(ctx context.Context, t tenant.ID, s stored, lkey string, c
 	}
 	if auditErr != nil {
 		g.cfg.Logger.ErrorContext(ctx, "audit execution result; retrying in the background, and the next execute of this intent writes it", "key", lkey, "err", auditErr)
+		g.noteUnaudited(ctx, t, res.IdempotencyKey, res.IntentID)
 		go g.repairLater(ctx, t, s.Intent, *c.Decision, actor, meta)
 		return Outcome{Decision: *c.Decision, Result: res}, contract.Wrap(contract.CodeStoreUnavailable,
 			fmt.Sprintf("the action ran (%s) and its result is stored, but its audit record could not be written yet; this node retries, and the next execute of this intent writes it", res.Status), auditErr)
@@ -406,6 +410,11 @@ func (g *Gate) repair(ctx context.Context, t tenant.ID, in contract.ActionIntent
 			"the action ran earlier and its result is stored, but its audit record still cannot be written; try again", err)
 	}
 	g.cfg.Logger.InfoContext(ctx, "repaired a missing execution outcome record", "tenant", t.String(), "intent", in.ID, "request_id", meta.RequestID)
+	dctx, cancel := context.WithTimeout(detached, recordTimeout)
+	defer cancel()
+	if err := g.cfg.Idempotency.Delete(dctx, tenant.RepairKey(t, in.IdempotencyKey), 0); err != nil {
+		g.cfg.Logger.WarnContext(ctx, "remove the note of a repaired outcome record; the sweep removes it", "intent", in.ID, "err", err)
+	}
 	return Outcome{Decision: d, Result: *c.Result, Duplicate: true}, nil
 }
 

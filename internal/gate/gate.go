@@ -193,6 +193,9 @@ type claim struct {
 	// Unaudited marks a finished execution whose outcome record could not
 	// be appended; the next execute of the intent appends it.
 	Unaudited bool `json:"unaudited,omitempty"`
+	// Actor is who ran an Unaudited execution: its repaired record names
+	// them (sweep.go).
+	Actor string `json:"actor,omitempty"`
 	// Decision is the allowing decision this execution ran under (kept
 	// here, in the write that claims the key, instead of a separate write
 	// of the intent).
@@ -494,6 +497,9 @@ func (g *Gate) view(ctx context.Context, t tenant.ID, s stored) (View, error) {
 		v.State, v.Result = g.claimState(c), c.Result
 		if c.Decision != nil {
 			v.LastDecision = c.Decision
+		}
+		if needsRepair(c) {
+			g.repairSeen(ctx, t, s.Intent.IdempotencyKey)
 		}
 	}
 	return v, nil

@@ -48,6 +48,9 @@ func (g *Gate) ListInDoubt(ctx context.Context, t tenant.ID) ([]InDoubt, error) 
 		if err != nil {
 			return nil, storeErr("load idempotency claim", err)
 		}
+		if needsRepair(c) {
+			g.repairSeen(ctx, t, idem)
+		}
 		if g.claimState(c) == StateInDoubt {
 			out = append(out, InDoubt{IntentID: c.IntentID, IdempotencyKey: idem, Node: c.Node, StartedAt: c.StartedAt})
 		}

@@ -1,6 +1,9 @@
 package tenant
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
 
 // Stream, bucket and subject names. Every name ExoArmur uses in NATS is here.
 const (
@@ -129,6 +132,31 @@ func KVSubject(bucket, key string) string { return "$KV." + bucket + "." + key }
 // IdempotencyKey is the ledger key of an idempotency key. key must have passed
 // ValidIdempotencyKey.
 func IdempotencyKey(id ID, key string) string { return id.s + "." + key }
+
+// RepairKey is the idempotency-ledger key that notes a finished execution
+// whose outcome record is missing (gate: the sweep appends it). It has one
+// more token than every claim key (an idempotency key holds no dot), so a
+// listing of claims (IdempotencyKey(id, "*")) never sees it.
+func RepairKey(id ID, key string) string { return id.s + ".unaudited." + key }
+
+// RepairKeyFilter matches every tenant's RepairKey.
+const RepairKeyFilter = "*.unaudited.*"
+
+// ParseRepairKey returns the tenant and idempotency key of a RepairKey.
+func ParseRepairKey(k string) (ID, string, error) {
+	t, rest, ok := strings.Cut(k, ".unaudited.")
+	if !ok {
+		return ID{}, "", fmt.Errorf("repair key %q: %w", truncate(k), ErrInvalid)
+	}
+	id, err := Parse(t)
+	if err != nil {
+		return ID{}, "", err
+	}
+	if err := ValidIdempotencyKey(rest); err != nil {
+		return ID{}, "", err
+	}
+	return id, rest, nil
+}
 
 // NodePublishAllow is the broker-side publish allow-list of an ExoArmur node
 // confined to tenants: its audit chains, its keys in the tenant-scoped
