@@ -238,10 +238,17 @@ func (l *Log) write(ctx context.Context, t tenant.ID, h *chainHead, recs []*cont
 	if len(recs) > 1 {
 		what = fmt.Sprintf("%d records", len(recs))
 	}
+	landed := "" // the last record's hash as the previous attempt sealed it
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		if !h.loaded {
 			if err := l.loadHead(ctx, t, h); err != nil {
 				return err
+			}
+			if landed != "" && h.hash == landed {
+				// The previous attempt was stored after all (its answer
+				// was lost and the store's retry conflicted with it): the
+				// head is this very record, sealed at this position.
+				return nil
 			}
 		}
 		datas := make([][]byte, len(recs))
@@ -256,6 +263,7 @@ func (l *Log) write(ctx context.Context, t tenant.ID, h *chainHead, recs []*cont
 			datas[i], prev = data, rec.Hash
 		}
 		start := time.Now()
+		landed = prev
 		lastSeq, dup, err := l.publish(ctx, subj, h.streamSeq, recs, datas)
 		if err != nil {
 			h.loaded = false

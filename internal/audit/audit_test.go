@@ -374,3 +374,54 @@ func BenchmarkGroupCommitLever(b *testing.B) {
 		}
 	}
 }
+
+// lostAnswer is a stream whose next publish is stored, and then answered
+// as the store's retry of it would be after its first answer was lost
+// (a leader change): a conflict.
+type lostAnswer struct {
+	audit.Stream
+	lose bool
+}
+
+func (s *lostAnswer) Publish(ctx context.Context, subject string, data []byte, id string, expect uint64) (uint64, bool, error) {
+	seq, dup, err := s.Stream.Publish(ctx, subject, data, id, expect)
+	if err == nil && s.lose {
+		s.lose = false
+		_, _, err = s.Stream.Publish(ctx, subject, data, id, expect) // the retry: refused by its own first attempt
+	}
+	return seq, dup, err
+}
+
+// TestAppendWhoseAnswerWasLost: a record stored while its answer was lost
+// (the retry conflicts with it) is appended once, not again at the next
+// position.
+func TestAppendWhoseAnswerWasLost(t *testing.T) {
+	st := openStore(t, natsstore.Config{DataDir: t.TempDir()})
+	s := &lostAnswer{Stream: st.Audit}
+	l := audit.New(s)
+	acme := tenant.MustParse("acme")
+	ctx := context.Background()
+	if _, err := l.Append(ctx, acme, audit.Entry{Kind: "k.first", Time: t0}); err != nil {
+		t.Fatal(err)
+	}
+	s.lose = true
+	if _, err := l.Append(ctx, acme, audit.Entry{Kind: "k.lost", Time: t0}); err != nil {
+		t.Fatalf("append whose answer was lost: %v", err)
+	}
+	if _, err := l.Append(ctx, acme, audit.Entry{Kind: "k.after", Time: t0}); err != nil {
+		t.Fatal(err)
+	}
+	recs := scanAll(t, l, acme)
+	var kinds []string
+	for _, raw := range recs {
+		var r contract.AuditRecord
+		if err := json.Unmarshal(raw, &r); err != nil {
+			t.Fatal(err)
+		}
+		kinds = append(kinds, r.Kind)
+	}
+	if fmt.Sprint(kinds) != "[k.first k.lost k.after]" {
+		t.Fatalf("chain = %v, want each record once", kinds)
+	}
+	verifyAll(t, "acme", recs)
+}

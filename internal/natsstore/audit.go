@@ -46,9 +46,14 @@ func (s *Stream) Stream() jetstream.Stream { return s.s }
 // nothing. A subject whose last sequence is not expect is kv.ErrConflict
 // (the server checks it first, also for a duplicate).
 func (s *Stream) Publish(ctx context.Context, subject string, data []byte, id string, expect uint64) (uint64, bool, error) {
-	ack, err := s.js.Publish(ctx, subject, data,
-		jetstream.WithExpectLastSequencePerSubject(expect),
-		jetstream.WithMsgID(id))
+	// Retried across a leader change (retry.go): a first attempt that
+	// landed makes the next a conflict, and audit.Log finds its record at
+	// the head of the chain.
+	ack, err := retry(ctx, func(ctx context.Context, _ bool) (*jetstream.PubAck, error) {
+		return s.js.Publish(ctx, subject, data,
+			jetstream.WithExpectLastSequencePerSubject(expect),
+			jetstream.WithMsgID(id))
+	})
 	if err != nil {
 		return 0, false, translate(err, kv.ErrConflict)
 	}
@@ -119,7 +124,9 @@ const (
 // Last returns the last message stored on subject and its stream
 // sequence; kv.ErrNotFound when the subject holds none.
 func (s *Stream) Last(ctx context.Context, subject string) ([]byte, uint64, error) {
-	m, err := s.s.GetLastMsgForSubject(ctx, subject)
+	m, err := retry(ctx, func(ctx context.Context, _ bool) (*jetstream.RawStreamMsg, error) {
+		return s.s.GetLastMsgForSubject(ctx, subject)
+	})
 	if err != nil {
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return nil, 0, kv.ErrNotFound

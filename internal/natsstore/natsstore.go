@@ -53,7 +53,7 @@ func (b *Bucket) KeyValue() jetstream.KeyValue { return b.kv }
 // Get returns key's current value; kv.ErrNotFound when it has none (a
 // delete marker or an expired value reads as none).
 func (b *Bucket) Get(ctx context.Context, key string) (kv.Entry, error) {
-	e, err := b.kv.Get(ctx, key)
+	e, err := retry(ctx, func(ctx context.Context, _ bool) (jetstream.KeyValueEntry, error) { return b.kv.Get(ctx, key) })
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return kv.Entry{}, kv.ErrNotFound // the bare sentinel: a lookup that misses allocates nothing
@@ -75,23 +75,37 @@ func (b *Bucket) Put(ctx context.Context, key string, value []byte, o kv.PutOpti
 	case o.Create && o.Rollup:
 		return 0, errors.New("natsstore: put: Create and Rollup exclude each other")
 	case o.Create:
-		var rev uint64
-		var err error
-		if o.TTL > 0 {
-			rev, err = b.kv.Create(ctx, key, value, jetstream.KeyTTL(o.TTL))
-		} else {
-			rev, err = b.kv.Create(ctx, key, value)
-		}
-		return rev, translate(err, kv.ErrExists)
+		return b.conditional(ctx, key, value, kv.ErrExists, func(ctx context.Context) (uint64, error) {
+			if o.TTL > 0 {
+				return b.kv.Create(ctx, key, value, jetstream.KeyTTL(o.TTL))
+			}
+			return b.kv.Create(ctx, key, value)
+		})
 	case o.Rollup || o.TTL > 0:
-		return b.publish(ctx, key, value, o)
+		return b.conditional(ctx, key, value, kv.ErrConflict, func(ctx context.Context) (uint64, error) { return b.publish(ctx, key, value, o) })
 	case o.Revision != 0:
-		rev, err := b.kv.Update(ctx, key, value, o.Revision)
-		return rev, translate(err, kv.ErrConflict)
+		return b.conditional(ctx, key, value, kv.ErrConflict, func(ctx context.Context) (uint64, error) { return b.kv.Update(ctx, key, value, o.Revision) })
 	default:
-		rev, err := b.kv.Put(ctx, key, value)
+		rev, err := retry(ctx, func(ctx context.Context, _ bool) (uint64, error) { return b.kv.Put(ctx, key, value) })
 		return rev, translate(err, nil)
 	}
+}
+
+// conditional runs a write that a condition guards (create, or over a
+// revision), retried across a leader change (retry): a retry refused by
+// the condition (cas) is the first attempt's own write when the key holds
+// exactly value (ownWrite), and succeeds with its revision.
+func (b *Bucket) conditional(ctx context.Context, key string, value []byte, cas error, write func(context.Context) (uint64, error)) (uint64, error) {
+	return retry(ctx, func(actx context.Context, again bool) (uint64, error) {
+		rev, err := write(actx)
+		err = translate(err, cas)
+		if again && errors.Is(err, cas) {
+			if rev, ok := b.ownWrite(ctx, key, value); ok {
+				return rev, nil
+			}
+		}
+		return rev, err
+	})
 }
 
 // publish writes a value with a TTL or a rollup, conditioned on o.Revision.
@@ -112,7 +126,7 @@ func (b *Bucket) publish(ctx context.Context, key string, value []byte, o kv.Put
 	}
 	ack, err := b.js.PublishMsg(ctx, m, opts...)
 	if err != nil {
-		return 0, translate(err, kv.ErrConflict)
+		return 0, err
 	}
 	return ack.Sequence, nil
 }
@@ -120,10 +134,22 @@ func (b *Bucket) publish(ctx context.Context, key string, value []byte, o kv.Put
 // Delete places a delete marker (the key's history stays); over rev only
 // when rev is not 0.
 func (b *Bucket) Delete(ctx context.Context, key string, rev uint64) error {
-	if rev != 0 {
-		return translate(b.kv.Delete(ctx, key, jetstream.LastRevision(rev)), kv.ErrConflict)
-	}
-	return translate(b.kv.Delete(ctx, key), kv.ErrConflict)
+	_, err := retry(ctx, func(ctx context.Context, again bool) (struct{}, error) {
+		var err error
+		if rev != 0 {
+			err = translate(b.kv.Delete(ctx, key, jetstream.LastRevision(rev)), kv.ErrConflict)
+		} else {
+			err = translate(b.kv.Delete(ctx, key), kv.ErrConflict)
+		}
+		if again && errors.Is(err, kv.ErrConflict) {
+			// The first attempt's marker landed if the key reads as deleted.
+			if _, gerr := b.kv.Get(ctx, key); errors.Is(gerr, jetstream.ErrKeyNotFound) {
+				return struct{}{}, nil
+			}
+		}
+		return struct{}{}, err
+	})
+	return err
 }
 
 // Keys lists the keys holding a value that match filter ("" all), each

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/exoarmur/exoarmur/internal/kv"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -114,5 +115,53 @@ func TestArchiveUpgradedToWriteOnce(t *testing.T) {
 		if err := b.Delete(ctx, key); err == nil {
 			t.Errorf("delete of %s accepted after the upgrade", key)
 		}
+	}
+}
+
+// TestConditionalWriteWhoseAnswerWasLost: a create whose first attempt
+// landed but went unanswered (a leader change) is sent again; the retry's
+// "exists" is recognised as its own write (the key holds exactly its
+// value) and succeeds with that revision. A key another writer holds stays
+// a conflict.
+func TestConditionalWriteWhoseAnswerWasLost(t *testing.T) {
+	st, err := Open(context.Background(), Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	b := st.Intents
+	for _, c := range []struct {
+		name, key   string
+		theirs      []byte // held before the write, by another writer
+		wantErr     error
+		wantAttempt int
+	}{
+		{name: "own write", key: "acme.lost", wantAttempt: 2},
+		{name: "another's", key: "acme.taken", theirs: []byte("theirs"), wantErr: kv.ErrExists, wantAttempt: 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if c.theirs != nil {
+				if _, err := b.Put(ctx, c.key, c.theirs, kv.PutOptions{Create: true}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			attempts := 0
+			rev, err := b.conditional(ctx, c.key, []byte("mine"), kv.ErrExists, func(ctx context.Context) (uint64, error) {
+				attempts++
+				rev, err := b.kv.Create(ctx, c.key, []byte("mine"))
+				if attempts == 1 && err == nil {
+					return 0, context.DeadlineExceeded // landed, answer lost
+				}
+				return rev, err
+			})
+			if !errors.Is(err, c.wantErr) || attempts < c.wantAttempt {
+				t.Fatalf("conditional create = %d, %v after %d attempts; want %v", rev, err, attempts, c.wantErr)
+			}
+			e, gerr := b.Get(ctx, c.key)
+			if c.wantErr == nil && (gerr != nil || e.Revision != rev || string(e.Value) != "mine") {
+				t.Fatalf("key holds %q at %d (%v), the write answered %d", e.Value, e.Revision, gerr, rev)
+			}
+		})
 	}
 }
