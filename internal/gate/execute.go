@@ -300,13 +300,16 @@ func (g *Gate) run(ctx context.Context, in contract.ActionIntent, t tenant.ID, d
 			return res, false
 		}
 	}
-	res.Output = r.out
+	var errMsg string
 	res.FinishedAt = g.cfg.Now().UTC()
 	res.Status = contract.StatusSucceeded
 	if r.err != nil {
 		res.Status = contract.StatusFailed
-		res.Error = r.err.Error()
+		errMsg = r.err.Error()
 	}
+	// The outcome must fit its records: an output too large is cut (and
+	// marked), never refused by the store after the effect.
+	res.Output, res.Error = fitOutput(r.out, errMsg, RecordBudget(g.cfg.MaxRecord))
 	return res, true
 }
 
