@@ -5,11 +5,13 @@ import "unicode/utf8"
 // JSONLen returns the most bytes s takes as a JSON string, quotes
 // included, in either encoding ExoArmur stores records in: canonical JSON
 // (Canonical: minimal escaping, invalid UTF-8 written as U+FFFD) or
-// encoding/json's (json.Marshal of the KV values: it also escapes <, > and
-// & as \u003c, and U+2028 and U+2029, and writes each invalid byte as
-// \ufffd). A character costs 1 to 6 bytes: a control character or an
-// invalid byte can take six times its size, so a limit on stored records
-// is a limit on JSONLen, not on len.
+// encoding/json's without HTML escaping (the gate's bucket values: it
+// writes each invalid byte as \ufffd, and U+2028 and U+2029 escaped). A
+// character costs 1 to 6 bytes: a control character or an invalid byte
+// can take six times its size, so a limit on stored records is a limit on
+// JSONLen, not on len. (encoding/json's HTML escaping, json.Marshal's
+// default, would make each <, > and & six bytes too: values sized by
+// JSONLen must not be stored with it.)
 func JSONLen(s string) int {
 	n := 2
 	for i := 0; i < len(s); {
@@ -43,7 +45,7 @@ func jsonCost(s string, i int) (cost, size int) {
 		switch {
 		case c == '"', c == '\\', c == '\n', c == '\r', c == '\t':
 			return 2, 1
-		case c < 0x20, c == '<', c == '>', c == '&':
+		case c < 0x20:
 			return 6, 1 // \u00XX (\b and \f too: older encoders write them so)
 		default:
 			return 1, 1

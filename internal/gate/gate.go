@@ -403,7 +403,7 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 		return View{}, false, writeErr("record the proposal", "the intent was not stored; "+retryPropose, err)
 	}
 	// A new intent has no approval record: the input's number is what the rules ask.
-	data, err := json.Marshal(stored{Intent: in, Preview: &preview, Approval: input.Approval.Required > 0})
+	data, err := encodeValue(stored{Intent: in, Preview: &preview, Approval: input.Approval.Required > 0})
 	if err != nil {
 		return View{}, false, fmt.Errorf("propose: encode: %w", err)
 	}

@@ -1,6 +1,7 @@
 package gate
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/json"
 	"fmt"
@@ -115,10 +116,25 @@ func fitOutput(out map[string]string, errMsg string, budget int64) (map[string]s
 	return out, errMsg
 }
 
+// encodeValue is the JSON of a value the gate stores in a bucket (a claim,
+// a stored intent): encoding/json's, without its HTML escaping, which
+// writes each <, > and & of an output or a param as six bytes
+// (contract.JSONLen counts what is left: control characters, invalid
+// UTF-8, U+2028 and U+2029).
+func encodeValue(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
+
 // checkIntentSize refuses a proposal whose decision payload would not fit
 // a record (see RecordBudget).
 func (g *Gate) checkIntentSize(p DecisionPayload) error {
-	b, err := json.Marshal(p)
+	b, err := encodeValue(p)
 	if err != nil {
 		return fmt.Errorf("propose: encode: %w", err)
 	}
