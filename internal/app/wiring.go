@@ -118,7 +118,10 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 	// One registry of action types for the gate (propose, decide), the
 	// executors and the access layer.
 	actions := action.Builtin()
-	execs, err := executor.New(executor.Config{Actions: actions, SandboxDir: c.SandboxDir, Allowlist: c.AllowHosts})
+	// No record may exceed the store's max_payload: the outputs and the
+	// intents are bounded by what it leaves (gate.RecordBudget).
+	maxRecord := st.MaxPayload()
+	execs, err := executor.New(executor.Config{Actions: actions, SandboxDir: c.SandboxDir, Allowlist: c.AllowHosts, MaxOutputBytes: gate.RecordBudget(maxRecord)})
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("executors: %w", err)
@@ -166,6 +169,7 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 	g, err := gate.New(gate.Config{
 		Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Actions: actions, Executors: ex, Switches: sw, Approvals: approvals, Work: st.Work,
 		Allowlist: c.AllowHosts, Now: d.now, Node: c.Node, Logger: d.logger, Retention: c.Retention, Lease: c.Lease, ExecTimeout: c.ExecTimeout, Principals: keys,
+		MaxRecord: maxRecord,
 	})
 	if err != nil {
 		sw.Stop()

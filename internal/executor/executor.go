@@ -16,31 +16,37 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/exoarmur/exoarmur/internal/action"
+	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/gate"
 )
 
 // Errors callers and tests branch on.
 var (
-	ErrNoPermit         = errors.New("executor: no valid permit from the gate")
-	ErrWrongAction      = errors.New("executor: permit is for another action")
-	ErrPathEscape       = errors.New("path escapes the tenant sandbox")
-	ErrTooLarge         = errors.New("file exceeds the size limit")
-	ErrNotRegular       = errors.New("not a regular file")
-	ErrHardLink         = errors.New("file has more than one hard link")
-	ErrResponseTooLarge = errors.New("response exceeds the size limit")
-	ErrHostNotAllowed   = errors.New("host is not on the allowlist")
+	ErrNoPermit       = errors.New("executor: no valid permit from the gate")
+	ErrWrongAction    = errors.New("executor: permit is for another action")
+	ErrPathEscape     = errors.New("path escapes the tenant sandbox")
+	ErrTooLarge       = errors.New("file exceeds the size limit")
+	ErrNotRegular     = errors.New("not a regular file")
+	ErrHardLink       = errors.New("file has more than one hard link")
+	ErrHostNotAllowed = errors.New("host is not on the allowlist")
 )
 
 // Config configures the executors.
 type Config struct {
-	Actions          *action.Registry // the action types to run (default: action.Builtin())
-	SandboxDir       string           // root of the per-tenant sandboxes
-	Allowlist        []string         // hosts or host:port the http executors may reach
-	HTTPTimeout      time.Duration    // whole-request timeout (default 10s)
-	MaxResponseBytes int64            // http response body limit (default 1 MiB)
-	MaxFileBytes     int64            // sandbox-read limit (default 1 MiB)
+	Actions     *action.Registry // the action types to run (default: action.Builtin())
+	SandboxDir  string           // root of the per-tenant sandboxes
+	Allowlist   []string         // hosts or host:port the http executors may reach
+	HTTPTimeout time.Duration    // whole-request timeout (default 10s)
+	// MaxOutputBytes bounds an output, JSON-encoded (gate.OutputSize):
+	// the store's record budget (gate.RecordBudget of its max_payload;
+	// default that of gate.DefaultMaxRecord). fs.read and the http
+	// executors read at most this much of a file or a response body and
+	// cut what does not fit, marked truncated (cut).
+	MaxOutputBytes int64
+	MaxFileBytes   int64 // fs.write content limit (default 1 MiB)
 }
 
 // Registry maps action types to executors.
@@ -85,13 +91,13 @@ func New(cfg Config) (*Registry, error) {
 	if cfg.HTTPTimeout <= 0 {
 		cfg.HTTPTimeout = 10 * time.Second
 	}
-	if cfg.MaxResponseBytes <= 0 {
-		cfg.MaxResponseBytes = 1 << 20
+	if cfg.MaxOutputBytes <= 0 {
+		cfg.MaxOutputBytes = gate.RecordBudget(gate.DefaultMaxRecord)
 	}
 	if cfg.MaxFileBytes <= 0 {
 		cfg.MaxFileBytes = 1 << 20
 	}
-	e := &env{sandbox: &sandbox{dir: cfg.SandboxDir, maxFile: cfg.MaxFileBytes}, http: newHTTPClient(cfg)}
+	e := &env{sandbox: &sandbox{dir: cfg.SandboxDir, maxFile: cfg.MaxFileBytes, maxContent: contentBudget(cfg.MaxOutputBytes)}, http: newHTTPClient(cfg)}
 	list := cfg.Actions.List()
 	r := &Registry{byAction: make(map[string]gate.Executor, len(list))}
 	for _, reg := range list {
@@ -122,6 +128,50 @@ func check(p *gate.Permit, action string) error {
 		return fmt.Errorf("%w: %s permit used for %s", ErrWrongAction, got, action)
 	}
 	return nil
+}
+
+// outputKeys is what an output's keys and small values (bytes, sha256,
+// status, the truncation marker) may take beside its content or body.
+const outputKeys = 1 << 10
+
+// contentBudget is what the content of an output may take JSON-encoded
+// (contract.JSONLen) when the whole output may take maxOutput.
+func contentBudget(maxOutput int64) int64 { return max(maxOutput-outputKeys, 0) }
+
+// cut is the output of content (under key), read (at most budget+1 bytes) from a
+// source of size bytes (-1: unknown): its digest and the content, or, when
+// the content takes more than budget JSON-encoded, the longest prefix that
+// fits, its digest, and the marker: truncated, and the original size when
+// known. A prefix never ends inside a character (a multi-byte character
+// cut by the read is dropped).
+func cut(key string, content []byte, size, budget int64) map[string]string {
+	if int64(contract.JSONLen(string(content))) <= budget {
+		out := digest(content)
+		out[key] = string(content)
+		return out
+	}
+	kept := contract.TruncateJSON(string(dropPartialRune(content)), int(budget))
+	out := digest([]byte(kept))
+	out[key] = kept
+	out[gate.OutputTruncated] = "true"
+	if size >= 0 {
+		out[gate.OutputOriginalBytes] = strconv.FormatInt(max(size, int64(len(content))), 10)
+	}
+	return out
+}
+
+// dropPartialRune drops a UTF-8 sequence that a read cut short at the end
+// of b (what follows it was not read).
+func dropPartialRune(b []byte) []byte {
+	for i := 1; i <= utf8.UTFMax && i <= len(b); i++ {
+		if utf8.RuneStart(b[len(b)-i]) {
+			if !utf8.FullRune(b[len(b)-i:]) {
+				return b[:len(b)-i]
+			}
+			break
+		}
+	}
+	return b
 }
 
 func digest(b []byte) map[string]string {

@@ -9,9 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/contract"
@@ -43,7 +45,7 @@ func newWorld(t *testing.T) *world {
 	if err := os.WriteFile(secret, []byte("secret"), 0o640); err != nil {
 		t.Fatal(err)
 	}
-	return &world{sb: &sandbox{dir: filepath.Join(base, "sandbox"), maxFile: 1 << 10}, outside: outside, secret: secret}
+	return &world{sb: &sandbox{dir: filepath.Join(base, "sandbox"), maxFile: 1 << 10, maxContent: 1 << 10}, outside: outside, secret: secret}
 }
 
 func (w *world) untouched(t *testing.T) {
@@ -259,7 +261,7 @@ func TestHTTPAllowlist(t *testing.T) {
 	var otherHits int
 	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { otherHits++ }))
 	defer other.Close()
-	h := newHTTPClient(Config{Allowlist: []string{strings.TrimPrefix(allowed.URL, "http://")}, HTTPTimeout: 5 * time.Second, MaxResponseBytes: 1024})
+	h := newHTTPClient(Config{Allowlist: []string{strings.TrimPrefix(allowed.URL, "http://")}, HTTPTimeout: 5 * time.Second, MaxOutputBytes: 1024 + outputKeys})
 
 	if out, err := h.do(context.Background(), "GET", allowed.URL+"/x", "", ""); err != nil || out["body"] != "ok" || out["status"] != "200" {
 		t.Fatalf("allowed GET = %v, %v", out, err)
@@ -273,7 +275,6 @@ func TestHTTPAllowlist(t *testing.T) {
 	}{
 		{"host not allowlisted", other.URL + "/x", ErrHostNotAllowed},
 		{"redirect to a host not allowlisted", allowed.URL + "/redirect?to=" + other.URL + "/x", ErrHostNotAllowed},
-		{"response too large", allowed.URL + "/big", ErrResponseTooLarge},
 		{"credentials in URL", strings.Replace(allowed.URL, "http://", "http://user:pw@", 1), ErrHostNotAllowed},
 		{"not http", "file:///etc/passwd", ErrHostNotAllowed},
 		{"private address", "http://10.0.0.1/x", ErrHostNotAllowed},
@@ -304,7 +305,7 @@ func TestDialRefusesInternalAddressesNotAllowlisted(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 	defer srv.Close()
 	port := srv.URL[strings.LastIndex(srv.URL, ":")+1:]
-	h := newHTTPClient(Config{Allowlist: []string{"localhost:" + port}, HTTPTimeout: 5 * time.Second, MaxResponseBytes: 1024})
+	h := newHTTPClient(Config{Allowlist: []string{"localhost:" + port}, HTTPTimeout: 5 * time.Second, MaxOutputBytes: 1024 + outputKeys})
 	if _, err := h.do(context.Background(), "GET", "http://localhost:"+port+"/", "", ""); !errors.Is(err, ErrHostNotAllowed) {
 		t.Fatalf("GET localhost = %v, want ErrHostNotAllowed at dial", err)
 	}
@@ -320,7 +321,7 @@ func TestHTTPTimeout(t *testing.T) {
 	}))
 	defer srv.Close()
 	defer close(block)
-	h := newHTTPClient(Config{Allowlist: []string{strings.TrimPrefix(srv.URL, "http://")}, HTTPTimeout: 200 * time.Millisecond, MaxResponseBytes: 1024})
+	h := newHTTPClient(Config{Allowlist: []string{strings.TrimPrefix(srv.URL, "http://")}, HTTPTimeout: 200 * time.Millisecond, MaxOutputBytes: 1024 + outputKeys})
 	if _, err := h.do(context.Background(), "GET", srv.URL, "", ""); err == nil {
 		t.Fatal("a hanging server did not time out")
 	}
@@ -333,7 +334,7 @@ func FuzzSandboxPath(f *testing.F) {
 		f.Add(s)
 	}
 	base := f.TempDir()
-	sb := &sandbox{dir: filepath.Join(base, "sandbox"), maxFile: 64}
+	sb := &sandbox{dir: filepath.Join(base, "sandbox"), maxFile: 64, maxContent: 64}
 	sibling := filepath.Join(base, "sibling")
 	if err := os.MkdirAll(sibling, 0o750); err != nil {
 		f.Fatal(err)
@@ -358,4 +359,105 @@ func FuzzSandboxPath(f *testing.F) {
 			t.Fatalf("target %q created a second tenant dir", target)
 		}
 	})
+}
+
+// TestLargeOutputsAreCut: a file (fs.read) or a response body (http.get)
+// that does not fit the output budget is cut to the longest prefix that
+// does, JSON-encoded, never inside a character, and marked truncated with
+// its original size; what fits is returned whole, unmarked. The whole
+// output stays within MaxOutputBytes however the content escapes.
+func TestLargeOutputsAreCut(t *testing.T) {
+	const maxOutput = 4<<10 + outputKeys
+	budget := contentBudget(maxOutput)
+	tests := []struct {
+		name      string
+		content   string
+		truncated bool
+	}{
+		{"small", "hello", false},
+		{"exactly the budget", strings.Repeat("x", int(budget)-2), false},
+		{"one byte over", strings.Repeat("x", int(budget)-1), true},
+		{"plain text, larger", strings.Repeat("x", 3*int(budget)), true},
+		{"html", strings.Repeat("<p>&amp;</p>", int(budget)), true},
+		{"control characters", strings.Repeat("\x01\n", int(budget)), true},
+		{"binary", strings.Repeat("\xff\xfe\x00", int(budget)), true},
+		{"multi-byte characters across the cut", strings.Repeat("世界🌍", int(budget)), true},
+	}
+	sb := &sandbox{dir: t.TempDir(), maxFile: 1 << 20, maxContent: budget}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, tt := range tests {
+			if r.URL.Path == "/"+strings.ReplaceAll(tt.name, " ", "-") {
+				if r.URL.Query().Has("chunked") {
+					w.(http.Flusher).Flush() // no Content-Length: the size is unknown
+				} else {
+					w.Header().Set("Content-Length", strconv.Itoa(len(tt.content)))
+				}
+				io.WriteString(w, tt.content)
+			}
+		}
+	}))
+	defer srv.Close()
+	h := newHTTPClient(Config{Allowlist: []string{strings.TrimPrefix(srv.URL, "http://")}, HTTPTimeout: 5 * time.Second, MaxOutputBytes: maxOutput})
+	if err := os.MkdirAll(filepath.Join(sb.dir, "acme"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range tests {
+		name := strings.ReplaceAll(tt.name, " ", "-")
+		if err := os.WriteFile(filepath.Join(sb.dir, "acme", name), []byte(tt.content), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		for _, via := range []struct {
+			executor, key string
+			run           func() (map[string]string, error)
+		}{
+			{"fs.read", "content", func() (map[string]string, error) { return sb.read(t.Context(), acme, name) }},
+			{"http.get", "body", func() (map[string]string, error) { return h.do(t.Context(), "GET", srv.URL+"/"+name, "", "") }},
+		} {
+			t.Run(via.executor+"/"+tt.name, func(t *testing.T) {
+				out, err := via.run()
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := out[via.key]
+				if size := gate.OutputSize(out); size > maxOutput {
+					t.Fatalf("output takes %d bytes encoded, more than %d", size, maxOutput)
+				}
+				if n := int64(contract.JSONLen(got)); n > budget {
+					t.Fatalf("%s takes %d bytes encoded, more than %d", via.key, n, budget)
+				}
+				if out["sha256"] != digest([]byte(got))["sha256"] || out["bytes"] != strconv.Itoa(len(got)) {
+					t.Fatalf("digest %s/%s does not describe the %s returned", out["bytes"], out["sha256"], via.key)
+				}
+				if !tt.truncated {
+					if got != tt.content || out[gate.OutputTruncated] != "" || out[gate.OutputOriginalBytes] != "" {
+						t.Fatalf("fits, but came back cut or marked: %d of %d bytes, %v", len(got), len(tt.content), out[gate.OutputTruncated])
+					}
+					return
+				}
+				if out[gate.OutputTruncated] != "true" || out[gate.OutputOriginalBytes] != strconv.Itoa(len(tt.content)) {
+					t.Fatalf("marker %q, original_bytes %q; want true and %d", out[gate.OutputTruncated], out[gate.OutputOriginalBytes], len(tt.content))
+				}
+				if via.executor == "http.get" {
+					// Without a Content-Length the original size is unknown.
+					chunked, err := h.do(t.Context(), "GET", srv.URL+"/"+name+"?chunked", "", "")
+					if err != nil || chunked[gate.OutputTruncated] != "true" || chunked[gate.OutputOriginalBytes] != "" || chunked["body"] != got {
+						delete(chunked, "body")
+						t.Fatalf("chunked: %v, %v; want the same cut, marked, without original_bytes", chunked, err)
+					}
+				}
+				if !strings.HasPrefix(tt.content, got) || len(got) == 0 {
+					t.Fatalf("%s is not a prefix of the content (%d bytes)", via.key, len(got))
+				}
+				// The longest prefix: the next character would not fit.
+				next := tt.content[len(got):]
+				_, size := utf8.DecodeRuneInString(next)
+				if int64(contract.JSONLen(tt.content[:len(got)+size])) <= budget {
+					t.Fatalf("cut at %d bytes, but the next character fits too", len(got))
+				}
+				if utf8.ValidString(tt.content) && !utf8.ValidString(got) {
+					t.Fatal("a character was cut in half")
+				}
+			})
+		}
+	}
 }

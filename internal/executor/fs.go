@@ -36,7 +36,10 @@ import (
 // are stored and shown to the tenant.
 type sandbox struct {
 	dir     string
-	maxFile int64
+	maxFile int64 // fs.write content limit
+	// maxContent bounds what fs.read returns of a file (contract.JSONLen):
+	// a larger file is cut to fit, marked truncated, with its size (cut).
+	maxContent int64
 }
 
 // create makes t's sandbox directory on first use and opens it (writes).
@@ -127,19 +130,12 @@ func (s *sandbox) readIn(ctx context.Context, root *os.Root, target string) (map
 	if err := readable(fi); err != nil {
 		return fail(err)
 	}
-	if fi.Size() > s.maxFile {
-		return nil, fmt.Errorf("fs.read %q: %w (%d bytes)", target, ErrTooLarge, s.maxFile)
-	}
-	b, err := readAll(ctx, f, s.maxFile+1)
+	// At most one byte more than fits: a larger file is cut, not read whole.
+	b, err := readAll(ctx, f, s.maxContent+1)
 	if err != nil {
 		return fail(err)
 	}
-	if int64(len(b)) > s.maxFile {
-		return nil, fmt.Errorf("fs.read %q: %w (%d bytes)", target, ErrTooLarge, s.maxFile)
-	}
-	out := digest(b)
-	out["content"] = string(b)
-	return out, nil
+	return cut("content", b, fi.Size(), s.maxContent), nil
 }
 
 // readable refuses what fs.read must not read: anything but a regular file

@@ -320,10 +320,6 @@ func TestErrorsNameNoHostPath(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	big := filepath.Join(w.sb.dir, "acme", "big")
-	if err := os.WriteFile(big, []byte(strings.Repeat("x", 2<<10)), 0o640); err != nil {
-		t.Fatal(err)
-	}
 	tests := []struct {
 		name string
 		run  func() (map[string]string, error)
@@ -332,7 +328,6 @@ func TestErrorsNameNoHostPath(t *testing.T) {
 		{"read a directory", func() (map[string]string, error) { return w.sb.read(t.Context(), acme, "d") }, ErrNotRegular},
 		{"read a missing file", func() (map[string]string, error) { return w.sb.read(t.Context(), acme, "nope") }, os.ErrNotExist},
 		{"read under a file", func() (map[string]string, error) { return w.sb.read(t.Context(), acme, "f.txt/x") }, syscall.ENOTDIR},
-		{"read a file too large", func() (map[string]string, error) { return w.sb.read(t.Context(), acme, "big") }, ErrTooLarge},
 		{"read from a tenant with no sandbox", func() (map[string]string, error) { return w.sb.read(t.Context(), beta, "f.txt") }, os.ErrNotExist},
 		{"delete from a tenant with no sandbox", func() (map[string]string, error) { return w.sb.remove(t.Context(), beta, "f.txt") }, os.ErrNotExist},
 		{"write onto a directory", func() (map[string]string, error) { return w.sb.write(t.Context(), acme, "d", "x") }, nil},

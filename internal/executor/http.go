@@ -24,13 +24,15 @@ import (
 // to a private, loopback or link-local address is refused unless that exact
 // host is allowlisted).
 type httpClient struct {
-	client   *http.Client
-	allow    []string
-	maxBytes int64
+	client *http.Client
+	allow  []string
+	// maxBody bounds what a response body takes in the output
+	// (contract.JSONLen): a larger one is cut to fit, marked truncated (cut).
+	maxBody int64
 }
 
 func newHTTPClient(cfg Config) *httpClient {
-	h := &httpClient{maxBytes: cfg.MaxResponseBytes}
+	h := &httpClient{maxBody: contentBudget(cfg.MaxOutputBytes)}
 	for _, a := range cfg.Allowlist {
 		h.allow = append(h.allow, strings.ToLower(a))
 	}
@@ -108,16 +110,13 @@ func (h *httpClient) do(ctx context.Context, method, target, body, contentType s
 		return nil, fmt.Errorf("%s %q: %w", method, target, err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, h.maxBytes+1))
+	// At most one byte more than fits: a larger body is cut, not read whole.
+	b, err := io.ReadAll(io.LimitReader(resp.Body, h.maxBody+1))
 	if err != nil {
 		return nil, fmt.Errorf("%s %q: read body: %w", method, target, err)
 	}
-	if int64(len(b)) > h.maxBytes {
-		return nil, fmt.Errorf("%s %q: %w (%d bytes)", method, target, ErrResponseTooLarge, h.maxBytes)
-	}
-	out := digest(b)
+	out := cut("body", b, resp.ContentLength, h.maxBody)
 	out["status"] = strconv.Itoa(resp.StatusCode)
-	out["body"] = string(b)
 	if resp.StatusCode >= 400 {
 		return out, fmt.Errorf("%s %q: http status %d", method, target, resp.StatusCode)
 	}

@@ -2,7 +2,6 @@ package gate
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -82,7 +81,7 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 	lkey := tenant.IdempotencyKey(t, in.IdempotencyKey)
 	c := claim{IntentID: in.ID, IntentHash: in.Hash, State: StateExecuting, Node: g.cfg.Node, StartedAt: input.Time, Decision: &d,
 		LeaseUntil: input.Time.Add(g.cfg.Lease), Lease: g.cfg.Lease}
-	data, err := json.Marshal(c)
+	data, err := encodeValue(c)
 	if err != nil {
 		return Outcome{}, fmt.Errorf("execute: encode claim: %w", err)
 	}
@@ -304,13 +303,16 @@ func (g *Gate) run(ctx context.Context, in contract.ActionIntent, t tenant.ID, d
 			return res, false
 		}
 	}
-	res.Output = r.out
+	var errMsg string
 	res.FinishedAt = g.cfg.Now().UTC()
 	res.Status = contract.StatusSucceeded
 	if r.err != nil {
 		res.Status = contract.StatusFailed
-		res.Error = r.err.Error()
+		errMsg = r.err.Error()
 	}
+	// The outcome must fit its records: an output too large is cut (and
+	// marked), never refused by the store after the effect.
+	res.Output, res.Error = fitOutput(r.out, errMsg, RecordBudget(g.cfg.MaxRecord))
 	return res, true
 }
 
@@ -381,7 +383,7 @@ func (g *Gate) repair(ctx context.Context, t tenant.ID, in contract.ActionIntent
 	key := tenant.IdempotencyKey(t, in.IdempotencyKey)
 	mark := func(unaudited bool, rev uint64) (uint64, error) {
 		c.Unaudited = unaudited
-		data, err := json.Marshal(c)
+		data, err := encodeValue(c)
 		if err != nil {
 			return 0, err
 		}
@@ -428,7 +430,7 @@ func (g *Gate) saveDecision(ctx context.Context, t tenant.ID, s stored, d contra
 		return
 	}
 	s.LastDecision = &d
-	data, err := json.Marshal(s)
+	data, err := encodeValue(s)
 	if err == nil { // every write of an intent carries the retention's TTL
 		_, err = g.cfg.Intents.Put(ctx, tenant.IntentKey(t, s.Intent.ID), data, kv.PutOptions{Revision: s.rev, TTL: g.cfg.Retention})
 	}

@@ -70,6 +70,12 @@ type Config struct {
 	// at least a second. The buckets must allow per-value TTLs
 	// (internal/natsstore's do). (Approvals expire with it: approval.Store.)
 	Retention time.Duration
+
+	// MaxRecord is the largest record the store accepts, in bytes: its
+	// NATS max_payload (natsstore.Store.MaxPayload; default
+	// DefaultMaxRecord). Intents and outputs are bounded so that no record
+	// exceeds it (RecordBudget); at least 2*RecordReserve.
+	MaxRecord int64
 }
 
 // Gate is the one gate every side effect passes.
@@ -93,6 +99,12 @@ func New(cfg Config) (*Gate, error) {
 		return nil, errors.New("gate: approvals are required")
 	case cfg.Retention != 0 && cfg.Retention < time.Second:
 		return nil, fmt.Errorf("gate: retention %v: must be 0 or at least 1s", cfg.Retention)
+	}
+	switch {
+	case cfg.MaxRecord == 0:
+		cfg.MaxRecord = DefaultMaxRecord
+	case cfg.MaxRecord < 2*RecordReserve:
+		return nil, fmt.Errorf("gate: max record %d bytes: must be at least %d", cfg.MaxRecord, 2*RecordReserve)
 	}
 	if cfg.Policy == nil {
 		cfg.Policy = policy.Default()
@@ -369,6 +381,11 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 		return View{}, false, err
 	}
 	preview := Decide(input, g.cfg.Policy, g.cfg.Actions)
+	// An intent too large to record is refused before anything is written
+	// (also the refusal below would not fit).
+	if err := g.checkIntentSize(DecisionPayload{input, preview}); err != nil {
+		return View{}, false, err
+	}
 
 	// A principal without the tenant or the action may not even propose.
 	if c, failed := failedCheck(preview, CheckGrant); failed {
@@ -389,7 +406,7 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 		return View{}, false, writeErr("record the proposal", "the intent was not stored; "+retryPropose, err)
 	}
 	// A new intent has no approval record: the input's number is what the rules ask.
-	data, err := json.Marshal(stored{Intent: in, Preview: &preview, Approval: input.Approval.Required > 0})
+	data, err := encodeValue(stored{Intent: in, Preview: &preview, Approval: input.Approval.Required > 0})
 	if err != nil {
 		return View{}, false, fmt.Errorf("propose: encode: %w", err)
 	}

@@ -62,7 +62,7 @@ func (l *lease) renew(ctx context.Context) {
 		l.mu.Lock()
 		c := l.c
 		c.LeaseUntil = l.g.cfg.Now().UTC().Add(l.g.cfg.Lease)
-		data, err := json.Marshal(c)
+		data, err := encodeValue(c)
 		var rev uint64
 		if err == nil {
 			wctx, cancel := context.WithTimeout(ctx, l.g.cfg.Lease/3)

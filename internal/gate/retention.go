@@ -2,7 +2,6 @@ package gate
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -23,7 +22,7 @@ import (
 // executing, that is in doubt, with no TTL, while its intent may expire:
 // Resolve finds it by intent.
 func (g *Gate) finish(ctx context.Context, t tenant.ID, s stored, lkey string, c claim, rev uint64) error {
-	data, err := json.Marshal(c)
+	data, err := encodeValue(c)
 	if err != nil {
 		return fmt.Errorf("encode claim: %w", err)
 	}
@@ -50,7 +49,7 @@ func (g *Gate) finish(ctx context.Context, t tenant.ID, s stored, lkey string, c
 // intent was read (a blocked decision) is superseded.
 func (g *Gate) expireIntent(ctx context.Context, t tenant.ID, s stored) error {
 	s.Final = true
-	data, err := json.Marshal(s)
+	data, err := encodeValue(s)
 	if err != nil {
 		return fmt.Errorf("encode intent: %w", err)
 	}

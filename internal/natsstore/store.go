@@ -15,6 +15,7 @@
 package natsstore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -35,6 +36,22 @@ import (
 
 // ErrUnavailable wraps any failure to reach the store; callers map it to 503.
 var ErrUnavailable = errors.New("store unavailable")
+
+// ErrMaxPayload is Open's refusal of a NATS server whose max_payload is
+// below MinMaxPayload.
+var ErrMaxPayload = errors.New("the NATS server's max_payload is too small for ExoArmur")
+
+// MinMaxPayload is the smallest max_payload (the largest message a NATS
+// server accepts, headers included) ExoArmur runs on: 256 KiB. Every
+// record the gate writes is bounded by the max_payload it is given
+// (gate.Config.MaxRecord): its variable part (an intent with its decision
+// input, an execution's output) gets the max_payload less a 64 KiB
+// reserve for the rest of the record (gate.RecordReserve). At 256 KiB
+// that leaves 192 KiB: every intent without large params (a target of
+// 2,048 characters and a justification of 4,096 take at most 37 KiB
+// however they escape) and reads of a useful size. A stock nats-server
+// (1 MiB) and the servers this binary runs (DefaultMaxPayload) are above it.
+const MinMaxPayload = 256 << 10
 
 // Config selects and tunes the store.
 type Config struct {
@@ -103,7 +120,14 @@ type Store struct {
 	// violation, while declare creates or updates a stream, is told the
 	// subject of each permissions violation on the connection.
 	violation atomic.Pointer[func(subject string)]
+
+	maxPayload atomic.Int64 // the server's max_payload, read when Open connected
 }
+
+// MaxPayload is the largest message the server accepts (its max_payload,
+// read at Open, at least MinMaxPayload): no record may be larger, and the
+// gate's limits derive from it (gate.Config.MaxRecord).
+func (s *Store) MaxPayload() int64 { return s.maxPayload.Load() }
 
 // Health probe timing: a probe every healthEvery; the store reads as not
 // ready once no probe was answered for healthWindow.
@@ -148,7 +172,15 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		// Connection state for Ready without taking the connection's lock
 		// on every request.
 		nats.DisconnectErrHandler(func(*nats.Conn, error) { s.connected.Store(false) }),
-		nats.ReconnectHandler(func(*nats.Conn) { s.connected.Store(true) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			s.connected.Store(true)
+			// The limits were derived from the first server's max_payload;
+			// a cluster member configured with less refuses the largest
+			// records.
+			if mp, want := nc.MaxPayload(), s.maxPayload.Load(); mp < want && cfg.Logger != nil {
+				cfg.Logger.Error("reconnected to a NATS server with a smaller max_payload than the one this node's limits were derived from; records near the limit will be refused: give every cluster member the same max_payload", "max_payload", mp, "derived_from", want)
+			}
+		}),
 		nats.ClosedHandler(func(*nats.Conn) { s.connected.Store(false) }),
 		nats.ErrorHandler(s.asyncError),
 	}
@@ -175,6 +207,13 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("connect nats: %w: %w", ErrUnavailable, err)
 	}
 	s.NC = nc
+	mp := nc.MaxPayload()
+	if mp < MinMaxPayload {
+		at := nc.ConnectedUrlRedacted()
+		s.Close()
+		return nil, fmt.Errorf("%w: the server at %s accepts messages of at most %d bytes; ExoArmur needs at least %d (%d KiB), and a stock nats-server's default of 1 MiB is enough: set max_payload to 1MB or more in the nats-server configuration (e.g. `max_payload: 1MB`), or leave it unset", ErrMaxPayload, at, mp, MinMaxPayload, MinMaxPayload>>10)
+	}
+	s.maxPayload.Store(mp)
 	s.Bus = NewBus(nc)
 	s.connected.Store(nc.IsConnected())
 	js, err := jetstream.New(nc)
@@ -299,7 +338,16 @@ type ServerConfig struct {
 	// JetStream cluster: it listens for routes on Host:Port and connects
 	// to Routes (the other members' route URLs).
 	Cluster Cluster
+	// MaxPayload is the largest message the server accepts, headers
+	// included (default DefaultMaxPayload). Tests set a small one to stand
+	// in for an external server's.
+	MaxPayload int32
 }
+
+// DefaultMaxPayload is the max_payload of the servers this binary runs
+// (the embedded one and `exoarmur nats`): 8 MiB, eight times a stock
+// nats-server's.
+const DefaultMaxPayload = 8 << 20
 
 // Cluster is a server's place in a JetStream cluster.
 type Cluster struct {
@@ -391,7 +439,7 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		NoSigs:     true,
 		NoLog:      !cfg.Debug,
 		SyncAlways: cfg.SyncAlways,
-		MaxPayload: 8 << 20,
+		MaxPayload: cmp.Or(cfg.MaxPayload, DefaultMaxPayload),
 	}
 	if cfg.Port == 0 && !cfg.DontListen {
 		opts.Port = server.RANDOM_PORT

@@ -1,8 +1,11 @@
 package natsstore
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -161,6 +164,57 @@ func TestConditionalWriteWhoseAnswerWasLost(t *testing.T) {
 			e, gerr := b.Get(ctx, c.key)
 			if c.wantErr == nil && (gerr != nil || e.Revision != rev || string(e.Value) != "mine") {
 				t.Fatalf("key holds %q at %d (%v), the write answered %d", e.Value, e.Revision, gerr, rev)
+			}
+		})
+	}
+}
+
+// TestOpenReadsMaxPayload: Open reads the server's max_payload and
+// refuses one below MinMaxPayload, saying what it found, what ExoArmur
+// needs and what to set; a stock server's 1 MiB and this binary's own
+// servers are accepted. Nothing is declared on a server it refuses.
+func TestOpenReadsMaxPayload(t *testing.T) {
+	tests := []struct {
+		name       string
+		maxPayload int32 // 0: the embedded server's default
+		refused    bool
+	}{
+		{"embedded default", 0, false},
+		{"stock nats-server", 1 << 20, false},
+		{"the minimum", MinMaxPayload, false},
+		{"one byte below the minimum", MinMaxPayload - 1, true},
+		{"64 KiB", 64 << 10, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv, err := StartServer(ServerConfig{DataDir: t.TempDir(), MaxPayload: tt.maxPayload})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Shutdown()
+			st, err := Open(context.Background(), Config{NATSURL: srv.ClientURL()})
+			if tt.refused {
+				if !errors.Is(err, ErrMaxPayload) {
+					t.Fatalf("Open = %v, want ErrMaxPayload", err)
+				}
+				for _, want := range []string{srv.ClientURL(), fmt.Sprintf("at most %d bytes", tt.maxPayload), fmt.Sprintf("at least %d", MinMaxPayload), "max_payload: 1MB"} {
+					if !strings.Contains(err.Error(), want) {
+						t.Errorf("refusal %q does not say %q", err, want)
+					}
+				}
+				if n := srv.GlobalAccount().JetStreamUsage().Streams; n != 0 {
+					t.Errorf("a refused Open declared %d streams", n)
+				}
+				t.Log(err)
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			want := int64(cmp.Or(tt.maxPayload, DefaultMaxPayload))
+			if got := st.MaxPayload(); got != want {
+				t.Fatalf("MaxPayload() = %d, want %d", got, want)
 			}
 		})
 	}
