@@ -10,6 +10,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -42,6 +43,12 @@ type Config struct {
 	Sync      string        // default | always
 	Retention time.Duration // the server's --retention (0: keep for good)
 	Log       io.Writer
+	// Cluster, when not 0, runs the server on a JetStream cluster of this
+	// many `exoarmur nats` processes of Binary (on loopback, started and
+	// stopped by Run) instead of its embedded NATS, with Replicas
+	// replicas of every stream and bucket.
+	Cluster  int
+	Replicas int
 	// ProfileDir, when set, receives the server's CPU profile of each
 	// scenario (<scenario>.cpu.pprof) and a heap profile after it
 	// (<scenario>.heap.pprof), fetched from its --debug-addr listener.
@@ -84,7 +91,16 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	srv, err := startServer(ctx, cfg, dir)
+	natsURL := ""
+	if cfg.Cluster > 0 {
+		url, stop, err := startCluster(ctx, cfg.Binary, dir, cfg.Cluster)
+		if err != nil {
+			return nil, err
+		}
+		defer stop()
+		natsURL = url
+	}
+	srv, err := startServer(ctx, cfg, dir, natsURL)
 	if err != nil {
 		return nil, err
 	}
@@ -124,26 +140,44 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	return out, nil
 }
 
-func startServer(ctx context.Context, cfg Config, dir string) (*server, error) {
+func startServer(ctx context.Context, cfg Config, dir, natsURL string) (*server, error) {
 	data := filepath.Join(dir, "data")
+	store := []string{"--data-dir", data}
+	sandbox := filepath.Join(data, "sandbox")
+	if natsURL != "" {
+		store = []string{"--nats-url", natsURL, "--nats-replicas", strconv.Itoa(cfg.Replicas)}
+		sandbox = filepath.Join(dir, "sandbox")
+	}
 	keys := map[string]string{}
 	for _, k := range []struct{ name, role, tenants string }{{"admin", "admin", "acme,beta,system"}, {"acme", "agent", "acme"}, {"beta", "agent", "beta"}} {
-		args := []string{"keys", "create", "--data-dir", data, "--name", k.name, "--role", k.role, "--actions", "*"}
+		args := append([]string{"keys", "create"}, store...)
+		args = append(args, "--name", k.name, "--role", k.role, "--actions", "*")
 		for _, t := range strings.Split(k.tenants, ",") {
 			args = append(args, "--tenant", t)
 		}
-		out, err := exec.CommandContext(ctx, cfg.Binary, args...).Output()
+		var out []byte
+		var err error
+		// A cluster answers once its members elected their leaders.
+		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+			if out, err = exec.CommandContext(ctx, cfg.Binary, args...).Output(); err == nil || natsURL == "" || time.Now().After(deadline) || ctx.Err() != nil {
+				break
+			}
+		}
 		if err != nil {
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				return nil, fmt.Errorf("keys create: %w: %s", err, bytes.TrimSpace(ee.Stderr))
+			}
 			return nil, fmt.Errorf("keys create: %w", err)
 		}
 		keys[k.name] = strings.TrimSpace(string(out))
 	}
 	// A file for the A0 fs.read executions to read, in each tenant's sandbox.
 	for _, t := range []string{"acme", "beta"} {
-		if err := os.MkdirAll(filepath.Join(data, "sandbox", t), 0o750); err != nil {
+		if err := os.MkdirAll(filepath.Join(sandbox, t), 0o750); err != nil {
 			return nil, err
 		}
-		if err := os.WriteFile(filepath.Join(data, "sandbox", t, "bench.txt"), []byte("bench\n"), 0o640); err != nil {
+		if err := os.WriteFile(filepath.Join(sandbox, t, "bench.txt"), []byte("bench\n"), 0o640); err != nil {
 			return nil, err
 		}
 	}
@@ -153,8 +187,12 @@ func startServer(ctx context.Context, cfg Config, dir string) (*server, error) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	args := []string{"serve", "--data-dir", data, "--listen", addr, "--sync", cfg.Sync, "--log-format", "text", "--no-worker",
-		"--retention", cfg.Retention.String()}
+	args := append([]string{"serve", "--listen", addr, "--log-format", "text", "--no-worker", "--retention", cfg.Retention.String()}, store...)
+	if natsURL == "" {
+		args = append(args, "--sync", cfg.Sync)
+	} else {
+		args = append(args, "--sandbox-dir", sandbox)
+	}
 	if cfg.Retention > 0 {
 		args = append(args, "--approval-ttl", cfg.Retention.String()) // at most the retention
 	}
@@ -351,4 +389,53 @@ func rss(pid int) (cur, peak int64) {
 		}
 	}
 	return cur, peak
+}
+
+// startCluster starts n `exoarmur nats` processes of binary on loopback,
+// each routed to the others, with data dirs under dir, and returns their
+// client URLs as --nats-url takes them and a function that stops them.
+func startCluster(ctx context.Context, binary, dir string, n int) (string, func(), error) {
+	free := func() (string, error) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", err
+		}
+		defer ln.Close()
+		return ln.Addr().String(), nil
+	}
+	clients, routes := make([]string, n), make([]string, n)
+	for i := range n {
+		var err error
+		if clients[i], err = free(); err != nil {
+			return "", nil, err
+		}
+		if routes[i], err = free(); err != nil {
+			return "", nil, err
+		}
+	}
+	var cmds []*exec.Cmd
+	stop := func() {
+		for _, c := range cmds {
+			_ = c.Process.Kill()
+			_ = c.Wait()
+		}
+	}
+	var urls []string
+	for i := range n {
+		var others []string
+		for j, r := range routes {
+			if j != i {
+				others = append(others, "nats-route://"+r)
+			}
+		}
+		cmd := exec.CommandContext(ctx, binary, "nats", "--data-dir", filepath.Join(dir, fmt.Sprintf("nats%d", i+1)), "--listen", clients[i],
+			"--name", fmt.Sprintf("n%d", i+1), "--cluster-listen", routes[i], "--routes", strings.Join(others, ","))
+		if err := cmd.Start(); err != nil {
+			stop()
+			return "", nil, err
+		}
+		cmds = append(cmds, cmd)
+		urls = append(urls, "nats://"+clients[i])
+	}
+	return strings.Join(urls, ","), stop, nil
 }

@@ -56,7 +56,7 @@ func Soak(ctx context.Context, cfg SoakConfig) ([]Sample, bool, error) {
 		return nil, false, err
 	}
 	defer os.RemoveAll(dir)
-	srv, err := startServer(ctx, Config{Binary: cfg.Binary, Sync: "default", Retention: cfg.Retention, Log: cfg.Log, ProfileDir: cfg.ProfileDir}, dir)
+	srv, err := startServer(ctx, Config{Binary: cfg.Binary, Sync: "default", Retention: cfg.Retention, Log: cfg.Log, ProfileDir: cfg.ProfileDir}, dir, "")
 	if err != nil {
 		return nil, false, err
 	}

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -48,8 +50,22 @@ func runBench(ctx context.Context, env Env, args []string) error {
 	bin := fs.String("bin", "", "server binary (default: this executable, whose serve is the production serve)")
 	profile := fs.String("profile-dir", "", "save the server's CPU and heap profile of each scenario in this directory")
 	retention := fs.Duration("retention", 0, "the server's --retention (0: keep every intent and claim)")
+	replicas := fs.String("replicas", "", `run on a fresh three-server cluster of "exoarmur nats" processes once per replica count, e.g. "1,3", and compare (default: the embedded NATS)`)
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	var counts []int
+	if *replicas != "" {
+		for _, r := range strings.Split(*replicas, ",") {
+			n, err := strconv.Atoi(r)
+			if err != nil || n != 1 && n != 3 {
+				return fmt.Errorf("%w: --replicas: a list of 1 and 3 (the cluster has three servers), not %q", errUsage, r)
+			}
+			counts = append(counts, n)
+		}
+		if *sync != "default" {
+			return fmt.Errorf("%w: --sync always applies to the embedded NATS only, not with --replicas", errUsage)
+		}
 	}
 	if !validRetention(*retention) {
 		return fmt.Errorf("%w: --retention must be 0 or at least 1s", errUsage)
@@ -73,13 +89,25 @@ func runBench(ctx context.Context, env Env, args []string) error {
 		if exe, err = os.Executable(); err != nil {
 			return err
 		}
+		if counts != nil {
+			// The cluster's members are `exoarmur nats` processes: the
+			// gateway binary beside this one (make build puts both in bin/).
+			exe = filepath.Join(filepath.Dir(exe), "exoarmur")
+			if _, err := os.Stat(exe); err != nil {
+				return fmt.Errorf("%w: --replicas runs `exoarmur nats`: give the exoarmur binary with --bin (%v)", errUsage, err)
+			}
+		}
 	}
 	if *profile != "" {
 		if err := os.MkdirAll(*profile, 0o755); err != nil {
 			return fmt.Errorf("--profile-dir: %w", err)
 		}
 	}
-	results, err := bench.Run(ctx, bench.Config{Binary: exe, Scenarios: list, Clients: *clients, Duration: *duration, Max: *maxOps, Sync: *sync, Retention: *retention, Log: env.Stdout, ProfileDir: *profile})
+	cfg := bench.Config{Binary: exe, Scenarios: list, Clients: *clients, Duration: *duration, Max: *maxOps, Sync: *sync, Retention: *retention, Log: env.Stdout, ProfileDir: *profile}
+	if counts != nil {
+		return benchReplicas(ctx, env, cfg, counts, *jsonOut)
+	}
+	results, err := bench.Run(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -137,5 +165,54 @@ func runSoak(ctx context.Context, env Env, args []string) error {
 		return fmt.Errorf("soak: memory, goroutines or p99 did not stay flat, or requests failed")
 	}
 	fmt.Fprintln(env.Stdout, "soak: flat (RSS and goroutines within 1.5x of the first interval, every p99 within 2x, no errors)")
+	return nil
+}
+
+// benchReplicas runs cfg's scenarios once per replica count, each on a
+// fresh three-server cluster, and prints them side by side with each
+// count's throughput as a ratio of the first's.
+func benchReplicas(ctx context.Context, env Env, cfg bench.Config, counts []int, jsonOut string) error {
+	byCount := map[int][]bench.Result{}
+	for _, n := range counts {
+		fmt.Fprintf(env.Stdout, "-- three-server cluster, R%d\n", n)
+		c := cfg
+		c.Cluster, c.Replicas, c.ProfileDir = 3, n, ""
+		if cfg.ProfileDir != "" {
+			c.ProfileDir = filepath.Join(cfg.ProfileDir, fmt.Sprintf("r%d", n))
+			if err := os.MkdirAll(c.ProfileDir, 0o755); err != nil {
+				return fmt.Errorf("--profile-dir: %w", err)
+			}
+		}
+		res, err := bench.Run(ctx, c)
+		if err != nil {
+			return fmt.Errorf("R%d: %w", n, err)
+		}
+		byCount[n] = res
+	}
+	fmt.Fprintf(env.Stdout, "\n%-8s", "scenario")
+	for _, n := range counts {
+		fmt.Fprintf(env.Stdout, " %12s %9s", fmt.Sprintf("R%d ops/s", n), "p99")
+	}
+	fmt.Fprintf(env.Stdout, " %s\n", "ratio to R"+strconv.Itoa(counts[0]))
+	for i, sc := range cfg.Scenarios {
+		fmt.Fprintf(env.Stdout, "%-8s", sc)
+		var ratios []string
+		for _, n := range counts {
+			r := byCount[n][i]
+			fmt.Fprintf(env.Stdout, " %12.0f %7.1fms", r.PerSecond, float64(r.P99us)/1000)
+			ratios = append(ratios, fmt.Sprintf("%.2f", r.PerSecond/byCount[counts[0]][i].PerSecond))
+		}
+		fmt.Fprintf(env.Stdout, " %s\n", strings.Join(ratios, " / "))
+	}
+	if jsonOut != "" {
+		out := map[string][]bench.Result{}
+		for n, r := range byCount {
+			out[fmt.Sprintf("R%d", n)] = r
+		}
+		b, _ := json.MarshalIndent(out, "", "  ")
+		if err := os.WriteFile(jsonOut, append(b, '\n'), 0o644); err != nil {
+			return fmt.Errorf("--json: %w", err)
+		}
+	}
 	return nil
 }
