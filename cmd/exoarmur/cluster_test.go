@@ -12,12 +12,13 @@ import (
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
-// TestExoarmurNATSCluster: three `exoarmur nats` processes, each given the
-// other two's route URLs, form one JetStream cluster with no other
-// software; a store opened on it at R3 places the audit stream on all
-// three.
-func TestExoarmurNATSCluster(t *testing.T) {
-	var clients, routes []string
+// startNATSCluster runs three `exoarmur nats` processes n1, n2, n3, each
+// given the other two's route URLs, and returns their client URLs (in
+// that order) and route addresses. The cluster may still be electing its
+// leader when it returns (natsstoretest.OpenCluster waits for it).
+func startNATSCluster(t *testing.T) (urls, routes []string) {
+	t.Helper()
+	var clients []string
 	for range 3 {
 		clients = append(clients, freePort(t))
 		routes = append(routes, freePort(t))
@@ -50,10 +51,18 @@ func TestExoarmurNATSCluster(t *testing.T) {
 			}
 		})
 	}
-	var urls []string
 	for _, c := range clients {
 		urls = append(urls, "nats://"+c)
 	}
+	return urls, routes
+}
+
+// TestExoarmurNATSCluster: three `exoarmur nats` processes, each given the
+// other two's route URLs, form one JetStream cluster with no other
+// software; a store opened on it at R3 places the audit stream on all
+// three.
+func TestExoarmurNATSCluster(t *testing.T) {
+	urls, routes := startNATSCluster(t)
 	st := natsstoretest.OpenCluster(t, urls, 3, 45*time.Second)
 	natsstoretest.RequirePlaced(t, st, tenant.AuditStream, 3)
 	// A member without --cluster-listen cannot take --routes.
