@@ -136,15 +136,34 @@ func (s *Stream) Last(ctx context.Context, subject string) ([]byte, uint64, erro
 	return m.Data, m.Sequence, nil
 }
 
-// readBatch is how many messages Read asks for at a time.
-const readBatch = 512
+// Scan settings: readBatch is how many messages Read asks for at a time,
+// fetchWait how long one such request may wait for them. scanIdle is the
+// scan consumer's inactive threshold: the server removes a consumer that
+// no request used for that long (one a crashed scanner could not delete;
+// also one whose fn dwells that long on a batch, and that scan then
+// fails). noRespondersWait bounds how long a scan asks again for messages
+// while its consumer is unreachable.
+const (
+	readBatch        = 512
+	fetchWait        = 5 * time.Second
+	scanIdle         = time.Minute
+	noRespondersWait = 5 * time.Second
+)
 
 // Read calls fn with each message stored on subject, in stream order, up
 // to the last one stored when Read began (none: no call), and stops at
-// fn's first error, which it returns as it is. It reads through an ordered
-// consumer, readBatch messages a round trip (the consumer delivers in
-// order and restarts itself on a gap), and deletes the consumer when it
-// ends, so reads as frequent as they come leave none behind.
+// fn's first error, which it returns as it is, or when ctx ends. It reads
+// through one consumer of its own, created for the scan and deleted when
+// the scan ends, however it ends (a consumer a crashed scanner leaves
+// behind is removed by the server after scanIdle), readBatch messages a
+// round trip.
+//
+// Through any server of a cluster: the server that created the consumer
+// answers before every other server has heard of it (the answer and the
+// consumer's interest travel between servers on different routes), so a
+// request for messages sent at once through another server can meet "no
+// responders"; nothing was delivered then, and Read asks again, within
+// noRespondersWait.
 func (s *Stream) Read(ctx context.Context, subject string, fn func(seq uint64, data []byte) error) error {
 	last, err := s.s.GetLastMsgForSubject(ctx, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -153,50 +172,83 @@ func (s *Stream) Read(ctx context.Context, subject string, fn func(seq uint64, d
 	if err != nil {
 		return err
 	}
-	cons, err := s.s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{subject},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	cons, err := s.s.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		FilterSubject:     subject,
+		AckPolicy:         jetstream.AckNonePolicy,
+		MemoryStorage:     true,
+		Replicas:          1,
+		InactiveThreshold: scanIdle,
 	})
 	if err != nil {
-		return fmt.Errorf("consumer: %w", err)
+		return fmt.Errorf("scan consumer: %w", err)
 	}
-	// An ordered consumer replaces its server-side consumer on every fetch
-	// and deletes the one it replaced: the one to delete is the one it
-	// ends with, named when Read returns. (Otherwise each read leaves a
-	// consumer until it expires, 5 minutes idle, and the server refuses
-	// more than 1,000 on a stream.)
 	defer func() {
-		_ = s.s.DeleteConsumer(context.WithoutCancel(ctx), cons.CachedInfo().Name) //nolint:errcheck // it also expires when idle
+		// Also when ctx ended: the consumer is the scan's to remove.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = s.s.DeleteConsumer(dctx, cons.CachedInfo().Name) //nolint:errcheck // the server removes it after scanIdle
 	}()
+	var unreachable time.Time // since when requests met no responders
 	for {
-		batch, err := cons.Fetch(readBatch, jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			return fmt.Errorf("fetch: %w", err)
-		}
-		got := 0
-		for msg := range batch.Messages() {
-			got++
-			md, err := msg.Metadata()
-			if err != nil {
-				return fmt.Errorf("metadata: %w", err)
+		done, got, err := s.fetch(ctx, cons, last.Sequence, fn)
+		switch {
+		case done:
+			return nil
+		case err != nil && got == 0 && errors.Is(err, nats.ErrNoResponders):
+			if unreachable.IsZero() {
+				unreachable = time.Now()
+			} else if time.Since(unreachable) > noRespondersWait {
+				return fmt.Errorf("fetch: scan consumer unreachable for %v: %w", noRespondersWait, err)
 			}
-			if err := fn(md.Sequence.Stream, msg.Data()); err != nil {
-				return err
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(20 * time.Millisecond):
 			}
-			if md.Sequence.Stream >= last.Sequence {
-				return nil
-			}
-		}
-		if err := batch.Error(); err != nil {
+			continue
+		case err != nil:
 			return err
-		}
-		if got == 0 {
+		case got == 0:
 			return fmt.Errorf("stream returned no messages before seq %d", last.Sequence)
 		}
+		unreachable = time.Time{}
+	}
+}
+
+// fetch is one request of a scan, waiting for messages up to fetchWait:
+// it calls fn with each message cons delivers, up to seq last (done when
+// it reached it), and returns how many it got. It stops when ctx ends.
+func (s *Stream) fetch(ctx context.Context, cons jetstream.Consumer, last uint64, fn func(seq uint64, data []byte) error) (done bool, got int, err error) {
+	fctx, cancel := context.WithTimeout(ctx, fetchWait)
+	defer cancel()
+	batch, err := cons.Fetch(readBatch, jetstream.FetchContext(fctx))
+	if err != nil {
+		return false, 0, fmt.Errorf("fetch: %w", err)
+	}
+	for msg := range batch.Messages() {
 		if err := ctx.Err(); err != nil {
-			return err
+			return false, got, err
+		}
+		got++
+		md, err := msg.Metadata()
+		if err != nil {
+			return false, got, fmt.Errorf("metadata: %w", err)
+		}
+		if err := fn(md.Sequence.Stream, msg.Data()); err != nil {
+			return false, got, err
+		}
+		if md.Sequence.Stream >= last {
+			return true, got, nil
 		}
 	}
+	if err := ctx.Err(); err != nil {
+		return false, got, err
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) { // the request's own wait ended
+		return false, got, fmt.Errorf("fetch: %w", err)
+	}
+	return false, got, nil
 }
 
 // Subjects returns the subjects matching filter that hold a message,

@@ -3,13 +3,16 @@ package natsstore_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/kv"
 	"github.com/exoarmur/exoarmur/internal/natsstore"
 	"github.com/exoarmur/exoarmur/internal/natsstore/natsstoretest"
 	"github.com/exoarmur/exoarmur/internal/tenant"
@@ -188,6 +191,158 @@ func TestReplicasOnASingleServer(t *testing.T) {
 	for _, n := range []int{3, 2, -1} {
 		if _, err := natsstore.Open(context.Background(), natsstore.Config{DataDir: t.TempDir(), Replicas: n}); err == nil {
 			t.Fatalf("embedded store at replicas %d: opened, want a refusal", n)
+		}
+	}
+}
+
+// TestScansThroughEveryServer: on a three-server cluster, the audit
+// stream's readers (Read, Last, Subjects) and the buckets' (Get, Keys,
+// Watch, LastRevision) work through a connection to each server, whether
+// the stream is hosted by one server only (R1: two of the three
+// connections reach it through the cluster) or by all three (R3); and no
+// scan leaves a consumer on the audit stream, also one cut short by fn's
+// error or by its context.
+func TestScansThroughEveryServer(t *testing.T) {
+	urls := startCluster(t, 3)
+	st := natsstoretest.OpenCluster(t, urls, 1, 30*time.Second)
+	natsstoretest.RequirePlaced(t, st, tenant.AuditStream, 1)
+	ctx := context.Background()
+
+	// Records: chain a takes three fetches of a batch (512).
+	a, b := tenant.AuditSubject(tenant.MustParse("scan-a")), tenant.AuditSubject(tenant.MustParse("scan-b"))
+	want := map[string][]string{}
+	for subject, n := range map[string]int{a: 1100, b: 3} {
+		var last uint64
+		for i := range n {
+			d := fmt.Sprintf("%s-%d", subject, i)
+			seq, _, err := st.Audit.Publish(ctx, subject, []byte(d), d, last)
+			if err != nil {
+				t.Fatal(err)
+			}
+			last, want[subject] = seq, append(want[subject], d)
+		}
+	}
+	if _, err := st.Control.Put(ctx, "scan-key", []byte("on"), kv.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// One store per server, each connected to that server only.
+	through := make([]*natsstore.Store, len(urls))
+	for i, u := range urls {
+		through[i] = natsstoretest.OpenCluster(t, []string{u}, 1, 30*time.Second)
+		if got, want := through[i].NC.ConnectedServerName(), fmt.Sprintf("n%d", i+1); got != want {
+			t.Fatalf("store on %s is connected to %s, want %s", u, got, want)
+		}
+	}
+
+	scans := func(t *testing.T) {
+		for i, s := range through {
+			t.Run(fmt.Sprintf("through n%d", i+1), func(t *testing.T) {
+				// Scans repeated: a server that does not host the stream
+				// hears of each new consumer a moment after the client
+				// does (Read).
+				for _, subject := range []string{a, a, a, a, a, a, a, a, a, a, a, a, a, a, a, a, a, a, a, a, b} {
+					if _, got := read(t, s.Audit, subject); !slices.Equal(got, want[subject]) {
+						t.Fatalf("Read(%s) delivered %d records, want %d in order", subject, len(got), len(want[subject]))
+					}
+					natsstoretest.RequireNoConsumers(t, s, tenant.AuditStream, "Read("+subject+")")
+				}
+				if data, _, err := s.Audit.Last(ctx, a); err != nil || string(data) != want[a][len(want[a])-1] {
+					t.Fatalf("Last(%s) = %q, %v", a, data, err)
+				}
+				if got, err := s.Audit.Subjects(ctx, tenant.AuditSubjects); err != nil || !slices.Equal(got, []string{a, b}) {
+					t.Fatalf("Subjects = %v, %v; want %v", got, err, []string{a, b})
+				}
+
+				// Cut short by fn's error, and by the context.
+				stop := errors.New("stop")
+				n := 0
+				if err := s.Audit.Read(ctx, a, func(uint64, []byte) error { n++; return stop }); err != stop || n != 1 { //nolint:errorlint // returned as it is
+					t.Fatalf("Read with fn failing = %v after %d calls; want fn's error after 1", err, n)
+				}
+				natsstoretest.RequireNoConsumers(t, s, tenant.AuditStream, "a Read that fn's error ended")
+				cctx, cancel := context.WithCancel(ctx)
+				n = 0
+				err := s.Audit.Read(cctx, a, func(uint64, []byte) error {
+					if n++; n == 10 {
+						cancel()
+					}
+					return nil
+				})
+				cancel()
+				if !errors.Is(err, context.Canceled) || n == len(want[a]) {
+					t.Fatalf("Read cancelled after 10 records = %v after %d calls; want context.Canceled before the end", err, n)
+				}
+				natsstoretest.RequireNoConsumers(t, s, tenant.AuditStream, "a Read that its context's cancellation ended")
+
+				if e, err := s.Control.Get(ctx, "scan-key"); err != nil || string(e.Value) != "on" {
+					t.Fatalf("Get = %q, %v", e.Value, err)
+				}
+				if keys, err := s.Control.Keys(ctx, ""); err != nil || !slices.Contains(keys, "scan-key") {
+					t.Fatalf("Keys = %v, %v", keys, err)
+				}
+				if _, err := s.Control.LastRevision(ctx); err != nil {
+					t.Fatalf("LastRevision: %v", err)
+				}
+				wctx, stopWatch := context.WithCancel(ctx)
+				defer stopWatch()
+				ch, err := s.Control.Watch(wctx)
+				if err != nil {
+					t.Fatalf("Watch: %v", err)
+				}
+				for c := range ch {
+					if c.CaughtUp {
+						break
+					}
+				}
+			})
+		}
+	}
+	t.Run("R1", scans)
+
+	// The operator scales the audit stream to R3 (Open keeps the replicas
+	// it finds).
+	info, err := st.Audit.Stream().Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := info.Config
+	cfg.Replicas = 3
+	if _, err := st.JS.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitPlaced(t, st, tenant.AuditStream, 3)
+	t.Run("R3", scans)
+}
+
+// waitPlaced waits (at most 30 s) until stream is placed at replicas with
+// every peer current.
+func waitPlaced(t *testing.T, st *natsstore.Store, stream string, replicas int) {
+	t.Helper()
+	ctx := context.Background()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		s, err := st.JS.Stream(ctx, stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		current := 0
+		if info.Cluster != nil && info.Cluster.Leader != "" {
+			for _, p := range info.Cluster.Replicas {
+				if p.Current {
+					current++
+				}
+			}
+		}
+		if current == replicas-1 {
+			natsstoretest.RequirePlaced(t, st, stream, replicas)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stream %s not placed at R%d within 30s: %+v", stream, replicas, info.Cluster)
 		}
 	}
 }

@@ -49,3 +49,34 @@ func RequirePlaced(tb testing.TB, st *natsstore.Store, stream string, replicas i
 		tb.Fatalf("stream %s: replicas %d, cluster %+v; want %d placed (a leader and %d peers)", stream, info.Config.Replicas, info.Cluster, replicas, replicas-1)
 	}
 }
+
+// RequireNoConsumers fails the test, naming them, unless stream has no
+// consumer (what every scan of the audit stream leaves behind: none). On
+// a cluster, the server that answers a stream's info may learn of a
+// consumer's deletion a moment after the deletion was confirmed: a count
+// above zero is looked at again, for at most 10 s (a consumer left behind
+// stays for its inactive threshold, a minute or more).
+func RequireNoConsumers(tb testing.TB, st *natsstore.Store, stream, after string) {
+	tb.Helper()
+	ctx := context.Background()
+	s, err := st.JS.Stream(ctx, stream)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		info, err := s.Info(ctx)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		var names []string
+		for n := range s.ConsumerNames(ctx).Name() {
+			names = append(names, n)
+		}
+		if info.State.Consumers == 0 && len(names) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("after %s: stream %s has %d consumers after 10s: %v", after, stream, info.State.Consumers, names)
+		}
+	}
+}
