@@ -22,8 +22,8 @@ import (
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/gate"
 	"github.com/exoarmur/exoarmur/internal/killswitch"
-	"github.com/exoarmur/exoarmur/internal/kv"
 	"github.com/exoarmur/exoarmur/internal/natsstore"
+	"github.com/exoarmur/exoarmur/internal/natsstore/natsstoretest"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -106,21 +106,7 @@ func (n *node) requireAllFits(tb testing.TB) {
 	}); err != nil {
 		tb.Fatal(err)
 	}
-	for _, b := range []*natsstore.Bucket{n.rt.store.Intents, n.rt.store.Idempotency, n.rt.store.Approvals} {
-		keys, err := b.Keys(ctx, "acme.>")
-		if err != nil && !errors.Is(err, kv.ErrNotFound) {
-			tb.Fatal(err)
-		}
-		for _, k := range keys {
-			e, err := b.Get(ctx, k)
-			if err != nil {
-				tb.Fatal(err)
-			}
-			if int64(len(e.Value)) > limit {
-				tb.Errorf("%s: %d bytes, over max_payload %d", k, len(e.Value), limit)
-			}
-		}
-	}
+	natsstoretest.RequireValuesFit(tb, limit, "acme.>", n.rt.store.Intents, n.rt.store.Idempotency, n.rt.store.Approvals)
 	rep, err := n.agent.AuditVerify(ctx, "acme")
 	if err != nil || !rep.Pass {
 		tb.Fatalf("audit verify: %+v, %v", rep, err)

@@ -14,6 +14,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/gate"
 	"github.com/exoarmur/exoarmur/internal/kv"
 	"github.com/exoarmur/exoarmur/internal/natsstore"
+	"github.com/exoarmur/exoarmur/internal/natsstore/natsstoretest"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -57,21 +58,7 @@ func requireRecordsFit(tb testing.TB, n *node, max int64) {
 	}); err != nil {
 		tb.Fatal(err)
 	}
-	for _, b := range []kv.Bucket{n.st.Intents, n.st.Idempotency} {
-		keys, err := b.Keys(ctx, ">")
-		if err != nil && !errors.Is(err, kv.ErrNotFound) {
-			tb.Fatal(err)
-		}
-		for _, k := range keys {
-			e, err := b.Get(ctx, k)
-			if err != nil {
-				tb.Fatal(err)
-			}
-			if int64(len(e.Value)) > max {
-				tb.Errorf("value of %s takes %d bytes, more than %d", k, len(e.Value), max)
-			}
-		}
-	}
+	natsstoretest.RequireValuesFit(tb, max, ">", n.st.Intents, n.st.Idempotency)
 	replayPasses(tb, n.log, acme)
 }
 

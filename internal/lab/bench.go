@@ -185,7 +185,7 @@ func benchReplicas(ctx context.Context, env Env, cfg bench.Config, counts []int,
 		}
 		res, err := bench.Run(ctx, c)
 		if err != nil {
-			return fmt.Errorf("R%d: %w", n, err)
+			return fmt.Errorf("at %d replicas: %w", n, err)
 		}
 		byCount[n] = res
 	}

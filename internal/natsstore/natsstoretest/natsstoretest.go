@@ -6,10 +6,12 @@ package natsstoretest
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/kv"
 	"github.com/exoarmur/exoarmur/internal/natsstore"
 )
 
@@ -77,6 +79,29 @@ func RequireNoConsumers(tb testing.TB, st *natsstore.Store, stream, after string
 		}
 		if time.Now().After(deadline) {
 			tb.Fatalf("after %s: stream %s has %d consumers after 10s: %v", after, stream, info.State.Consumers, names)
+		}
+	}
+}
+
+// RequireValuesFit fails the test for each value of buckets' keys
+// matching filter that takes more than limit bytes (a record that would
+// not fit the server's max_payload).
+func RequireValuesFit(tb testing.TB, limit int64, filter string, buckets ...*natsstore.Bucket) {
+	tb.Helper()
+	ctx := context.Background()
+	for _, b := range buckets {
+		keys, err := b.Keys(ctx, filter)
+		if err != nil && !errors.Is(err, kv.ErrNotFound) {
+			tb.Fatal(err)
+		}
+		for _, k := range keys {
+			e, err := b.Get(ctx, k)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			if int64(len(e.Value)) > limit {
+				tb.Errorf("value of %s takes %d bytes, more than %d", k, len(e.Value), limit)
+			}
 		}
 	}
 }
