@@ -307,6 +307,29 @@ func TestAuditLeaderFailover(t *testing.T) {
 		}
 		placedAt(t, st, 3, 10*time.Second, "after exoarmur "+strings.Join(args[:2], " "))
 	}
+	// A dead leader of the health bucket (which every node's readiness
+	// probe writes) does not make the nodes refuse requests while its
+	// servers elect another: they stay ready, and a proposal made then
+	// is acknowledged.
+	hs, err := st.JS.Stream(t.Context(), tenant.KVStream(tenant.HealthBucket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	healthLeader := c.member(t, hs.CachedInfo().Cluster.Leader)
+	healthLeader.kill()
+	for until := time.Now().Add(10 * time.Second); time.Now().Before(until); time.Sleep(100 * time.Millisecond) {
+		for _, addr := range []string{addrA, addrB} {
+			if code := readyz(t, addr); code != http.StatusOK {
+				t.Fatalf("/readyz of %s answered %d after the health bucket's leader %s died", addr, code, healthLeader.name)
+			}
+		}
+	}
+	if _, _, err := a.client(bot).Propose(t.Context(), "acme", contract.IntentRequest{Action: "http.get", Target: sink.URL + "/after-health", IdempotencyKey: "after-health"}); err != nil {
+		t.Fatalf("propose after the health bucket's leader died: %v", err)
+	}
+	healthLeader.restart()
+	placedAt(t, st, 3, 60*time.Second, "after restarting "+healthLeader.name)
+
 	addrC := freePort(t)
 	cNode := startServer(t, "", addrC, "--nats-url", c.url(), "--nats-replicas", "1", "--sandbox-dir", sandbox, "--node", "node-c")
 	cNode.kill()

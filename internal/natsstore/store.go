@@ -111,11 +111,19 @@ type Store struct {
 	// write error: that stream acknowledges nothing until a restart.
 	writeFailed atomic.Bool
 	connected   atomic.Bool // maintained by the connection's handlers
-	stopProbe   context.CancelFunc
-	probeDone   chan struct{}
+	// disconnectedAt is when the connection was last lost (unix nanos):
+	// a replicated store reconnects to another server and stays ready
+	// meanwhile (Ready).
+	disconnectedAt atomic.Int64
+	closed         atomic.Bool
+	stopProbe      context.CancelFunc
+	probeDone      chan struct{}
 
 	// replicas is what Open asked of each stream's replicas (declare).
 	replicas replicas
+	// healthWindow is how long Ready waits for an unanswered probe:
+	// healthWindow, or retryWindow when the health bucket is replicated.
+	healthWindow time.Duration
 
 	// violation, while declare creates or updates a stream, is told the
 	// subject of each permissions violation on the connection.
@@ -130,7 +138,11 @@ type Store struct {
 func (s *Store) MaxPayload() int64 { return s.maxPayload.Load() }
 
 // Health probe timing: a probe every healthEvery; the store reads as not
-// ready once no probe was answered for healthWindow.
+// ready once no probe was answered for healthWindow, or, on a replicated
+// store, for retryWindow: there an unanswered probe may only mean the
+// health bucket's leader died and its servers are electing another (4-9
+// s), while every other stream still answers, and requests ride the
+// election out (retry.go) rather than being refused at once.
 const (
 	healthEvery  = 500 * time.Millisecond
 	healthWindow = 2 * time.Second
@@ -171,7 +183,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		nats.ReconnectBufSize(-1),
 		// Connection state for Ready without taking the connection's lock
 		// on every request.
-		nats.DisconnectErrHandler(func(*nats.Conn, error) { s.connected.Store(false) }),
+		nats.DisconnectErrHandler(func(*nats.Conn, error) {
+			s.disconnectedAt.Store(time.Now().UnixNano())
+			s.connected.Store(false)
+		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			s.connected.Store(true)
 			// The limits were derived from the first server's max_payload;
@@ -181,7 +196,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 				cfg.Logger.Error("reconnected to a NATS server with a smaller max_payload than the one this node's limits were derived from; records near the limit will be refused: give every cluster member the same max_payload", "max_payload", mp, "derived_from", want)
 			}
 		}),
-		nats.ClosedHandler(func(*nats.Conn) { s.connected.Store(false) }),
+		nats.ClosedHandler(func(*nats.Conn) { s.closed.Store(true); s.connected.Store(false) }),
 		nats.ErrorHandler(s.asyncError),
 	}
 	if cfg.NATSURL == "" {
@@ -278,6 +293,12 @@ func (s *Store) ensure(ctx context.Context) error {
 	if s.Health, err = s.declareKV(ctx, tenant.HealthBucket, kvConfig(tenant.HealthBucket, "ExoArmur store write probe (a timestamp, no tenant data)", 1, false, replicas), nil); err != nil {
 		return err
 	}
+	s.healthWindow = healthWindow
+	if st, err := s.Health.Status(ctx); err == nil {
+		if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok && bs.StreamInfo().Config.Replicas > 1 {
+			s.healthWindow = retryWindow
+		}
+	}
 	work, err := s.declare(ctx, workConfig(replicas), nil)
 	if err != nil {
 		return err
@@ -307,11 +328,19 @@ func (s *Store) shutdownServer() {
 	}
 }
 
-// Ready reports whether the store is usable: connected, a probe write was
-// acknowledged within the last healthWindow, and (embedded server) no
+// Ready reports whether the store is usable: connected (on a replicated
+// store: or reconnecting for less than retryWindow), a probe write was
+// acknowledged within the last healthWindow (retryWindow on a replicated
+// store), and (embedded server) no
 // stream reported a critical write error.
 func (s *Store) Ready() bool {
-	return !s.writeFailed.Load() && s.connected.Load() && time.Since(time.Unix(0, s.lastHealthy.Load())) < healthWindow
+	if s.writeFailed.Load() || s.closed.Load() || time.Since(time.Unix(0, s.lastHealthy.Load())) >= s.healthWindow {
+		return false
+	}
+	// Disconnected: not ready at once on a single server; on a replicated
+	// store (healthWindow is retryWindow) only once reconnecting to
+	// another server took longer than requests wait (retry.go).
+	return s.connected.Load() || s.healthWindow > healthWindow && time.Since(time.Unix(0, s.disconnectedAt.Load())) < s.healthWindow
 }
 
 // ServerConfig configures a NATS+JetStream server run from this binary.
