@@ -31,6 +31,11 @@ import (
 //     addresses with random ids is limited. A valid key is never refused by
 //     it (its id is registered).
 //
+// A missing or malformed key from an exhausted source (or backstop) is
+// refused before any check; a well-formed key is looked up (one registry
+// read; no hash unless its id is registered) since only the registry knows
+// whether its id exists, and answered 429 if it does not.
+//
 // So a correct key is refused only when its own key id is under attack
 // (failures against that very id), never for the failures of other ids or
 // of its source. Refused attempts are not counted as failures (a holder
