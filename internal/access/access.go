@@ -1,6 +1,8 @@
 // Package access is the one place that answers "may principal P do
 // operation O on tenant T": authentication (API key or verified client
-// certificate), the rate limit of failed authentication per source, the
+// certificate), the limit of failed authentication (per key id with
+// backoff, per source and a global backstop for keys naming no registered
+// id; limit.go) and its aggregated audit (failaudit.go), the
 // tenant grant, the operation policy (cedar, internal/policy), the rules of
 // credential management (nobody mints more than they hold; global powers
 // are the explicit system grant), and the audit of every refusal.
@@ -39,9 +41,15 @@ const (
 	// KindForbidden: an authenticated principal asked for an operation it
 	// may not do (recorded in the tenant's chain, or the system chain).
 	KindForbidden = "access.forbidden"
-	// KindAuthFailed: a request with missing, malformed, unknown, revoked or
-	// expired credentials (recorded in the system chain, without the secret).
+	// KindAuthFailed: a request with the key of a credential that awaits
+	// consent (recorded in the system chain, without the secret, at once:
+	// only the key's holder can cause it).
 	KindAuthFailed = "auth.failed"
+	// KindAuthFailures: the failed authentications (missing, malformed,
+	// unknown, revoked or expired credentials) and the refusals of the
+	// failure limit of one interval, aggregated per source and key id
+	// (a FailureReport, in the system chain; see failaudit.go).
+	KindAuthFailures = "auth.failures"
 	// KindKeyCreated and KindKeyRevoked: credential management, recorded in
 	// the chain of every tenant the credential holds (the system chain for
 	// the system grant), so each tenant's operators see who can act in it.
@@ -50,12 +58,6 @@ const (
 	// KindKeyConsented: a second admin consented to a credential that
 	// awaited it (ConsentKey); recorded like a creation.
 	KindKeyConsented = "key.consented"
-)
-
-// Failed-authentication rate limit per source.
-const (
-	failWindow       = time.Minute
-	defaultFailLimit = 20
 )
 
 // Authenticator resolves an API key to its principal (internal/auth.Keys).
@@ -99,9 +101,24 @@ type Config struct {
 	Policy   *policy.Bundle    // the bundle that authorizes operations (default: policy.Default())
 	Audit    Auditor           // nil: refusals are not audited (tests only)
 	Now      func() time.Time
-	// FailLimit is how many failed authentications one source may make per
-	// minute before it is refused (default 20).
+	// FailLimit is how many failed authentications naming no registered
+	// key one source may make per minute before such attempts from it are
+	// refused (default 20); see limit.go for the whole rule.
 	FailLimit int
+	// KeyFailLimit is how many failures against one registered key id (from
+	// any source) start its backoff (default 5).
+	KeyFailLimit int
+	// GlobalFailBurst is the backstop: failures naming no registered key,
+	// from all sources together, per minute (default 200).
+	GlobalFailBurst int
+	// MaxTracked bounds each of the per-key and per-source tables (default
+	// 10000; least recently failed evicted).
+	MaxTracked int
+	// AuditInterval is how often failures are written as one auth.failures
+	// record (default a minute); MaxAuditEntries bounds the (source, key id)
+	// pairs itemized in one (default 256).
+	AuditInterval   time.Duration
+	MaxAuditEntries int
 	// ClassOf maps an action type to its class ("" if unknown); default:
 	// the built-in registry's (action.Builtin).
 	ClassOf func(action string) string
@@ -113,8 +130,12 @@ type Config struct {
 
 // Service is the access layer.
 type Service struct {
-	cfg   Config
-	fails failures
+	cfg Config
+
+	mu         sync.Mutex // guards limits, failLog, stop, done
+	limits     *limiter
+	failLog    failLog
+	stop, done chan struct{}
 }
 
 // New returns a Service.
@@ -131,13 +152,28 @@ func New(cfg Config) (*Service, error) {
 	if cfg.FailLimit <= 0 {
 		cfg.FailLimit = defaultFailLimit
 	}
+	if cfg.KeyFailLimit <= 0 {
+		cfg.KeyFailLimit = defaultKeyFailLimit
+	}
+	if cfg.GlobalFailBurst <= 0 {
+		cfg.GlobalFailBurst = defaultGlobalBurst
+	}
+	if cfg.MaxTracked <= 0 {
+		cfg.MaxTracked = defaultMaxTracked
+	}
+	if cfg.AuditInterval <= 0 {
+		cfg.AuditInterval = defaultAuditInterval
+	}
+	if cfg.MaxAuditEntries <= 0 {
+		cfg.MaxAuditEntries = defaultMaxAuditEntries
+	}
 	if cfg.ClassOf == nil {
 		cfg.ClassOf = action.Builtin().ClassOf
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Service{cfg: cfg}, nil
+	return &Service{cfg: cfg, limits: newLimiter(cfg), failLog: failLog{max: cfg.MaxAuditEntries}}, nil
 }
 
 // Meta is what a front end knows of a request, for the audit records of
@@ -158,18 +194,25 @@ type Credentials struct {
 }
 
 // Authenticate resolves credentials to a principal. Unknown, malformed,
-// revoked and expired credentials are all CodeUnauthenticated (audited in
-// the system chain, never with the secret); a store failure is
-// CodeStoreUnavailable and is not counted against the source.
+// revoked and expired credentials are all CodeUnauthenticated; attempts the
+// failed-authentication limit refuses are CodeRateLimited with a RetryAfter
+// (the rule is in limit.go: a correct key is refused only while its own key
+// id is under attack). Both are audited aggregated (auth.failures, never
+// with the secret). A store failure is CodeStoreUnavailable and is counted
+// against no one.
 func (s *Service) Authenticate(ctx context.Context, c Credentials, meta Meta) (*auth.Principal, error) {
 	now := s.cfg.Now()
-	if s.fails.blocked(c.Source, now, s.cfg.FailLimit) {
-		return nil, contract.Errorf(contract.CodeRateLimited, "too many failed authentication attempts from this address; try again later")
+	keyID := auth.KeyID(c.APIKey) // "" unless the key parses
+	useCert := c.CertCN != "" && s.cfg.Certs != nil
+	if !useCert {
+		if wait := s.refusal(keyID, c.Source, now); wait > 0 {
+			return nil, s.limited(ctx, c.Source, keyID, meta, wait)
+		}
 	}
 	var p *auth.Principal
 	var err error
 	switch {
-	case c.CertCN != "" && s.cfg.Certs != nil:
+	case useCert:
 		p, err = s.cfg.Certs.AuthenticateCert(ctx, c.CertCN)
 	case c.APIKey != "":
 		p, err = s.cfg.Keys.Authenticate(ctx, c.APIKey)
@@ -179,6 +222,11 @@ func (s *Service) Authenticate(ctx context.Context, c Credentials, meta Meta) (*
 	why := ""
 	switch {
 	case err == nil:
+		if keyID != "" {
+			s.mu.Lock()
+			s.limits.keySucceeded(keyID)
+			s.mu.Unlock()
+		}
 		return p, nil
 	case errors.Is(err, errMissing):
 		why = "missing"
@@ -186,16 +234,67 @@ func (s *Service) Authenticate(ctx context.Context, c Credentials, meta Meta) (*
 		why = "expired"
 	case errors.Is(err, auth.ErrPendingConsent):
 		// The holder has the secret: say why, and do not count it as a guess.
-		s.audit(ctx, tenant.System, meta, KindAuthFailed, "", map[string]string{"source": c.Source, "reason": "awaiting consent", "key_id": auth.KeyID(c.APIKey)})
+		s.audit(ctx, tenant.System, meta, KindAuthFailed, "", map[string]string{"source": c.Source, "reason": "awaiting consent", "key_id": keyID})
 		return nil, contract.Errorf(contract.CodeUnauthenticated, "this key awaits a second admin's consent (POST /v1/keys/{id}/consent); it cannot be used before")
+	case errors.Is(err, auth.ErrUnknownKey):
+		why = "unknown or malformed"
 	case errors.Is(err, auth.ErrUnauthenticated):
 		why = "unknown, malformed or revoked"
 	default:
 		return nil, contract.Wrap(contract.CodeStoreUnavailable, "cannot check credentials right now", err)
 	}
-	s.fails.fail(c.Source, now)
-	s.audit(ctx, tenant.System, meta, KindAuthFailed, "", map[string]string{"source": c.Source, "reason": why, "key_id": auth.KeyID(c.APIKey)})
+	// A failure names a registered key id when the key parses and the
+	// registry did not call it unknown; any other counts against the source.
+	named := keyID != "" && !errors.Is(err, auth.ErrUnknownKey) && !errors.Is(err, errMissing) && !useCert
+	s.mu.Lock()
+	if !named {
+		if wait := s.limits.unknownBlocked(c.Source, now); wait > 0 {
+			s.mu.Unlock()
+			return nil, s.limited(ctx, c.Source, keyID, meta, wait)
+		}
+		s.limits.unknownFailed(c.Source, now)
+	} else {
+		s.limits.keyFailed(keyID, now)
+	}
+	r := s.note(now, c.Source, keyID, why, meta.Route, false)
+	s.mu.Unlock()
+	_ = s.writeReport(ctx, r)
 	return nil, contract.Errorf(contract.CodeUnauthenticated, "valid credentials are required")
+}
+
+// refusal is how long an attempt is refused before any check: its key id is
+// in backoff, or it names no key (missing, malformed) while its source or
+// the backstop is exhausted. A key that parses is checked unless its own id
+// is in backoff.
+func (s *Service) refusal(keyID, source string, now time.Time) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if keyID != "" {
+		return s.limits.keyBlocked(keyID, now)
+	}
+	return s.limits.unknownBlocked(source, now)
+}
+
+// limited records a refused attempt and returns its error.
+func (s *Service) limited(ctx context.Context, source, keyID string, meta Meta, wait time.Duration) error {
+	s.mu.Lock()
+	r := s.note(s.cfg.Now(), source, keyID, "rate_limited", meta.Route, true)
+	s.mu.Unlock()
+	_ = s.writeReport(ctx, r)
+	e := contract.Errorf(contract.CodeRateLimited, "too many failed authentication attempts; try again later")
+	e.RetryAfter = wait
+	return e
+}
+
+// note adds an attempt to the pending report and returns the report of the
+// interval that has passed, if any, to be written (outside the lock).
+func (s *Service) note(now time.Time, source, keyID, reason, route string, limited bool) *FailureReport {
+	var due *FailureReport
+	if s.failLog.due(now, s.cfg.AuditInterval) {
+		due = s.failLog.take(now)
+	}
+	s.failLog.note(now, source, keyID, reason, route, limited)
+	return due
 }
 
 var errMissing = errors.New("no credentials")
@@ -586,43 +685,4 @@ func (s *Service) RevokeKey(ctx context.Context, caller *auth.Principal, princip
 		return p, contract.Wrap(contract.CodeStoreUnavailable, fmt.Sprintf("key %s is revoked, but its revocation could not be audited", p.ID), err)
 	}
 	return p, nil
-}
-
-// failures counts failed authentications per source in fixed windows.
-type failures struct {
-	mu sync.Mutex
-	by map[string]window
-}
-
-type window struct {
-	start time.Time
-	n     int
-}
-
-func (f *failures) blocked(src string, now time.Time, limit int) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	w, ok := f.by[src]
-	return ok && now.Sub(w.start) < failWindow && w.n >= limit
-}
-
-func (f *failures) fail(src string, now time.Time) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.by == nil {
-		f.by = map[string]window{}
-	}
-	w := f.by[src]
-	if now.Sub(w.start) >= failWindow {
-		w = window{start: now}
-	}
-	w.n++
-	f.by[src] = w
-	if len(f.by) > 100000 { // bound memory under a spray of sources
-		for k, v := range f.by {
-			if now.Sub(v.start) >= failWindow {
-				delete(f.by, k)
-			}
-		}
-	}
 }

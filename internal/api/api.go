@@ -268,6 +268,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		body.Error.Code, body.Error.Message = contract.CodeTooLarge, "request body exceeds 1 MiB"
 	case errors.As(err, &ae):
 		body.Error.Code, body.Error.Message, body.Error.Reasons = ae.Code, ae.Message, ae.Reasons
+		if ae.RetryAfter > 0 {
+			// Whole seconds, rounded up: never earlier than the limit lifts.
+			w.Header().Set("Retry-After", strconv.FormatInt(int64((ae.RetryAfter+time.Second-1)/time.Second), 10))
+		}
 	default:
 		body.Error.Code, body.Error.Message = contract.CodeInternal, "internal error"
 	}

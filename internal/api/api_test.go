@@ -71,6 +71,7 @@ type fixture struct {
 	// handler is the API handler itself, for tests that serve it with the
 	// production http.Server settings (api.NewHTTPServer).
 	handler http.Handler
+	acc     *access.Service
 }
 
 const (
@@ -134,7 +135,7 @@ func newFixture(t *testing.T, opts ...func(*access.Config)) *fixture {
 	s := api.New(cfg)
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
-	return &fixture{log: log, st: st, srv: srv, keys: k, exec: ex, handler: s}
+	return &fixture{log: log, st: st, srv: srv, keys: k, exec: ex, handler: s, acc: acc}
 }
 
 type resp struct {

@@ -182,6 +182,7 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 		st.Close()
 		return nil, err
 	}
+	acc.Start() // the aggregated audit of failed authentication, every minute
 	return &runtime{store: st, switches: sw, approvals: approvals, audit: log, keys: keys, access: acc, gate: g, execs: execs, bundles: storedBundles(st, func(err error) {
 		if d.logger != nil {
 			d.logger.Warn("policy archive: entry left out of the replay library; the decisions recorded under it do not verify", "err", err)
@@ -190,6 +191,8 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 }
 
 func (r *runtime) Close() {
+	// Before the store closes: the failures of the last interval are written.
+	_ = r.access.Close(context.Background())
 	r.switches.Stop()
 	r.execs.Close()
 	r.store.Close()

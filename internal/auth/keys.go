@@ -184,16 +184,19 @@ func KeyID(key string) string {
 }
 
 // Authenticate resolves a presented API key to its principal. Every failure
-// is ErrUnauthenticated (or ErrExpired) and says nothing about which part was
-// wrong; store failures are wrapped separately so callers can answer 503.
+// is ErrUnauthenticated (or ErrExpired) and says nothing about which part of
+// the secret was wrong; a malformed key or an unregistered key id is the
+// more precise ErrUnknownKey (for the access layer's failure limits; the
+// caller sees the same answer). Store failures are wrapped separately so
+// callers can answer 503.
 func (k *Keys) Authenticate(ctx context.Context, key string) (*Principal, error) {
 	id, secret, ok := parseKey(key)
 	if !ok {
-		return nil, ErrUnauthenticated
+		return nil, ErrUnknownKey
 	}
 	e, err := k.kv.Get(ctx, id)
 	if errors.Is(err, kv.ErrNotFound) {
-		return nil, ErrUnauthenticated
+		return nil, ErrUnknownKey
 	}
 	if err != nil {
 		return nil, fmt.Errorf("authenticate: %w", err)

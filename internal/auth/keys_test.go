@@ -68,6 +68,16 @@ func TestCreateAndAuthenticate(t *testing.T) {
 			t.Errorf("Authenticate(%q) = %v, want ErrUnauthenticated", bad, err)
 		}
 	}
+	// Malformed keys and unregistered ids are ErrUnknownKey (counted per
+	// source by the access layer); a wrong secret of a registered id is not.
+	for _, bad := range []string{"", "exo_", key + "x", strings.Replace(key, id, "0000000000000000", 1)} {
+		if _, err := k.Authenticate(ctx, bad); !errors.Is(err, auth.ErrUnknownKey) {
+			t.Errorf("Authenticate(%q) = %v, want ErrUnknownKey", bad, err)
+		}
+	}
+	if _, err := k.Authenticate(ctx, key[:len(key)-1]+last); err == nil || errors.Is(err, auth.ErrUnknownKey) {
+		t.Errorf("a wrong secret of a registered id = %v, want ErrUnauthenticated but not ErrUnknownKey", err)
+	}
 }
 
 func TestExpiry(t *testing.T) {

@@ -175,6 +175,11 @@ var (
 	// ErrPendingConsent is a credential that awaits a second admin's
 	// consent; it is an ErrUnauthenticated.
 	ErrPendingConsent = fmt.Errorf("%w: the key awaits a second admin's consent", ErrUnauthenticated)
+	// ErrUnknownKey is a presented key that is malformed or names no
+	// registered key id; it is an ErrUnauthenticated. The access layer
+	// counts it against the source, not against a key id (a key id is
+	// public; which one exists says nothing of a secret).
+	ErrUnknownKey = fmt.Errorf("%w: no such key", ErrUnauthenticated)
 	// ErrNotPending: a consent to a credential that awaits none.
 	ErrNotPending = errors.New("the key awaits no consent")
 )

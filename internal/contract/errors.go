@@ -3,6 +3,7 @@ package contract
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Error codes: stable, machine-readable, part of the V1 wire contract
@@ -24,7 +25,9 @@ const (
 	// CodeSelfApproval: the proposer, or another credential of its owner,
 	// approving or denying its own intent.
 	CodeSelfApproval = "self_approval"
-	// CodeRateLimited: too many failed authentications from one source.
+	// CodeRateLimited: too many failed authentications (against the key id
+	// presented, or naming no key from this source or from everywhere);
+	// Error.RetryAfter says when to try again.
 	CodeRateLimited = "rate_limited"
 	// CodeMethodNotAllowed: a route that exists, with another method.
 	CodeMethodNotAllowed = "method_not_allowed"
@@ -40,6 +43,9 @@ type Error struct {
 	Message string
 	Reasons []string
 	Err     error
+	// RetryAfter, if positive, is when the caller may try again (HTTP
+	// Retry-After, rounded up to whole seconds).
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {
