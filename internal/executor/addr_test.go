@@ -23,7 +23,7 @@ func TestInternalAddresses(t *testing.T) {
 		"::ffff:127.0.0.1", "::ffff:10.0.0.1", "::ffff:100.64.0.1",
 		"::ffff:0:127.0.0.1", // IPv4-translated (SIIT)
 		"64:ff9b::7f00:1", "64:ff9b::10.0.0.1", "64:ff9b::100.64.0.1", "64:ff9b::a9fe:a9fe",
-		"64:ff9b:1::8.8.8.8",                                   // local-use NAT64: refused whatever it carries
+		"64:ff9b:1::8.8.8.8",                                                   // local-use NAT64: refused whatever it carries
 		"2002:7f00:1::", "2002:a00:1::1", "2002:a9fe:a9fe::1", "2002:6440:1::", // 6to4 of 127.0.0.1, 10.0.0.1, 169.254.169.254, 100.64.0.1
 		"2001:0:4136:e378:8000:63bf:3fff:fdd2", // Teredo: refused outright
 		"2001::1",
