@@ -38,7 +38,7 @@ var internalPrefixes = func() []netip.Prefix {
 		"ff00::/8",        // multicast
 		"3fff::/20",       // documentation (RFC 9637)
 		"5f00::/16",       // segment routing SIDs (RFC 9602)
-		"::ffff:0:0:0/96", // IPv4-translated (SIIT, RFC 2765)
+		"::ffff:0:0:0/96", // IPv4-translated (SIIT, RFC 2765): refused whatever it carries
 	} {
 		ps = append(ps, netip.MustParsePrefix(s))
 	}
@@ -54,9 +54,9 @@ var (
 // address in internalPrefixes, or an IPv6 address that carries an internal
 // IPv4 address (IPv4-mapped ::ffff:a.b.c.d, NAT64 64:ff9b::a.b.c.d, 6to4
 // 2002:aabb:ccdd::). The IPv4-compatible form ::a.b.c.d (deprecated), the
-// local-use NAT64 prefix and Teredo (2001::/32, whose client address is
-// obfuscated and reached through a relay) are refused whatever they carry:
-// nothing legitimate dials them.
+// IPv4-translated form ::ffff:0:a.b.c.d, the local-use NAT64 prefix and
+// Teredo (2001::/32, whose client address is obfuscated and reached through
+// a relay) are refused whatever they carry: nothing legitimate dials them.
 func internal(ip netip.Addr) bool {
 	if !ip.IsValid() {
 		return true
