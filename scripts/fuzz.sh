@@ -14,7 +14,9 @@ targets=(
   internal/contract:FuzzCanonicalReference
   internal/contract:FuzzAuditRecordAppendCanonical
   internal/tenant:FuzzTenantParse
+  internal/contract:FuzzCheckIntentText
   internal/executor:FuzzSandboxPath
+  internal/executor:FuzzInternalAddress
   internal/replay:FuzzReplayLine
   internal/auth:FuzzParseKey
   internal/policy:FuzzURLHost

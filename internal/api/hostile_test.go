@@ -48,6 +48,10 @@ func TestHostileInputCatalogue(t *testing.T) {
 		{"huge_string", propose(`{"action":"fs.read","target":"` + strings.Repeat("a", 100_000) + `","idempotency_key":"k"}`), 400, "invalid_request"},
 		{"nul_byte", propose(`{"action":"fs.read","target":"a\u0000b","idempotency_key":"k"}`), 400, "invalid_request"},
 		{"invalid_utf8", propose("{\"action\":\"fs.read\",\"target\":\"a\xff\xfe\",\"idempotency_key\":\"k\"}"), 400, "invalid_request"},
+		{"bidi_override_in_target", propose(`{"action":"fs.read","target":"invoice\u202etxt.exe","idempotency_key":"k"}`), 400, "invalid_request"},
+		{"zero_width_in_target", propose(`{"action":"fs.delete","target":"re\u200bport.txt","idempotency_key":"k"}`), 400, "invalid_request"},
+		{"control_in_target", propose(`{"action":"fs.read","target":"a\u001b[2Jb","idempotency_key":"k"}`), 400, "invalid_request"},
+		{"hidden_character_in_param", propose(`{"action":"http.post","target":"http://127.0.0.1:9/x","params":{"content_type":"text/plain\u2067"},"idempotency_key":"k"}`), 400, "invalid_request"},
 		{"unknown_action", propose(`{"action":"sh.exec","target":"rm -rf /","idempotency_key":"k"}`), 400, "unknown_action"},
 		{"idempotency_key_injection", propose(`{"action":"fs.read","target":"a","idempotency_key":"k.>\r\nX: y"}`), 400, "invalid_request"},
 		{"tenant_injection_wildcard", func(t *testing.T) resp {
@@ -81,6 +85,41 @@ func TestHostileInputCatalogue(t *testing.T) {
 				t.Fatal("the refused request left state behind")
 			}
 		})
+	}
+}
+
+// TestHiddenCharactersRefusedAtPropose: a target or a parameter holding a
+// bidi, invisible or control character is refused at propose with 400
+// invalid_request, reason hidden_character and the field's pointer, and
+// nothing is stored or audited; a file's content may hold any text.
+func TestHiddenCharactersRefusedAtPropose(t *testing.T) {
+	f := newFixture(t)
+	for _, tt := range []struct {
+		body  map[string]any
+		field string
+	}{
+		{map[string]any{"action": "fs.write", "target": "invoice\u202Etxt.exe", "params": map[string]string{"content": "x"}}, "/target"},
+		{map[string]any{"action": "fs.read", "target": "\uFEFFa.txt"}, "/target"},
+		{map[string]any{"action": "http.post", "target": "http://127.0.0.1:9/x", "params": map[string]string{"content_type": "text/plain\u00AD"}}, "/params/content_type"},
+	} {
+		tt.body["idempotency_key"] = "hidden"
+		state, chain := f.stateSnapshot(t), f.export(t)
+		r := f.do(t, "POST", "/v1/tenants/acme/intents", agentKey, mustJSON(tt.body))
+		e, _ := r.body["error"].(map[string]any)
+		msg, _ := e["message"].(string)
+		reasons, _ := e["reasons"].([]any)
+		if r.code != 400 || errCode(r) != "invalid_request" || len(reasons) != 1 || reasons[0] != "hidden_character" || !strings.HasPrefix(msg, `field "`+tt.field+`"`) {
+			t.Fatalf("%v: got %d %s, want 400 invalid_request, reason hidden_character, field %s", tt.body, r.code, r.raw, tt.field)
+		}
+		if f.stateSnapshot(t) != state || !bytes.Equal(f.export(t), chain) {
+			t.Fatalf("%v: the refused proposal left state behind", tt.body)
+		}
+		t.Log(msg)
+	}
+	r := f.do(t, "POST", "/v1/tenants/acme/intents", agentKey, mustJSON(map[string]any{"action": "fs.write", "target": "notes/שלום.txt",
+		"params": map[string]string{"content": "line 1\n\tline 2 \u202Bשלום\u202C\n"}, "idempotency_key": "text"}))
+	if r.code != 201 {
+		t.Fatalf("a right-to-left name with text content: %d %s, want 201", r.code, r.raw)
 	}
 }
 

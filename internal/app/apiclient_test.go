@@ -88,6 +88,16 @@ func TestKillSwitchCommand(t *testing.T) {
 	}
 }
 
+// TestCellQuotesControls: a table cell holding a control character (a
+// tab or newline would forge columns or rows) is quoted.
+func TestCellQuotesControls(t *testing.T) {
+	for in, want := range map[string]string{"": "-", "a.txt": "a.txt", "a b": "a b", "b.txt\nin_forged": `"b.txt\nin_forged"`, "a\tb": `"a\tb"`, "a\u0085b": `"a\u0085b"`} {
+		if got := cell(in); got != want {
+			t.Errorf("cell(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
 func TestApprovalCommands(t *testing.T) {
 	srv := clienttest.Start(t)
 	agent, err := client.New(srv.URL, client.WithAPIKey(srv.Keys[clienttest.Agent]))
@@ -102,14 +112,20 @@ func TestApprovalCommands(t *testing.T) {
 		return v.Intent.ID
 	}
 	id := propose("w1", "notes/a.txt")
-	forged := propose("w2", "b.txt\nin_forged  fs.write")
+	// A target that would forge a row of the table is refused at propose
+	// (issue 16); cell still quotes one stored before (TestCellQuotesControls).
+	if _, _, err := agent.Propose(context.Background(), "acme", contract.IntentRequest{Action: "fs.write", Target: "b.txt\nin_forged  fs.write",
+		Params: map[string]string{"content": "x"}, IdempotencyKey: "w2"}); err == nil || !strings.Contains(err.Error(), "hidden_character") {
+		t.Fatalf("a target with a newline: %v, want refused (hidden_character)", err)
+	}
+	forged := propose("w2", "b.txt  in_forged  fs.write")
 	op := srv.Keys[clienttest.Operator]
 
 	code, out, stderr := cli(t, op, "approvals", "list", "--tenant", "acme", "--server", srv.URL)
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
 	if code != 0 || len(lines) != 3 || strings.Join(strings.Fields(lines[0]), " ") != "INTENT ACTION CLASS STATUS VOTES EXPIRES PROPOSER TARGET" ||
 		!strings.HasPrefix(strings.Join(strings.Fields(lines[1]), " "), id+" fs.write A1 pending 0/1 20") || !strings.Contains(out, "0/1") ||
-		!strings.Contains(out, `"b.txt\nin_forged  fs.write"`) {
+		!strings.Contains(out, "b.txt  in_forged  fs.write") {
 		t.Fatalf("approvals list: exit %d\n%s%s", code, out, stderr)
 	}
 	code, out, stderr = cli(t, op, "approvals", "list", "--tenant", "acme", "--json", "--server", srv.URL)

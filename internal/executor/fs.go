@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/exoarmur/exoarmur/internal/action"
@@ -32,8 +34,9 @@ import (
 //     deleted: unlinking a FIFO, a socket, a device node or one link of a
 //     hard-linked file removes only that name from the sandbox.
 //
-// Errors name only the sandbox-relative target, never a host path: results
-// are stored and shown to the tenant.
+// Errors name only the sandbox-relative target, never a host path, absolute
+// or relative to the working directory (hide): results are stored in the
+// audit and shown to the tenant.
 type sandbox struct {
 	dir     string
 	maxFile int64 // fs.write content limit
@@ -48,7 +51,7 @@ func (s *sandbox) create(t tenant.ID) (*os.Root, error) {
 		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Join(s.dir, t.String()), 0o750); err != nil {
-		return nil, fmt.Errorf("sandbox %s: %w", t, bare(err))
+		return nil, fmt.Errorf("sandbox %s: %w", t, hide(err, s.dir))
 	}
 	return s.open(t)
 }
@@ -61,19 +64,48 @@ func (s *sandbox) open(t tenant.ID) (*os.Root, error) {
 	}
 	r, err := os.OpenRoot(filepath.Join(s.dir, t.String()))
 	if err != nil {
-		return nil, fmt.Errorf("sandbox %s: %w", t, bare(err))
+		return nil, fmt.Errorf("sandbox %s: %w", t, hide(err, s.dir))
 	}
 	return r, nil
 }
 
-// bare drops a host path from err. *os.Root methods name the path they were
-// given (relative to the root), but methods of the *os.File a root opens,
-// and os.OpenRoot and os.MkdirAll, name the full host path
-// ("read /srv/sandbox/acme/d: is a directory").
-func bare(err error) error {
+// hide rewrites the host paths in err, which name dir (a tenant's
+// sandbox, or the sandbox root) or a file under it, to what the tenant
+// sees: a path under dir becomes relative to it, dir itself and any other
+// absolute path are dropped. *os.Root methods name the path they were given
+// (relative to the root) and are left alone, but methods of the *os.File a
+// root opens, and os.OpenRoot and os.MkdirAll, name the host path, absolute
+// or relative to the working directory as dir is ("read
+// data/sandbox/acme/d: is a directory" becomes "read d: is a directory").
+// The error's chain below the path is kept (errors.Is).
+func hide(err error, dir string) error {
+	dir = filepath.Clean(dir)
+	rel := func(p string) (string, bool) {
+		if r, ok := strings.CutPrefix(filepath.Clean(p), dir+string(filepath.Separator)); ok {
+			return r, true
+		}
+		if filepath.Clean(p) == dir || filepath.IsAbs(p) {
+			return "", true
+		}
+		return p, false
+	}
 	var pe *os.PathError
-	if errors.As(err, &pe) && filepath.IsAbs(pe.Path) {
-		return fmt.Errorf("%s: %w", pe.Op, pe.Err)
+	if errors.As(err, &pe) {
+		if r, host := rel(pe.Path); host {
+			if r == "" {
+				return fmt.Errorf("%s: %w", pe.Op, pe.Err)
+			}
+			return &os.PathError{Op: pe.Op, Path: r, Err: pe.Err}
+		}
+		return err
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) {
+		o, ho := rel(le.Old)
+		n, hn := rel(le.New)
+		if ho || hn {
+			return fmt.Errorf("%s %s %s: %w", le.Op, cmp.Or(o, "-"), cmp.Or(n, "-"), le.Err)
+		}
 	}
 	return err
 }
@@ -108,7 +140,7 @@ func (s *sandbox) read(ctx context.Context, t tenant.ID, target string) (map[str
 
 func (s *sandbox) readIn(ctx context.Context, root *os.Root, target string) (map[string]string, error) {
 	fail := func(err error) (map[string]string, error) {
-		return nil, fmt.Errorf("fs.read %q: %w", target, bare(err))
+		return nil, fmt.Errorf("fs.read %q: %w", target, hide(err, root.Name()))
 	}
 	if err := ctx.Err(); err != nil {
 		return fail(err)
@@ -246,7 +278,7 @@ func writeIn(ctx context.Context, root *os.Root, target, content string) (map[st
 	}
 	if werr != nil {
 		_ = root.Remove(tmp)
-		return nil, fmt.Errorf("fs.write %q: %w", target, bare(werr))
+		return nil, fmt.Errorf("fs.write %q: %w", target, hide(werr, root.Name()))
 	}
 	return digest([]byte(content)), nil
 }

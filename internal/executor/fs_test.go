@@ -3,6 +3,7 @@ package executor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -312,13 +313,32 @@ func TestWriteChecksContextBeforeRename(t *testing.T) {
 
 // TestErrorsNameNoHostPath: errors end up in stored results the tenant
 // reads; they name the sandbox-relative target, never the host path of the
-// sandbox (os.File methods and os.OpenRoot put it in their *PathError).
+// sandbox (os.File methods, os.OpenRoot and os.MkdirAll put it in their
+// *PathError), whether the sandbox dir is absolute or relative to the
+// working directory (serve --data-dir ./data).
 func TestErrorsNameNoHostPath(t *testing.T) {
-	w := newWorld(t)
+	t.Run("absolute", func(t *testing.T) { errorsNameNoHostPath(t, newWorld(t)) })
+	t.Run("relative", func(t *testing.T) {
+		w := newWorld(t)
+		base := filepath.Dir(w.sb.dir)
+		t.Chdir(base)
+		w.sb.dir = "host-sandbox-dir"
+		errorsNameNoHostPath(t, w)
+	})
+}
+
+func errorsNameNoHostPath(t *testing.T, w *world) {
 	for _, f := range []string{"f.txt", "d/g.txt"} {
 		if _, err := w.sb.write(t.Context(), acme, f, "x"); err != nil {
 			t.Fatal(err)
 		}
+	}
+	dir := filepath.Join(w.sb.dir, "acme")
+	if err := syscall.Mkfifo(filepath.Join(dir, "p"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(w.secret, filepath.Join(dir, "hl.txt")); err != nil {
+		t.Fatal(err)
 	}
 	tests := []struct {
 		name string
@@ -328,12 +348,18 @@ func TestErrorsNameNoHostPath(t *testing.T) {
 		{"read a directory", func() (map[string]string, error) { return w.sb.read(t.Context(), acme, "d") }, ErrNotRegular},
 		{"read a missing file", func() (map[string]string, error) { return w.sb.read(t.Context(), acme, "nope") }, os.ErrNotExist},
 		{"read under a file", func() (map[string]string, error) { return w.sb.read(t.Context(), acme, "f.txt/x") }, syscall.ENOTDIR},
+		{"read a fifo", func() (map[string]string, error) { return w.sb.read(t.Context(), acme, "p") }, ErrNotRegular},
+		{"read a hard link", func() (map[string]string, error) { return w.sb.read(t.Context(), acme, "hl.txt") }, ErrHardLink},
 		{"read from a tenant with no sandbox", func() (map[string]string, error) { return w.sb.read(t.Context(), beta, "f.txt") }, os.ErrNotExist},
 		{"delete from a tenant with no sandbox", func() (map[string]string, error) { return w.sb.remove(t.Context(), beta, "f.txt") }, os.ErrNotExist},
 		{"write onto a directory", func() (map[string]string, error) { return w.sb.write(t.Context(), acme, "d", "x") }, nil},
 		{"write under a file", func() (map[string]string, error) { return w.sb.write(t.Context(), acme, "f.txt/x", "x") }, nil},
 		{"delete a directory", func() (map[string]string, error) { return w.sb.remove(t.Context(), acme, "d") }, nil},
 		{"delete a missing file", func() (map[string]string, error) { return w.sb.remove(t.Context(), acme, "nope") }, os.ErrNotExist},
+	}
+	abs, err := filepath.Abs(w.sb.dir)
+	if err != nil {
+		t.Fatal(err)
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -344,10 +370,42 @@ func TestErrorsNameNoHostPath(t *testing.T) {
 			if tt.want != nil && !errors.Is(err, tt.want) {
 				t.Fatalf("error %v, want %v", err, tt.want)
 			}
-			if msg := err.Error(); strings.Contains(msg, filepath.Dir(w.sb.dir)) {
-				t.Fatalf("error carries a host path: %q", msg)
+			msg := err.Error()
+			for _, host := range []string{filepath.Dir(abs), w.sb.dir, "secret"} {
+				if strings.Contains(msg, host) {
+					t.Fatalf("error carries a host path (%s): %q", host, msg)
+				}
 			}
 			t.Log(err)
 		})
+	}
+}
+
+// TestHideRewritesHostPaths: the errors of an *os.File a root opened (a
+// write that fails on a full disk, say: not provoked here) name the file by
+// its host path; hide makes it relative to the tenant's sandbox, drops
+// other host paths and keeps the cause.
+func TestHideRewritesHostPaths(t *testing.T) {
+	tests := []struct {
+		err       error
+		dir, want string
+	}{
+		{&os.PathError{Op: "write", Path: "data/sandbox/acme/a.txt.exoarmur-tmp", Err: syscall.ENOSPC}, "data/sandbox/acme", "write a.txt.exoarmur-tmp: no space left on device"},
+		{&os.PathError{Op: "read", Path: "/srv/x/sandbox/acme/adir", Err: syscall.EISDIR}, "/srv/x/sandbox/acme", "read adir: is a directory"},
+		{&os.PathError{Op: "open", Path: "/srv/x/sandbox/acme", Err: syscall.ENOSPC}, "/srv/x/sandbox/acme", "open: no space left on device"},
+		{&os.PathError{Op: "open", Path: "/etc/elsewhere", Err: syscall.ENOSPC}, "/srv/x/sandbox/acme", "open: no space left on device"},
+		{fmt.Errorf("wrapped: %w", &os.PathError{Op: "sync", Path: "./data/sandbox/acme/d/f", Err: syscall.EIO}), "data/sandbox/acme", "sync d/f: input/output error"},
+		{&os.LinkError{Op: "rename", Old: "/srv/x/sandbox/acme/a.tmp", New: "/srv/x/sandbox/acme/a", Err: syscall.EEXIST}, "/srv/x/sandbox/acme", "rename a.tmp a: file exists"},
+		{&os.PathError{Op: "openat", Path: "f.txt/x", Err: syscall.ENOTDIR}, "data/sandbox/acme", "openat f.txt/x: not a directory"},
+	}
+	for _, tt := range tests {
+		got := hide(tt.err, tt.dir)
+		if got.Error() != tt.want {
+			t.Errorf("hide(%q) = %q, want %q", tt.err, got, tt.want)
+		}
+		var errno syscall.Errno
+		if !errors.As(tt.err, &errno) || !errors.Is(got, errno) {
+			t.Errorf("hide(%q) lost its cause", tt.err)
+		}
 	}
 }

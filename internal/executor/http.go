@@ -21,8 +21,9 @@ import (
 
 // httpClient enforces the allowlist at three depths: the target URL before
 // the request, every redirect, and the dialed address (a name that resolves
-// to a private, loopback or link-local address is refused unless that exact
-// host is allowlisted).
+// to an internal address (internal: private, loopback, link-local, CGNAT,
+// reserved, or an IPv6 form carrying one) is refused unless that exact
+// address is allowlisted).
 type httpClient struct {
 	client *http.Client
 	allow  []string
@@ -76,7 +77,7 @@ func (h *httpClient) control(_, address string, _ syscall.RawConn) error {
 		return fmt.Errorf("dial %s: %w", address, err)
 	}
 	ip := ap.Addr().Unmap()
-	if !(ip.IsPrivate() || ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsUnspecified() || ip.IsMulticast()) {
+	if !internal(ip) {
 		return nil
 	}
 	// Internal addresses only when allowlisted literally.

@@ -334,6 +334,12 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 	if err := tenant.ValidIdempotencyKey(req.IdempotencyKey); err != nil {
 		return View{}, false, contract.Errorf(contract.CodeInvalid, "field \"/idempotency_key\": %v", err)
 	}
+	// A name an operator reads must be what runs: no control, bidi or
+	// invisible character in the target or a parameter (one rule, for
+	// every front end).
+	if err := contract.CheckIntentText(req); err != nil {
+		return View{}, false, err
+	}
 	in := contract.ActionIntent{
 		SchemaVersion:       contract.SchemaVersion,
 		ID:                  IntentID(t, req.IdempotencyKey),
