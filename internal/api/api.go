@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/exoarmur/exoarmur/contracts"
@@ -511,6 +512,8 @@ type approvalItem struct {
 	Lineage  []approval.Lineage    `json:"lineage"`
 }
 
+// listApprovals: GET .../approvals?status=&limit=&cursor= pages the queue,
+// oldest first (page.go); an intent is read only for the items of the page.
 func (s *Server) listApprovals(w http.ResponseWriter, r *http.Request) error {
 	ri := info(r)
 	status := r.URL.Query().Get("status")
@@ -519,20 +522,51 @@ func (s *Server) listApprovals(w http.ResponseWriter, r *http.Request) error {
 	default:
 		return contract.Errorf(contract.CodeInvalid, "query \"status\": must be pending, approved, denied, expired or executed")
 	}
+	limit, cur, err := pageQuery(r, true)
+	if err != nil {
+		return err
+	}
 	listed, err := s.cfg.Approvals.List(r.Context(), ri.tenant, status, s.now())
 	if err != nil {
 		return contract.Wrap(contract.CodeStoreUnavailable, "cannot read approvals", err)
 	}
+	if cur != nil {
+		listed = slices.DeleteFunc(listed, func(l approval.Listed) bool { return !cur.after(l.Record.RequestedAt, l.Record.IntentID) })
+	}
 	items := []approvalItem{}
+	size := 0
+	next := ""
 	for _, l := range listed {
+		if len(items) == limit {
+			next = approvalCursor(items[len(items)-1])
+			break
+		}
 		v, err := s.cfg.Gate.Get(r.Context(), ri.tenant, l.Record.IntentID)
 		if err != nil {
 			return err
 		}
-		items = append(items, approvalItem{Approval: l.Record, Intent: v.Intent, Lineage: l.Lineage})
+		it := approvalItem{Approval: l.Record, Intent: v.Intent, Lineage: l.Lineage}
+		b, err := json.Marshal(it)
+		if err != nil {
+			return err
+		}
+		if size += len(b); size > MaxPageBytes && len(items) > 0 {
+			next = approvalCursor(items[len(items)-1])
+			break
+		}
+		items = append(items, it)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"tenant": ri.tenant.String(), "approvals": items})
+	body := map[string]any{"tenant": ri.tenant.String(), "approvals": items}
+	if next != "" {
+		body["next"] = next
+	}
+	writeJSON(w, http.StatusOK, body)
 	return nil
+}
+
+func approvalCursor(it approvalItem) string {
+	at := it.Approval.RequestedAt
+	return pageCursor{At: &at, ID: it.Approval.IntentID}.encode()
 }
 
 func (s *Server) decideApproval(w http.ResponseWriter, r *http.Request) error {
@@ -593,13 +627,29 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// listKeys: GET /v1/keys?limit=&cursor= pages the credentials the caller
+// manages, by principal ID (page.go).
 func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) error {
 	ri := info(r)
+	limit, cur, err := pageQuery(r, false)
+	if err != nil {
+		return err
+	}
 	ps, err := s.cfg.Access.ListKeys(r.Context(), ri.principal, s.meta(r, ri))
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"keys": ps})
+	slices.SortFunc(ps, func(a, b auth.Principal) int { return strings.Compare(a.ID, b.ID) })
+	if cur != nil {
+		ps = slices.DeleteFunc(ps, func(p auth.Principal) bool { return p.ID <= cur.ID })
+	}
+	body := map[string]any{}
+	if len(ps) > limit {
+		ps = ps[:limit]
+		body["next"] = pageCursor{ID: ps[limit-1].ID}.encode()
+	}
+	body["keys"] = ps
+	writeJSON(w, http.StatusOK, body)
 	return nil
 }
 
