@@ -411,21 +411,52 @@ func (s *Server) auditList(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// auditExport streams the chain as JSON Lines while it is scanned: the
+// memory of an export is the scan's batch and the server's write buffer,
+// whatever the chain's length. A read that fails before the first record
+// is an ordinary error answer. One that fails after it cannot change the
+// status that was sent, so the response is aborted: the connection is
+// closed without the chunked encoding's last chunk and without the
+// contract.ExportTrailer, and every HTTP client reads an unexpected end of the body
+// (the Go client returns an error; so does Python's http.client). A
+// complete export ends with the trailer holding its record count.
 func (s *Server) auditExport(w http.ResponseWriter, r *http.Request) error {
 	ri := info(r)
-	// Read everything first: an export is either complete or an error.
-	var buf []byte
+	n := 0
+	started := false
+	start := func() {
+		h := w.Header()
+		h.Set("Content-Type", "application/x-ndjson")
+		h.Set("Content-Disposition", `attachment; filename="audit-`+ri.tenant.String()+`.jsonl"`)
+		h.Set("Trailer", contract.ExportTrailer)
+		w.WriteHeader(http.StatusOK)
+		started = true
+	}
 	err := s.cfg.Audit.Scan(r.Context(), ri.tenant, 0, 0, func(raw []byte, _ contract.AuditRecord) error {
-		buf = append(buf, raw...)
-		buf = append(buf, '\n')
+		if !started {
+			start()
+		}
+		if _, err := w.Write(raw); err != nil {
+			return err
+		}
+		if _, err := w.Write([]byte{'\n'}); err != nil {
+			return err
+		}
+		n++
 		return nil
 	})
-	if err != nil {
+	if err != nil && !started {
 		return contract.Wrap(contract.CodeStoreUnavailable, "cannot read the audit log", err)
 	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.Header().Set("Content-Disposition", `attachment; filename="audit-`+ri.tenant.String()+`.jsonl"`)
-	_, _ = w.Write(buf)
+	if err != nil {
+		s.cfg.Logger.Error("audit export aborted after it began", "tenant", ri.tenant.String(), "records_sent", n, "request_id", ri.id, "err", err.Error())
+		_ = http.NewResponseController(w).Flush() // what was written reaches the client, then the cut
+		panic(http.ErrAbortHandler)               // net/http closes the connection: the client sees the body cut short
+	}
+	if !started {
+		start()
+	}
+	w.Header().Set(contract.ExportTrailer, strconv.Itoa(n))
 	return nil
 }
 

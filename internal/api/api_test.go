@@ -71,6 +71,7 @@ type fixture struct {
 	// handler is the API handler itself, for tests that serve it with the
 	// production http.Server settings (api.NewHTTPServer).
 	handler http.Handler
+	cfg     api.Config // the handler's configuration, for tests that serve a variant
 }
 
 const (
@@ -134,7 +135,7 @@ func newFixture(t *testing.T, opts ...func(*access.Config)) *fixture {
 	s := api.New(cfg)
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
-	return &fixture{log: log, st: st, srv: srv, keys: k, exec: ex, handler: s}
+	return &fixture{log: log, st: st, srv: srv, keys: k, exec: ex, handler: s, cfg: cfg}
 }
 
 type resp struct {

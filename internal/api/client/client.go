@@ -740,6 +740,7 @@ func (c *Client) AuditExport(ctx context.Context, t string, w io.Writer) (int64,
 	defer resp.Body.Close()
 	br := bufio.NewReaderSize(io.LimitReader(resp.Body, MaxExport+1), 64<<10)
 	var n int64
+	records := 0
 	for {
 		line, err := br.ReadBytes('\n')
 		if n+int64(len(line)) > MaxExport {
@@ -749,11 +750,20 @@ func (c *Client) AuditExport(ctx context.Context, t string, w io.Writer) (int64,
 			if len(line) > 0 {
 				return n, fmt.Errorf("GET %s/audit/export: the export ends inside a record (cut short); %d bytes of whole records were written", p, n)
 			}
+			// The server streams the export and ends a complete one with a
+			// trailer holding the record count; one that failed midway is
+			// cut (an unexpected EOF above) and has no trailer.
+			if _, declared := resp.Trailer[http.CanonicalHeaderKey(contract.ExportTrailer)]; declared {
+				if got := resp.Trailer.Get(contract.ExportTrailer); got != strconv.Itoa(records) {
+					return n, fmt.Errorf("GET %s/audit/export: the export is incomplete: %d records arrived, the server's count is %q; %d bytes of whole records were written", p, records, got, n)
+				}
+			}
 			return n, nil
 		}
 		if err != nil {
-			return n, fmt.Errorf("GET %s/audit/export: read: %w; %d bytes of whole records were written", p, err, n)
+			return n, fmt.Errorf("GET %s/audit/export: the export was cut short (read: %w); %d bytes of whole records were written", p, err, n)
 		}
+		records++
 		m, err := w.Write(line)
 		n += int64(m)
 		if err != nil {

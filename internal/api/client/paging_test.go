@@ -1,10 +1,12 @@
 package client_test
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/exoarmur/exoarmur/internal/api/client"
@@ -151,4 +153,30 @@ func rawGet(t *testing.T, target, key string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// TestExportTrailer: an export whose server declared the record-count
+// trailer is complete only with the count of the records that arrived;
+// a clean end without it (a cut at a record boundary that an HTTP/1.0
+// hop or a proxy made look like the end) is an error.
+func TestExportTrailer(t *testing.T) {
+	for _, tc := range []struct {
+		name, trailer string
+		ok            bool
+	}{{"count matches", "2", true}, {"no count", "", false}, {"count larger", "3", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := fake(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Trailer", contract.ExportTrailer)
+				w.Write([]byte("{\"seq\":1}\n{\"seq\":2}\n"))
+				if tc.trailer != "" {
+					w.Header().Set(contract.ExportTrailer, tc.trailer)
+				}
+			})
+			var buf bytes.Buffer
+			_, err := c.AuditExport(ctx, "acme", &buf)
+			if (err == nil) != tc.ok || (err != nil && !strings.Contains(err.Error(), "incomplete")) {
+				t.Fatalf("export with trailer %q = %v", tc.trailer, err)
+			}
+		})
+	}
 }
