@@ -56,7 +56,11 @@ type Config struct {
 	Audit     *audit.Log
 	// Bundles returns the policy bundles a verification re-decides with
 	// (the store's archive); nil: the bundles this binary shipped.
-	Bundles   func(context.Context) (replay.Bundles, error)
+	Bundles func(context.Context) (replay.Bundles, error)
+	// Exports bounds the audit exports this node streams at once (0:
+	// DefaultExports); more wait their turn (constant memory however many
+	// are asked for).
+	Exports   int
 	Ready     func() bool      // store readiness for /readyz
 	Now       func() time.Time // clock (default time.Now)
 	RequestID func() string    // injected request ID source
@@ -65,9 +69,23 @@ type Config struct {
 
 // Server is the HTTP API.
 type Server struct {
-	cfg Config
-	mux *http.ServeMux
+	cfg     Config
+	mux     *http.ServeMux
+	exports chan struct{} // a slot per export being streamed
 }
+
+// DefaultExports is the number of audit exports a node streams at once
+// unless Config.Exports says otherwise.
+const DefaultExports = 2
+
+// Export write window: an export's write deadline moves exportWindow ahead
+// of now each time exportProgress more bytes were written, so a long
+// export outlives the server's WriteTimeout while its reader keeps up at
+// 1 MiB a minute or more, and a reader that stalls is cut.
+const (
+	exportWindow   = time.Minute
+	exportProgress = 1 << 20
+)
 
 // Route is one registered route; the OpenAPI test compares these with
 // contracts/openapi.yaml.
@@ -82,7 +100,10 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, mux: http.NewServeMux()}
+	if cfg.Exports <= 0 {
+		cfg.Exports = DefaultExports
+	}
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), exports: make(chan struct{}, cfg.Exports)}
 	for _, r := range s.routes() {
 		s.mux.Handle(r.Method+" "+r.Path, r.h)
 	}
@@ -422,7 +443,15 @@ func (s *Server) auditList(w http.ResponseWriter, r *http.Request) error {
 // complete export ends with the trailer holding its record count.
 func (s *Server) auditExport(w http.ResponseWriter, r *http.Request) error {
 	ri := info(r)
-	n := 0
+	select {
+	case s.exports <- struct{}{}:
+		defer func() { <-s.exports }()
+	case <-r.Context().Done():
+		return contract.Wrap(contract.CodeRequestTimeout, "the export was abandoned while it waited for its turn", r.Context().Err())
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Now().Add(exportWindow)) // not supported: the server's WriteTimeout holds
+	n, written := 0, 0
 	started := false
 	start := func() {
 		h := w.Header()
@@ -443,6 +472,10 @@ func (s *Server) auditExport(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		n++
+		if written += len(raw) + 1; written >= exportProgress {
+			written = 0
+			_ = rc.SetWriteDeadline(time.Now().Add(exportWindow))
+		}
 		return nil
 	})
 	if err != nil && !started {
@@ -450,8 +483,8 @@ func (s *Server) auditExport(w http.ResponseWriter, r *http.Request) error {
 	}
 	if err != nil {
 		s.cfg.Logger.Error("audit export aborted after it began", "tenant", ri.tenant.String(), "records_sent", n, "request_id", ri.id, "err", err.Error())
-		_ = http.NewResponseController(w).Flush() // what was written reaches the client, then the cut
-		panic(http.ErrAbortHandler)               // net/http closes the connection: the client sees the body cut short
+		_ = rc.Flush()              // what was written reaches the client, then the cut
+		panic(http.ErrAbortHandler) // net/http closes the connection: the client sees the body cut short
 	}
 	if !started {
 		start()
