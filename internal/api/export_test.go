@@ -7,10 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/exoarmur/exoarmur/internal/api"
 	"github.com/exoarmur/exoarmur/internal/api/client"
@@ -120,5 +123,59 @@ func TestExportStreams(t *testing.T) {
 				t.Fatalf("export failing after %d records wrote %d lines, %d bytes (n %d)", tc.after, got, buf.Len(), n)
 			}
 		})
+	}
+}
+
+// countingStream counts the reads in flight and the most at once; each
+// read lingers a little so that unbounded exports would overlap.
+type countingStream struct {
+	audit.Stream
+	mu           sync.Mutex
+	now, highest int
+}
+
+func (s *countingStream) Read(ctx context.Context, subject string, fn func(uint64, []byte) error) error {
+	s.mu.Lock()
+	s.now++
+	s.highest = max(s.highest, s.now)
+	s.mu.Unlock()
+	defer func() { s.mu.Lock(); s.now--; s.mu.Unlock() }()
+	time.Sleep(50 * time.Millisecond)
+	return s.Stream.Read(ctx, subject, fn)
+}
+
+// TestExportsAreBounded: however many exports are asked for at once, a
+// node streams at most Config.Exports of them; the others wait and then
+// complete.
+func TestExportsAreBounded(t *testing.T) {
+	f := newFixture(t)
+	cs := &countingStream{Stream: f.st.Audit}
+	cfg := f.cfg
+	cfg.Audit, cfg.Exports = audit.New(cs), 2
+	srv := httptest.NewServer(api.New(cfg))
+	defer srv.Close()
+	c, err := client.New(srv.URL, client.WithAPIKey(agentKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := c.AuditExport(t.Context(), "acme", io.Discard)
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if cs.highest > 2 {
+		t.Fatalf("%d exports read the chain at once, want at most 2", cs.highest)
 	}
 }
