@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/exoarmur/exoarmur/contracts"
@@ -55,7 +56,11 @@ type Config struct {
 	Audit     *audit.Log
 	// Bundles returns the policy bundles a verification re-decides with
 	// (the store's archive); nil: the bundles this binary shipped.
-	Bundles   func(context.Context) (replay.Bundles, error)
+	Bundles func(context.Context) (replay.Bundles, error)
+	// Exports bounds the audit exports this node streams at once (0:
+	// DefaultExports); more wait their turn (constant memory however many
+	// are asked for).
+	Exports   int
 	Ready     func() bool      // store readiness for /readyz
 	Now       func() time.Time // clock (default time.Now)
 	RequestID func() string    // injected request ID source
@@ -64,9 +69,23 @@ type Config struct {
 
 // Server is the HTTP API.
 type Server struct {
-	cfg Config
-	mux *http.ServeMux
+	cfg     Config
+	mux     *http.ServeMux
+	exports chan struct{} // a slot per export being streamed
 }
+
+// DefaultExports is the number of audit exports a node streams at once
+// unless Config.Exports says otherwise.
+const DefaultExports = 2
+
+// Export write window: an export's write deadline moves exportWindow ahead
+// of now each time exportProgress more bytes were written, so a long
+// export outlives the server's WriteTimeout while its reader keeps up at
+// 1 MiB a minute or more, and a reader that stalls is cut.
+const (
+	exportWindow   = time.Minute
+	exportProgress = 1 << 20
+)
 
 // Route is one registered route; the OpenAPI test compares these with
 // contracts/openapi.yaml.
@@ -81,7 +100,10 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, mux: http.NewServeMux()}
+	if cfg.Exports <= 0 {
+		cfg.Exports = DefaultExports
+	}
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), exports: make(chan struct{}, cfg.Exports)}
 	for _, r := range s.routes() {
 		s.mux.Handle(r.Method+" "+r.Path, r.h)
 	}
@@ -414,21 +436,64 @@ func (s *Server) auditList(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// auditExport streams the chain as JSON Lines while it is scanned: the
+// memory of an export is the scan's batch and the server's write buffer,
+// whatever the chain's length. A read that fails before the first record
+// is an ordinary error answer. One that fails after it cannot change the
+// status that was sent, so the response is aborted: the connection is
+// closed without the chunked encoding's last chunk and without the
+// contract.ExportTrailer, and every HTTP client reads an unexpected end of the body
+// (the Go client returns an error; so does Python's http.client). A
+// complete export ends with the trailer holding its record count.
 func (s *Server) auditExport(w http.ResponseWriter, r *http.Request) error {
 	ri := info(r)
-	// Read everything first: an export is either complete or an error.
-	var buf []byte
+	select {
+	case s.exports <- struct{}{}:
+		defer func() { <-s.exports }()
+	case <-r.Context().Done():
+		return contract.Wrap(contract.CodeRequestTimeout, "the export was abandoned while it waited for its turn", r.Context().Err())
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Now().Add(exportWindow)) // not supported: the server's WriteTimeout holds
+	n, written := 0, 0
+	started := false
+	start := func() {
+		h := w.Header()
+		h.Set("Content-Type", "application/x-ndjson")
+		h.Set("Content-Disposition", `attachment; filename="audit-`+ri.tenant.String()+`.jsonl"`)
+		h.Set("Trailer", contract.ExportTrailer)
+		w.WriteHeader(http.StatusOK)
+		started = true
+	}
 	err := s.cfg.Audit.Scan(r.Context(), ri.tenant, 0, 0, func(raw []byte, _ contract.AuditRecord) error {
-		buf = append(buf, raw...)
-		buf = append(buf, '\n')
+		if !started {
+			start()
+		}
+		if _, err := w.Write(raw); err != nil {
+			return err
+		}
+		if _, err := w.Write([]byte{'\n'}); err != nil {
+			return err
+		}
+		n++
+		if written += len(raw) + 1; written >= exportProgress {
+			written = 0
+			_ = rc.SetWriteDeadline(time.Now().Add(exportWindow))
+		}
 		return nil
 	})
-	if err != nil {
+	if err != nil && !started {
 		return contract.Wrap(contract.CodeStoreUnavailable, "cannot read the audit log", err)
 	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.Header().Set("Content-Disposition", `attachment; filename="audit-`+ri.tenant.String()+`.jsonl"`)
-	_, _ = w.Write(buf)
+	if err != nil {
+		s.cfg.Logger.Error("audit export aborted after it began", "tenant", ri.tenant.String(), "records_sent", n, "request_id", ri.id, "err", err.Error())
+		_ = rc.Flush()              // what was written reaches the client, then the cut
+		panic(http.ErrAbortHandler) // net/http closes the connection: the client sees the body cut short
+	}
+	if !started {
+		start()
+	}
+	w.Header().Set(contract.ExportTrailer, strconv.Itoa(n))
 	return nil
 }
 
@@ -515,6 +580,8 @@ type approvalItem struct {
 	Lineage  []approval.Lineage    `json:"lineage"`
 }
 
+// listApprovals: GET .../approvals?status=&limit=&cursor= pages the queue,
+// oldest first (page.go); an intent is read only for the items of the page.
 func (s *Server) listApprovals(w http.ResponseWriter, r *http.Request) error {
 	ri := info(r)
 	status := r.URL.Query().Get("status")
@@ -523,20 +590,51 @@ func (s *Server) listApprovals(w http.ResponseWriter, r *http.Request) error {
 	default:
 		return contract.Errorf(contract.CodeInvalid, "query \"status\": must be pending, approved, denied, expired or executed")
 	}
+	limit, cur, err := pageQuery(r, true)
+	if err != nil {
+		return err
+	}
 	listed, err := s.cfg.Approvals.List(r.Context(), ri.tenant, status, s.now())
 	if err != nil {
 		return contract.Wrap(contract.CodeStoreUnavailable, "cannot read approvals", err)
 	}
+	if cur != nil {
+		listed = slices.DeleteFunc(listed, func(l approval.Listed) bool { return !cur.after(l.Record.RequestedAt, l.Record.IntentID) })
+	}
 	items := []approvalItem{}
+	size := 0
+	next := ""
 	for _, l := range listed {
+		if len(items) == limit {
+			next = approvalCursor(items[len(items)-1])
+			break
+		}
 		v, err := s.cfg.Gate.Get(r.Context(), ri.tenant, l.Record.IntentID)
 		if err != nil {
 			return err
 		}
-		items = append(items, approvalItem{Approval: l.Record, Intent: v.Intent, Lineage: l.Lineage})
+		it := approvalItem{Approval: l.Record, Intent: v.Intent, Lineage: l.Lineage}
+		b, err := json.Marshal(it)
+		if err != nil {
+			return err
+		}
+		if size += len(b); size > MaxPageBytes && len(items) > 0 {
+			next = approvalCursor(items[len(items)-1])
+			break
+		}
+		items = append(items, it)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"tenant": ri.tenant.String(), "approvals": items})
+	body := map[string]any{"tenant": ri.tenant.String(), "approvals": items}
+	if next != "" {
+		body["next"] = next
+	}
+	writeJSON(w, http.StatusOK, body)
 	return nil
+}
+
+func approvalCursor(it approvalItem) string {
+	at := it.Approval.RequestedAt
+	return pageCursor{At: &at, ID: it.Approval.IntentID}.encode()
 }
 
 func (s *Server) decideApproval(w http.ResponseWriter, r *http.Request) error {
@@ -597,13 +695,29 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// listKeys: GET /v1/keys?limit=&cursor= pages the credentials the caller
+// manages, by principal ID (page.go).
 func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) error {
 	ri := info(r)
+	limit, cur, err := pageQuery(r, false)
+	if err != nil {
+		return err
+	}
 	ps, err := s.cfg.Access.ListKeys(r.Context(), ri.principal, s.meta(r, ri))
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"keys": ps})
+	slices.SortFunc(ps, func(a, b auth.Principal) int { return strings.Compare(a.ID, b.ID) })
+	if cur != nil {
+		ps = slices.DeleteFunc(ps, func(p auth.Principal) bool { return p.ID <= cur.ID })
+	}
+	body := map[string]any{}
+	if len(ps) > limit {
+		ps = ps[:limit]
+		body["next"] = pageCursor{ID: ps[limit-1].ID}.encode()
+	}
+	body["keys"] = ps
+	writeJSON(w, http.StatusOK, body)
 	return nil
 }
 

@@ -72,6 +72,7 @@ type fixture struct {
 	// production http.Server settings (api.NewHTTPServer).
 	handler http.Handler
 	acc     *access.Service
+	cfg     api.Config // the handler's configuration, for tests that serve a variant
 }
 
 const (
@@ -135,7 +136,7 @@ func newFixture(t *testing.T, opts ...func(*access.Config)) *fixture {
 	s := api.New(cfg)
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
-	return &fixture{log: log, st: st, srv: srv, keys: k, exec: ex, handler: s, acc: acc}
+	return &fixture{log: log, st: st, srv: srv, keys: k, exec: ex, handler: s, acc: acc, cfg: cfg}
 }
 
 type resp struct {

@@ -292,3 +292,9 @@ func (p ProofBundle) ComputeHash() (string, error) {
 	p.ProofHash = ""
 	return HashOf(p)
 }
+
+// ExportTrailer is the HTTP trailer that ends a complete audit export
+// (GET /v1/tenants/{t}/audit/export): the number of records sent. An
+// export that failed after it began has none (the server aborts the
+// response).
+const ExportTrailer = "Exoarmur-Export-Records"

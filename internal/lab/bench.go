@@ -37,6 +37,9 @@ func runBench(ctx context.Context, env Env, args []string) error {
 		}
 		return nil
 	}
+	if len(args) > 0 && args[0] == "export" {
+		return runBenchExport(ctx, env, args[1:])
+	}
 	if len(args) > 0 && args[0] == "soak" {
 		return runSoak(ctx, env, args[1:])
 	}
@@ -211,6 +214,47 @@ func benchReplicas(ctx context.Context, env Env, cfg bench.Config, counts []int,
 		}
 		b, _ := json.MarshalIndent(out, "", "  ")
 		if err := os.WriteFile(jsonOut, append(b, '\n'), 0o644); err != nil {
+			return fmt.Errorf("--json: %w", err)
+		}
+	}
+	return nil
+}
+
+// runBenchExport: exoarmur-lab bench export [--records N --exports N --rounds N --bin B]:
+// concurrent audit exports of one long chain and the server's RSS.
+func runBenchExport(ctx context.Context, env Env, args []string) error {
+	fs := newFlagSet("bench export", env)
+	records := fs.Int("records", 20000, "records in the chain (one proposal each, over the API)")
+	exports := fs.Int("exports", 20, "concurrent exports")
+	rounds := fs.Int("rounds", 3, "rounds of concurrent exports")
+	bin := fs.String("bin", "", "server binary (default: this executable, whose serve is the production serve)")
+	jsonOut := fs.String("json", "", "also write the result as JSON here")
+	profile := fs.String("profile-dir", "", "save a heap profile of the server during the first round here")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *profile != "" {
+		if err := os.MkdirAll(*profile, 0o755); err != nil {
+			return fmt.Errorf("--profile-dir: %w", err)
+		}
+	}
+	if *records < 1 || *records > 1_000_000 || *exports < 1 || *exports > 200 || *rounds < 1 || *rounds > 100 {
+		return fmt.Errorf("%w: --records 1..1000000, --exports 1..200, --rounds 1..100", errUsage)
+	}
+	exe := *bin
+	if exe == "" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			return err
+		}
+	}
+	res, err := bench.Export(ctx, bench.ExportConfig{Binary: exe, Records: *records, Exports: *exports, Rounds: *rounds, Log: env.Stdout, ProfileDir: *profile})
+	if err != nil {
+		return err
+	}
+	if *jsonOut != "" {
+		b, _ := json.MarshalIndent(res, "", "  ")
+		if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
 			return fmt.Errorf("--json: %w", err)
 		}
 	}

@@ -388,8 +388,22 @@ class Client:
             if status not in _APPROVAL_STATUSES:
                 raise ValueError("status %r: must be one of %s, or None" % (status, ", ".join(_APPROVAL_STATUSES)))
             query["status"] = status
-        _, data = self._request("GET", _tenant_path(tenant) + "/approvals", query=query)
-        return [ApprovalItem.from_json(x) for x in json_objects(json_object(data).get("approvals"))]
+        out: List[ApprovalItem] = []
+        cursor = ""
+        while True:  # every page: the server sends a bounded page and a "next" cursor until the last
+            if cursor:
+                query["cursor"] = cursor
+            _, data = self._request("GET", _tenant_path(tenant) + "/approvals", query=query)
+            body = json_object(data)
+            out.extend(ApprovalItem.from_json(x) for x in json_objects(body.get("approvals")))
+            nxt = body.get("next") or ""
+            if not isinstance(nxt, str):
+                raise ValueError("approvals: next is not a string cursor")
+            if not nxt:
+                return out
+            if nxt == cursor:
+                raise ValueError("approvals: the server returned the cursor it was given")
+            cursor = nxt
 
     def decide_approval(self, tenant: str, intent_id: str, decision: str, reason: str) -> ApprovalRecord:
         """Vote ``"approve"`` or ``"deny"`` on an intent's approval

@@ -467,22 +467,83 @@ type ApprovalItem struct {
 	Lineage  []approval.Lineage    `json:"lineage"`
 }
 
-// ListApprovals lists a tenant's approvals with status (approval.StatusPending,
-// ...; "" for all).
-func (c *Client) ListApprovals(ctx context.Context, t, status string) ([]ApprovalItem, error) {
+// PageQuery selects one page of a paged list (approvals, keys): Limit
+// items at most (0: the server's default 100; at most 1000), after the
+// Cursor the page before returned as Next ("" for the first page).
+type PageQuery struct {
+	Limit  int
+	Cursor string
+}
+
+func (q PageQuery) values(v url.Values) url.Values {
+	if v == nil {
+		v = url.Values{}
+	}
+	if q.Limit != 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	if q.Cursor != "" {
+		v.Set("cursor", q.Cursor)
+	}
+	return v
+}
+
+// ApprovalPage is one page of a tenant's approval queue and the cursor of
+// the next ("" on the last).
+type ApprovalPage struct {
+	Tenant    string         `json:"tenant"`
+	Approvals []ApprovalItem `json:"approvals"`
+	Next      string         `json:"next,omitempty"`
+}
+
+// ApprovalsPage reads one page of a tenant's approvals with status
+// (approval.StatusPending, ...; "" for all), oldest first.
+func (c *Client) ApprovalsPage(ctx context.Context, t, status string, q PageQuery) (ApprovalPage, error) {
 	p, err := tenantPath(t)
 	if err != nil {
-		return nil, err
+		return ApprovalPage{}, err
 	}
-	var q url.Values
+	v := url.Values{}
 	if status != "" {
-		q = url.Values{"status": {status}}
+		v.Set("status", status)
 	}
-	var body struct {
-		Approvals []ApprovalItem `json:"approvals"`
+	var page ApprovalPage
+	_, err = c.do(ctx, http.MethodGet, p+"/approvals", q.values(v), nil, &page)
+	if page.Approvals == nil {
+		page.Approvals = []ApprovalItem{}
 	}
-	_, err = c.do(ctx, http.MethodGet, p+"/approvals", q, nil, &body)
-	return body.Approvals, err
+	return page, err
+}
+
+// ListApprovals lists all of a tenant's approvals with status
+// (approval.StatusPending, ...; "" for all), following the pages: either
+// every item or an error, never a part.
+func (c *Client) ListApprovals(ctx context.Context, t, status string) ([]ApprovalItem, error) {
+	return follow(func(cursor string) ([]ApprovalItem, string, error) {
+		page, err := c.ApprovalsPage(ctx, t, status, PageQuery{Cursor: cursor})
+		return page.Approvals, page.Next, err
+	})
+}
+
+// follow reads pages until one has no next cursor; a server that answers
+// a cursor with itself is an error, not a loop.
+func follow[T any](page func(cursor string) ([]T, string, error)) ([]T, error) {
+	out := []T{}
+	cursor := ""
+	for {
+		items, next, err := page(cursor)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, items...)
+		if next == "" {
+			return out, nil
+		}
+		if next == cursor {
+			return nil, fmt.Errorf("client: the server returned the cursor it was given (%q): the listing does not advance", next)
+		}
+		cursor = next
+	}
 }
 
 // DecideApproval votes on an intent's approval (Decision "approve" or
@@ -567,13 +628,30 @@ func (c *Client) CreateKey(ctx context.Context, req KeyRequest) (CreatedKey, err
 	return out, err
 }
 
-// ListKeys lists the principals the caller may manage.
-func (c *Client) ListKeys(ctx context.Context) ([]auth.Principal, error) {
-	var body struct {
-		Keys []auth.Principal `json:"keys"`
+// KeyPage is one page of the principals the caller may manage, by ID, and
+// the cursor of the next ("" on the last).
+type KeyPage struct {
+	Keys []auth.Principal `json:"keys"`
+	Next string           `json:"next,omitempty"`
+}
+
+// KeysPage reads one page of the principals the caller may manage.
+func (c *Client) KeysPage(ctx context.Context, q PageQuery) (KeyPage, error) {
+	var page KeyPage
+	_, err := c.do(ctx, http.MethodGet, "/v1/keys", q.values(nil), nil, &page)
+	if page.Keys == nil {
+		page.Keys = []auth.Principal{}
 	}
-	_, err := c.do(ctx, http.MethodGet, "/v1/keys", nil, nil, &body)
-	return body.Keys, err
+	return page, err
+}
+
+// ListKeys lists all the principals the caller may manage, following the
+// pages: either every one or an error.
+func (c *Client) ListKeys(ctx context.Context) ([]auth.Principal, error) {
+	return follow(func(cursor string) ([]auth.Principal, string, error) {
+		page, err := c.KeysPage(ctx, PageQuery{Cursor: cursor})
+		return page.Keys, page.Next, err
+	})
 }
 
 // RevokeKey revokes a principal (by its ID, "key_..."), returning it.
@@ -662,6 +740,7 @@ func (c *Client) AuditExport(ctx context.Context, t string, w io.Writer) (int64,
 	defer resp.Body.Close()
 	br := bufio.NewReaderSize(io.LimitReader(resp.Body, MaxExport+1), 64<<10)
 	var n int64
+	records := 0
 	for {
 		line, err := br.ReadBytes('\n')
 		if n+int64(len(line)) > MaxExport {
@@ -671,11 +750,20 @@ func (c *Client) AuditExport(ctx context.Context, t string, w io.Writer) (int64,
 			if len(line) > 0 {
 				return n, fmt.Errorf("GET %s/audit/export: the export ends inside a record (cut short); %d bytes of whole records were written", p, n)
 			}
+			// The server streams the export and ends a complete one with a
+			// trailer holding the record count; one that failed midway is
+			// cut (an unexpected EOF above) and has no trailer.
+			if _, declared := resp.Trailer[http.CanonicalHeaderKey(contract.ExportTrailer)]; declared {
+				if got := resp.Trailer.Get(contract.ExportTrailer); got != strconv.Itoa(records) {
+					return n, fmt.Errorf("GET %s/audit/export: the export is incomplete: %d records arrived, the server's count is %q; %d bytes of whole records were written", p, records, got, n)
+				}
+			}
 			return n, nil
 		}
 		if err != nil {
-			return n, fmt.Errorf("GET %s/audit/export: read: %w; %d bytes of whole records were written", p, err, n)
+			return n, fmt.Errorf("GET %s/audit/export: the export was cut short (read: %w); %d bytes of whole records were written", p, err, n)
 		}
+		records++
 		m, err := w.Write(line)
 		n += int64(m)
 		if err != nil {
