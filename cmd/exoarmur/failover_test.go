@@ -213,7 +213,9 @@ func TestAuditLeaderFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	leader := c.member(t, s.CachedInfo().Cluster.Leader)
+	mu.Lock()
 	before := len(pairs)
+	mu.Unlock()
 	leader.kill()
 	killed := time.Now()
 	killedAt.Store(killed.UnixNano())
