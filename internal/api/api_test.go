@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -156,11 +157,16 @@ func (f *fixture) do(t *testing.T, method, path, key string, body []byte) resp {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return readResp(r)
+}
+
+// readResp reads and closes r's body: its status, raw body, headers and
+// the body decoded as JSON (if it is).
+func readResp(r *http.Response) resp {
 	defer r.Body.Close()
-	var buf bytes.Buffer
-	buf.ReadFrom(r.Body)
-	out := resp{code: r.StatusCode, raw: buf.Bytes(), header: r.Header}
-	_ = json.Unmarshal(buf.Bytes(), &out.body)
+	raw, _ := io.ReadAll(r.Body)
+	out := resp{code: r.StatusCode, raw: raw, header: r.Header}
+	_ = json.Unmarshal(raw, &out.body)
 	return out
 }
 

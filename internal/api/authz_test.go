@@ -2,9 +2,7 @@ package api_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"slices"
@@ -233,11 +231,7 @@ func (f *fixture) doFrom(t *testing.T, ip, path, key string) resp {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Body.Close()
-	raw, _ := io.ReadAll(r.Body)
-	out := resp{code: r.StatusCode, raw: raw, header: r.Header}
-	_ = json.Unmarshal(raw, &out.body)
-	return out
+	return readResp(r)
 }
 
 // TestFailedAuthIsRateLimited (issue 16), through the API from real

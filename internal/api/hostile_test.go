@@ -3,7 +3,6 @@ package api_test
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -246,11 +245,7 @@ func (f *fixture) rawAuth(t *testing.T, method, path, auth string) resp {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Body.Close()
-	raw, _ := io.ReadAll(r.Body)
-	out := resp{code: r.StatusCode, raw: raw, header: r.Header}
-	_ = json.Unmarshal(raw, &out.body)
-	return out
+	return readResp(r)
 }
 
 // export is the acme chain exactly as stored.
