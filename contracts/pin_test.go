@@ -15,6 +15,8 @@ import (
 // every client that relies on it. New capability is additive: add a new file
 // (and its line here) or start v2; never edit a pinned file.
 var frozen = map[string]string{
+	// Added with signed checkpoints (additive).
+	"checkpoint.schema.json": "bbc39a37bca53249a3c930cfabab71df534a580609bf24c0f3ee5df750da710e",
 	// Added with the second admin's consent to approver keys (additive).
 	"key_consent.schema.json": "c2775bc7d0b1c1809337476920ad789328fff21d1d7660e92ae60b7d6eb6bea6",
 	// Added with in-doubt resolution (additive).

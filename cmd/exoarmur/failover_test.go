@@ -66,7 +66,7 @@ func chain(t *testing.T, c *client.Client, tn string) []contract.AuditRecord {
 // streamNames is every stream ExoArmur declares.
 var streamNames = []string{tenant.AuditStream, tenant.WorkStream, tenant.KVStream(tenant.IntentsBucket), tenant.KVStream(tenant.IdempotencyBucket),
 	tenant.KVStream(tenant.PrincipalsBucket), tenant.KVStream(tenant.ControlBucket), tenant.KVStream(tenant.ApprovalsBucket),
-	tenant.KVStream(tenant.PoliciesBucket), tenant.KVStream(tenant.HealthBucket)}
+	tenant.KVStream(tenant.PoliciesBucket), tenant.KVStream(tenant.CheckpointsBucket), tenant.KVStream(tenant.HealthBucket)}
 
 // placedAt waits (at most within) until every stream is configured with
 // n replicas and has them placed, current (a leader and n-1 peers none

@@ -125,6 +125,9 @@ func startServerNoWait(t *testing.T, dataDir, addr string, extra ...string) *ser
 	args := append([]string{"serve", "--listen", addr}, extra...)
 	if dataDir != "" {
 		args = append(args, "--data-dir", dataDir)
+	} else if !slices.Contains(extra, "--audit-key") {
+		// Not the default ./data of the test's working directory.
+		args = append(args, "--audit-key", filepath.Join(t.TempDir(), "audit-key.json"))
 	}
 	cmd := exec.Command(binary(t), args...)
 	logs := &syncBuffer{}

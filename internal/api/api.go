@@ -23,6 +23,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
+	"github.com/exoarmur/exoarmur/internal/checkpoint"
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/gate"
 	"github.com/exoarmur/exoarmur/internal/killswitch"
@@ -57,6 +58,9 @@ type Config struct {
 	// Bundles returns the policy bundles a verification re-decides with
 	// (the store's archive); nil: the bundles this binary shipped.
 	Bundles func(context.Context) (replay.Bundles, error)
+	// Checkpoints signs the chains' heads (nil: exports end without a
+	// checkpoint and verification checks the hash chain only).
+	Checkpoints Checkpoints
 	// Exports bounds the audit exports this node streams at once (0:
 	// DefaultExports); more wait their turn (constant memory however many
 	// are asked for).
@@ -143,6 +147,9 @@ func (s *Server) routes() []route {
 		r("GET", "/v1/tenants/{tenant}/audit", policy.OpReadAudit, s.auditList),
 		r("GET", "/v1/tenants/{tenant}/audit/export", policy.OpReadAudit, s.auditExport),
 		r("GET", "/v1/tenants/{tenant}/audit/verify", policy.OpReadAudit, s.auditVerify),
+		r("GET", "/v1/tenants/{tenant}/audit/checkpoint", policy.OpReadAudit, s.getCheckpoint),
+		r("POST", "/v1/tenants/{tenant}/audit/checkpoint", policy.OpReadAudit, s.signCheckpoint),
+		r("GET", "/v1/audit/keys", "", s.auditKeys),
 		r("GET", "/v1/tenants/{tenant}/approvals", policy.OpReadApprovals, s.listApprovals),
 		r("POST", "/v1/tenants/{tenant}/intents/{id}/approvals", policy.OpApprove, s.decideApproval),
 		r("GET", "/v1/killswitch", policy.OpReadGlobalSwitch, s.getSwitch),
@@ -465,9 +472,16 @@ func (s *Server) auditExport(w http.ResponseWriter, r *http.Request) error {
 		w.WriteHeader(http.StatusOK)
 		started = true
 	}
+	var check *checkpoint.ChainCheck
+	if s.cfg.Checkpoints != nil {
+		check = s.cfg.Checkpoints.Check(ri.tenant)
+	}
 	err := s.cfg.Audit.Scan(r.Context(), ri.tenant, 0, 0, func(raw []byte, _ contract.AuditRecord) error {
 		if !started {
 			start()
+		}
+		if check != nil {
+			check.Next(raw)
 		}
 		if _, err := w.Write(raw); err != nil {
 			return err
@@ -493,6 +507,19 @@ func (s *Server) auditExport(w http.ResponseWriter, r *http.Request) error {
 	if !started {
 		start()
 	}
+	if check != nil && n > 0 {
+		// The export ends with the checkpoint of its last record, signed
+		// now if the node has none there, and only if the chain it
+		// streamed verified and extends the node's last checkpoint.
+		cp, err := check.Vouch(r.Context())
+		if err != nil {
+			s.cfg.Logger.Error("audit export ends without a checkpoint: a verifier with the node's public key will refuse it", "tenant", ri.tenant.String(), "records_sent", n, "request_id", ri.id, "err", err.Error())
+		} else if line, err := contract.Canonical(cp); err == nil {
+			if _, err := w.Write(append(line, '\n')); err != nil {
+				return nil // the client went away; nothing more to say
+			}
+		}
+	}
 	w.Header().Set(contract.ExportTrailer, strconv.Itoa(n))
 	return nil
 }
@@ -507,6 +534,9 @@ func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	rp := replay.NewWith(ri.tenant.String(), bundles, action.Builtin())
+	if err := s.anchor(r.Context(), rp, ri.tenant); err != nil {
+		return err
+	}
 	err := s.cfg.Audit.Scan(r.Context(), ri.tenant, 0, 0, func(raw []byte, _ contract.AuditRecord) error {
 		rp.Add(raw)
 		return nil

@@ -6,9 +6,11 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	mrand "math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -22,6 +24,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
+	"github.com/exoarmur/exoarmur/internal/checkpoint"
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/gate"
 	"github.com/exoarmur/exoarmur/internal/killswitch"
@@ -132,7 +135,16 @@ func newFixture(t *testing.T, opts ...func(*access.Config)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := api.Config{Gate: g, Switches: sw, Approvals: approvals, Access: acc, Audit: log, Ready: st.Ready, Now: now,
+	ring, _, err := checkpoint.LoadOrCreate(filepath.Join(t.TempDir(), "audit-key.json"), mrand.NewChaCha8([32]byte{1}), now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cps := checkpoint.New(checkpoint.Config{Audit: log, Keys: ring, Store: checkpoint.NewStore(st.Checkpoints), Now: now, Node: "test"})
+	log.OnAppend(cps.Appended)
+	if err := cps.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cfg := api.Config{Gate: g, Switches: sw, Approvals: approvals, Access: acc, Audit: log, Ready: st.Ready, Now: now, Checkpoints: cps,
 		RequestID: func() string { return "req_" + strings.Repeat("0", 3) + string(rune('0'+n.Add(1)%10)) }}
 	s := api.New(cfg)
 	srv := httptest.NewServer(s)
@@ -280,11 +292,14 @@ func TestProposeExecuteAndAudit(t *testing.T) {
 		t.Fatalf("audit page = %d %s", r.code, r.raw)
 	}
 	r = f.do(t, "GET", "/v1/tenants/acme/audit/export", agentKey, nil)
-	lines := bytes.Count(r.raw, []byte("\n"))
+	lines := bytes.Split(bytes.TrimSuffix(r.raw, []byte("\n")), []byte("\n"))
 	// switch disengaged; proposed, approval requested, granted, allowed, approval executed, started, succeeded;
-	// proposed, approval requested, blocked
-	if r.code != 200 || lines != 11 {
-		t.Fatalf("export = %d, %d lines, want 11", r.code, lines)
+	// proposed, approval requested, blocked; and the checkpoint of the last
+	if r.code != 200 || len(lines) != 12 || !contract.IsCheckpointLine(lines[11]) {
+		t.Fatalf("export = %d, %d lines, want 11 records and a checkpoint", r.code, len(lines))
+	}
+	if cp, err := contract.DecodeCheckpoint(lines[11]); err != nil || cp.Seq != 11 || f.cfg.Checkpoints.Trust().Verify(cp) != nil {
+		t.Fatalf("the export's last line is not the node's checkpoint of record 11: %+v %v", cp, err)
 	}
 	r = f.do(t, "GET", "/v1/tenants/acme/audit/verify", agentKey, nil)
 	if r.code != 200 || r.body["pass"] != true {
@@ -293,7 +308,7 @@ func TestProposeExecuteAndAudit(t *testing.T) {
 	// Beta's chain holds its switch change and its key's attempt on acme,
 	// and nothing of acme's state.
 	r = f.do(t, "GET", "/v1/tenants/beta/audit/export", otherKey, nil)
-	if r.code != 200 || bytes.Count(r.raw, []byte("\n")) != 2 || bytes.Contains(r.raw, []byte(`"tenant":"acme"`)) ||
+	if r.code != 200 || bytes.Count(r.raw, []byte("\n")) != 3 || bytes.Contains(r.raw, []byte(`"tenant":"acme"`)) ||
 		!bytes.Contains(r.raw, []byte(`"kind":"access.cross_tenant"`)) {
 		t.Fatalf("beta export = %d %q", r.code, r.raw)
 	}

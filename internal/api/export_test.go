@@ -31,9 +31,9 @@ type failingStream struct {
 
 var errStoreLost = errors.New("store lost mid-read")
 
-func (s failingStream) Read(ctx context.Context, subject string, fn func(uint64, []byte) error) error {
+func (s failingStream) Read(ctx context.Context, subject string, from uint64, fn func(uint64, []byte) error) error {
 	n := 0
-	return s.Stream.Read(ctx, subject, func(seq uint64, data []byte) error {
+	return s.Stream.Read(ctx, subject, from, func(seq uint64, data []byte) error {
 		if n == s.after {
 			return errStoreLost
 		}
@@ -72,6 +72,12 @@ func TestExportStreams(t *testing.T) {
 	sc.Buffer(nil, 1<<20)
 	var seq uint64
 	for sc.Scan() {
+		if contract.IsCheckpointLine(sc.Bytes()) {
+			if cp, err := contract.DecodeCheckpoint(sc.Bytes()); err != nil || cp.Seq != seq || seq != total {
+				t.Fatalf("checkpoint line after seq %d (head %d): %+v %v", seq, total, cp, err)
+			}
+			continue
+		}
 		var r contract.AuditRecord
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil || r.Seq != seq+1 {
 			t.Fatalf("record after seq %d: seq %d, %v", seq, r.Seq, err)
@@ -134,14 +140,14 @@ type countingStream struct {
 	now, highest int
 }
 
-func (s *countingStream) Read(ctx context.Context, subject string, fn func(uint64, []byte) error) error {
+func (s *countingStream) Read(ctx context.Context, subject string, from uint64, fn func(uint64, []byte) error) error {
 	s.mu.Lock()
 	s.now++
 	s.highest = max(s.highest, s.now)
 	s.mu.Unlock()
 	defer func() { s.mu.Lock(); s.now--; s.mu.Unlock() }()
 	time.Sleep(50 * time.Millisecond)
-	return s.Stream.Read(ctx, subject, fn)
+	return s.Stream.Read(ctx, subject, from, fn)
 }
 
 // TestExportsAreBounded: however many exports are asked for at once, a

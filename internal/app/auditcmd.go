@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/exoarmur/exoarmur/internal/action"
@@ -20,7 +21,10 @@ var auditGroup = group{
 	example: "audit verify --data-dir ./data --tenant acme",
 	subs: []subcommand{
 		{"verify", "verify the tenant's hash chain and recompute every decision", auditSub("verify")},
-		{"export", "write the tenant's chain as JSONL (for replay --from-export)", auditSub("export")},
+		{"export", "write the tenant's chain as JSONL (for replay --from-export), ending with its checkpoint", auditSub("export")},
+		{"checkpoint", "print the tenant chain's latest signed checkpoint (JSON)", runAuditCheckpoint},
+		{"pubkey", "print the node's audit public key, which verifies its checkpoints", runAuditPubkey},
+		{"rotate-key", "retire the node's audit key and make a new one (restart serve to use it)", runAuditRotate},
 	},
 }
 
@@ -33,23 +37,28 @@ func auditSub(sub string) func(context.Context, Env, []string) error {
 }
 
 func runAuditSub(ctx context.Context, env Env, sub string, args []string) error {
-	h := cmdHelp{Name: "audit verify", Args: "--tenant T [--data-dir D | --nats-url U] [--json]",
-		About:   "Verifies tenant T's hash chain and recomputes every decision with the policy bundles this binary ships and the store archived; exit 1 unless it verifies.",
+	h := cmdHelp{Name: "audit verify", Args: "--tenant T [--data-dir D | --nats-url U] [--trusted-key PUB [--checkpoint FILE]] [--json]",
+		About: "Verifies tenant T's hash chain and recomputes every decision with the policy bundles this binary ships and the store archived; " +
+			"with --trusted-key, also that the chain contains the latest checkpoint each trusted key stored, and the one in --checkpoint (a copy kept outside the store); exit 1 unless it verifies.",
 		Example: "audit verify --data-dir ./data --tenant acme"}
 	if sub == "export" {
-		h = cmdHelp{Name: "audit export", Args: "--tenant T [--out FILE] [--data-dir D | --nats-url U]",
-			About:   "Writes tenant T's audit chain as JSONL, byte for byte as stored, to stdout or --out (atomically).",
+		h = cmdHelp{Name: "audit export", Args: "--tenant T [--out FILE] [--data-dir D | --nats-url U] [--audit-key F]",
+			About: "Writes tenant T's audit chain as JSONL, byte for byte as stored, to stdout or --out (atomically), ending with the checkpoint of its last record, " +
+				"signed with the node's audit key (--audit-key, default <data-dir>/audit-key.json) once the chain read verified.",
 			Example: "audit export --data-dir ./data --tenant acme --out acme.jsonl"}
 	}
 	var sc StoreConfig
 	fs := newCommand(env, h)
 	sc.register(fs.FlagSet)
 	tname := fs.String("tenant", "", "tenant whose chain to read (required)")
-	out, asJSON := new(string), new(bool)
+	out, asJSON, keyFile := new(string), new(bool), new(string)
+	var anchors anchorFlags
 	if sub == "export" {
 		out = fs.String("out", "", "write JSONL here instead of stdout")
+		keyFile = fs.String("audit-key", "", "the node's audit key file, which signs the export's checkpoint (default <data-dir>/audit-key.json)")
 	} else {
 		asJSON = fs.Bool("json", false, "print the replay report (JSON, contracts/v1/replay_report.schema.json) instead of the verdict")
+		anchors.register(fs.FlagSet)
 	}
 	if _, err := fs.parse(args); err != nil {
 		return err
@@ -73,13 +82,24 @@ func runAuditSub(ctx context.Context, env Env, sub string, args []string) error 
 		return noRecords(ctx, log, t)
 	}
 	if sub == "export" {
-		return exportTenant(ctx, log, t, *out, env)
+		path := *keyFile
+		if path == "" {
+			path = filepath.Join(sc.DataDir, "audit-key.json")
+		}
+		return exportTenant(ctx, log, t, *out, env, newExportCheckpoint(ctx, st, log, t, path))
 	}
 	bundles, err := storedBundles(st, warnCorrupt(env))(ctx)
 	if err != nil {
 		return err
 	}
 	rp := replay.NewWith(t.String(), bundles, action.Builtin())
+	if anchored, err := anchors.apply(rp, false); err != nil {
+		return err
+	} else if anchored {
+		if err := requireStored(ctx, st, rp, anchors, t); err != nil {
+			return err
+		}
+	}
 	if err := log.Scan(ctx, t, 0, 0, func(raw []byte, _ contract.AuditRecord) error { rp.Add(raw); return nil }); err != nil {
 		return err
 	}
@@ -135,15 +155,21 @@ func noRecords(ctx context.Context, log *audit.Log, t tenant.ID) error {
 	return fmt.Errorf("no records for tenant %s (tenants with records: %s)", t, strings.Join(names, ", "))
 }
 
-func exportTenant(ctx context.Context, log *audit.Log, t tenant.ID, out string, env Env) error {
+func exportTenant(ctx context.Context, log *audit.Log, t tenant.ID, out string, env Env, cp exportCheckpoint) error {
 	var buf []byte
 	n := 0
 	if err := log.Scan(ctx, t, 0, 0, func(raw []byte, _ contract.AuditRecord) error {
 		buf = append(append(buf, raw...), '\n')
+		cp.next(raw)
 		n++
 		return nil
 	}); err != nil {
 		return err
+	}
+	if line, err := cp.line(ctx); err != nil {
+		fmt.Fprintf(env.Stderr, "warning: %v: %v\n", errNoCheckpoint, err)
+	} else {
+		buf = append(buf, line...)
 	}
 	if out == "" {
 		_, err := env.Stdout.Write(buf)

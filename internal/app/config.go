@@ -93,6 +93,9 @@ type ServeConfig struct {
 	// DebugAddr, when set, serves net/http/pprof on this loopback address
 	// (no authentication: loopback only, for profiling).
 	DebugAddr string
+
+	// Checkpoints: the node's audit key and when it signs.
+	Checkpoints CheckpointConfig
 }
 
 // validRetention: 0 (keep for good) or at least a second, the granularity
@@ -130,6 +133,7 @@ func (c *ServeConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "serve HTTPS with this certificate (PEM); plain HTTP is then refused")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "private key of --tls-cert (PEM)")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve Go profiles (net/http/pprof) on this loopback host:port; off by default")
+	c.Checkpoints.register(fs)
 	fs.StringVar(&c.ClientCA, "client-ca", "", "require client certificates signed by this CA (PEM): mutual TLS; the certificate's CN names the principal")
 }
 
@@ -232,5 +236,5 @@ func (c *ServeConfig) Validate() error {
 	if len(c.Webhooks) > 0 && c.WebhookSecret == "" {
 		return errors.New("--webhook-secret: required with --webhook")
 	}
-	return nil
+	return c.Checkpoints.Validate(c.Store.DataDir)
 }

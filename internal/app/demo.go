@@ -18,6 +18,7 @@ import (
 
 	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/api"
+	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/gate"
@@ -165,7 +166,7 @@ func (d *demo) open(ctx context.Context) error {
 	}
 	d.rt = rt
 	d.api = api.New(api.Config{
-		Gate: rt.gate, Switches: rt.switches, Approvals: rt.approvals, Access: rt.access, Audit: rt.audit, Bundles: rt.bundles, Ready: rt.store.Ready, Now: d.clock.Now,
+		Gate: rt.gate, Switches: rt.switches, Approvals: rt.approvals, Access: rt.access, Audit: rt.audit, Bundles: rt.bundles, Ready: rt.store.Ready, Now: d.clock.Now, Checkpoints: rt.checkpoints,
 		RequestID: func() string { return fmt.Sprintf("req_%04d", d.reqs.Add(1)) },
 	})
 	return nil
@@ -408,16 +409,24 @@ func (d *demo) run(ctx context.Context, dir string) (bool, error) {
 	d.printf("\n8. Export the audit chain and replay it offline, twice\n")
 	r = d.call("GET", base+"/audit/export", agentKey, nil)
 	export := r.body
-	lines := bytes.Count(export, []byte("\n"))
-	d.check(r.status == 200 && lines > 0, "exported %d records (%d bytes)", lines, len(export))
-	rep1, b1 := replayBytes(export, tn)
-	_, b2 := replayBytes(export, tn)
-	d.check(rep1.Pass && bytes.Equal(b1, b2), "replay: pass=%t records=%d decisions=%d matched=%d; the two reports are byte-identical",
+	lines := bytes.Split(bytes.TrimSuffix(export, []byte("\n")), []byte("\n"))
+	cp, cpErr := contract.DecodeCheckpoint(lines[len(lines)-1])
+	d.check(r.status == 200 && cpErr == nil, "exported %d records and the checkpoint of record %d signed by the node's key %s (%d bytes)",
+		len(lines)-1, cp.Seq, cp.KeyID, len(export))
+	trust := d.rt.checkpoints.Trust()
+	rep1, b1 := replayBytes(export, tn, trust)
+	_, b2 := replayBytes(export, tn, trust)
+	d.check(rep1.Pass && bytes.Equal(b1, b2), "replay with the node's public key: pass=%t records=%d decisions=%d matched=%d; the two reports are byte-identical",
 		rep1.Pass, rep1.Records, rep1.Decisions, rep1.DecisionsMatched)
 	tampered := tamper(export)
-	rep3, _ := replayBytes(tampered, tn)
+	rep3, _ := replayBytes(tampered, tn, trust)
 	named := len(rep3.Mismatches) > 0
 	d.check(!rep3.Pass && named, "one flipped byte fails replay and names the record: %s", describeFirst(rep3))
+	// The last record cut out, the checkpoint kept: the export no longer
+	// reaches the record its checkpoint signs.
+	cut := append(bytes.Join(append(lines[:len(lines)-2:len(lines)-2], lines[len(lines)-1]), []byte("\n")), '\n')
+	rep4, _ := replayBytes(cut, tn, trust)
+	d.check(!rep4.Pass, "an export cut before its last record fails replay: %s", describeFirst(rep4))
 
 	seq, head, err := d.rt.audit.Head(ctx, acme)
 	if err != nil {
@@ -461,8 +470,9 @@ func (d *demo) flip(path, key string, engaged bool, reason string) bool {
 	return r.status == 200 && ch.Current.Engaged == engaged
 }
 
-func replayBytes(export []byte, tn string) (contract.ReplayReport, []byte) {
+func replayBytes(export []byte, tn string, trust audit.Trust) (contract.ReplayReport, []byte) {
 	rp := replay.New(tn)
+	rp.Anchor(trust, true, true)
 	_ = rp.ReadJSONL(bytes.NewReader(export)) // in-memory reader: no I/O error
 	rep := rp.Report()
 	b, _ := replay.Encode(rep)

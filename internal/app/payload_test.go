@@ -50,7 +50,8 @@ func startNode(tb testing.TB, maxPayload int32, allow ...string) *node {
 	}
 	tb.Cleanup(srv.Shutdown)
 	dir := tb.TempDir()
-	rt, err := openRuntime(ctx, ServeConfig{Store: StoreConfig{NATSURL: srv.ClientURL(), Sync: "default"}, SandboxDir: filepath.Join(dir, "sandbox"), Node: "payload", AllowHosts: allow}, prodDeps(nil))
+	rt, err := openRuntime(ctx, ServeConfig{Store: StoreConfig{NATSURL: srv.ClientURL(), Sync: "default"}, SandboxDir: filepath.Join(dir, "sandbox"), Node: "payload", AllowHosts: allow,
+		Checkpoints: CheckpointConfig{KeyFile: filepath.Join(dir, "audit-key.json")}}, prodDeps(nil))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -207,7 +208,8 @@ func TestStoreBelowTheMinimumIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Shutdown()
-	rt, err := openRuntime(context.Background(), ServeConfig{Store: StoreConfig{NATSURL: srv.ClientURL(), Sync: "default"}, SandboxDir: t.TempDir(), Node: "payload"}, prodDeps(nil))
+	rt, err := openRuntime(context.Background(), ServeConfig{Store: StoreConfig{NATSURL: srv.ClientURL(), Sync: "default"}, SandboxDir: t.TempDir(), Node: "payload",
+		Checkpoints: CheckpointConfig{KeyFile: filepath.Join(t.TempDir(), "audit-key.json")}}, prodDeps(nil))
 	if err == nil {
 		rt.Close()
 		t.Fatal("a node started on a server with a 64 KiB max_payload")

@@ -20,15 +20,20 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 	var sc StoreConfig
 	fs := newCommand(env, cmdHelp{
 		Name: "replay",
-		Args: "[--from-export FILE | --data-dir D | --nats-url U] [--tenant T] [--out FILE]",
+		Args: "[--from-export FILE | --data-dir D | --nats-url U] [--tenant T] [--trusted-key PUB [--checkpoint FILE]] [--out FILE]",
 		About: "Verifies the audit chains and recomputes every decision, from a JSONL export or the live store (every tenant, or T); " +
-			"writes the canonical report (JSON) to stdout or --out and a summary to stderr; exit 1 unless it passes.",
-		Example: "replay --from-export acme.jsonl --out report.json",
+			"with --trusted-key, also the signed checkpoints: an export must end with the checkpoint of its last record (a cut, rewritten or re-hashed export fails) " +
+			"and, with --tenant, hold no other tenant's records; the live store must contain each trusted key's latest checkpoint; and every chain must contain " +
+			"the checkpoints of --checkpoint (kept outside the store: a chain recreated shorter or different fails). " +
+			"Writes the canonical report (JSON) to stdout or --out and a summary to stderr; exit 1 unless it passes.",
+		Example: "replay --from-export acme.jsonl --tenant acme --trusted-key \"$(exoarmur audit pubkey)\" --out report.json",
 	})
 	sc.register(fs.FlagSet)
 	from := fs.String("from-export", "", "replay this JSONL export instead of the live store")
 	tname := fs.String("tenant", "", "replay only this tenant")
 	out := fs.String("out", "", "write the report here (default stdout)")
+	var anchors anchorFlags
+	anchors.register(fs.FlagSet)
 	if _, err := fs.parse(args); err != nil {
 		return err
 	}
@@ -45,6 +50,9 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 		// An export carries records, not bundles: the bundles this
 		// binary shipped re-decide them.
 		rp = replay.New(only.String())
+		if _, err := anchors.apply(rp, true); err != nil {
+			return err
+		}
 		f, err := os.Open(*from)
 		if err != nil {
 			return fmt.Errorf("open export: %w", err)
@@ -55,7 +63,7 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 		}
 	} else {
 		var err error
-		if rp, err = replayLive(ctx, env, sc, only); err != nil {
+		if rp, err = replayLive(ctx, env, sc, only, anchors); err != nil {
 			return err
 		}
 	}
@@ -73,6 +81,9 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 	}
 	fmt.Fprintf(env.Stderr, "replay: pass=%t records=%d decisions=%d matched=%d mismatches=%d replay_hash=%s\n",
 		rep.Pass, rep.Records, rep.Decisions, rep.DecisionsMatched, len(rep.Mismatches), rep.ReplayHash)
+	if n := rp.Checkpoints(); n > 0 {
+		fmt.Fprintf(env.Stderr, "replay: %d checkpoints not verified: give --trusted-key (exoarmur audit pubkey) to check them\n", n)
+	}
 	for _, m := range rep.Mismatches {
 		fmt.Fprintf(env.Stderr, "replay: MISMATCH tenant=%s seq=%d kind=%s: %s\n", m.Tenant, m.Seq, m.Kind, m.Reason)
 	}
@@ -84,7 +95,7 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 
 // replayLive replays the store's chains (only's, or every tenant's) with
 // the bundles this binary shipped and those archived in the store.
-func replayLive(ctx context.Context, env Env, sc StoreConfig, only tenant.ID) (*replay.Replayer, error) {
+func replayLive(ctx context.Context, env Env, sc StoreConfig, only tenant.ID, anchors anchorFlags) (*replay.Replayer, error) {
 	st, err := openExistingStore(ctx, sc, "exoarmur-replay")
 	if err != nil {
 		return nil, err
@@ -95,11 +106,22 @@ func replayLive(ctx context.Context, env Env, sc StoreConfig, only tenant.ID) (*
 		return nil, err
 	}
 	rp := replay.NewWith(only.String(), bundles, action.Builtin())
+	anchored, err := anchors.apply(rp, false)
+	if err != nil {
+		return nil, err
+	}
 	log := audit.New(st.Audit)
 	tenants := []tenant.ID{only}
 	if only.IsZero() {
 		if tenants, err = log.Tenants(ctx); err != nil {
 			return nil, err
+		}
+	}
+	if anchored {
+		for _, t := range tenants {
+			if err := requireStored(ctx, st, rp, anchors, t); err != nil {
+				return nil, err
+			}
 		}
 	}
 	for _, t := range tenants {

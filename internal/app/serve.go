@@ -121,6 +121,7 @@ func ServeWith(ctx context.Context, env Env, args []string, h ServeHooks) error 
 	// Every node sweeps for outcome records an execution could not write
 	// (its node may have died since): gate.Sweep.
 	go rt.gate.RunSweeper(ctx, sweepEvery)
+	go rt.checkpoints.Run(ctx) // signs the chains' heads (--checkpoint-every, --checkpoint-interval)
 	metrics.SetPendingApprovals(func() map[string]int {
 		mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
@@ -128,7 +129,7 @@ func ServeWith(ctx context.Context, env Env, args []string, h ServeHooks) error 
 	})
 	srv := api.New(api.Config{
 		Gate: rt.gate, Switches: rt.switches, Approvals: rt.approvals, Access: rt.access, Audit: rt.audit, Bundles: rt.bundles,
-		Ready: rt.store.Ready, RequestID: requestID, Logger: logger, Now: d.now,
+		Ready: rt.store.Ready, RequestID: requestID, Logger: logger, Now: d.now, Checkpoints: rt.checkpoints,
 	})
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {

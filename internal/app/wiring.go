@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	"github.com/exoarmur/exoarmur/internal/access"
@@ -15,6 +16,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/auth"
+	"github.com/exoarmur/exoarmur/internal/checkpoint"
 	"github.com/exoarmur/exoarmur/internal/executor"
 	"github.com/exoarmur/exoarmur/internal/gate"
 	"github.com/exoarmur/exoarmur/internal/killswitch"
@@ -36,6 +38,8 @@ type runtime struct {
 	gate      *gate.Gate
 	execs     *executor.Registry
 	bundles   func(context.Context) (replay.Bundles, error)
+	// checkpoints signs the chains' heads; Run is serve's to start.
+	checkpoints *checkpoint.Checkpointer
 }
 
 // storedBundles is what a replay of st trusts: the bundles this binary
@@ -140,6 +144,11 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 	if c.Store.Sync == "always" {
 		log.EnableGroupCommit() // with fsync on every write, sharing one pays off
 	}
+	cps, err := openCheckpoints(c, d, st, log)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	sw, err := killswitch.Start(ctx, killswitch.Config{Control: st.Control, Peers: st.Bus, Audit: log, Now: d.now, Node: c.Node, Logger: d.logger})
 	if err != nil {
 		st.Close()
@@ -183,16 +192,55 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 		return nil, err
 	}
 	acc.Start() // the aggregated audit of failed authentication, every minute
-	return &runtime{store: st, switches: sw, approvals: approvals, audit: log, keys: keys, access: acc, gate: g, execs: execs, bundles: storedBundles(st, func(err error) {
+	if err := cps.Start(ctx); err != nil {
+		_ = acc.Close(ctx)
+		sw.Stop()
+		st.Close()
+		return nil, fmt.Errorf("audit checkpoints: %w", err)
+	}
+	return &runtime{checkpoints: cps, store: st, switches: sw, approvals: approvals, audit: log, keys: keys, access: acc, gate: g, execs: execs, bundles: storedBundles(st, func(err error) {
 		if d.logger != nil {
 			d.logger.Warn("policy archive: entry left out of the replay library; the decisions recorded under it do not verify", "err", err)
 		}
 	})}, nil
 }
 
+// openCheckpoints loads (or creates) the node's audit key and returns the
+// checkpointer of log, told of every append.
+func openCheckpoints(c ServeConfig, d deps, st *natsstore.Store, log *audit.Log) (*checkpoint.Checkpointer, error) {
+	path := c.Checkpoints.KeyFile
+	if path == "" && c.Store.DataDir != "" {
+		path = filepath.Join(c.Store.DataDir, "audit-key.json")
+	}
+	if path == "" {
+		return nil, errors.New("audit key: no key file (--audit-key) and no data dir to keep one in")
+	}
+	keys, created, err := checkpoint.LoadOrCreate(path, d.rand, d.now())
+	if err != nil {
+		return nil, err
+	}
+	if created && d.logger != nil {
+		d.logger.Info("audit key created: back it up, and give its public key to whoever verifies exports (exoarmur audit pubkey)", "key_file", path, "key_id", keys.Signer().ID)
+	}
+	var witness checkpoint.Witness
+	if c.Checkpoints.Witness != "" {
+		if witness, err = checkpoint.ParseWitness(c.Checkpoints.Witness, c.Store.DataDir); err != nil {
+			return nil, err
+		}
+	}
+	cps := checkpoint.New(checkpoint.Config{Audit: log, Keys: keys, Store: checkpoint.NewStore(st.Checkpoints), Witness: witness, Trust: c.Checkpoints.trust,
+		Every: c.Checkpoints.Every, Interval: c.Checkpoints.Interval, Now: d.now, Node: c.Node, Logger: d.logger})
+	log.OnAppend(cps.Appended)
+	return cps, nil
+}
+
 func (r *runtime) Close() {
-	// Before the store closes: the failures of the last interval are written.
+	// Before the store closes: the failures of the last interval are
+	// written, then the chains this node wrote are signed.
 	_ = r.access.Close(context.Background())
+	fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	r.checkpoints.Flush(fctx)
+	cancel()
 	r.switches.Stop()
 	r.execs.Close()
 	r.store.Close()

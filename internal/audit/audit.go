@@ -78,10 +78,10 @@ type Stream interface {
 	// Last returns the last message on subject and its stream sequence;
 	// kv.ErrNotFound when the subject holds none.
 	Last(ctx context.Context, subject string) (data []byte, seq uint64, err error)
-	// Read calls fn with each message on subject in stream order, up to
-	// the last one stored when Read began, and stops at fn's first
-	// error, which it returns as it is.
-	Read(ctx context.Context, subject string, fn func(seq uint64, data []byte) error) error
+	// Read calls fn with each message on subject in stream order, from
+	// stream sequence from (0: the first) up to the last one stored when
+	// Read began, and stops at fn's first error, which it returns as it is.
+	Read(ctx context.Context, subject string, from uint64, fn func(seq uint64, data []byte) error) error
 	// Subjects returns the subjects matching filter that hold a message.
 	Subjects(ctx context.Context, filter string) ([]string, error)
 }
@@ -93,6 +93,18 @@ type Log struct {
 
 	mu    sync.Mutex
 	heads map[tenant.ID]*chainHead
+
+	// appended, if set (OnAppend), is told of every record this log
+	// stored.
+	appended func(t tenant.ID, seq uint64, hash string, streamSeq uint64)
+}
+
+// OnAppend sets fn to be told of each record this log stores: its tenant,
+// sequence, hash and stream sequence (the checkpointer counts them). fn is
+// called with the chain's lock held and must not block. Set it before the
+// first Append.
+func (l *Log) OnAppend(fn func(t tenant.ID, seq uint64, hash string, streamSeq uint64)) {
+	l.appended = fn
 }
 
 type chainHead struct {
@@ -279,6 +291,9 @@ func (l *Log) write(ctx context.Context, t tenant.ID, h *chainHead, recs []*cont
 			return nil
 		}
 		h.seq, h.hash, h.streamSeq = seq, prev, lastSeq
+		if l.appended != nil {
+			l.appended(t, seq, prev, lastSeq)
+		}
 		return nil
 	}
 	return fmt.Errorf("audit append %s to %s: %w", what, t, ErrConflict)
@@ -340,7 +355,7 @@ func (l *Log) Scan(ctx context.Context, t tenant.ID, after uint64, limit int, fn
 	}
 	n := 0
 	var stop error // fn's error, or errLimit: what ended the read early
-	err := l.stream.Read(ctx, tenant.AuditSubject(t), func(seq uint64, data []byte) error {
+	err := l.stream.Read(ctx, tenant.AuditSubject(t), 0, func(seq uint64, data []byte) error {
 		var rec contract.AuditRecord
 		if err := json.Unmarshal(data, &rec); err != nil {
 			return fmt.Errorf("decode stream seq %d: %w", seq, err)
@@ -367,6 +382,32 @@ func (l *Log) Scan(ctx context.Context, t tenant.ID, after uint64, limit int, fn
 	}
 	if err != nil {
 		return fmt.Errorf("audit scan %s: %w", t, err)
+	}
+	return nil
+}
+
+// Follow calls fn with each stored record of t's chain exactly as stored,
+// with its stream sequence, starting at stream sequence from (0: the
+// chain's first record), and stops when fn returns an error, which it
+// returns as it is. It is how a reader that knows where it left off (the
+// checkpointer) reads only what was added since.
+func (l *Log) Follow(ctx context.Context, t tenant.ID, from uint64, fn func(streamSeq uint64, raw []byte) error) error {
+	if err := t.Check(); err != nil {
+		return err
+	}
+	var stop error
+	err := l.stream.Read(ctx, tenant.AuditSubject(t), from, func(seq uint64, data []byte) error {
+		if err := fn(seq, data); err != nil {
+			stop = err
+			return err
+		}
+		return nil
+	})
+	if stop != nil && errors.Is(err, stop) {
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("audit read %s: %w", t, err)
 	}
 	return nil
 }

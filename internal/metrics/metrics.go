@@ -31,6 +31,12 @@ var (
 		Name: "exoarmur_audit_append_seconds", Help: "Durable audit append latency (publish to acknowledgement).",
 		Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18),
 	})
+	// Checkpoints counts signed audit checkpoints, and the failures to
+	// sign (the chain no longer extends the last checkpoint), store or
+	// witness one, by outcome.
+	Checkpoints = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "exoarmur_audit_checkpoints_total", Help: "Audit checkpoints by outcome: signed, diverged (not signed: the chain no longer extends the last checkpoint), store_failed, witness_failed.",
+	}, []string{"outcome"})
 	// KillSwitchEngaged is 1 when the switch of a scope reads engaged on this node.
 	KillSwitchEngaged = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "exoarmur_killswitch_engaged", Help: "1 when the kill switch of the scope is engaged (as this node reads it).",
@@ -66,7 +72,7 @@ func SetPendingApprovals(fn func() map[string]int) {
 }
 
 func init() {
-	Registry.MustRegister(Decisions, ExecutionSeconds, AuditAppendSeconds, KillSwitchEngaged,
+	Registry.MustRegister(Decisions, ExecutionSeconds, AuditAppendSeconds, KillSwitchEngaged, Checkpoints,
 		pendingCollector{prometheus.NewDesc("exoarmur_approvals_pending", "Pending approval requests per tenant.", []string{"tenant"}, nil)},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 }

@@ -150,7 +150,8 @@ const (
 	noRespondersWait = 5 * time.Second
 )
 
-// Read calls fn with each message stored on subject, in stream order, up
+// Read calls fn with each message stored on subject, in stream order, from
+// stream sequence from (0: the first) up
 // to the last one stored when Read began (none: no call), and stops at
 // fn's first error, which it returns as it is, or when ctx ends. It reads
 // through one consumer of its own, created for the scan and deleted when
@@ -164,7 +165,7 @@ const (
 // request for messages sent at once through another server can meet "no
 // responders"; nothing was delivered then, and Read asks again, within
 // noRespondersWait.
-func (s *Stream) Read(ctx context.Context, subject string, fn func(seq uint64, data []byte) error) error {
+func (s *Stream) Read(ctx context.Context, subject string, from uint64, fn func(seq uint64, data []byte) error) error {
 	last, err := s.s.GetLastMsgForSubject(ctx, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil
@@ -172,8 +173,16 @@ func (s *Stream) Read(ctx context.Context, subject string, fn func(seq uint64, d
 	if err != nil {
 		return err
 	}
+	if from > last.Sequence {
+		return nil
+	}
+	deliver, start := jetstream.DeliverAllPolicy, uint64(0)
+	if from > 1 {
+		deliver, start = jetstream.DeliverByStartSequencePolicy, from
+	}
 	cons, err := s.s.CreateConsumer(ctx, jetstream.ConsumerConfig{
-		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		DeliverPolicy:     deliver,
+		OptStartSeq:       start,
 		FilterSubject:     subject,
 		AckPolicy:         jetstream.AckNonePolicy,
 		MemoryStorage:     true,

@@ -30,7 +30,7 @@ func openStore(t *testing.T) *natsstore.Store {
 // read collects what Stream.Read delivers of subject.
 func read(t *testing.T, s *natsstore.Stream, subject string) (seqs []uint64, datas []string) {
 	t.Helper()
-	if err := s.Read(context.Background(), subject, func(seq uint64, data []byte) error {
+	if err := s.Read(context.Background(), subject, 0, func(seq uint64, data []byte) error {
 		seqs, datas = append(seqs, seq), append(datas, string(data))
 		return nil
 	}); err != nil {
@@ -119,7 +119,7 @@ func TestStreamConformance(t *testing.T) {
 		}
 		// A message stored while Read runs is after its bound.
 		var during []string
-		if err := s.Read(ctx, a, func(seq uint64, data []byte) error {
+		if err := s.Read(ctx, a, 0, func(seq uint64, data []byte) error {
 			if seq == s1 {
 				if _, _, err := s.Publish(ctx, a, []byte("six"), "id-6", seqs[len(seqs)-1]); err != nil {
 					return err
@@ -133,7 +133,7 @@ func TestStreamConformance(t *testing.T) {
 		// fn's error ends the read and comes back as it is.
 		stop := errors.New("stop")
 		n := 0
-		if err := s.Read(ctx, a, func(uint64, []byte) error { n++; return stop }); err != stop || n != 1 { //nolint:errorlint // returned as it is
+		if err := s.Read(ctx, a, 0, func(uint64, []byte) error { n++; return stop }); err != stop || n != 1 { //nolint:errorlint // returned as it is
 			t.Fatalf("Read with fn failing = %v after %d calls; want fn's error after 1", err, n)
 		}
 	})
@@ -163,7 +163,7 @@ func TestStreamConformance(t *testing.T) {
 			if i%2 == 0 {
 				read(t, s, a)
 			} else {
-				err = s.Read(ctx, a, func(uint64, []byte) error { return errors.New("stop") })
+				err = s.Read(ctx, a, 0, func(uint64, []byte) error { return errors.New("stop") })
 			}
 			info, ierr := s.Stream().Info(ctx)
 			if ierr != nil {

@@ -74,7 +74,7 @@ func streamReplicas(t *testing.T, st *natsstore.Store) map[string]int {
 	out := map[string]int{}
 	for _, name := range []string{tenant.AuditStream, tenant.WorkStream, tenant.KVStream(tenant.IntentsBucket), tenant.KVStream(tenant.IdempotencyBucket),
 		tenant.KVStream(tenant.PrincipalsBucket), tenant.KVStream(tenant.ControlBucket), tenant.KVStream(tenant.ApprovalsBucket),
-		tenant.KVStream(tenant.PoliciesBucket), tenant.KVStream(tenant.HealthBucket)} {
+		tenant.KVStream(tenant.PoliciesBucket), tenant.KVStream(tenant.CheckpointsBucket), tenant.KVStream(tenant.HealthBucket)} {
 		s, err := st.JS.Stream(context.Background(), name)
 		if err != nil {
 			t.Fatalf("stream %s: %v", name, err)
@@ -257,13 +257,13 @@ func TestScansThroughEveryServer(t *testing.T) {
 				// Cut short by fn's error, and by the context.
 				stop := errors.New("stop")
 				n := 0
-				if err := s.Audit.Read(ctx, a, func(uint64, []byte) error { n++; return stop }); err != stop || n != 1 { //nolint:errorlint // returned as it is
+				if err := s.Audit.Read(ctx, a, 0, func(uint64, []byte) error { n++; return stop }); err != stop || n != 1 { //nolint:errorlint // returned as it is
 					t.Fatalf("Read with fn failing = %v after %d calls; want fn's error after 1", err, n)
 				}
 				natsstoretest.RequireNoConsumers(t, s, tenant.AuditStream, "a Read that fn's error ended")
 				cctx, cancel := context.WithCancel(ctx)
 				n = 0
-				err := s.Audit.Read(cctx, a, func(uint64, []byte) error {
+				err := s.Audit.Read(cctx, a, 0, func(uint64, []byte) error {
 					if n++; n == 10 {
 						cancel()
 					}

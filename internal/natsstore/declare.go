@@ -107,6 +107,17 @@ func policiesConfig(replicas int) jetstream.StreamConfig {
 	return c
 }
 
+// checkpointsConfig is the checkpoints bucket (internal/checkpoint),
+// write-once as the policy archive is: a stored checkpoint or announced
+// key is never overwritten, deleted or rolled up by any client.
+func checkpointsConfig(replicas int) jetstream.StreamConfig {
+	c := kvConfig(tenant.CheckpointsBucket, "ExoArmur audit checkpoints and the public keys that signed them (write-once)", 1, false, replicas)
+	c.DiscardNewPerSubject = true
+	c.AllowRollup = false
+	c.DenyPurge = true
+	return c
+}
+
 // differs names the first setting of have that is not want's, as
 // "field is X, want Y", or "" when have has every setting ExoArmur relies
 // on. Each is compared exactly with what Open declares (what an

@@ -35,9 +35,41 @@ type Bucket struct {
 	// narrower interface of our own, so that tools/inventory sees these
 	// calls as the JetStream writes they are.
 	js jetstream.Publisher
+	// stream is the bucket's stream, for Last (WithStream).
+	stream jetstream.Stream
+	bucket string
 }
 
 var _ kv.Bucket = (*Bucket)(nil)
+
+// WithStream gives the adapter its bucket's stream, named bucket, which
+// Last reads.
+func (b *Bucket) WithStream(bucket string, st jetstream.Stream) *Bucket {
+	b.bucket, b.stream = bucket, st
+	return b
+}
+
+// Last returns the value written last, in the bucket's order of writes,
+// among the keys matching filter (tokens separated by dots, * matches
+// one, > the rest): one request however many keys match.
+// kv.ErrNotFound when none does. The bucket must have been given its
+// stream (WithStream).
+func (b *Bucket) Last(ctx context.Context, filter string) (kv.Entry, error) {
+	if b.stream == nil {
+		return kv.Entry{}, errors.New("natsstore: Last needs the bucket's stream")
+	}
+	prefix := "$KV." + b.bucket + "."
+	m, err := retry(ctx, func(ctx context.Context, _ bool) (*jetstream.RawStreamMsg, error) {
+		return b.stream.GetLastMsgForSubject(ctx, prefix+filter)
+	})
+	if err != nil {
+		return kv.Entry{}, translate(err, nil)
+	}
+	if op := m.Header.Get(kvOperation); op != "" {
+		return kv.Entry{}, kv.ErrNotFound
+	}
+	return kv.Entry{Key: m.Subject[len(prefix):], Value: m.Data, Revision: m.Sequence}, nil
+}
 
 // New returns the adapter of bucket b; js publishes its TTL and rollup
 // writes (their stream must allow message TTLs for a TTL: Open's

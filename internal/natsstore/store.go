@@ -90,6 +90,7 @@ type Store struct {
 	Control     *Bucket
 	Approvals   *Bucket
 	Policies    *Bucket // policy bundles by hash, write-once (internal/policy/archive)
+	Checkpoints *Bucket // signed audit checkpoints and their public keys, write-once (internal/checkpoint)
 	Health      jetstream.KeyValue
 	// Bus is core NATS publish/subscribe on the connection (the kill
 	// switches' killswitch.Peers).
@@ -290,6 +291,15 @@ func (s *Store) ensure(ctx context.Context) error {
 		return err
 	}
 	s.Policies = New(policies, s.JS)
+	checkpoints, err := s.declareKV(ctx, tenant.CheckpointsBucket, checkpointsConfig(replicas), nil)
+	if err != nil {
+		return err
+	}
+	cstream, err := s.JS.Stream(ctx, tenant.KVStream(tenant.CheckpointsBucket))
+	if err != nil {
+		return fmt.Errorf("bind stream %s: %w", tenant.KVStream(tenant.CheckpointsBucket), err)
+	}
+	s.Checkpoints = New(checkpoints, s.JS).WithStream(tenant.CheckpointsBucket, cstream)
 	if s.Health, err = s.declareKV(ctx, tenant.HealthBucket, kvConfig(tenant.HealthBucket, "ExoArmur store write probe (a timestamp, no tenant data)", 1, false, replicas), nil); err != nil {
 		return err
 	}

@@ -52,6 +52,18 @@ type Replayer struct {
 	tenants  map[string]*chain
 	bad      []contract.ReplayMismatch
 	lines    uint64
+
+	// Checkpoints (Anchor, Require): trust verifies every checkpoint
+	// line; required are checkpoints the chains must contain, per
+	// tenant, by sequence; claimed makes a record of another tenant than
+	// only a mismatch; endCovered asks every chain to end at a record a
+	// checkpoint line covers.
+	trust      audit.Trust
+	required   map[string][]contract.Checkpoint
+	claimed    bool
+	endCovered bool
+	// unverified counts checkpoint lines read without a trust to check them.
+	unverified uint64
 }
 
 type chain struct {
@@ -60,6 +72,10 @@ type chain struct {
 	decisions uint64
 	matched   uint64
 	ok        bool
+	covered   uint64 // the last sequence a checkpoint line covered
+	signed    bool   // a valid checkpoint line covered one of its records
+	req       int    // the next of required[tenant] to meet
+	cpFailed  bool   // a checkpoint line of it failed (and said why)
 }
 
 // New returns a Replayer that re-decides with the bundles and the action
@@ -83,6 +99,7 @@ type head struct {
 	Seq    uint64 `json:"seq"`
 	Kind   string `json:"kind"`
 	Hash   string `json:"hash"`
+	Type   string `json:"type"` // contract.CheckpointType on a checkpoint line
 }
 
 // prepared is one record with everything that depends on it alone
@@ -96,6 +113,10 @@ type prepared struct {
 	recOK    bool   // a record could be decoded (strictly, or leniently after a failed check)
 	decision bool   // its kind carries a decision
 	reason   string // why the re-decided decision differs ("" if identical)
+	// A checkpoint line: cp decoded, or cpErr why it could not be.
+	isCP  bool
+	cp    contract.Checkpoint
+	cpErr error
 }
 
 func prepare(raw []byte, only string, policies Bundles, actions *action.Registry) prepared {
@@ -113,6 +134,11 @@ func prepare(raw []byte, only string, policies Bundles, actions *action.Registry
 		p.recOK = json.Unmarshal(raw, &rec) == nil
 	}
 	p.headOK = p.headOK && p.head.Tenant != ""
+	if p.headOK && p.head.Type == contract.CheckpointType {
+		p.isCP = true
+		p.cp, p.cpErr = contract.DecodeCheckpoint(raw)
+		return p
+	}
 	if !p.headOK || (only != "" && p.head.Tenant != only) || !p.recOK {
 		return p
 	}
@@ -130,15 +156,20 @@ func (r *Replayer) apply(p prepared) {
 		r.bad = append(r.bad, contract.ReplayMismatch{Seq: 0, Kind: "", Reason: fmt.Sprintf("line %d: not an audit record", r.lines)})
 		return
 	}
-	if r.only != "" && p.head.Tenant != r.only {
+	if p.isCP {
+		r.applyCheckpoint(p)
 		return
 	}
-	c, ok := r.tenants[p.head.Tenant]
-	if !ok {
-		c = &chain{v: audit.NewVerifier(p.head.Tenant), ok: true}
-		r.tenants[p.head.Tenant] = c
+	if r.only != "" && p.head.Tenant != r.only {
+		if r.claimed {
+			r.bad = append(r.bad, contract.ReplayMismatch{Tenant: r.only, Seq: 0, Kind: p.head.Kind,
+				Reason: fmt.Sprintf("tenants: line %d is a record of tenant %q (seq %d) in an export claimed for %q (mixed tenants)", r.lines, clip(p.head.Tenant), p.head.Seq, r.only)})
+		}
+		return
 	}
+	c := r.chain(p.head.Tenant)
 	c.records++
+	defer r.meetRequired(p.head.Tenant, c, p.head.Seq, p.head.Hash)
 	if _, err := c.v.NextChecked(p.chk); err != nil {
 		c.ok = false
 		var ve *audit.VerifyError
@@ -165,6 +196,15 @@ func (r *Replayer) apply(p prepared) {
 		return
 	}
 	c.matched++
+}
+
+func (r *Replayer) chain(t string) *chain {
+	c, ok := r.tenants[t]
+	if !ok {
+		c = &chain{v: audit.NewVerifier(t), ok: true}
+		r.tenants[t] = c
+	}
+	return c
 }
 
 func asVerify(err error, ve **audit.VerifyError) bool {
@@ -222,7 +262,7 @@ func (r *Replayer) Report() contract.ReplayReport {
 	rep := contract.ReplayReport{
 		SchemaVersion: contract.SchemaVersion,
 		Tenants:       []contract.ReplayTenant{},
-		Mismatches:    slices.Clone(r.bad),
+		Mismatches:    append(slices.Clone(r.bad), r.endMismatches()...),
 	}
 	if rep.Mismatches == nil {
 		rep.Mismatches = []contract.ReplayMismatch{}

@@ -37,6 +37,11 @@ const (
 	// written once; no tenant data.
 	PoliciesBucket = "exoarmur_policies"
 
+	// CheckpointsBucket keeps the signed checkpoints of the audit chains
+	// (internal/checkpoint), keyed CheckpointKey, and the public keys that
+	// signed them, keyed CheckpointPubKey; each key written once.
+	CheckpointsBucket = "exoarmur_checkpoints"
+
 	// HealthBucket holds HealthKey, a timestamp every node writes twice a
 	// second: a write that is acknowledged proves the store can persist
 	// (the connection and JetStream's API stay up when its disk is full).
@@ -119,6 +124,23 @@ func IntentKeyFilter(id ID) string { return id.s + ".*" }
 // ApprovalKey is the approvals-bucket key of an intent's approval.
 func ApprovalKey(id ID, intentID string) string { return id.s + "." + intentID }
 
+// CheckpointKey is the checkpoints-bucket key of tenant id's checkpoint of
+// record seq signed by key keyID (hex): the sequence zero-padded, so that
+// keys sort by sequence.
+func CheckpointKey(id ID, seq uint64, keyID string) string {
+	return fmt.Sprintf("%s.%020d.%s", id.s, seq, keyID)
+}
+
+// CheckpointKeyFilter matches every checkpoint key of a tenant.
+func CheckpointKeyFilter(id ID) string { return id.s + ".*.*" }
+
+// CheckpointPubKey is the checkpoints-bucket key under which the public
+// key keyID is announced; '_' cannot start a tenant ID.
+func CheckpointPubKey(keyID string) string { return "_keys." + keyID }
+
+// CheckpointPubKeyFilter matches every announced public key.
+const CheckpointPubKeyFilter = "_keys.*"
+
 // WorkSubject is the work-queue subject of tenant id.
 func WorkSubject(id ID) string { return workPrefix + id.s }
 
@@ -168,7 +190,9 @@ func NodePublishAllow(tenants []ID, global bool) []string {
 		// Write-once at the server (natsstore declares the bucket so) and
 		// verified against the key on read: a node can add the bundle it
 		// decides under, never change or remove what another decided under.
-		"$KV." + PoliciesBucket + ".>"}
+		"$KV." + PoliciesBucket + ".>",
+		// Write-once too: a node announces the public key it signs with.
+		"$KV." + CheckpointsBucket + "._keys.*"}
 	for _, t := range tenants {
 		allow = append(allow,
 			AuditSubject(t),
@@ -177,6 +201,7 @@ func NodePublishAllow(tenants []ID, global bool) []string {
 			"$KV."+IntentsBucket+"."+t.s+".>",
 			"$KV."+IdempotencyBucket+"."+t.s+".>",
 			"$KV."+ControlBucket+"."+TenantSwitchKey(t),
+			"$KV."+CheckpointsBucket+"."+t.s+".>",
 		)
 	}
 	if global {

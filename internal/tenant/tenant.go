@@ -39,6 +39,15 @@ func Parse(s string) (ID, error) {
 	return ID{s}, nil
 }
 
+// ParseChain validates the tenant of an audit chain named in data the
+// store or an export holds (a checkpoint): a tenant ID, or System's.
+func ParseChain(s string) (ID, error) {
+	if s == System.s {
+		return System, nil
+	}
+	return Parse(s)
+}
+
 // MustParse is Parse for constants in tests and the demo; it panics on error.
 func MustParse(s string) ID {
 	id, err := Parse(s)

@@ -763,7 +763,9 @@ func (c *Client) AuditExport(ctx context.Context, t string, w io.Writer) (int64,
 		if err != nil {
 			return n, fmt.Errorf("GET %s/audit/export: the export was cut short (read: %w); %d bytes of whole records were written", p, err, n)
 		}
-		records++
+		if !contract.IsCheckpointLine(line) { // the export's last line: its signed head
+			records++
+		}
 		m, err := w.Write(line)
 		n += int64(m)
 		if err != nil {
@@ -782,4 +784,48 @@ func (c *Client) AuditVerify(ctx context.Context, t string) (contract.ReplayRepo
 	var rep contract.ReplayReport
 	_, err = c.do(ctx, http.MethodGet, p+"/audit/verify", nil, nil, &rep)
 	return rep, err
+}
+
+// Checkpoint returns a tenant chain's latest stored checkpoint
+// (GET /v1/tenants/{t}/audit/checkpoint); 404 when none is signed yet.
+func (c *Client) Checkpoint(ctx context.Context, t string) (contract.Checkpoint, error) {
+	p, err := tenantPath(t)
+	if err != nil {
+		return contract.Checkpoint{}, err
+	}
+	var cp contract.Checkpoint
+	_, err = c.do(ctx, http.MethodGet, p+"/audit/checkpoint", nil, nil, &cp)
+	return cp, err
+}
+
+// SignCheckpoint has the server sign the chain's head now
+// (POST /v1/tenants/{t}/audit/checkpoint); 409 conflict when the chain no
+// longer extends the node's last checkpoint of it.
+func (c *Client) SignCheckpoint(ctx context.Context, t string) (contract.Checkpoint, error) {
+	p, err := tenantPath(t)
+	if err != nil {
+		return contract.Checkpoint{}, err
+	}
+	var cp contract.Checkpoint
+	_, err = c.do(ctx, http.MethodPost, p+"/audit/checkpoint", nil, nil, &cp)
+	return cp, err
+}
+
+// AuditKey is one of a node's audit public keys (GET /v1/audit/keys).
+type AuditKey struct {
+	KeyID     string    `json:"key_id"`
+	PublicKey string    `json:"public_key"`
+	Created   time.Time `json:"created"`
+	Retired   time.Time `json:"retired,omitzero"`
+	Current   bool      `json:"current"`
+}
+
+// AuditKeys returns the node's audit public keys. Pin them from a source
+// you trust (`exoarmur audit pubkey` on the node) before relying on them.
+func (c *Client) AuditKeys(ctx context.Context) ([]AuditKey, error) {
+	var out struct {
+		Keys []AuditKey `json:"keys"`
+	}
+	_, err := c.do(ctx, http.MethodGet, "/v1/audit/keys", nil, nil, &out)
+	return out.Keys, err
 }
