@@ -89,8 +89,9 @@ make() { if [ "$*" != build ]; then echo "readme test: only make build is provid
 	for _, want := range []string{
 		`"approval_required"`, // the execute before the approval
 		`"status":"succeeded"`,
-		"hi",          // the file's content
-		`"pass":true`, // the audit chain verifies
+		"hi",                       // the file's content
+		`"pass":true`,              // the audit chain verifies
+		"refused, as it should be", // the export cut before its checkpoint
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("the README's run printed no %s:\n%s\nstderr:\n%s", want, out.String(), errb.String())

@@ -49,6 +49,9 @@ type Config struct {
 	// replicas of every stream and bucket.
 	Cluster  int
 	Replicas int
+	// ServeArgs are more flags for the server's serve (e.g.
+	// --checkpoint-every 0 to measure without checkpoints).
+	ServeArgs []string
 	// ProfileDir, when set, receives the server's CPU profile of each
 	// scenario (<scenario>.cpu.pprof) and a heap profile after it
 	// (<scenario>.heap.pprof), fetched from its --debug-addr listener.
@@ -196,6 +199,7 @@ func startServer(ctx context.Context, cfg Config, dir, natsURL string) (*server,
 	if cfg.Retention > 0 {
 		args = append(args, "--approval-ttl", cfg.Retention.String()) // at most the retention
 	}
+	args = append(args, cfg.ServeArgs...)
 	debug := ""
 	if cfg.ProfileDir != "" {
 		dl, err := net.Listen("tcp", "127.0.0.1:0")

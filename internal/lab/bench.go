@@ -53,6 +53,14 @@ func runBench(ctx context.Context, env Env, args []string) error {
 	bin := fs.String("bin", "", "server binary (default: this executable, whose serve is the production serve)")
 	profile := fs.String("profile-dir", "", "save the server's CPU and heap profile of each scenario in this directory")
 	retention := fs.Duration("retention", 0, "the server's --retention (0: keep every intent and claim)")
+	var serveArgs []string
+	fs.Func("serve-arg", "pass this flag to the server's serve (repeatable), e.g. --serve-arg=--checkpoint-every=0", func(v string) error {
+		if !strings.HasPrefix(v, "-") {
+			return fmt.Errorf("a serve flag starts with '-', not %q", v)
+		}
+		serveArgs = append(serveArgs, v)
+		return nil
+	})
 	replicas := fs.String("replicas", "", `run on a fresh three-server cluster of "exoarmur nats" processes once per replica count, e.g. "1,3", and compare (default: the embedded NATS)`)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -106,7 +114,7 @@ func runBench(ctx context.Context, env Env, args []string) error {
 			return fmt.Errorf("--profile-dir: %w", err)
 		}
 	}
-	cfg := bench.Config{Binary: exe, Scenarios: list, Clients: *clients, Duration: *duration, Max: *maxOps, Sync: *sync, Retention: *retention, Log: env.Stdout, ProfileDir: *profile}
+	cfg := bench.Config{Binary: exe, Scenarios: list, Clients: *clients, Duration: *duration, Max: *maxOps, Sync: *sync, Retention: *retention, Log: env.Stdout, ProfileDir: *profile, ServeArgs: serveArgs}
 	if counts != nil {
 		return benchReplicas(ctx, env, cfg, counts, *jsonOut)
 	}
