@@ -15,6 +15,9 @@ import (
 // every client that relies on it. New capability is additive: add a new file
 // (and its line here) or start v2; never edit a pinned file.
 var frozen = map[string]string{
+	// Added with the auditor role: what POST /v1/keys accepts (additive:
+	// key_request.schema.json with one more role).
+	"key_create.schema.json": "8e3ab0d6fe77f7e7eadd0fb7fd95e24c0080e8de6eaf0859497bed12184cd3ca",
 	// Added with the second admin's consent to approver keys (additive).
 	"key_consent.schema.json": "c2775bc7d0b1c1809337476920ad789328fff21d1d7660e92ae60b7d6eb6bea6",
 	// Added with in-doubt resolution (additive).

@@ -141,8 +141,8 @@ func (s *Server) routes() []route {
 		r("POST", "/v1/tenants/{tenant}/intents/{id}/resolve", policy.OpResolve, s.resolve),
 		r("POST", "/v1/tenants/{tenant}/intents/{id}/execute", policy.OpExecute, s.execute),
 		r("GET", "/v1/tenants/{tenant}/audit", policy.OpReadAudit, s.auditList),
-		r("GET", "/v1/tenants/{tenant}/audit/export", policy.OpReadAudit, s.auditExport),
-		r("GET", "/v1/tenants/{tenant}/audit/verify", policy.OpReadAudit, s.auditVerify),
+		r("GET", "/v1/tenants/{tenant}/audit/export", policy.OpReadTenantAudit, s.auditExport),
+		r("GET", "/v1/tenants/{tenant}/audit/verify", policy.OpReadTenantAudit, s.auditVerify),
 		r("GET", "/v1/tenants/{tenant}/approvals", policy.OpReadApprovals, s.listApprovals),
 		r("POST", "/v1/tenants/{tenant}/intents/{id}/approvals", policy.OpApprove, s.decideApproval),
 		r("GET", "/v1/killswitch", policy.OpReadGlobalSwitch, s.getSwitch),
@@ -374,14 +374,27 @@ func (s *Server) propose(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// getIntent: an intent of another principal reads, to a principal that
+// may not read the whole tenant (an agent), as one that does not exist
+// (404, audited by the access layer).
 func (s *Server) getIntent(w http.ResponseWriter, r *http.Request) error {
 	ri := info(r)
 	v, err := s.cfg.Gate.Get(r.Context(), ri.tenant, r.PathValue("id"))
 	if err != nil {
 		return err
 	}
+	if err := s.cfg.Access.AuthorizeOwned(r.Context(), s.tenantRead(r, ri, policy.OpReadTenantIntents), v.Intent.Proposer); err != nil {
+		return err
+	}
 	writeJSON(w, http.StatusOK, v)
 	return nil
+}
+
+// tenantRead is the access request for the tenant-wide read op by the
+// request's principal: whether it reads the whole tenant or only its own
+// (access.Service.ReadScope, AuthorizeOwned).
+func (s *Server) tenantRead(r *http.Request, ri *reqInfo, op string) access.Request {
+	return access.Request{Principal: ri.principal, Operation: op, Tenant: ri.tenant, Meta: s.meta(r, ri)}
 }
 
 func (s *Server) execute(w http.ResponseWriter, r *http.Request) error {
@@ -424,15 +437,31 @@ func (s *Server) auditList(w http.ResponseWriter, r *http.Request) error {
 	ri := info(r)
 	recs := []json.RawMessage{}
 	next := after
-	err = s.cfg.Audit.Scan(r.Context(), ri.tenant, after, int(limit), func(raw []byte, rec contract.AuditRecord) error {
+	collect := func(raw []byte, rec contract.AuditRecord) error {
 		recs = append(recs, json.RawMessage(raw))
 		next = rec.Seq
 		return nil
-	})
+	}
+	scope := s.cfg.Access.ReadScope(s.tenantRead(r, ri, policy.OpReadTenantAudit))
+	if scope.Whole() {
+		err = s.cfg.Audit.Scan(r.Context(), ri.tenant, after, int(limit), collect)
+	} else {
+		// Only the records of the principal's own intents: the page is a
+		// window of limit records, of which those are returned; next_after
+		// is the window's end (audit.Log.ScanOwned).
+		next, err = s.cfg.Audit.ScanOwned(r.Context(), ri.tenant, scope.Owner, after, int(limit), func(raw []byte, _ contract.AuditRecord) error {
+			recs = append(recs, json.RawMessage(raw))
+			return nil
+		})
+	}
 	if err != nil {
 		return contract.Wrap(contract.CodeStoreUnavailable, "cannot read the audit log", err)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"tenant": ri.tenant.String(), "records": recs, "next_after": next})
+	body := map[string]any{"tenant": ri.tenant.String(), "records": recs, "next_after": next, "scope": "tenant"}
+	if !scope.Whole() {
+		body["scope"] = "own"
+	}
+	writeJSON(w, http.StatusOK, body)
 	return nil
 }
 
@@ -655,7 +684,8 @@ func (s *Server) decideApproval(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// keyRequest is the body of POST /v1/keys (contracts/v1/key_request.schema.json).
+// keyRequest is the body of POST /v1/keys (contracts/v1/key_create.schema.json:
+// key_request.schema.json, frozen, with the auditor role too).
 type keyRequest struct {
 	Name      string   `json:"name"`
 	Role      string   `json:"role"`
@@ -671,7 +701,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := contract.Validate("key_request", raw); err != nil {
+	if err := contract.Validate("key_create", raw); err != nil {
 		return err
 	}
 	var req keyRequest
@@ -777,10 +807,36 @@ func (s *Server) listIntents(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
+		if scope := s.cfg.Access.ReadScope(s.tenantRead(r, ri, policy.OpReadTenantIntents)); !scope.Whole() {
+			// Only the principal's own: an in-doubt execution whose intent
+			// is gone (a retention) is no one's.
+			own := []gate.InDoubt{}
+			for _, d := range list {
+				v, err := s.cfg.Gate.Get(r.Context(), ri.tenant, d.IntentID)
+				switch {
+				case contract.ErrorCode(err) == contract.CodeNotFound:
+				case err != nil:
+					return err
+				case scope.Covers(v.Intent.Proposer):
+					own = append(own, d)
+				}
+			}
+			list = own
+		}
 		writeJSON(w, http.StatusOK, map[string]any{"tenant": ri.tenant.String(), "state": gate.StateInDoubt, "intents": list})
 		return nil
 	}
 	q := gate.ListQuery{State: vals.Get("state"), Action: vals.Get("action"), Proposer: vals.Get("proposer"), After: vals.Get("cursor")}
+	scope := s.cfg.Access.ReadScope(s.tenantRead(r, ri, policy.OpReadTenantIntents))
+	if !scope.Whole() {
+		// A principal that may not read the whole tenant (an agent) lists
+		// its own intents: another proposer asked for matches none.
+		if q.Proposer != "" && !scope.Covers(q.Proposer) {
+			writeJSON(w, http.StatusOK, map[string]any{"tenant": ri.tenant.String(), "intents": []gate.View{}, "next": ""})
+			return nil
+		}
+		q.Proposer = scope.Owner
+	}
 	for _, tf := range []struct {
 		name string
 		dst  *time.Time

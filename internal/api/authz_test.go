@@ -80,6 +80,8 @@ func TestAuthMatrix(t *testing.T) {
 			c.body, c.right, c.wrongRole = mustJSON(map[string]string{"decision": "approve", "reason": "m"}), opKey, agentKey
 		case "GET /v1/tenants/{tenant}/approvals":
 			c.right, c.wrongRole = opKey, agentKey
+		case "GET /v1/tenants/{tenant}/audit/export", "GET /v1/tenants/{tenant}/audit/verify":
+			c.right, c.wrongRole = auditorKey, agentKey
 		case "GET /v1/tenants/{tenant}/killswitch":
 			c.right, c.wrongRole = opKey, agentKey
 		case "PUT /v1/tenants/{tenant}/killswitch":
@@ -196,7 +198,7 @@ func (f *fixture) systemCount(t *testing.T, kind string) int {
 }
 
 func (f *fixture) chainCount(t *testing.T, tn, kind string) int {
-	key := map[string]string{"acme": agentKey, "beta": otherKey}[tn]
+	key := map[string]string{"acme": opKey, "beta": betaOpKey}[tn]
 	return strings.Count(string(f.do(t, "GET", "/v1/tenants/"+tn+"/audit/export", key, nil).raw), `"kind":"`+kind+`"`)
 }
 
