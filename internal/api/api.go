@@ -422,6 +422,15 @@ func parseUint(r *http.Request, name string, def, max uint64) (uint64, error) {
 	return n, nil
 }
 
+// auditList: GET .../audit?after=&limit=&intent= pages the tenant's chain
+// for its overseers (operator, admin, auditor: scope "tenant"). Any other
+// principal (an agent) reads only the records of its own intents (scope
+// "own"): a page is a window of limit records of the chain, of which only
+// those are returned (audit.Log.ScanOwned), so the chain's end is reached
+// when next_after-after < limit. With intent=<id>, the page holds up to
+// limit records of that intent (for an agent, only while it is its own),
+// read in one pass, and the intent's records end when fewer than limit
+// came back (audit.Log.ScanIntent).
 func (s *Server) auditList(w http.ResponseWriter, r *http.Request) error {
 	after, err := parseUint(r, "after", 0, 1<<62)
 	if err != nil {
@@ -443,9 +452,22 @@ func (s *Server) auditList(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	scope := s.cfg.Access.ReadScope(s.tenantRead(r, ri, policy.OpReadTenantAudit))
-	if scope.Whole() {
+	intent := r.URL.Query().Get("intent")
+	if len(intent) > 128 {
+		return contract.Errorf(contract.CodeInvalid, "query \"intent\": an intent ID is at most 128 bytes")
+	}
+	switch {
+	case intent != "":
+		// The records of one intent (of the principal's own, for an
+		// agent), in one pass over the chain: up to limit of them, and
+		// fewer once they end (audit.Log.ScanIntent).
+		next, err = s.cfg.Audit.ScanIntent(r.Context(), ri.tenant, intent, scope.Owner, after, int(limit), func(raw []byte, _ contract.AuditRecord) error {
+			recs = append(recs, json.RawMessage(raw))
+			return nil
+		})
+	case scope.Whole():
 		err = s.cfg.Audit.Scan(r.Context(), ri.tenant, after, int(limit), collect)
-	} else {
+	default:
 		// Only the records of the principal's own intents: the page is a
 		// window of limit records, of which those are returned; next_after
 		// is the window's end (audit.Log.ScanOwned).
@@ -460,6 +482,9 @@ func (s *Server) auditList(w http.ResponseWriter, r *http.Request) error {
 	body := map[string]any{"tenant": ri.tenant.String(), "records": recs, "next_after": next, "scope": "tenant"}
 	if !scope.Whole() {
 		body["scope"] = "own"
+	}
+	if intent != "" {
+		body["intent"] = intent
 	}
 	writeJSON(w, http.StatusOK, body)
 	return nil

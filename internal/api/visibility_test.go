@@ -89,6 +89,21 @@ func TestAgentsSeeOnlyTheirOwn(t *testing.T) {
 	if strings.Join(own, " ") != "intent.proposed gate.allowed execution.started execution.succeeded" {
 		t.Fatalf("own records paged through = %v", own)
 	}
+	// One intent's records: its own intent's, none of the other's.
+	r = f.do(t, "GET", "/v1/tenants/acme/audit?intent="+mine, fsReadKey, nil)
+	if recs, _ := r.body["records"].([]any); r.code != 200 || len(recs) != 4 || r.body["intent"] != mine {
+		t.Fatalf("audit of its own intent = %d %s", r.code, r.raw)
+	}
+	r = f.do(t, "GET", "/v1/tenants/acme/audit?intent="+theirs, fsReadKey, nil)
+	if recs, _ := r.body["records"].([]any); r.code != 200 || len(recs) != 0 {
+		t.Fatalf("audit of the other's intent = %d %s", r.code, r.raw)
+	}
+	if bytes.Contains(r.raw, []byte(secret)) || bytes.Contains(r.raw, []byte("theirs.txt")) { // the ID is its own query's echo
+		t.Fatalf("audit of the other's intent leaks: %s", r.raw)
+	}
+	if r := f.do(t, "GET", "/v1/tenants/acme/audit?intent="+theirs, auditorKey, nil); !bytes.Contains(r.raw, []byte(secret)) {
+		t.Fatalf("auditor's audit of the intent = %d %s", r.code, r.raw)
+	}
 	// The tenant's whole audit is refused.
 	for _, p := range []string{"/audit/export", "/audit/verify"} {
 		r := f.do(t, "GET", "/v1/tenants/acme"+p, fsReadKey, nil)

@@ -441,6 +441,46 @@ func (l *Log) ScanOwned(ctx context.Context, t tenant.ID, principal string, afte
 	return last, nil
 }
 
+// ScanIntent calls fn, in order, with up to limit (> 0) records of intent
+// intentID (its correlation ID) after sequence after, reading the chain
+// in one pass to its end or to the limit-th record. With principal set,
+// only the records from principal's own intent.proposed record of the
+// intent on, up to the intent ID's next intent.proposed or access.denied
+// record by anyone (ScanOwned: the ID of an intent that expired can be
+// proposed again). It returns the sequence of the last record delivered
+// when the limit was reached (more may follow), else the last record read
+// (after, when none): the intent's records end when fewer than limit were
+// delivered. Memory: nothing but the call's.
+func (l *Log) ScanIntent(ctx context.Context, t tenant.ID, intentID, principal string, after uint64, limit int, fn func(raw []byte, rec contract.AuditRecord) error) (uint64, error) {
+	if limit <= 0 {
+		return after, errors.New("audit: ScanIntent needs a limit")
+	}
+	last, n := after, 0
+	owned := principal == ""
+	err := l.Scan(ctx, t, 0, 0, func(raw []byte, rec contract.AuditRecord) error {
+		if rec.CorrelationID != intentID {
+			last = max(last, rec.Seq)
+			return nil
+		}
+		if principal != "" && (rec.Kind == KindIntentProposed || rec.Kind == KindAccessDenied) {
+			owned = rec.Kind == KindIntentProposed && rec.Actor == principal
+		}
+		if rec.Seq <= after || !owned {
+			last = max(last, rec.Seq)
+			return nil
+		}
+		if err := fn(raw, rec); err != nil {
+			return err
+		}
+		last = rec.Seq
+		if n++; n == limit {
+			return errLimit
+		}
+		return nil
+	})
+	return last, err
+}
+
 // errLimit ends a Scan that has delivered its limit.
 var errLimit = errors.New("audit scan: limit reached")
 

@@ -69,4 +69,40 @@ func TestScanOwned(t *testing.T) {
 	if _, err := l.ScanOwned(ctx, acme, "a", 0, 0, func([]byte, contract.AuditRecord) error { return nil }); err == nil || !strings.Contains(err.Error(), "limit") {
 		t.Fatalf("ScanOwned without a limit: %v", err)
 	}
+	// One intent's records: all of them for an overseer (principal ""),
+	// a principal's only while the intent ID is its own.
+	for _, tt := range []struct {
+		intent, principal string
+		want              []uint64
+	}{
+		{"in_r", "", []uint64{8, 9, 10, 11, 12}},
+		{"in_r", "a", []uint64{9, 10}},
+		{"in_r", "b", []uint64{8, 11, 12}},
+		{"in_x", "a", nil},
+		{"in_a1", "a", []uint64{5, 6, 13}},
+		{"in_a1", "b", nil},
+	} {
+		for _, limit := range []int{1, 2, 100} {
+			var got []uint64
+			var after uint64
+			for {
+				n := 0
+				next, err := l.ScanIntent(ctx, acme, tt.intent, tt.principal, after, limit, func(_ []byte, rec contract.AuditRecord) error {
+					got = append(got, rec.Seq)
+					n++
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n < limit {
+					break
+				}
+				after = next
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Errorf("%s of %q by %d: %v, want %v", tt.intent, tt.principal, limit, got, tt.want)
+			}
+		}
+	}
 }

@@ -695,6 +695,7 @@ type AuditPage struct {
 	Records   []json.RawMessage `json:"records"`
 	NextAfter uint64            `json:"next_after"` // pass as after for the next page
 	Scope     string            `json:"scope,omitempty"`
+	Intent    string            `json:"intent,omitempty"` // the intent of an IntentAuditPage
 }
 
 // End reports whether the page, read with after and limit (the server's
@@ -731,6 +732,30 @@ func (c *Client) AuditPage(ctx context.Context, t string, after uint64, limit in
 		return AuditPage{}, errors.New("client: audit page limit must not be negative")
 	}
 	q := url.Values{}
+	if after > 0 {
+		q.Set("after", strconv.FormatUint(after, 10))
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var page AuditPage
+	_, err = c.do(ctx, http.MethodGet, p+"/audit", q, nil, &page)
+	return page, err
+}
+
+// IntentAuditPage reads up to limit records (the server's default 100 for
+// 0) of intent id after sequence number after, in one pass of the chain on
+// the server; for an agent only while the intent is its own. The intent's
+// records end when fewer than limit came back.
+func (c *Client) IntentAuditPage(ctx context.Context, t, id string, after uint64, limit int) (AuditPage, error) {
+	p, err := tenantPath(t)
+	if err != nil {
+		return AuditPage{}, err
+	}
+	if limit < 0 || id == "" {
+		return AuditPage{}, errors.New("client: an intent ID and a limit that is not negative are required")
+	}
+	q := url.Values{"intent": {id}}
 	if after > 0 {
 		q.Set("after", strconv.FormatUint(after, 10))
 	}

@@ -304,6 +304,31 @@ func TestAudit(t *testing.T) {
 	if paged := pages(agent, "own"); len(own) == 0 || !slices.EqualFunc(paged, own, bytes.Equal) {
 		t.Fatalf("the agent's pages (%d records) are not the records of its intents (%d)", len(paged), len(own))
 	}
+	// One intent's records, a page of 2 at a time.
+	first, _ := agent.AuditPage(ctx, "acme", 0, 1000)
+	recs, _ := first.Decode()
+	id := recs[0].CorrelationID
+	var ofIntent int
+	for after := uint64(0); ; {
+		page, err := agent.IntentAuditPage(ctx, "acme", id, after, 2)
+		if err != nil || page.Intent != id {
+			t.Fatalf("IntentAuditPage = %+v, %v", page, err)
+		}
+		rs, _ := page.Decode()
+		for _, r := range rs {
+			if r.CorrelationID != id {
+				t.Fatalf("IntentAuditPage holds a record of %s", r.CorrelationID)
+			}
+		}
+		ofIntent += len(rs)
+		if len(rs) < 2 {
+			break
+		}
+		after = page.NextAfter
+	}
+	if want := bytes.Count(export.Bytes(), []byte(`"correlation_id":"`+id+`"`)); ofIntent != want || want == 0 {
+		t.Fatalf("IntentAuditPage paged %d records of %s, the export holds %d", ofIntent, id, want)
+	}
 	rep, err := auditor.AuditVerify(ctx, "acme")
 	if err != nil || !rep.Pass || rep.Records != uint64(len(lines)) || rep.Decisions == 0 {
 		t.Fatalf("AuditVerify = %+v, %v", rep, err)
