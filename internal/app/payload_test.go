@@ -34,8 +34,8 @@ type node struct {
 	rt      *runtime
 	agent   *client.Client
 	auditor *client.Client // reads the tenant's whole audit
-	sandbox string // tenant acme's sandbox dir
-	nats    string // the server's client URL
+	sandbox string         // tenant acme's sandbox dir
+	nats    string         // the server's client URL
 }
 
 // startNode starts a NATS server that accepts messages of at most
