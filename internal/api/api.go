@@ -384,6 +384,9 @@ func (s *Server) getIntent(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if err := s.cfg.Access.AuthorizeOwned(r.Context(), s.tenantRead(r, ri, policy.OpReadTenantIntents), v.Intent.Proposer); err != nil {
+		if contract.ErrorCode(err) == contract.CodeNotFound {
+			return s.cfg.Gate.NotFound() // word for word what a missing intent answers
+		}
 		return err
 	}
 	writeJSON(w, http.StatusOK, v)

@@ -57,6 +57,10 @@ func TestAgentsSeeOnlyTheirOwn(t *testing.T) {
 		t.Fatalf("get the other's intent = %d %s, want 404 not_found", r.code, r.raw)
 	}
 	leaks(t, "get", r)
+	missing := f.do(t, "GET", "/v1/tenants/acme/intents/in_00000000000000000000000000000000", fsReadKey, nil)
+	if missing.code != 404 || !bytes.Equal(bytes.Split(missing.raw, []byte(`"request_id"`))[0], bytes.Split(r.raw, []byte(`"request_id"`))[0]) {
+		t.Fatalf("another's intent (%s) does not read as a missing one (%s)", r.raw, missing.raw)
+	}
 	if r := f.do(t, "GET", "/v1/tenants/acme/intents/"+mine, fsReadKey, nil); r.code != 200 || r.body["state"] != "succeeded" {
 		t.Fatalf("get own intent = %d %s", r.code, r.raw)
 	}
