@@ -17,6 +17,9 @@ import (
 var frozen = map[string]string{
 	// Added with signed checkpoints (additive).
 	"checkpoint.schema.json": "bbc39a37bca53249a3c930cfabab71df534a580609bf24c0f3ee5df750da710e",
+	// Added with the auditor role: what POST /v1/keys accepts (additive:
+	// key_request.schema.json with one more role).
+	"key_create.schema.json": "8e3ab0d6fe77f7e7eadd0fb7fd95e24c0080e8de6eaf0859497bed12184cd3ca",
 	// Added with the second admin's consent to approver keys (additive).
 	"key_consent.schema.json": "c2775bc7d0b1c1809337476920ad789328fff21d1d7660e92ae60b7d6eb6bea6",
 	// Added with in-doubt resolution (additive).

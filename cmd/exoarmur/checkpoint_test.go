@@ -98,6 +98,7 @@ func TestCheckpointsAgainstTampering(t *testing.T) {
 	witness := filepath.Join(dir, "witness.jsonl")
 	agent, admin := createKeys(t, "--nats-url", url)
 	betaKey := strings.TrimSpace(run(t, "keys", "create", "--nats-url", url, "--name", "beta-agent", "--role", "agent", "--tenant", "beta", "--actions", "*"))
+	betaOp := strings.TrimSpace(run(t, "keys", "create", "--nats-url", url, "--name", "beta-op", "--role", "operator", "--tenant", "beta", "--actions", "*"))
 	addr := freePort(t)
 	flags := []string{"--nats-url", url, "--checkpoint-every", "5", "--checkpoint-witness", witness}
 	srv := startServer(t, dataDir, addr, flags...)
@@ -131,7 +132,7 @@ func TestCheckpointsAgainstTampering(t *testing.T) {
 	if !contract.IsCheckpointLine(cpLine) || len(records) < 20 {
 		t.Fatalf("the export does not end with a checkpoint: %d lines, last %s", len(export), cpLine)
 	}
-	beta := exportVia(t, srv.client(betaKey), "beta", filepath.Join(dir, "beta.jsonl"))
+	beta := exportVia(t, srv.client(betaOp), "beta", filepath.Join(dir, "beta.jsonl"))
 	if code, out := replayExit(t, "--from-export", filepath.Join(dir, "acme.jsonl"), "--tenant", "acme", "--trusted-key", pub); code != 0 {
 		t.Fatalf("the intact export: exit %d\n%s", code, out)
 	}

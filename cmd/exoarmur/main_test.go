@@ -306,7 +306,7 @@ func TestGate1DurableAuditAcrossKill(t *testing.T) {
 			t.Fatalf("after kill -9, intent %s: %v %+v", id, err, v)
 		}
 	}
-	rep, err := agent.AuditVerify(ctx, "acme")
+	rep, err := srv.client(adminKeys[dataDir]).AuditVerify(ctx, "acme") // the tenant's whole audit: not an agent's
 	// per intent: proposed, approval requested, granted, allowed, approval executed, started, succeeded; + the switch change
 	if err != nil || !rep.Pass || rep.Records != 7*n+1 {
 		t.Fatalf("verify after restart: %v %+v", err, rep)
@@ -429,7 +429,7 @@ func TestGate2IdempotencyAcrossRestart(t *testing.T) {
 	if out, err := agent.Execute(ctx, "acme", cut); err != nil || !out.Duplicate || hits.Load() != 2 {
 		t.Fatalf("execute after resolution: %v %+v, hits %d", err, out, hits.Load())
 	}
-	if rep, err := agent.AuditVerify(ctx, "acme"); err != nil || !rep.Pass {
+	if rep, err := srv.client(adminKeys[dataDir]).AuditVerify(ctx, "acme"); err != nil || !rep.Pass {
 		t.Fatalf("chain after resolution: %v %+v", err, rep)
 	}
 }
@@ -741,7 +741,7 @@ func TestGate6TwoTenantsTwoNodes(t *testing.T) {
 	}{{"acme", acmeKey, "beta", b}, {"beta", betaKey, "acme", a}} {
 		// Export through the node that did not serve the workload.
 		var buf bytes.Buffer
-		if _, err := c.srv.client(c.key).AuditExport(ctx, c.tn, &buf); err != nil {
+		if _, err := c.srv.client(admin).AuditExport(ctx, c.tn, &buf); err != nil { // the tenant's whole audit: not an agent's
 			t.Fatalf("%s export: %v", c.tn, err)
 		}
 		export := buf.Bytes()
@@ -916,7 +916,7 @@ func TestBrokerLoss(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if rep, err := bot.AuditVerify(ctx, "acme"); err != nil || !rep.Pass {
+	if rep, err := srv.client(admin).AuditVerify(ctx, "acme"); err != nil || !rep.Pass {
 		t.Fatalf("chain after recovery: %v %+v", err, rep)
 	}
 	if _, created, err := propose("during"); err != nil || !created {

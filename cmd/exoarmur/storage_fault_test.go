@@ -119,7 +119,7 @@ func readyz(t testing.TB, addr string) int {
 
 // checkAcked restarts nothing; it asserts every acknowledged intent is
 // readable and the tenant's chain verifies.
-func checkAcked(t *testing.T, srv *server, key string, acked []string) {
+func checkAcked(t *testing.T, srv *server, key, admin string, acked []string) {
 	t.Helper()
 	c := srv.client(key)
 	for _, id := range acked {
@@ -127,7 +127,7 @@ func checkAcked(t *testing.T, srv *server, key string, acked []string) {
 			t.Fatalf("acknowledged intent %s lost: %v %+v", id, err, v)
 		}
 	}
-	if rep, err := c.AuditVerify(t.Context(), "acme"); err != nil || !rep.Pass {
+	if rep, err := srv.client(admin).AuditVerify(t.Context(), "acme"); err != nil || !rep.Pass {
 		t.Fatalf("chain after the fault: %v %+v", err, rep)
 	}
 }
@@ -178,7 +178,7 @@ func TestDiskFull(t *testing.T) {
 	}
 	srv.kill()
 	srv = startServer(t, dataDir, addr)
-	checkAcked(t, srv, key, append(before, during...))
+	checkAcked(t, srv, key, adminKeys[dataDir], append(before, during...))
 	after, refused, _ := proposeAll(t, srv, key, "after", 3)
 	if len(refused) != 0 || len(after) != 3 {
 		t.Fatalf("after freeing space: acknowledged %d, refused %v", len(after), refused)
@@ -224,7 +224,7 @@ func TestReadOnlyDataDir(t *testing.T) {
 
 	remount(t, mnt, "rw")
 	srv = startServer(t, dataDir, addr)
-	checkAcked(t, srv, key, before)
+	checkAcked(t, srv, key, adminKeys[dataDir], before)
 	if after, refused, _ := proposeAll(t, srv, key, "again", 3); len(refused) != 0 || len(after) != 3 {
 		t.Fatalf("after remounting read-write: acknowledged %d, refused %v", len(after), refused)
 	}

@@ -346,10 +346,61 @@ func (s *Service) Authorize(ctx context.Context, req Request) error {
 		scope = tenant.System
 	}
 	s.audit(ctx, scope, req.Meta, KindForbidden, p.ID, detail)
+	if req.Operation == policy.OpReadTenantAudit {
+		return contract.Errorf(contract.CodeForbidden, "the tenant's whole audit (export, verify) is for operators, admins and auditors; role %s reads the records of its own intents with GET /v1/tenants/{tenant}/audit", p.Role)
+	}
 	if req.Tenant.IsZero() && !p.System() && p.Role == auth.RoleAdmin {
 		return contract.Errorf(contract.CodeForbidden, "%s is a global power: it needs a key granted tenant %q", strings.ReplaceAll(req.Operation, "_", " "), auth.SystemGrant)
 	}
 	return contract.Errorf(contract.CodeForbidden, "role %s may not %s", p.Role, strings.ReplaceAll(req.Operation, "_", " "))
+}
+
+// Scope is how much of a tenant a principal reads: all of it, or only
+// what it owns (Owner: its principal ID, the proposer of its intents).
+type Scope struct {
+	Owner string // "": the whole tenant
+}
+
+// Whole reports whether the scope is the whole tenant.
+func (sc Scope) Whole() bool { return sc.Owner == "" }
+
+// Covers reports whether the scope includes what owner owns (an intent's
+// proposer).
+func (sc Scope) Covers(owner string) bool { return sc.Owner == "" || sc.Owner == owner }
+
+// ReadScope answers, without auditing (it refuses nothing), how much of
+// req.Tenant req.Principal reads: the whole tenant when req.Operation (a
+// tenant-wide read: policy.OpReadTenantIntents, policy.OpReadTenantAudit)
+// is permitted, else only what it owns. A front end asks it after
+// Authorize allowed the route's own-scope operation (read_intent,
+// read_audit) and shows what the scope covers; an object outside it is
+// refused with AuthorizeOwned.
+func (s *Service) ReadScope(req Request) Scope {
+	p := req.Principal
+	if p == nil || p.ID == "" {
+		return Scope{Owner: "\x00nobody"} // covers no proposer
+	}
+	if !req.Tenant.IsZero() && p.HasTenant(req.Tenant.String()) && policy.Authorize(s.cfg.Policy, policy.OpRequest{
+		PrincipalID: p.ID, Role: p.Role, Granted: p.Tenants, Operation: req.Operation, Tenant: req.Tenant.String(),
+	}).Allowed {
+		return Scope{}
+	}
+	return Scope{Owner: p.ID}
+}
+
+// AuthorizeOwned authorizes reading one object owned by owner (an intent,
+// by its proposer): nil when req.Principal owns it or req.Operation (the
+// tenant-wide read) is permitted; else ErrNotFound, the answer for an
+// object that does not exist (its existence is not revealed), audited as
+// access.forbidden in the tenant's chain.
+func (s *Service) AuthorizeOwned(ctx context.Context, req Request, owner string) error {
+	if s.ReadScope(req).Covers(owner) {
+		return nil
+	}
+	p := req.Principal
+	s.audit(ctx, req.Tenant, req.Meta, KindForbidden, p.ID, map[string]string{"operation": req.Operation, "role": p.Role,
+		"why": "not the principal's own; the tenant's whole view is for operators, admins and auditors"})
+	return ErrNotFound
 }
 
 // firstTenant is the principal's first real tenant ("" if it holds none).

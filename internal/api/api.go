@@ -145,10 +145,10 @@ func (s *Server) routes() []route {
 		r("POST", "/v1/tenants/{tenant}/intents/{id}/resolve", policy.OpResolve, s.resolve),
 		r("POST", "/v1/tenants/{tenant}/intents/{id}/execute", policy.OpExecute, s.execute),
 		r("GET", "/v1/tenants/{tenant}/audit", policy.OpReadAudit, s.auditList),
-		r("GET", "/v1/tenants/{tenant}/audit/export", policy.OpReadAudit, s.auditExport),
-		r("GET", "/v1/tenants/{tenant}/audit/verify", policy.OpReadAudit, s.auditVerify),
-		r("GET", "/v1/tenants/{tenant}/audit/checkpoint", policy.OpReadAudit, s.getCheckpoint),
-		r("POST", "/v1/tenants/{tenant}/audit/checkpoint", policy.OpReadAudit, s.signCheckpoint),
+		r("GET", "/v1/tenants/{tenant}/audit/export", policy.OpReadTenantAudit, s.auditExport),
+		r("GET", "/v1/tenants/{tenant}/audit/verify", policy.OpReadTenantAudit, s.auditVerify),
+		r("GET", "/v1/tenants/{tenant}/audit/checkpoint", policy.OpReadTenantAudit, s.getCheckpoint),
+		r("POST", "/v1/tenants/{tenant}/audit/checkpoint", policy.OpReadTenantAudit, s.signCheckpoint),
 		r("GET", "/v1/audit/keys", "", s.auditKeys),
 		r("GET", "/v1/tenants/{tenant}/approvals", policy.OpReadApprovals, s.listApprovals),
 		r("POST", "/v1/tenants/{tenant}/intents/{id}/approvals", policy.OpApprove, s.decideApproval),
@@ -381,14 +381,30 @@ func (s *Server) propose(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// getIntent: an intent of another principal reads, to a principal that
+// may not read the whole tenant (an agent), as one that does not exist
+// (404, audited by the access layer).
 func (s *Server) getIntent(w http.ResponseWriter, r *http.Request) error {
 	ri := info(r)
 	v, err := s.cfg.Gate.Get(r.Context(), ri.tenant, r.PathValue("id"))
 	if err != nil {
 		return err
 	}
+	if err := s.cfg.Access.AuthorizeOwned(r.Context(), s.tenantRead(r, ri, policy.OpReadTenantIntents), v.Intent.Proposer); err != nil {
+		if contract.ErrorCode(err) == contract.CodeNotFound {
+			return s.cfg.Gate.NotFound() // word for word what a missing intent answers
+		}
+		return err
+	}
 	writeJSON(w, http.StatusOK, v)
 	return nil
+}
+
+// tenantRead is the access request for the tenant-wide read op by the
+// request's principal: whether it reads the whole tenant or only its own
+// (access.Service.ReadScope, AuthorizeOwned).
+func (s *Server) tenantRead(r *http.Request, ri *reqInfo, op string) access.Request {
+	return access.Request{Principal: ri.principal, Operation: op, Tenant: ri.tenant, Meta: s.meta(r, ri)}
 }
 
 func (s *Server) execute(w http.ResponseWriter, r *http.Request) error {
@@ -416,6 +432,15 @@ func parseUint(r *http.Request, name string, def, max uint64) (uint64, error) {
 	return n, nil
 }
 
+// auditList: GET .../audit?after=&limit=&intent= pages the tenant's chain
+// for its overseers (operator, admin, auditor: scope "tenant"). Any other
+// principal (an agent) reads only the records of its own intents (scope
+// "own"): a page is a window of limit records of the chain, of which only
+// those are returned (audit.Log.ScanOwned), so the chain's end is reached
+// when next_after-after < limit. With intent=<id>, the page holds up to
+// limit records of that intent (for an agent, only while it is its own),
+// read in one pass, and the intent's records end when fewer than limit
+// came back (audit.Log.ScanIntent).
 func (s *Server) auditList(w http.ResponseWriter, r *http.Request) error {
 	after, err := parseUint(r, "after", 0, 1<<62)
 	if err != nil {
@@ -431,15 +456,47 @@ func (s *Server) auditList(w http.ResponseWriter, r *http.Request) error {
 	ri := info(r)
 	recs := []json.RawMessage{}
 	next := after
-	err = s.cfg.Audit.Scan(r.Context(), ri.tenant, after, int(limit), func(raw []byte, rec contract.AuditRecord) error {
+	collect := func(raw []byte, rec contract.AuditRecord) error {
 		recs = append(recs, json.RawMessage(raw))
 		next = rec.Seq
 		return nil
-	})
+	}
+	scope := s.cfg.Access.ReadScope(s.tenantRead(r, ri, policy.OpReadTenantAudit))
+	intent := r.URL.Query().Get("intent")
+	if len(intent) > 128 {
+		return contract.Errorf(contract.CodeInvalid, "query \"intent\": an intent ID is at most 128 bytes")
+	}
+	switch {
+	case intent != "":
+		// The records of one intent (of the principal's own, for an
+		// agent), in one pass over the chain: up to limit of them, and
+		// fewer once they end (audit.Log.ScanIntent).
+		next, err = s.cfg.Audit.ScanIntent(r.Context(), ri.tenant, intent, scope.Owner, after, int(limit), func(raw []byte, _ contract.AuditRecord) error {
+			recs = append(recs, json.RawMessage(raw))
+			return nil
+		})
+	case scope.Whole():
+		err = s.cfg.Audit.Scan(r.Context(), ri.tenant, after, int(limit), collect)
+	default:
+		// Only the records of the principal's own intents: the page is a
+		// window of limit records, of which those are returned; next_after
+		// is the window's end (audit.Log.ScanOwned).
+		next, err = s.cfg.Audit.ScanOwned(r.Context(), ri.tenant, scope.Owner, after, int(limit), func(raw []byte, _ contract.AuditRecord) error {
+			recs = append(recs, json.RawMessage(raw))
+			return nil
+		})
+	}
 	if err != nil {
 		return contract.Wrap(contract.CodeStoreUnavailable, "cannot read the audit log", err)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"tenant": ri.tenant.String(), "records": recs, "next_after": next})
+	body := map[string]any{"tenant": ri.tenant.String(), "records": recs, "next_after": next, "scope": "tenant"}
+	if !scope.Whole() {
+		body["scope"] = "own"
+	}
+	if intent != "" {
+		body["intent"] = intent
+	}
+	writeJSON(w, http.StatusOK, body)
 	return nil
 }
 
@@ -685,7 +742,8 @@ func (s *Server) decideApproval(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// keyRequest is the body of POST /v1/keys (contracts/v1/key_request.schema.json).
+// keyRequest is the body of POST /v1/keys (contracts/v1/key_create.schema.json:
+// key_request.schema.json, frozen, with the auditor role too).
 type keyRequest struct {
 	Name      string   `json:"name"`
 	Role      string   `json:"role"`
@@ -701,7 +759,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := contract.Validate("key_request", raw); err != nil {
+	if err := contract.Validate("key_create", raw); err != nil {
 		return err
 	}
 	var req keyRequest
@@ -807,10 +865,36 @@ func (s *Server) listIntents(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
+		if scope := s.cfg.Access.ReadScope(s.tenantRead(r, ri, policy.OpReadTenantIntents)); !scope.Whole() {
+			// Only the principal's own: an in-doubt execution whose intent
+			// is gone (a retention) is no one's.
+			own := []gate.InDoubt{}
+			for _, d := range list {
+				v, err := s.cfg.Gate.Get(r.Context(), ri.tenant, d.IntentID)
+				switch {
+				case contract.ErrorCode(err) == contract.CodeNotFound:
+				case err != nil:
+					return err
+				case scope.Covers(v.Intent.Proposer):
+					own = append(own, d)
+				}
+			}
+			list = own
+		}
 		writeJSON(w, http.StatusOK, map[string]any{"tenant": ri.tenant.String(), "state": gate.StateInDoubt, "intents": list})
 		return nil
 	}
 	q := gate.ListQuery{State: vals.Get("state"), Action: vals.Get("action"), Proposer: vals.Get("proposer"), After: vals.Get("cursor")}
+	scope := s.cfg.Access.ReadScope(s.tenantRead(r, ri, policy.OpReadTenantIntents))
+	if !scope.Whole() {
+		// A principal that may not read the whole tenant (an agent) lists
+		// its own intents: another proposer asked for matches none.
+		if q.Proposer != "" && !scope.Covers(q.Proposer) {
+			writeJSON(w, http.StatusOK, map[string]any{"tenant": ri.tenant.String(), "intents": []gate.View{}, "next": ""})
+			return nil
+		}
+		q.Proposer = scope.Owner
+	}
 	for _, tf := range []struct {
 		name string
 		dst  *time.Time

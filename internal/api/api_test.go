@@ -63,6 +63,11 @@ func (e *okExec) Run(_ context.Context, p *gate.Permit) (map[string]string, erro
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.runs++
+	if reply := p.Intent().Params["reply"]; reply != "" {
+		// What a read or an http call brought back: only its proposer and
+		// the tenant's overseers may see it.
+		return map[string]string{"target": p.Intent().Target, "content": reply}, nil
+	}
 	return map[string]string{"target": p.Intent().Target}, nil
 }
 
@@ -86,6 +91,9 @@ const (
 	opKey     = "exo_operator"
 	adminKey  = "exo_admin"
 	betaOpKey = "exo_beta_operator"
+	// An agent granted only fs.read, and an auditor, of acme.
+	fsReadKey  = "exo_fsread"
+	auditorKey = "exo_auditor"
 	// Stand-ins for keys the registry reports expired or revoked (the real
 	// registry's behaviour is tested in internal/auth).
 	expiredKey = "exo_expired"
@@ -119,12 +127,14 @@ func newFixture(t *testing.T, opts ...func(*access.Config)) *fixture {
 		t.Fatal(err)
 	}
 	k := &keys{table: map[string]*auth.Principal{
-		agentKey:  {ID: "key_agent", Role: auth.RoleAgent, Tenants: []string{"acme"}, Actions: []string{"*"}},
-		readerKey: {ID: "key_reader", Role: auth.RoleAgent, Tenants: []string{"acme"}, Actions: []string{"A0"}},
-		otherKey:  {ID: "key_other", Role: auth.RoleAgent, Tenants: []string{"beta"}, Actions: []string{"*"}},
-		opKey:     {ID: "key_op", Role: auth.RoleOperator, Tenants: []string{"acme"}, Actions: []string{"*"}},
-		adminKey:  {ID: "key_admin", Role: auth.RoleAdmin, Tenants: []string{"acme", auth.SystemGrant}, Actions: []string{"*"}},
-		betaOpKey: {ID: "key_beta_op", Role: auth.RoleOperator, Tenants: []string{"beta"}, Actions: []string{"*"}},
+		agentKey:   {ID: "key_agent", Role: auth.RoleAgent, Tenants: []string{"acme"}, Actions: []string{"*"}},
+		readerKey:  {ID: "key_reader", Role: auth.RoleAgent, Tenants: []string{"acme"}, Actions: []string{"A0"}},
+		otherKey:   {ID: "key_other", Role: auth.RoleAgent, Tenants: []string{"beta"}, Actions: []string{"*"}},
+		opKey:      {ID: "key_op", Role: auth.RoleOperator, Tenants: []string{"acme"}, Actions: []string{"*"}},
+		adminKey:   {ID: "key_admin", Role: auth.RoleAdmin, Tenants: []string{"acme", auth.SystemGrant}, Actions: []string{"*"}},
+		betaOpKey:  {ID: "key_beta_op", Role: auth.RoleOperator, Tenants: []string{"beta"}, Actions: []string{"*"}},
+		fsReadKey:  {ID: "key_fsread", Role: auth.RoleAgent, Tenants: []string{"acme"}, Actions: []string{"fs.read"}},
+		auditorKey: {ID: "key_auditor", Role: auth.RoleAuditor, Tenants: []string{"acme"}, Actions: []string{"*"}},
 	}}
 	var n atomic.Int64
 	ac := access.Config{Keys: k, Audit: log, Now: now}
@@ -291,7 +301,7 @@ func TestProposeExecuteAndAudit(t *testing.T) {
 	if recs := r.body["records"].([]any); r.code != 200 || len(recs) != 2 || r.body["next_after"] != float64(3) {
 		t.Fatalf("audit page = %d %s", r.code, r.raw)
 	}
-	r = f.do(t, "GET", "/v1/tenants/acme/audit/export", agentKey, nil)
+	r = f.do(t, "GET", "/v1/tenants/acme/audit/export", opKey, nil)
 	lines := bytes.Split(bytes.TrimSuffix(r.raw, []byte("\n")), []byte("\n"))
 	// switch disengaged; proposed, approval requested, granted, allowed, approval executed, started, succeeded;
 	// proposed, approval requested, blocked; and the checkpoint of the last
@@ -301,13 +311,13 @@ func TestProposeExecuteAndAudit(t *testing.T) {
 	if cp, err := contract.DecodeCheckpoint(lines[11]); err != nil || cp.Seq != 11 || f.cfg.Checkpoints.Trust().Verify(cp) != nil {
 		t.Fatalf("the export's last line is not the node's checkpoint of record 11: %+v %v", cp, err)
 	}
-	r = f.do(t, "GET", "/v1/tenants/acme/audit/verify", agentKey, nil)
+	r = f.do(t, "GET", "/v1/tenants/acme/audit/verify", opKey, nil)
 	if r.code != 200 || r.body["pass"] != true {
 		t.Fatalf("verify = %d %s", r.code, r.raw)
 	}
 	// Beta's chain holds its switch change and its key's attempt on acme,
 	// and nothing of acme's state.
-	r = f.do(t, "GET", "/v1/tenants/beta/audit/export", otherKey, nil)
+	r = f.do(t, "GET", "/v1/tenants/beta/audit/export", betaOpKey, nil)
 	if r.code != 200 || bytes.Count(r.raw, []byte("\n")) != 3 || bytes.Contains(r.raw, []byte(`"tenant":"acme"`)) ||
 		!bytes.Contains(r.raw, []byte(`"kind":"access.cross_tenant"`)) {
 		t.Fatalf("beta export = %d %q", r.code, r.raw)
@@ -472,7 +482,7 @@ func TestApprovalEndpoints(t *testing.T) {
 	if r := f.do(t, "GET", "/v1/tenants/acme/approvals?status=bogus", opKey, nil); r.code != 400 {
 		t.Fatalf("bad status filter = %d", r.code)
 	}
-	if r := f.do(t, "GET", "/v1/tenants/acme/audit/verify", agentKey, nil); r.body["pass"] != true {
+	if r := f.do(t, "GET", "/v1/tenants/acme/audit/verify", opKey, nil); r.body["pass"] != true {
 		t.Fatalf("chain: %s", r.raw)
 	}
 }

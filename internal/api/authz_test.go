@@ -80,6 +80,8 @@ func TestAuthMatrix(t *testing.T) {
 			c.body, c.right, c.wrongRole = mustJSON(map[string]string{"decision": "approve", "reason": "m"}), opKey, agentKey
 		case "GET /v1/tenants/{tenant}/approvals":
 			c.right, c.wrongRole = opKey, agentKey
+		case "GET /v1/tenants/{tenant}/audit/export", "GET /v1/tenants/{tenant}/audit/verify":
+			c.right, c.wrongRole = auditorKey, agentKey
 		case "GET /v1/tenants/{tenant}/killswitch":
 			c.right, c.wrongRole = opKey, agentKey
 		case "PUT /v1/tenants/{tenant}/killswitch":
@@ -98,7 +100,9 @@ func TestAuthMatrix(t *testing.T) {
 		case "GET /v1/tenants/{tenant}/audit/checkpoint":
 			// Routes run in sorted order: none is signed yet, and the
 			// reader is authorized and told so.
-			c.rightStatus = 404
+			c.right, c.rightStatus, c.wrongRole = opKey, 404, agentKey
+		case "POST /v1/tenants/{tenant}/audit/checkpoint":
+			c.right, c.wrongRole = opKey, agentKey
 		case "GET /metrics":
 			c.right, c.wrongRole = adminKey, opKey
 		case "GET /v1/keys":
@@ -200,7 +204,7 @@ func (f *fixture) systemCount(t *testing.T, kind string) int {
 }
 
 func (f *fixture) chainCount(t *testing.T, tn, kind string) int {
-	key := map[string]string{"acme": agentKey, "beta": otherKey}[tn]
+	key := map[string]string{"acme": opKey, "beta": betaOpKey}[tn]
 	return strings.Count(string(f.do(t, "GET", "/v1/tenants/"+tn+"/audit/export", key, nil).raw), `"kind":"`+kind+`"`)
 }
 

@@ -60,7 +60,7 @@ func TestExportStreams(t *testing.T) {
 	if err != nil || total < 1300 {
 		t.Fatalf("head = %d, %v", total, err)
 	}
-	c, err := client.New(f.srv.URL, client.WithAPIKey(agentKey))
+	c, err := client.New(f.srv.URL, client.WithAPIKey(opKey))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func TestExportStreams(t *testing.T) {
 		t.Fatalf("export ends at seq %d, the chain at %d", seq, total)
 	}
 	req, _ := http.NewRequestWithContext(t.Context(), "GET", f.srv.URL+"/v1/tenants/acme/audit/export", nil)
-	req.Header.Set("Authorization", "Bearer "+agentKey)
+	req.Header.Set("Authorization", "Bearer "+opKey)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +109,7 @@ func TestExportStreams(t *testing.T) {
 			cfg.Audit = audit.New(failingStream{Stream: f.st.Audit, after: tc.after})
 			srv := httptest.NewServer(api.New(cfg))
 			defer srv.Close()
-			c, err := client.New(srv.URL, client.WithAPIKey(agentKey))
+			c, err := client.New(srv.URL, client.WithAPIKey(opKey))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -160,7 +160,7 @@ func TestExportsAreBounded(t *testing.T) {
 	cfg.Audit, cfg.Exports = audit.New(cs), 2
 	srv := httptest.NewServer(api.New(cfg))
 	defer srv.Close()
-	c, err := client.New(srv.URL, client.WithAPIKey(agentKey))
+	c, err := client.New(srv.URL, client.WithAPIKey(opKey))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,8 +29,8 @@ func TestTenantsNeverMeet(t *testing.T) {
 	if r := f.do(t, "POST", "/v1/tenants/beta/intents/"+betaID+"/execute", otherKey, nil); r.code != 200 {
 		t.Fatalf("beta execute = %d %s", r.code, r.raw)
 	}
-	before := f.do(t, "GET", "/v1/tenants/beta/audit/export", otherKey, nil).raw
-	acmeBefore := bytes.Count(f.do(t, "GET", "/v1/tenants/acme/audit/export", agentKey, nil).raw, []byte("\n"))
+	before := f.do(t, "GET", "/v1/tenants/beta/audit/export", betaOpKey, nil).raw
+	acmeBefore := bytes.Count(f.do(t, "GET", "/v1/tenants/acme/audit/export", opKey, nil).raw, []byte("\n"))
 
 	attempts := 0
 	var routes []api.Route
@@ -67,7 +67,7 @@ func TestTenantsNeverMeet(t *testing.T) {
 			t.Errorf("%s acme/intents/<beta's id>%s = %d %s", m.method, m.suffix, r.code, r.raw)
 		}
 	}
-	after := f.do(t, "GET", "/v1/tenants/beta/audit/export", otherKey, nil).raw
+	after := f.do(t, "GET", "/v1/tenants/beta/audit/export", betaOpKey, nil).raw
 	if !bytes.Equal(before, after) {
 		t.Fatal("beta's audit chain changed under cross-tenant attempts")
 	}
@@ -77,14 +77,14 @@ func TestTenantsNeverMeet(t *testing.T) {
 	if _, ts := f.switchesRead(t); ts {
 		t.Fatal("beta's kill switch was flipped by acme")
 	}
-	acmeAfter := f.do(t, "GET", "/v1/tenants/acme/audit/export", agentKey, nil).raw
+	acmeAfter := f.do(t, "GET", "/v1/tenants/acme/audit/export", opKey, nil).raw
 	if got := bytes.Count(acmeAfter, []byte(`"kind":"access.cross_tenant"`)); got != attempts {
 		t.Fatalf("acme's chain has %d cross-tenant records, want %d", got, attempts)
 	}
 	if bytes.Count(acmeAfter, []byte("\n")) != acmeBefore+attempts {
 		t.Fatal("acme's chain gained records other than the audited attempts")
 	}
-	if r := f.do(t, "GET", "/v1/tenants/acme/audit/verify", agentKey, nil); r.body["pass"] != true {
+	if r := f.do(t, "GET", "/v1/tenants/acme/audit/verify", opKey, nil); r.body["pass"] != true {
 		t.Fatalf("acme chain: %s", r.raw)
 	}
 }
@@ -155,7 +155,7 @@ func TestNothingWrittenOutsideTenantScope(t *testing.T) {
 // are refused with 400 before any credential lookup or store write.
 func TestInjectionRejectedBeforeNATS(t *testing.T) {
 	f := newFixture(t)
-	before := f.do(t, "GET", "/v1/tenants/acme/audit/export", agentKey, nil).raw
+	before := f.do(t, "GET", "/v1/tenants/acme/audit/export", opKey, nil).raw
 	hostile := []string{"a.b", "a*", "%3E", "a%2Fb", "..", "%2E%2E", "acme%20", "%D0%B0cme" /* Cyrillic а */, "ACME",
 		strings.Repeat("a", 64), "acme%00", "-acme", "system"}
 	for _, tn := range hostile {
@@ -177,7 +177,7 @@ func TestInjectionRejectedBeforeNATS(t *testing.T) {
 			t.Errorf("idempotency key %q: %d %s", key, r.code, r.raw)
 		}
 	}
-	if after := f.do(t, "GET", "/v1/tenants/acme/audit/export", agentKey, nil).raw; !bytes.Equal(before, after) {
+	if after := f.do(t, "GET", "/v1/tenants/acme/audit/export", opKey, nil).raw; !bytes.Equal(before, after) {
 		t.Fatal("a rejected request wrote to the audit chain")
 	}
 }

@@ -401,13 +401,13 @@ func (d *demo) run(ctx context.Context, dir string) (bool, error) {
 	dup = r.outcome()
 	d.check(r.status == 200 && dup.Duplicate && d.counts.count(write.Intent.ID) == 1,
 		"execute after reopening: duplicate=%t, executor calls still %d", dup.Duplicate, d.counts.count(write.Intent.ID))
-	r = d.call("GET", base+"/audit/verify", agentKey, nil)
+	r = d.call("GET", base+"/audit/verify", opKey, nil)
 	var live contract.ReplayReport
 	_ = json.Unmarshal(r.body, &live)
 	d.check(r.status == 200 && live.Pass, "the live chain verifies: %d records, %d decisions re-decided identically", live.Records, live.DecisionsMatched)
 
 	d.printf("\n8. Export the audit chain and replay it offline, twice\n")
-	r = d.call("GET", base+"/audit/export", agentKey, nil)
+	r = d.call("GET", base+"/audit/export", opKey, nil)
 	export := r.body
 	lines := bytes.Split(bytes.TrimSuffix(export, []byte("\n")), []byte("\n"))
 	cp, cpErr := contract.DecodeCheckpoint(lines[len(lines)-1])

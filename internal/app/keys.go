@@ -54,7 +54,7 @@ func KeysCreate(ctx context.Context, env Env, args []string, h KeysHooks) error 
 	var tenants, actions stringList
 	fs := newCommand(env, cmdHelp{
 		Name: "keys create",
-		Args: "--name N --role agent|operator|admin --tenant T --actions A [--data-dir D | --nats-url U]",
+		Args: "--name N --role agent|auditor|operator|admin --tenant T --actions A [--data-dir D | --nats-url U]",
 		About: "Creates a principal on the store directly and prints its API key once on stdout (or, with --cert-cn, " +
 			"registers a client-certificate principal and prints its ID). While a server holds the data dir, the key is " +
 			"created through that server's API instead, with the admin key in EXOARMUR_API_KEY (--server or EXOARMUR_SERVER names it).",
@@ -62,7 +62,7 @@ func KeysCreate(ctx context.Context, env Env, args []string, h KeysHooks) error 
 	})
 	sc.register(fs.FlagSet)
 	name := fs.String("name", "", "principal name (required)")
-	role := fs.String("role", "", "agent, operator or admin (required)")
+	role := fs.String("role", "", "agent, auditor (reads the tenant's intents, approvals, kill switch and whole audit; acts on nothing), operator or admin (required)")
 	fs.Var(&tenants, "tenant", "tenant the key may act in (repeatable, required); \"system\" grants the global powers (global kill switch, every tenant's keys, metrics) to an admin")
 	fs.Var(&actions, "actions", "action types (fs.read,...), classes (A0..A3) or * (required)")
 	expires := fs.Duration("expires", 0, "key lifetime, e.g. 720h (default: no expiry)")

@@ -33,8 +33,9 @@ import (
 type node struct {
 	rt      *runtime
 	agent   *client.Client
-	sandbox string // tenant acme's sandbox dir
-	nats    string // the server's client URL
+	auditor *client.Client // reads the tenant's whole audit
+	sandbox string         // tenant acme's sandbox dir
+	nats    string         // the server's client URL
 }
 
 // startNode starts a NATS server that accepts messages of at most
@@ -72,11 +73,19 @@ func startNode(tb testing.TB, maxPayload int32, allow ...string) *node {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	akey, _, err := rt.keys.Create(ctx, auth.CreateRequest{Name: "auditor", Role: auth.RoleAuditor, Tenants: []string{"acme"}, Actions: []string{"A0"}, CreatedBy: "cli"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ac, err := client.New(hs.URL, client.WithAPIKey(akey))
+	if err != nil {
+		tb.Fatal(err)
+	}
 	sb := filepath.Join(dir, "sandbox", "acme")
 	if err := os.MkdirAll(sb, 0o750); err != nil {
 		tb.Fatal(err)
 	}
-	return &node{rt: rt, agent: c, sandbox: sb, nats: srv.ClientURL()}
+	return &node{rt: rt, agent: c, auditor: ac, sandbox: sb, nats: srv.ClientURL()}
 }
 
 // run proposes and executes one action.
@@ -108,7 +117,7 @@ func (n *node) requireAllFits(tb testing.TB) {
 		tb.Fatal(err)
 	}
 	natsstoretest.RequireValuesFit(tb, limit, "acme.>", n.rt.store.Intents, n.rt.store.Idempotency, n.rt.store.Approvals)
-	rep, err := n.agent.AuditVerify(ctx, "acme")
+	rep, err := n.auditor.AuditVerify(ctx, "acme")
 	if err != nil || !rep.Pass {
 		tb.Fatalf("audit verify: %+v, %v", rep, err)
 	}

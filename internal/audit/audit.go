@@ -412,6 +412,116 @@ func (l *Log) Follow(ctx context.Context, t tenant.ID, from uint64, fn func(stre
 	return nil
 }
 
+// ScanOwned is Scan restricted to the records of the intents principal
+// proposed: it reads the window of up to limit records after sequence
+// after (limit > 0) and calls fn, in order, with those of the window that
+// belong to one of principal's intents, and returns the window's last
+// sequence (after, when the window is empty), from which the next window
+// starts. A window may hold none of principal's records: the chain's end
+// is reached when the returned sequence is less than after+limit (a
+// chain's sequences are contiguous).
+//
+// A record belongs to an intent (its correlation ID) from the intent's
+// intent.proposed record on: principal owns intent X after the last
+// intent.proposed or access.denied record of X is principal's own
+// intent.proposed. An intent ID is derived from the idempotency key, so
+// the ID of an intent that expired under a retention can be proposed
+// again by another principal, or refused to one (access.denied): from
+// that record on, X's records are not principal's. Ownership at the start
+// of the window is read from the records before it, for the window's
+// correlation IDs only: the memory is the window's, the cost two reads of
+// the chain up to the window (Scan reads from the chain's start).
+func (l *Log) ScanOwned(ctx context.Context, t tenant.ID, principal string, after uint64, limit int, fn func(raw []byte, rec contract.AuditRecord) error) (uint64, error) {
+	if limit <= 0 {
+		return after, errors.New("audit: ScanOwned needs a limit")
+	}
+	type held struct {
+		raw []byte
+		rec contract.AuditRecord
+	}
+	var window []held
+	last := after
+	owned := map[string]bool{} // the window's correlation IDs: principal owns it now
+	err := l.Scan(ctx, t, after, limit, func(raw []byte, rec contract.AuditRecord) error {
+		window = append(window, held{raw, rec})
+		owned[rec.CorrelationID] = false
+		last = rec.Seq
+		return nil
+	})
+	if err != nil || len(window) == 0 {
+		return after, err
+	}
+	follow := func(rec contract.AuditRecord) {
+		if rec.Kind != KindIntentProposed && rec.Kind != KindAccessDenied {
+			return
+		}
+		if _, ok := owned[rec.CorrelationID]; ok {
+			owned[rec.CorrelationID] = rec.Kind == KindIntentProposed && rec.Actor == principal
+		}
+	}
+	if after > 0 {
+		err := l.Scan(ctx, t, 0, int(min(after, 1<<62)), func(_ []byte, rec contract.AuditRecord) error {
+			if rec.Seq > after {
+				return errLimit
+			}
+			follow(rec)
+			return nil
+		})
+		if err != nil && !errors.Is(err, errLimit) {
+			return after, err
+		}
+	}
+	for _, h := range window {
+		follow(h.rec)
+		if owned[h.rec.CorrelationID] {
+			if err := fn(h.raw, h.rec); err != nil {
+				return after, err
+			}
+		}
+	}
+	return last, nil
+}
+
+// ScanIntent calls fn, in order, with up to limit (> 0) records of intent
+// intentID (its correlation ID) after sequence after, reading the chain
+// in one pass to its end or to the limit-th record. With principal set,
+// only the records from principal's own intent.proposed record of the
+// intent on, up to the intent ID's next intent.proposed or access.denied
+// record by anyone (ScanOwned: the ID of an intent that expired can be
+// proposed again). It returns the sequence of the last record delivered
+// when the limit was reached (more may follow), else the last record read
+// (after, when none): the intent's records end when fewer than limit were
+// delivered. Memory: nothing but the call's.
+func (l *Log) ScanIntent(ctx context.Context, t tenant.ID, intentID, principal string, after uint64, limit int, fn func(raw []byte, rec contract.AuditRecord) error) (uint64, error) {
+	if limit <= 0 {
+		return after, errors.New("audit: ScanIntent needs a limit")
+	}
+	last, n := after, 0
+	owned := principal == ""
+	err := l.Scan(ctx, t, 0, 0, func(raw []byte, rec contract.AuditRecord) error {
+		if rec.CorrelationID != intentID {
+			last = max(last, rec.Seq)
+			return nil
+		}
+		if principal != "" && (rec.Kind == KindIntentProposed || rec.Kind == KindAccessDenied) {
+			owned = rec.Kind == KindIntentProposed && rec.Actor == principal
+		}
+		if rec.Seq <= after || !owned {
+			last = max(last, rec.Seq)
+			return nil
+		}
+		if err := fn(raw, rec); err != nil {
+			return err
+		}
+		last = rec.Seq
+		if n++; n == limit {
+			return errLimit
+		}
+		return nil
+	})
+	return last, err
+}
+
 // errLimit ends a Scan that has delivered its limit.
 var errLimit = errors.New("audit scan: limit reached")
 

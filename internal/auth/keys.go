@@ -73,7 +73,7 @@ func (r CreateRequest) Validate() error {
 	case r.Name == "" || len(r.Name) > 128:
 		return errors.New("name: required, at most 128 bytes")
 	case !ValidRole(r.Role):
-		return fmt.Errorf("role %q: must be agent, operator or admin", r.Role)
+		return fmt.Errorf("role %q: must be agent, auditor, operator or admin", r.Role)
 	case len(r.Tenants) == 0:
 		return errors.New("tenant: at least one is required")
 	case len(r.Actions) == 0:

@@ -15,25 +15,38 @@ import (
 	"time"
 )
 
-// Roles.
+// Roles, by power: agent < auditor < operator < admin. An auditor reads
+// a tenant's intents, approvals, kill switch and whole audit and does
+// nothing else (internal/policy/default.cedar says what each may do).
 const (
 	RoleAgent    = "agent"
 	RoleOperator = "operator"
 	RoleAdmin    = "admin"
+	RoleAuditor  = "auditor"
 )
 
 // ValidRole reports whether r is a known role.
-func ValidRole(r string) bool { return r == RoleAgent || r == RoleOperator || r == RoleAdmin }
+func ValidRole(r string) bool { return roleRank(r) > 0 }
 
-// roleRank orders roles by power: a principal may grant a role up to its own.
+// Roles lists the roles, least powerful first.
+func Roles() []string { return []string{RoleAgent, RoleAuditor, RoleOperator, RoleAdmin} }
+
+// roleRank orders roles by power: a principal may grant a role up to its
+// own. An auditor sees more than an agent (the tenant's whole audit) and
+// may do less than an operator (it only reads), so it sits between them:
+// an operator's rank covers an auditor key, an auditor's never an
+// operator's or an admin's. (Only admins manage keys at all: the policy's
+// manage_keys.)
 func roleRank(r string) int {
 	switch r {
 	case RoleAgent:
 		return 1
-	case RoleOperator:
+	case RoleAuditor:
 		return 2
-	case RoleAdmin:
+	case RoleOperator:
 		return 3
+	case RoleAdmin:
+		return 4
 	}
 	return 0
 }

@@ -24,15 +24,28 @@ import (
 //
 // Whatever else is planted in a sandbox (a FIFO, a socket, a device node, a
 // hard link to a file outside) can neither hang an executor nor leak through
-// it:
+// it, and no executor acts on it: every fs action acts only on a regular
+// file with a single link, or on a name that does not exist yet.
 //   - fs.read opens without blocking and reads only a regular file with a
-//     single link; it reads in chunks and stops when its context is done.
-//   - fs.write never opens an existing name: it creates a fresh temporary
-//     file (O_EXCL) and renames it over the target, which replaces whatever
-//     the name was (a FIFO, a hard link) without writing into it.
-//   - fs.delete removes a name without opening it. Any non-directory may be
-//     deleted: unlinking a FIFO, a socket, a device node or one link of a
-//     hard-linked file removes only that name from the sandbox.
+//     single link, checked on the opened descriptor (fstat, so the file
+//     checked is the file read); it reads in chunks and stops when its
+//     context is done.
+//   - fs.write refuses an existing target that is not a regular file or
+//     has more than one link (fresh), checked before anything is made and
+//     again just before the commit; it never opens an existing name: it
+//     creates a fresh temporary file (O_EXCL) and renames it over the
+//     target.
+//   - fs.delete refuses the same (plain) and removes a name without
+//     opening it.
+//
+// A symbolic link inside the sandbox is a name like any other to fs.write
+// and fs.delete: the link itself is replaced or removed, never what it
+// points to. fs.write and fs.delete check the name with lstat, not an
+// opened descriptor: they act on the name (rename over it, unlink it) and
+// never through a descriptor, so opening the target (a device node's open
+// can have effects of its own) would check nothing the act uses; a name
+// swapped between the check and the act changes which name is replaced or
+// removed, never writes into or reads from another file.
 //
 // Errors name only the sandbox-relative target, never a host path, absolute
 // or relative to the working directory (hide): results are stored in the
@@ -187,6 +200,30 @@ func readable(fi os.FileInfo) error {
 	return nil
 }
 
+// plain refuses an existing name fs.write or fs.delete must not act on:
+// anything but a regular file (a directory, FIFO, socket or device) and a
+// regular file with more than one link (removing or replacing one name of
+// a hard-linked file is not what a file action means, and its other name
+// may be outside the sandbox). A symbolic link passes (the link itself is
+// replaced or removed); a name that does not exist is lstat's error
+// (os.ErrNotExist). The name is checked with lstat, never opened.
+func plain(root *os.Root, target string) error {
+	fi, err := root.Lstat(target)
+	if err != nil || fi.Mode()&os.ModeSymlink != 0 {
+		return err
+	}
+	return readable(fi)
+}
+
+// fresh is plain for fs.write, which may create the target: a name that
+// does not exist passes.
+func fresh(root *os.Root, target string) error {
+	if err := plain(root, target); !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
 func kind(m os.FileMode) string {
 	switch {
 	case m.IsDir():
@@ -235,14 +272,17 @@ func (s *sandbox) write(ctx context.Context, t tenant.ID, target, content string
 }
 
 // writeIn never opens an existing file: the temporary file is created with
-// O_EXCL (which also refuses a symlink), so a FIFO or hard link planted
-// under either name is never opened or written into; the rename replaces
-// the target's name, whatever it was. A directory target fails the rename.
-// The context is checked before anything is made and again before the
-// rename, the commit point: once the context is done, the target is left
-// as it was.
+// O_EXCL (which also refuses a symlink), so a FIFO planted under the
+// temporary name is never opened or written into (it is removed: the name
+// is the executor's own). An existing target that is not a regular file
+// with one link is refused (fresh), before anything is made and again
+// just before the rename, the commit point. The context is checked at
+// both points too: once it is done, the target is left as it was.
 func writeIn(ctx context.Context, root *os.Root, target, content string) (map[string]string, error) {
 	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("fs.write %q: %w", target, err)
+	}
+	if err := fresh(root, target); err != nil {
 		return nil, fmt.Errorf("fs.write %q: %w", target, err)
 	}
 	if dir := path.Dir(filepath.ToSlash(target)); dir != "." {
@@ -274,6 +314,9 @@ func writeIn(ctx context.Context, root *os.Root, target, content string) (map[st
 		werr = ctx.Err()
 	}
 	if werr == nil {
+		werr = fresh(root, target)
+	}
+	if werr == nil {
 		werr = root.Rename(tmp, target)
 	}
 	if werr != nil {
@@ -287,19 +330,15 @@ func (s *sandbox) remove(ctx context.Context, t tenant.ID, target string) (map[s
 	return in(t, target, s.open, func(root *os.Root) (map[string]string, error) { return removeIn(ctx, root, target) })
 }
 
-// removeIn deletes one name that is not a directory. It never opens the
-// file, so a FIFO or device cannot block it; see sandbox for what may be
-// deleted.
+// removeIn deletes one name: a regular file with a single link, or a
+// symbolic link (plain). It never opens the file, so a FIFO or device
+// cannot block it; see sandbox for what may be deleted.
 func removeIn(ctx context.Context, root *os.Root, target string) (map[string]string, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("fs.delete %q: %w", target, err)
 	}
-	fi, err := root.Lstat(target)
-	if err != nil {
+	if err := plain(root, target); err != nil {
 		return nil, fmt.Errorf("fs.delete %q: %w", target, err)
-	}
-	if fi.IsDir() {
-		return nil, fmt.Errorf("fs.delete %q: is a directory; only files are deleted", target)
 	}
 	if err := root.Remove(target); err != nil {
 		return nil, fmt.Errorf("fs.delete %q: %w", target, err)

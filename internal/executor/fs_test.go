@@ -137,35 +137,51 @@ func TestReadRefusesSpecialFiles(t *testing.T) {
 	}
 }
 
-// TestWriteAndDeleteNeverOpenSpecialFiles: fs.write onto a FIFO (or with a
-// FIFO planted under its temporary name) or onto a hard link replaces the
-// name without opening what is there; fs.delete removes a FIFO, socket or
-// hard link by name. Nothing blocks and nothing outside changes.
-func TestWriteAndDeleteNeverOpenSpecialFiles(t *testing.T) {
+// TestWriteAndDeleteRefuseSpecialFiles: fs.write and fs.delete refuse a
+// target that is not a regular file (a FIFO, a socket, a device, a
+// directory) and a regular file with more than one link (a hard link to a
+// file outside the sandbox), leave it as it was, never block on it and name
+// no host path. A FIFO planted under the write's temporary name is not
+// the target: it is replaced (the temporary name is the executor's own).
+func TestWriteAndDeleteRefuseSpecialFiles(t *testing.T) {
+	hardlink := func(w *world) func(string) error {
+		return func(dir string) error { return os.Link(w.secret, filepath.Join(dir, "hl.txt")) }
+	}
+	socket := func(*world) func(string) error {
+		return func(dir string) error { return syscall.Mknod(filepath.Join(dir, "s"), syscall.S_IFSOCK|0o600, 0) }
+	}
+	device := func(*world) func(string) error {
+		return func(dir string) error {
+			return syscall.Mknod(filepath.Join(dir, "null"), syscall.S_IFCHR|0o600, 1<<8|3) // 1,3: /dev/null
+		}
+	}
+	directory := func(*world) func(string) error {
+		return func(dir string) error { return os.Mkdir(filepath.Join(dir, "d"), 0o750) }
+	}
 	tests := []struct {
 		name, op, target string
 		plant            func(w *world) func(dir string) error
 		wantErr          error // nil: succeeds
 	}{
-		{"write onto a fifo", "write", "p", func(*world) func(string) error { return fifo("p") }, nil},
+		{"write onto a fifo", "write", "p", func(*world) func(string) error { return fifo("p") }, ErrNotRegular},
 		{"write with a fifo as its temp file", "write", "p", func(*world) func(string) error { return fifo("p.exoarmur-tmp") }, nil},
-		// os.Root.MkdirAll finds p is not a directory: EEXIST.
-		{"write under a fifo", "write", "p/x", func(*world) func(string) error { return fifo("p") }, os.ErrExist},
-		{"write onto a hard link to a file outside", "write", "hl.txt", func(w *world) func(string) error {
-			return func(dir string) error { return os.Link(w.secret, filepath.Join(dir, "hl.txt")) }
-		}, nil},
-		{"delete a fifo", "delete", "p", func(*world) func(string) error { return fifo("p") }, nil},
-		{"delete a socket", "delete", "s", func(*world) func(string) error {
-			return func(dir string) error { return syscall.Mknod(filepath.Join(dir, "s"), syscall.S_IFSOCK|0o600, 0) }
-		}, nil},
-		{"delete a hard link to a file outside", "delete", "hl.txt", func(w *world) func(string) error {
-			return func(dir string) error { return os.Link(w.secret, filepath.Join(dir, "hl.txt")) }
-		}, nil},
+		// The check of the target finds p is not a directory.
+		{"write under a fifo", "write", "p/x", func(*world) func(string) error { return fifo("p") }, syscall.ENOTDIR},
+		{"write onto a hard link to a file outside", "write", "hl.txt", hardlink, ErrHardLink},
+		{"write onto a socket", "write", "s", socket, ErrNotRegular},
+		{"write onto a device", "write", "null", device, ErrNotRegular},
+		{"write onto a directory", "write", "d", directory, ErrNotRegular},
+		{"delete a fifo", "delete", "p", func(*world) func(string) error { return fifo("p") }, ErrNotRegular},
+		{"delete a socket", "delete", "s", socket, ErrNotRegular},
+		{"delete a device", "delete", "null", device, ErrNotRegular},
+		{"delete a directory", "delete", "d", directory, ErrNotRegular},
+		{"delete a hard link to a file outside", "delete", "hl.txt", hardlink, ErrHardLink},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			w := newWorld(t)
 			dir := w.plant(t, tt.plant(w))
+			before, _ := os.Lstat(filepath.Join(dir, tt.target))
 			r := bounded(t, "fs."+tt.op+" "+tt.target, release(dir), func() result {
 				if tt.op == "write" {
 					out, err := w.sb.write(t.Context(), acme, tt.target, "new")
@@ -175,19 +191,32 @@ func TestWriteAndDeleteNeverOpenSpecialFiles(t *testing.T) {
 				return result{out, err}
 			})
 			if tt.wantErr != nil {
-				if !errors.Is(r.err, tt.wantErr) || strings.Contains(r.err.Error(), w.sb.dir) {
-					t.Fatalf("%s %q = %v, want %v without a host path", tt.op, tt.target, r.err, tt.wantErr)
+				if !errors.Is(r.err, tt.wantErr) || strings.Contains(r.err.Error(), w.sb.dir) || r.out != nil {
+					t.Fatalf("%s %q = %v, %v; want %v without a host path", tt.op, tt.target, r.out, r.err, tt.wantErr)
 				}
+				if msg := r.err.Error(); !strings.HasPrefix(msg, `fs.`+tt.op+` "`+tt.target+`": `) || strings.Contains(msg, "secret") {
+					t.Fatalf("error %q does not name only the target", msg)
+				}
+				t.Log(r.err)
 			} else if r.err != nil {
 				t.Fatalf("%s %q: %v", tt.op, tt.target, r.err)
 			}
 			w.untouched(t)
-			if st, err := os.Stat(w.secret); err != nil || st.Sys().(*syscall.Stat_t).Nlink != 1 {
+			st, err := os.Stat(w.secret)
+			wantLinks := uint64(1)
+			if tt.target == "hl.txt" {
+				wantLinks = 2 // the refused hard link is still there
+			}
+			if err != nil || uint64(st.Sys().(*syscall.Stat_t).Nlink) != wantLinks {
 				t.Fatalf("outside file: %v, %v", st, err)
 			}
 			fi, err := os.Lstat(filepath.Join(dir, tt.target))
 			switch {
 			case tt.wantErr != nil:
+				// Refused: the name is what was planted, untouched.
+				if before != nil && (err != nil || fi.Mode() != before.Mode() || !os.SameFile(fi, before)) {
+					t.Fatalf("%q changed though refused: %v, %v", tt.target, fi, err)
+				}
 			case tt.op == "delete":
 				if !errors.Is(err, os.ErrNotExist) {
 					t.Fatalf("%q still there after delete: %v", tt.target, err)
@@ -200,7 +229,7 @@ func TestWriteAndDeleteNeverOpenSpecialFiles(t *testing.T) {
 					t.Fatalf("read back %q = %v, %v", tt.target, out, err)
 				}
 			}
-			if _, err := os.Lstat(filepath.Join(dir, tt.target+".exoarmur-tmp")); !errors.Is(err, os.ErrNotExist) && tt.wantErr == nil {
+			if _, err := os.Lstat(filepath.Join(dir, tt.target+".exoarmur-tmp")); !errors.Is(err, os.ErrNotExist) && tt.target != "p/x" {
 				t.Fatalf("temp file left behind: %v", err)
 			}
 		})
@@ -352,9 +381,13 @@ func errorsNameNoHostPath(t *testing.T, w *world) {
 		{"read a hard link", func() (map[string]string, error) { return w.sb.read(t.Context(), acme, "hl.txt") }, ErrHardLink},
 		{"read from a tenant with no sandbox", func() (map[string]string, error) { return w.sb.read(t.Context(), beta, "f.txt") }, os.ErrNotExist},
 		{"delete from a tenant with no sandbox", func() (map[string]string, error) { return w.sb.remove(t.Context(), beta, "f.txt") }, os.ErrNotExist},
-		{"write onto a directory", func() (map[string]string, error) { return w.sb.write(t.Context(), acme, "d", "x") }, nil},
+		{"write onto a directory", func() (map[string]string, error) { return w.sb.write(t.Context(), acme, "d", "x") }, ErrNotRegular},
+		{"write onto a fifo", func() (map[string]string, error) { return w.sb.write(t.Context(), acme, "p", "x") }, ErrNotRegular},
+		{"write onto a hard link", func() (map[string]string, error) { return w.sb.write(t.Context(), acme, "hl.txt", "x") }, ErrHardLink},
+		{"delete a fifo", func() (map[string]string, error) { return w.sb.remove(t.Context(), acme, "p") }, ErrNotRegular},
+		{"delete a hard link", func() (map[string]string, error) { return w.sb.remove(t.Context(), acme, "hl.txt") }, ErrHardLink},
 		{"write under a file", func() (map[string]string, error) { return w.sb.write(t.Context(), acme, "f.txt/x", "x") }, nil},
-		{"delete a directory", func() (map[string]string, error) { return w.sb.remove(t.Context(), acme, "d") }, nil},
+		{"delete a directory", func() (map[string]string, error) { return w.sb.remove(t.Context(), acme, "d") }, ErrNotRegular},
 		{"delete a missing file", func() (map[string]string, error) { return w.sb.remove(t.Context(), acme, "nope") }, os.ErrNotExist},
 	}
 	abs, err := filepath.Abs(w.sb.dir)

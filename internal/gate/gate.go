@@ -474,10 +474,7 @@ func (g *Gate) load(ctx context.Context, t tenant.ID, id string) (stored, error)
 	}
 	e, err := g.cfg.Intents.Get(ctx, tenant.IntentKey(t, id))
 	if errors.Is(err, kv.ErrNotFound) {
-		if g.cfg.Retention != 0 {
-			return stored{}, contract.Errorf(contract.CodeNotFound, "intent not found: unknown, or expired (this server keeps an intent %s after its last change)", g.cfg.Retention)
-		}
-		return stored{}, errNotFound
+		return stored{}, g.NotFound()
 	}
 	if err != nil {
 		return stored{}, storeErr("load intent", err)
@@ -492,6 +489,16 @@ func (g *Gate) load(ctx context.Context, t tenant.ID, id string) (stored, error)
 		return stored{}, contract.Errorf(contract.CodeConflict, "stored intent %s fails its integrity check", id)
 	}
 	return s, nil
+}
+
+// NotFound is the answer for an intent that is not stored, as Get gives
+// it: a front end gives the same for an intent the caller may not see, so
+// the answer does not reveal that it exists.
+func (g *Gate) NotFound() error {
+	if g.cfg.Retention != 0 {
+		return contract.Errorf(contract.CodeNotFound, "intent not found: unknown, or expired (this server keeps an intent %s after its last change)", g.cfg.Retention)
+	}
+	return errNotFound
 }
 
 // Get returns an intent with its state, last decision and result.

@@ -63,6 +63,10 @@ func TestStoredResultsNameNoHostPath(t *testing.T) {
 		{"write under a file", contract.IntentRequest{Action: "fs.write", Target: "f.txt/x", Params: map[string]string{"content": "x"}}, `fs.write "f.txt/x": `},
 		{"delete a directory", contract.IntentRequest{Action: "fs.delete", Target: "adir"}, `fs.delete "adir": `},
 		{"delete a missing file", contract.IntentRequest{Action: "fs.delete", Target: "missing.txt"}, `fs.delete "missing.txt": `},
+		{"write onto a fifo", contract.IntentRequest{Action: "fs.write", Target: "p", Params: map[string]string{"content": "x"}}, `fs.write "p": not a regular file`},
+		{"write onto a hard link to a file outside", contract.IntentRequest{Action: "fs.write", Target: "hl.txt", Params: map[string]string{"content": "x"}}, `fs.write "hl.txt": file has more than one hard link`},
+		{"delete a fifo", contract.IntentRequest{Action: "fs.delete", Target: "p"}, `fs.delete "p": not a regular file`},
+		{"delete a hard link to a file outside", contract.IntentRequest{Action: "fs.delete", Target: "hl.txt"}, `fs.delete "hl.txt": file has more than one hard link`},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -403,20 +403,22 @@ func URLHost(target string) (host, hostPort string, ok bool) {
 
 // Operations a principal may be authorized for.
 const (
-	OpPropose          = "propose"
-	OpExecute          = "execute"
-	OpReadIntent       = "read_intent"
-	OpReadAudit        = "read_audit"
-	OpApprove          = "approve"
-	OpReadApprovals    = "read_approvals"
-	OpReadTenantSwitch = "read_tenant_switch"
-	OpFlipTenantSwitch = "flip_tenant_switch"
-	OpReadGlobalSwitch = "read_global_switch"
-	OpFlipGlobalSwitch = "flip_global_switch"
-	OpManageKeys       = "manage_keys"    // the keys of one tenant (System: of every tenant)
-	OpKeyManagement    = "key_management" // the key endpoints; what they show and change is manage_keys per tenant
-	OpReadMetrics      = "read_metrics"
-	OpResolve          = "resolve_execution"
+	OpPropose           = "propose"
+	OpExecute           = "execute"
+	OpReadIntent        = "read_intent"         // the principal's own intents (every role)
+	OpReadTenantIntents = "read_tenant_intents" // every intent of the tenant (operator, admin, auditor)
+	OpReadAudit         = "read_audit"          // the audit list, of the principal's own intents (every role)
+	OpReadTenantAudit   = "read_tenant_audit"   // the tenant's whole audit: list, export, verify (operator, admin, auditor)
+	OpApprove           = "approve"
+	OpReadApprovals     = "read_approvals"
+	OpReadTenantSwitch  = "read_tenant_switch"
+	OpFlipTenantSwitch  = "flip_tenant_switch"
+	OpReadGlobalSwitch  = "read_global_switch"
+	OpFlipGlobalSwitch  = "flip_global_switch"
+	OpManageKeys        = "manage_keys"    // the keys of one tenant (System: of every tenant)
+	OpKeyManagement     = "key_management" // the key endpoints; what they show and change is manage_keys per tenant
+	OpReadMetrics       = "read_metrics"
+	OpResolve           = "resolve_execution"
 )
 
 // OpRequest asks whether a principal may perform an operation; Tenant is

@@ -76,11 +76,14 @@ func TestEvaluationErrorsDeny(t *testing.T) {
 
 func TestAuthorizeOperations(t *testing.T) {
 	b := Default()
-	roles := []string{"agent", "operator", "admin"}
-	tenantOps := map[string][]bool{ // allowed for agent, operator, admin
-		OpPropose: {true, true, true}, OpExecute: {true, true, true}, OpReadIntent: {true, true, true}, OpReadAudit: {true, true, true},
-		OpApprove: {false, true, true}, OpResolve: {false, true, true}, OpReadApprovals: {false, true, true}, OpReadTenantSwitch: {false, true, true}, OpFlipTenantSwitch: {false, true, true},
-		OpFlipGlobalSwitch: {false, false, false}, OpManageKeys: {false, false, true}, OpKeyManagement: {false, false, false},
+	roles := []string{"agent", "operator", "admin", "auditor"}
+	tenantOps := map[string][]bool{ // allowed for agent, operator, admin, auditor
+		OpPropose: {true, true, true, false}, OpExecute: {true, true, true, false},
+		OpReadIntent: {true, true, true, true}, OpReadAudit: {true, true, true, true},
+		OpReadTenantIntents: {false, true, true, true}, OpReadTenantAudit: {false, true, true, true},
+		OpReadApprovals: {false, true, true, true}, OpReadTenantSwitch: {false, true, true, true},
+		OpApprove: {false, true, true, false}, OpResolve: {false, true, true, false}, OpFlipTenantSwitch: {false, true, true, false},
+		OpFlipGlobalSwitch: {false, false, false, false}, OpManageKeys: {false, false, true, false}, OpKeyManagement: {false, false, false, false},
 	}
 	for op, want := range tenantOps {
 		for i, role := range roles {
@@ -95,7 +98,7 @@ func TestAuthorizeOperations(t *testing.T) {
 		}
 	}
 	// Global powers need the explicit system grant; no role implies them.
-	systemOps := map[string][]bool{OpReadGlobalSwitch: {false, false, true}, OpFlipGlobalSwitch: {false, false, true}, OpManageKeys: {false, false, true}, OpReadMetrics: {false, false, true}, OpPropose: {false, false, false}}
+	systemOps := map[string][]bool{OpReadGlobalSwitch: {false, false, true, false}, OpFlipGlobalSwitch: {false, false, true, false}, OpManageKeys: {false, false, true, false}, OpReadMetrics: {false, false, true, false}, OpPropose: {false, false, false, false}}
 	for op, want := range systemOps {
 		for i, role := range roles {
 			if res := Authorize(b, OpRequest{PrincipalID: "p", Role: role, Granted: []string{"acme", "system"}, Operation: op}); res.Allowed != want[i] {

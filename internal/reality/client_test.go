@@ -52,7 +52,10 @@ func TestReplies(t *testing.T) {
 	if r := c.auditPage(c.a, agent, "acme", 1); r.code != 200 {
 		t.Fatalf("audit page: HTTP %d", r.code)
 	}
-	raw, r := c.export(c.a, agent, "acme")
+	if raw, r := c.export(c.a, agent, "acme"); r.code != 403 || raw != nil {
+		t.Fatalf("an agent's export: HTTP %d, %d bytes, want 403 (the tenant's whole audit is for operators, admins and auditors)", r.code, len(raw))
+	}
+	raw, r := c.export(c.a, op, "acme")
 	if r.code != 200 || len(raw) == 0 {
 		t.Fatalf("export: HTTP %d, %d bytes", r.code, len(raw))
 	}

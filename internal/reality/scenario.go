@@ -132,7 +132,7 @@ func Phase1(ctx context.Context, ep Endpoints, keys Keys) ([]Check, State, error
 
 	// Tenant isolation: acme's principals see nothing of beta. An export
 	// that failed never counts as unchanged.
-	betaBefore, before := c.export(b, keys.BetaBot, "beta")
+	betaBefore, before := c.export(b, keys.BetaOp, "beta")
 	st.BetaExport = string(betaBefore)
 	cross := 0
 	for _, k := range []string{keys.AcmeBot, keys.AcmeOp} {
@@ -156,7 +156,7 @@ func Phase1(ctx context.Context, ep Endpoints, keys Keys) ([]Check, State, error
 			cross++
 		}
 	}
-	betaAfter, afterBeta := c.export(b, keys.BetaBot, "beta")
+	betaAfter, afterBeta := c.export(b, keys.BetaOp, "beta")
 	unchanged := before.code == 200 && afterBeta.code == 200 && string(betaAfter) == st.BetaExport
 	c.check(Gate6, cross == 14 && unchanged, "every cross-tenant attempt answers 404 and beta's chain is unchanged",
 		"%d/14 answered 404; beta chain unchanged: %t", cross, unchanged)
@@ -208,7 +208,9 @@ func Phase2(ctx context.Context, ep Endpoints, keys Keys, st State) ([]Check, ma
 	}
 	c.check(Gate1, present == len(st.Acknowledged) && present > 0, "every acknowledged execution survived kill -9 of NATS and both nodes",
 		"%d/%d present and succeeded", present, len(st.Acknowledged))
-	for _, tn := range []struct{ t, key string }{{"acme", keys.AcmeBot}, {"beta", keys.BetaBot}} {
+	// The tenants' whole chains are their operators' to read (an agent
+	// reads the records of its own intents).
+	for _, tn := range []struct{ t, key string }{{"acme", keys.AcmeOp}, {"beta", keys.BetaOp}} {
 		rep, err := as(a, tn.key).AuditVerify(ctx, tn.t)
 		r := answer(err, http.StatusOK)
 		c.check(Gate1, r.code == 200 && rep.Pass, tn.t+"'s chain verifies after the restarts", "HTTP %d pass=%v records=%v", r.code, rep.Pass, rep.Records)
@@ -216,11 +218,11 @@ func Phase2(ctx context.Context, ep Endpoints, keys Keys, st State) ([]Check, ma
 	dup, rep := c.execute(a, keys.AcmeBot, "acme", st.OnceIntent)
 	c.check(Gate2, rep.code == 200 && dup && c.sinkCount() == 1, "after the restarts the repeat is a duplicate and the sink still counts 1",
 		"HTTP %d duplicate=%v sink %d", rep.code, dup, c.sinkCount())
-	beta, r := c.export(b, keys.BetaBot, "beta")
+	beta, r := c.export(b, keys.BetaOp, "beta")
 	unchanged := r.code == 200 && st.BetaExport != "" && string(beta) == st.BetaExport
 	c.check(Gate6, unchanged, "beta's chain is byte-identical after the restarts", "unchanged: %t", unchanged)
 	exports := map[string][]byte{}
-	for _, tn := range []struct{ t, key string }{{"acme", keys.AcmeBot}, {"beta", keys.BetaBot}} {
+	for _, tn := range []struct{ t, key string }{{"acme", keys.AcmeOp}, {"beta", keys.BetaOp}} {
 		raw, r := c.export(b, tn.key, tn.t)
 		c.check(Gate3, r.code == 200 && len(raw) > 0, "export "+tn.t+"'s chain", "HTTP %d, %d bytes", r.code, len(raw))
 		exports[tn.t] = raw

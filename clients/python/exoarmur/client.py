@@ -20,7 +20,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from datetime import datetime, timedelta
 from http.client import HTTPException
 from typing import Any, Dict, List, Mapping, Optional, Tuple, cast
 
@@ -63,9 +62,6 @@ MAX_RESPONSE = 16 << 20
 _MAX_ERROR = 1 << 20
 #: Records per page when scanning the audit chain (the server's maximum).
 _PAGE = 1000
-#: How far before an intent's creation an audit scan starts: a margin for
-#: the clocks of the nodes that wrote the chain.
-_CLOCK_MARGIN = timedelta(minutes=10)
 
 _TENANT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _APPROVAL_STATUSES = ("pending", "approved", "denied", "expired", "executed")
@@ -430,14 +426,13 @@ class Client:
         """The intent's approval as the tenant's audit chain last recorded
         it, or None if it has none (an intent that needs no approval).
 
-        Read from the audit chain (which every role of the tenant may read,
-        the proposing agent too) rather than the approval queue (operators
-        only). The scan starts shortly before the intent's creation, found
-        by bisecting the chain on record times, so its cost grows with the
-        records written since, not with the chain's length."""
-        view = self.get_intent(tenant, intent_id)
-        cursor = self._audit_cursor(tenant, view)
-        _, latest = self._scan_approval(tenant, intent_id, cursor, None)
+        Read from the intent's audit records (GET .../audit?intent=: the
+        proposing agent reads its own intent's, operators, admins and
+        auditors any) rather than the approval queue (operators only). The
+        server reads the chain once a call and returns only the intent's
+        records."""
+        self.get_intent(tenant, intent_id)  # NotFound for an intent that is not there (or not the caller's)
+        _, latest = self._scan_approval(tenant, intent_id, 0, None)
         return latest
 
     def wait_for_approval(self, tenant: str, intent_id: str, timeout: float = 300.0, poll: float = 1.0) -> ApprovalRecord:
@@ -457,13 +452,14 @@ class Client:
             ApprovalExpired: it expired first (``.approval``).
             ApprovalTimeout: still pending after ``timeout`` seconds.
             ApprovalNotRequired: the intent asked for no approval.
-            NotFound: no such intent (or not the caller's tenant).
+            NotFound: no such intent (or not the caller's tenant, or, to
+                an agent, another principal's intent).
         """
         if timeout < 0 or poll <= 0:
             raise ValueError("timeout must be >= 0 and poll > 0")
         deadline = time.monotonic() + timeout
         view = self.get_intent(tenant, intent_id)
-        cursor = self._audit_cursor(tenant, view)
+        cursor = 0
         latest: Optional[ApprovalRecord] = None
         while True:
             cursor, latest = self._scan_approval(tenant, intent_id, cursor, latest)
@@ -486,40 +482,13 @@ class Client:
                 raise ApprovalTimeout("intent %s still awaits approval after %gs (%s)" % (intent_id, timeout, have), latest)
             time.sleep(min(poll, remaining))
 
-    def _audit_cursor(self, tenant: str, view: IntentView) -> int:
-        """An ``after`` from which a scan sees every record written since
-        the intent was created: the chain is bisected (pages of one record)
-        for the last point whose next record is older than the intent's
-        creation less a clock margin. 0 (the whole chain) when the intent
-        has no creation time."""
-        created = view.intent.created_at
-        if created is None:
-            return 0
-        not_before: datetime = created - _CLOCK_MARGIN
-
-        def early(after: int) -> bool:
-            page = self.audit(tenant, after=after, limit=1)
-            rec = page.records[0] if page.records else None
-            return rec is not None and rec.time is not None and rec.time < not_before
-
-        lo, hi = 0, _PAGE
-        while hi < (1 << 62) and early(hi):
-            lo, hi = hi, hi * 2
-        while hi - lo > _PAGE:
-            mid = (lo + hi) // 2
-            if early(mid):
-                lo = mid
-            else:
-                hi = mid
-        return lo
-
     def _scan_approval(
         self, tenant: str, intent_id: str, cursor: int, latest: Optional[ApprovalRecord]
     ) -> Tuple[int, Optional[ApprovalRecord]]:
-        """Read the chain from cursor to its head; return the new cursor and
+        """Read the intent's records after cursor; return the new cursor and
         the intent's last approval record seen."""
         while True:
-            page = self.audit(tenant, after=cursor, limit=_PAGE)
+            page = self.audit(tenant, after=cursor, limit=_PAGE, intent=intent_id)
             for rec in page.records:
                 found = _approval_in(rec, intent_id)
                 if found is not None:
@@ -540,13 +509,18 @@ class Client:
 
     # -- audit -------------------------------------------------------------
 
-    def audit(self, tenant: str, after: int = 0, limit: int = 0) -> AuditPage:
+    def audit(self, tenant: str, after: int = 0, limit: int = 0, intent: Optional[str] = None) -> AuditPage:
         """Up to ``limit`` audit records (0: the server's default of 100; at
         most 1000) with sequence numbers above ``after``
-        (GET /v1/tenants/{tenant}/audit)."""
+        (GET /v1/tenants/{tenant}/audit): of the whole chain for operators,
+        admins and auditors; for an agent, those of its own intents among
+        them (``AuditPage.scope``). With ``intent``, only that intent's
+        records (an agent's only while the intent is its own)."""
         if after < 0 or limit < 0:
             raise ValueError("after and limit must not be negative")
         query: Dict[str, str] = {}
+        if intent:
+            query["intent"] = intent
         if after:
             query["after"] = str(after)
         if limit:
@@ -557,6 +531,7 @@ class Client:
     def audit_verify(self, tenant: str) -> ReplayReport:
         """Have the server verify the tenant's chain and re-decide every
         recorded decision (GET /v1/tenants/{tenant}/audit/verify);
-        ``report.passed`` when all match."""
+        ``report.passed`` when all match. The tenant's whole audit: for
+        operators, admins and auditors (an agent: Forbidden)."""
         _, data = self._request("GET", _tenant_path(tenant) + "/audit/verify")
         return ReplayReport.from_json(json_object(data))

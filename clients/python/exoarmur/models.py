@@ -582,11 +582,22 @@ class AuditRecord:
 @dataclass(frozen=True)
 class AuditPage:
     """One page of a tenant's audit chain; pass ``next_after`` as ``after``
-    to read the next page (it equals ``after`` when the page is empty)."""
+    to read the next page.
+
+    ``scope`` is ``tenant`` for a caller that reads the tenant's whole
+    chain (operator, admin, auditor) and ``own`` for one that reads only
+    the records of its own intents (an agent): its page is a window of
+    ``limit`` records of the chain, of which only those are returned, so
+    it may hold fewer records, or none, before the chain's end; the end is
+    reached when ``next_after - after < limit``. ``intent`` is set on a
+    page of one intent's records (``Client.audit(..., intent=...)``), whose
+    records end when fewer than ``limit`` came back."""
 
     tenant: str
     records: List[AuditRecord]
     next_after: int
+    scope: str = ""
+    intent: str = ""
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "AuditPage":
@@ -595,4 +606,6 @@ class AuditPage:
             tenant=str(d.get("tenant", "")),
             records=[AuditRecord.from_json(r) for r in json_objects(d.get("records"))],
             next_after=int(d.get("next_after", 0)),
+            scope=str(d.get("scope", "")),
+            intent=str(d.get("intent", "")),
         )

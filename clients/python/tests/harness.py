@@ -57,7 +57,8 @@ class Server:
     ``keys`` maps a role name to its API key: ``admin`` (tenants system,
     acme, quick; every action), ``agent`` (acme, quick, long), ``op1``
     (owner alice; acme, quick, long) and ``op2`` (owner bob; acme, quick),
-    operators, and ``outsider``, an agent of beta only.
+    operators, ``auditor`` (acme, long; reads everything of them, acts on
+    nothing) and ``outsider``, an agent of beta only.
     """
 
     def __init__(self) -> None:
@@ -95,6 +96,7 @@ class Server:
         self.keys["agent"] = self.create_key("bot", "agent", [ACME, QUICK, LONG])
         self.keys["op1"] = self.create_key("ops-alice", "operator", [ACME, QUICK, LONG], owner="alice")
         self.keys["op2"] = self.create_key("ops-bob", "operator", [ACME, QUICK], owner="bob")
+        self.keys["auditor"] = self.create_key("reviewer", "auditor", [ACME, LONG])
         self.keys["outsider"] = self.create_key("stranger", "agent", [BETA])
         addr = "127.0.0.1:%d" % free_port()
         self.url = "http://" + addr

@@ -7,7 +7,6 @@ import threading
 import time
 import unittest
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 from typing import List, Optional
 from unittest import mock
 
@@ -324,15 +323,34 @@ class ServerStateTests(unittest.TestCase):
         agent = SERVER.client("agent")
         view = agent.propose(ACME, "fs.read", "verify.txt")
         agent.execute(ACME, view.id)
-        rep = agent.audit_verify(ACME)
+        auditor = SERVER.client("auditor")
+        rep = auditor.audit_verify(ACME)
         self.assertTrue(rep.passed, rep.mismatches)
         self.assertEqual(rep.mismatches, [])
         self.assertGreater(rep.records, 0)
         self.assertEqual(rep.decisions, rep.decisions_matched)
         self.assertEqual([(t.tenant, t.chain_ok) for t in rep.tenants], [(ACME, True)])
-        page = agent.audit(ACME, after=0, limit=1000)
+        page = auditor.audit(ACME, after=max(rep.tenants[0].head_seq - 1000, 0), limit=1000)
+        self.assertEqual(page.scope, "tenant")
         self.assertEqual(page.records[-1].seq, rep.tenants[0].head_seq)
         self.assertIn(view.id, [r.correlation_id for r in page.records if r.kind == "execution.succeeded"])
+        # The tenant's whole audit is not an agent's: it reads its own intents' records.
+        with self.assertRaises(Forbidden):
+            agent.audit_verify(ACME)
+        mine = agent.audit(ACME, limit=10, intent=view.id)
+        self.assertEqual((mine.scope, mine.intent), ("own", view.id))
+        self.assertEqual([r.kind for r in mine.records][-1], "execution.succeeded")
+        self.assertTrue(all(r.correlation_id == view.id for r in mine.records))
+
+    def test_an_auditor_reads_and_never_acts(self) -> None:
+        agent, auditor = SERVER.client("agent"), SERVER.client("auditor")
+        view = agent.propose(ACME, "fs.write", "audited.txt", params={"content": "x"})
+        self.assertEqual(auditor.get_intent(ACME, view.id).id, view.id)
+        self.assertIsNotNone(auditor.approval(ACME, view.id))
+        with self.assertRaises(Forbidden):
+            auditor.propose(ACME, "fs.read", "audited.txt")
+        with self.assertRaises(Forbidden):
+            auditor.approve(ACME, view.id, "an auditor may not")
 
     def test_environment_configures_the_client(self) -> None:
         with mock.patch.dict(os.environ, {"EXOARMUR_SERVER": SERVER.url + "/", "EXOARMUR_API_KEY": SERVER.keys["admin"]}):
@@ -368,8 +386,9 @@ class ServerStateTests(unittest.TestCase):
 
 
 class AuditSeekTests(unittest.TestCase):
-    """approval() and wait_for_approval() read the audit chain from a point
-    found by bisecting it on record times, not from its first record."""
+    """approval() and wait_for_approval() read only the intent's records
+    (GET .../audit?intent=), however long the chain before them, and an
+    agent's pages of the chain hold only its own intents' records."""
 
     def test_approval_found_behind_a_long_chain(self) -> None:
         agent, op = SERVER.client("agent"), SERVER.client("op1")
@@ -380,31 +399,37 @@ class AuditSeekTests(unittest.TestCase):
 
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(refused, range(2500)))
-        time.sleep(0.2)
         view = agent.propose(LONG, "fs.write", "deep.txt", params={"content": "found"})
-        records = []
-        page = agent.audit(LONG, limit=1000)
-        while page.records:
+        # The operator reads the whole chain; the agent's pages of it, by
+        # windows of 1000, hold only its intent's records.
+        records, after = [], 0
+        while True:
+            page = op.audit(LONG, after=after, limit=1000)
             records += page.records
-            page = agent.audit(LONG, after=page.next_after, limit=1000)
+            if len(page.records) < 1000:
+                break
+            after = page.next_after
         self.assertGreaterEqual(len(records), 2502)
         requested = [r.seq for r in records if r.kind == "approval.requested" and r.correlation_id == view.id]
         self.assertEqual(len(requested), 1)
+        own, after = [], 0
+        while True:
+            page = agent.audit(LONG, after=after, limit=1000)
+            self.assertEqual(page.scope, "own")
+            own += page.records
+            if page.next_after - after < 1000:
+                break
+            after = page.next_after
+        self.assertEqual({r.correlation_id for r in own}, {view.id})
+        self.assertIn(requested[0], [r.seq for r in own])
 
-        # The records are all younger than the default margin (10 min)
-        # before the intent: the scan starts at the chain's beginning.
-        self.assertEqual(agent._audit_cursor(LONG, view), 0)
-        with mock.patch.object(exoarmur.client, "_CLOCK_MARGIN", timedelta(milliseconds=50)):
-            with mock.patch.object(agent, "audit", wraps=agent.audit) as audit:
-                cursor = agent._audit_cursor(LONG, view)
-            self.assertLessEqual(audit.call_count, 6, "a bisection, not a scan")
-            self.assertGreaterEqual(cursor, 1000, "whole pages of older records are skipped")
-            self.assertLess(cursor, requested[0], "the approval request is after the cursor")
+        with mock.patch.object(agent, "audit", wraps=agent.audit) as audit:
             seen = agent.approval(LONG, view.id)
-            assert seen is not None
-            self.assertEqual(seen.status, "pending")
-            op.approve(LONG, view.id, "found it")
-            rec = agent.wait_for_approval(LONG, view.id, timeout=5, poll=0.1)
+        self.assertEqual(audit.call_count, 1, "one page of the intent's records, not a scan")
+        assert seen is not None
+        self.assertEqual(seen.status, "pending")
+        op.approve(LONG, view.id, "found it")
+        rec = agent.wait_for_approval(LONG, view.id, timeout=5, poll=0.1)
         self.assertEqual(rec.status, "approved")
 
 

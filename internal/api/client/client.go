@@ -597,7 +597,7 @@ func (c *Client) SetKillSwitch(ctx context.Context, t string, req contract.KillS
 // without expiry.
 type KeyRequest struct {
 	Name      string
-	Role      string   // auth.RoleAgent, auth.RoleOperator or auth.RoleAdmin
+	Role      string   // auth.RoleAgent, auth.RoleAuditor, auth.RoleOperator or auth.RoleAdmin
 	Tenants   []string // tenant IDs (auth.SystemGrant for the global powers)
 	Actions   []string // action types, classes (A0..A3) or "*"
 	ExpiresIn time.Duration
@@ -682,10 +682,29 @@ func (c *Client) ConsentKey(ctx context.Context, principalID, reason string) (au
 // AuditPage is one page of a tenant's audit chain. Records are kept as the
 // server sent them, byte for byte, so their hashes can be checked; Decode
 // parses them.
+//
+// Scope is "tenant" for a principal that reads the tenant's whole audit
+// (operator, admin, auditor) and "own" for one that reads only the records
+// of its own intents (an agent): its page is a window of limit records of
+// the chain, of which only those are returned, so a page may hold fewer
+// than limit records, or none, before the chain's end. Either way the
+// chain's end is reached when NextAfter-after is less than the limit
+// (End).
 type AuditPage struct {
 	Tenant    string            `json:"tenant"`
 	Records   []json.RawMessage `json:"records"`
 	NextAfter uint64            `json:"next_after"` // pass as after for the next page
+	Scope     string            `json:"scope,omitempty"`
+	Intent    string            `json:"intent,omitempty"` // the intent of an IntentAuditPage
+}
+
+// End reports whether the page, read with after and limit (the server's
+// default 100 for 0), reached the chain's end.
+func (p AuditPage) End(after uint64, limit int) bool {
+	if limit <= 0 {
+		limit = 100
+	}
+	return p.NextAfter-after < uint64(limit)
 }
 
 // Decode parses the page's records.
@@ -702,7 +721,8 @@ func (p AuditPage) Decode() ([]contract.AuditRecord, error) {
 }
 
 // AuditPage reads up to limit records (the server's default 100 for 0, at
-// most 1000) after sequence number after.
+// most 1000) after sequence number after: of the whole chain, or, for an
+// agent, the records of its own intents among them (AuditPage.Scope).
 func (c *Client) AuditPage(ctx context.Context, t string, after uint64, limit int) (AuditPage, error) {
 	p, err := tenantPath(t)
 	if err != nil {
@@ -712,6 +732,30 @@ func (c *Client) AuditPage(ctx context.Context, t string, after uint64, limit in
 		return AuditPage{}, errors.New("client: audit page limit must not be negative")
 	}
 	q := url.Values{}
+	if after > 0 {
+		q.Set("after", strconv.FormatUint(after, 10))
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var page AuditPage
+	_, err = c.do(ctx, http.MethodGet, p+"/audit", q, nil, &page)
+	return page, err
+}
+
+// IntentAuditPage reads up to limit records (the server's default 100 for
+// 0) of intent id after sequence number after, in one pass of the chain on
+// the server; for an agent only while the intent is its own. The intent's
+// records end when fewer than limit came back.
+func (c *Client) IntentAuditPage(ctx context.Context, t, id string, after uint64, limit int) (AuditPage, error) {
+	p, err := tenantPath(t)
+	if err != nil {
+		return AuditPage{}, err
+	}
+	if limit < 0 || id == "" {
+		return AuditPage{}, errors.New("client: an intent ID and a limit that is not negative are required")
+	}
+	q := url.Values{"intent": {id}}
 	if after > 0 {
 		q.Set("after", strconv.FormatUint(after, 10))
 	}

@@ -250,42 +250,93 @@ func TestAudit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The tenant's whole audit: an auditor's (as an operator's or an
+	// admin's), with a key an admin creates over the API.
+	made, err := as(t, srv, clienttest.Admin).CreateKey(ctx, client.KeyRequest{Name: "aud", Role: auth.RoleAuditor, Tenants: []string{"acme"}, Actions: []string{"A0"}})
+	if err != nil || made.Principal.Role != auth.RoleAuditor {
+		t.Fatalf("CreateKey auditor = %+v, %v", made, err)
+	}
+	auditor, err := client.New(srv.URL, client.WithAPIKey(made.Key))
+	if err != nil {
+		t.Fatal(err)
+	}
 	var export bytes.Buffer
-	n, err := agent.AuditExport(ctx, "acme", &export)
+	n, err := auditor.AuditExport(ctx, "acme", &export)
 	if err != nil || n != int64(export.Len()) || n == 0 {
 		t.Fatalf("AuditExport = %d, %v (buffer %d)", n, err, export.Len())
 	}
 	lines := bytes.Split(bytes.TrimSuffix(export.Bytes(), []byte("\n")), []byte("\n"))
-	// Page through with a small limit: the pages are the export, byte for byte.
-	var paged [][]byte
-	var after uint64
-	for {
-		page, err := agent.AuditPage(ctx, "acme", after, 2)
-		if err != nil {
-			t.Fatal(err)
+	// Page through with a small limit: the pages are the export, byte for
+	// byte; an agent's pages are the records of its own intents.
+	pages := func(c *client.Client, want string) [][]byte {
+		var paged [][]byte
+		var after uint64
+		for {
+			page, err := c.AuditPage(ctx, "acme", after, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if page.Tenant != "acme" || len(page.Records) > 2 || page.Scope != want {
+				t.Fatalf("page %+v", page)
+			}
+			recs, err := page.Decode()
+			if err != nil || (len(recs) > 0 && recs[len(recs)-1].Seq > page.NextAfter) {
+				t.Fatalf("Decode = %+v, %v; next_after %d", recs, err, page.NextAfter)
+			}
+			for _, r := range page.Records {
+				paged = append(paged, r)
+			}
+			if page.End(after, 2) {
+				return paged
+			}
+			after = page.NextAfter
 		}
-		if page.Tenant != "acme" || len(page.Records) > 2 {
-			t.Fatalf("page %+v", page)
+	}
+	if paged := pages(auditor, "tenant"); !slices.EqualFunc(paged, lines, bytes.Equal) {
+		t.Fatalf("paged records (%d) differ from the export (%d)", len(paged), len(lines))
+	}
+	var own [][]byte
+	for _, l := range lines {
+		if bytes.Contains(l, []byte(`"correlation_id":"in_`)) {
+			own = append(own, l) // every intent here is the agent's
 		}
-		if len(page.Records) == 0 {
+	}
+	if paged := pages(agent, "own"); len(own) == 0 || !slices.EqualFunc(paged, own, bytes.Equal) {
+		t.Fatalf("the agent's pages (%d records) are not the records of its intents (%d)", len(paged), len(own))
+	}
+	// One intent's records, a page of 2 at a time.
+	first, _ := agent.AuditPage(ctx, "acme", 0, 1000)
+	recs, _ := first.Decode()
+	id := recs[0].CorrelationID
+	var ofIntent int
+	for after := uint64(0); ; {
+		page, err := agent.IntentAuditPage(ctx, "acme", id, after, 2)
+		if err != nil || page.Intent != id {
+			t.Fatalf("IntentAuditPage = %+v, %v", page, err)
+		}
+		rs, _ := page.Decode()
+		for _, r := range rs {
+			if r.CorrelationID != id {
+				t.Fatalf("IntentAuditPage holds a record of %s", r.CorrelationID)
+			}
+		}
+		ofIntent += len(rs)
+		if len(rs) < 2 {
 			break
-		}
-		recs, err := page.Decode()
-		if err != nil || recs[len(recs)-1].Seq != page.NextAfter {
-			t.Fatalf("Decode = %+v, %v; next_after %d", recs, err, page.NextAfter)
-		}
-		for _, r := range page.Records {
-			paged = append(paged, r)
 		}
 		after = page.NextAfter
 	}
-	if !slices.EqualFunc(paged, lines, bytes.Equal) {
-		t.Fatalf("paged records (%d) differ from the export (%d)", len(paged), len(lines))
+	if want := bytes.Count(export.Bytes(), []byte(`"correlation_id":"`+id+`"`)); ofIntent != want || want == 0 {
+		t.Fatalf("IntentAuditPage paged %d records of %s, the export holds %d", ofIntent, id, want)
 	}
-	rep, err := agent.AuditVerify(ctx, "acme")
+	rep, err := auditor.AuditVerify(ctx, "acme")
 	if err != nil || !rep.Pass || rep.Records != uint64(len(lines)) || rep.Decisions == 0 {
 		t.Fatalf("AuditVerify = %+v, %v", rep, err)
 	}
+	_, err = agent.AuditVerify(ctx, "acme")
+	apiErr(t, err, 403, contract.CodeForbidden)
+	_, err = agent.AuditExport(ctx, "acme", io.Discard)
+	apiErr(t, err, 403, contract.CodeForbidden)
 	_, err = agent.AuditPage(ctx, "acme", 0, 5000)
 	apiErr(t, err, 400, contract.CodeInvalid)
 	_, err = as(t, srv, clienttest.BetaAgent).AuditExport(ctx, "acme", io.Discard)
