@@ -96,16 +96,25 @@ type Log struct {
 
 	// appended, if set (OnAppend), is told of every record this log
 	// stored.
-	appended func(t tenant.ID, seq uint64, hash string, streamSeq uint64)
+	appended func(Appended)
 }
 
-// OnAppend sets fn to be told of each record this log stores: its tenant,
-// sequence, hash and stream sequence (the checkpointer counts them). fn is
-// called with the chain's lock held and must not block. Set it before the
-// first Append.
-func (l *Log) OnAppend(fn func(t tenant.ID, seq uint64, hash string, streamSeq uint64)) {
-	l.appended = fn
+// Appended is one record a Log stored: its tenant, sequence, previous
+// hash, hash and stream sequence (0 when not known: a record of a batch
+// before its last).
+type Appended struct {
+	Tenant    tenant.ID
+	Seq       uint64
+	PrevHash  string
+	Hash      string
+	StreamSeq uint64
 }
+
+// OnAppend sets fn to be told of each record this log stores, in chain
+// order (the checkpointer follows the chain this node wrote). fn is called
+// with the chain's lock held and must not block. Set it before the first
+// Append.
+func (l *Log) OnAppend(fn func(Appended)) { l.appended = fn }
 
 type chainHead struct {
 	mu        sync.Mutex // serializes this process's writers of one chain
@@ -292,7 +301,13 @@ func (l *Log) write(ctx context.Context, t tenant.ID, h *chainHead, recs []*cont
 		}
 		h.seq, h.hash, h.streamSeq = seq, prev, lastSeq
 		if l.appended != nil {
-			l.appended(t, seq, prev, lastSeq)
+			for i, rec := range recs {
+				var ss uint64
+				if i == len(recs)-1 {
+					ss = lastSeq
+				}
+				l.appended(Appended{Tenant: t, Seq: rec.Seq, PrevHash: rec.PrevHash, Hash: rec.Hash, StreamSeq: ss})
+			}
 		}
 		return nil
 	}

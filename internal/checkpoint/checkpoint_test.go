@@ -242,3 +242,34 @@ func TestRecreatedStreamIsCaught(t *testing.T) {
 		t.Fatalf("live verification of the forged chain: pass=%t %+v", rep.Pass, rep.Mismatches)
 	}
 }
+
+// TestAnotherWritersRecordsAreRead: records this node appended are known
+// without a read; a record another node appended in between is read and
+// verified, and the checkpoint covers the store's chain either way.
+func TestAnotherWritersRecordsAreRead(t *testing.T) {
+	ctx := context.Background()
+	n := openNode(t, t.TempDir(), 0)
+	acme := tenant.MustParse("acme")
+	other := audit.New(n.st.Audit) // a second node's log on the same store
+	n.append(t, acme, 3, "a")
+	if _, err := other.Append(ctx, acme, audit.Entry{Kind: "test.record", Actor: "b", Time: t0, Payload: map[string]int{"i": 1}}); err != nil {
+		t.Fatal(err)
+	}
+	n.append(t, acme, 2, "a") // reloads the head: seq 5 and 6
+	cp, err := n.cps.Sign(ctx, acme)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq, hash, err := n.log.Head(ctx, acme)
+	if err != nil || cp.Seq != seq || cp.RecordHash != hash {
+		t.Fatalf("checkpoint %d:%s, the store's head %d:%s (%v)", cp.Seq, cp.RecordHash, seq, hash, err)
+	}
+	n.append(t, acme, 4, "a")
+	cp, err = n.cps.Sign(ctx, acme)
+	if seq, hash, _ := n.log.Head(ctx, acme); err != nil || cp.Seq != seq || cp.RecordHash != hash {
+		t.Fatalf("second checkpoint %d:%s, head %d:%s (%v)", cp.Seq, cp.RecordHash, seq, hash, err)
+	}
+	if rep := n.verify(t, acme); !rep.Pass {
+		t.Fatalf("live verification: %+v", rep.Mismatches)
+	}
+}

@@ -72,7 +72,29 @@ type chainState struct {
 	last       contract.Checkpoint // the last checkpoint signed or seen (Seq 0: none)
 	lastStream uint64              // the stream sequence of last's record, when known
 	diverged   error
+
+	// base is the furthest record known to extend last (verified by a
+	// read, or last itself), and own the records this node appended
+	// after it (bounded by maxOwn): from base, the records of own that
+	// link one to the next are known without a read. A record another
+	// node appended, or a head this node reloaded, leaves a gap: the next
+	// signature reads the chain from base.
+	base    position
+	own     map[uint64]position
+	ownLast uint64 // the highest sequence in own
 }
+
+// position is one record of a chain: its sequence, hash, previous hash
+// and stream sequence (0: not known).
+type position struct {
+	seq        uint64
+	hash, prev string
+	stream     uint64
+}
+
+// maxOwn bounds the records a chain keeps in chainState.own; beyond it
+// the next signature reads the chain.
+const maxOwn = 1 << 16
 
 // New returns a Checkpointer; Start loads what it knows, Run signs in the
 // background.
@@ -106,12 +128,19 @@ func (c *Checkpointer) state(t tenant.ID) *chainState {
 	return st
 }
 
-// Appended counts a record this node stored (audit.Log.OnAppend). It
+// Appended follows a record this node stored (audit.Log.OnAppend). It
 // does not block.
-func (c *Checkpointer) Appended(t tenant.ID, _ uint64, _ string, _ uint64) {
+func (c *Checkpointer) Appended(a audit.Appended) {
 	c.mu.Lock()
-	st := c.state(t)
+	st := c.state(a.Tenant)
 	st.pending++
+	if a.Seq > st.base.seq && len(st.own) < maxOwn {
+		if st.own == nil {
+			st.own = map[uint64]position{}
+		}
+		st.own[a.Seq] = position{seq: a.Seq, hash: a.Hash, prev: a.PrevHash, stream: a.StreamSeq}
+		st.ownLast = max(st.ownLast, a.Seq)
+	}
 	full := c.cfg.Every > 0 && st.pending >= c.cfg.Every
 	c.mu.Unlock()
 	if full {
@@ -189,6 +218,34 @@ func (c *Checkpointer) Observe(cp contract.Checkpoint) {
 	st := c.state(t)
 	if cp.Seq > st.last.Seq {
 		st.last, st.lastStream = cp, 0
+		st.base = position{seq: cp.Seq, hash: cp.RecordHash}
+	}
+}
+
+// walk returns the furthest record known from base: base, then each of
+// own that links to the one before (st locked).
+func (st *chainState) walk(base position) position {
+	p := base
+	for {
+		next, ok := st.own[p.seq+1]
+		if !ok || next.prev != p.hash {
+			return p
+		}
+		p = next
+	}
+}
+
+// advance makes p, known to extend last, the base, and forgets the own
+// records it covers (st locked).
+func (st *chainState) advance(p position) {
+	if p.seq < st.base.seq {
+		return
+	}
+	st.base = p
+	for seq := range st.own {
+		if seq <= p.seq {
+			delete(st.own, seq)
+		}
 	}
 }
 
@@ -271,35 +328,58 @@ func (c *Checkpointer) round(ctx context.Context, min int) {
 	}
 }
 
-// Sign verifies t's chain from its last checkpoint to its head and signs
-// the head: the checkpoint is stored and sent to the witness. It returns
-// the last checkpoint unchanged when the chain has not grown since.
-// ErrDiverged when the chain no longer extends the last checkpoint.
+// Sign signs the head of t's chain as this node knows it to extend its
+// last checkpoint: the records this node appended since, each linking to
+// the one before, need no read; otherwise (records of another node, a
+// first checkpoint) the chain is read from the last checkpoint's record
+// and verified to the store's head. The checkpoint is stored and sent to
+// the witness. It returns the last checkpoint unchanged when the chain has
+// not grown since; ErrDiverged when it no longer extends the last
+// checkpoint.
 func (c *Checkpointer) Sign(ctx context.Context, t tenant.ID) (contract.Checkpoint, error) {
 	c.signMu.Lock()
 	defer c.signMu.Unlock()
 	c.mu.Lock()
 	st := c.state(t)
-	from, hint, div := st.last, st.lastStream, st.diverged
+	from, div := st.last, st.diverged
 	pending := st.pending
+	base := st.base
+	if base.seq < from.Seq || from.Seq == 0 && base.seq == 0 {
+		base = position{seq: from.Seq, hash: from.RecordHash, stream: st.lastStream}
+		if from.Seq == 0 {
+			base.hash = contract.ZeroHash // a chain this node wrote from its first record needs no read
+		}
+	}
+	head := st.walk(base)
+	complete := head.seq == st.ownLast && head.seq > from.Seq // every record appended here is known
 	c.mu.Unlock()
 	if div != nil {
 		return contract.Checkpoint{}, div
 	}
-	seq, hash, streamSeq, err := c.extend(ctx, t, from, hint)
-	if err != nil {
-		if errors.Is(err, ErrDiverged) {
-			c.diverge(t, err)
+	if !complete {
+		// A gap, or nothing appended here: read the chain from base (its
+		// record must still have its hash) to the store's head.
+		at := contract.Checkpoint{Tenant: t.String(), Seq: base.seq, RecordHash: base.hash, Time: from.Time, KeyID: from.KeyID}
+		seq, hash, streamSeq, err := c.extend(ctx, t, at, base.stream)
+		if err != nil {
+			if errors.Is(err, ErrDiverged) {
+				c.diverge(t, err)
+			}
+			return contract.Checkpoint{}, err
 		}
-		return contract.Checkpoint{}, err
+		c.mu.Lock()
+		st.advance(position{seq: seq, hash: hash, stream: streamSeq})
+		head = st.walk(st.base)
+		c.mu.Unlock()
 	}
+	seq, hash, streamSeq := head.seq, head.hash, head.stream
 	if from.Seq > 0 && seq == from.Seq {
 		c.mu.Lock()
 		st.pending -= min(pending, st.pending)
 		c.mu.Unlock()
 		return from, nil
 	}
-	cp, err := c.sign(ctx, t, seq, hash, streamSeq)
+	cp, err := c.sign(ctx, t, seq, hash, streamSeq, true)
 	if err != nil {
 		return contract.Checkpoint{}, err
 	}
@@ -310,8 +390,10 @@ func (c *Checkpointer) Sign(ctx context.Context, t tenant.ID) (contract.Checkpoi
 }
 
 // sign signs record seq (hash) of t, known to extend the last checkpoint,
-// stores the checkpoint, witnesses it and remembers it.
-func (c *Checkpointer) sign(ctx context.Context, t tenant.ID, seq uint64, hash string, streamSeq uint64) (contract.Checkpoint, error) {
+// stores the checkpoint, witnesses it and remembers it. onKnown says the
+// record is the known head's (Sign); an export's (Vouch) becomes the base
+// when it is beyond it (it was verified from the chain's first record).
+func (c *Checkpointer) sign(ctx context.Context, t tenant.ID, seq uint64, hash string, streamSeq uint64, onKnown bool) (contract.Checkpoint, error) {
 	cp, err := c.cfg.Keys.Signer().Sign(t.String(), seq, hash, c.cfg.Now())
 	if err != nil {
 		return contract.Checkpoint{}, err
@@ -320,6 +402,9 @@ func (c *Checkpointer) sign(ctx context.Context, t tenant.ID, seq uint64, hash s
 	st := c.state(t)
 	if cp.Seq > st.last.Seq {
 		st.last, st.lastStream = cp, streamSeq
+		if onKnown || st.base.seq < seq {
+			st.advance(position{seq: seq, hash: hash, stream: streamSeq})
+		}
 	}
 	c.mu.Unlock()
 	metrics.Checkpoints.WithLabelValues("signed").Inc()
@@ -503,5 +588,5 @@ func (cc *ChainCheck) Vouch(ctx context.Context) (contract.Checkpoint, error) {
 	if last, ok := cc.c.Seen(cc.t); ok && last.Seq == seq && last.RecordHash == hash {
 		return last, nil
 	}
-	return cc.c.sign(ctx, cc.t, seq, hash, 0)
+	return cc.c.sign(ctx, cc.t, seq, hash, 0, false)
 }
