@@ -253,7 +253,7 @@ func httpStatus(code string) int {
 		return http.StatusBadRequest
 	case contract.CodeUnauthenticated:
 		return http.StatusUnauthorized
-	case contract.CodeRateLimited:
+	case contract.CodeRateLimited, contract.CodeQuotaExceeded:
 		return http.StatusTooManyRequests
 	case contract.CodeForbidden, contract.CodeBlocked, contract.CodeSelfApproval:
 		return http.StatusForbidden
