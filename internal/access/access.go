@@ -128,8 +128,12 @@ type Config struct {
 	// Rates are the rate limits of propose, execute and approval votes,
 	// per principal and per tenant (ratelimit.go); nil: DefaultRates. A
 	// Rate with PerSecond 0 is no limit.
-	Rates  *Rates
-	Logger *slog.Logger
+	Rates *Rates
+	// RateNow is the rate limits' clock (default time.Now): the wall
+	// clock even where Now is replaced (an evidence run's stepping clock,
+	// which a read would advance).
+	RateNow func() time.Time
+	Logger  *slog.Logger
 }
 
 // Service is the access layer.
@@ -154,6 +158,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.RateNow == nil {
+		cfg.RateNow = time.Now
 	}
 	if cfg.FailLimit <= 0 {
 		cfg.FailLimit = defaultFailLimit

@@ -287,7 +287,7 @@ func (s *Service) rateLimit(ctx context.Context, req Request) error {
 	if s.rates == nil {
 		return nil
 	}
-	now := s.cfg.Now()
+	now := s.cfg.RateNow()
 	s.mu.Lock()
 	scope, wait := s.rates.admit(req.Operation, req.Principal.ID, req.Tenant, now)
 	if scope == "" {
