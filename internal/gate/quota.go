@@ -71,7 +71,9 @@ const (
 	QuotaStoredBytes      = "stored_bytes"
 )
 
-func (q Quotas) off() bool { return q.PendingIntents <= 0 && q.PendingApprovals <= 0 && q.StoredBytes <= 0 }
+func (q Quotas) off() bool {
+	return q.PendingIntents <= 0 && q.PendingApprovals <= 0 && q.StoredBytes <= 0
+}
 
 // counts are a tenant's usage.
 type counts struct {
