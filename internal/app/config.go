@@ -93,6 +93,9 @@ type ServeConfig struct {
 	// DebugAddr, when set, serves net/http/pprof on this loopback address
 	// (no authentication: loopback only, for profiling).
 	DebugAddr string
+
+	// Limits are the rate limits and tenant quotas (limits.go).
+	Limits LimitsConfig
 }
 
 // validRetention: 0 (keep for good) or at least a second, the granularity
@@ -131,6 +134,7 @@ func (c *ServeConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLSKey, "tls-key", "", "private key of --tls-cert (PEM)")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve Go profiles (net/http/pprof) on this loopback host:port; off by default")
 	fs.StringVar(&c.ClientCA, "client-ca", "", "require client certificates signed by this CA (PEM): mutual TLS; the certificate's CN names the principal")
+	c.Limits.register(fs)
 }
 
 // Validate checks every field and names the one that is wrong.
@@ -147,6 +151,9 @@ func (c *ServeConfig) Validate() error {
 	}
 	if c.ExecTimeout <= 0 {
 		return fmt.Errorf("--exec-timeout %v: must be positive", c.ExecTimeout)
+	}
+	if err := c.Limits.Validate(); err != nil {
+		return err
 	}
 	c.ApprovalRules = approval.BuiltinRules()
 	if c.ApprovalRulesFile != "" {

@@ -53,7 +53,15 @@ type Config struct {
 	// scenario (<scenario>.cpu.pprof) and a heap profile after it
 	// (<scenario>.heap.pprof), fetched from its --debug-addr listener.
 	ProfileDir string
+	// Limits keeps the server's default rate limits and tenant quotas;
+	// without it they are off (--rate-* 0, --quota-* 0), so the harness
+	// measures what a node sustains, not the policy.
+	Limits bool
 }
+
+// limitsOff turns every rate limit and quota of serve off.
+var limitsOff = []string{"--rate-propose", "0", "--rate-propose-tenant", "0", "--rate-execute", "0", "--rate-execute-tenant", "0",
+	"--rate-approve", "0", "--rate-approve-tenant", "0", "--quota-pending-intents", "0", "--quota-pending-approvals", "0", "--quota-stored-bytes", "0"}
 
 // Result of one scenario.
 type Result struct {
@@ -195,6 +203,9 @@ func startServer(ctx context.Context, cfg Config, dir, natsURL string) (*server,
 	}
 	if cfg.Retention > 0 {
 		args = append(args, "--approval-ttl", cfg.Retention.String()) // at most the retention
+	}
+	if !cfg.Limits {
+		args = append(args, limitsOff...)
 	}
 	debug := ""
 	if cfg.ProfileDir != "" {
