@@ -68,10 +68,10 @@ type Rates struct {
 
 // DefaultRates: per principal 50 a second (burst 100) to propose and to
 // execute and 10 a second (burst 20) to vote; per tenant four times that.
-// An agent proposing and executing at 50 a second each is far beyond any
-// human-paced workflow and well below what one node sustains (the load
-// harness measured ~450 proposals a second), so one tenant's agents
-// cannot take the whole node.
+// An agent at 50 a second is far beyond a human-paced workflow (the issue's
+// agent proposed 450 a second), and a tenant at 200 is a small share of
+// what one node sustains (about 4,900 proposals a second,
+// docs/PERFORMANCE.md), so one tenant's agents cannot take the node.
 func DefaultRates() Rates {
 	return Rates{
 		Propose: OpRates{Principal: Rate{50, 100}, Tenant: Rate{200, 400}},

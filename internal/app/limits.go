@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/exoarmur/exoarmur/internal/access"
+	"github.com/exoarmur/exoarmur/internal/api"
 	"github.com/exoarmur/exoarmur/internal/gate"
 )
 
@@ -16,6 +17,9 @@ import (
 type LimitsConfig struct {
 	Rates  access.Rates
 	Quotas gate.Quotas
+	// TenantReads bounds one tenant's whole-tenant reads served at once
+	// (api.Config.TenantReads).
+	TenantReads int
 
 	rateFlags   map[string]*rateValue
 	storedBytes byteSize
@@ -147,6 +151,7 @@ func (c *LimitsConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.Quotas.PendingApprovals, "quota-pending-approvals", c.Quotas.PendingApprovals, "approval requests one tenant may have pending; a proposal needing approval beyond is refused with 429 quota_exceeded; 0: no limit")
 	c.storedBytes = byteSize{&c.Quotas.StoredBytes}
 	fs.Var(c.storedBytes, "quota-stored-bytes", "bytes of intent records one tenant may hold in the live store (KiB, MiB, GiB suffixes); a proposal beyond is refused with 429 quota_exceeded; without --retention they never expire; 0: no limit")
+	fs.IntVar(&c.TenantReads, "tenant-reads", api.DefaultTenantReads, "reads of one tenant that scan it whole (intent, approval and audit lists, export, verify) this node serves at once; more wait their turn")
 	fs.DurationVar(&c.Quotas.Refresh, "quota-refresh", c.Quotas.Refresh, "how often a node counts a tenant's usage again from the store (seeing other nodes' writes and expiries)")
 }
 
@@ -161,6 +166,8 @@ func (c *LimitsConfig) Validate() error {
 		return fmt.Errorf("--quota-stored-bytes %d: must be 0 (no limit) or positive", c.Quotas.StoredBytes)
 	case c.Quotas.Refresh < 0 || c.Quotas.Refresh > 0 && c.Quotas.Refresh < 100e6:
 		return fmt.Errorf("--quota-refresh %s: must be at least 100ms", c.Quotas.Refresh)
+	case c.TenantReads < 1 || c.TenantReads > 1024:
+		return fmt.Errorf("--tenant-reads %d: must be in 1..1024", c.TenantReads)
 	}
 	if c.Quotas.Refresh == 0 {
 		c.Quotas.Refresh = gate.DefaultQuotaRefresh

@@ -128,7 +128,7 @@ func ServeWith(ctx context.Context, env Env, args []string, h ServeHooks) error 
 	})
 	srv := api.New(api.Config{
 		Gate: rt.gate, Switches: rt.switches, Approvals: rt.approvals, Access: rt.access, Audit: rt.audit, Bundles: rt.bundles,
-		Ready: rt.store.Ready, RequestID: requestID, Logger: logger, Now: d.now,
+		Ready: rt.store.Ready, RequestID: requestID, Logger: logger, Now: d.now, TenantReads: c.Limits.TenantReads,
 	})
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {

@@ -57,6 +57,8 @@ type Config struct {
 	// without it they are off (--rate-* 0, --quota-* 0), so the harness
 	// measures what a node sustains, not the policy.
 	Limits bool
+	// ServerArgs are more flags for the server's serve.
+	ServerArgs []string
 }
 
 // limitsOff turns every rate limit and quota of serve off.
@@ -207,6 +209,7 @@ func startServer(ctx context.Context, cfg Config, dir, natsURL string) (*server,
 	if !cfg.Limits {
 		args = append(args, limitsOff...)
 	}
+	args = append(args, cfg.ServerArgs...)
 	debug := ""
 	if cfg.ProfileDir != "" {
 		dl, err := net.Listen("tcp", "127.0.0.1:0")

@@ -32,7 +32,9 @@ type NoisyConfig struct {
 	FloodClients int
 	Exports      int
 	Lists        int
-	Log          io.Writer
+	// ServerArgs are more serve flags (e.g. --tenant-reads 1).
+	ServerArgs []string
+	Log        io.Writer
 }
 
 // NoisyPhase is beta's latencies in one phase, in microseconds.
@@ -74,7 +76,7 @@ func Noisy(ctx context.Context, cfg NoisyConfig) (NoisyResult, error) {
 		return res, err
 	}
 	defer os.RemoveAll(dir)
-	srv, err := startServer(ctx, Config{Binary: cfg.Binary, Sync: "default", Log: cfg.Log, Limits: true}, dir, "")
+	srv, err := startServer(ctx, Config{Binary: cfg.Binary, Sync: "default", Log: cfg.Log, Limits: true, ServerArgs: cfg.ServerArgs}, dir, "")
 	if err != nil {
 		return res, err
 	}

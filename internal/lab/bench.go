@@ -277,8 +277,13 @@ func runBenchNoisy(ctx context.Context, env Env, args []string) error {
 	lists := fs.Int("lists", 4, "acme's concurrent intent and audit listings during the flood")
 	bin := fs.String("bin", "", "server binary (default: this executable, whose serve is the production serve)")
 	jsonOut := fs.String("json", "", "also write the result as JSON here")
+	tenantReads := fs.Int("tenant-reads", 0, "the server's --tenant-reads (0: its default)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	var serverArgs []string
+	if *tenantReads > 0 {
+		serverArgs = []string{"--tenant-reads", strconv.Itoa(*tenantReads)}
 	}
 	if *duration <= 0 || *duration > 5*time.Minute || *interval < time.Millisecond || *fill < 0 || *fill > 5*time.Minute ||
 		*floods < 0 || *floods > 512 || *exports < 0 || *exports > 64 || *lists < 0 || *lists > 64 {
@@ -292,7 +297,7 @@ func runBenchNoisy(ctx context.Context, env Env, args []string) error {
 		}
 	}
 	res, err := bench.Noisy(ctx, bench.NoisyConfig{Binary: exe, Duration: *duration, Interval: *interval, Fill: *fill,
-		FloodClients: *floods, Exports: *exports, Lists: *lists, Log: env.Stdout})
+		FloodClients: *floods, Exports: *exports, Lists: *lists, ServerArgs: serverArgs, Log: env.Stdout})
 	if err != nil {
 		return err
 	}
