@@ -102,7 +102,7 @@ func Noisy(ctx context.Context, cfg NoisyConfig) (NoisyResult, error) {
 				proposed.Add(1)
 			case errors.As(err, &ce) && ce.Status == http.StatusTooManyRequests:
 				limited.Add(1)
-			default:
+			case ctx.Err() == nil: // not the end of the flood cutting it
 				other.Add(1)
 			}
 		}
