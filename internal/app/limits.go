@@ -28,8 +28,7 @@ type LimitsConfig struct {
 // rateValue is a --rate-* flag: "RATE" or "RATE:BURST" (RATE a second,
 // BURST the bucket's size, default twice RATE), or 0 or "off" for no limit.
 type rateValue struct {
-	r   *access.Rate
-	err error
+	r *access.Rate
 }
 
 func (v *rateValue) String() string {
