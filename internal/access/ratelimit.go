@@ -66,8 +66,10 @@ type Rates struct {
 	Propose, Execute, Approve OpRates
 }
 
-// DefaultRates: per principal 50 a second (burst 100) to propose and to
-// execute and 10 a second (burst 20) to vote; per tenant four times that.
+// DefaultRates: per principal 50 a second (burst 100) to propose, to
+// execute and to vote; per tenant four times that. (Votes have the same
+// default: an operator's script approving a batch, as the end-to-end tests
+// do, is a legitimate burst; each vote is one per owner and intent anyway.)
 // An agent at 50 a second is far beyond a human-paced workflow (the issue's
 // agent proposed 450 a second), and a tenant at 200 is a small share of
 // what one node sustains (about 4,900 proposals a second,
@@ -76,7 +78,7 @@ func DefaultRates() Rates {
 	return Rates{
 		Propose: OpRates{Principal: Rate{50, 100}, Tenant: Rate{200, 400}},
 		Execute: OpRates{Principal: Rate{50, 100}, Tenant: Rate{200, 400}},
-		Approve: OpRates{Principal: Rate{10, 20}, Tenant: Rate{40, 80}},
+		Approve: OpRates{Principal: Rate{50, 100}, Tenant: Rate{200, 400}},
 	}
 }
 
