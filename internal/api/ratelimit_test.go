@@ -1,13 +1,20 @@
 package api_test
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/exoarmur/exoarmur/internal/access"
+	"github.com/exoarmur/exoarmur/internal/api"
+	"github.com/exoarmur/exoarmur/internal/api/client"
+	"github.com/exoarmur/exoarmur/internal/audit"
 )
 
 // TestProposeFloodGets429WithRetryAfter (issue 16: an agent proposed about
@@ -42,5 +49,69 @@ func TestProposeFloodGets429WithRetryAfter(t *testing.T) {
 	}
 	if r := f.do(t, "POST", "/v1/tenants/beta/intents", otherKey, body("b1")); r.code != 201 {
 		t.Fatalf("beta's key: %d %s", r.code, r.raw)
+	}
+}
+
+// subjectCounter counts the reads in flight per subject (one per tenant's
+// chain) and the most at once; each read lingers so that unbounded reads
+// would overlap.
+type subjectCounter struct {
+	audit.Stream
+	mu      sync.Mutex
+	now     map[string]int
+	highest map[string]int
+}
+
+func (s *subjectCounter) Read(ctx context.Context, subject string, fn func(uint64, []byte) error) error {
+	s.mu.Lock()
+	s.now[subject]++
+	s.highest[subject] = max(s.highest[subject], s.now[subject])
+	s.mu.Unlock()
+	defer func() { s.mu.Lock(); s.now[subject]--; s.mu.Unlock() }()
+	time.Sleep(30 * time.Millisecond)
+	return s.Stream.Read(ctx, subject, fn)
+}
+
+// TestTenantReadsAreBounded (issue 16: one tenant's heavy reads slowed
+// another's decisions): with TenantReads 1, six audit reads of acme at
+// once (lists and exports) read its chain one at a time, all complete, and
+// beta's read is served meanwhile.
+func TestTenantReadsAreBounded(t *testing.T) {
+	f := newFixture(t)
+	sc := &subjectCounter{Stream: f.st.Audit, now: map[string]int{}, highest: map[string]int{}}
+	cfg := f.cfg
+	cfg.Audit, cfg.Exports, cfg.TenantReads = audit.New(sc), 8, 1
+	srv := httptest.NewServer(api.New(cfg))
+	defer srv.Close()
+	acmeC, err := client.New(srv.URL, client.WithAPIKey(agentKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	betaC := acmeC.With(client.WithAPIKey(otherKey))
+	var wg sync.WaitGroup
+	errs := make(chan error, 7)
+	for i := range 6 {
+		wg.Go(func() {
+			var err error
+			if i%2 == 0 {
+				_, err = acmeC.AuditExport(t.Context(), "acme", io.Discard)
+			} else {
+				_, err = acmeC.AuditPage(t.Context(), "acme", 0, 100)
+			}
+			errs <- err
+		})
+	}
+	wg.Go(func() { _, err := betaC.AuditPage(t.Context(), "beta", 0, 100); errs <- err })
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for subj, n := range sc.highest {
+		if n > 1 {
+			t.Fatalf("%d reads of %s at once, want at most TenantReads (1)", n, subj)
+		}
 	}
 }
