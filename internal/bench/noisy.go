@@ -34,6 +34,9 @@ type NoisyConfig struct {
 	Lists        int
 	// ServerArgs are more serve flags (e.g. --tenant-reads 1).
 	ServerArgs []string
+	// ProfileDir, when set, receives the server's CPU profile of the
+	// flood phase (noisy.cpu.pprof).
+	ProfileDir string
 	Log        io.Writer
 }
 
@@ -76,7 +79,7 @@ func Noisy(ctx context.Context, cfg NoisyConfig) (NoisyResult, error) {
 		return res, err
 	}
 	defer os.RemoveAll(dir)
-	srv, err := startServer(ctx, Config{Binary: cfg.Binary, Sync: "default", Log: cfg.Log, Limits: true, ServerArgs: cfg.ServerArgs}, dir, "")
+	srv, err := startServer(ctx, Config{Binary: cfg.Binary, Sync: "default", Log: cfg.Log, Limits: true, ServerArgs: cfg.ServerArgs, ProfileDir: cfg.ProfileDir}, dir, "")
 	if err != nil {
 		return res, err
 	}
@@ -157,7 +160,13 @@ func Noisy(ctx context.Context, cfg NoisyConfig) (NoisyResult, error) {
 		})
 	}
 	time.Sleep(time.Second) // the flood is under way
+	prof := srv.startProfile(Config{Duration: cfg.Duration, ProfileDir: cfg.ProfileDir}, "noisy")
 	res.Flood = steady(ctx, cl["beta"], cfg, "flood")
+	if err := prof(); err != nil {
+		cancel()
+		wg.Wait()
+		return res, err
+	}
 	cancel()
 	wg.Wait()
 	fmt.Fprintf(cfg.Log, "flood: beta %s\n", res.Flood)

@@ -278,8 +278,14 @@ func runBenchNoisy(ctx context.Context, env Env, args []string) error {
 	bin := fs.String("bin", "", "server binary (default: this executable, whose serve is the production serve)")
 	jsonOut := fs.String("json", "", "also write the result as JSON here")
 	tenantReads := fs.Int("tenant-reads", 0, "the server's --tenant-reads (0: its default)")
+	profile := fs.String("profile-dir", "", "save the server's CPU profile of the flood phase (noisy.cpu.pprof) and a heap profile after it here")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *profile != "" {
+		if err := os.MkdirAll(*profile, 0o755); err != nil {
+			return fmt.Errorf("--profile-dir: %w", err)
+		}
 	}
 	var serverArgs []string
 	if *tenantReads > 0 {
@@ -297,7 +303,7 @@ func runBenchNoisy(ctx context.Context, env Env, args []string) error {
 		}
 	}
 	res, err := bench.Noisy(ctx, bench.NoisyConfig{Binary: exe, Duration: *duration, Interval: *interval, Fill: *fill,
-		FloodClients: *floods, Exports: *exports, Lists: *lists, ServerArgs: serverArgs, Log: env.Stdout})
+		FloodClients: *floods, Exports: *exports, Lists: *lists, ServerArgs: serverArgs, ProfileDir: *profile, Log: env.Stdout})
 	if err != nil {
 		return err
 	}
