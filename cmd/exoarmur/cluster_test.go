@@ -190,8 +190,8 @@ func TestReadAfterWriteAtR3(t *testing.T) {
 	bot := clusterKey(t, c.url(), "bot", "agent", "fs.read", "acme")
 	sandbox := t.TempDir()
 	addrA, addrB := freePort(t), freePort(t)
-	startServer(t, "", addrA, "--nats-url", c.members[0].url(), "--sandbox-dir", sandbox, "--node", "node-a")
-	startServer(t, "", addrB, "--nats-url", c.members[1].url(), "--sandbox-dir", sandbox, "--node", "node-b")
+	startServer(t, "", addrA, append([]string{"--nats-url", c.members[0].url(), "--sandbox-dir", sandbox, "--node", "node-a"}, noLimits...)...)
+	startServer(t, "", addrB, append([]string{"--nats-url", c.members[1].url(), "--sandbox-dir", sandbox, "--node", "node-b"}, noLimits...)...)
 	goLive(t, addrA, root)
 	nodes := []*client.Client{newClient(t, addrA, bot), newClient(t, addrB, bot)}
 
@@ -266,7 +266,7 @@ func TestAuditThroughEveryClusterServer(t *testing.T) {
 	natsstoretest.RequirePlaced(t, st, tenant.AuditStream, 1)
 	agent, admin := createKeys(t, "--nats-url", urls[0])
 	addr := freePort(t)
-	srv := startServer(t, "", addr, "--nats-url", urls[0], "--sandbox-dir", t.TempDir())
+	srv := startServer(t, "", addr, append([]string{"--nats-url", urls[0], "--sandbox-dir", t.TempDir()}, noLimits...)...)
 	goLive(t, addr, admin)
 	ctx, c := t.Context(), srv.client(agent)
 	// Writes (approved by the admin) and enough reads that a scan of the

@@ -353,7 +353,7 @@ func crashUnderLoad(t *testing.T, flags ...string) {
 	addr := freePort(t)
 	// A short lease: an execution cut by a SIGKILL reads in doubt a second
 	// after its node died.
-	serverFlags := append([]string{"--allow-host", host, "--lease", "1s"}, flags...)
+	serverFlags := append(append([]string{"--allow-host", host, "--lease", "1s"}, noLimits...), flags...)
 	srv := startServer(t, dataDir, addr, serverFlags...)
 	goLive(t, addr, admin)
 	killswitch(t, addr, admin, "disengage", "--tenant", "beta", "--reason", "go")

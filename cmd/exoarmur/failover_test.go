@@ -131,7 +131,7 @@ func TestAuditLeaderFailover(t *testing.T) {
 	sandbox := t.TempDir()
 	addrA, addrB := freePort(t), freePort(t)
 	urls := c.urls()
-	flags := []string{"--sandbox-dir", sandbox, "--allow-host", host, "--nats-replicas", "3"}
+	flags := append([]string{"--sandbox-dir", sandbox, "--allow-host", host, "--nats-replicas", "3"}, noLimits...)
 	a := startServer(t, "", addrA, append(flags, "--nats-url", strings.Join(urls, ","), "--node", "node-a")...)
 	b := startServer(t, "", addrB, append(flags, "--nats-url", strings.Join(append(urls[1:], urls[0]), ","), "--node", "node-b")...)
 	goLive(t, addrA, root)

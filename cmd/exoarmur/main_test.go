@@ -119,6 +119,13 @@ func startServer(t *testing.T, dataDir, addr string, extra ...string) *server {
 	}
 }
 
+// noLimits turns serve's rate limits and quotas off, for the load tests
+// (crashes, failovers, reads after writes at R3) whose clients go as fast
+// as they are answered: they test durability, not the limits (which
+// internal/access, internal/gate and internal/api test).
+var noLimits = []string{"--rate-propose", "0", "--rate-propose-tenant", "0", "--rate-execute", "0", "--rate-execute-tenant", "0",
+	"--rate-approve", "0", "--rate-approve-tenant", "0", "--quota-pending-intents", "0", "--quota-pending-approvals", "0", "--quota-stored-bytes", "0"}
+
 // startServerNoWait starts `exoarmur serve` and returns at once.
 func startServerNoWait(t *testing.T, dataDir, addr string, extra ...string) *server {
 	t.Helper()

@@ -125,6 +125,14 @@ type Config struct {
 	// Consent says which tenants' approver keys need a second admin's
 	// consent; nil: none do.
 	Consent ConsentRules
+	// Rates are the rate limits of propose, execute and approval votes,
+	// per principal and per tenant (ratelimit.go); nil: DefaultRates. A
+	// Rate with PerSecond 0 is no limit.
+	Rates *Rates
+	// RateNow is the rate limits' clock (default time.Now): the wall
+	// clock even where Now is replaced (an evidence run's stepping clock,
+	// which a read would advance).
+	RateNow func() time.Time
 	Logger  *slog.Logger
 }
 
@@ -132,9 +140,11 @@ type Config struct {
 type Service struct {
 	cfg Config
 
-	mu         sync.Mutex // guards limits, failLog, stop, done
+	mu         sync.Mutex // guards limits, failLog, rates, rateLog, stop, done
 	limits     *limiter
 	failLog    failLog
+	rates      *rateLimiter
+	rateLog    rateLog
 	stop, done chan struct{}
 }
 
@@ -148,6 +158,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.RateNow == nil {
+		cfg.RateNow = time.Now
 	}
 	if cfg.FailLimit <= 0 {
 		cfg.FailLimit = defaultFailLimit
@@ -173,7 +186,17 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Service{cfg: cfg, limits: newLimiter(cfg), failLog: failLog{max: cfg.MaxAuditEntries}}, nil
+	rates := DefaultRates()
+	if cfg.Rates != nil {
+		rates = *cfg.Rates
+	}
+	for _, r := range []*Rate{&rates.Propose.Principal, &rates.Propose.Tenant, &rates.Execute.Principal, &rates.Execute.Tenant, &rates.Approve.Principal, &rates.Approve.Tenant} {
+		if !r.Off() && r.Burst < 1 {
+			return nil, fmt.Errorf("access: rate %g/s: the burst must be at least 1", r.PerSecond)
+		}
+	}
+	return &Service{cfg: cfg, limits: newLimiter(cfg), failLog: failLog{max: cfg.MaxAuditEntries},
+		rates: newRateLimiter(rates, cfg.MaxTracked), rateLog: rateLog{max: cfg.MaxAuditEntries}}, nil
 }
 
 // Meta is what a front end knows of a request, for the audit records of
@@ -315,7 +338,9 @@ var ErrNotFound = contract.Errorf(contract.CodeNotFound, "not found")
 // Authorize answers req: nil, or a *contract.Error (not_found for a tenant
 // the principal is not granted, audited in the caller's own chain and
 // never in the other's; forbidden for an operation the policy denies,
-// audited in the tenant's chain or the system chain).
+// audited in the tenant's chain or the system chain; rate_limited with a
+// RetryAfter when an authorized propose, execute or vote exceeds its
+// principal's or its tenant's rate, audited aggregated: ratelimit.go).
 func (s *Service) Authorize(ctx context.Context, req Request) error {
 	p := req.Principal
 	if p == nil || p.ID == "" {
@@ -335,7 +360,7 @@ func (s *Service) Authorize(ctx context.Context, req Request) error {
 		PrincipalID: p.ID, Role: p.Role, Granted: p.Tenants, Operation: req.Operation, Tenant: req.Tenant.String(),
 	})
 	if res.Allowed {
-		return nil
+		return s.rateLimit(ctx, req)
 	}
 	detail := map[string]string{"operation": req.Operation, "role": p.Role}
 	if len(res.Errors) > 0 {

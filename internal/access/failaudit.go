@@ -119,7 +119,9 @@ func (f *failLog) take(now time.Time) *FailureReport {
 func (s *Service) FlushAudit(ctx context.Context) error {
 	s.mu.Lock()
 	r := s.failLog.take(s.cfg.Now())
+	rs := s.rateLog.take(s.cfg.RateNow())
 	s.mu.Unlock()
+	s.writeRateReports(ctx, rs)
 	return s.writeReport(ctx, r)
 }
 
@@ -156,8 +158,10 @@ func (s *Service) Start() {
 			case <-t.C:
 				s.mu.Lock()
 				r := s.failLog.take(s.cfg.Now())
+				rs := s.rateLog.take(s.cfg.RateNow())
 				s.mu.Unlock()
 				_ = s.writeReport(context.Background(), r)
+				s.writeRateReports(context.Background(), rs)
 			}
 		}
 	}(s.stop, s.done)

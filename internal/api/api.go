@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/exoarmur/exoarmur/contracts"
@@ -64,11 +65,17 @@ type Config struct {
 	// Exports bounds the audit exports this node streams at once (0:
 	// DefaultExports); more wait their turn (constant memory however many
 	// are asked for).
-	Exports   int
-	Ready     func() bool      // store readiness for /readyz
-	Now       func() time.Time // clock (default time.Now)
-	RequestID func() string    // injected request ID source
-	Logger    *slog.Logger
+	Exports int
+	// TenantReads bounds the reads of one tenant that scan it whole (the
+	// intent, approval and audit lists, the export, the verification)
+	// this node serves at once (0: DefaultTenantReads); more wait their
+	// turn, so one tenant's heavy reads hold at most this many of the
+	// node's goroutines (docs/RELIABILITY.md, noisy neighbour).
+	TenantReads int
+	Ready       func() bool      // store readiness for /readyz
+	Now         func() time.Time // clock (default time.Now)
+	RequestID   func() string    // injected request ID source
+	Logger      *slog.Logger
 }
 
 // Server is the HTTP API.
@@ -76,7 +83,21 @@ type Server struct {
 	cfg     Config
 	mux     *http.ServeMux
 	exports chan struct{} // a slot per export being streamed
+
+	readsMu sync.Mutex
+	reads   map[string]*tenantReads // by tenant: its heavy reads' slots
 }
+
+// tenantReads are one tenant's slots for heavy reads and how many
+// requests hold or wait for one (the entry is dropped at zero).
+type tenantReads struct {
+	slots chan struct{}
+	users int
+}
+
+// DefaultTenantReads is the number of heavy reads of one tenant a node
+// serves at once unless Config.TenantReads says otherwise.
+const DefaultTenantReads = 2
 
 // DefaultExports is the number of audit exports a node streams at once
 // unless Config.Exports says otherwise.
@@ -107,7 +128,10 @@ func New(cfg Config) *Server {
 	if cfg.Exports <= 0 {
 		cfg.Exports = DefaultExports
 	}
-	s := &Server{cfg: cfg, mux: http.NewServeMux(), exports: make(chan struct{}, cfg.Exports)}
+	if cfg.TenantReads <= 0 {
+		cfg.TenantReads = DefaultTenantReads
+	}
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), exports: make(chan struct{}, cfg.Exports), reads: map[string]*tenantReads{}}
 	for _, r := range s.routes() {
 		s.mux.Handle(r.Method+" "+r.Path, r.h)
 	}
@@ -140,17 +164,17 @@ func (s *Server) routes() []route {
 		r("GET", "/readyz", "", s.readyz),
 		r("GET", "/metrics", policy.OpReadMetrics, s.metrics),
 		r("POST", "/v1/tenants/{tenant}/intents", policy.OpPropose, s.propose),
-		r("GET", "/v1/tenants/{tenant}/intents", policy.OpReadIntent, s.listIntents),
+		r("GET", "/v1/tenants/{tenant}/intents", policy.OpReadIntent, s.heavy(s.listIntents)),
 		r("GET", "/v1/tenants/{tenant}/intents/{id}", policy.OpReadIntent, s.getIntent),
 		r("POST", "/v1/tenants/{tenant}/intents/{id}/resolve", policy.OpResolve, s.resolve),
 		r("POST", "/v1/tenants/{tenant}/intents/{id}/execute", policy.OpExecute, s.execute),
-		r("GET", "/v1/tenants/{tenant}/audit", policy.OpReadAudit, s.auditList),
-		r("GET", "/v1/tenants/{tenant}/audit/export", policy.OpReadTenantAudit, s.auditExport),
-		r("GET", "/v1/tenants/{tenant}/audit/verify", policy.OpReadTenantAudit, s.auditVerify),
+		r("GET", "/v1/tenants/{tenant}/audit", policy.OpReadAudit, s.heavy(s.auditList)),
+		r("GET", "/v1/tenants/{tenant}/audit/export", policy.OpReadTenantAudit, s.heavy(s.auditExport)),
+		r("GET", "/v1/tenants/{tenant}/audit/verify", policy.OpReadTenantAudit, s.heavy(s.auditVerify)),
 		r("GET", "/v1/tenants/{tenant}/audit/checkpoint", policy.OpReadTenantAudit, s.getCheckpoint),
-		r("POST", "/v1/tenants/{tenant}/audit/checkpoint", policy.OpReadTenantAudit, s.signCheckpoint),
+		r("POST", "/v1/tenants/{tenant}/audit/checkpoint", policy.OpReadTenantAudit, s.heavy(s.signCheckpoint)),
 		r("GET", "/v1/audit/keys", "", s.auditKeys),
-		r("GET", "/v1/tenants/{tenant}/approvals", policy.OpReadApprovals, s.listApprovals),
+		r("GET", "/v1/tenants/{tenant}/approvals", policy.OpReadApprovals, s.heavy(s.listApprovals)),
 		r("POST", "/v1/tenants/{tenant}/intents/{id}/approvals", policy.OpApprove, s.decideApproval),
 		r("GET", "/v1/killswitch", policy.OpReadGlobalSwitch, s.getSwitch),
 		r("PUT", "/v1/killswitch", policy.OpFlipGlobalSwitch, s.putSwitch),
@@ -170,6 +194,37 @@ func (s *Server) Routes() []Route {
 		out = append(out, r.Route)
 	}
 	return out
+}
+
+// heavy runs h, a read that scans its tenant whole, once one of the
+// tenant's TenantReads slots on this node is free (waiting while the
+// client does).
+func (s *Server) heavy(h func(http.ResponseWriter, *http.Request) error) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		t := info(r).tenant.String()
+		s.readsMu.Lock()
+		tr := s.reads[t]
+		if tr == nil {
+			tr = &tenantReads{slots: make(chan struct{}, s.cfg.TenantReads)}
+			s.reads[t] = tr
+		}
+		tr.users++
+		s.readsMu.Unlock()
+		defer func() {
+			s.readsMu.Lock()
+			if tr.users--; tr.users == 0 {
+				delete(s.reads, t)
+			}
+			s.readsMu.Unlock()
+		}()
+		select {
+		case tr.slots <- struct{}{}:
+			defer func() { <-tr.slots }()
+		case <-r.Context().Done():
+			return contract.Wrap(contract.CodeRequestTimeout, "the read was abandoned while it waited for its turn (this tenant's other reads)", r.Context().Err())
+		}
+		return h(w, r)
+	}
 }
 
 // ServeHTTP implements http.Handler.
@@ -260,7 +315,7 @@ func httpStatus(code string) int {
 		return http.StatusBadRequest
 	case contract.CodeUnauthenticated:
 		return http.StatusUnauthorized
-	case contract.CodeRateLimited:
+	case contract.CodeRateLimited, contract.CodeQuotaExceeded:
 		return http.StatusTooManyRequests
 	case contract.CodeForbidden, contract.CodeBlocked, contract.CodeSelfApproval:
 		return http.StatusForbidden

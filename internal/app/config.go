@@ -96,6 +96,8 @@ type ServeConfig struct {
 
 	// Checkpoints: the node's audit key and when it signs.
 	Checkpoints CheckpointConfig
+	// Limits are the rate limits and tenant quotas (limits.go).
+	Limits LimitsConfig
 }
 
 // validRetention: 0 (keep for good) or at least a second, the granularity
@@ -135,6 +137,7 @@ func (c *ServeConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve Go profiles (net/http/pprof) on this loopback host:port; off by default")
 	c.Checkpoints.register(fs)
 	fs.StringVar(&c.ClientCA, "client-ca", "", "require client certificates signed by this CA (PEM): mutual TLS; the certificate's CN names the principal")
+	c.Limits.register(fs)
 }
 
 // Validate checks every field and names the one that is wrong.
@@ -151,6 +154,9 @@ func (c *ServeConfig) Validate() error {
 	}
 	if c.ExecTimeout <= 0 {
 		return fmt.Errorf("--exec-timeout %v: must be positive", c.ExecTimeout)
+	}
+	if err := c.Limits.Validate(); err != nil {
+		return err
 	}
 	c.ApprovalRules = approval.BuiltinRules()
 	if c.ApprovalRulesFile != "" {

@@ -178,14 +178,14 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 	g, err := gate.New(gate.Config{
 		Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Actions: actions, Executors: ex, Switches: sw, Approvals: approvals, Work: st.Work,
 		Allowlist: c.AllowHosts, Now: d.now, Node: c.Node, Logger: d.logger, Retention: c.Retention, Lease: c.Lease, ExecTimeout: c.ExecTimeout, Principals: keys,
-		MaxRecord: maxRecord,
+		MaxRecord: maxRecord, Quotas: c.Limits.Quotas, PendingApprovals: approvals.PendingCount,
 	})
 	if err != nil {
 		sw.Stop()
 		st.Close()
 		return nil, err
 	}
-	acc, err := access.New(access.Config{Keys: keys, Certs: keys, KeyAdmin: keys, Audit: log, Now: d.now, Logger: d.logger, ClassOf: actions.ClassOf, Consent: rules})
+	acc, err := access.New(access.Config{Keys: keys, Certs: keys, KeyAdmin: keys, Audit: log, Now: d.now, Logger: d.logger, ClassOf: actions.ClassOf, Consent: rules, Rates: &c.Limits.Rates})
 	if err != nil {
 		sw.Stop()
 		st.Close()

@@ -566,6 +566,31 @@ func (s *Store) List(ctx context.Context, t tenant.ID, status string, now time.T
 	return out, nil
 }
 
+// PendingCount counts t's pending (unexpired) approval requests, for the
+// gate's pending-approvals quota. It reads each of t's records:
+// O(t's approvals).
+func (s *Store) PendingCount(ctx context.Context, t tenant.ID, now time.Time) (int, error) {
+	keys, err := s.kv.Keys(ctx, tenant.ApprovalKey(t, "*"))
+	if err != nil {
+		return 0, fmt.Errorf("count pending approvals: %w", err)
+	}
+	n := 0
+	for _, key := range keys {
+		e, err := s.kv.Get(ctx, key)
+		switch {
+		case errors.Is(err, kv.ErrNotFound):
+			continue
+		case err != nil:
+			return 0, fmt.Errorf("count pending approvals: %w", err)
+		}
+		var r Record
+		if json.Unmarshal(e.Value, &r) == nil && r.StatusAt(now) == StatusPending {
+			n++
+		}
+	}
+	return n, nil
+}
+
 // PendingCounts counts pending (unexpired) approvals per tenant across the
 // bucket, for the metrics endpoint. It lists every record: O(approvals).
 func (s *Store) PendingCounts(ctx context.Context, now time.Time) map[string]int {

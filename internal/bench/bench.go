@@ -49,14 +49,22 @@ type Config struct {
 	// replicas of every stream and bucket.
 	Cluster  int
 	Replicas int
-	// ServeArgs are more flags for the server's serve (e.g.
-	// --checkpoint-every 0 to measure without checkpoints).
-	ServeArgs []string
 	// ProfileDir, when set, receives the server's CPU profile of each
 	// scenario (<scenario>.cpu.pprof) and a heap profile after it
 	// (<scenario>.heap.pprof), fetched from its --debug-addr listener.
 	ProfileDir string
+	// Limits keeps the server's default rate limits and tenant quotas;
+	// without it they are off (--rate-* 0, --quota-* 0), so the harness
+	// measures what a node sustains, not the policy.
+	Limits bool
+	// ServerArgs are more flags for the server's serve (e.g.
+	// --checkpoint-every=0 to measure without checkpoints).
+	ServerArgs []string
 }
+
+// limitsOff turns every rate limit and quota of serve off.
+var limitsOff = []string{"--rate-propose", "0", "--rate-propose-tenant", "0", "--rate-execute", "0", "--rate-execute-tenant", "0",
+	"--rate-approve", "0", "--rate-approve-tenant", "0", "--quota-pending-intents", "0", "--quota-pending-approvals", "0", "--quota-stored-bytes", "0"}
 
 // Result of one scenario.
 type Result struct {
@@ -199,7 +207,10 @@ func startServer(ctx context.Context, cfg Config, dir, natsURL string) (*server,
 	if cfg.Retention > 0 {
 		args = append(args, "--approval-ttl", cfg.Retention.String()) // at most the retention
 	}
-	args = append(args, cfg.ServeArgs...)
+	if !cfg.Limits {
+		args = append(args, limitsOff...)
+	}
+	args = append(args, cfg.ServerArgs...)
 	debug := ""
 	if cfg.ProfileDir != "" {
 		dl, err := net.Listen("tcp", "127.0.0.1:0")

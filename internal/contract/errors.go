@@ -26,9 +26,15 @@ const (
 	// approving or denying its own intent.
 	CodeSelfApproval = "self_approval"
 	// CodeRateLimited: too many failed authentications (against the key id
-	// presented, or naming no key from this source or from everywhere);
-	// Error.RetryAfter says when to try again.
+	// presented, or naming no key from this source or from everywhere), or
+	// a propose, execute or approval vote beyond its principal's or its
+	// tenant's rate; Error.RetryAfter says when to try again.
 	CodeRateLimited = "rate_limited"
+	// CodeQuotaExceeded: a proposal refused because its tenant holds as
+	// many pending intents, pending approvals or stored bytes as its quota
+	// allows; nothing was written. Retrying helps only once some of them
+	// are executed, decided or expired (no Retry-After).
+	CodeQuotaExceeded = "quota_exceeded"
 	// CodeMethodNotAllowed: a route that exists, with another method.
 	CodeMethodNotAllowed = "method_not_allowed"
 	// CodeRequestTimeout: the client sent its request body too slowly.

@@ -51,6 +51,9 @@ func (g *Gate) DecideApproval(ctx context.Context, t tenant.ID, p *auth.Principa
 	case err != nil:
 		return rec, writeErr("record the vote", "it may or may not be recorded: look at the approval queue before voting again (a recorded vote answers 409)", err)
 	}
+	if rec.Status != approval.StatusPending {
+		g.quotaAdd(t, counts{approvals: -1}) // this vote decided it
+	}
 	g.cfg.Logger.InfoContext(ctx, "approval decision", "tenant", t.String(), "intent", intentID, "decision", d.Decision,
 		"principal", p.ID, "status", rec.Status, "request_id", meta.RequestID)
 	if rec.Status == approval.StatusApproved && s.Intent.ExecuteWhenApproved && g.cfg.Work != nil {

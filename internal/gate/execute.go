@@ -92,6 +92,7 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 	if err != nil {
 		return Outcome{}, writeErr("claim the idempotency key", notRun+" (a claim stored without its acknowledgement reads in doubt once its lease lapses)", err)
 	}
+	g.quotaAdd(t, counts{pending: -1}) // its execution started: no longer pending
 	// The key is ours. From here on nothing listens to the caller: a client
 	// that goes away (or a cancelled context) never cuts the consumption,
 	// the effect or the writes that record it. Each step has its own bound.

@@ -71,6 +71,14 @@ type Config struct {
 	// (internal/natsstore's do). (Approvals expire with it: approval.Store.)
 	Retention time.Duration
 
+	// Quotas bound what each tenant holds in the live store (quota.go);
+	// zero: no quotas.
+	Quotas Quotas
+	// PendingApprovals counts t's pending approval requests, for the
+	// pending-approvals quota (internal/approval.Store.PendingCount); nil:
+	// that quota is off.
+	PendingApprovals func(ctx context.Context, t tenant.ID, now time.Time) (int, error)
+
 	// MaxRecord is the largest record the store accepts, in bytes: its
 	// NATS max_payload (natsstore.Store.MaxPayload; default
 	// DefaultMaxRecord). Intents and outputs are bounded so that no record
@@ -80,7 +88,8 @@ type Config struct {
 
 // Gate is the one gate every side effect passes.
 type Gate struct {
-	cfg Config
+	cfg   Config
+	quota quotaBook // each tenant's usage, for the quotas
 }
 
 // New returns a Gate. Every dependency is required: a missing one fails here,
@@ -126,6 +135,15 @@ func New(cfg Config) (*Gate, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	switch {
+	case cfg.Quotas.PendingIntents < 0, cfg.Quotas.PendingApprovals < 0, cfg.Quotas.StoredBytes < 0, cfg.Quotas.Refresh < 0:
+		return nil, fmt.Errorf("gate: quotas %+v: none may be negative", cfg.Quotas)
+	case cfg.Quotas.Refresh == 0:
+		cfg.Quotas.Refresh = DefaultQuotaRefresh
+	}
+	if cfg.Quotas.Now == nil {
+		cfg.Quotas.Now = time.Now
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -404,19 +422,26 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 		return View{}, false, &contract.Error{Code: contract.CodeForbidden, Message: "principal may not propose this action in this tenant", Reasons: []string{c.Reason}}
 	}
 
-	// Audit first: an intent is never stored without its proposal record.
-	if _, err := g.cfg.Audit.Append(ctx, t, audit.Entry{
-		Kind: audit.KindIntentProposed, CorrelationID: in.ID, Actor: p.ID, RequestID: meta.RequestID,
-		Time: input.Time, Payload: DecisionPayload{input, preview},
-	}); err != nil {
-		return View{}, false, writeErr("record the proposal", "the intent was not stored; "+retryPropose, err)
-	}
 	// A new intent has no approval record: the input's number is what the rules ask.
 	data, err := encodeValue(stored{Intent: in, Preview: &preview, Approval: input.Approval.Required > 0})
 	if err != nil {
 		return View{}, false, fmt.Errorf("propose: encode: %w", err)
 	}
+	// The tenant's quotas, before anything is written (quota.go).
+	release, err := g.reserveQuota(ctx, t, int64(len(data)), input.Approval.Required > 0)
+	if err != nil {
+		return View{}, false, err
+	}
+	// Audit first: an intent is never stored without its proposal record.
+	if _, err := g.cfg.Audit.Append(ctx, t, audit.Entry{
+		Kind: audit.KindIntentProposed, CorrelationID: in.ID, Actor: p.ID, RequestID: meta.RequestID,
+		Time: input.Time, Payload: DecisionPayload{input, preview},
+	}); err != nil {
+		release()
+		return View{}, false, writeErr("record the proposal", "the intent was not stored; "+retryPropose, err)
+	}
 	if _, err := g.cfg.Intents.Put(ctx, key, data, kv.PutOptions{Create: true, TTL: g.cfg.Retention}); err != nil {
+		release() // not stored by this call (or stored by a concurrent one, which counted it)
 		if errors.Is(err, kv.ErrExists) {
 			// Lost a race with an identical key: answer as a repeat.
 			existing, lerr := g.load(ctx, t, in.ID)

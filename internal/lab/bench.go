@@ -43,6 +43,9 @@ func runBench(ctx context.Context, env Env, args []string) error {
 	if len(args) > 0 && args[0] == "soak" {
 		return runSoak(ctx, env, args[1:])
 	}
+	if len(args) > 0 && args[0] == "noisy" {
+		return runBenchNoisy(ctx, env, args[1:])
+	}
 	fs := newFlagSet("bench", env)
 	scenarios := fs.String("scenarios", strings.Join(bench.Scenarios, ","), "comma-separated: "+strings.Join(bench.Scenarios, ", "))
 	clients := fs.Int("clients", 64, "concurrent keep-alive clients")
@@ -114,7 +117,7 @@ func runBench(ctx context.Context, env Env, args []string) error {
 			return fmt.Errorf("--profile-dir: %w", err)
 		}
 	}
-	cfg := bench.Config{Binary: exe, Scenarios: list, Clients: *clients, Duration: *duration, Max: *maxOps, Sync: *sync, Retention: *retention, Log: env.Stdout, ProfileDir: *profile, ServeArgs: serveArgs}
+	cfg := bench.Config{Binary: exe, Scenarios: list, Clients: *clients, Duration: *duration, Max: *maxOps, Sync: *sync, Retention: *retention, Log: env.Stdout, ProfileDir: *profile, ServerArgs: serveArgs}
 	if counts != nil {
 		return benchReplicas(ctx, env, cfg, counts, *jsonOut)
 	}
@@ -257,6 +260,58 @@ func runBenchExport(ctx context.Context, env Env, args []string) error {
 		}
 	}
 	res, err := bench.Export(ctx, bench.ExportConfig{Binary: exe, Records: *records, Exports: *exports, Rounds: *rounds, Log: env.Stdout, ProfileDir: *profile})
+	if err != nil {
+		return err
+	}
+	if *jsonOut != "" {
+		b, _ := json.MarshalIndent(res, "", "  ")
+		if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
+			return fmt.Errorf("--json: %w", err)
+		}
+	}
+	return nil
+}
+
+// runBenchNoisy: exoarmur-lab bench noisy [--duration D --interval I ...]:
+// one tenant's decision latency while another floods, on a server with
+// its default rate limits and quotas.
+func runBenchNoisy(ctx context.Context, env Env, args []string) error {
+	fs := newFlagSet("bench noisy", env)
+	duration := fs.Duration("duration", 10*time.Second, "each phase: beta idle, then beta while acme floods")
+	interval := fs.Duration("interval", 20*time.Millisecond, "between beta's propose+execute operations")
+	fill := fs.Duration("fill", 5*time.Second, "acme proposes this long first, so its exports and lists read a chain")
+	floods := fs.Int("flood-clients", 16, "acme's concurrent proposers during the flood")
+	exports := fs.Int("exports", 4, "acme's concurrent audit exports during the flood (the node streams 2 at once)")
+	lists := fs.Int("lists", 4, "acme's concurrent intent and audit listings during the flood")
+	bin := fs.String("bin", "", "server binary (default: this executable, whose serve is the production serve)")
+	jsonOut := fs.String("json", "", "also write the result as JSON here")
+	tenantReads := fs.Int("tenant-reads", 0, "the server's --tenant-reads (0: its default)")
+	profile := fs.String("profile-dir", "", "save the server's CPU profile of the flood phase (noisy.cpu.pprof) and a heap profile after it here")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *profile != "" {
+		if err := os.MkdirAll(*profile, 0o755); err != nil {
+			return fmt.Errorf("--profile-dir: %w", err)
+		}
+	}
+	var serverArgs []string
+	if *tenantReads > 0 {
+		serverArgs = []string{"--tenant-reads", strconv.Itoa(*tenantReads)}
+	}
+	if *duration <= 0 || *duration > 5*time.Minute || *interval < time.Millisecond || *fill < 0 || *fill > 5*time.Minute ||
+		*floods < 0 || *floods > 512 || *exports < 0 || *exports > 64 || *lists < 0 || *lists > 64 {
+		return fmt.Errorf("%w: --duration up to 5m, --interval at least 1ms, --fill up to 5m, --flood-clients 0..512, --exports and --lists 0..64", errUsage)
+	}
+	exe := *bin
+	if exe == "" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			return err
+		}
+	}
+	res, err := bench.Noisy(ctx, bench.NoisyConfig{Binary: exe, Duration: *duration, Interval: *interval, Fill: *fill,
+		FloodClients: *floods, Exports: *exports, Lists: *lists, ServerArgs: serverArgs, ProfileDir: *profile, Log: env.Stdout})
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,7 @@ func commands() []app.Command {
 		{Name: "serve", Summary: "exoarmur serve, plus --evidence-clock (a stepping clock and sequential request IDs) and --evidence-seed (API-created keys from a seed)", Run: runServe},
 		{Name: "keys", Summary: "keys create: exoarmur keys create, plus --evidence-seed (a key derived from a seed)", Run: runKeys},
 		{Name: "reality", Summary: "the cold-reviewer run: reality run [--local] | verify | client | sink (make reality, make reality-verify)", Run: runReality},
-		{Name: "bench", Summary: "load harness: start a server, drive it over loopback HTTP, report throughput and latency (bench replay | bench soak | bench export)", Run: runBench},
+		{Name: "bench", Summary: "load harness: start a server, drive it over loopback HTTP, report throughput and latency (bench replay | bench soak | bench export | bench noisy)", Run: runBench},
 	}
 }
 

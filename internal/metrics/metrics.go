@@ -41,6 +41,16 @@ var (
 	KillSwitchEngaged = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "exoarmur_killswitch_engaged", Help: "1 when the kill switch of the scope is engaged (as this node reads it).",
 	}, []string{"scope"})
+	// RateLimited counts requests refused by a rate limit (internal/access)
+	// by operation and the limit that refused (principal or tenant).
+	RateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "exoarmur_rate_limited_total", Help: "Requests refused by a rate limit, by operation and scope (principal or tenant).",
+	}, []string{"operation", "scope"})
+	// QuotaRefused counts proposals refused by a tenant quota (internal/gate)
+	// by the quota (pending_intents, pending_approvals, stored_bytes).
+	QuotaRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "exoarmur_quota_refused_total", Help: "Proposals refused by a tenant quota, by quota.",
+	}, []string{"quota"})
 )
 
 var (
@@ -72,7 +82,7 @@ func SetPendingApprovals(fn func() map[string]int) {
 }
 
 func init() {
-	Registry.MustRegister(Decisions, ExecutionSeconds, AuditAppendSeconds, KillSwitchEngaged, Checkpoints,
+	Registry.MustRegister(Decisions, ExecutionSeconds, AuditAppendSeconds, KillSwitchEngaged, Checkpoints, RateLimited, QuotaRefused,
 		pendingCollector{prometheus.NewDesc("exoarmur_approvals_pending", "Pending approval requests per tenant.", []string{"tenant"}, nil)},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 }

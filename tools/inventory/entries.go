@@ -71,9 +71,16 @@ func stringConst(p *packages.Package, e ast.Expr) (string, bool) {
 	return constant.StringVal(tv.Value), true
 }
 
-// funcOf resolves an expression naming a function or method value.
+// funcOf resolves an expression naming a function or method value. A
+// call of a wrapper with one function argument (the API's s.heavy(s.list),
+// which only bounds concurrency) resolves to that argument: the handler
+// whose effects the route has.
 func funcOf(p *packages.Package, e ast.Expr) *types.Func {
 	switch e := ast.Unparen(e).(type) {
+	case *ast.CallExpr:
+		if len(e.Args) == 1 {
+			return funcOf(p, e.Args[0])
+		}
 	case *ast.Ident:
 		f, _ := p.TypesInfo.Uses[e].(*types.Func)
 		return f

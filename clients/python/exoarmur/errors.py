@@ -16,6 +16,7 @@ body_too_large       413    :class:`BodyTooLarge` (an InvalidRequest)
 request_timeout      408    :class:`RequestTimeout` (an InvalidRequest)
 unauthenticated      401    :class:`Unauthenticated`
 rate_limited         429    :class:`RateLimited`
+quota_exceeded       429    :class:`QuotaExceeded`
 forbidden            403    :class:`Forbidden`
 self_approval        403    :class:`SelfApproval` (a Forbidden)
 blocked              403    :class:`Blocked`
@@ -65,6 +66,7 @@ __all__ = [
     "InvalidTenant",
     "MethodNotAllowed",
     "NotFound",
+    "QuotaExceeded",
     "RateLimited",
     "RequestTimeout",
     "SelfApproval",
@@ -162,7 +164,16 @@ class Unauthenticated(ExoArmurError):
 
 
 class RateLimited(ExoArmurError):
-    """429 ``rate_limited``: too many failed authentications from this source."""
+    """429 ``rate_limited``: too many failed authentications, or proposals,
+    executions or approval votes beyond the key's or the tenant's rate on
+    this node; retry after the ``Retry-After`` header's seconds."""
+
+
+class QuotaExceeded(ExoArmurError):
+    """429 ``quota_exceeded``: the tenant holds as many pending intents,
+    pending approvals or stored bytes as its quota allows (``reasons`` names
+    which); nothing was stored. Waiting alone does not help: execute, decide
+    or let intents expire first."""
 
 
 class Forbidden(ExoArmurError):
@@ -272,6 +283,7 @@ _BY_CODE: Dict[str, Type[ExoArmurError]] = {
     "request_timeout": RequestTimeout,
     "unauthenticated": Unauthenticated,
     "rate_limited": RateLimited,
+    "quota_exceeded": QuotaExceeded,
     "forbidden": Forbidden,
     "self_approval": SelfApproval,
     "blocked": Blocked,

@@ -367,8 +367,8 @@ class ServerStateTests(unittest.TestCase):
 
     def test_error_classes_cover_every_code(self) -> None:
         # The codes of internal/contract/errors.go (the OpenAPI enum).
-        codes = ["invalid_request", "invalid_tenant", "unknown_action", "unauthenticated", "rate_limited", "forbidden",
-                 "blocked", "self_approval", "not_found", "method_not_allowed", "conflict", "in_doubt", "body_too_large",
+        codes = ["invalid_request", "invalid_tenant", "unknown_action", "unauthenticated", "rate_limited", "quota_exceeded",
+                 "forbidden", "blocked", "self_approval", "not_found", "method_not_allowed", "conflict", "in_doubt", "body_too_large",
                  "request_timeout", "store_unavailable", "internal"]
         classes = {exoarmur.error_class(c) for c in codes}
         self.assertEqual(len(classes), len(codes))
