@@ -531,7 +531,7 @@ func (s *Server) auditList(w http.ResponseWriter, r *http.Request) error {
 			return nil
 		})
 	case scope.Whole():
-		err = s.cfg.Audit.Scan(r.Context(), ri.tenant, after, int(limit), collect)
+		err = s.cfg.Audit.ScanHeads(r.Context(), ri.tenant, after, int(limit), collect)
 	default:
 		// Only the records of the principal's own intents: the page is a
 		// window of limit records, of which those are returned; next_after
@@ -588,7 +588,7 @@ func (s *Server) auditExport(w http.ResponseWriter, r *http.Request) error {
 	if s.cfg.Checkpoints != nil {
 		check = s.cfg.Checkpoints.Check(ri.tenant)
 	}
-	err := s.cfg.Audit.Scan(r.Context(), ri.tenant, 0, 0, func(raw []byte, _ contract.AuditRecord) error {
+	err := s.cfg.Audit.ScanHeads(r.Context(), ri.tenant, 0, 0, func(raw []byte, _ contract.AuditRecord) error {
 		if !started {
 			start()
 		}
@@ -649,7 +649,7 @@ func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request) error {
 	if err := s.anchor(r.Context(), rp, ri.tenant); err != nil {
 		return err
 	}
-	err := s.cfg.Audit.Scan(r.Context(), ri.tenant, 0, 0, func(raw []byte, _ contract.AuditRecord) error {
+	err := s.cfg.Audit.ScanHeads(r.Context(), ri.tenant, 0, 0, func(raw []byte, _ contract.AuditRecord) error {
 		rp.Add(raw)
 		return nil
 	})

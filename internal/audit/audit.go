@@ -365,14 +365,32 @@ func (l *Log) Head(ctx context.Context, t tenant.ID) (uint64, string, error) {
 // or when fn returns an error, which it returns as it is. raw is the
 // record exactly as stored.
 func (l *Log) Scan(ctx context.Context, t tenant.ID, after uint64, limit int, fn func(raw []byte, rec contract.AuditRecord) error) error {
+	return l.scan(ctx, t, after, limit, decodeRecord, fn)
+}
+
+// ScanHeads is Scan whose rec is the record's envelope, without its
+// payload (raw holds it): for the readers that pass records on as they
+// are (an export, an audit page, a verification), for which decoding every
+// payload was most of a long read's cost.
+func (l *Log) ScanHeads(ctx context.Context, t tenant.ID, after uint64, limit int, fn func(raw []byte, rec contract.AuditRecord) error) error {
+	return l.scan(ctx, t, after, limit, decodeHead, fn)
+}
+
+func decodeRecord(data []byte) (contract.AuditRecord, error) {
+	var rec contract.AuditRecord
+	err := json.Unmarshal(data, &rec)
+	return rec, err
+}
+
+func (l *Log) scan(ctx context.Context, t tenant.ID, after uint64, limit int, decode func([]byte) (contract.AuditRecord, error), fn func(raw []byte, rec contract.AuditRecord) error) error {
 	if err := t.Check(); err != nil {
 		return err
 	}
 	n := 0
 	var stop error // fn's error, or errLimit: what ended the read early
 	err := l.stream.Read(ctx, tenant.AuditSubject(t), 0, func(seq uint64, data []byte) error {
-		var rec contract.AuditRecord
-		if err := json.Unmarshal(data, &rec); err != nil {
+		rec, err := decode(data)
+		if err != nil {
 			return fmt.Errorf("decode stream seq %d: %w", seq, err)
 		}
 		if rec.Seq <= after {
@@ -457,7 +475,7 @@ func (l *Log) ScanOwned(ctx context.Context, t tenant.ID, principal string, afte
 	var window []held
 	last := after
 	owned := map[string]bool{} // the window's correlation IDs: principal owns it now
-	err := l.Scan(ctx, t, after, limit, func(raw []byte, rec contract.AuditRecord) error {
+	err := l.ScanHeads(ctx, t, after, limit, func(raw []byte, rec contract.AuditRecord) error {
 		window = append(window, held{raw, rec})
 		owned[rec.CorrelationID] = false
 		last = rec.Seq
@@ -475,7 +493,7 @@ func (l *Log) ScanOwned(ctx context.Context, t tenant.ID, principal string, afte
 		}
 	}
 	if after > 0 {
-		err := l.Scan(ctx, t, 0, int(min(after, 1<<62)), func(_ []byte, rec contract.AuditRecord) error {
+		err := l.ScanHeads(ctx, t, 0, int(min(after, 1<<62)), func(_ []byte, rec contract.AuditRecord) error {
 			if rec.Seq > after {
 				return errLimit
 			}
@@ -513,7 +531,7 @@ func (l *Log) ScanIntent(ctx context.Context, t tenant.ID, intentID, principal s
 	}
 	last, n := after, 0
 	owned := principal == ""
-	err := l.Scan(ctx, t, 0, 0, func(raw []byte, rec contract.AuditRecord) error {
+	err := l.ScanHeads(ctx, t, 0, 0, func(raw []byte, rec contract.AuditRecord) error {
 		if rec.CorrelationID != intentID {
 			last = max(last, rec.Seq)
 			return nil
@@ -535,6 +553,31 @@ func (l *Log) ScanIntent(ctx context.Context, t tenant.ID, intentID, principal s
 		return nil
 	})
 	return last, err
+}
+
+// recordHead is an audit record less its payload: what a scan decodes.
+type recordHead struct {
+	SchemaVersion string    `json:"schema_version"`
+	Tenant        string    `json:"tenant"`
+	Seq           uint64    `json:"seq"`
+	Kind          string    `json:"kind"`
+	CorrelationID string    `json:"correlation_id"`
+	Actor         string    `json:"actor"`
+	RequestID     string    `json:"request_id"`
+	Time          time.Time `json:"time"`
+	PayloadHash   string    `json:"payload_hash"`
+	PrevHash      string    `json:"prev_hash"`
+	Hash          string    `json:"hash"`
+}
+
+// decodeHead decodes a stored record's envelope (the payload is skipped).
+func decodeHead(data []byte) (contract.AuditRecord, error) {
+	var h recordHead
+	if err := json.Unmarshal(data, &h); err != nil {
+		return contract.AuditRecord{}, err
+	}
+	return contract.AuditRecord{SchemaVersion: h.SchemaVersion, Tenant: h.Tenant, Seq: h.Seq, Kind: h.Kind, CorrelationID: h.CorrelationID,
+		Actor: h.Actor, RequestID: h.RequestID, Time: h.Time, PayloadHash: h.PayloadHash, PrevHash: h.PrevHash, Hash: h.Hash}, nil
 }
 
 // errLimit ends a Scan that has delivered its limit.
