@@ -588,12 +588,12 @@ func (s *Server) auditExport(w http.ResponseWriter, r *http.Request) error {
 	if s.cfg.Checkpoints != nil {
 		check = s.cfg.Checkpoints.Check(ri.tenant)
 	}
-	err := s.cfg.Audit.ScanHeads(r.Context(), ri.tenant, 0, 0, func(raw []byte, _ contract.AuditRecord) error {
+	err := s.cfg.Audit.ScanHeads(r.Context(), ri.tenant, 0, 0, func(raw []byte, rec contract.AuditRecord) error {
 		if !started {
 			start()
 		}
 		if check != nil {
-			check.Next(raw)
+			check.Next(raw, rec)
 		}
 		if _, err := w.Write(raw); err != nil {
 			return err

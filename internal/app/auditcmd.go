@@ -158,9 +158,9 @@ func noRecords(ctx context.Context, log *audit.Log, t tenant.ID) error {
 func exportTenant(ctx context.Context, log *audit.Log, t tenant.ID, out string, env Env, cp exportCheckpoint) error {
 	var buf []byte
 	n := 0
-	if err := log.Scan(ctx, t, 0, 0, func(raw []byte, _ contract.AuditRecord) error {
+	if err := log.ScanHeads(ctx, t, 0, 0, func(raw []byte, rec contract.AuditRecord) error {
 		buf = append(append(buf, raw...), '\n')
-		cp.next(raw)
+		cp.next(raw, rec)
 		n++
 		return nil
 	}); err != nil {

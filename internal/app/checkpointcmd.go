@@ -211,9 +211,9 @@ func newExportCheckpoint(ctx context.Context, st *natsstore.Store, log *audit.Lo
 	return exportCheckpoint{check: cps.Check(t)}
 }
 
-func (e exportCheckpoint) next(raw []byte) {
+func (e exportCheckpoint) next(raw []byte, rec contract.AuditRecord) {
 	if e.check != nil {
-		e.check.Next(raw)
+		e.check.Next(raw, rec)
 	}
 }
 

@@ -160,7 +160,7 @@ func startServer(ctx context.Context, cfg Config, dir, natsURL string) (*server,
 		sandbox = filepath.Join(dir, "sandbox")
 	}
 	keys := map[string]string{}
-	for _, k := range []struct{ name, role, tenants string }{{"admin", "admin", "acme,beta,system"}, {"acme", "agent", "acme"}, {"beta", "agent", "beta"}} {
+	for _, k := range []struct{ name, role, tenants string }{{"admin", "admin", "acme,beta,system"}, {"acme", "agent", "acme"}, {"beta", "agent", "beta"}, {"acme-auditor", "auditor", "acme"}} {
 		args := append([]string{"keys", "create"}, store...)
 		args = append(args, "--name", k.name, "--role", k.role, "--actions", "*")
 		for _, t := range strings.Split(k.tenants, ",") {

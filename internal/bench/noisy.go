@@ -132,7 +132,8 @@ func Noisy(ctx context.Context, cfg NoisyConfig) (NoisyResult, error) {
 	for range cfg.Exports {
 		wg.Go(func() {
 			for fctx.Err() == nil && time.Now().Before(stop) {
-				n, err := cl["acme"].AuditExport(fctx, "acme", io.Discard)
+				// The tenant's whole audit is an auditor's (or an operator's) to read.
+				n, err := cl["acme-auditor"].AuditExport(fctx, "acme", io.Discard)
 				if err == nil {
 					exports.Add(1)
 					exportBytes.Add(n)
@@ -147,9 +148,9 @@ func Noisy(ctx context.Context, cfg NoisyConfig) (NoisyResult, error) {
 			for fctx.Err() == nil && time.Now().Before(stop) {
 				var err error
 				if i%2 == 0 {
-					_, err = cl["acme"].ListIntents(fctx, "acme", client.ListQuery{Limit: 500})
+					_, err = cl["acme-auditor"].ListIntents(fctx, "acme", client.ListQuery{Limit: 500})
 				} else {
-					_, err = cl["acme"].AuditPage(fctx, "acme", 0, 1000)
+					_, err = cl["acme-auditor"].AuditPage(fctx, "acme", 0, 1000)
 				}
 				if err == nil {
 					lists.Add(1)

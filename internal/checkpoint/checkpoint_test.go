@@ -168,6 +168,20 @@ func TestSignExtendsAndStores(t *testing.T) {
 	if rep := n.verify(t, acme); !rep.Pass {
 		t.Fatalf("live verification: %+v", rep.Mismatches)
 	}
+	// An export's checkpoint: the last one, when the chain ends there; a
+	// new one of the export's last record after records were added.
+	for _, want := range []uint64{8, 10} {
+		if want == 10 {
+			n.append(t, acme, 2, "a")
+		}
+		check := n.cps.Check(acme)
+		if err := n.log.ScanHeads(ctx, acme, 0, 0, func(raw []byte, rec contract.AuditRecord) error { check.Next(raw, rec); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if cp, err := check.Vouch(ctx); err != nil || cp.Seq != want || n.cps.Trust().Verify(cp) != nil {
+			t.Fatalf("export checkpoint = %+v %v, want one of record %d", cp, err, want)
+		}
+	}
 	// The key is announced once, in the system chain.
 	var announced int
 	if err := n.log.Scan(ctx, tenant.System, 0, 0, func(_ []byte, rec contract.AuditRecord) error {
@@ -233,6 +247,14 @@ func TestRecreatedStreamIsCaught(t *testing.T) {
 		if _, err := forged.Append(ctx, acme, audit.Entry{Kind: "test.record", Actor: "mallory", Time: t0, Payload: map[string]int{"i": i}}); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// An export of the forged chain gets no checkpoint.
+	check := n.cps.Check(acme)
+	if err := n.log.ScanHeads(ctx, acme, 0, 0, func(raw []byte, rec contract.AuditRecord) error { check.Next(raw, rec); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := check.Vouch(ctx); !errors.Is(err, checkpoint.ErrDiverged) {
+		t.Fatalf("vouching for an export of the forged chain = %v, want ErrDiverged", err)
 	}
 	if _, err := n.cps.Sign(ctx, acme); !errors.Is(err, checkpoint.ErrDiverged) {
 		t.Fatalf("sign over the forged chain = %v, want ErrDiverged", err)
