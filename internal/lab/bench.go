@@ -125,11 +125,18 @@ func runBench(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *jsonOut != "" {
-		b, _ := json.MarshalIndent(results, "", "  ")
-		if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
-			return fmt.Errorf("--json: %w", err)
-		}
+	return writeJSONResults(*jsonOut, results)
+}
+
+// writeJSONResults writes v as indented JSON to path, the bench's --json
+// ("" writes nothing).
+func writeJSONResults(path string, v any) error {
+	if path == "" {
+		return nil
+	}
+	b, _ := json.MarshalIndent(v, "", "  ") // results are plain structs
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("--json: %w", err)
 	}
 	return nil
 }
@@ -263,13 +270,7 @@ func runBenchExport(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *jsonOut != "" {
-		b, _ := json.MarshalIndent(res, "", "  ")
-		if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
-			return fmt.Errorf("--json: %w", err)
-		}
-	}
-	return nil
+	return writeJSONResults(*jsonOut, res)
 }
 
 // runBenchNoisy: exoarmur-lab bench noisy [--duration D --interval I ...]:
@@ -315,11 +316,5 @@ func runBenchNoisy(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *jsonOut != "" {
-		b, _ := json.MarshalIndent(res, "", "  ")
-		if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
-			return fmt.Errorf("--json: %w", err)
-		}
-	}
-	return nil
+	return writeJSONResults(*jsonOut, res)
 }

@@ -86,6 +86,29 @@ func join(parts ...[][]byte) []byte {
 
 func one(b []byte) [][]byte { return [][]byte{b} }
 
+// requireVerdict replays export as an export claimed for only, trusting
+// trust and requiring required: it must pass when want is "", else fail
+// with want in its first mismatch.
+func requireVerdict(tb testing.TB, export []byte, only string, trust audit.Trust, required []contract.Checkpoint, want string) {
+	tb.Helper()
+	rp := replay.New(only)
+	rp.Anchor(trust, true, true)
+	rp.Require(required...)
+	if err := rp.ReadJSONL(bytes.NewReader(export)); err != nil {
+		tb.Fatal(err)
+	}
+	rep := rp.Report()
+	if want == "" {
+		if !rep.Pass {
+			tb.Fatalf("refused: %+v", rep.Mismatches)
+		}
+		return
+	}
+	if rep.Pass || !strings.Contains(rep.Mismatches[0].Reason, want) {
+		tb.Fatalf("pass=%t, mismatches %+v; want the first to say %q", rep.Pass, rep.Mismatches, want)
+	}
+}
+
 // TestCheckpointsCatchTamperedExports is each attack on an export file
 // that the hash chain alone lets pass (the plain replay of the tampered
 // file passes, as it did before checkpoints), and what a replay trusting
@@ -133,21 +156,7 @@ func TestCheckpointsCatchTamperedExports(t *testing.T) {
 			if got := plain.Report().Pass; got != tc.plainPasses {
 				t.Fatalf("the plain replay: pass=%t, want %t: %+v", got, tc.plainPasses, plain.Report().Mismatches)
 			}
-			rp := replay.New(tc.only)
-			rp.Anchor(trust, true, true)
-			if err := rp.ReadJSONL(bytes.NewReader(tc.export)); err != nil {
-				t.Fatal(err)
-			}
-			rep := rp.Report()
-			if tc.want == "" {
-				if !rep.Pass {
-					t.Fatalf("refused: %+v", rep.Mismatches)
-				}
-				return
-			}
-			if rep.Pass || !strings.Contains(rep.Mismatches[0].Reason, tc.want) {
-				t.Fatalf("pass=%t, mismatches %+v; want the first to say %q", rep.Pass, rep.Mismatches, tc.want)
-			}
+			requireVerdict(t, tc.export, tc.only, trust, nil, tc.want)
 		})
 	}
 }
@@ -185,22 +194,7 @@ func TestRequiredCheckpoints(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			rp := replay.New("acme")
-			rp.Anchor(trust, true, true)
-			rp.Require(tc.required...)
-			if err := rp.ReadJSONL(bytes.NewReader(export)); err != nil {
-				t.Fatal(err)
-			}
-			rep := rp.Report()
-			if tc.want == "" {
-				if !rep.Pass {
-					t.Fatalf("refused: %+v", rep.Mismatches)
-				}
-				return
-			}
-			if rep.Pass || !strings.Contains(rep.Mismatches[0].Reason, tc.want) {
-				t.Fatalf("pass=%t, mismatches %+v; want %q", rep.Pass, rep.Mismatches, tc.want)
-			}
+			requireVerdict(t, export, "acme", trust, tc.required, tc.want)
 		})
 	}
 	// A record whose hash differs from the checkpoint of its sequence: the

@@ -833,12 +833,16 @@ func (c *Client) AuditVerify(ctx context.Context, t string) (contract.ReplayRepo
 // Checkpoint returns a tenant chain's latest stored checkpoint
 // (GET /v1/tenants/{t}/audit/checkpoint); 404 when none is signed yet.
 func (c *Client) Checkpoint(ctx context.Context, t string) (contract.Checkpoint, error) {
+	return c.checkpoint(ctx, http.MethodGet, t)
+}
+
+func (c *Client) checkpoint(ctx context.Context, method, t string) (contract.Checkpoint, error) {
 	p, err := tenantPath(t)
 	if err != nil {
 		return contract.Checkpoint{}, err
 	}
 	var cp contract.Checkpoint
-	_, err = c.do(ctx, http.MethodGet, p+"/audit/checkpoint", nil, nil, &cp)
+	_, err = c.do(ctx, method, p+"/audit/checkpoint", nil, nil, &cp)
 	return cp, err
 }
 
@@ -846,13 +850,7 @@ func (c *Client) Checkpoint(ctx context.Context, t string) (contract.Checkpoint,
 // (POST /v1/tenants/{t}/audit/checkpoint); 409 conflict when the chain no
 // longer extends the node's last checkpoint of it.
 func (c *Client) SignCheckpoint(ctx context.Context, t string) (contract.Checkpoint, error) {
-	p, err := tenantPath(t)
-	if err != nil {
-		return contract.Checkpoint{}, err
-	}
-	var cp contract.Checkpoint
-	_, err = c.do(ctx, http.MethodPost, p+"/audit/checkpoint", nil, nil, &cp)
-	return cp, err
+	return c.checkpoint(ctx, http.MethodPost, t)
 }
 
 // AuditKey is one of a node's audit public keys (GET /v1/audit/keys).
