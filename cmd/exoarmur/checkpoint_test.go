@@ -203,6 +203,15 @@ func TestCheckpointsAgainstTampering(t *testing.T) {
 			t.Fatalf("serve did not log the tampering:\n%s", srv.logs.String())
 		}
 	}
+	// The node stops governing acme: nothing runs on a chain that was
+	// tampered with, as if the tenant's switch were engaged.
+	v, _, err := srv.client(agent).Propose(ctx, "acme", contract.IntentRequest{Action: "fs.read", Target: "cp/0.txt", IdempotencyKey: "after-forgery"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.client(agent).Execute(ctx, "acme", v.Intent.ID); refusal(err).Code != contract.CodeBlocked || !strings.Contains(err.Error(), "audit_chain_diverged") {
+		t.Fatalf("an execution on the diverged chain = %v, want 403 blocked audit_chain_diverged", err)
+	}
 	// A restart forgets what the node signed, and the store's checkpoints
 	// went with the stream: the witness still knows.
 	srv.kill()
@@ -213,6 +222,13 @@ func TestCheckpointsAgainstTampering(t *testing.T) {
 	}
 	if rep.Pass || !mismatchSays(rep, "rewritten or recreated", "before record") {
 		t.Fatalf("live verification after a restart, with the witness: pass=%t %+v", rep.Pass, rep.Mismatches)
+	}
+	// And the restarted node finds it by itself: it reads the chain
+	// against the witness's checkpoint when it starts.
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(srv.logs.String(), "AUDIT CHAIN TAMPERING"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the restarted node did not find the forged chain:\n%s", srv.logs.String())
+		}
 	}
 }
 

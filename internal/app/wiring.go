@@ -178,7 +178,7 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 	g, err := gate.New(gate.Config{
 		Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Actions: actions, Executors: ex, Switches: sw, Approvals: approvals, Work: st.Work,
 		Allowlist: c.AllowHosts, Now: d.now, Node: c.Node, Logger: d.logger, Retention: c.Retention, Lease: c.Lease, ExecTimeout: c.ExecTimeout, Principals: keys,
-		MaxRecord: maxRecord, Quotas: c.Limits.Quotas, PendingApprovals: approvals.PendingCount,
+		MaxRecord: maxRecord, Chain: cps.Diverged, Quotas: c.Limits.Quotas, PendingApprovals: approvals.PendingCount,
 	})
 	if err != nil {
 		sw.Stop()

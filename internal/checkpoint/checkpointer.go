@@ -249,6 +249,18 @@ func (st *chainState) advance(p position) {
 	}
 }
 
+// Diverged says why t's chain no longer extends its last checkpoint on
+// this node ("" while it does): the gate blocks every decision of t then
+// (gate.Config.Chain).
+func (c *Checkpointer) Diverged(t tenant.ID) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st, ok := c.tenants[t]; ok && st.diverged != nil {
+		return st.diverged.Error()
+	}
+	return ""
+}
+
 // Seen returns the last checkpoint of t this node signed or saw.
 func (c *Checkpointer) Seen(t tenant.ID) (contract.Checkpoint, bool) {
 	c.mu.Lock()
@@ -289,6 +301,7 @@ func (c *Checkpointer) Latest(ctx context.Context, t tenant.ID) (contract.Checkp
 // Run signs in the background until ctx ends: every Interval the chains
 // that gained records here, and at once a chain that gained Every.
 func (c *Checkpointer) Run(ctx context.Context) {
+	c.checkKnown(ctx)
 	var tick <-chan time.Time
 	if c.cfg.Interval > 0 {
 		tk := time.NewTicker(c.cfg.Interval)
@@ -303,6 +316,27 @@ func (c *Checkpointer) Run(ctx context.Context) {
 			c.round(ctx, 1)
 		case <-c.kick:
 			c.round(ctx, max(c.cfg.Every, 1))
+		}
+	}
+}
+
+// checkKnown reads, once, every chain of which the node knows a
+// checkpoint (from the store or its witness, at Start) and signs its head
+// if it still extends that checkpoint: a node that restarts finds out by
+// itself that a chain was rewritten or recreated while it was down, and
+// its gate stops on it (Diverged).
+func (c *Checkpointer) checkKnown(ctx context.Context) {
+	c.mu.Lock()
+	var known []tenant.ID
+	for t, st := range c.tenants {
+		if st.last.Seq > 0 {
+			known = append(known, t)
+		}
+	}
+	c.mu.Unlock()
+	for _, t := range known {
+		if _, err := c.Sign(ctx, t); err != nil && !errors.Is(err, ErrDiverged) && ctx.Err() == nil {
+			c.cfg.Logger.Warn("audit checkpoint: the chain could not be checked against its last checkpoint at start; the next round tries again", "tenant", t.String(), "err", err.Error())
 		}
 	}
 }

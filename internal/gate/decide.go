@@ -32,6 +32,11 @@ type Input struct {
 	PolicyHash string                `json:"policy_hash"`
 	Allowlist  []string              `json:"allowlist"`
 	Time       time.Time             `json:"time"`
+	// AuditChain, when not empty, says why this node found the tenant's
+	// audit chain no longer extends its last checkpoint (rewritten or
+	// recreated in the store: internal/checkpoint): the gate stops as if
+	// the tenant's switch were engaged.
+	AuditChain string `json:"audit_chain,omitempty"`
 }
 
 // Check names, in evaluation order. Later issues add checks to this list.
@@ -49,6 +54,7 @@ const (
 	ReasonGlobalEngaged     = "killswitch_global_engaged"
 	ReasonTenantEngaged     = "killswitch_tenant_engaged"
 	ReasonSwitchStale       = "killswitch_state_stale"
+	ReasonAuditDiverged     = "audit_chain_diverged"
 	ReasonTenantInvalid     = "tenant_invalid"
 	ReasonTenantMismatch    = "tenant_mismatch"
 	ReasonUnauthenticated   = "unauthenticated"
@@ -106,6 +112,10 @@ func Decide(in Input, bundle *policy.Bundle, actions *action.Registry) contract.
 		add(CheckKillSwitch, ReasonGlobalEngaged, switchDetail(g))
 	case ts.Engaged:
 		add(CheckKillSwitch, ReasonTenantEngaged, switchDetail(ts))
+	case in.AuditChain != "":
+		// Nothing runs on a chain that was tampered with: the decision
+		// could not be recorded where it would be trusted.
+		add(CheckKillSwitch, ReasonAuditDiverged, in.AuditChain)
 	default:
 		add(CheckKillSwitch, "", "")
 	}

@@ -47,6 +47,7 @@ func TestDecide(t *testing.T) {
 		{"tenant switch engaged", func(in *Input) { in.TenantSwitch.Engaged = true }, contract.Deny, []string{ReasonTenantEngaged}},
 		{"global never set", func(in *Input) { in.Global = killswitch.Reading{Scope: "global", Engaged: true, Fresh: true} }, contract.Deny, []string{ReasonGlobalEngaged}},
 		{"stale global copy", func(in *Input) { in.Global.Fresh = false }, contract.Deny, []string{ReasonSwitchStale}},
+		{"the tenant's audit chain diverged from its checkpoint", func(in *Input) { in.AuditChain = "record 6 has another hash" }, contract.Deny, []string{ReasonAuditDiverged}},
 		{"stale tenant copy", func(in *Input) { in.TenantSwitch.Fresh = false }, contract.Deny, []string{ReasonSwitchStale}},
 		{"switch of another tenant", func(in *Input) { in.TenantSwitch.Scope = "other" }, contract.Deny, []string{ReasonSwitchStale}},
 		{"missing switch readings", func(in *Input) { in.Global, in.TenantSwitch = killswitch.Reading{}, killswitch.Reading{} }, contract.Deny, []string{ReasonSwitchStale}},

@@ -34,6 +34,11 @@ const (
 
 // Config wires a Gate.
 type Config struct {
+	// Chain, if set, says why a tenant's audit chain must not be trusted
+	// (the checkpointer found it no longer extends its last checkpoint:
+	// checkpoint.Checkpointer.Diverged), or "": every decision then blocks.
+	Chain func(tenant.ID) string
+
 	Intents     kv.Bucket // intents bucket
 	Idempotency kv.Bucket // idempotency ledger bucket
 	Audit       Auditor
@@ -292,7 +297,17 @@ func (g *Gate) input(ctx context.Context, t tenant.ID, p *auth.Principal, in con
 		PolicyHash:   g.cfg.Policy.Hash(),
 		Allowlist:    g.cfg.Allowlist,
 		Time:         g.cfg.Now().UTC(),
+		AuditChain:   g.chainHealth(t),
 	}, nil
+}
+
+// chainHealth is why t's audit chain is not to be written to (Config.Chain),
+// or "".
+func (g *Gate) chainHealth(t tenant.ID) string {
+	if g.cfg.Chain == nil {
+		return ""
+	}
+	return g.cfg.Chain(t)
 }
 
 // admit is the one entry check of every gate method that acts for a
