@@ -137,6 +137,7 @@ func commands() []Command {
 		{"approve", "approve INTENT_ID: an operator approves an intent (via the API)", runApprove},
 		{"deny", "deny INTENT_ID: an operator denies an intent; final (via the API)", runDeny},
 		{"audit", "audit verify|export for one tenant", runAudit},
+		{"policy", "policy init|validate|test|schema: write and check a policy directory", runPolicy},
 		{"replay", "verify chains and recompute every decision; write a report", runReplay},
 		{"demo", "run the deterministic golden demo in a temporary store", runDemo},
 		{"check-config", "validate serve flags and exit", runCheckConfig},

@@ -67,6 +67,9 @@ func runCheckConfig(ctx context.Context, env Env, args []string) error {
 		ln.Close()
 		notes = append(notes, "listen "+c.Listen+": free")
 	}
+	if c.PolicyDir != "" {
+		notes = append(notes, fmt.Sprintf("policy dir %s: valid, %d policies, bundle %s", c.PolicyDir, policyCount(c.Policy), c.Policy.Hash()))
+	}
 	fmt.Fprintln(env.Stdout, "configuration OK")
 	for _, n := range notes {
 		fmt.Fprintln(env.Stdout, "  "+n)

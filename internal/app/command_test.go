@@ -21,7 +21,7 @@ func run(args ...string) (int, string, string) {
 }
 
 // groups are the commands made of subcommands.
-var groups = map[string]group{"keys": keysGroup, "killswitch": killSwitchGroup, "approvals": approvalsGroup, "audit": auditGroup}
+var groups = map[string]group{"keys": keysGroup, "killswitch": killSwitchGroup, "approvals": approvalsGroup, "audit": auditGroup, "policy": policyGroup}
 
 // TestEveryCommandAnswersHelp: every command and subcommand answers -h
 // and --help with exit 0 and, on stdout, its usage line, its flags and an
@@ -32,7 +32,7 @@ func TestEveryCommandAnswersHelp(t *testing.T) {
 	api := []string{"-server"}
 	leaves := map[string][]string{
 		"init":                 append([]string{"-tenant", "-name", "-owner"}, store...),
-		"serve":                append([]string{"-listen", "-allow-host", "-tls-cert"}, store...),
+		"serve":                append([]string{"-listen", "-allow-host", "-tls-cert", "-policy-dir"}, store...),
 		"check-config":         append([]string{"-listen", "-approval-rules"}, store...),
 		"nats":                 {"-data-dir", "-listen", "-users", "-name", "-cluster-listen", "-routes"},
 		"keys create":          append([]string{"-name", "-role", "-tenant", "-actions", "-cert-cn"}, store...),
@@ -50,8 +50,12 @@ func TestEveryCommandAnswersHelp(t *testing.T) {
 		"audit checkpoint":     append([]string{"-tenant"}, store...),
 		"audit pubkey":         {"-audit-key", "-data-dir", "-all"},
 		"audit rotate-key":     {"-audit-key", "-data-dir"},
-		"replay":               append([]string{"-from-export", "-tenant", "-out", "-trusted-key", "-checkpoint"}, store...),
+		"replay":               append([]string{"-from-export", "-tenant", "-out", "-trusted-key", "-checkpoint", "-bundle", "-policy-dir"}, store...),
 		"demo":                 {"-keep"},
+		"policy init":          {"-no-tests"},
+		"policy validate":      {"-json"},
+		"policy test":          {"-cases"},
+		"policy schema":        {"-format"},
 		"version":              {"-json"},
 	}
 	var names []string

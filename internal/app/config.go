@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/exoarmur/exoarmur/internal/policy"
 	"maps"
 	"net"
 	"net/netip"
@@ -98,6 +99,12 @@ type ServeConfig struct {
 	Checkpoints CheckpointConfig
 	// Limits are the rate limits and tenant quotas (limits.go).
 	Limits LimitsConfig
+
+	// PolicyDir holds the bundle the node decides under (policy.LoadDir);
+	// Policy is that bundle, validated, or the default bundle without a
+	// directory.
+	PolicyDir string
+	Policy    *policy.Bundle
 }
 
 // validRetention: 0 (keep for good) or at least a second, the granularity
@@ -138,6 +145,7 @@ func (c *ServeConfig) register(fs *flag.FlagSet) {
 	c.Checkpoints.register(fs)
 	fs.StringVar(&c.ClientCA, "client-ca", "", "require client certificates signed by this CA (PEM): mutual TLS; the certificate's CN names the principal")
 	c.Limits.register(fs)
+	fs.StringVar(&c.PolicyDir, "policy-dir", "", "decide under the cedar bundle of this directory (exoarmur policy init|validate|test; docs/POLICIES.md), checked against the schema at start: a policy naming an attribute that does not exist refuses the start; default the built-in bundle")
 }
 
 // Validate checks every field and names the one that is wrong.
@@ -157,6 +165,14 @@ func (c *ServeConfig) Validate() error {
 	}
 	if err := c.Limits.Validate(); err != nil {
 		return err
+	}
+	c.Policy = policy.Default()
+	if c.PolicyDir != "" {
+		b, err := loadPolicyDir(c.PolicyDir, policyActions())
+		if err != nil {
+			return fmt.Errorf("--policy-dir: %w", err)
+		}
+		c.Policy = b
 	}
 	c.ApprovalRules = approval.BuiltinRules()
 	if c.ApprovalRulesFile != "" {
@@ -243,4 +259,16 @@ func (c *ServeConfig) Validate() error {
 		return errors.New("--webhook-secret: required with --webhook")
 	}
 	return c.Checkpoints.Validate(c.Store.DataDir)
+}
+
+// stringArgs is a repeatable flag of values kept as given (paths).
+type stringArgs []string
+
+func (s *stringArgs) String() string { return strings.Join(*s, ",") }
+func (s *stringArgs) Set(v string) error {
+	if v == "" {
+		return errors.New("empty value")
+	}
+	*s = append(*s, v)
+	return nil
 }

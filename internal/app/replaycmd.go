@@ -1,14 +1,16 @@
 package app
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 
-	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/policy"
 	"github.com/exoarmur/exoarmur/internal/replay"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
@@ -20,18 +22,24 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 	var sc StoreConfig
 	fs := newCommand(env, cmdHelp{
 		Name: "replay",
-		Args: "[--from-export FILE | --data-dir D | --nats-url U] [--tenant T] [--trusted-key PUB [--checkpoint FILE]] [--out FILE]",
+		Args: "[--from-export FILE | --data-dir D | --nats-url U] [--tenant T] [--trusted-key PUB [--checkpoint FILE]] [--bundle DIR] [--policy-dir CANDIDATE] [--out FILE]",
 		About: "Verifies the audit chains and recomputes every decision, from a JSONL export or the live store (every tenant, or T); " +
 			"with --trusted-key, also the signed checkpoints: an export must end with the checkpoint of its last record (a cut, rewritten or re-hashed export fails) " +
 			"and, with --tenant, hold no other tenant's records; the live store must contain each trusted key's latest checkpoint; and every chain must contain " +
 			"the checkpoints of --checkpoint (kept outside the store: a chain recreated shorter or different fails). " +
-			"Writes the canonical report (JSON) to stdout or --out and a summary to stderr; exit 1 unless it passes.",
+			"Each decision is re-decided under the bundle recorded with it: those this binary shipped, those archived in the store, and with --bundle those of policy directories (an export carries no bundles). " +
+			"Writes the canonical report (JSON) to stdout or --out and a summary to stderr; exit 1 unless it passes. " +
+			"With --policy-dir CANDIDATE, a counterfactual replay instead: every recorded decision is decided again under the candidate bundle, " +
+			"and each one it decides otherwise is listed with the verdict, reasons and deciding policies under both (JSON report); nothing is changed, and it exits 0 whatever it finds.",
 		Example: "replay --from-export acme.jsonl --tenant acme --trusted-key \"$(exoarmur audit pubkey)\" --out report.json",
 	})
 	sc.register(fs.FlagSet)
 	from := fs.String("from-export", "", "replay this JSONL export instead of the live store")
 	tname := fs.String("tenant", "", "replay only this tenant")
 	out := fs.String("out", "", "write the report here (default stdout)")
+	var bundleDirs stringArgs
+	fs.Var(&bundleDirs, "bundle", "a policy directory whose bundle decisions may have been recorded under (repeatable)")
+	candidate := fs.String("policy-dir", "", "counterfactual replay: decide every recorded decision again under this policy directory's bundle and list those it decides otherwise")
 	var anchors anchorFlags
 	anchors.register(fs.FlagSet)
 	if _, err := fs.parse(args); err != nil {
@@ -45,11 +53,22 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 		}
 		only = t
 	}
+	if *candidate != "" {
+		return runCounterfactual(ctx, env, sc, *from, *candidate, only, *out)
+	}
+	var extra []*policy.Bundle
+	for _, d := range bundleDirs {
+		b, err := loadPolicyDir(d, policyActions())
+		if err != nil {
+			return fmt.Errorf("--bundle: %w", err)
+		}
+		extra = append(extra, b)
+	}
 	var rp *replay.Replayer
 	if *from != "" {
 		// An export carries records, not bundles: the bundles this
-		// binary shipped re-decide them.
-		rp = replay.New(only.String())
+		// binary shipped, and those of --bundle, re-decide them.
+		rp = replay.NewWith(only.String(), policy.Builtin().With(extra...), policyActions())
 		if _, err := anchors.apply(rp, true); err != nil {
 			return err
 		}
@@ -63,7 +82,7 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 		}
 	} else {
 		var err error
-		if rp, err = replayLive(ctx, env, sc, only, anchors); err != nil {
+		if rp, err = replayLive(ctx, env, sc, only, anchors, extra); err != nil {
 			return err
 		}
 	}
@@ -95,7 +114,7 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 
 // replayLive replays the store's chains (only's, or every tenant's) with
 // the bundles this binary shipped and those archived in the store.
-func replayLive(ctx context.Context, env Env, sc StoreConfig, only tenant.ID, anchors anchorFlags) (*replay.Replayer, error) {
+func replayLive(ctx context.Context, env Env, sc StoreConfig, only tenant.ID, anchors anchorFlags, extra []*policy.Bundle) (*replay.Replayer, error) {
 	st, err := openExistingStore(ctx, sc, "exoarmur-replay")
 	if err != nil {
 		return nil, err
@@ -105,7 +124,7 @@ func replayLive(ctx context.Context, env Env, sc StoreConfig, only tenant.ID, an
 	if err != nil {
 		return nil, err
 	}
-	rp := replay.NewWith(only.String(), bundles, action.Builtin())
+	rp := replay.NewWith(only.String(), withBundles{bundles, policy.NewLibrary(extra...)}, policyActions())
 	anchored, err := anchors.apply(rp, false)
 	if err != nil {
 		return nil, err
@@ -124,10 +143,91 @@ func replayLive(ctx context.Context, env Env, sc StoreConfig, only tenant.ID, an
 			}
 		}
 	}
-	for _, t := range tenants {
-		if err := log.Scan(ctx, t, 0, 0, func(raw []byte, _ contract.AuditRecord) error { rp.Add(raw); return nil }); err != nil {
-			return nil, err
-		}
+	if err := scanTenants(ctx, log, tenants, rp.Add); err != nil {
+		return nil, err
 	}
 	return rp, nil
+}
+
+// scanTenants feeds every record of the tenants' chains to add.
+func scanTenants(ctx context.Context, log *audit.Log, tenants []tenant.ID, add func([]byte)) error {
+	for _, t := range tenants {
+		if err := log.Scan(ctx, t, 0, 0, func(raw []byte, _ contract.AuditRecord) error { add(raw); return nil }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// withBundles finds a bundle in the store's library, then in extra.
+type withBundles struct {
+	replay.Bundles
+	extra *policy.Library
+}
+
+func (w withBundles) Lookup(hash string) (*policy.Bundle, error) {
+	if b, err := w.extra.Lookup(hash); err == nil {
+		return b, nil
+	}
+	return w.Bundles.Lookup(hash)
+}
+
+// runCounterfactual decides the recorded decisions of an export (or the
+// live store) again under the candidate directory's bundle and writes
+// what it decides otherwise.
+func runCounterfactual(ctx context.Context, env Env, sc StoreConfig, from, dir string, only tenant.ID, out string) error {
+	candidate, err := loadPolicyDir(dir, policyActions())
+	if err != nil {
+		return fmt.Errorf("--policy-dir: %w", err)
+	}
+	cf := replay.NewCounterfactual(only.String(), candidate, policyActions())
+	if from != "" {
+		f, err := os.Open(from)
+		if err != nil {
+			return fmt.Errorf("open export: %w", err)
+		}
+		defer f.Close()
+		if err := cf.ReadJSONL(f); err != nil {
+			return err
+		}
+	} else {
+		st, err := openExistingStore(ctx, sc, "exoarmur-replay")
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		log := audit.New(st.Audit)
+		tenants := []tenant.ID{only}
+		if only.IsZero() {
+			if tenants, err = log.Tenants(ctx); err != nil {
+				return err
+			}
+		}
+		if err := scanTenants(ctx, log, tenants, cf.Add); err != nil {
+			return err
+		}
+	}
+	rep := cf.Report()
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(rep); err != nil {
+		return err
+	}
+	b := buf.Bytes()
+	if out != "" {
+		if err := writeFileAtomic(out, b); err != nil {
+			return err
+		}
+	} else {
+		env.Stdout.Write(b)
+	}
+	fmt.Fprintf(env.Stderr, "counterfactual: candidate=%s records=%d decisions=%d differ=%d\n", rep.Candidate, rep.Records, rep.Decisions, rep.Differ)
+	for _, d := range rep.Differences {
+		fmt.Fprintf(env.Stderr, "counterfactual: DIFFERS tenant=%s seq=%d %s %s %q: recorded %s %v (%s), candidate %s %v (%s)\n",
+			d.Tenant, d.Seq, d.Kind, d.Action, d.Target, d.Recorded.Verdict, d.Recorded.Reasons, d.Recorded.Policies,
+			d.Candidate.Verdict, d.Candidate.Reasons, d.Candidate.Policies)
+	}
+	return nil
 }

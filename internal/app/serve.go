@@ -163,7 +163,8 @@ func ServeWith(ctx context.Context, env Env, args []string, h ServeHooks) error 
 		serve = func() error { return hs.ServeTLS(ln, c.TLSCert, c.TLSKey) }
 	}
 	logger.Info("exoarmur serving", "addr", ln.Addr().String(), "tls", c.TLSCert != "", "mtls", c.ClientCA != "", "data_dir", c.Store.DataDir,
-		"nats_url", c.Store.NATSURL, "sandbox_dir", c.SandboxDir, "allow_hosts", []string(c.AllowHosts), "node", c.Node)
+		"nats_url", c.Store.NATSURL, "sandbox_dir", c.SandboxDir, "allow_hosts", []string(c.AllowHosts), "node", c.Node,
+		"policy_dir", c.PolicyDir, "policy_hash", rt.policy.Hash())
 	errc := make(chan error, 1)
 	go func() { errc <- serve() }()
 	select {

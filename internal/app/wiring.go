@@ -38,6 +38,8 @@ type runtime struct {
 	gate      *gate.Gate
 	execs     *executor.Registry
 	bundles   func(context.Context) (replay.Bundles, error)
+	// policy is the bundle the node decides and authorizes under.
+	policy *policy.Bundle
 	// checkpoints signs the chains' heads; Run is serve's to start.
 	checkpoints *checkpoint.Checkpointer
 }
@@ -136,7 +138,11 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 	}
 	// Archive the bundle this node decides under before any decision, so
 	// every decision's policy_hash can be replayed from the store.
-	if err := archive.New(st.Policies).Put(ctx, policy.Default()); err != nil {
+	bundle := c.Policy
+	if bundle == nil {
+		bundle = policy.Default()
+	}
+	if err := archive.New(st.Policies).Put(ctx, bundle); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("archive the policy bundle: %w", err)
 	}
@@ -178,14 +184,14 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 	g, err := gate.New(gate.Config{
 		Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Actions: actions, Executors: ex, Switches: sw, Approvals: approvals, Work: st.Work,
 		Allowlist: c.AllowHosts, Now: d.now, Node: c.Node, Logger: d.logger, Retention: c.Retention, Lease: c.Lease, ExecTimeout: c.ExecTimeout, Principals: keys,
-		MaxRecord: maxRecord, Chain: cps.Diverged, Quotas: c.Limits.Quotas, PendingApprovals: approvals.PendingCount,
+		MaxRecord: maxRecord, Chain: cps.Diverged, Policy: bundle, Quotas: c.Limits.Quotas, PendingApprovals: approvals.PendingCount,
 	})
 	if err != nil {
 		sw.Stop()
 		st.Close()
 		return nil, err
 	}
-	acc, err := access.New(access.Config{Keys: keys, Certs: keys, KeyAdmin: keys, Audit: log, Now: d.now, Logger: d.logger, ClassOf: actions.ClassOf, Consent: rules, Rates: &c.Limits.Rates})
+	acc, err := access.New(access.Config{Policy: bundle, Keys: keys, Certs: keys, KeyAdmin: keys, Audit: log, Now: d.now, Logger: d.logger, ClassOf: actions.ClassOf, Consent: rules, Rates: &c.Limits.Rates})
 	if err != nil {
 		sw.Stop()
 		st.Close()
@@ -198,7 +204,7 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 		st.Close()
 		return nil, fmt.Errorf("audit checkpoints: %w", err)
 	}
-	return &runtime{checkpoints: cps, store: st, switches: sw, approvals: approvals, audit: log, keys: keys, access: acc, gate: g, execs: execs, bundles: storedBundles(st, func(err error) {
+	return &runtime{policy: bundle, checkpoints: cps, store: st, switches: sw, approvals: approvals, audit: log, keys: keys, access: acc, gate: g, execs: execs, bundles: storedBundles(st, func(err error) {
 		if d.logger != nil {
 			d.logger.Warn("policy archive: entry left out of the replay library; the decisions recorded under it do not verify", "err", err)
 		}

@@ -27,6 +27,7 @@ import (
 // internal/action's registrations give them.
 type ActionType struct {
 	Name   string
+	Class  string // context.class (contract.A0 .. A3)
 	Effect Effect
 	// Params are the params a declared action takes (its effect
 	// WithParams): each a String in context.params and a Long in
@@ -106,6 +107,19 @@ func Schema(actions []ActionType) ([]byte, error) {
 		fmt.Fprintf(&b, "action %q appliesTo { principal: Principal, resource: [Tenant, System], context: %s };\n", op, operationContext)
 	}
 	return []byte(b.String()), nil
+}
+
+// SchemaJSON returns the same schema in cedar's JSON schema form.
+func SchemaJSON(actions []ActionType) ([]byte, error) {
+	src, err := Schema(actions)
+	if err != nil {
+		return nil, err
+	}
+	var s schema.Schema
+	if err := s.UnmarshalCedar(src); err != nil {
+		return nil, fmt.Errorf("policy schema: %w", err)
+	}
+	return s.MarshalJSON()
 }
 
 // Problem is one thing wrong with a policy file: where, which policy ("" when
