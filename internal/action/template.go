@@ -45,6 +45,9 @@ type header struct {
 // Method is the HTTP method the action sends.
 func (t *Template) Method() string { return t.method }
 
+// HasBody reports whether the action sends a body.
+func (t *Template) HasBody() bool { return t.body != nil }
+
 // Properties lists the params the action's schema declares, sorted.
 func (t *Template) Properties() []string { return slices.Clone(t.properties) }
 
