@@ -373,6 +373,17 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 	if err := contract.CheckIntentText(req); err != nil {
 		return View{}, false, err
 	}
+	// A declared action's params must match its schema, and its request
+	// must render (what the policy and the operators will see): else the
+	// proposal is refused, naming the field, and nothing is written.
+	if spec.Executor.Kind == action.HTTPTemplate {
+		if err := spec.CheckParams(req.Params); err != nil {
+			return View{}, false, err
+		}
+		if _, err := spec.Render(req.Target, req.Params); err != nil {
+			return View{}, false, contract.Errorf(contract.CodeInvalid, "%v", err)
+		}
+	}
 	in := contract.ActionIntent{
 		SchemaVersion:       contract.SchemaVersion,
 		ID:                  IntentID(t, req.IdempotencyKey),
