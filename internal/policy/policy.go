@@ -21,6 +21,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
+	"unicode/utf8"
 
 	cedar "github.com/cedar-policy/cedar-go"
 
@@ -300,10 +302,30 @@ type Effect struct {
 	name     string
 	resource cedar.EntityType
 	context  func(b *Bundle, class, role, target string, allowlist []string) cedar.Record
+	// params: the context also holds the request's params, their sizes
+	// and the decision's time (WithParams).
+	params bool
 }
 
 // Name returns the effect's name ("fs", "http"), "" for the zero Effect.
 func (e Effect) Name() string { return e.name }
+
+// WithParams returns the effect whose context also holds what a declared
+// action is decided on besides its target (docs/POLICIES.md):
+//
+//	context.params  the intent's params, a record of strings
+//	context.sizes   the length of each param, in characters (Long)
+//	context.time    the decision's time in UTC: weekday ("monday" ..
+//	                "sunday"), hour (0-23), minute (0-59), date ("2026-12-02")
+//
+// The time is the decision's recorded time, so a replay decides the same.
+func (e Effect) WithParams() Effect {
+	e.params = true
+	return e
+}
+
+// HasParams reports whether the effect's context holds params and time.
+func (e Effect) HasParams() bool { return e.params }
 
 // The names the effects carry in the cedar context.
 const (
@@ -336,6 +358,9 @@ type Request struct {
 	Effect      Effect
 	Target      string
 	Allowlist   []string
+	// Params and Time are in the context of an effect WithParams only.
+	Params map[string]string
+	Time   time.Time
 }
 
 // Result is a policy outcome: Allowed plus the ids of the policies that
@@ -353,6 +378,9 @@ func Evaluate(b *Bundle, req Request) Result {
 		return Result{Reasons: []string{"unknown_effect"}}
 	}
 	ctx := req.Effect.context(b, req.Class, req.Role, req.Target, req.Allowlist)
+	if req.Effect.params {
+		ctx = withParams(ctx, req.Params, req.Time)
+	}
 	decision, diag := cedar.Authorize(b.actions, nil, cedar.Request{
 		Principal: cedar.NewEntityUID("Principal", cedar.String(req.PrincipalID)),
 		Action:    cedar.NewEntityUID("Action", cedar.String(req.Action)),
@@ -360,6 +388,28 @@ func Evaluate(b *Bundle, req Request) Result {
 		Context:   ctx,
 	})
 	return resultOf(decision, diag)
+}
+
+// withParams returns ctx with the params, their sizes and the time
+// (Effect.WithParams).
+func withParams(ctx cedar.Record, params map[string]string, t time.Time) cedar.Record {
+	m := ctx.Map()
+	ps := make(cedar.RecordMap, len(params))
+	sizes := make(cedar.RecordMap, len(params))
+	for k, v := range params {
+		ps[cedar.String(k)] = cedar.String(v)
+		sizes[cedar.String(k)] = cedar.Long(utf8.RuneCountInString(v))
+	}
+	t = t.UTC()
+	m["params"] = cedar.NewRecord(ps)
+	m["sizes"] = cedar.NewRecord(sizes)
+	m["time"] = cedar.NewRecord(cedar.RecordMap{
+		"weekday": cedar.String(strings.ToLower(t.Weekday().String())),
+		"hour":    cedar.Long(t.Hour()),
+		"minute":  cedar.Long(t.Minute()),
+		"date":    cedar.String(t.Format(time.DateOnly)),
+	})
+	return cedar.NewRecord(m)
 }
 
 // resultOf turns a cedar outcome into a Result: reasons and errors sorted

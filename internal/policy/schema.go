@@ -28,6 +28,16 @@ import (
 type ActionType struct {
 	Name   string
 	Effect Effect
+	// Params are the params a declared action takes (its effect
+	// WithParams): each a String in context.params and a Long in
+	// context.sizes, optional unless Required.
+	Params []Param
+}
+
+// Param is one param of a declared action type.
+type Param struct {
+	Name     string
+	Required bool
 }
 
 // Operations are the API operations the operation policies decide
@@ -43,8 +53,26 @@ func Operations() []string {
 // contextOf is each effect's context record, as cedar schema text: the
 // attributes fsContext and httpContext build.
 var contextOf = map[string]string{
-	effectFS:   `{ class: String, role: String, effect: String, path_local: Bool }`,
-	effectHTTP: `{ class: String, role: String, effect: String, scheme_ok: Bool, host: String, host_port: String, allowlist: Set<String> }`,
+	effectFS:   `class: String, role: String, effect: String, path_local: Bool`,
+	effectHTTP: `class: String, role: String, effect: String, scheme_ok: Bool, host: String, host_port: String, allowlist: Set<String>`,
+}
+
+// timeContext is context.time of an effect WithParams.
+const timeContext = `time: { weekday: String, hour: Long, minute: Long, date: String }`
+
+// paramsContext is context.params and context.sizes of an effect
+// WithParams, for its params.
+func paramsContext(params []Param) string {
+	var ps, sizes []string
+	for _, p := range params {
+		opt := "?"
+		if p.Required {
+			opt = ""
+		}
+		ps = append(ps, fmt.Sprintf("%q%s: String", p.Name, opt))
+		sizes = append(sizes, fmt.Sprintf("%q%s: Long", p.Name, opt))
+	}
+	return "params: { " + strings.Join(ps, ", ") + " }, sizes: { " + strings.Join(sizes, ", ") + " }"
 }
 
 // operationContext is Authorize's context record.
@@ -69,7 +97,10 @@ func Schema(actions []ActionType) ([]byte, error) {
 		if !ok {
 			return nil, fmt.Errorf("policy schema: action type %s has no known effect", a.Name)
 		}
-		fmt.Fprintf(&b, "action %q appliesTo { principal: Principal, resource: %s, context: %s };\n", a.Name, a.Effect.resource, ctx)
+		if a.Effect.params {
+			ctx += ", " + paramsContext(a.Params) + ", " + timeContext
+		}
+		fmt.Fprintf(&b, "action %q appliesTo { principal: Principal, resource: %s, context: { %s } };\n", a.Name, a.Effect.resource, ctx)
 	}
 	for _, op := range Operations() {
 		fmt.Fprintf(&b, "action %q appliesTo { principal: Principal, resource: [Tenant, System], context: %s };\n", op, operationContext)
