@@ -228,7 +228,7 @@ func parseAction(typ string, a fileAction, opt ParseOptions) (Registration, erro
 
 	// The params schema.
 	var err error
-	if t.params, t.properties, err = compileParams(typ, a.Params); err != nil {
+	if t.params, t.properties, t.required, err = compileParams(typ, a.Params); err != nil {
 		return Registration{}, bad("params", "%v", err)
 	}
 
@@ -287,7 +287,7 @@ func parseAction(typ string, a fileAction, opt ParseOptions) (Registration, erro
 			return Registration{}, bad("secrets."+sn, "declared but no header uses it")
 		}
 	}
-	reg := Registration{Type: typ, Class: a.Class, ReadOnly: readOnly, Description: a.Description, Effect: policy.HTTP,
+	reg := Registration{Type: typ, Class: a.Class, ReadOnly: readOnly, Description: a.Description, Effect: policy.HTTP.WithParams(),
 		Executor: Executor{Kind: HTTPTemplate, Method: h.Method, Template: t}}
 	if err := reg.Validate(); err != nil {
 		return Registration{}, err
@@ -345,7 +345,19 @@ func (noLoader) Load(url string) (any, error) {
 // compileParams compiles a params JSON Schema (draft 2020-12 unless it
 // says otherwise): an object whose declared properties are strings with
 // V1 parameter names. It returns the schema and the property names.
-func compileParams(typ string, raw json.RawMessage) (*jsonschema.Schema, []string, error) {
+func compileParams(typ string, raw json.RawMessage) (*jsonschema.Schema, []string, []string, error) {
+	s, props, err := compileSchema(typ, raw)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var top struct {
+		Required []string `json:"required"`
+	}
+	_ = json.Unmarshal(raw, &top) // compiled: required, if present, is an array of strings
+	return s, props, top.Required, nil
+}
+
+func compileSchema(typ string, raw json.RawMessage) (*jsonschema.Schema, []string, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil, nil, errors.New("required: a JSON Schema of the intent's params (type: object)")
 	}

@@ -58,6 +58,9 @@ func TestParseFileFixtures(t *testing.T) {
 				r.Executor.Kind != HTTPTemplate || r.Executor.Method != "POST" {
 				t.Fatalf("registration = %+v", r)
 			}
+			if !r.Effect.HasParams() || fmt.Sprint(r.PolicyType().Params) != "[{body false} {title true}]" {
+				t.Errorf("policy type %+v: the policies must see the params", r.PolicyType())
+			}
 			if got := r.Executor.Template.Properties(); strings.Join(got, ",") != "body,title" {
 				t.Errorf("properties = %v", got)
 			}

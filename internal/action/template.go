@@ -32,6 +32,7 @@ type Template struct {
 	// declares (a template may use only these).
 	params     *jsonschema.Schema
 	properties []string
+	required   []string // the schema's top-level required
 	// secrets are the secrets the headers may use, by name, in name
 	// order; a value is loaded (ParseOptions.Secrets) or nil.
 	secrets map[string]*Secret
@@ -44,6 +45,19 @@ type header struct {
 
 // Method is the HTTP method the action sends.
 func (t *Template) Method() string { return t.method }
+
+// PolicyType is the action type as the policies see it (policy.Schema):
+// its name, effect and declared params, each required if the schema
+// requires it.
+func (r Registration) PolicyType() policy.ActionType {
+	at := policy.ActionType{Name: r.Type, Effect: r.Effect}
+	if t := r.Executor.Template; t != nil {
+		for _, p := range t.properties {
+			at.Params = append(at.Params, policy.Param{Name: p, Required: slices.Contains(t.required, p)})
+		}
+	}
+	return at
+}
 
 // HasBody reports whether the action sends a body.
 func (t *Template) HasBody() bool { return t.body != nil }

@@ -178,6 +178,8 @@ func Decide(in Input, bundle *policy.Bundle, actions *action.Registry) contract.
 			Effect:      spec.Effect,
 			Target:      target,
 			Allowlist:   in.Allowlist,
+			Params:      in.Intent.Params, // seen by an effect WithParams only (declared actions)
+			Time:        in.Time,
 		})
 		switch {
 		case len(res.Errors) > 0:
