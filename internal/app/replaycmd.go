@@ -9,6 +9,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/policy"
 	"github.com/exoarmur/exoarmur/internal/replay"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
@@ -20,7 +21,7 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 	var sc StoreConfig
 	fs := newCommand(env, cmdHelp{
 		Name: "replay",
-		Args: "[--from-export FILE | --data-dir D | --nats-url U] [--tenant T] [--trusted-key PUB [--checkpoint FILE]] [--out FILE]",
+		Args: "[--from-export FILE | --data-dir D | --nats-url U] [--tenant T] [--trusted-key PUB [--checkpoint FILE]] [--actions-file F] [--out FILE]",
 		About: "Verifies the audit chains and recomputes every decision, from a JSONL export or the live store (every tenant, or T); " +
 			"with --trusted-key, also the signed checkpoints: an export must end with the checkpoint of its last record (a cut, rewritten or re-hashed export fails) " +
 			"and, with --tenant, hold no other tenant's records; the live store must contain each trusted key's latest checkpoint; and every chain must contain " +
@@ -30,6 +31,7 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 	})
 	sc.register(fs.FlagSet)
 	from := fs.String("from-export", "", "replay this JSONL export instead of the live store")
+	actionsFile := fs.String("actions-file", "", "the actions file the server ran with (docs/ACTIONS.md), so its declared actions re-decide; secrets are not read")
 	tname := fs.String("tenant", "", "replay only this tenant")
 	out := fs.String("out", "", "write the report here (default stdout)")
 	var anchors anchorFlags
@@ -45,11 +47,15 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 		}
 		only = t
 	}
+	actions, err := replayActions(*actionsFile)
+	if err != nil {
+		return err
+	}
 	var rp *replay.Replayer
 	if *from != "" {
 		// An export carries records, not bundles: the bundles this
 		// binary shipped re-decide them.
-		rp = replay.New(only.String())
+		rp = replay.NewWith(only.String(), policy.Builtin(), actions)
 		if _, err := anchors.apply(rp, true); err != nil {
 			return err
 		}
@@ -62,8 +68,7 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 			return err
 		}
 	} else {
-		var err error
-		if rp, err = replayLive(ctx, env, sc, only, anchors); err != nil {
+		if rp, err = replayLive(ctx, env, sc, only, anchors, actions); err != nil {
 			return err
 		}
 	}
@@ -93,9 +98,21 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 	return nil
 }
 
+// replayActions is the registry a replay outside the server re-decides
+// with: the built-ins and the actions file's declared actions (parsed and
+// checked, its secrets not read: deciding needs none). A recorded intent
+// of a type it lacks re-decides as action_unknown and is a mismatch.
+func replayActions(path string) (*action.Registry, error) {
+	r, err := action.LoadFile(path, action.ParseOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("%w: --actions-file: %v", errUsage, err)
+	}
+	return r, nil
+}
+
 // replayLive replays the store's chains (only's, or every tenant's) with
 // the bundles this binary shipped and those archived in the store.
-func replayLive(ctx context.Context, env Env, sc StoreConfig, only tenant.ID, anchors anchorFlags) (*replay.Replayer, error) {
+func replayLive(ctx context.Context, env Env, sc StoreConfig, only tenant.ID, anchors anchorFlags, actions *action.Registry) (*replay.Replayer, error) {
 	st, err := openExistingStore(ctx, sc, "exoarmur-replay")
 	if err != nil {
 		return nil, err
@@ -105,7 +122,7 @@ func replayLive(ctx context.Context, env Env, sc StoreConfig, only tenant.ID, an
 	if err != nil {
 		return nil, err
 	}
-	rp := replay.NewWith(only.String(), bundles, action.Builtin())
+	rp := replay.NewWith(only.String(), bundles, actions)
 	anchored, err := anchors.apply(rp, false)
 	if err != nil {
 		return nil, err

@@ -37,6 +37,7 @@ type runtime struct {
 	access    *access.Service
 	gate      *gate.Gate
 	execs     *executor.Registry
+	actions   *action.Registry // the built-ins and the declared actions
 	bundles   func(context.Context) (replay.Bundles, error)
 	// checkpoints signs the chains' heads; Run is serve's to start.
 	checkpoints *checkpoint.Checkpointer
@@ -121,7 +122,10 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 	}
 	// One registry of action types for the gate (propose, decide), the
 	// executors and the access layer.
-	actions := action.Builtin()
+	actions := c.Actions
+	if actions == nil {
+		actions = action.Builtin()
+	}
 	// No record may exceed the store's max_payload: the outputs and the
 	// intents are bounded by what it leaves (gate.RecordBudget).
 	maxRecord := st.MaxPayload()
@@ -198,7 +202,7 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 		st.Close()
 		return nil, fmt.Errorf("audit checkpoints: %w", err)
 	}
-	return &runtime{checkpoints: cps, store: st, switches: sw, approvals: approvals, audit: log, keys: keys, access: acc, gate: g, execs: execs, bundles: storedBundles(st, func(err error) {
+	return &runtime{checkpoints: cps, store: st, switches: sw, approvals: approvals, audit: log, keys: keys, access: acc, gate: g, execs: execs, actions: actions, bundles: storedBundles(st, func(err error) {
 		if d.logger != nil {
 			d.logger.Warn("policy archive: entry left out of the replay library; the decisions recorded under it do not verify", "err", err)
 		}
