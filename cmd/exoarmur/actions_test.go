@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/contract"
 )
 
@@ -127,6 +128,13 @@ func TestDeclaredActionEndToEnd(t *testing.T) {
 		Params: map[string]string{"title": "Disk full on db-1"}, IdempotencyKey: "t-1", Justification: "alert 42"})
 	if err != nil || !created || v.Intent.Class != contract.A2 {
 		t.Fatalf("propose: %+v, %v", v, err)
+	}
+	// The operator sees the request exactly as it will be sent, the
+	// secret as its placeholder.
+	seen, err := srv.client(root).GetIntent(t.Context(), "acme", v.Intent.ID)
+	if err != nil || seen.Request == nil || seen.Request.URL != tickets.srv.URL+"/tickets/ops" || seen.Request.Body != `{"title": "Disk full on db-1"}` ||
+		seen.Request.Header[0] != (action.Header{Name: "Authorization", Value: "Bearer <secret:TICKETS_TOKEN>"}) {
+		t.Fatalf("the intent shows the request %+v (%v)", seen.Request, err)
 	}
 	srv.approveVia(root, "acme", v.Intent.ID)
 	out, err := agent.Execute(t.Context(), "acme", v.Intent.ID)
