@@ -129,6 +129,13 @@ var noLimits = []string{"--rate-propose", "0", "--rate-propose-tenant", "0", "--
 // startServerNoWait starts `exoarmur serve` and returns at once.
 func startServerNoWait(t *testing.T, dataDir, addr string, extra ...string) *server {
 	t.Helper()
+	return startServerEnv(t, nil, dataDir, addr, extra...)
+}
+
+// startServerEnv is startServerNoWait with env (NAME=VALUE) added to the
+// server process's environment only.
+func startServerEnv(t *testing.T, env []string, dataDir, addr string, extra ...string) *server {
+	t.Helper()
 	args := append([]string{"serve", "--listen", addr}, extra...)
 	if dataDir != "" {
 		args = append(args, "--data-dir", dataDir)
@@ -137,6 +144,9 @@ func startServerNoWait(t *testing.T, dataDir, addr string, extra ...string) *ser
 		args = append(args, "--audit-key", filepath.Join(t.TempDir(), "audit-key.json"))
 	}
 	cmd := exec.Command(binary(t), args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	logs := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {

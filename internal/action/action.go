@@ -35,16 +35,26 @@
 // implementations); a new effect is also its context in internal/policy
 // and its permits and forbids in the policy bundle.
 //
-// The shape is the one a declared action (issue 17: a name, a class, a
-// description and a declarative HTTP executor, read from a file) fills: a
-// Registration carries no code of its own, only data and a choice among
-// the effects internal/policy defines and the kinds internal/executor
-// implements.
+// # Declared actions
+//
+// An operator's own action types (issue 17) come from an actions file
+// (file.go: ParseFile, LoadFile): a name, a class, a description, a JSON
+// Schema of the params and a declarative HTTP request, each a
+// Registration of executor kind HTTPTemplate whose Template holds the
+// request as data (templates parsed once, the compiled params schema, the
+// secret names and, when loaded, their values in an opaque Secret). A
+// Registration still carries no executor code: Render (pure) fills the
+// request from an intent's target and params with each secret as its
+// placeholder, for operators and for the policy (PolicyTarget: the
+// rendered URL); the executor alone renders it with the secrets' values
+// (RenderRequest) to send it. The registry of a server is the built-ins
+// and the declared actions (ParseRegistry).
 package action
 
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"regexp"
 	"slices"
@@ -100,6 +110,9 @@ type kind struct {
 	effect  string
 	methods map[string]bool // HTTPRequest: the methods it sends, and whether each only reads
 	reads   bool            // the sandbox kinds: whether it only reads
+	// template: the kind sends what the registration's Template renders
+	// (which it then requires).
+	template bool
 }
 
 var kinds = map[ExecutorKind]kind{
@@ -107,6 +120,7 @@ var kinds = map[ExecutorKind]kind{
 	SandboxWrite:  {effect: policy.FS.Name()},
 	SandboxDelete: {effect: policy.FS.Name()},
 	HTTPRequest:   {effect: policy.HTTP.Name(), methods: map[string]bool{http.MethodGet: true, http.MethodPost: false}},
+	HTTPTemplate:  {effect: policy.HTTP.Name(), methods: templateMethods, template: true},
 }
 
 // Kinds lists the executor kinds, sorted (internal/executor must
@@ -124,9 +138,13 @@ func Kinds() []ExecutorKind {
 // internal/executor performs it (Kind) and its settings.
 type Executor struct {
 	Kind ExecutorKind
-	// Method is the HTTPRequest method (GET or POST); empty for the
+	// Method is the HTTPRequest method (GET or POST) or the
+	// HTTPTemplate method (GET, POST, PUT, PATCH, DELETE); empty for the
 	// other kinds.
 	Method string
+	// Template is what an HTTPTemplate action sends (ParseFile builds
+	// it); nil for the other kinds.
+	Template *Template
 }
 
 // ErrUnknown is returned for an action type that is not registered.
@@ -165,11 +183,19 @@ func (r Registration) Validate() error {
 	if k.methods != nil {
 		ro, ok := k.methods[r.Executor.Method]
 		if !ok {
-			return bad("executor kind %s: method %q is not one of GET, POST", r.Executor.Kind, r.Executor.Method)
+			return bad("executor kind %s: method %q is not one of %v", r.Executor.Kind, r.Executor.Method, slices.Sorted(maps.Keys(k.methods)))
 		}
 		reads = ro
 	} else if r.Executor.Method != "" {
 		return bad("executor kind %s takes no method", r.Executor.Kind)
+	}
+	switch {
+	case k.template && r.Executor.Template == nil:
+		return bad("executor kind %s needs a template (what it sends)", r.Executor.Kind)
+	case !k.template && r.Executor.Template != nil:
+		return bad("executor kind %s takes no template", r.Executor.Kind)
+	case k.template && r.Executor.Template.method != r.Executor.Method:
+		return bad("executor method %s differs from its template's %s", r.Executor.Method, r.Executor.Template.method)
 	}
 	switch {
 	case r.Class == contract.A0 && !r.ReadOnly:

@@ -8,7 +8,7 @@ import "github.com/exoarmur/exoarmur/internal/policy"
 func (r *Registry) PolicyTypes() []policy.ActionType {
 	out := make([]policy.ActionType, 0, len(r.List()))
 	for _, reg := range r.List() {
-		out = append(out, policy.ActionType{Name: reg.Type, Class: reg.Class, Effect: reg.Effect})
+		out = append(out, reg.PolicyType())
 	}
 	return out
 }

@@ -5,6 +5,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -59,6 +60,10 @@ type Config struct {
 	// Bundles returns the policy bundles a verification re-decides with
 	// (the store's archive); nil: the bundles this binary shipped.
 	Bundles func(context.Context) (replay.Bundles, error)
+	// Actions are the action types a verification re-decides with (the
+	// server's: the built-ins and its declared actions); nil: the
+	// built-ins.
+	Actions *action.Registry
 	// Checkpoints signs the chains' heads (nil: exports end without a
 	// checkpoint and verification checks the hash chain only).
 	Checkpoints Checkpoints
@@ -645,7 +650,7 @@ func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request) error {
 			return contract.Wrap(contract.CodeStoreUnavailable, "cannot read the policy archive", err)
 		}
 	}
-	rp := replay.NewWith(ri.tenant.String(), bundles, action.Builtin())
+	rp := replay.NewWith(ri.tenant.String(), bundles, cmp.Or(s.cfg.Actions, action.Builtin()))
 	if err := s.anchor(r.Context(), rp, ri.tenant); err != nil {
 		return err
 	}

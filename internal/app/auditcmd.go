@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/replay"
@@ -37,7 +36,7 @@ func auditSub(sub string) func(context.Context, Env, []string) error {
 }
 
 func runAuditSub(ctx context.Context, env Env, sub string, args []string) error {
-	h := cmdHelp{Name: "audit verify", Args: "--tenant T [--data-dir D | --nats-url U] [--trusted-key PUB [--checkpoint FILE]] [--json]",
+	h := cmdHelp{Name: "audit verify", Args: "--tenant T [--data-dir D | --nats-url U] [--trusted-key PUB [--checkpoint FILE]] [--actions-file F] [--json]",
 		About: "Verifies tenant T's hash chain and recomputes every decision with the policy bundles this binary ships and the store archived; " +
 			"with --trusted-key, also that the chain contains the latest checkpoint each trusted key stored, and the one in --checkpoint (a copy kept outside the store); exit 1 unless it verifies.",
 		Example: "audit verify --data-dir ./data --tenant acme"}
@@ -51,12 +50,13 @@ func runAuditSub(ctx context.Context, env Env, sub string, args []string) error 
 	fs := newCommand(env, h)
 	sc.register(fs.FlagSet)
 	tname := fs.String("tenant", "", "tenant whose chain to read (required)")
-	out, asJSON, keyFile := new(string), new(bool), new(string)
+	out, asJSON, keyFile, actionsFile := new(string), new(bool), new(string), new(string)
 	var anchors anchorFlags
 	if sub == "export" {
 		out = fs.String("out", "", "write JSONL here instead of stdout")
 		keyFile = fs.String("audit-key", "", "the node's audit key file, which signs the export's checkpoint (default <data-dir>/audit-key.json)")
 	} else {
+		actionsFile = fs.String("actions-file", "", "the actions file the server runs with (docs/ACTIONS.md), so its declared actions re-decide; secrets are not read")
 		asJSON = fs.Bool("json", false, "print the replay report (JSON, contracts/v1/replay_report.schema.json) instead of the verdict")
 		anchors.register(fs.FlagSet)
 	}
@@ -92,7 +92,11 @@ func runAuditSub(ctx context.Context, env Env, sub string, args []string) error 
 	if err != nil {
 		return err
 	}
-	rp := replay.NewWith(t.String(), bundles, action.Builtin())
+	actions, err := replayActions(*actionsFile)
+	if err != nil {
+		return err
+	}
+	rp := replay.NewWith(t.String(), bundles, actions)
 	if anchored, err := anchors.apply(rp, false); err != nil {
 		return err
 	} else if anchored {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -23,7 +24,9 @@ const natsCheckTimeout = 3 * time.Second
 // refused, unless it cannot be created), the NATS server (one connection,
 // bounded by natsCheckTimeout), the TLS files and the listen address.
 // Something serve could not use fails with exit 1. It prints
-// "configuration OK" and one line per check.
+// "configuration OK" and one line per check. The actions file
+// (--actions-file) is parsed and checked with its secrets by Validate, as
+// serve does.
 func runCheckConfig(ctx context.Context, env Env, args []string) error {
 	c, err := parseServe("check-config", env, args, nil)
 	if err != nil {
@@ -44,6 +47,10 @@ func runCheckConfig(ctx context.Context, env Env, args []string) error {
 			note = "holds a store"
 		}
 		notes = append(notes, "data dir "+c.Store.DataDir+": "+note)
+	}
+	if c.ActionsFile != "" {
+		names := declaredNames(c.Actions)
+		notes = append(notes, fmt.Sprintf("actions file %s: %d declared actions (%s), their secrets set", c.ActionsFile, len(names), strings.Join(names, ", ")))
 	}
 	note, err := checkDir("--sandbox-dir", c.SandboxDir)
 	if err != nil {

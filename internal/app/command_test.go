@@ -53,9 +53,9 @@ func TestEveryCommandAnswersHelp(t *testing.T) {
 		"replay":               append([]string{"-from-export", "-tenant", "-out", "-trusted-key", "-checkpoint", "-bundle", "-policy-dir"}, store...),
 		"demo":                 {"-keep"},
 		"policy init":          {"-no-tests"},
-		"policy validate":      {"-json"},
-		"policy test":          {"-cases"},
-		"policy schema":        {"-format"},
+		"policy validate":      {"-json", "-actions-file"},
+		"policy test":          {"-cases", "-actions-file"},
+		"policy schema":        {"-format", "-actions-file"},
 		"version":              {"-json"},
 	}
 	var names []string

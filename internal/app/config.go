@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/gate"
 	"github.com/exoarmur/exoarmur/internal/tenant"
@@ -81,6 +82,12 @@ type ServeConfig struct {
 	ApprovalRulesFile string
 	ApprovalRules     *approval.Rules
 
+	// ActionsFile declares the operator's own action types
+	// (action.ParseFile); Actions is the registry: the built-ins and what
+	// it declares, its secrets loaded (Validate).
+	ActionsFile string
+	Actions     *action.Registry
+
 	// Retention bounds the live store (gate.Config.Retention); 0 keeps
 	// finished intents and their idempotency claims for good.
 	Retention time.Duration
@@ -135,6 +142,7 @@ func (c *ServeConfig) register(fs *flag.FlagSet) {
 	fs.Var(&c.hookFlags, "webhook", "per-tenant approval webhook, TENANT=URL (repeatable); signed with --webhook-secret")
 	fs.StringVar(&c.WebhookSecret, "webhook-secret", "", "HMAC-SHA256 secret for webhook signatures (or EXOARMUR_WEBHOOK_SECRET)")
 	fs.StringVar(&c.ApprovalRulesFile, "approval-rules", "", "JSON file declaring, per class and tenant, how many distinct approvers an intent needs and which roles may approve (may raise the built-in rules, never lower them: A1 and A2 need one, A3 two); default the built-in rules")
+	fs.StringVar(&c.ActionsFile, "actions-file", "", "YAML or JSON file declaring your own action types (docs/ACTIONS.md): class, params schema, the HTTP request they send and the secrets (env or file) injected into its headers; checked at start; default the built-in types only")
 	fs.BoolVar(&c.NoWorker, "no-worker", false, "do not run the background executor on this node")
 	fs.DurationVar(&c.Retention, "retention", 0, "bound the live store: an intent and its approval expire this long after their last change, a finished execution's idempotency claim twice as long after it finished (a reused key then runs again); claims running or in doubt stay; the audit log keeps everything; at least --approval-ttl; 0 keeps all for good")
 	fs.DurationVar(&c.Lease, "lease", gate.DefaultLease, "how long a running execution's claim is held between its node's renewals; a node that dies leaves its executions in doubt, on every node, this long after (at least 300ms)")
@@ -166,14 +174,6 @@ func (c *ServeConfig) Validate() error {
 	if err := c.Limits.Validate(); err != nil {
 		return err
 	}
-	c.Policy = policy.Default()
-	if c.PolicyDir != "" {
-		b, err := loadPolicyDir(c.PolicyDir, policyActions())
-		if err != nil {
-			return fmt.Errorf("--policy-dir: %w", err)
-		}
-		c.Policy = b
-	}
 	c.ApprovalRules = approval.BuiltinRules()
 	if c.ApprovalRulesFile != "" {
 		data, err := os.ReadFile(c.ApprovalRulesFile)
@@ -183,6 +183,20 @@ func (c *ServeConfig) Validate() error {
 		if c.ApprovalRules, err = approval.ParseRules(data); err != nil {
 			return fmt.Errorf("--approval-rules %s: %w", c.ApprovalRulesFile, err)
 		}
+	}
+	// The declared actions, their secrets loaded: a missing one refuses
+	// the start, by name (never its value).
+	if c.Actions, err = action.LoadFile(c.ActionsFile, action.ParseOptions{Secrets: action.OSSecrets{}}); err != nil {
+		return fmt.Errorf("--actions-file: %w", err)
+	}
+	// The bundle, checked against the schema of those action types.
+	c.Policy = policy.Default()
+	if c.PolicyDir != "" {
+		b, err := loadPolicyDir(c.PolicyDir, c.Actions)
+		if err != nil {
+			return fmt.Errorf("--policy-dir: %w", err)
+		}
+		c.Policy = b
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("--tls-cert and --tls-key: give both or neither")

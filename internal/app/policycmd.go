@@ -33,9 +33,13 @@ var policyGroup = group{
 	},
 }
 
-// policyActions is the action registry policies are validated against
-// (the built-in types; declared ones join it with --actions-file).
-func policyActions() *action.Registry { return action.Builtin() }
+// actionsFlag registers --actions-file on a policy command: the action
+// types its policies are checked and decided against (the built-ins and
+// the file's declared ones; secrets are not read).
+func actionsFlag(fs *command) func() (*action.Registry, error) {
+	path := fs.String("actions-file", "", "the actions file the server runs with (docs/ACTIONS.md): its declared action types join the built-ins; secrets are not read")
+	return func() (*action.Registry, error) { return replayActions(*path) }
+}
 
 // loadPolicyDir reads and validates the bundle of dir against the schema
 // of actions (policy.LoadDir).
@@ -65,12 +69,17 @@ func runPolicyValidate(ctx context.Context, env Env, args []string) error {
 			"named with its file, line and @id. Prints the bundle's hash (what decisions record) when it validates; exit 1 when not.",
 		Example: "policy validate ./policies",
 	})
+	actionsOf := actionsFlag(fs)
 	asJSON := fs.Bool("json", false, "print the outcome as JSON: {\"valid\", \"hash\", \"policies\", \"problems\": [{file, line, column, policy_id, message}]}")
 	pos, err := fs.parse(args, "DIR")
 	if err != nil {
 		return err
 	}
-	b, err := loadPolicyDir(pos[0], policyActions())
+	actions, err := actionsOf()
+	if err != nil {
+		return err
+	}
+	b, err := loadPolicyDir(pos[0], actions)
 	var probs *policy.Problems
 	if *asJSON && (err == nil || errors.As(err, &probs)) {
 		out := validateOutput{Valid: err == nil, Problems: []problemJSON{}}
@@ -129,13 +138,17 @@ func runPolicyTest(ctx context.Context, env Env, args []string) error {
 			"Prints PASS or FAIL per case, with what was expected and what came; exit 1 when any case fails.",
 		Example: "policy test ./policies",
 	})
+	actionsOf := actionsFlag(fs)
 	casesFile := fs.String("cases", "", "the case file (default every DIR/*_test.json)")
 	pos, err := fs.parse(args, "DIR")
 	if err != nil {
 		return err
 	}
 	dir := pos[0]
-	actions := policyActions()
+	actions, err := actionsOf()
+	if err != nil {
+		return err
+	}
 	b, err := loadPolicyDir(dir, actions)
 	if err != nil {
 		return err
@@ -182,6 +195,7 @@ func runPolicySchema(ctx context.Context, env Env, args []string) error {
 		About:   "Prints the cedar schema (human-readable form) that policy validate, policy test and serve --policy-dir check policies against.",
 		Example: "policy schema > exoarmur.cedarschema",
 	})
+	actionsOf := actionsFlag(fs)
 	format := fs.String("format", "cedar", `"cedar" (human-readable) or "json" (cedar's JSON schema form)`)
 	if _, err := fs.parse(args); err != nil {
 		return err
@@ -194,7 +208,11 @@ func runPolicySchema(ctx context.Context, env Env, args []string) error {
 	default:
 		return fs.usageErr("--format %q: must be cedar or json", *format)
 	}
-	s, err := schemaOf(policyActions().PolicyTypes())
+	actions, err := actionsOf()
+	if err != nil {
+		return err
+	}
+	s, err := schemaOf(actions.PolicyTypes())
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/policy"
@@ -22,7 +23,7 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 	var sc StoreConfig
 	fs := newCommand(env, cmdHelp{
 		Name: "replay",
-		Args: "[--from-export FILE | --data-dir D | --nats-url U] [--tenant T] [--trusted-key PUB [--checkpoint FILE]] [--bundle DIR] [--policy-dir CANDIDATE] [--out FILE]",
+		Args: "[--from-export FILE | --data-dir D | --nats-url U] [--tenant T] [--trusted-key PUB [--checkpoint FILE]] [--actions-file F] [--bundle DIR] [--policy-dir CANDIDATE] [--out FILE]",
 		About: "Verifies the audit chains and recomputes every decision, from a JSONL export or the live store (every tenant, or T); " +
 			"with --trusted-key, also the signed checkpoints: an export must end with the checkpoint of its last record (a cut, rewritten or re-hashed export fails) " +
 			"and, with --tenant, hold no other tenant's records; the live store must contain each trusted key's latest checkpoint; and every chain must contain " +
@@ -35,6 +36,7 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 	})
 	sc.register(fs.FlagSet)
 	from := fs.String("from-export", "", "replay this JSONL export instead of the live store")
+	actionsFile := fs.String("actions-file", "", "the actions file the server ran with (docs/ACTIONS.md), so its declared actions re-decide; secrets are not read")
 	tname := fs.String("tenant", "", "replay only this tenant")
 	out := fs.String("out", "", "write the report here (default stdout)")
 	var bundleDirs stringArgs
@@ -53,12 +55,16 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 		}
 		only = t
 	}
+	actions, err := replayActions(*actionsFile)
+	if err != nil {
+		return err
+	}
 	if *candidate != "" {
-		return runCounterfactual(ctx, env, sc, *from, *candidate, only, *out)
+		return runCounterfactual(ctx, env, sc, *from, *candidate, only, *out, actions)
 	}
 	var extra []*policy.Bundle
 	for _, d := range bundleDirs {
-		b, err := loadPolicyDir(d, policyActions())
+		b, err := loadPolicyDir(d, actions)
 		if err != nil {
 			return fmt.Errorf("--bundle: %w", err)
 		}
@@ -68,7 +74,7 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 	if *from != "" {
 		// An export carries records, not bundles: the bundles this
 		// binary shipped, and those of --bundle, re-decide them.
-		rp = replay.NewWith(only.String(), policy.Builtin().With(extra...), policyActions())
+		rp = replay.NewWith(only.String(), policy.Builtin().With(extra...), actions)
 		if _, err := anchors.apply(rp, true); err != nil {
 			return err
 		}
@@ -81,8 +87,7 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 			return err
 		}
 	} else {
-		var err error
-		if rp, err = replayLive(ctx, env, sc, only, anchors, extra); err != nil {
+		if rp, err = replayLive(ctx, env, sc, only, anchors, actions, extra); err != nil {
 			return err
 		}
 	}
@@ -112,9 +117,21 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 	return nil
 }
 
+// replayActions is the registry a replay outside the server re-decides
+// with: the built-ins and the actions file's declared actions (parsed and
+// checked, its secrets not read: deciding needs none). A recorded intent
+// of a type it lacks re-decides as action_unknown and is a mismatch.
+func replayActions(path string) (*action.Registry, error) {
+	r, err := action.LoadFile(path, action.ParseOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("%w: --actions-file: %v", errUsage, err)
+	}
+	return r, nil
+}
+
 // replayLive replays the store's chains (only's, or every tenant's) with
 // the bundles this binary shipped and those archived in the store.
-func replayLive(ctx context.Context, env Env, sc StoreConfig, only tenant.ID, anchors anchorFlags, extra []*policy.Bundle) (*replay.Replayer, error) {
+func replayLive(ctx context.Context, env Env, sc StoreConfig, only tenant.ID, anchors anchorFlags, actions *action.Registry, extra []*policy.Bundle) (*replay.Replayer, error) {
 	st, err := openExistingStore(ctx, sc, "exoarmur-replay")
 	if err != nil {
 		return nil, err
@@ -124,7 +141,7 @@ func replayLive(ctx context.Context, env Env, sc StoreConfig, only tenant.ID, an
 	if err != nil {
 		return nil, err
 	}
-	rp := replay.NewWith(only.String(), withBundles{bundles, policy.NewLibrary(extra...)}, policyActions())
+	rp := replay.NewWith(only.String(), withBundles{bundles, policy.NewLibrary(extra...)}, actions)
 	anchored, err := anchors.apply(rp, false)
 	if err != nil {
 		return nil, err
@@ -175,12 +192,12 @@ func (w withBundles) Lookup(hash string) (*policy.Bundle, error) {
 // runCounterfactual decides the recorded decisions of an export (or the
 // live store) again under the candidate directory's bundle and writes
 // what it decides otherwise.
-func runCounterfactual(ctx context.Context, env Env, sc StoreConfig, from, dir string, only tenant.ID, out string) error {
-	candidate, err := loadPolicyDir(dir, policyActions())
+func runCounterfactual(ctx context.Context, env Env, sc StoreConfig, from, dir string, only tenant.ID, out string, actions *action.Registry) error {
+	candidate, err := loadPolicyDir(dir, actions)
 	if err != nil {
 		return fmt.Errorf("--policy-dir: %w", err)
 	}
-	cf := replay.NewCounterfactual(only.String(), candidate, policyActions())
+	cf := replay.NewCounterfactual(only.String(), candidate, actions)
 	if from != "" {
 		f, err := os.Open(from)
 		if err != nil {

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/api"
 	"github.com/exoarmur/exoarmur/internal/metrics"
 )
@@ -128,7 +129,7 @@ func ServeWith(ctx context.Context, env Env, args []string, h ServeHooks) error 
 		return rt.approvals.PendingCounts(mctx, d.now())
 	})
 	srv := api.New(api.Config{
-		Gate: rt.gate, Switches: rt.switches, Approvals: rt.approvals, Access: rt.access, Audit: rt.audit, Bundles: rt.bundles,
+		Gate: rt.gate, Switches: rt.switches, Approvals: rt.approvals, Access: rt.access, Audit: rt.audit, Bundles: rt.bundles, Actions: rt.actions,
 		Ready: rt.store.Ready, RequestID: requestID, Logger: logger, Now: d.now, Checkpoints: rt.checkpoints, TenantReads: c.Limits.TenantReads,
 	})
 	ln, err := net.Listen("tcp", c.Listen)
@@ -163,7 +164,7 @@ func ServeWith(ctx context.Context, env Env, args []string, h ServeHooks) error 
 		serve = func() error { return hs.ServeTLS(ln, c.TLSCert, c.TLSKey) }
 	}
 	logger.Info("exoarmur serving", "addr", ln.Addr().String(), "tls", c.TLSCert != "", "mtls", c.ClientCA != "", "data_dir", c.Store.DataDir,
-		"nats_url", c.Store.NATSURL, "sandbox_dir", c.SandboxDir, "allow_hosts", []string(c.AllowHosts), "node", c.Node,
+		"nats_url", c.Store.NATSURL, "sandbox_dir", c.SandboxDir, "allow_hosts", []string(c.AllowHosts), "node", c.Node, "actions_file", c.ActionsFile, "declared_actions", declaredNames(c.Actions),
 		"policy_dir", c.PolicyDir, "policy_hash", rt.policy.Hash())
 	errc := make(chan error, 1)
 	go func() { errc <- serve() }()
@@ -179,6 +180,17 @@ func ServeWith(ctx context.Context, env Env, args []string, h ServeHooks) error 
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
+}
+
+// declaredNames lists the types of r beyond the built-ins.
+func declaredNames(r *action.Registry) []string {
+	var names []string
+	for _, reg := range r.List() {
+		if _, builtin := action.Builtin().Lookup(reg.Type); !builtin {
+			names = append(names, reg.Type)
+		}
+	}
+	return names
 }
 
 // tlsConfig builds the server's TLS configuration: TLS 1.3 only; with

@@ -37,6 +37,7 @@ type runtime struct {
 	access    *access.Service
 	gate      *gate.Gate
 	execs     *executor.Registry
+	actions   *action.Registry // the built-ins and the declared actions
 	bundles   func(context.Context) (replay.Bundles, error)
 	// policy is the bundle the node decides and authorizes under.
 	policy *policy.Bundle
@@ -123,7 +124,10 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 	}
 	// One registry of action types for the gate (propose, decide), the
 	// executors and the access layer.
-	actions := action.Builtin()
+	actions := c.Actions
+	if actions == nil {
+		actions = action.Builtin()
+	}
 	// No record may exceed the store's max_payload: the outputs and the
 	// intents are bounded by what it leaves (gate.RecordBudget).
 	maxRecord := st.MaxPayload()
@@ -204,7 +208,7 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 		st.Close()
 		return nil, fmt.Errorf("audit checkpoints: %w", err)
 	}
-	return &runtime{policy: bundle, checkpoints: cps, store: st, switches: sw, approvals: approvals, audit: log, keys: keys, access: acc, gate: g, execs: execs, bundles: storedBundles(st, func(err error) {
+	return &runtime{policy: bundle, checkpoints: cps, store: st, switches: sw, approvals: approvals, audit: log, keys: keys, access: acc, gate: g, execs: execs, actions: actions, bundles: storedBundles(st, func(err error) {
 		if d.logger != nil {
 			d.logger.Warn("policy archive: entry left out of the replay library; the decisions recorded under it do not verify", "err", err)
 		}

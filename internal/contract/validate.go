@@ -101,6 +101,25 @@ func Validate(schema string, raw []byte) error {
 	return nil
 }
 
+// DescribeValidation is the message of a JSON Schema failure of a
+// document found under prefix (a JSON pointer, "" for the root): the most
+// specific failure, naming its field as describe does. Declared actions'
+// params schemas (internal/action) report through it.
+func DescribeValidation(ve *jsonschema.ValidationError, prefix string) string {
+	msg := describe(ve)
+	if prefix == "" {
+		return msg
+	}
+	// describe's message is `field "/x": ...`: put the prefix in front of the pointer.
+	if rest, ok := strings.CutPrefix(msg, `field "/`); ok {
+		if strings.HasPrefix(rest, `"`) { // the root itself
+			return `field "` + prefix + rest
+		}
+		return `field "` + prefix + "/" + rest
+	}
+	return msg
+}
+
 // describe names the most specific failure: among all leaf causes, the one
 // with the deepest instance location (ties broken by location, then
 // message), so the message is stable and names the field.

@@ -2,7 +2,10 @@
 // executor kinds that action registrations declare (internal/action).
 // sandbox-read, sandbox-write and sandbox-delete are confined to a
 // per-tenant sandbox with os.Root; http-request is restricted to a host
-// allowlist. New binds one executor to each registration of a registry.
+// allowlist; http-template (the operator's declared actions) sends what
+// its registration renders, to an allowlisted host, with the declared
+// secrets injected into its headers here and nowhere else (redacted from
+// its output, no redirect followed). New binds one executor to each registration of a registry.
 // Each Run requires a *gate.Permit for its action type, which only the gate
 // mints after a recorded ALLOW decision and an idempotency claim; a zero or
 // nil permit is refused. Only internal/app (the wiring) imports this
@@ -64,6 +67,7 @@ var implementations = map[action.ExecutorKind]implementation{
 	action.SandboxWrite:  fsWrite{},
 	action.SandboxDelete: fsDelete{},
 	action.HTTPRequest:   httpRequest{},
+	action.HTTPTemplate:  httpTemplate{},
 }
 
 // implementation is an executor type; bind returns it configured for one
@@ -105,7 +109,13 @@ func New(cfg Config) (*Registry, error) {
 		if !ok {
 			return nil, fmt.Errorf("executor: action %q: executor kind %q has no implementation", reg.Type, reg.Executor.Kind)
 		}
-		r.byAction[reg.Type] = impl.bind(reg, e)
+		ex := impl.bind(reg, e)
+		if c, ok := ex.(interface{ check() error }); ok {
+			if err := c.check(); err != nil {
+				return nil, fmt.Errorf("executor: action %q: %w", reg.Type, err)
+			}
+		}
+		r.byAction[reg.Type] = ex
 	}
 	return r, nil
 }

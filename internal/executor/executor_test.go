@@ -263,10 +263,10 @@ func TestHTTPAllowlist(t *testing.T) {
 	defer other.Close()
 	h := newHTTPClient(Config{Allowlist: []string{strings.TrimPrefix(allowed.URL, "http://")}, HTTPTimeout: 5 * time.Second, MaxOutputBytes: 1024 + outputKeys})
 
-	if out, err := h.do(context.Background(), "GET", allowed.URL+"/x", "", ""); err != nil || out["body"] != "ok" || out["status"] != "200" {
+	if out, err := h.do(context.Background(), request{method: "GET", url: allowed.URL + "/x"}); err != nil || out["body"] != "ok" || out["status"] != "200" {
 		t.Fatalf("allowed GET = %v, %v", out, err)
 	}
-	if out, err := h.do(context.Background(), "POST", allowed.URL+"/echo", `{"a":1}`, ""); err != nil || out["body"] != `{"a":1}` {
+	if out, err := h.do(context.Background(), request{method: "POST", url: allowed.URL + "/echo", body: new(`{"a":1}`)}); err != nil || out["body"] != `{"a":1}` {
 		t.Fatalf("POST = %v, %v", out, err)
 	}
 	tests := []struct {
@@ -285,12 +285,12 @@ func TestHTTPAllowlist(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := h.do(context.Background(), "GET", tt.url, "", ""); !errors.Is(err, tt.want) {
+			if _, err := h.do(context.Background(), request{method: "GET", url: tt.url}); !errors.Is(err, tt.want) {
 				t.Fatalf("GET %s = %v, want %v", tt.url, err, tt.want)
 			}
 		})
 	}
-	if _, err := h.do(context.Background(), "GET", allowed.URL+"/fail", "", ""); err == nil || !strings.Contains(err.Error(), "500") {
+	if _, err := h.do(context.Background(), request{method: "GET", url: allowed.URL + "/fail"}); err == nil || !strings.Contains(err.Error(), "500") {
 		t.Fatalf("500 response = %v", err)
 	}
 	if otherHits != 0 {
@@ -306,7 +306,7 @@ func TestDialRefusesInternalAddressesNotAllowlisted(t *testing.T) {
 	defer srv.Close()
 	port := srv.URL[strings.LastIndex(srv.URL, ":")+1:]
 	h := newHTTPClient(Config{Allowlist: []string{"localhost:" + port}, HTTPTimeout: 5 * time.Second, MaxOutputBytes: 1024 + outputKeys})
-	if _, err := h.do(context.Background(), "GET", "http://localhost:"+port+"/", "", ""); !errors.Is(err, ErrHostNotAllowed) {
+	if _, err := h.do(context.Background(), request{method: "GET", url: "http://localhost:" + port + "/"}); !errors.Is(err, ErrHostNotAllowed) {
 		t.Fatalf("GET localhost = %v, want ErrHostNotAllowed at dial", err)
 	}
 }
@@ -322,7 +322,7 @@ func TestHTTPTimeout(t *testing.T) {
 	defer srv.Close()
 	defer close(block)
 	h := newHTTPClient(Config{Allowlist: []string{strings.TrimPrefix(srv.URL, "http://")}, HTTPTimeout: 200 * time.Millisecond, MaxOutputBytes: 1024 + outputKeys})
-	if _, err := h.do(context.Background(), "GET", srv.URL, "", ""); err == nil {
+	if _, err := h.do(context.Background(), request{method: "GET", url: srv.URL}); err == nil {
 		t.Fatal("a hanging server did not time out")
 	}
 }
@@ -411,7 +411,9 @@ func TestLargeOutputsAreCut(t *testing.T) {
 			run           func() (map[string]string, error)
 		}{
 			{"fs.read", "content", func() (map[string]string, error) { return sb.read(t.Context(), acme, name) }},
-			{"http.get", "body", func() (map[string]string, error) { return h.do(t.Context(), "GET", srv.URL+"/"+name, "", "") }},
+			{"http.get", "body", func() (map[string]string, error) {
+				return h.do(t.Context(), request{method: "GET", url: srv.URL + "/" + name})
+			}},
 		} {
 			t.Run(via.executor+"/"+tt.name, func(t *testing.T) {
 				out, err := via.run()
@@ -439,7 +441,7 @@ func TestLargeOutputsAreCut(t *testing.T) {
 				}
 				if via.executor == "http.get" {
 					// Without a Content-Length the original size is unknown.
-					chunked, err := h.do(t.Context(), "GET", srv.URL+"/"+name+"?chunked", "", "")
+					chunked, err := h.do(t.Context(), request{method: "GET", url: srv.URL + "/" + name + "?chunked"})
 					if err != nil || chunked[gate.OutputTruncated] != "true" || chunked[gate.OutputOriginalBytes] != "" || chunked["body"] != got {
 						delete(chunked, "body")
 						t.Fatalf("chunked: %v, %v; want the same cut, marked, without original_bytes", chunked, err)

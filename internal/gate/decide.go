@@ -81,7 +81,9 @@ const (
 // the one the input names (PolicyHash), else the policy check fails. So is
 // the action registry: an action type it does not register fails the grant
 // and policy checks; its registration gives the class and the effect the
-// policy sees.
+// policy sees, and, for a declared http action, the target the policy
+// decides on: its rendered URL (a request that does not render denies,
+// the detail saying why).
 func Decide(in Input, bundle *policy.Bundle, actions *action.Registry) contract.Decision {
 	d := contract.Decision{
 		SchemaVersion: contract.SchemaVersion,
@@ -161,14 +163,23 @@ func Decide(in Input, bundle *policy.Bundle, actions *action.Registry) contract.
 	case !known:
 		add(CheckPolicy, ReasonPolicyDenied, "no action spec")
 	default:
+		// A declared http action is decided on its rendered URL (what the
+		// executor calls); one that does not render is denied.
+		target, err := spec.PolicyTarget(in.Intent.Target, in.Intent.Params)
+		if err != nil {
+			add(CheckPolicy, ReasonPolicyDenied, "render: "+err.Error())
+			break
+		}
 		res := policy.Evaluate(bundle, policy.Request{
 			PrincipalID: p.ID,
 			Role:        p.Role,
 			Action:      spec.Type,
 			Class:       spec.Class,
 			Effect:      spec.Effect,
-			Target:      in.Intent.Target,
+			Target:      target,
 			Allowlist:   in.Allowlist,
+			Params:      in.Intent.Params, // seen by an effect WithParams only (declared actions)
+			Time:        in.Time,
 		})
 		switch {
 		case len(res.Errors) > 0:

@@ -194,6 +194,10 @@ type View struct {
 	Preview      *contract.Decision        `json:"preview,omitempty"`
 	LastDecision *contract.Decision        `json:"last_decision,omitempty"`
 	Result       *contract.ExecutionResult `json:"result,omitempty"`
+	// Request is a declared http action's request exactly as it will be
+	// sent, each secret shown as its placeholder (action.Registration
+	// Render): what an operator approves.
+	Request *action.Rendered `json:"request,omitempty"`
 }
 
 // stored is the intents-bucket value.
@@ -373,6 +377,17 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 	if err := contract.CheckIntentText(req); err != nil {
 		return View{}, false, err
 	}
+	// A declared action's params must match its schema, and its request
+	// must render (what the policy and the operators will see): else the
+	// proposal is refused, naming the field, and nothing is written.
+	if spec.Executor.Kind == action.HTTPTemplate {
+		if err := spec.CheckParams(req.Params); err != nil {
+			return View{}, false, err
+		}
+		if _, err := spec.Render(req.Target, req.Params); err != nil {
+			return View{}, false, contract.Errorf(contract.CodeInvalid, "%v", err)
+		}
+	}
 	in := contract.ActionIntent{
 		SchemaVersion:       contract.SchemaVersion,
 		ID:                  IntentID(t, req.IdempotencyKey),
@@ -476,7 +491,21 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 	}
 	g.cfg.Logger.InfoContext(ctx, "intent proposed", "tenant", t.String(), "intent", in.ID, "action", in.Action,
 		"preview", preview.Verdict, "request_id", meta.RequestID)
-	return View{Intent: in, State: StateProposed, Preview: &preview}, true, nil
+	return View{Intent: in, State: StateProposed, Preview: &preview, Request: g.rendered(in)}, true, nil
+}
+
+// rendered is in's request when its action is a declared http action
+// that renders, else nil.
+func (g *Gate) rendered(in contract.ActionIntent) *action.Rendered {
+	spec, ok := g.cfg.Actions.Lookup(in.Action)
+	if !ok || spec.Executor.Kind != action.HTTPTemplate {
+		return nil
+	}
+	rd, err := spec.Render(in.Target, in.Params)
+	if err != nil {
+		return nil
+	}
+	return &rd
 }
 
 // failedCheck returns the named check if it failed.
@@ -554,7 +583,7 @@ func (g *Gate) Get(ctx context.Context, t tenant.ID, id string) (View, error) {
 }
 
 func (g *Gate) view(ctx context.Context, t tenant.ID, s stored) (View, error) {
-	v := View{Intent: s.Intent, Preview: s.Preview, LastDecision: s.LastDecision, State: StateProposed}
+	v := View{Intent: s.Intent, Preview: s.Preview, LastDecision: s.LastDecision, State: StateProposed, Request: g.rendered(s.Intent)}
 	if s.LastDecision != nil && s.LastDecision.Verdict == contract.Deny {
 		v.State = StateBlocked
 	}

@@ -166,6 +166,23 @@ func (a *analyzer) executorEntries(p *packages.Package) {
 		}
 		a.inv.Entries = append(a.inv.Entries, Entry{Kind: "executor", Name: "executor " + r.Type, Func: run.FullName(), Pos: a.pos(run.Pos())})
 	}
+	// A kind no built-in uses runs the actions an actions file declares
+	// (http-template): one entry for the kind.
+	used := map[action.ExecutorKind]bool{}
+	for _, r := range action.Builtin().List() {
+		used[r.Executor.Kind] = true
+	}
+	for _, k := range action.Kinds() {
+		if used[k] {
+			continue
+		}
+		run, ok := runs[k]
+		if !ok {
+			a.inv.Violations = append(a.inv.Violations, fmt.Sprintf("executor kind %s has no implementation in %s", k, short(executorPkg)))
+			continue
+		}
+		a.inv.Entries = append(a.inv.Entries, Entry{Kind: "executor", Name: "executor kind " + string(k) + " (declared actions)", Func: run.FullName(), Pos: a.pos(run.Pos())})
+	}
 }
 
 func (a *analyzer) exportedEntries(p *packages.Package, kind string) {
