@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/contract"
@@ -54,19 +53,13 @@ func (ts *ticketService) requests() []ticketRequest {
 
 const ticketsToken = "tkt_Zx9-secret-bearer-e2e"
 
-// TestDeclaredActionEndToEnd: serve with an actions file declaring
-// tickets.create (A2, a POST to a loopback ticket service with a bearer
-// secret from an environment variable set for the server process only);
-// an agent proposes, an operator approves, the agent executes; the ticket
-// service receives the bearer secret and the title. The secret's bytes
-// are then nowhere else: not in the data dir, the server's logs, the
-// output, an audit export or a replay report. Replay with the actions file
-// re-decides the declared action; without it, it fails loudly.
-func TestDeclaredActionEndToEnd(t *testing.T) {
-	tickets := newTicketService(t)
-	dir := t.TempDir()
-	actionsPath := filepath.Join(dir, "actions.yaml")
-	os.WriteFile(actionsPath, []byte(`actions:
+// writeTicketsActions writes the cookbook's actions file (tickets.create,
+// A2, a POST to serviceURL/tickets/TARGET with the bearer secret from
+// TICKETS_TOKEN) into dir and returns its path.
+func writeTicketsActions(t *testing.T, dir, serviceURL string) string {
+	t.Helper()
+	path := filepath.Join(dir, "actions.yaml")
+	if err := os.WriteFile(path, []byte(`actions:
   tickets.create:
     class: A2
     description: Create a ticket in the team tracker
@@ -79,14 +72,31 @@ func TestDeclaredActionEndToEnd(t *testing.T) {
         body:  {type: string}
     http:
       method: POST
-      url: "`+tickets.srv.URL+`/tickets/{{path .target}}"
+      url: "`+serviceURL+`/tickets/{{path .target}}"
       headers:
         Authorization: "Bearer {{secret \"TICKETS_TOKEN\"}}"
         Content-Type: application/json
       body: '{"title": {{json .params.title}}}'
     secrets:
       TICKETS_TOKEN: {env: TICKETS_TOKEN}
-`), 0o600)
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestDeclaredActionEndToEnd: serve with an actions file declaring
+// tickets.create (A2, a POST to a loopback ticket service with a bearer
+// secret from an environment variable set for the server process only);
+// an agent proposes, an operator approves, the agent executes; the ticket
+// service receives the bearer secret and the title. The secret's bytes
+// are then nowhere else: not in the data dir, the server's logs, the
+// output, an audit export or a replay report. Replay with the actions file
+// re-decides the declared action; without it, it fails loudly.
+func TestDeclaredActionEndToEnd(t *testing.T) {
+	tickets := newTicketService(t)
+	dir := t.TempDir()
+	actionsPath := writeTicketsActions(t, dir, tickets.srv.URL)
 
 	// check-config: good with the secret set, refused by name without it.
 	cc := exec.Command(binary(t), "check-config", "--data-dir", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0", "--actions-file", actionsPath)
@@ -109,13 +119,7 @@ func TestDeclaredActionEndToEnd(t *testing.T) {
 		!strings.Contains(string(out), "environment variable TICKETS_TOKEN is not set") {
 		t.Fatalf("serve without the secret: %v\n%s", err, out)
 	}
-	srv := startServerEnv(t, []string{"TICKETS_TOKEN=" + ticketsToken}, dataDir, addr, "--allow-host", tickets.host, "--actions-file", actionsPath)
-	// startServerEnv does not wait: wait for ready.
-	for deadline := time.Now().Add(30 * time.Second); srv.client("").Ready(t.Context()) != nil; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("server not ready:\n%s", srv.logs.String())
-		}
-	}
+	srv := startReady(t, []string{"TICKETS_TOKEN=" + ticketsToken}, dataDir, addr, "--allow-host", tickets.host, "--actions-file", actionsPath)
 	goLive(t, addr, root)
 	agent := srv.client(bot)
 
