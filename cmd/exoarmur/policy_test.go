@@ -2,6 +2,8 @@ package main_test
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/gate"
 	"github.com/exoarmur/exoarmur/internal/replay"
 )
 
@@ -108,7 +111,7 @@ func TestPolicyCookbook(t *testing.T) {
 	bot := mkKey(t, dataDir, "bot", "agent", "A2", "--tenant", "acme")
 	addr := freePort(t)
 	serveArgs := []string{"--allow-host", tickets.host, "--actions-file", actionsPath}
-	srv := startReady(t, secretEnv, dataDir, addr, serveArgs...)
+	srv := startReady(t, secretEnv, dataDir, addr, append(serveArgs, "--shadow-policy-dir", candidate)...)
 	goLive(t, addr, root)
 	long := strings.Repeat("y", 250)
 	propose := func(srv *server, idem, title string) (string, error) {
@@ -126,10 +129,28 @@ func TestPolicyCookbook(t *testing.T) {
 			t.Fatalf("execute under the default bundle: %v", err)
 		}
 	}
+	// Shadow mode: the candidate was evaluated on every decision, and each
+	// difference counted and recorded, without changing what ran.
+	day := time.Now().UTC().Weekday()
+	weekend := day == time.Saturday || day == time.Sunday
+	want := uint64(2) // the long title's proposal and execution
+	if weekend {
+		want = 6
+	}
+	var shadow gate.ShadowSummary
+	getJSON(t, "http://"+addr+"/v1/tenants/acme/policy/shadow", root, &shadow)
+	if shadow.Decisions != 6 || shadow.Differ != want || len(shadow.Recent) != int(want) || shadow.Enforcement != "none" {
+		t.Fatalf("shadow summary %+v", shadow)
+	}
+	if got := countKind(auditRecords(t, srv.client(root), "acme", 0), gate.KindShadowDiffers); got != int(want) {
+		t.Fatalf("%d policy.shadow_differs records, want %d", got, want)
+	}
+	if len(tickets.requests()) != 3 {
+		t.Fatalf("the shadow bundle changed what ran: %d tickets", len(tickets.requests()))
+	}
 	srv.kill()
 
 	// The counterfactual: what the candidate would have decided otherwise.
-	day := time.Now().UTC().Weekday()
 	report := filepath.Join(dir, "counterfactual.json")
 	if code, out := exitOf(t, nil, "replay", "--data-dir", dataDir, "--actions-file", actionsPath, "--policy-dir", candidate, "--out", report); code != 0 {
 		t.Fatalf("counterfactual replay: exit %d\n%s", code, out)
@@ -138,7 +159,6 @@ func TestPolicyCookbook(t *testing.T) {
 	b, err := os.ReadFile(report)
 	must(t, err)
 	must(t, json.Unmarshal(b, &cf))
-	weekend := day == time.Saturday || day == time.Sunday
 	t.Logf("counterfactual: %d records, %d decisions, %d differ", cf.Records, cf.Decisions, cf.Differ)
 	for _, d := range cf.Differences {
 		if d.Action != "tickets.create" || d.Candidate.Verdict != contract.Deny || !strings.Contains(d.Candidate.Policies, "tickets-short-titles-on-weekdays") {
@@ -147,10 +167,6 @@ func TestPolicyCookbook(t *testing.T) {
 	}
 	// The long title's proposal, approval and execution decisions differ
 	// (on a weekend, every ticket's).
-	want := uint64(2) // the long title's proposal and execution
-	if weekend {
-		want = 6
-	}
 	if cf.Differ != want || cf.Decisions != 6 || len(cf.Differences) != int(want) {
 		t.Fatalf("counterfactual %+v", cf)
 	}
@@ -191,6 +207,22 @@ func TestPolicyCookbook(t *testing.T) {
 	if code, out := exitOf(t, nil, "replay", "--data-dir", dataDir, "--actions-file", actionsPath, "--out", filepath.Join(dir, "r.json")); code != 0 {
 		t.Fatalf("replay: exit %d\n%s", code, out)
 	}
+}
+
+// getJSON GETs url with key and decodes the 200 answer into v.
+func getJSON(t *testing.T, url, key string, v any) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	must(t, err)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	must(t, err)
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, b)
+	}
+	must(t, json.NewDecoder(resp.Body).Decode(v))
 }
 
 func must(t *testing.T, err error) {

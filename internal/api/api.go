@@ -178,6 +178,7 @@ func (s *Server) routes() []route {
 		r("GET", "/v1/tenants/{tenant}/audit/verify", policy.OpReadTenantAudit, s.heavy(s.auditVerify)),
 		r("GET", "/v1/tenants/{tenant}/audit/checkpoint", policy.OpReadTenantAudit, s.getCheckpoint),
 		r("POST", "/v1/tenants/{tenant}/audit/checkpoint", policy.OpReadTenantAudit, s.heavy(s.signCheckpoint)),
+		r("GET", "/v1/tenants/{tenant}/policy/shadow", policy.OpReadTenantAudit, s.policyShadow),
 		r("GET", "/v1/audit/keys", "", s.auditKeys),
 		r("GET", "/v1/tenants/{tenant}/approvals", policy.OpReadApprovals, s.heavy(s.listApprovals)),
 		r("POST", "/v1/tenants/{tenant}/intents/{id}/approvals", policy.OpApprove, s.decideApproval),
@@ -638,6 +639,17 @@ func (s *Server) auditExport(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	w.Header().Set(contract.ExportTrailer, strconv.Itoa(n))
+	return nil
+}
+
+// policyShadow sums up what this node's shadow bundle decided otherwise
+// for the tenant (gate.Config.Shadow); 404 when it runs none.
+func (s *Server) policyShadow(w http.ResponseWriter, r *http.Request) error {
+	sum, ok := s.cfg.Gate.Shadow(info(r).tenant)
+	if !ok {
+		return contract.Errorf(contract.CodeNotFound, "this node evaluates no shadow bundle: start it with --shadow-policy-dir DIR")
+	}
+	writeJSON(w, http.StatusOK, sum)
 	return nil
 }
 

@@ -103,6 +103,9 @@ func TestAuthMatrix(t *testing.T) {
 			c.right, c.rightStatus, c.wrongRole = opKey, 404, agentKey
 		case "POST /v1/tenants/{tenant}/audit/checkpoint":
 			c.right, c.wrongRole = opKey, agentKey
+		case "GET /v1/tenants/{tenant}/policy/shadow":
+			// This server runs no shadow bundle: the reader is authorized and told so.
+			c.right, c.rightStatus, c.wrongRole = opKey, 404, agentKey
 		case "GET /metrics":
 			c.right, c.wrongRole = adminKey, opKey
 		case "GET /v1/keys":

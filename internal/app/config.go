@@ -112,6 +112,10 @@ type ServeConfig struct {
 	// directory.
 	PolicyDir string
 	Policy    *policy.Bundle
+	// ShadowPolicyDir holds a candidate bundle evaluated beside Policy on
+	// every decision, never enforced (gate.Config.Shadow).
+	ShadowPolicyDir string
+	Shadow          *policy.Bundle
 }
 
 // validRetention: 0 (keep for good) or at least a second, the granularity
@@ -153,6 +157,7 @@ func (c *ServeConfig) register(fs *flag.FlagSet) {
 	c.Checkpoints.register(fs)
 	fs.StringVar(&c.ClientCA, "client-ca", "", "require client certificates signed by this CA (PEM): mutual TLS; the certificate's CN names the principal")
 	c.Limits.register(fs)
+	fs.StringVar(&c.ShadowPolicyDir, "shadow-policy-dir", "", "shadow mode: evaluate the bundle of this directory beside the active one on every decision without enforcing it; each difference is counted (exoarmur_policy_shadow_decisions_total), logged and recorded in the audit log (policy.shadow_differs); GET /v1/tenants/{t}/policy/shadow sums up")
 	fs.StringVar(&c.PolicyDir, "policy-dir", "", "decide under the cedar bundle of this directory (exoarmur policy init|validate|test; docs/POLICIES.md), checked against the schema at start: a policy naming an attribute that does not exist refuses the start; default the built-in bundle")
 }
 
@@ -197,6 +202,13 @@ func (c *ServeConfig) Validate() error {
 			return fmt.Errorf("--policy-dir: %w", err)
 		}
 		c.Policy = b
+	}
+	if c.ShadowPolicyDir != "" {
+		b, err := loadPolicyDir(c.ShadowPolicyDir, c.Actions)
+		if err != nil {
+			return fmt.Errorf("--shadow-policy-dir: %w", err)
+		}
+		c.Shadow = b
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("--tls-cert and --tls-key: give both or neither")

@@ -165,7 +165,7 @@ func ServeWith(ctx context.Context, env Env, args []string, h ServeHooks) error 
 	}
 	logger.Info("exoarmur serving", "addr", ln.Addr().String(), "tls", c.TLSCert != "", "mtls", c.ClientCA != "", "data_dir", c.Store.DataDir,
 		"nats_url", c.Store.NATSURL, "sandbox_dir", c.SandboxDir, "allow_hosts", []string(c.AllowHosts), "node", c.Node, "actions_file", c.ActionsFile, "declared_actions", declaredNames(c.Actions),
-		"policy_dir", c.PolicyDir, "policy_hash", rt.policy.Hash())
+		"policy_dir", c.PolicyDir, "policy_hash", rt.policy.Hash(), "shadow_policy_dir", c.ShadowPolicyDir)
 	errc := make(chan error, 1)
 	go func() { errc <- serve() }()
 	select {

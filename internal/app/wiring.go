@@ -146,7 +146,7 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 	if bundle == nil {
 		bundle = policy.Default()
 	}
-	if err := archive.New(st.Policies).Put(ctx, bundle); err != nil {
+	if err := archiveBundles(ctx, st, bundle, c.Shadow); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("archive the policy bundle: %w", err)
 	}
@@ -188,7 +188,7 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 	g, err := gate.New(gate.Config{
 		Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Actions: actions, Executors: ex, Switches: sw, Approvals: approvals, Work: st.Work,
 		Allowlist: c.AllowHosts, Now: d.now, Node: c.Node, Logger: d.logger, Retention: c.Retention, Lease: c.Lease, ExecTimeout: c.ExecTimeout, Principals: keys,
-		MaxRecord: maxRecord, Chain: cps.Diverged, Policy: bundle, Quotas: c.Limits.Quotas, PendingApprovals: approvals.PendingCount,
+		MaxRecord: maxRecord, Chain: cps.Diverged, Policy: bundle, Shadow: c.Shadow, Quotas: c.Limits.Quotas, PendingApprovals: approvals.PendingCount,
 	})
 	if err != nil {
 		sw.Stop()
@@ -213,6 +213,21 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 			d.logger.Warn("policy archive: entry left out of the replay library; the decisions recorded under it do not verify", "err", err)
 		}
 	})}, nil
+}
+
+// archiveBundles stores the bundles (nil ones skipped) in the store's
+// archive, by hash.
+func archiveBundles(ctx context.Context, st *natsstore.Store, bs ...*policy.Bundle) error {
+	a := archive.New(st.Policies)
+	for _, b := range bs {
+		if b == nil {
+			continue
+		}
+		if err := a.Put(ctx, b); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // openCheckpoints loads (or creates) the node's audit key and returns the

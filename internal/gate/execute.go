@@ -71,6 +71,7 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 		return Outcome{}, writeErr("record the decision", notRun, err)
 	}
 	metrics.Decisions.WithLabelValues(d.Verdict, firstReason(d.Reasons)).Inc()
+	g.shadowed(ctx, t, input, d, kind, p.ID, meta.RequestID)
 	if d.Verdict != contract.Allow {
 		g.saveDecision(ctx, t, s, d)
 		g.cfg.Logger.InfoContext(ctx, "gate blocked", "tenant", t.String(), "intent", in.ID, "reasons", d.Reasons, "request_id", meta.RequestID)

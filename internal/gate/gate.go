@@ -43,15 +43,19 @@ type Config struct {
 	Idempotency kv.Bucket // idempotency ledger bucket
 	Audit       Auditor
 	Executors   Executors
-	Switches    SwitchReader     // the kill switches' watched local copy
-	Approvals   Approvals        // operator approvals
-	Policy      *policy.Bundle   // default: policy.Default()
-	Actions     *action.Registry // the action types (default: action.Builtin()); Executors runs them
-	Allowlist   []string         // http host allowlist, recorded in every input
-	Now         func() time.Time // injected clock (default time.Now)
-	Work        WorkQueue        // the work queue (execute_when_approved): DecideApproval enqueues, RunWorker consumes; nil disables it
-	Node        string           // this node's name, recorded in claims
-	Logger      *slog.Logger
+	Switches    SwitchReader   // the kill switches' watched local copy
+	Approvals   Approvals      // operator approvals
+	Policy      *policy.Bundle // default: policy.Default()
+	// Shadow, when set, is a candidate bundle evaluated beside Policy on
+	// every decision and never enforced: each difference is counted,
+	// logged and recorded (policy.shadow_differs); Gate.Shadow sums up.
+	Shadow    *policy.Bundle
+	Actions   *action.Registry // the action types (default: action.Builtin()); Executors runs them
+	Allowlist []string         // http host allowlist, recorded in every input
+	Now       func() time.Time // injected clock (default time.Now)
+	Work      WorkQueue        // the work queue (execute_when_approved): DecideApproval enqueues, RunWorker consumes; nil disables it
+	Node      string           // this node's name, recorded in claims
+	Logger    *slog.Logger
 
 	// Lease is how long a running execution's claim is held before its
 	// node renews it (default DefaultLease): a node that dies leaves it in
@@ -93,8 +97,9 @@ type Config struct {
 
 // Gate is the one gate every side effect passes.
 type Gate struct {
-	cfg   Config
-	quota quotaBook // each tenant's usage, for the quotas
+	cfg    Config
+	quota  quotaBook // each tenant's usage, for the quotas
+	shadow shadowState
 }
 
 // New returns a Gate. Every dependency is required: a missing one fails here,
@@ -155,7 +160,7 @@ func New(cfg Config) (*Gate, error) {
 	}
 	cfg.Allowlist = append([]string{}, cfg.Allowlist...) // never null in a recorded input
 	slices.Sort(cfg.Allowlist)
-	return &Gate{cfg: cfg}, nil
+	return &Gate{cfg: cfg, shadow: shadowState{tenants: map[string]*ShadowSummary{}}}, nil
 }
 
 // Auditor appends to a tenant's hash chain (internal/audit.Log).
@@ -491,6 +496,7 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 	}
 	g.cfg.Logger.InfoContext(ctx, "intent proposed", "tenant", t.String(), "intent", in.ID, "action", in.Action,
 		"preview", preview.Verdict, "request_id", meta.RequestID)
+	g.shadowed(ctx, t, input, preview, audit.KindIntentProposed, p.ID, meta.RequestID)
 	return View{Intent: in, State: StateProposed, Preview: &preview, Request: g.rendered(in)}, true, nil
 }
 

@@ -46,6 +46,11 @@ var (
 	RateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "exoarmur_rate_limited_total", Help: "Requests refused by a rate limit, by operation and scope (principal or tenant).",
 	}, []string{"operation", "scope"})
+	// ShadowDecisions counts the decisions a shadow bundle was evaluated
+	// on, by whether it decided otherwise than the active bundle.
+	ShadowDecisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "exoarmur_policy_shadow_decisions_total", Help: "Decisions the shadow policy bundle was evaluated on (never enforced), by outcome: same or differs.",
+	}, []string{"outcome"})
 	// QuotaRefused counts proposals refused by a tenant quota (internal/gate)
 	// by the quota (pending_intents, pending_approvals, stored_bytes).
 	QuotaRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -82,7 +87,7 @@ func SetPendingApprovals(fn func() map[string]int) {
 }
 
 func init() {
-	Registry.MustRegister(Decisions, ExecutionSeconds, AuditAppendSeconds, KillSwitchEngaged, Checkpoints, RateLimited, QuotaRefused,
+	Registry.MustRegister(Decisions, ExecutionSeconds, AuditAppendSeconds, KillSwitchEngaged, Checkpoints, RateLimited, QuotaRefused, ShadowDecisions,
 		pendingCollector{prometheus.NewDesc("exoarmur_approvals_pending", "Pending approval requests per tenant.", []string{"tenant"}, nil)},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 }

@@ -24,24 +24,16 @@ import (
 // it only reads bytes and calls pure functions; it verifies no chain (a
 // normal replay does) and changes nothing.
 
-// Side is a decision as one bundle makes it.
-type Side struct {
-	PolicyHash string   `json:"policy_hash"`
-	Verdict    string   `json:"verdict"`
-	Reasons    []string `json:"reasons"`
-	Policies   string   `json:"policies"` // the policy check's detail: the ids that decided it
-}
-
 // Difference is one recorded decision the candidate decides otherwise.
 type Difference struct {
-	Tenant    string `json:"tenant"`
-	Seq       uint64 `json:"seq"`
-	Kind      string `json:"kind"`
-	IntentID  string `json:"intent_id"`
-	Action    string `json:"action"`
-	Target    string `json:"target"`
-	Recorded  Side   `json:"recorded"`
-	Candidate Side   `json:"candidate"`
+	Tenant    string    `json:"tenant"`
+	Seq       uint64    `json:"seq"`
+	Kind      string    `json:"kind"`
+	IntentID  string    `json:"intent_id"`
+	Action    string    `json:"action"`
+	Target    string    `json:"target"`
+	Recorded  gate.Side `json:"recorded"`
+	Candidate gate.Side `json:"candidate"`
 }
 
 // CounterfactualReport is what a counterfactual replay found.
@@ -97,13 +89,9 @@ func (c *Counterfactual) Add(raw []byte) {
 	c.rep.Differ++
 	c.rep.Differences = append(c.rep.Differences, Difference{
 		Tenant: rec.Tenant, Seq: rec.Seq, Kind: rec.Kind, IntentID: p.Input.Intent.ID, Action: p.Input.Intent.Action, Target: p.Input.Intent.Target,
-		Recorded:  side(p.Decision),
-		Candidate: side(got),
+		Recorded:  gate.SideOf(p.Decision),
+		Candidate: gate.SideOf(got),
 	})
-}
-
-func side(d contract.Decision) Side {
-	return Side{PolicyHash: d.PolicyHash, Verdict: d.Verdict, Reasons: slices.Clone(d.Reasons), Policies: gate.PolicyDetail(d)}
 }
 
 // ReadJSONL re-decides every line of an export.
