@@ -1,0 +1,50 @@
+package policy_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"github.com/exoarmur/exoarmur/internal/policy"
+)
+
+func TestLoadDir(t *testing.T) {
+	v, err := policy.NewValidator(builtinTypes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := policy.Default().Source()
+	extra := []byte("@id(\"agents-never-delete\")\n@scope(\"action\")\nforbid (principal, action == Action::\"fs.delete\", resource) when { context.role == \"agent\" };\n")
+	good := fstest.MapFS{"p/a.cedar": {Data: def}, "p/b.cedar": {Data: extra}, "p/cases_test.json": {Data: []byte("{}")}, "q/b.cedar": {Data: extra}, "q/a.cedar": {Data: def}}
+	b1, err := policy.LoadDir(good, "p", v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2, err := policy.LoadDir(good, "q", v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b1.Hash() != b2.Hash() || b1.Hash() == policy.Default().Hash() {
+		t.Fatalf("the same files in two directories: %s %s", b1.Hash(), b2.Hash())
+	}
+	tests := []struct {
+		name string
+		fs   fstest.MapFS
+		want string
+	}{
+		{"no files", fstest.MapFS{"p/x.txt": {Data: []byte("x")}}, "no *.cedar file"},
+		{"a duplicate id across files", fstest.MapFS{"p/a.cedar": {Data: def}, "p/b.cedar": {Data: extra}, "p/c.cedar": {Data: extra}}, "c.cedar:1:1: policy agents-never-delete: duplicate @id (also in b.cedar:1)"},
+		{"no operation policy", fstest.MapFS{"p/b.cedar": {Data: extra}}, "no policy decides API operations"},
+		{"an unknown attribute", fstest.MapFS{"p/a.cedar": {Data: def}, "p/z.cedar": {Data: []byte("\n\n@id(\"z\")\npermit (principal, action, resource is File) when { context.path };\n")}}, "z.cedar:3:1: policy z:"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := policy.LoadDir(tc.fs, "p", v)
+			var probs *policy.Problems
+			if !errors.As(err, &probs) || !errors.Is(err, policy.ErrInvalidBundle) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err %v; want problems naming %q", err, tc.want)
+			}
+		})
+	}
+}
