@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"os"
@@ -264,21 +265,6 @@ func runPolicyInit(ctx context.Context, env Env, args []string) error {
 const operationsMarker = "// ---------------------------------------------------------------------------\n// Authorization of API operations"
 
 // exampleCases are policy init's test file.
-const exampleCases = `{"cases": [
-  {"name": "agents read inside the sandbox",
-   "action": {"principal": "key_agent", "role": "agent", "action": "fs.read", "target": "notes.txt"},
-   "expect": {"decision": "allow", "reasons": ["fs-inside-sandbox"]}},
-  {"name": "no path escapes the sandbox",
-   "action": {"principal": "key_agent", "role": "agent", "action": "fs.write", "target": "../etc/passwd"},
-   "expect": {"decision": "deny", "reasons": ["fs-outside-sandbox"]}},
-  {"name": "http only to allowlisted hosts",
-   "action": {"principal": "key_agent", "role": "agent", "action": "http.get", "target": "https://example.com/", "allowlist": ["api.internal"]},
-   "expect": {"decision": "deny", "reasons": ["http-host-not-allowlisted"]}},
-  {"name": "operators approve in their tenants",
-   "operation": {"principal": "key_op", "role": "operator", "operation": "approve", "tenant": "acme", "granted": ["acme"]},
-   "expect": {"decision": "allow"}},
-  {"name": "auditors never approve",
-   "operation": {"principal": "key_aud", "role": "auditor", "operation": "approve", "tenant": "acme", "granted": ["acme"]},
-   "expect": {"decision": "deny"}}
-]}
-`
+//
+//go:embed assets/example_test.json
+var exampleCases string

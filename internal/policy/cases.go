@@ -15,9 +15,10 @@ import (
 // every case that fails and why.
 //
 //	{"cases": [
-//	  {"name": "agents read inside the sandbox",
-//	   "action": {"principal": "key_1", "role": "agent", "action": "fs.read", "target": "notes.txt"},
-//	   "expect": {"decision": "allow", "reasons": ["fs-inside-sandbox"]}},
+//	  {"name": "short titles are allowed",
+//	   "action": {"principal": "key_1", "role": "agent", "action": "tickets.create", "target": "http://127.0.0.1:9000/tickets",
+//	              "allowlist": ["127.0.0.1:9000"], "params": {"title": "Disk full"}, "time": "2026-12-02T10:00:00Z"},
+//	   "expect": {"decision": "allow"}},
 //	  {"name": "auditors never approve",
 //	   "operation": {"principal": "key_2", "role": "auditor", "operation": "approve", "tenant": "acme", "granted": ["acme"]},
 //	   "expect": {"decision": "deny"}}
