@@ -178,11 +178,32 @@ func (r Registration) PolicyTarget(target string, params map[string]string) (str
 	if r.Executor.Kind != HTTPTemplate {
 		return target, nil
 	}
-	rd, err := r.Render(target, params)
-	if err != nil {
-		return "", err
+	// Only the URL: the headers and body are not what the policy sees
+	// (the params are still checked against the schema: fail closed).
+	t := r.Executor.Template
+	if t == nil {
+		return "", fmt.Errorf("action %s: %w: not a declared http action", r.Type, ErrRender)
 	}
-	return rd.URL, nil
+	if err := r.CheckParams(params); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrRender, err)
+	}
+	if params == nil {
+		params = map[string]string{}
+	}
+	return r.renderURL(map[string]any{"target": target, "params": params})
+}
+
+// renderURL renders the URL template, which must give an absolute
+// http(s) URL without credentials.
+func (r Registration) renderURL(data map[string]any) (string, error) {
+	u, err := execute(r.Executor.Template.url, data, nil)
+	if err != nil {
+		return "", fmt.Errorf("action %s: %w: url: %v", r.Type, ErrRender, err)
+	}
+	if _, _, ok := policy.URLHost(u); !ok {
+		return "", fmt.Errorf("action %s: %w: url: %q is not an absolute http(s) URL without credentials", r.Type, ErrRender, u)
+	}
+	return u, nil
 }
 
 func (r Registration) render(target string, params map[string]string, withSecrets bool) (Rendered, error) {
@@ -199,11 +220,8 @@ func (r Registration) render(target string, params map[string]string, withSecret
 	data := map[string]any{"target": target, "params": params}
 	out := Rendered{Method: t.method}
 	var err error
-	if out.URL, err = execute(t.url, data, nil); err != nil {
-		return Rendered{}, fmt.Errorf("action %s: %w: url: %v", r.Type, ErrRender, err)
-	}
-	if _, _, ok := policy.URLHost(out.URL); !ok {
-		return Rendered{}, fmt.Errorf("action %s: %w: url: %q is not an absolute http(s) URL without credentials", r.Type, ErrRender, out.URL)
+	if out.URL, err = r.renderURL(data); err != nil {
+		return Rendered{}, err
 	}
 	secret := func(name string) (string, error) {
 		s, ok := t.secrets[name]
