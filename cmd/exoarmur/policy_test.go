@@ -7,10 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/exoarmur/exoarmur/internal/api/client"
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/gate"
 	"github.com/exoarmur/exoarmur/internal/replay"
@@ -108,11 +110,22 @@ func TestPolicyCookbook(t *testing.T) {
 
 	// A batch under the default bundle.
 	root := mkKey(t, dataDir, "root", "admin", "*", "--tenant", "system", "--tenant", "acme")
-	bot := mkKey(t, dataDir, "bot", "agent", "A2", "--tenant", "acme")
+	// The agent is granted tickets.create by name, which only the actions
+	// file declares.
+	if code, out := exitOf(t, nil, "keys", "create", "--data-dir", dataDir, "--name", "bot", "--role", "agent", "--tenant", "acme", "--actions", "tickets.create"); code != 2 ||
+		!strings.Contains(out, `action "tickets.create": unknown action type`) {
+		t.Fatalf("keys create of a declared action without the actions file: exit %d\n%s", code, out)
+	}
+	bot := mkKey(t, dataDir, "bot", "agent", "tickets.create", "--tenant", "acme", "--actions-file", actionsPath)
 	addr := freePort(t)
 	serveArgs := []string{"--allow-host", tickets.host, "--actions-file", actionsPath}
 	srv := startReady(t, secretEnv, dataDir, addr, append(serveArgs, "--shadow-policy-dir", candidate)...)
 	goLive(t, addr, root)
+	// Through the API, the server knows its declared actions.
+	if k, err := srv.client(root).CreateKey(t.Context(), client.KeyRequest{Name: "bot-2", Role: "agent", Tenants: []string{"acme"}, Actions: []string{"tickets.create"}}); err != nil ||
+		!slices.Contains(k.Principal.Actions, "tickets.create") {
+		t.Fatalf("create a key for tickets.create through the API: %+v, %v", k, err)
+	}
 	long := strings.Repeat("y", 250)
 	propose := func(srv *server, idem, title string) (string, error) {
 		v, _, err := srv.client(bot).Propose(t.Context(), "acme", contract.IntentRequest{Action: "tickets.create", Target: "ops",

@@ -119,8 +119,11 @@ type Config struct {
 	// pairs itemized in one (default 256).
 	AuditInterval   time.Duration
 	MaxAuditEntries int
+	// Actions are the action types a key may be granted by name (default
+	// action.Builtin).
+	Actions *action.Registry
 	// ClassOf maps an action type to its class ("" if unknown); default:
-	// the built-in registry's (action.Builtin).
+	// Actions' ClassOf.
 	ClassOf func(action string) string
 	// Consent says which tenants' approver keys need a second admin's
 	// consent; nil: none do.
@@ -180,8 +183,11 @@ func New(cfg Config) (*Service, error) {
 	if cfg.MaxAuditEntries <= 0 {
 		cfg.MaxAuditEntries = defaultMaxAuditEntries
 	}
+	if cfg.Actions == nil {
+		cfg.Actions = action.Builtin()
+	}
 	if cfg.ClassOf == nil {
-		cfg.ClassOf = action.Builtin().ClassOf
+		cfg.ClassOf = cfg.Actions.ClassOf
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -483,7 +489,7 @@ func chainsOf(p *auth.Principal) []tenant.ID {
 // caller's own. The creation is audited in the chain of every tenant the
 // new key holds. The key string is returned once.
 func (s *Service) CreateKey(ctx context.Context, caller *auth.Principal, req auth.CreateRequest, meta Meta) (string, auth.Principal, error) {
-	if err := req.Validate(); err != nil {
+	if err := req.ValidateFor(s.cfg.Actions); err != nil {
 		return "", auth.Principal{}, contract.Errorf(contract.CodeInvalid, "%v", err)
 	}
 	if err := s.mayManage(ctx, caller, req.Tenants, meta); err != nil {

@@ -35,7 +35,7 @@ func TestEveryCommandAnswersHelp(t *testing.T) {
 		"serve":                append([]string{"-listen", "-allow-host", "-tls-cert", "-policy-dir"}, store...),
 		"check-config":         append([]string{"-listen", "-approval-rules"}, store...),
 		"nats":                 {"-data-dir", "-listen", "-users", "-name", "-cluster-listen", "-routes"},
-		"keys create":          append([]string{"-name", "-role", "-tenant", "-actions", "-cert-cn"}, store...),
+		"keys create":          append([]string{"-name", "-role", "-tenant", "-actions", "-cert-cn", "-actions-file"}, store...),
 		"keys list":            store,
 		"keys revoke":          store,
 		"keys consent":         append([]string{"-reason"}, api...),

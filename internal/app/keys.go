@@ -67,6 +67,7 @@ func KeysCreate(ctx context.Context, env Env, args []string, h KeysHooks) error 
 	fs.Var(&actions, "actions", "action types (fs.read,...), classes (A0..A3) or * (required)")
 	expires := fs.Duration("expires", 0, "key lifetime, e.g. 720h (default: no expiry)")
 	owner := fs.String("owner", "", "the person the key is for (default: --name); four eyes counts distinct owners, so give one person's keys one owner")
+	actionsFile := fs.String("actions-file", "", "the actions file the server runs with (docs/ACTIONS.md), so --actions may name its declared actions; secrets are not read")
 	certCN := fs.String("cert-cn", "", "register a client-certificate principal with this subject CN instead of an API key (mutual TLS)")
 	var af apiFlags
 	af.registerServer(fs.FlagSet)
@@ -89,7 +90,11 @@ func KeysCreate(ctx context.Context, env Env, args []string, h KeysHooks) error 
 	if *expires > 0 {
 		req.ExpiresAt = time.Now().Add(*expires)
 	}
-	if err := req.Validate(); err != nil {
+	registry, err := replayActions(*actionsFile)
+	if err != nil {
+		return err
+	}
+	if err := req.ValidateFor(registry); err != nil {
 		return fs.usageErr("%v", err)
 	}
 	var src io.Reader = rand.Reader
@@ -121,6 +126,7 @@ func KeysCreate(ctx context.Context, env Env, args []string, h KeysHooks) error 
 	}
 	defer st.Close()
 	keys := auth.NewKeys(st.Principals, src, now)
+	keys.SetActions(registry)
 	if *certCN != "" {
 		p, err := keys.CreateCert(ctx, *certCN, req)
 		if err != nil {

@@ -185,6 +185,7 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 	}
 	approvals.SetRules(rules)
 	keys := auth.NewKeys(st.Principals, d.rand, d.now)
+	keys.SetActions(actions) // a key may be granted a declared action by name
 	g, err := gate.New(gate.Config{
 		Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Actions: actions, Executors: ex, Switches: sw, Approvals: approvals, Work: st.Work,
 		Allowlist: c.AllowHosts, Now: d.now, Node: c.Node, Logger: d.logger, Retention: c.Retention, Lease: c.Lease, ExecTimeout: c.ExecTimeout, Principals: keys,
@@ -195,7 +196,7 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 		st.Close()
 		return nil, err
 	}
-	acc, err := access.New(access.Config{Policy: bundle, Keys: keys, Certs: keys, KeyAdmin: keys, Audit: log, Now: d.now, Logger: d.logger, ClassOf: actions.ClassOf, Consent: rules, Rates: &c.Limits.Rates})
+	acc, err := access.New(access.Config{Policy: bundle, Keys: keys, Certs: keys, KeyAdmin: keys, Audit: log, Now: d.now, Logger: d.logger, Actions: actions, Consent: rules, Rates: &c.Limits.Rates})
 	if err != nil {
 		sw.Stop()
 		st.Close()

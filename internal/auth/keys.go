@@ -38,15 +38,28 @@ type record struct {
 
 // Keys is the API key registry on the principals bucket.
 type Keys struct {
-	kv   kv.Bucket
-	rand io.Reader        // crypto/rand in production; injectable for the demo
-	now  func() time.Time // injected clock
+	kv      kv.Bucket
+	rand    io.Reader        // crypto/rand in production; injectable for the demo
+	now     func() time.Time // injected clock
+	actions *action.Registry // the action types a key may be granted (default action.Builtin)
 }
+
+// SetActions sets the registry whose action types a key may be granted by
+// name (the server's: the built-ins and the declared ones). Call it
+// before the first Create.
+func (k *Keys) SetActions(r *action.Registry) { k.actions = r }
 
 // NewKeys returns the registry. rand must be a cryptographic source except in
 // deterministic demos and tests.
 func NewKeys(b kv.Bucket, rand io.Reader, now func() time.Time) *Keys {
 	return &Keys{kv: b, rand: rand, now: now}
+}
+
+func (k *Keys) registry() *action.Registry {
+	if k.actions == nil {
+		return action.Builtin()
+	}
+	return k.actions
 }
 
 // CreateRequest describes a new key.
@@ -68,7 +81,10 @@ type CreateRequest struct {
 
 // Validate checks a request and names the offending field. Granted action
 // types must be built-in ones (action.Builtin).
-func (r CreateRequest) Validate() error {
+func (r CreateRequest) Validate() error { return r.ValidateFor(action.Builtin()) }
+
+// ValidateFor is Validate with the action types of actions.
+func (r CreateRequest) ValidateFor(actions *action.Registry) error {
 	switch {
 	case r.Name == "" || len(r.Name) > 128:
 		return errors.New("name: required, at most 128 bytes")
@@ -93,8 +109,8 @@ func (r CreateRequest) Validate() error {
 		if a == "*" || contract.ValidClass(a) {
 			continue
 		}
-		if _, ok := action.Builtin().Lookup(a); !ok {
-			return fmt.Errorf("actions: action %q: %w", a, action.ErrUnknown)
+		if _, ok := actions.Lookup(a); !ok {
+			return fmt.Errorf("actions: action %q: %w (a declared action is known with the actions file that declares it)", a, action.ErrUnknown)
 		}
 	}
 	return nil
@@ -103,7 +119,7 @@ func (r CreateRequest) Validate() error {
 // Create registers a new key and returns the secret key string (shown once)
 // and its principal.
 func (k *Keys) Create(ctx context.Context, req CreateRequest) (string, Principal, error) {
-	if err := req.Validate(); err != nil {
+	if err := req.ValidateFor(k.registry()); err != nil {
 		return "", Principal{}, fmt.Errorf("create key: %w", err)
 	}
 	buf := make([]byte, idBytes+secretBytes)
@@ -385,7 +401,7 @@ func (k *Keys) CreateCert(ctx context.Context, commonName string, req CreateRequ
 	if commonName == "" || len(commonName) > 256 {
 		return Principal{}, errors.New("cert-cn: required, at most 256 bytes")
 	}
-	if err := req.Validate(); err != nil {
+	if err := req.ValidateFor(k.registry()); err != nil {
 		return Principal{}, fmt.Errorf("create cert principal: %w", err)
 	}
 	id := certID(commonName)
