@@ -45,21 +45,28 @@ unless {
 `
 
 // ticketCases are the cookbook's policy tests.
-var ticketCases = strings.ReplaceAll(ticketCasesTemplate, "LONG_TITLE", strings.Repeat("X", 200))
+// (HOST: the ticket service's host:port, on the allowlist).
+func ticketCases(host string) string {
+	return strings.NewReplacer("LONG_TITLE", strings.Repeat("X", 200), "HOST", host).Replace(ticketCasesTemplate)
+}
 
 const ticketCasesTemplate = `{"cases": [
   {"name": "a short title on a wednesday",
-   "action": {"principal": "key_bot", "role": "agent", "action": "tickets.create", "target": "http://127.0.0.1:9000/tickets/ops",
-              "allowlist": ["127.0.0.1:9000"], "params": {"title": "Disk full on db-1"}, "time": "2026-12-02T10:00:00Z"},
+   "action": {"principal": "key_bot", "role": "agent", "action": "tickets.create", "target": "ops",
+              "allowlist": ["HOST"], "params": {"title": "Disk full on db-1"}, "time": "2026-12-02T10:00:00Z"},
    "expect": {"decision": "allow", "reasons": ["http-allowlisted-host"]}},
   {"name": "a title of 200 characters",
-   "action": {"principal": "key_bot", "role": "agent", "action": "tickets.create", "target": "http://127.0.0.1:9000/tickets/ops",
-              "allowlist": ["127.0.0.1:9000"], "params": {"title": "LONG_TITLE"}, "time": "2026-12-02T10:00:00Z"},
+   "action": {"principal": "key_bot", "role": "agent", "action": "tickets.create", "target": "ops",
+              "allowlist": ["HOST"], "params": {"title": "LONG_TITLE"}, "time": "2026-12-02T10:00:00Z"},
    "expect": {"decision": "deny", "reasons": ["tickets-short-titles-on-weekdays"]}},
   {"name": "a saturday",
-   "action": {"principal": "key_bot", "role": "agent", "action": "tickets.create", "target": "http://127.0.0.1:9000/tickets/ops",
-              "allowlist": ["127.0.0.1:9000"], "params": {"title": "Disk full on db-1"}, "time": "2026-12-05T10:00:00Z"},
-   "expect": {"decision": "deny", "reasons": ["tickets-short-titles-on-weekdays"]}}
+   "action": {"principal": "key_bot", "role": "agent", "action": "tickets.create", "target": "ops",
+              "allowlist": ["HOST"], "params": {"title": "Disk full on db-1"}, "time": "2026-12-05T10:00:00Z"},
+   "expect": {"decision": "deny", "reasons": ["tickets-short-titles-on-weekdays"]}},
+  {"name": "no title: denied as the gate denies it",
+   "action": {"principal": "key_bot", "role": "agent", "action": "tickets.create", "target": "ops",
+              "allowlist": ["HOST"], "params": {}, "time": "2026-12-02T10:00:00Z"},
+   "expect": {"decision": "deny"}}
 ]}
 `
 
@@ -80,11 +87,11 @@ func TestPolicyCookbook(t *testing.T) {
 	candidate := filepath.Join(dir, "policies")
 	run(t, "policy", "init", "--no-tests", candidate)
 	must(t, os.WriteFile(filepath.Join(candidate, "tickets.cedar"), []byte(ticketsPolicy), 0o644))
-	must(t, os.WriteFile(filepath.Join(candidate, "tickets_test.json"), []byte(ticketCases), 0o644))
+	must(t, os.WriteFile(filepath.Join(candidate, "tickets_test.json"), []byte(ticketCases(tickets.host)), 0o644))
 	if code, out := exitOf(t, nil, "policy", "validate", "--actions-file", actionsPath, candidate); code != 0 || !strings.Contains(out, "valid") {
 		t.Fatalf("policy validate: exit %d\n%s", code, out)
 	}
-	if code, out := exitOf(t, nil, "policy", "test", "--actions-file", actionsPath, candidate); code != 0 || !strings.Contains(out, "3 cases, 3 passed, 0 failed") {
+	if code, out := exitOf(t, nil, "policy", "test", "--actions-file", actionsPath, candidate); code != 0 || !strings.Contains(out, "4 cases, 4 passed, 0 failed") {
 		t.Fatalf("policy test: exit %d\n%s", code, out)
 	}
 	// Without the actions file, tickets.create is no action: refused, named.
@@ -93,7 +100,7 @@ func TestPolicyCookbook(t *testing.T) {
 	}
 	// A wrong expectation fails, naming the case.
 	wrong := filepath.Join(dir, "wrong_test.json")
-	must(t, os.WriteFile(wrong, []byte(strings.Replace(ticketCases, `"decision": "allow"`, `"decision": "deny"`, 1)), 0o644))
+	must(t, os.WriteFile(wrong, []byte(strings.Replace(ticketCases(tickets.host), `"decision": "allow"`, `"decision": "deny"`, 1)), 0o644))
 	if code, out := exitOf(t, nil, "policy", "test", "--actions-file", actionsPath, "--cases", wrong, candidate); code != 1 ||
 		!strings.Contains(out, "FAIL wrong_test.json: a short title on a wednesday: got allow [http-allowlisted-host], want deny") {
 		t.Fatalf("policy test of a wrong case: exit %d\n%s", code, out)

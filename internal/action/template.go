@@ -52,6 +52,7 @@ func (t *Template) Method() string { return t.method }
 func (r Registration) PolicyType() policy.ActionType {
 	at := policy.ActionType{Name: r.Type, Class: r.Class, Effect: r.Effect}
 	if t := r.Executor.Template; t != nil {
+		at.Target = r.PolicyTarget
 		for _, p := range t.properties {
 			at.Params = append(at.Params, policy.Param{Name: p, Required: slices.Contains(t.required, p)})
 		}

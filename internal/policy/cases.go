@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"time"
@@ -79,7 +80,7 @@ func ParseCases(name string, data []byte) (CaseFile, error) {
 	if err := dec.Decode(&f); err != nil {
 		return CaseFile{}, fmt.Errorf("%s: %w", name, err)
 	}
-	if dec.More() {
+	if _, err := dec.Token(); err != io.EOF {
 		return CaseFile{}, fmt.Errorf("%s: data after the case file's object", name)
 	}
 	if len(f.Cases) == 0 {
@@ -135,7 +136,16 @@ func RunCases(b *Bundle, types []ActionType, cases []Case) []CaseResult {
 				if a.Time != nil {
 					req.Time = *a.Time
 				}
-				r.Got = Evaluate(b, req)
+				var err error
+				if typ.Target != nil {
+					req.Target, err = typ.Target(a.Target, a.Params)
+				}
+				if err != nil {
+					// As the gate: a request that does not render is denied.
+					r.Got = Result{Errors: []string{"render: " + err.Error()}}
+				} else {
+					r.Got = Evaluate(b, req)
+				}
 			}
 		} else {
 			o := c.Operation

@@ -33,6 +33,11 @@ type ActionType struct {
 	// WithParams): each a String in context.params and a Long in
 	// context.sizes, optional unless Required.
 	Params []Param
+	// Target, when set, is what the policy decides on instead of the
+	// request's target (a declared action's rendered URL, its params
+	// checked): the gate's own function, so a policy test decides as the
+	// gate does. An error denies.
+	Target func(target string, params map[string]string) (string, error)
 }
 
 // Param is one param of a declared action type.
