@@ -8,6 +8,8 @@ import (
 	"path"
 	"slices"
 	"strings"
+
+	cedar "github.com/cedar-policy/cedar-go"
 )
 
 // A policy directory (serve --policy-dir, exoarmur policy validate|test)
@@ -62,13 +64,22 @@ func LoadDir(fsys fs.FS, dir string, v *Validator) (*Bundle, error) {
 		return nil, fmt.Errorf("policy dir %s: %w", dir, err)
 	}
 	var names []string
+	probs := &Problems{Dir: dir}
 	for _, e := range entries {
 		if !e.IsDir() && strings.HasSuffix(e.Name(), ".cedar") {
 			names = append(names, e.Name())
 		}
 	}
+	// A policy file below the top level would be silently left out (and
+	// a forbid in it with it): refused.
+	_ = fs.WalkDir(fsys, dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".cedar") && path.Dir(p) != dir {
+			rel := strings.TrimPrefix(p, dir+"/")
+			probs.List = append(probs.List, Problem{File: rel, Message: "a policy file in a subdirectory is not part of the bundle: move it to the top level"})
+		}
+		return nil
+	})
 	slices.Sort(names)
-	probs := &Problems{Dir: dir}
 	if len(names) == 0 {
 		probs.List = append(probs.List, Problem{File: dir, Message: "no *.cedar file (exoarmur policy init DIR writes the default bundle to start from)"})
 		return nil, probs
@@ -85,6 +96,7 @@ func LoadDir(fsys fs.FS, dir string, v *Validator) (*Bundle, error) {
 			continue
 		}
 		probs.List = append(probs.List, v.File(name, b, seen)...)
+		probs.List = append(probs.List, unscoped(name, b)...)
 		src.WriteString(fileHeader + name + "\n")
 		src.Write(b)
 		if len(b) > 0 && b[len(b)-1] != '\n' {
@@ -101,5 +113,66 @@ func LoadDir(fsys fs.FS, dir string, v *Validator) (*Bundle, error) {
 	if len(bundle.byScope["operation"]) == 0 {
 		return nil, &Problems{Dir: dir, List: []Problem{{File: dir, Message: "no policy decides API operations (@scope(\"operation\")): every API call would be denied; copy operations.cedar from `exoarmur policy init`"}}}
 	}
+	if broken := FloorViolations(bundle); len(broken) > 0 {
+		return nil, &Problems{Dir: dir, List: broken}
+	}
 	return bundle, nil
+}
+
+// unscoped names the policies of a user file without an @scope: in a
+// user's bundle every policy says whether it decides actions or API
+// operations (one left unscoped would decide both, and a broad action
+// permit would open the API).
+func unscoped(name string, src []byte) []Problem {
+	list, err := cedar.NewPolicyListFromBytes(name, src)
+	if err != nil {
+		return nil // the validator named it
+	}
+	var out []Problem
+	for _, p := range list {
+		if p.Annotations()["scope"] == "" {
+			pos := p.Position()
+			out = append(out, Problem{File: name, Line: pos.Line, Column: pos.Column, PolicyID: string(p.Annotations()["id"]),
+				Message: "no @scope: say @scope(\"action\") or @scope(\"operation\")"})
+		}
+	}
+	return out
+}
+
+// floor is what no bundle may permit, whatever its policies say: the
+// global powers without the explicit system grant, and the roles' limits
+// the promises name (an auditor only reads; an agent never approves,
+// resolves, flips a switch, manages keys or reads the tenant's whole
+// audit or every intent).
+var floor = func() []OpRequest {
+	var out []OpRequest
+	for _, role := range []string{"agent", "auditor", "operator", "admin"} {
+		for _, op := range []string{OpReadGlobalSwitch, OpFlipGlobalSwitch, OpManageKeys, OpReadMetrics} {
+			out = append(out, OpRequest{PrincipalID: "floor", Role: role, Granted: []string{"acme"}, Operation: op})
+		}
+	}
+	for _, op := range []string{OpPropose, OpExecute, OpApprove, OpFlipTenantSwitch, OpResolve, OpManageKeys} {
+		out = append(out, OpRequest{PrincipalID: "floor", Role: "auditor", Granted: []string{"acme"}, Operation: op, Tenant: "acme"})
+	}
+	for _, op := range []string{OpApprove, OpFlipTenantSwitch, OpResolve, OpManageKeys, OpReadTenantAudit, OpReadTenantIntents} {
+		out = append(out, OpRequest{PrincipalID: "floor", Role: "agent", Granted: []string{"acme"}, Operation: op, Tenant: "acme"})
+	}
+	return out
+}()
+
+// FloorViolations lists what b permits that no bundle may (floor): a
+// bundle that would is refused at load.
+func FloorViolations(b *Bundle) []Problem {
+	var out []Problem
+	for _, req := range floor {
+		if Authorize(b, req).Allowed {
+			where := "the system"
+			if req.Tenant != "" {
+				where = "tenant " + req.Tenant
+			}
+			out = append(out, Problem{File: b.Name(), Message: fmt.Sprintf("the bundle permits a %s holding %v to %s on %s: no bundle may (global powers need the explicit system grant; an auditor only reads; an agent never approves, resolves, flips a switch, manages keys or reads the whole tenant)",
+				req.Role, req.Granted, req.Operation, where)})
+		}
+	}
+	return out
 }

@@ -37,6 +37,12 @@ func TestLoadDir(t *testing.T) {
 		{"a duplicate id across files", fstest.MapFS{"p/a.cedar": {Data: def}, "p/b.cedar": {Data: extra}, "p/c.cedar": {Data: extra}}, "c.cedar:1:1: policy agents-never-delete: duplicate @id (also in b.cedar:1)"},
 		{"no operation policy", fstest.MapFS{"p/b.cedar": {Data: extra}}, "no policy decides API operations"},
 		{"an unknown attribute", fstest.MapFS{"p/a.cedar": {Data: def}, "p/z.cedar": {Data: []byte("\n\n@id(\"z\")\npermit (principal, action, resource is File) when { context.path };\n")}}, "z.cedar:3:1: policy z:"},
+		{"an unscoped policy", fstest.MapFS{"p/a.cedar": {Data: def}, "p/u.cedar": {Data: []byte("@id(\"u\")\npermit (principal, action, resource) when { context.role == \"agent\" };\n")}}, "u.cedar:1:1: policy u: no @scope"},
+		{"a broad operation permit", fstest.MapFS{"p/a.cedar": {Data: def}, "p/o.cedar": {Data: []byte("@id(\"o\")\n@scope(\"operation\")\npermit (principal, action, resource) when { context.role == \"agent\" };\n")}},
+			"permits a agent holding [acme] to flip_global_switch on the system"},
+		{"an auditor who approves", fstest.MapFS{"p/a.cedar": {Data: def}, "p/o.cedar": {Data: []byte("@id(\"o\")\n@scope(\"operation\")\npermit (principal, action == Action::\"approve\", resource);\n")}},
+			"permits a auditor holding [acme] to approve on tenant acme"},
+		{"a file in a subdirectory", fstest.MapFS{"p/a.cedar": {Data: def}, "p/s/deny.cedar": {Data: extra}}, "s/deny.cedar: a policy file in a subdirectory"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
