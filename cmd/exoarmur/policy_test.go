@@ -162,8 +162,15 @@ func TestPolicyCookbook(t *testing.T) {
 	if shadow.Decisions != 6 || shadow.Differ != want || len(shadow.Recent) != int(want) || shadow.Enforcement != "none" {
 		t.Fatalf("shadow summary %+v", shadow)
 	}
-	if got := countKind(auditRecords(t, srv.client(root), "acme", 0), gate.KindShadowDiffers); got != int(want) {
-		t.Fatalf("%d policy.shadow_differs records, want %d", got, want)
+	// The records are written off the enforced path: wait for them (bounded).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		got := countKind(auditRecords(t, srv.client(root), "acme", 0), gate.KindShadowDiffers)
+		if got == int(want) {
+			break
+		}
+		if got > int(want) || time.Now().After(deadline) {
+			t.Fatalf("%d policy.shadow_differs records, want %d", got, want)
+		}
 	}
 	if len(tickets.requests()) != 3 {
 		t.Fatalf("the shadow bundle changed what ran: %d tickets", len(tickets.requests()))

@@ -160,7 +160,7 @@ func New(cfg Config) (*Gate, error) {
 	}
 	cfg.Allowlist = append([]string{}, cfg.Allowlist...) // never null in a recorded input
 	slices.Sort(cfg.Allowlist)
-	return &Gate{cfg: cfg, shadow: shadowState{tenants: map[string]*ShadowSummary{}}}, nil
+	return &Gate{cfg: cfg, shadow: shadowState{tenants: map[string]*ShadowSummary{}, writers: make(chan struct{}, shadowWriters)}}, nil
 }
 
 // Auditor appends to a tenant's hash chain (internal/audit.Log).

@@ -2,8 +2,10 @@ package gate
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/metrics"
@@ -92,6 +94,7 @@ const maxShadowRecent = 50
 type shadowState struct {
 	mu      sync.Mutex
 	tenants map[string]*ShadowSummary
+	writers chan struct{} // the shadow records in flight (shadowWriters)
 }
 
 // Shadow returns this node's summary of the shadow bundle for t; false
@@ -142,13 +145,37 @@ func (g *Gate) shadowed(ctx context.Context, t tenant.ID, in Input, d contract.D
 	}
 	g.cfg.Logger.InfoContext(ctx, "policy shadow: the candidate bundle decides otherwise (not enforced)", "tenant", t.String(), "intent", in.Intent.ID,
 		"action", in.Intent.Action, "active", d.Verdict, "active_reasons", d.Reasons, "candidate", c.Verdict, "candidate_reasons", c.Reasons, "candidate_policy_hash", g.cfg.Shadow.Hash())
-	if _, err := g.cfg.Audit.Append(ctx, t, audit.Entry{Kind: KindShadowDiffers, CorrelationID: in.Intent.ID, Actor: actor, RequestID: requestID, Time: in.Time, Payload: diff}); err != nil {
+	// The record is written off the enforced path: the decision's own
+	// record, claim and effect never wait for it. At most shadowWriters
+	// are in flight; a difference beyond them is counted unrecorded.
+	unrecorded := func(err error) {
 		g.shadow.mu.Lock()
 		s.Unrecorded++
 		g.shadow.mu.Unlock()
-		g.cfg.Logger.WarnContext(ctx, "policy shadow: the difference could not be recorded in the audit log; the enforced decision stands", "tenant", t.String(), "intent", in.Intent.ID, "err", err)
+		g.cfg.Logger.Warn("policy shadow: the difference could not be recorded in the audit log; the enforced decision stands", "tenant", t.String(), "intent", in.Intent.ID, "err", err)
 	}
+	select {
+	case g.shadow.writers <- struct{}{}:
+	default:
+		unrecorded(errors.New("too many shadow records in flight"))
+		return
+	}
+	go func() {
+		defer func() { <-g.shadow.writers }()
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shadowWriteTimeout)
+		defer cancel()
+		if _, err := g.cfg.Audit.Append(wctx, t, audit.Entry{Kind: KindShadowDiffers, CorrelationID: "shadow:" + in.Intent.ID, Actor: actor, RequestID: requestID, Time: in.Time, Payload: diff}); err != nil {
+			unrecorded(err)
+		}
+	}()
 }
+
+// shadowWriters bounds the shadow records in flight; shadowWriteTimeout
+// bounds each.
+const (
+	shadowWriters      = 64
+	shadowWriteTimeout = 10 * time.Second
+)
 
 func boolLabel(b bool) string {
 	if b {
