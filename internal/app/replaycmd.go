@@ -31,7 +31,7 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 			"Each decision is re-decided under the bundle recorded with it: those this binary shipped, those archived in the store, and with --bundle those of policy directories (an export carries no bundles). " +
 			"Writes the canonical report (JSON) to stdout or --out and a summary to stderr; exit 1 unless it passes. " +
 			"With --policy-dir CANDIDATE, a counterfactual replay instead: every recorded decision is decided again under the candidate bundle, " +
-			"and each one it decides otherwise is listed with the verdict, reasons and deciding policies under both (JSON report); nothing is changed, and it exits 0 whatever it finds.",
+			"and each one it decides otherwise is listed with the verdict, reasons and deciding policies under both (JSON report; action decisions only, not the candidate's operation policies); nothing is changed; it exits 0 whatever differs, 1 when a line or decision could not be read or there was no decision.",
 		Example: "replay --from-export acme.jsonl --tenant acme --trusted-key \"$(exoarmur audit pubkey)\" --out report.json",
 	})
 	sc.register(fs.FlagSet)
@@ -60,6 +60,9 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	if *candidate != "" {
+		if len(anchors.trusted) > 0 || anchors.file != "" || len(bundleDirs) > 0 {
+			return fs.usageErr("--policy-dir (a counterfactual replay) verifies no chain and no checkpoint and re-decides under the candidate only: run replay without it, with --trusted-key, --checkpoint or --bundle, to verify")
+		}
 		return runCounterfactual(ctx, env, sc, *from, *candidate, only, *out, actions)
 	}
 	var extra []*policy.Bundle
@@ -240,11 +243,17 @@ func runCounterfactual(ctx context.Context, env Env, sc StoreConfig, from, dir s
 	} else {
 		env.Stdout.Write(b)
 	}
-	fmt.Fprintf(env.Stderr, "counterfactual: candidate=%s records=%d decisions=%d differ=%d\n", rep.Candidate, rep.Records, rep.Decisions, rep.Differ)
+	fmt.Fprintf(env.Stderr, "counterfactual: candidate=%s records=%d decisions=%d differ=%d unreadable=%d (%s)\n", rep.Candidate, rep.Records, rep.Decisions, rep.Differ, rep.Unreadable, rep.Compares)
 	for _, d := range rep.Differences {
 		fmt.Fprintf(env.Stderr, "counterfactual: DIFFERS tenant=%s seq=%d %s %s %q: recorded %s %v (%s), candidate %s %v (%s)\n",
 			d.Tenant, d.Seq, d.Kind, d.Action, d.Target, d.Recorded.Verdict, d.Recorded.Reasons, d.Recorded.Policies,
 			d.Candidate.Verdict, d.Candidate.Reasons, d.Candidate.Policies)
+	}
+	switch {
+	case rep.Unreadable > 0:
+		return fmt.Errorf("%w: %d lines or decision records could not be read: what they decided is unknown (verify the export with replay)", errReplayFailed, rep.Unreadable)
+	case rep.Decisions == 0:
+		return fmt.Errorf("%w: no recorded decision to decide again", errReplayFailed)
 	}
 	return nil
 }

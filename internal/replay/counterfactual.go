@@ -42,9 +42,15 @@ type CounterfactualReport struct {
 	Records     uint64       `json:"records"`
 	Decisions   uint64       `json:"decisions"`
 	Differ      uint64       `json:"differ"`
-	Unreadable  uint64       `json:"unreadable"` // decision records whose payload could not be decoded
+	Unreadable  uint64       `json:"unreadable"` // lines that are no audit record, and decision records whose payload could not be decoded or names another tenant
+	// Compares says what was compared: the action decisions; the
+	// candidate's operation policies (who may call the API) are not.
+	Compares    string       `json:"compares"`
 	Differences []Difference `json:"differences"`
 }
+
+// Compared is CounterfactualReport.Compares.
+const Compared = "action decisions only: the candidate's operation policies (API authorization) are not compared"
 
 // Counterfactual accumulates records and re-decides their decisions
 // under one candidate bundle.
@@ -59,14 +65,18 @@ type Counterfactual struct {
 // ("" = every tenant) under candidate, with the action types of actions.
 func NewCounterfactual(tenant string, candidate *policy.Bundle, actions *action.Registry) *Counterfactual {
 	return &Counterfactual{only: tenant, candidate: candidate, actions: actions,
-		rep: CounterfactualReport{Candidate: candidate.Hash(), Differences: []Difference{}}}
+		rep: CounterfactualReport{Candidate: candidate.Hash(), Compares: Compared, Differences: []Difference{}}}
 }
 
 // Add re-decides one record, given as stored (a checkpoint line or a
 // record that carries no decision only counts).
 func (c *Counterfactual) Add(raw []byte) {
+	if contract.IsCheckpointLine(raw) {
+		return
+	}
 	var rec contract.AuditRecord
-	if json.Unmarshal(raw, &rec) != nil || rec.Tenant == "" || contract.IsCheckpointLine(raw) {
+	if json.Unmarshal(raw, &rec) != nil || rec.Tenant == "" {
+		c.rep.Unreadable++ // not an audit record: said, never skipped silently
 		return
 	}
 	if c.only != "" && rec.Tenant != c.only {
@@ -78,7 +88,7 @@ func (c *Counterfactual) Add(raw []byte) {
 	}
 	c.rep.Decisions++
 	var p gate.DecisionPayload
-	if err := json.Unmarshal(rec.Payload, &p); err != nil {
+	if err := json.Unmarshal(rec.Payload, &p); err != nil || p.Input.Tenant != rec.Tenant {
 		c.rep.Unreadable++
 		return
 	}

@@ -70,6 +70,20 @@ forbid (principal, action == Action::"fs.write", resource) when { context.role =
 	if r := same.Report(); r.Differ != 0 || r.Decisions != 8 {
 		t.Fatalf("the recorded bundle as candidate: %+v", r)
 	}
+	// What is not an audit record, or a decision naming another tenant
+	// than its record's, is counted unreadable, never skipped silently.
+	lines := bytes.Split(bytes.TrimSpace(export), []byte("\n"))
+	// The record's own tenant (its last "tenant" key, canonical JSON
+	// sorts it after the payload), not its input's.
+	i := bytes.LastIndex(lines[0], []byte(`"tenant":"acme"`))
+	foreign := append(append(bytes.Clone(lines[0][:i]), `"tenant":"beta"`...), lines[0][i+len(`"tenant":"acme"`):]...)
+	bad := replay.NewCounterfactual("", candidate, action.Builtin())
+	bad.Add([]byte("not json"))
+	bad.Add([]byte(`{"foo":1}`))
+	bad.Add(foreign)
+	if r := bad.Report(); r.Unreadable != 3 || r.Decisions != 1 || r.Compares != replay.Compared {
+		t.Fatalf("bad input: %+v", r)
+	}
 	if !bytes.Equal(export, before) {
 		t.Fatal("the export changed")
 	}
