@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/exoarmur/exoarmur/internal/action"
+	"github.com/exoarmur/exoarmur/internal/auth"
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/executor"
 	"github.com/exoarmur/exoarmur/internal/gate"
@@ -72,6 +73,16 @@ func TestProposeDeclaredAction(t *testing.T) {
 	}
 	if head, _, err := n.log.Head(ctx, acme); err != nil || head != 0 {
 		t.Fatalf("refused proposals wrote the audit: head %d, %v", head, err)
+	}
+
+	// A principal not granted the action learns nothing of its schema: it
+	// is refused as any ungranted proposal is, and audited.
+	reader := &auth.Principal{ID: "key_reader", Name: "reader", Role: auth.RoleAgent, Tenants: []string{"acme"}, Actions: []string{"A0"}}
+	if _, _, err := n.gate.Propose(ctx, acme, reader, contract.IntentRequest{Action: "tickets.create", Target: "ops", Params: map[string]string{"extra": "x"}, IdempotencyKey: "ungranted"}, gate.Meta{}); contract.ErrorCode(err) != contract.CodeForbidden || strings.Contains(err.Error(), "params") {
+		t.Fatalf("an ungranted principal's proposal with bad params = %v, want forbidden saying nothing of the params", err)
+	}
+	if head, _, err := n.log.Head(ctx, acme); err != nil || head != 1 {
+		t.Fatalf("the ungranted proposal was not audited: head %d, %v", head, err)
 	}
 
 	v, err := propose("ok", map[string]string{"title": "t", "host": "127.0.0.1:1"})

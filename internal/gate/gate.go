@@ -384,8 +384,10 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 	}
 	// A declared action's params must match its schema, and its request
 	// must render (what the policy and the operators will see): else the
-	// proposal is refused, naming the field, and nothing is written.
-	if spec.Executor.Kind == action.HTTPTemplate {
+	// proposal is refused, naming the field, and nothing is written. Only
+	// for a principal granted the action: one that is not is refused
+	// below, audited (access.denied), and learns nothing of the schema.
+	if spec.Executor.Kind == action.HTTPTemplate && p.HasTenant(t.String()) && p.MayUse(spec.Type, spec.Class) {
 		if err := spec.CheckParams(req.Params); err != nil {
 			return View{}, false, err
 		}
