@@ -38,11 +38,11 @@ type Difference struct {
 
 // CounterfactualReport is what a counterfactual replay found.
 type CounterfactualReport struct {
-	Candidate   string       `json:"candidate_policy_hash"`
-	Records     uint64       `json:"records"`
-	Decisions   uint64       `json:"decisions"`
-	Differ      uint64       `json:"differ"`
-	Unreadable  uint64       `json:"unreadable"` // lines that are no audit record, and decision records whose payload could not be decoded or names another tenant
+	Candidate  string `json:"candidate_policy_hash"`
+	Records    uint64 `json:"records"`
+	Decisions  uint64 `json:"decisions"`
+	Differ     uint64 `json:"differ"`
+	Unreadable uint64 `json:"unreadable"` // lines that are no audit record, and decision records whose payload could not be decoded or names another tenant
 	// Compares says what was compared: the action decisions; the
 	// candidate's operation policies (who may call the API) are not.
 	Compares    string       `json:"compares"`
