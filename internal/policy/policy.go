@@ -400,17 +400,36 @@ func withParams(ctx cedar.Record, params map[string]string, t time.Time) cedar.R
 		ps[cedar.String(k)] = cedar.String(v)
 		sizes[cedar.String(k)] = cedar.Long(utf8.RuneCountInString(v))
 	}
-	t = t.UTC()
 	m["params"] = cedar.NewRecord(ps)
 	m["sizes"] = cedar.NewRecord(sizes)
-	m["time"] = cedar.NewRecord(cedar.RecordMap{
+	m["time"] = timeRecord(t)
+	return cedar.NewRecord(m)
+}
+
+// timeRecord is context.time of t: built once per minute (decisions of
+// the same minute share it; it depends on nothing else).
+func timeRecord(t time.Time) cedar.Record {
+	t = t.UTC()
+	minute := t.Unix() / 60
+	if c := lastTime.Load(); c != nil && c.minute == minute {
+		return c.rec
+	}
+	rec := cedar.NewRecord(cedar.RecordMap{
 		"weekday": cedar.String(strings.ToLower(t.Weekday().String())),
 		"hour":    cedar.Long(t.Hour()),
 		"minute":  cedar.Long(t.Minute()),
 		"date":    cedar.String(t.Format(time.DateOnly)),
 	})
-	return cedar.NewRecord(m)
+	lastTime.Store(&timeEntry{minute: minute, rec: rec})
+	return rec
 }
+
+type timeEntry struct {
+	minute int64
+	rec    cedar.Record
+}
+
+var lastTime atomic.Pointer[timeEntry]
 
 // resultOf turns a cedar outcome into a Result: reasons and errors sorted
 // (no map order leaks into recorded decisions), and any evaluation error
