@@ -3,12 +3,16 @@ package executor
 import (
 	"cmp"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -228,14 +232,49 @@ type httpTemplate struct {
 var _ implementation = httpTemplate{}
 
 func (httpTemplate) bind(r action.Registration, e *env) gate.Executor {
-	var pairs, values []string
+	loaded := map[string]string{}
 	for _, n := range r.Executor.Template.SecretNames() {
 		if s := r.Executor.Template.Secret(n); s != nil {
-			pairs = append(pairs, s.Value(), action.SecretPlaceholder(n))
-			values = append(values, s.Value())
+			loaded[n] = s.Value()
 		}
 	}
-	return httpTemplate{h: e.http, reg: r, redact: strings.NewReplacer(pairs...), secrets: values}
+	redact, values := redactor(loaded)
+	return httpTemplate{h: e.http, reg: r, redact: redact, secrets: values}
+}
+
+// redactor replaces every echo of a secret's value by its placeholder:
+// the value as sent, and as a service would echo it encoded (JSON-escaped,
+// with and without HTML escaping; query- and path-escaped; base64). It
+// returns the replacer and every form it removes, longest first.
+func redactor(secrets map[string]string) (*strings.Replacer, []string) {
+	type form struct{ text, placeholder string }
+	var forms []form
+	seen := map[string]bool{}
+	for _, n := range slices.Sorted(maps.Keys(secrets)) {
+		v := secrets[n]
+		quoted, _ := json.Marshal(v) // a string always encodes
+		var plain strings.Builder
+		enc := json.NewEncoder(&plain)
+		enc.SetEscapeHTML(false)
+		_ = enc.Encode(v)
+		unescaped := strings.TrimSuffix(plain.String(), "\n")
+		for _, f := range []string{v, string(quoted[1 : len(quoted)-1]), unescaped[1 : len(unescaped)-1],
+			url.QueryEscape(v), url.PathEscape(v), base64.StdEncoding.EncodeToString([]byte(v)), base64.RawURLEncoding.EncodeToString([]byte(v))} {
+			if f != "" && !seen[f] {
+				seen[f] = true
+				forms = append(forms, form{f, action.SecretPlaceholder(n)})
+			}
+		}
+	}
+	// Longest first: a form holding another is replaced whole.
+	slices.SortStableFunc(forms, func(a, b form) int { return len(b.text) - len(a.text) })
+	pairs := make([]string, 0, 2*len(forms))
+	values := make([]string, 0, len(forms))
+	for _, f := range forms {
+		pairs = append(pairs, f.text, f.placeholder)
+		values = append(values, f.text)
+	}
+	return strings.NewReplacer(pairs...), values
 }
 
 // check refuses a registration whose secrets were not loaded: it could

@@ -1,10 +1,13 @@
 package executor
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -147,5 +150,25 @@ func TestRedactCutSecret(t *testing.T) {
 	b := dropSecretPrefix([]byte("abc tk-5ecr"), []string{ticketSecret})
 	if string(b) != "abc " {
 		t.Fatalf("got %q", b)
+	}
+}
+
+// TestRedactEncodedEchoes: a service that echoes a secret encoded (JSON,
+// URL, base64) has every form redacted, not only the one sent.
+func TestRedactEncodedEchoes(t *testing.T) {
+	const secret = `p&ss/w+rd="x"<y>`
+	redact, forms := redactor(map[string]string{"T": secret})
+	quoted, _ := json.Marshal(secret)
+	for _, echo := range []string{secret, string(quoted), `p&ss/w+rd=\"x\"<y>`, url.QueryEscape(secret), url.PathEscape(secret),
+		base64.StdEncoding.EncodeToString([]byte(secret)), base64.RawURLEncoding.EncodeToString([]byte(secret))} {
+		got := redact.Replace("seen: " + echo + ".")
+		if !strings.Contains(got, "<secret:T>") {
+			t.Errorf("echo %q left as %q", echo, got)
+		}
+		for _, f := range forms {
+			if strings.Contains(got, f) {
+				t.Errorf("echo %q: %q still holds the form %q", echo, got, f)
+			}
+		}
 	}
 }
