@@ -387,13 +387,18 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 	// proposal is refused, naming the field, and nothing is written. Only
 	// for a principal granted the action: one that is not is refused
 	// below, audited (access.denied), and learns nothing of the schema.
+	// Rendered once: the check, and the view the proposer gets back.
+	var request *action.Rendered
 	if spec.Executor.Kind == action.HTTPTemplate && p.HasTenant(t.String()) && p.MayUse(spec.Type, spec.Class) {
-		if err := spec.CheckParams(req.Params); err != nil {
-			return View{}, false, err
-		}
-		if _, err := spec.Render(req.Target, req.Params); err != nil {
+		rd, err := spec.Render(req.Target, req.Params)
+		if err != nil {
+			var schemaErr *contract.Error // the params' schema check, naming the field
+			if errors.As(err, &schemaErr) {
+				return View{}, false, schemaErr
+			}
 			return View{}, false, contract.Errorf(contract.CodeInvalid, "%v", err)
 		}
+		request = &rd
 	}
 	in := contract.ActionIntent{
 		SchemaVersion:       contract.SchemaVersion,
@@ -499,7 +504,7 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 	g.cfg.Logger.InfoContext(ctx, "intent proposed", "tenant", t.String(), "intent", in.ID, "action", in.Action,
 		"preview", preview.Verdict, "request_id", meta.RequestID)
 	g.shadowed(ctx, t, input, preview, audit.KindIntentProposed, p.ID, meta.RequestID)
-	return View{Intent: in, State: StateProposed, Preview: &preview, Request: g.rendered(in)}, true, nil
+	return View{Intent: in, State: StateProposed, Preview: &preview, Request: request}, true, nil
 }
 
 // rendered is in's request when its action is a declared http action

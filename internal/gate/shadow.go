@@ -7,13 +7,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/exoarmur/exoarmur/internal/audit"
-	"github.com/exoarmur/exoarmur/internal/metrics"
-	"github.com/exoarmur/exoarmur/internal/tenant"
-
 	"github.com/exoarmur/exoarmur/internal/action"
+	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/metrics"
 	"github.com/exoarmur/exoarmur/internal/policy"
+	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
 // DecideUnder decides in as if it had been recorded under candidate: the
@@ -123,7 +122,10 @@ func (g *Gate) shadowed(ctx context.Context, t tenant.ID, in Input, d contract.D
 	}
 	c := DecideUnder(in, g.cfg.Shadow, g.cfg.Actions)
 	differs := Differs(d, c)
-	diff := ShadowDifference{IntentID: in.Intent.ID, Action: in.Intent.Action, Target: in.Intent.Target, Decision: kind, Active: SideOf(d), Candidate: SideOf(c)}
+	var diff ShadowDifference // built only for a difference (the common case is none)
+	if differs {
+		diff = ShadowDifference{IntentID: in.Intent.ID, Action: in.Intent.Action, Target: in.Intent.Target, Decision: kind, Active: SideOf(d), Candidate: SideOf(c)}
+	}
 	g.shadow.mu.Lock()
 	s, ok := g.shadow.tenants[t.String()]
 	if !ok {
