@@ -99,12 +99,8 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *out != "" {
-		if err := writeFileAtomic(*out, b); err != nil {
-			return err
-		}
-	} else {
-		env.Stdout.Write(b)
+	if err := writeReport(env, *out, b); err != nil {
+		return err
 	}
 	fmt.Fprintf(env.Stderr, "replay: pass=%t records=%d decisions=%d matched=%d mismatches=%d replay_hash=%s\n",
 		rep.Pass, rep.Records, rep.Decisions, rep.DecisionsMatched, len(rep.Mismatches), rep.ReplayHash)
@@ -150,11 +146,9 @@ func replayLive(ctx context.Context, env Env, sc StoreConfig, only tenant.ID, an
 		return nil, err
 	}
 	log := audit.New(st.Audit)
-	tenants := []tenant.ID{only}
-	if only.IsZero() {
-		if tenants, err = log.Tenants(ctx); err != nil {
-			return nil, err
-		}
+	tenants, err := tenantsOf(ctx, log, only)
+	if err != nil {
+		return nil, err
 	}
 	if anchored {
 		for _, t := range tenants {
@@ -167,6 +161,23 @@ func replayLive(ctx context.Context, env Env, sc StoreConfig, only tenant.ID, an
 		return nil, err
 	}
 	return rp, nil
+}
+
+// writeReport writes a report to path, or to stdout without one.
+func writeReport(env Env, path string, b []byte) error {
+	if path != "" {
+		return writeFileAtomic(path, b)
+	}
+	_, err := env.Stdout.Write(b)
+	return err
+}
+
+// tenantsOf is only, or every tenant of the log when only is zero.
+func tenantsOf(ctx context.Context, log *audit.Log, only tenant.ID) ([]tenant.ID, error) {
+	if !only.IsZero() {
+		return []tenant.ID{only}, nil
+	}
+	return log.Tenants(ctx)
 }
 
 // scanTenants feeds every record of the tenants' chains to add.
@@ -217,11 +228,9 @@ func runCounterfactual(ctx context.Context, env Env, sc StoreConfig, from, dir s
 		}
 		defer st.Close()
 		log := audit.New(st.Audit)
-		tenants := []tenant.ID{only}
-		if only.IsZero() {
-			if tenants, err = log.Tenants(ctx); err != nil {
-				return err
-			}
+		tenants, err := tenantsOf(ctx, log, only)
+		if err != nil {
+			return err
 		}
 		if err := scanTenants(ctx, log, tenants, cf.Add); err != nil {
 			return err
@@ -235,13 +244,8 @@ func runCounterfactual(ctx context.Context, env Env, sc StoreConfig, from, dir s
 	if err := enc.Encode(rep); err != nil {
 		return err
 	}
-	b := buf.Bytes()
-	if out != "" {
-		if err := writeFileAtomic(out, b); err != nil {
-			return err
-		}
-	} else {
-		env.Stdout.Write(b)
+	if err := writeReport(env, out, buf.Bytes()); err != nil {
+		return err
 	}
 	fmt.Fprintf(env.Stderr, "counterfactual: candidate=%s records=%d decisions=%d differ=%d unreadable=%d (%s)\n", rep.Candidate, rep.Records, rep.Decisions, rep.Differ, rep.Unreadable, rep.Compares)
 	for _, d := range rep.Differences {
