@@ -12,7 +12,6 @@ import (
 
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/policy"
-	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
 // runPolicyActivate sends a policy directory to a running server, which
@@ -47,10 +46,8 @@ func runPolicyActivate(ctx context.Context, env Env, args []string) error {
 	case strings.TrimSpace(*reason) == "":
 		return fs.usageErr("--reason is required")
 	}
-	if af.tenant != "" {
-		if _, err := tenant.Parse(af.tenant); err != nil {
-			return fmt.Errorf("%w: --tenant: %v", errUsage, err)
-		}
+	if err := af.optionalTenant(); err != nil {
+		return err
 	}
 	files, err := readPolicyFiles(pos[0])
 	if err != nil {
@@ -79,15 +76,7 @@ func runPolicyActivate(ctx context.Context, env Env, args []string) error {
 		_, err = fmt.Fprintf(env.Stdout, "%s is already %s: nothing was changed\n", scope, act.Hash)
 		return err
 	}
-	p := act.Propagation
-	nodes := fmt.Sprintf("applied by %d live node(s)", len(p.Confirmed))
-	if len(p.Confirmed) > 0 {
-		nodes += " (" + cell(strings.Join(p.Confirmed, ", ")) + ")"
-	}
-	if len(p.Unconfirmed) > 0 {
-		nodes += "; NOT confirmed by " + cell(strings.Join(p.Unconfirmed, ", "))
-	}
-	_, err = fmt.Fprintf(env.Stdout, "%s is now %s (was %s): %s\n", scope, act.Hash, cell(act.Previous), nodes)
+	_, err = fmt.Fprintf(env.Stdout, "%s is now %s (was %s): %s\n", scope, act.Hash, cell(act.Previous), propagationText(act.Propagation))
 	return err
 }
 
@@ -146,10 +135,8 @@ func runPolicyActive(ctx context.Context, env Env, args []string) error {
 	if _, err := fs.parse(args); err != nil {
 		return err
 	}
-	if af.tenant != "" {
-		if _, err := tenant.Parse(af.tenant); err != nil {
-			return fmt.Errorf("%w: --tenant: %v", errUsage, err)
-		}
+	if err := af.optionalTenant(); err != nil {
+		return err
 	}
 	c, ctx, cancel, err := af.client(ctx)
 	if err != nil {
