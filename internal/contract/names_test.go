@@ -24,7 +24,7 @@ func TestActionNameRules(t *testing.T) {
 		{"fs.read", SchemaVersion, ""},
 		{"tickets.create", SchemaVersion, ""},
 		{"a.b", SchemaVersion, ""},
-		{strings.Repeat("a", 32) + "." + strings.Repeat("b", 31), SchemaVersion, ""}, // 64 bytes
+		{strings.Repeat("a", 32) + "." + strings.Repeat("b", 31), SchemaVersion, ""},   // 64 bytes
 		{strings.Repeat("a", 32) + "." + strings.Repeat("b", 32), SchemaVersionV2, ""}, // 65: V1's pattern, v2's length
 		{"tickets.create_v2", SchemaVersionV2, ""},
 		{"chat.post-message", SchemaVersionV2, ""},
@@ -34,7 +34,7 @@ func TestActionNameRules(t *testing.T) {
 		{"0.1", SchemaVersionV2, ""},
 		{"a.b.c", SchemaVersionV2, ""},
 		{strings.Repeat("a", 64) + "." + strings.Repeat("b", 63), SchemaVersionV2, ""}, // 128 bytes
-		{strings.Repeat("a", 64) + "." + strings.Repeat("b", 64), "", "at most 128"},  // 129 bytes
+		{strings.Repeat("a", 64) + "." + strings.Repeat("b", 64), "", "at most 128"},   // 129 bytes
 		{"", "", "at least 3"},
 		{"a.", "", "at least 3"},
 		{"Fs.read", "", "lower-case"},
