@@ -369,7 +369,7 @@ func (s *Service) Authorize(ctx context.Context, req Request) error {
 		s.audit(ctx, own, req.Meta, KindCrossTenant, p.ID, map[string]string{"requested_tenant": req.Tenant.String()})
 		return ErrNotFound
 	}
-	res := s.authorize(req)
+	res, unavailable := s.authorize(req)
 	if res.Allowed {
 		return s.rateLimit(ctx, req)
 	}
@@ -382,6 +382,10 @@ func (s *Service) Authorize(ctx context.Context, req Request) error {
 		scope = tenant.System
 	}
 	s.audit(ctx, scope, req.Meta, KindForbidden, p.ID, detail)
+	if unavailable != nil {
+		return contract.Wrap(contract.CodeStoreUnavailable, "the policy bundle in force for "+scopeText(req.Tenant)+" cannot be used on this node, so "+
+			strings.ReplaceAll(req.Operation, "_", " ")+" is refused; an operator or admin activates another (exoarmur policy activate), and exoarmur policy active shows why", unavailable)
+	}
 	if req.Operation == policy.OpReadTenantAudit {
 		return contract.Errorf(contract.CodeForbidden, "the tenant's whole audit (export, verify) is for operators, admins and auditors; role %s reads the records of its own intents with GET /v1/tenants/{tenant}/audit", p.Role)
 	}
@@ -392,33 +396,57 @@ func (s *Service) Authorize(ctx context.Context, req Request) error {
 }
 
 // PolicySource says which bundle a tenant is governed by (active.Set); a
-// bundle that cannot be used on this node is an error, and the operation
-// is refused.
+// bundle that cannot be used on this node is an error. Base is the node's
+// own bundle, always usable.
 type PolicySource interface {
 	For(t tenant.ID) (*policy.Bundle, string, error)
+	Base() *policy.Bundle
 }
 
 type staticPolicy struct{ b *policy.Bundle }
 
 func (s staticPolicy) For(tenant.ID) (*policy.Bundle, string, error) { return s.b, s.b.Hash(), nil }
+func (s staticPolicy) Base() *policy.Bundle                          { return s.b }
 
-// authorize asks the operation policy of the bundle governing req.Tenant:
-// the global one (tenant.System) for a global operation and for
-// activate_policy (see policy.OpActivatePolicy). A bundle this node
-// cannot use denies, naming why.
-func (s *Service) authorize(req Request) policy.Result {
+// recovery are the operations decided under the node's own bundle when
+// the bundle in force cannot be used on this node: the way out (activate
+// another bundle), the brakes (the switches) and reading them, so that an
+// unusable bundle never locks its own replacement out.
+var recovery = []string{policy.OpActivatePolicy, policy.OpActivateGlobalPolicy, policy.OpFlipGlobalSwitch,
+	policy.OpFlipTenantSwitch, policy.OpReadGlobalSwitch, policy.OpReadTenantSwitch}
+
+// authorize decides req: refused by the floors whatever any bundle says
+// (policy.FloorRefuses), else by the operation policy of the bundle
+// governing req.Tenant (the global one, tenant.System, for a global
+// operation and for activate_policy: see policy.OpActivatePolicy). When
+// that bundle cannot be used on this node, a recovery operation is
+// decided under the node's own bundle; any other is refused with
+// unavailable set.
+func (s *Service) authorize(req Request) (res policy.Result, unavailable error) {
+	p := req.Principal
+	op := policy.OpRequest{PrincipalID: p.ID, Role: p.Role, Granted: p.Tenants, Operation: req.Operation, Tenant: req.Tenant.String()}
+	if why := policy.FloorRefuses(op); why != "" {
+		return policy.Result{Reasons: []string{"floor: " + why}}, nil
+	}
 	scope := req.Tenant
 	if scope.IsZero() || req.Operation == policy.OpActivatePolicy {
 		scope = tenant.System
 	}
 	b, _, err := s.cfg.Policies.For(scope)
 	if err != nil {
-		return policy.Result{Errors: []string{err.Error()}}
+		if !slices.Contains(recovery, req.Operation) {
+			return policy.Result{Errors: []string{err.Error()}}, err
+		}
+		b = s.cfg.Policies.Base()
 	}
-	p := req.Principal
-	return policy.Authorize(b, policy.OpRequest{
-		PrincipalID: p.ID, Role: p.Role, Granted: p.Tenants, Operation: req.Operation, Tenant: req.Tenant.String(),
-	})
+	return policy.Authorize(b, op), nil
+}
+
+func scopeText(t tenant.ID) string {
+	if t.IsZero() {
+		return "the system"
+	}
+	return "tenant " + t.String()
 }
 
 // Scope is how much of a tenant a principal reads: all of it, or only
@@ -446,7 +474,7 @@ func (s *Service) ReadScope(req Request) Scope {
 	if p == nil || p.ID == "" {
 		return Scope{Owner: "\x00nobody"} // covers no proposer
 	}
-	if !req.Tenant.IsZero() && p.HasTenant(req.Tenant.String()) && s.authorize(req).Allowed {
+	if res, _ := s.authorize(req); !req.Tenant.IsZero() && p.HasTenant(req.Tenant.String()) && res.Allowed {
 		return Scope{}
 	}
 	return Scope{Owner: p.ID}

@@ -189,7 +189,7 @@ func (s *Server) routes() []route {
 		r("GET", "/v1/tenants/{tenant}/audit/checkpoint", policy.OpReadTenantAudit, s.getCheckpoint),
 		r("POST", "/v1/tenants/{tenant}/audit/checkpoint", policy.OpReadTenantAudit, s.heavy(s.signCheckpoint)),
 		r("GET", "/v1/tenants/{tenant}/policy/shadow", policy.OpReadTenantAudit, s.policyShadow),
-		r("GET", "/v1/tenants/{tenant}/policy", policy.OpReadTenantAudit, s.getPolicy),
+		r("GET", "/v1/tenants/{tenant}/policy", policy.OpReadTenantSwitch, s.getPolicy),
 		r("PUT", "/v1/tenants/{tenant}/policy", policy.OpActivatePolicy, s.putPolicy),
 		r("GET", "/v1/policy", policy.OpReadGlobalSwitch, s.getPolicy),
 		r("PUT", "/v1/policy", policy.OpActivateGlobalPolicy, s.putPolicy),
@@ -683,8 +683,9 @@ func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request) error {
 
 // putPolicy activates a bundle for the tenant (or, at /v1/policy,
 // globally): 400 with every problem for a bundle that does not validate
-// (nothing written), 200 once every live node applied it, 202 when some
-// did not confirm within the switches' bound.
+// (nothing written), 200 once it is written, audited and this node applied
+// it (the answer lists the live nodes that confirmed and those that did
+// not), 202 when this node did not confirm within the switches' bound.
 func (s *Server) putPolicy(w http.ResponseWriter, r *http.Request) error {
 	if s.cfg.Policies == nil {
 		return contract.Errorf(contract.CodeNotFound, "this server has no policy activation")
@@ -724,8 +725,10 @@ func (s *Server) putPolicy(w http.ResponseWriter, r *http.Request) error {
 		return &contract.Error{Code: contract.CodeInvalid, Message: fmt.Sprintf("the bundle does not validate against this server's actions (%d problem(s)); nothing was activated: %s", len(reasons), strings.Join(reasons, "; "))}
 	case errors.As(err, &ce):
 		return err
+	case errors.Is(err, active.ErrUnaudited):
+		return contract.Wrap(contract.CodeStoreUnavailable, "the bundle is activated, but its record could not be written nor the activation undone: it may be in force unaudited; activate again once the store answers", err)
 	default:
-		return contract.Wrap(contract.CodeStoreUnavailable, "the policy bundle could not be activated durably", err)
+		return contract.Wrap(contract.CodeStoreUnavailable, "the policy bundle could not be activated: the store did not answer; nothing was changed unless GET the policy says otherwise", err)
 	}
 }
 

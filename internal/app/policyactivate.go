@@ -65,6 +65,9 @@ func runPolicyActivate(ctx context.Context, env Env, args []string) error {
 	if !confirmed {
 		fmt.Fprintln(env.Stderr, "exoarmur policy activate: the activation is written and audited, but the node that served it did not confirm applying it within the staleness bound (HTTP 202); check propagation")
 	}
+	if act.Unusable != "" {
+		fmt.Fprintf(env.Stderr, "exoarmur policy activate: the serving node applied the bundle but cannot use it, so it denies the scope's actions: %s\n", act.Unusable)
+	}
 	if *asJSON {
 		return printJSON(env, act)
 	}

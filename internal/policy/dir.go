@@ -220,17 +220,54 @@ func unscoped(name string, src []byte) []Problem {
 // the promises name (an auditor only reads; an agent never approves,
 // resolves, flips a switch, manages keys or reads the tenant's whole
 // audit or every intent).
+// The floors: what no bundle may permit, whatever its policies say. The
+// access layer enforces them on every request (FloorRefuses), before any
+// bundle is asked; a bundle that would permit one is also refused at load
+// (FloorViolations), so its author learns it then.
+var (
+	// globalPowers need the explicit system grant (on the system scope).
+	globalPowers = []string{OpReadGlobalSwitch, OpFlipGlobalSwitch, OpManageKeys, OpReadMetrics, OpActivateGlobalPolicy}
+	// auditorNever: an auditor only reads.
+	auditorNever = []string{OpPropose, OpExecute, OpApprove, OpFlipTenantSwitch, OpResolve, OpManageKeys, OpActivatePolicy, OpActivateGlobalPolicy, OpFlipGlobalSwitch}
+	// agentNever: an agent acts on its own intents only.
+	agentNever = []string{OpApprove, OpFlipTenantSwitch, OpResolve, OpManageKeys, OpReadTenantAudit, OpReadTenantIntents, OpActivatePolicy, OpActivateGlobalPolicy, OpFlipGlobalSwitch}
+)
+
+// SystemGrant is the tenant a key is granted for the global powers
+// (auth.SystemGrant).
+const SystemGrant = "system"
+
+// FloorRefuses says why no bundle may permit req, or "" when a bundle
+// may: a global power without the system grant, an auditor acting, an
+// agent approving, resolving, flipping a switch, activating a policy,
+// managing keys or reading the whole tenant.
+func FloorRefuses(req OpRequest) string {
+	switch {
+	case req.Tenant == "" && slices.Contains(globalPowers, req.Operation) && !slices.Contains(req.Granted, SystemGrant):
+		return "a global power needs a key granted tenant \"" + SystemGrant + "\""
+	case req.Role == "auditor" && slices.Contains(auditorNever, req.Operation):
+		return "an auditor only reads"
+	case req.Role == "agent" && slices.Contains(agentNever, req.Operation):
+		return "an agent never approves, resolves, flips a switch, activates a policy, manages keys or reads the whole tenant"
+	}
+	return ""
+}
+
+// floor is a sample of requests that break a floor, for the load-time
+// lint (FloorViolations): a bundle that permits one is refused. It cannot
+// cover every principal and tenant; FloorRefuses, enforced on every
+// request, does.
 var floor = func() []OpRequest {
 	var out []OpRequest
 	for _, role := range []string{"agent", "auditor", "operator", "admin"} {
-		for _, op := range []string{OpReadGlobalSwitch, OpFlipGlobalSwitch, OpManageKeys, OpReadMetrics, OpActivateGlobalPolicy} {
+		for _, op := range globalPowers {
 			out = append(out, OpRequest{PrincipalID: "floor", Role: role, Granted: []string{"acme"}, Operation: op})
 		}
 	}
-	for _, op := range []string{OpPropose, OpExecute, OpApprove, OpFlipTenantSwitch, OpResolve, OpManageKeys, OpActivatePolicy} {
+	for _, op := range auditorNever {
 		out = append(out, OpRequest{PrincipalID: "floor", Role: "auditor", Granted: []string{"acme"}, Operation: op, Tenant: "acme"})
 	}
-	for _, op := range []string{OpApprove, OpFlipTenantSwitch, OpResolve, OpManageKeys, OpReadTenantAudit, OpReadTenantIntents, OpActivatePolicy} {
+	for _, op := range agentNever {
 		out = append(out, OpRequest{PrincipalID: "floor", Role: "agent", Granted: []string{"acme"}, Operation: op, Tenant: "acme"})
 	}
 	return out

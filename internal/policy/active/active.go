@@ -100,6 +100,7 @@ type Set struct {
 }
 
 type entry struct {
+	scope  tenant.ID // whose pointer (tenant.System: the global one)
 	ptr    Pointer
 	raw    []byte
 	bundle *policy.Bundle // nil when err
@@ -107,6 +108,11 @@ type entry struct {
 	tried  time.Time
 	busy   bool // a retry is running
 }
+
+// ErrUnaudited marks an activation that is written and in force but
+// could neither be audited nor rolled back: the caller must not say that
+// nothing changed.
+var ErrUnaudited = errors.New("activation in force but not audited")
 
 // ErrUnavailable marks a scope whose active bundle this node cannot use:
 // its decisions deny.
@@ -151,8 +157,10 @@ func (s *Set) For(t tenant.ID) (*policy.Bundle, string, error) {
 		return s.cfg.Base, s.cfg.Base.Hash(), nil
 	}
 	if e.err != nil {
-		s.retryLater(t, e)
-		return nil, e.ptr.Hash, fmt.Errorf("%w: %v", ErrUnavailable, e.err)
+		s.retryLater(e)
+		// A stable text: it is recorded in decisions (the details are
+		// logged, and shown by Describe).
+		return nil, e.ptr.Hash, fmt.Errorf("%w: bundle %s of %s cannot be used on this node", ErrUnavailable, short(e.ptr.Hash), scopeName(e.scope))
 	}
 	return e.bundle, e.bundle.Hash(), nil
 }
@@ -214,7 +222,7 @@ func (s *Set) ApplyControl(key string, value []byte, deleted bool) bool {
 		s.cfg.Logger.Info("active policy removed", "scope", scopeName(t))
 		return true
 	}
-	e := s.load(value)
+	e := s.load(t, value)
 	s.mu.Lock()
 	s.entries[t] = e
 	s.mu.Unlock()
@@ -230,8 +238,8 @@ func (s *Set) ApplyControl(key string, value []byte, deleted bool) bool {
 // applyTimeout bounds the archive read of one apply.
 const applyTimeout = 5 * time.Second
 
-func (s *Set) load(raw []byte) *entry {
-	e := &entry{raw: bytes.Clone(raw), tried: time.Now()}
+func (s *Set) load(t tenant.ID, raw []byte) *entry {
+	e := &entry{scope: t, raw: bytes.Clone(raw), tried: time.Now()}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&e.ptr); err != nil {
@@ -260,9 +268,11 @@ func (s *Set) load(raw []byte) *entry {
 	return e
 }
 
-// retryLater re-applies a failed pointer in the background, at most
-// every Retry, unless a newer value replaced it.
-func (s *Set) retryLater(t tenant.ID, e *entry) {
+// retryLater re-applies a failed pointer (of its own scope: a tenant's
+// decisions retry the global pointer they fall back to) in the
+// background, at most every Retry, unless a newer value replaced it.
+func (s *Set) retryLater(e *entry) {
+	t := e.scope
 	s.mu.Lock()
 	if e.busy || time.Since(e.tried) < s.cfg.Retry || s.entries[t] != e {
 		s.mu.Unlock()
@@ -271,7 +281,7 @@ func (s *Set) retryLater(t tenant.ID, e *entry) {
 	e.busy = true
 	s.mu.Unlock()
 	go func() {
-		n := s.load(e.raw)
+		n := s.load(t, e.raw)
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		e.busy, e.tried = false, n.tried
@@ -300,12 +310,18 @@ type Request struct {
 
 // Activation is the outcome of Activate.
 type Activation struct {
-	Scope          string                 `json:"scope"`
-	Hash           string                 `json:"hash"`
-	Previous       string                 `json:"previous"`        // the hash in force before, on the node that activated
-	PreviousSource string                 `json:"previous_source"` // where it came from: tenant, global, node
-	Unchanged      bool                   `json:"unchanged"`       // the bundle was already the scope's own: nothing was written
-	Propagation    killswitch.Propagation `json:"propagation"`
+	Scope          string `json:"scope"`
+	Hash           string `json:"hash"`
+	Previous       string `json:"previous"`        // the hash in force before, on the node that activated
+	PreviousSource string `json:"previous_source"` // where it came from: tenant, global, node
+	Unchanged      bool   `json:"unchanged"`       // the bundle was already the scope's own: nothing was written
+	// Unusable, when not empty, says why the node that activated it
+	// cannot use the bundle (it applied it, and denies the scope's
+	// actions): each node checks the bundle against its own actions, and
+	// a node's confirmation says it applied the pointer, not that it can
+	// use the bundle (exoarmur policy active on that node says).
+	Unusable    string                 `json:"unusable,omitempty"`
+	Propagation killswitch.Propagation `json:"propagation"`
 }
 
 // Activate makes req.Files the bundle of req.Scope (see the package doc).
@@ -328,7 +344,6 @@ func (s *Set) Activate(ctx context.Context, req Request) (Activation, error) {
 	if err != nil {
 		return Activation{}, err
 	}
-	before := s.Describe(req.Scope) // what the scope decided under (on this node)
 	if err := s.cfg.Archive.Put(ctx, b); err != nil {
 		return Activation{}, fmt.Errorf("active policy: archive the bundle: %w", err)
 	}
@@ -338,23 +353,36 @@ func (s *Set) Activate(ctx context.Context, req Request) (Activation, error) {
 	}
 	name := scopeName(req.Scope)
 	ptr := Pointer{Hash: b.Hash(), Actor: req.Actor, Reason: req.Reason, At: s.cfg.Now().UTC()}
-	var rev uint64
+	var (
+		rev      uint64
+		replaced []byte // the value the write replaced; nil: none
+		prevHash string // the hash in force before: the replaced pointer's, else this node's fallback
+		prevFrom string
+	)
 	for attempt := 0; ; attempt++ {
 		cur, err := s.cfg.Control.Get(ctx, key)
 		var opts kv.PutOptions
 		switch {
 		case errors.Is(err, kv.ErrNotFound):
-			ptr.Previous, opts = "", kv.PutOptions{Create: true}
+			// No pointer of the scope's own: it was under the global
+			// bundle or the node's (as this node sees it).
+			ptr.Previous, replaced, opts = "", nil, kv.PutOptions{Create: true}
+			before := s.Describe(req.Scope)
+			if req.Scope != tenant.System && before.Source == "tenant" {
+				before = s.Describe(tenant.System) // this node lags: the pointer is gone
+			}
+			prevHash, prevFrom = before.Hash, before.Source
 		case err != nil:
 			return Activation{}, fmt.Errorf("active policy: read the %s pointer: %w", name, err)
 		default:
 			var old Pointer
-			_ = json.Unmarshal(cur.Value, &old) // unreadable: previous unknown ("")
+			_ = json.Unmarshal(cur.Value, &old) // unreadable: its hash is unknown ("")
 			if old.Hash == ptr.Hash {
-				return Activation{Scope: name, Hash: ptr.Hash, Previous: ptr.Hash, PreviousSource: before.Source, Unchanged: true,
+				return Activation{Scope: name, Hash: ptr.Hash, Previous: ptr.Hash, PreviousSource: sourceOf(req.Scope), Unchanged: true,
 					Propagation: killswitch.Propagation{Confirmed: []string{}, Unconfirmed: []string{}}}, nil
 			}
-			ptr.Previous, opts = old.Hash, kv.PutOptions{Revision: cur.Revision}
+			ptr.Previous, replaced, opts = old.Hash, cur.Value, kv.PutOptions{Revision: cur.Revision}
+			prevHash, prevFrom = old.Hash, sourceOf(req.Scope)
 		}
 		data, _ := json.Marshal(ptr) // plain struct: cannot fail
 		rev, err = s.cfg.Control.Put(ctx, key, data, opts)
@@ -368,31 +396,44 @@ func (s *Set) Activate(ctx context.Context, req Request) (Activation, error) {
 	}
 	if _, err := s.cfg.Audit.Append(ctx, req.Scope, audit.Entry{
 		Kind: KindActivated, CorrelationID: key, Actor: req.Actor, RequestID: req.RequestID, Time: ptr.At,
-		Payload: map[string]any{"scope": name, "hash": ptr.Hash, "previous": before.Hash, "previous_source": before.Source, "reason": req.Reason, "revision": rev},
+		Payload: map[string]any{"scope": name, "hash": ptr.Hash, "previous": prevHash, "previous_source": prevFrom, "reason": req.Reason, "revision": rev},
 	}); err != nil {
 		// Fail closed: an activation that is not recorded is undone, back
-		// to the bundle before it (or to no pointer of the scope's own).
-		s.rollback(ctx, key, ptr, rev)
-		return Activation{}, fmt.Errorf("active policy: audit the activation of %s (rolled back): %w", name, err)
+		// to exactly what it replaced (or to no pointer of the scope's own).
+		if rerr := s.rollback(ctx, key, replaced, rev); rerr != nil {
+			s.cfg.Logger.Error("active policy: an activation is in force that is neither audited nor rolled back: activate again once the store answers",
+				"scope", name, "hash", ptr.Hash, "audit_err", err, "rollback_err", rerr)
+			return Activation{}, fmt.Errorf("active policy: %w: the activation of %s is written but neither audited (%w) nor rolled back (%v): activate again once the store answers", ErrUnaudited, name, err, rerr)
+		}
+		return Activation{}, fmt.Errorf("active policy: audit the activation of %s (rolled back, nothing changed): %w", name, err)
 	}
 	prop, err := s.prop.Propagate(ctx, rev)
-	s.cfg.Logger.Info("policy activated", "scope", name, "hash", ptr.Hash, "previous", ptr.Previous, "actor", req.Actor,
-		"reason", req.Reason, "revision", rev, "previous_in_force", before.Hash, "confirmed", prop.Confirmed, "unconfirmed", prop.Unconfirmed, "waited_ms", prop.WaitedMS)
-	return Activation{Scope: name, Hash: ptr.Hash, Previous: before.Hash, PreviousSource: before.Source, Propagation: prop}, err
+	s.cfg.Logger.Info("policy activated", "scope", name, "hash", ptr.Hash, "previous", prevHash, "previous_source", prevFrom, "actor", req.Actor,
+		"reason", req.Reason, "revision", rev, "confirmed", prop.Confirmed, "unconfirmed", prop.Unconfirmed, "waited_ms", prop.WaitedMS)
+	act := Activation{Scope: name, Hash: ptr.Hash, Previous: prevHash, PreviousSource: prevFrom, Propagation: prop}
+	if err == nil {
+		if d := s.Describe(req.Scope); d.Error != "" {
+			act.Unusable = d.Error // this node applied it and cannot use it: it denies
+		}
+	}
+	return act, err
 }
 
-// rollback undoes an unaudited activation: the previous pointer written
-// back, or, when the scope had none of its own, the pointer removed.
-func (s *Set) rollback(ctx context.Context, key string, ptr Pointer, rev uint64) {
+func sourceOf(t tenant.ID) string {
+	if t == tenant.System {
+		return ScopeGlobal
+	}
+	return "tenant"
+}
+
+// rollback undoes an unaudited activation: the value it replaced written
+// back byte for byte, or, when the scope had none, the pointer removed;
+// only over the activation's own revision.
+func (s *Set) rollback(ctx context.Context, key string, replaced []byte, rev uint64) error {
 	ctx = context.WithoutCancel(ctx)
-	var err error
-	if ptr.Previous == "" {
-		err = s.cfg.Control.Delete(ctx, key, rev)
-	} else {
-		back, _ := json.Marshal(Pointer{Hash: ptr.Previous, Previous: ptr.Hash, Actor: "system", Reason: "rollback: the activation could not be audited", At: ptr.At})
-		_, err = s.cfg.Control.Put(ctx, key, back, kv.PutOptions{Revision: rev})
+	if replaced == nil {
+		return s.cfg.Control.Delete(ctx, key, rev)
 	}
-	if err != nil {
-		s.cfg.Logger.Error("active policy: roll back an unaudited activation", "key", key, "err", err)
-	}
+	_, err := s.cfg.Control.Put(ctx, key, replaced, kv.PutOptions{Revision: rev})
+	return err
 }

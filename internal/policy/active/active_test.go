@@ -282,3 +282,38 @@ func mustValidator(tb testing.TB) *policy.Validator {
 	}
 	return v
 }
+
+// TestGlobalPointerRetriedByTenants: a global pointer that could not be
+// applied is retried when a tenant without its own bundle (which falls
+// back to it) decides, not only on a global-scope call.
+func TestGlobalPointerRetriedByTenants(t *testing.T) {
+	st, log := openStore(t)
+	a := startNode(t, st, log, "a")
+	ctx := context.Background()
+	strict, err := policy.LoadFiles("x", strictFiles(), mustValidator(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ptr, _ := json.Marshal(active.Pointer{Hash: strict.Hash(), Actor: "key_admin", Reason: "before its bundle"})
+	rev, err := st.Control.Put(ctx, tenant.GlobalPolicyKey, ptr, kv.PutOptions{Create: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.sw.Propagate(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.set.For(acme); !errors.Is(err, active.ErrUnavailable) {
+		t.Fatalf("acme under an unusable global pointer: %v", err)
+	}
+	if err := archive.New(st.Policies).Put(ctx, strict); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, h, err := a.set.For(acme); err == nil && h == strict.Hash() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the global pointer was never retried through acme's decisions")
+		}
+	}
+}
