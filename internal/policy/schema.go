@@ -61,6 +61,7 @@ func Operations() []string {
 var contextOf = map[string]string{
 	effectFS:   `class: String, role: String, effect: String, path_local: Bool`,
 	effectHTTP: `class: String, role: String, effect: String, scheme_ok: Bool, host: String, host_port: String, allowlist: Set<String>`,
+	effectMCP:  `class: String, role: String, effect: String, server: String, tool: String`,
 }
 
 // timeContext is context.time of an effect WithParams.
@@ -91,9 +92,9 @@ const operationContext = `{ role: String, tenant: String, granted: Set<String> }
 func Schema(actions []ActionType) ([]byte, error) {
 	var b strings.Builder
 	b.WriteString("// What ExoArmur gives its cedar policies (exoarmur policy schema).\n")
-	b.WriteString("// Action policies (@scope(\"action\")): principal Principal, resource File (fs) or Url (http).\n")
+	b.WriteString("// Action policies (@scope(\"action\")): principal Principal, resource File (fs), Url (http) or Tool (mcp).\n")
 	b.WriteString("// Operation policies (@scope(\"operation\")): resource Tenant, or System for global powers.\n")
-	for _, e := range []string{"Principal", "File", "Url", "Tenant", "System"} {
+	for _, e := range []string{"Principal", "File", "Url", "Tool", "Tenant", "System"} {
 		fmt.Fprintf(&b, "entity %s;\n", e)
 	}
 	sorted := slices.Clone(actions)
