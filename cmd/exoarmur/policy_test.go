@@ -15,6 +15,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/api/client"
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/gate"
+	"github.com/exoarmur/exoarmur/internal/policy"
 	"github.com/exoarmur/exoarmur/internal/replay"
 )
 
@@ -74,9 +75,10 @@ const ticketCasesTemplate = `{"cases": [
 // tickets.create, write a policy allowing it only for titles under 200
 // characters on weekdays, test it with policy test (and see a wrong case
 // fail), let a batch of proposals run under the default bundle, look at
-// the counterfactual replay of the candidate, activate it (serve
-// --policy-dir), then propose, approve and execute under it; the store's
-// replay re-decides every decision under its own bundle.
+// the counterfactual replay of the candidate, activate it for the tenant
+// through the API (exoarmur policy activate: audited, refused to an
+// agent), then propose, approve and execute under it; the store's replay
+// re-decides every decision under its own bundle.
 func TestPolicyCookbook(t *testing.T) {
 	tickets := newTicketService(t)
 	dir := t.TempDir()
@@ -205,8 +207,47 @@ func TestPolicyCookbook(t *testing.T) {
 		}
 	}
 
-	// Activate: serve under the candidate.
-	srv = startReady(t, secretEnv, dataDir, addr, append(serveArgs, "--policy-dir", candidate)...)
+	// Activate the candidate for acme through the API, on the same server
+	// (no restart): an agent may not, a reason is required, an operator or
+	// admin may.
+	srv = startReady(t, secretEnv, dataDir, addr, serveArgs...)
+	cli := func(key string, args ...string) (int, string) {
+		return exitOf(t, []string{"EXOARMUR_API_KEY=" + key, "EXOARMUR_SERVER=http://" + addr}, args...)
+	}
+	if code, out := cli(bot, "policy", "activate", candidate, "--tenant", "acme", "--reason", "mine now"); code != 1 || !strings.Contains(out, "may not activate policy") {
+		t.Fatalf("an agent activating: exit %d\n%s", code, out)
+	}
+	if code, out := cli(root, "policy", "activate", candidate, "--tenant", "acme"); code != 2 || !strings.Contains(out, "--reason is required") {
+		t.Fatalf("an activation without a reason: exit %d\n%s", code, out)
+	}
+	if code, out := cli(root, "policy", "activate", bad, "--tenant", "acme", "--reason", "typo"); code != 1 || !strings.Contains(out, "z.cedar:2:1: policy typo") {
+		t.Fatalf("activating a misspelt attribute: exit %d\n%s", code, out)
+	}
+	code, out := cli(root, "policy", "activate", candidate, "--tenant", "acme", "--reason", "CHG-17: tickets only short, on weekdays", "--json")
+	if code != 0 {
+		t.Fatalf("policy activate: exit %d\n%s", code, out)
+	}
+	var act struct {
+		Hash, Previous string
+		Propagation    struct{ Confirmed []string }
+	}
+	must(t, json.Unmarshal([]byte(out), &act))
+	if act.Previous != policy.Default().Hash() || act.Hash == act.Previous || len(act.Propagation.Confirmed) != 1 {
+		t.Fatalf("activation %s", out)
+	}
+	if code, out := cli(root, "policy", "active", "--tenant", "acme"); code != 0 || !strings.Contains(out, act.Hash) || !strings.Contains(out, "CHG-17") {
+		t.Fatalf("policy active: exit %d\n%s\n%s", code, out, srv.logs.String())
+	}
+	var recs []contract.AuditRecord
+	for _, r := range auditRecords(t, srv.client(root), "acme", 0) {
+		if r.Kind == "policy.activated" {
+			recs = append(recs, r)
+		}
+	}
+	if len(recs) != 1 || !strings.Contains(string(recs[0].Payload), act.Hash) || !strings.Contains(string(recs[0].Payload), act.Previous) ||
+		!strings.Contains(string(recs[0].Payload), "CHG-17") || recs[0].Actor == "" {
+		t.Fatalf("policy.activated records: %+v", recs)
+	}
 	id, err := propose(srv, "after-long", long)
 	if err != nil {
 		t.Fatalf("propose: %v", err)

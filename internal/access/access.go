@@ -98,8 +98,12 @@ type Config struct {
 	Keys     Authenticator
 	Certs    CertAuthenticator // nil: no client certificates
 	KeyAdmin KeyStore          // nil: credential management is unavailable
-	Policy   *policy.Bundle    // the bundle that authorizes operations (default: policy.Default())
-	Audit    Auditor           // nil: refusals are not audited (tests only)
+	Policy   *policy.Bundle    // with no Policies, the bundle that authorizes operations (default: policy.Default())
+	// Policies, when set, says which bundle authorizes a tenant's
+	// operations (active.Set: the tenant's active bundle, else the
+	// global one, else the node's); Policy is then unused.
+	Policies PolicySource
+	Audit    Auditor // nil: refusals are not audited (tests only)
 	Now      func() time.Time
 	// FailLimit is how many failed authentications naming no registered
 	// key one source may make per minute before such attempts from it are
@@ -158,6 +162,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.Policy == nil {
 		cfg.Policy = policy.Default()
+	}
+	if cfg.Policies == nil {
+		cfg.Policies = staticPolicy{cfg.Policy}
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -362,9 +369,7 @@ func (s *Service) Authorize(ctx context.Context, req Request) error {
 		s.audit(ctx, own, req.Meta, KindCrossTenant, p.ID, map[string]string{"requested_tenant": req.Tenant.String()})
 		return ErrNotFound
 	}
-	res := policy.Authorize(s.cfg.Policy, policy.OpRequest{
-		PrincipalID: p.ID, Role: p.Role, Granted: p.Tenants, Operation: req.Operation, Tenant: req.Tenant.String(),
-	})
+	res := s.authorize(req)
 	if res.Allowed {
 		return s.rateLimit(ctx, req)
 	}
@@ -384,6 +389,36 @@ func (s *Service) Authorize(ctx context.Context, req Request) error {
 		return contract.Errorf(contract.CodeForbidden, "%s is a global power: it needs a key granted tenant %q", strings.ReplaceAll(req.Operation, "_", " "), auth.SystemGrant)
 	}
 	return contract.Errorf(contract.CodeForbidden, "role %s may not %s", p.Role, strings.ReplaceAll(req.Operation, "_", " "))
+}
+
+// PolicySource says which bundle a tenant is governed by (active.Set); a
+// bundle that cannot be used on this node is an error, and the operation
+// is refused.
+type PolicySource interface {
+	For(t tenant.ID) (*policy.Bundle, string, error)
+}
+
+type staticPolicy struct{ b *policy.Bundle }
+
+func (s staticPolicy) For(tenant.ID) (*policy.Bundle, string, error) { return s.b, s.b.Hash(), nil }
+
+// authorize asks the operation policy of the bundle governing req.Tenant:
+// the global one (tenant.System) for a global operation and for
+// activate_policy (see policy.OpActivatePolicy). A bundle this node
+// cannot use denies, naming why.
+func (s *Service) authorize(req Request) policy.Result {
+	scope := req.Tenant
+	if scope.IsZero() || req.Operation == policy.OpActivatePolicy {
+		scope = tenant.System
+	}
+	b, _, err := s.cfg.Policies.For(scope)
+	if err != nil {
+		return policy.Result{Errors: []string{err.Error()}}
+	}
+	p := req.Principal
+	return policy.Authorize(b, policy.OpRequest{
+		PrincipalID: p.ID, Role: p.Role, Granted: p.Tenants, Operation: req.Operation, Tenant: req.Tenant.String(),
+	})
 }
 
 // Scope is how much of a tenant a principal reads: all of it, or only
@@ -411,9 +446,7 @@ func (s *Service) ReadScope(req Request) Scope {
 	if p == nil || p.ID == "" {
 		return Scope{Owner: "\x00nobody"} // covers no proposer
 	}
-	if !req.Tenant.IsZero() && p.HasTenant(req.Tenant.String()) && policy.Authorize(s.cfg.Policy, policy.OpRequest{
-		PrincipalID: p.ID, Role: p.Role, Granted: p.Tenants, Operation: req.Operation, Tenant: req.Tenant.String(),
-	}).Allowed {
+	if !req.Tenant.IsZero() && p.HasTenant(req.Tenant.String()) && s.authorize(req).Allowed {
 		return Scope{}
 	}
 	return Scope{Owner: p.ID}

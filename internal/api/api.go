@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -31,6 +32,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/killswitch"
 	"github.com/exoarmur/exoarmur/internal/metrics"
 	"github.com/exoarmur/exoarmur/internal/policy"
+	"github.com/exoarmur/exoarmur/internal/policy/active"
 	"github.com/exoarmur/exoarmur/internal/replay"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
@@ -44,6 +46,13 @@ type Switches interface {
 	Set(ctx context.Context, scope tenant.ID, f killswitch.Flip) (killswitch.Change, error)
 }
 
+// Policies activates and describes the active policy bundles
+// (internal/policy/active).
+type Policies interface {
+	Activate(ctx context.Context, req active.Request) (active.Activation, error)
+	Describe(t tenant.ID) active.Active
+}
+
 // ApprovalLister lists a tenant's approvals with who stands behind each
 // vote (internal/approval).
 type ApprovalLister interface {
@@ -54,6 +63,7 @@ type ApprovalLister interface {
 type Config struct {
 	Gate      *gate.Gate
 	Switches  Switches
+	Policies  Policies // nil: activation answers 404
 	Approvals ApprovalLister
 	Access    *access.Service // authentication and authorization of every operation
 	Audit     *audit.Log
@@ -186,6 +196,10 @@ func (s *Server) routes() []route {
 		r("GET", "/v1/tenants/{tenant}/audit/checkpoint", policy.OpReadTenantAudit, s.getCheckpoint),
 		r("POST", "/v1/tenants/{tenant}/audit/checkpoint", policy.OpReadTenantAudit, s.heavy(s.signCheckpoint)),
 		r("GET", "/v1/tenants/{tenant}/policy/shadow", policy.OpReadTenantAudit, s.policyShadow),
+		r("GET", "/v1/tenants/{tenant}/policy", policy.OpReadTenantAudit, s.getPolicy),
+		r("PUT", "/v1/tenants/{tenant}/policy", policy.OpActivatePolicy, s.putPolicy),
+		r("GET", "/v1/policy", policy.OpReadGlobalSwitch, s.getPolicy),
+		r("PUT", "/v1/policy", policy.OpActivateGlobalPolicy, s.putPolicy),
 		r("GET", "/v1/audit/keys", "", s.auditKeys),
 		r("GET", "/v1/tenants/{tenant}/approvals", policy.OpReadApprovals, s.heavy(s.listApprovals)),
 		r("POST", "/v1/tenants/{tenant}/intents/{id}/approvals", policy.OpApprove, s.decideApproval),
@@ -682,6 +696,68 @@ func (s *Server) policyShadow(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, sum)
 	return nil
+}
+
+// getPolicy says which bundle the tenant (or, at /v1/policy, the global
+// scope) decides under on this node, and the activation behind it.
+func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.Policies == nil {
+		return contract.Errorf(contract.CodeNotFound, "this server has no policy activation")
+	}
+	scope, err := switchScope(info(r))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, s.cfg.Policies.Describe(scope))
+	return nil
+}
+
+// putPolicy activates a bundle for the tenant (or, at /v1/policy,
+// globally): 400 with every problem for a bundle that does not validate
+// (nothing written), 200 once every live node applied it, 202 when some
+// did not confirm within the switches' bound.
+func (s *Server) putPolicy(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.Policies == nil {
+		return contract.Errorf(contract.CodeNotFound, "this server has no policy activation")
+	}
+	ri := info(r)
+	scope, err := switchScope(ri)
+	if err != nil {
+		return err
+	}
+	raw, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	req, err := contract.DecodePolicyActivation(raw)
+	if err != nil {
+		return err
+	}
+	files := make([]policy.File, len(req.Files))
+	for i, f := range req.Files {
+		files[i] = policy.File{Name: f.Name, Source: []byte(f.Source)}
+	}
+	act, err := s.cfg.Policies.Activate(r.Context(), active.Request{Scope: scope, Files: files, Actor: ri.principal.ID, Reason: req.Reason, RequestID: ri.id})
+	var probs *policy.Problems
+	var ce *contract.Error
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, act)
+		return nil
+	case errors.Is(err, killswitch.ErrStale):
+		writeJSON(w, http.StatusAccepted, act)
+		return nil
+	case errors.As(err, &probs):
+		reasons := make([]string, len(probs.List))
+		for i, p := range probs.List {
+			reasons[i] = p.String()
+		}
+		return &contract.Error{Code: contract.CodeInvalid, Message: fmt.Sprintf("the bundle does not validate against this server's actions (%d problem(s)); nothing was activated: %s", len(reasons), strings.Join(reasons, "; "))}
+	case errors.As(err, &ce):
+		return err
+	default:
+		return contract.Wrap(contract.CodeStoreUnavailable, "the policy bundle could not be activated durably", err)
+	}
 }
 
 func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request) error {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/exoarmur/exoarmur/internal/access"
+	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/api"
 	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/audit"
@@ -29,6 +30,9 @@ import (
 	"github.com/exoarmur/exoarmur/internal/gate"
 	"github.com/exoarmur/exoarmur/internal/killswitch"
 	"github.com/exoarmur/exoarmur/internal/natsstore"
+	"github.com/exoarmur/exoarmur/internal/policy"
+	"github.com/exoarmur/exoarmur/internal/policy/active"
+	"github.com/exoarmur/exoarmur/internal/policy/archive"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -109,11 +113,20 @@ func newFixture(t *testing.T, opts ...func(*access.Config)) *fixture {
 	t.Cleanup(func() { st.Close() })
 	log := audit.New(st.Audit)
 	ex := &okExec{}
-	sw, err := killswitch.Start(context.Background(), killswitch.Config{Control: st.Control, Peers: st.Bus, Audit: log, Node: "test"})
+	validator, err := policy.NewValidator(action.Builtin().PolicyTypes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	policies, err := active.New(active.Config{Base: policy.Default(), Validator: validator, Archive: archive.New(st.Policies), Control: st.Control, Audit: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sw, err := killswitch.Start(context.Background(), killswitch.Config{Control: st.Control, Peers: st.Bus, Audit: log, Node: "test", Others: policies})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(sw.Stop)
+	policies.Attach(sw)
 	for _, scope := range []tenant.ID{tenant.System, tenant.MustParse("acme"), tenant.MustParse("beta")} {
 		if _, err := sw.Set(context.Background(), scope, killswitch.Flip{Engaged: false, Reason: "test setup", Actor: "key_setup", RequestID: ""}); err != nil {
 			t.Fatal(err)
@@ -122,7 +135,7 @@ func newFixture(t *testing.T, opts ...func(*access.Config)) *fixture {
 	approvals := approval.NewStore(st.Approvals, log, nil, nil)
 	now := func() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) }
 	g, err := gate.New(gate.Config{Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Executors: ex, Switches: sw,
-		Approvals: approvals, Work: st.Work, Now: now})
+		Approvals: approvals, Work: st.Work, Now: now, Policies: policies})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +150,7 @@ func newFixture(t *testing.T, opts ...func(*access.Config)) *fixture {
 		auditorKey: {ID: "key_auditor", Role: auth.RoleAuditor, Tenants: []string{"acme"}, Actions: []string{"*"}},
 	}}
 	var n atomic.Int64
-	ac := access.Config{Keys: k, Audit: log, Now: now}
+	ac := access.Config{Keys: k, Audit: log, Now: now, Policies: policies}
 	for _, o := range opts {
 		o(&ac)
 	}
@@ -154,7 +167,7 @@ func newFixture(t *testing.T, opts ...func(*access.Config)) *fixture {
 	if err := cps.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	cfg := api.Config{Gate: g, Switches: sw, Approvals: approvals, Access: acc, Audit: log, Ready: st.Ready, Now: now, Checkpoints: cps,
+	cfg := api.Config{Gate: g, Switches: sw, Policies: policies, Approvals: approvals, Access: acc, Audit: log, Ready: st.Ready, Now: now, Checkpoints: cps,
 		RequestID: func() string { return "req_" + strings.Repeat("0", 3) + string(rune('0'+n.Add(1)%10)) }}
 	s := api.New(cfg)
 	srv := httptest.NewServer(s)

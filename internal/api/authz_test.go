@@ -15,6 +15,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/access"
 	"github.com/exoarmur/exoarmur/internal/api"
 	"github.com/exoarmur/exoarmur/internal/auth"
+	"github.com/exoarmur/exoarmur/internal/policy"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -106,6 +107,14 @@ func TestAuthMatrix(t *testing.T) {
 		case "GET /v1/tenants/{tenant}/policy/shadow":
 			// This server runs no shadow bundle: the reader is authorized and told so.
 			c.right, c.rightStatus, c.wrongRole = opKey, 404, agentKey
+		case "GET /v1/tenants/{tenant}/policy":
+			c.right, c.wrongRole = auditorKey, agentKey
+		case "PUT /v1/tenants/{tenant}/policy":
+			c.body, c.right, c.wrongRole = defaultActivation(t, "m"), opKey, auditorKey
+		case "GET /v1/policy":
+			c.right, c.wrongRole = adminKey, opKey
+		case "PUT /v1/policy":
+			c.body, c.right, c.wrongRole = defaultActivation(t, "m"), adminKey, opKey
 		case "GET /metrics":
 			c.right, c.wrongRole = adminKey, opKey
 		case "GET /v1/keys":
@@ -303,4 +312,15 @@ func dropPrefix(snapshot, prefix string) string {
 		}
 	}
 	return strings.Join(keep, "\n")
+}
+
+// defaultActivation is the body of an activation of the default bundle's
+// files, for reason.
+func defaultActivation(tb testing.TB, reason string) []byte {
+	tb.Helper()
+	var files []map[string]string
+	for _, f := range policy.SplitSource(policy.Default().Source()) {
+		files = append(files, map[string]string{"name": f.Name, "source": string(f.Source)})
+	}
+	return mustJSON(map[string]any{"reason": reason, "files": files})
 }

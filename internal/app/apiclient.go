@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/exoarmur/exoarmur/internal/api/client"
+	"github.com/exoarmur/exoarmur/internal/killswitch"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -62,6 +64,27 @@ func (a *apiFlags) requireTenant() error {
 		return fmt.Errorf("%w: --tenant: %v", errUsage, err)
 	}
 	return nil
+}
+
+// optionalTenant checks --tenant of a command where it is optional
+// (absent: the global scope).
+func (a *apiFlags) optionalTenant() error {
+	if a.tenant == "" {
+		return nil
+	}
+	return a.requireTenant()
+}
+
+// propagationText says which live nodes applied a control change.
+func propagationText(p killswitch.Propagation) string {
+	nodes := fmt.Sprintf("applied by %d live node(s)", len(p.Confirmed))
+	if len(p.Confirmed) > 0 {
+		nodes += " (" + cell(strings.Join(p.Confirmed, ", ")) + ")"
+	}
+	if len(p.Unconfirmed) > 0 {
+		nodes += "; NOT confirmed by " + cell(strings.Join(p.Unconfirmed, ", "))
+	}
+	return nodes
 }
 
 func apiKey() (string, error) {

@@ -57,6 +57,8 @@ func TestEveryCommandAnswersHelp(t *testing.T) {
 		"policy validate":      {"-json", "-actions-file"},
 		"policy test":          {"-cases", "-actions-file"},
 		"policy schema":        {"-format", "-actions-file"},
+		"policy activate":      {"-tenant", "-global", "-reason", "-server", "-json"},
+		"policy active":        {"-tenant", "-server", "-json"},
 		"version":              {"-json"},
 	}
 	var names []string

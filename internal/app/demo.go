@@ -166,7 +166,7 @@ func (d *demo) open(ctx context.Context) error {
 	}
 	d.rt = rt
 	d.api = api.New(api.Config{
-		Gate: rt.gate, Switches: rt.switches, Approvals: rt.approvals, Access: rt.access, Audit: rt.audit, Bundles: rt.bundles, Ready: rt.store.Ready, Now: d.clock.Now, Checkpoints: rt.checkpoints,
+		Gate: rt.gate, Switches: rt.switches, Policies: rt.policies, Approvals: rt.approvals, Access: rt.access, Audit: rt.audit, Bundles: rt.bundles, Ready: rt.store.Ready, Now: d.clock.Now, Checkpoints: rt.checkpoints,
 		RequestID: func() string { return fmt.Sprintf("req_%04d", d.reqs.Add(1)) },
 	})
 	return nil

@@ -8,7 +8,6 @@ import (
 
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/killswitch"
-	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
 var killSwitchGroup = group{
@@ -54,10 +53,8 @@ func runKillSwitchSub(ctx context.Context, env Env, sub string, args []string) e
 	if _, err := fs.parse(args); err != nil {
 		return err
 	}
-	if af.tenant != "" {
-		if _, err := tenant.Parse(af.tenant); err != nil {
-			return fmt.Errorf("%w: --tenant: %v", errUsage, err)
-		}
+	if err := af.optionalTenant(); err != nil {
+		return err
 	}
 	if sub != "status" && strings.TrimSpace(*reason) == "" {
 		return fs.usageErr("--reason is required")
@@ -104,15 +101,7 @@ func runKillSwitchSub(ctx context.Context, env Env, sub string, args []string) e
 	if ch.Current.Scope != killswitch.ScopeGlobal && ch.Current.Scope != "" {
 		scope = "kill switch of tenant " + cell(ch.Current.Scope)
 	}
-	p := ch.Propagation
-	nodes := fmt.Sprintf("applied by %d live node(s)", len(p.Confirmed))
-	if len(p.Confirmed) > 0 {
-		nodes += " (" + cell(strings.Join(p.Confirmed, ", ")) + ")"
-	}
-	if len(p.Unconfirmed) > 0 {
-		nodes += "; NOT confirmed by " + cell(strings.Join(p.Unconfirmed, ", "))
-	}
-	_, err = fmt.Fprintf(env.Stdout, "%s %s (was %s): %s\n", scope, engagedWord(ch.Current.Engaged), engagedWord(ch.Previous.Engaged), nodes)
+	_, err = fmt.Fprintf(env.Stdout, "%s %s (was %s): %s\n", scope, engagedWord(ch.Current.Engaged), engagedWord(ch.Previous.Engaged), propagationText(ch.Propagation))
 	return err
 }
 

@@ -31,6 +31,8 @@ var policyGroup = group{
 		{"validate", "check a policy directory against the schema; print its bundle hash", runPolicyValidate},
 		{"test", "run the test cases (*_test.json) of a policy directory against it", runPolicyTest},
 		{"schema", "print the cedar schema policies are checked against", runPolicySchema},
+		{"activate", "make a policy directory a tenant's (or the global) active bundle on a running server", runPolicyActivate},
+		{"active", "show which bundle a tenant (or the global scope) decides under on a running server", runPolicyActive},
 	},
 }
 

@@ -129,7 +129,7 @@ func ServeWith(ctx context.Context, env Env, args []string, h ServeHooks) error 
 		return rt.approvals.PendingCounts(mctx, d.now())
 	})
 	acfg := api.Config{
-		Gate: rt.gate, Switches: rt.switches, Approvals: rt.approvals, Access: rt.access, Audit: rt.audit, Bundles: rt.bundles, Actions: rt.actions,
+		Gate: rt.gate, Switches: rt.switches, Policies: rt.policies, Approvals: rt.approvals, Access: rt.access, Audit: rt.audit, Bundles: rt.bundles, Actions: rt.actions,
 		Ready: rt.store.Ready, RequestID: requestID, Logger: logger, Now: d.now, Checkpoints: rt.checkpoints, TenantReads: c.Limits.TenantReads,
 	}
 	if rt.mcp != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/mcp"
 	"github.com/exoarmur/exoarmur/internal/natsstore"
 	"github.com/exoarmur/exoarmur/internal/policy"
+	"github.com/exoarmur/exoarmur/internal/policy/active"
 	"github.com/exoarmur/exoarmur/internal/policy/archive"
 	"github.com/exoarmur/exoarmur/internal/replay"
 	"github.com/exoarmur/exoarmur/internal/tenant"
@@ -44,8 +45,11 @@ type runtime struct {
 	upstreams *mcp.Supervisor
 	mcp       *mcp.Frontend
 	bundles   func(context.Context) (replay.Bundles, error)
-	// policy is the bundle the node decides and authorizes under.
+	// policy is the node's configured bundle: what a tenant decides and is
+	// authorized under while no bundle is activated for it or globally.
 	policy *policy.Bundle
+	// policies is which bundle each tenant is under (activations).
+	policies *active.Set
 	// checkpoints signs the chains' heads; Run is serve's to start.
 	checkpoints *checkpoint.Checkpointer
 }
@@ -185,11 +189,24 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 		st.Close()
 		return nil, err
 	}
-	sw, err := killswitch.Start(ctx, killswitch.Config{Control: st.Control, Peers: st.Bus, Audit: log, Now: d.now, Node: c.Node, Logger: d.logger})
+	// The active bundles per tenant: the node's bundle under every
+	// activation, the pointers applied by the switches' watcher.
+	validator, err := policy.NewValidator(actions.PolicyTypes())
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("policy schema: %w", err)
+	}
+	policies, err := active.New(active.Config{Base: bundle, Validator: validator, Archive: archive.New(st.Policies), Control: st.Control, Audit: log, Now: d.now, Logger: d.logger})
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
+	sw, err := killswitch.Start(ctx, killswitch.Config{Control: st.Control, Peers: st.Bus, Audit: log, Now: d.now, Node: c.Node, Logger: d.logger, Others: policies})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	policies.Attach(sw)
 	var notifier approval.Notifier
 	if len(c.Webhooks) > 0 {
 		notifier = &approval.Webhook{URLs: c.Webhooks, Secret: []byte(c.WebhookSecret), Logger: d.logger}
@@ -215,14 +232,14 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 	g, err := gate.New(gate.Config{
 		Intents: st.Intents, Idempotency: st.Idempotency, Audit: log, Actions: actions, Executors: ex, Switches: sw, Approvals: approvals, Work: st.Work,
 		Allowlist: c.AllowHosts, Now: d.now, Node: c.Node, Logger: d.logger, Retention: c.Retention, Lease: c.Lease, ExecTimeout: c.ExecTimeout, Principals: keys,
-		MaxRecord: maxRecord, Chain: cps.Diverged, Policy: bundle, Shadow: c.Shadow, Quotas: c.Limits.Quotas, PendingApprovals: approvals.PendingCount,
+		MaxRecord: maxRecord, Chain: cps.Diverged, Policies: policies, Shadow: c.Shadow, Quotas: c.Limits.Quotas, PendingApprovals: approvals.PendingCount,
 	})
 	if err != nil {
 		sw.Stop()
 		st.Close()
 		return nil, err
 	}
-	acc, err := access.New(access.Config{Policy: bundle, Keys: keys, Certs: keys, KeyAdmin: keys, Audit: log, Now: d.now, Logger: d.logger, Actions: actions, Consent: rules, Rates: &c.Limits.Rates})
+	acc, err := access.New(access.Config{Policies: policies, Keys: keys, Certs: keys, KeyAdmin: keys, Audit: log, Now: d.now, Logger: d.logger, Actions: actions, Consent: rules, Rates: &c.Limits.Rates})
 	if err != nil {
 		sw.Stop()
 		st.Close()
@@ -239,7 +256,7 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 	if sup != nil {
 		front = &mcp.Frontend{Gate: g, Access: acc, Tools: tools, NewID: func() string { return randomHex(d.rand, 16) }, Logger: d.logger}
 	}
-	return &runtime{upstreams: sup, mcp: front, policy: bundle, checkpoints: cps, store: st, switches: sw, approvals: approvals, audit: log, keys: keys, access: acc, gate: g, execs: execs, actions: actions, bundles: storedBundles(st, func(err error) {
+	return &runtime{upstreams: sup, mcp: front, policy: bundle, policies: policies, checkpoints: cps, store: st, switches: sw, approvals: approvals, audit: log, keys: keys, access: acc, gate: g, execs: execs, actions: actions, bundles: storedBundles(st, func(err error) {
 		if d.logger != nil {
 			d.logger.Warn("policy archive: entry left out of the replay library; the decisions recorded under it do not verify", "err", err)
 		}

@@ -8,7 +8,7 @@ import (
 )
 
 // FuzzDecodeRequestBodies: every other untrusted request body (kill switch,
-// approval decision, key request, resolve request) is either refused with
+// approval decision, key request, resolve request, policy activation) is either refused with
 // code invalid (a 400) or accepted, and what is accepted re-encodes to a
 // body that is accepted again.
 func FuzzDecodeRequestBodies(f *testing.F) {
@@ -16,8 +16,9 @@ func FuzzDecodeRequestBodies(f *testing.F) {
 		`{"engaged":true,"reason":"x"}`, `{"decision":"approve","reason":"ok"}`,
 		`{"name":"bot","role":"agent","tenants":["acme"],"actions":["A0"]}`, `{"outcome":"failed","reason":"r"}`,
 		`{"engaged":true,"engaged":false}`, `{"reason":"\u0000"}`, "\xff", `[[[[[[`,
+		`{"reason":"r","files":[{"name":"a.cedar","source":"permit (principal, action, resource);"}]}`, `{"reason":" ","files":[]}`,
 	} {
-		for kind := range uint8(4) {
+		for kind := range uint8(6) {
 			f.Add(kind, []byte(s))
 		}
 	}
@@ -27,7 +28,7 @@ func FuzzDecodeRequestBodies(f *testing.F) {
 			err error
 		)
 		decode := func(b []byte) (any, error) {
-			switch kind % 5 {
+			switch kind % 6 {
 			case 0:
 				return DecodeKillSwitchRequest(b)
 			case 1:
@@ -36,6 +37,8 @@ func FuzzDecodeRequestBodies(f *testing.F) {
 				return nil, Validate("key_request", b)
 			case 3:
 				return DecodeKeyConsent(b)
+			case 5:
+				return DecodePolicyActivation(b)
 			default:
 				return nil, Validate("resolve_request", b)
 			}

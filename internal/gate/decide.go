@@ -37,6 +37,10 @@ type Input struct {
 	// recreated in the store: internal/checkpoint): the gate stops as if
 	// the tenant's switch were engaged.
 	AuditChain string `json:"audit_chain,omitempty"`
+	// PolicyUnavailable, when not empty, says why the bundle in force for
+	// the tenant (PolicyHash: an activation this node cannot apply) could
+	// not be used here: the decision denies (policy_unavailable).
+	PolicyUnavailable string `json:"policy_unavailable,omitempty"`
 }
 
 // Check names, in evaluation order. Later issues add checks to this list.
@@ -63,6 +67,7 @@ const (
 	ReasonActionUnknown     = "action_unknown"
 	ReasonActionNotGranted  = "action_not_granted"
 	ReasonPolicyUnknown     = "policy_unknown"
+	ReasonPolicyUnavailable = "policy_unavailable"
 	ReasonPolicyDenied      = "policy_denied"
 	ReasonPolicyEvalFailure = "policy_error"
 	ReasonApprovalRequired  = "approval_required"
@@ -158,6 +163,8 @@ func Decide(in Input, bundle *policy.Bundle, actions *action.Registry) contract.
 
 	// 4. Policy: the recorded bundle, evaluated purely.
 	switch {
+	case in.PolicyUnavailable != "":
+		add(CheckPolicy, ReasonPolicyUnavailable, in.PolicyUnavailable)
 	case bundle == nil || bundle.Hash() != in.PolicyHash:
 		add(CheckPolicy, ReasonPolicyUnknown, "")
 	case !known:

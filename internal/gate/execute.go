@@ -53,11 +53,11 @@ func (g *Gate) Execute(ctx context.Context, t tenant.ID, p *auth.Principal, inte
 		}
 		return Outcome{}, &contract.Error{Code: contract.CodeForbidden, Message: "only the principal that proposed this intent may execute it", Reasons: []string{ReasonNotProposer}}
 	}
-	input, err := g.input(ctx, t, p, in, s.Approval)
+	input, bundle, err := g.input(ctx, t, p, in, s.Approval)
 	if err != nil {
 		return Outcome{}, err
 	}
-	d := Decide(input, g.cfg.Policy, g.cfg.Actions)
+	d := Decide(input, bundle, g.cfg.Actions)
 
 	kind := audit.KindGateAllowed
 	if d.Verdict != contract.Allow {

@@ -45,7 +45,11 @@ type Config struct {
 	Executors   Executors
 	Switches    SwitchReader   // the kill switches' watched local copy
 	Approvals   Approvals      // operator approvals
-	Policy      *policy.Bundle // default: policy.Default()
+	Policy      *policy.Bundle // with no Policies, every tenant's bundle; default: policy.Default()
+	// Policies, when set, says which bundle each tenant decides under
+	// (active.Set: activated per tenant, globally, else the node's);
+	// Policy is then unused.
+	Policies PolicySource
 	// Shadow, when set, is a candidate bundle evaluated beside Policy on
 	// every decision and never enforced: each difference is counted,
 	// logged and recorded (policy.shadow_differs); Gate.Shadow sums up.
@@ -127,6 +131,9 @@ func New(cfg Config) (*Gate, error) {
 	}
 	if cfg.Policy == nil {
 		cfg.Policy = policy.Default()
+	}
+	if cfg.Policies == nil {
+		cfg.Policies = staticPolicy{cfg.Policy}
 	}
 	if cfg.Actions == nil {
 		cfg.Actions = action.Builtin()
@@ -261,10 +268,23 @@ func IntentID(t tenant.ID, idempotencyKey string) string {
 	return "in_" + hex.EncodeToString(sum[:16])
 }
 
-// input gathers a decision's input. Any store error fails closed: the
-// caller returns it and nothing executes. requested says the intent's
-// approval was requested when it was proposed (stored.Approval).
-func (g *Gate) input(ctx context.Context, t tenant.ID, p *auth.Principal, in contract.ActionIntent, requested bool) (Input, error) {
+// PolicySource says which bundle a tenant decides under (active.Set): the
+// bundle and its hash, or, when the bundle in force cannot be used on
+// this node, a nil bundle, the hash it should have and why (the decision
+// denies: Input.PolicyUnavailable).
+type PolicySource interface {
+	For(t tenant.ID) (*policy.Bundle, string, error)
+}
+
+type staticPolicy struct{ b *policy.Bundle }
+
+func (s staticPolicy) For(tenant.ID) (*policy.Bundle, string, error) { return s.b, s.b.Hash(), nil }
+
+// input gathers a decision's input and the bundle to decide it under. Any
+// store error fails closed: the caller returns it and nothing executes.
+// requested says the intent's approval was requested when it was proposed
+// (stored.Approval).
+func (g *Gate) input(ctx context.Context, t tenant.ID, p *auth.Principal, in contract.ActionIntent, requested bool) (Input, *policy.Bundle, error) {
 	global, ts := g.cfg.Switches.Read(t)
 	appr := approval.Reading{Status: approval.StatusNone, Approvers: []string{}}
 	// The approval is read when the rules ask for one now, and also when
@@ -274,7 +294,7 @@ func (g *Gate) input(ctx context.Context, t tenant.ID, p *auth.Principal, in con
 	if need := g.cfg.Approvals.Required(t, in.Class); need > 0 || requested {
 		var err error
 		if appr, err = g.cfg.Approvals.Read(ctx, t, in.ID); err != nil {
-			return Input{}, storeErr("read approval", err)
+			return Input{}, nil, storeErr("read approval", err)
 		}
 		// The number the record froze, raised to what the rules ask now
 		// (rules may have been raised since the request: fail closed).
@@ -289,25 +309,31 @@ func (g *Gate) input(ctx context.Context, t tenant.ID, p *auth.Principal, in con
 				case errors.Is(err, auth.ErrUnauthenticated), errors.Is(err, auth.ErrExpired):
 					appr.Withdrawn = append(appr.Withdrawn, id)
 				case err != nil:
-					return Input{}, storeErr("read an approver's credential", err)
+					return Input{}, nil, storeErr("read an approver's credential", err)
 				case g.cfg.Approvals.Eligible(t, in, q) != nil:
 					appr.Withdrawn = append(appr.Withdrawn, id)
 				}
 			}
 		}
 	}
+	bundle, hash, perr := g.cfg.Policies.For(t)
+	unavailable := ""
+	if perr != nil {
+		unavailable = perr.Error()
+	}
 	return Input{
-		Global:       global,
-		TenantSwitch: ts,
-		Approval:     appr,
-		Tenant:       t.String(),
-		Intent:       in,
-		Principal:    *p,
-		PolicyHash:   g.cfg.Policy.Hash(),
-		Allowlist:    g.cfg.Allowlist,
-		Time:         g.cfg.Now().UTC(),
-		AuditChain:   g.chainHealth(t),
-	}, nil
+		Global:            global,
+		TenantSwitch:      ts,
+		Approval:          appr,
+		Tenant:            t.String(),
+		Intent:            in,
+		Principal:         *p,
+		PolicyHash:        hash,
+		Allowlist:         g.cfg.Allowlist,
+		Time:              g.cfg.Now().UTC(),
+		AuditChain:        g.chainHealth(t),
+		PolicyUnavailable: unavailable,
+	}, bundle, nil
 }
 
 // chainHealth is why t's audit chain is not to be written to (Config.Chain),
@@ -442,11 +468,11 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 	if in.Hash, err = in.ComputeHash(); err != nil {
 		return View{}, false, fmt.Errorf("propose: hash intent: %w", err)
 	}
-	input, err := g.input(ctx, t, p, in, false) // a new intent: no approval was requested yet
+	input, bundle, err := g.input(ctx, t, p, in, false) // a new intent: no approval was requested yet
 	if err != nil {
 		return View{}, false, err
 	}
-	preview := Decide(input, g.cfg.Policy, g.cfg.Actions)
+	preview := Decide(input, bundle, g.cfg.Actions)
 	// An intent too large to record is refused before anything is written
 	// (also the refusal below would not fit).
 	if err := g.checkIntentSize(DecisionPayload{input, preview}); err != nil {

@@ -23,7 +23,9 @@ import (
 // decide once the candidate is active.
 func DecideUnder(in Input, candidate *policy.Bundle, actions *action.Registry) contract.Decision {
 	if candidate != nil {
-		in.PolicyHash = candidate.Hash()
+		// The candidate is what the input is decided under, whatever
+		// kept the recorded bundle from being used.
+		in.PolicyHash, in.PolicyUnavailable = candidate.Hash(), ""
 	}
 	return Decide(in, candidate, actions)
 }
@@ -104,7 +106,8 @@ func (g *Gate) Shadow(t tenant.ID) (ShadowSummary, bool) {
 	}
 	g.shadow.mu.Lock()
 	defer g.shadow.mu.Unlock()
-	s := ShadowSummary{Candidate: g.cfg.Shadow.Hash(), Active: g.cfg.Policy.Hash(), Enforcement: "none", Recent: []ShadowDifference{}}
+	_, active, _ := g.cfg.Policies.For(t)
+	s := ShadowSummary{Candidate: g.cfg.Shadow.Hash(), Active: active, Enforcement: "none", Recent: []ShadowDifference{}}
 	if got, ok := g.shadow.tenants[t.String()]; ok {
 		s.Decisions, s.Differ, s.Unrecorded = got.Decisions, got.Differ, got.Unrecorded
 		s.Recent = slices.Clone(got.Recent)

@@ -103,10 +103,23 @@ type Peers interface {
 	Subscribe(subject string, fn func(data []byte)) (unsubscribe func() error, err error)
 }
 
+// Applier applies the control entries that are not kill switches (the
+// active policy bundles: internal/policy/active). The watcher calls it
+// for each change of such a key, in revision order, and counts the
+// revision applied, and so acknowledges it to the other nodes, only after
+// it returned: a change another node waits for (Propagate) is in force on
+// every node that confirmed it.
+type Applier interface {
+	// ApplyControl applies key's new value (deleted: its removal); it
+	// reports false for a key it does not know, which is then ignored.
+	ApplyControl(key string, value []byte, deleted bool) bool
+}
+
 // Switches is a node's view of the kill switches.
 type Switches struct {
 	mono    func() time.Time // real clock: freshness, peers, deadlines
 	control Bucket
+	others  Applier
 	peers   Peers
 	log     *audit.Log
 	now     func() time.Time
@@ -145,6 +158,9 @@ type Config struct {
 	Now     func() time.Time // clock for the recorded time of a change (freshness always uses the real clock)
 	Node    string
 	Logger  *slog.Logger
+	// Others, when set, applies the control entries that are not kill
+	// switches; without it they are ignored.
+	Others Applier
 }
 
 // Start loads the switches, starts the watcher, the freshness probe and the
@@ -163,7 +179,7 @@ func Start(ctx context.Context, cfg Config) (*Switches, error) {
 	_, _ = rand.Read(rnd[:])
 	s := &Switches{
 		mono:    time.Now,
-		control: cfg.Control, peers: cfg.Peers, log: cfg.Audit, now: cfg.Now, logger: cfg.Logger,
+		control: cfg.Control, others: cfg.Others, peers: cfg.Peers, log: cfg.Audit, now: cfg.Now, logger: cfg.Logger,
 		node:   cfg.Node + "/" + hex.EncodeToString(rnd[:]),
 		states: map[string]entry{}, heard: map[string]peer{}, done: make(chan struct{}),
 	}
@@ -222,6 +238,21 @@ func (s *Switches) watch(changes <-chan kv.Change, initial chan struct{}) {
 }
 
 func (s *Switches) apply(c kv.Change) {
+	scope, switchErr := tenant.SwitchKeyTenant(c.Key)
+	if switchErr != nil {
+		// Not a switch: applied by its owner (outside the lock: it may
+		// read the store), then counted like a switch.
+		if s.others != nil && !s.others.ApplyControl(c.Key, c.Value, c.Deleted) {
+			s.logger.Warn("control bucket: unknown key ignored", "key", c.Key, "revision", c.Revision)
+		}
+		s.mu.Lock()
+		s.applied = max(s.applied, c.Revision)
+		applied := s.applied
+		s.changed.Broadcast()
+		s.mu.Unlock()
+		s.announce(applied)
+		return
+	}
 	s.mu.Lock()
 	if c.Deleted { // deleted or purged: back to the default, engaged
 		delete(s.states, c.Key)
@@ -235,17 +266,15 @@ func (s *Switches) apply(c kv.Change) {
 	}
 	s.applied = max(s.applied, c.Revision)
 	applied := s.applied
-	if scope, err := tenant.SwitchKeyTenant(c.Key); err == nil {
-		name := scope.String()
-		if scope == tenant.System {
-			name = ScopeGlobal
-		}
-		engaged := 1.0
-		if st, ok := s.states[c.Key]; ok && !st.st.Engaged {
-			engaged = 0
-		}
-		metrics.KillSwitchEngaged.WithLabelValues(name).Set(engaged)
+	name := scope.String()
+	if scope == tenant.System {
+		name = ScopeGlobal
 	}
+	engaged := 1.0
+	if st, ok := s.states[c.Key]; ok && !st.st.Engaged {
+		engaged = 0
+	}
+	metrics.KillSwitchEngaged.WithLabelValues(name).Set(engaged)
 	s.changed.Broadcast()
 	s.mu.Unlock()
 	s.announce(applied)
@@ -423,6 +452,13 @@ func (s *Switches) Set(ctx context.Context, scope tenant.ID, f Flip) (Change, er
 	s.logger.Info("kill switch changed", "scope", scopeName, "engaged", engaged, "revision", rev, "actor", actor,
 		"reason", reason, "confirmed", prop.Confirmed, "unconfirmed", prop.Unconfirmed, "waited_ms", prop.WaitedMS)
 	return Change{Previous: prev, Current: cur, Propagation: prop}, err
+}
+
+// Propagate waits, like a switch change, until this node and every live
+// peer have applied control revision rev (or until Bound): what a change of
+// another control entry (an Applier's) returns after.
+func (s *Switches) Propagate(ctx context.Context, rev uint64) (Propagation, error) {
+	return s.awaitPropagation(ctx, rev, s.mono())
 }
 
 // awaitPropagation waits until this node's local copy and every live peer

@@ -79,20 +79,62 @@ func LoadDir(fsys fs.FS, dir string, v *Validator) (*Bundle, error) {
 		}
 		return nil
 	})
-	slices.Sort(names)
-	if len(names) == 0 {
-		probs.List = append(probs.List, Problem{File: dir, Message: "no *.cedar file (exoarmur policy init DIR writes the default bundle to start from)"})
+	if len(probs.List) > 0 {
 		return nil, probs
 	}
-	var src bytes.Buffer
-	seen := map[string]string{}
+	files := make([]File, 0, len(names))
 	for _, name := range names {
 		b, err := fs.ReadFile(fsys, path.Join(dir, name))
 		if err != nil {
 			return nil, fmt.Errorf("policy dir %s: %w", dir, err)
 		}
-		if len(b) > maxPolicyFileBytes {
+		files = append(files, File{Name: name, Source: b})
+	}
+	return LoadFiles(dir, files, v)
+}
+
+// File is one policy file of a bundle: its name (NAME.cedar, no
+// directory) and its cedar source.
+type File struct {
+	Name   string `json:"name"`
+	Source []byte `json:"source"`
+}
+
+// MaxFiles bounds the files of one bundle.
+const MaxFiles = 64
+
+// LoadFiles is LoadDir on files already read (an activation sent through
+// the API; an archived bundle split back with SplitSource): the same
+// checks, the same source and so the same hash for the same files, in
+// whatever order they come. dir names the bundle in problems.
+func LoadFiles(dir string, files []File, v *Validator) (*Bundle, error) {
+	probs := &Problems{Dir: dir}
+	if len(files) == 0 {
+		probs.List = append(probs.List, Problem{File: dir, Message: "no *.cedar file (exoarmur policy init DIR writes the default bundle to start from)"})
+		return nil, probs
+	}
+	if len(files) > MaxFiles {
+		probs.List = append(probs.List, Problem{File: dir, Message: fmt.Sprintf("%d files: a bundle holds at most %d", len(files), MaxFiles)})
+		return nil, probs
+	}
+	files = slices.Clone(files)
+	slices.SortFunc(files, func(a, b File) int { return strings.Compare(a.Name, b.Name) })
+	var src bytes.Buffer
+	seen := map[string]string{}
+	for i, f := range files {
+		name, b := f.Name, f.Source
+		switch {
+		case !validFileName(name):
+			probs.List = append(probs.List, Problem{File: name, Message: "a policy file is named NAME.cedar (letters, digits, '.', '_', '-'; no directory)"})
+			continue
+		case i > 0 && files[i-1].Name == name:
+			probs.List = append(probs.List, Problem{File: name, Message: "two files of this name"})
+			continue
+		case len(b) > maxPolicyFileBytes:
 			probs.List = append(probs.List, Problem{File: name, Message: fmt.Sprintf("%d bytes: a policy file holds at most %d", len(b), maxPolicyFileBytes)})
+			continue
+		case bytes.Contains(b, []byte(fileHeader)):
+			probs.List = append(probs.List, Problem{File: name, Message: fmt.Sprintf("the line %q is reserved: it separates the files of a stored bundle", strings.TrimSpace(fileHeader))})
 			continue
 		}
 		probs.List = append(probs.List, v.File(name, b, seen)...)
@@ -117,6 +159,40 @@ func LoadDir(fsys fs.FS, dir string, v *Validator) (*Bundle, error) {
 		return nil, &Problems{Dir: dir, List: broken}
 	}
 	return bundle, nil
+}
+
+func validFileName(name string) bool {
+	base, ok := strings.CutSuffix(name, ".cedar")
+	if !ok || base == "" || len(name) > 128 || strings.HasPrefix(name, ".") {
+		return false
+	}
+	for _, r := range base {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// SplitSource splits the source of a bundle LoadFiles made (an archived
+// one) back into its files: LoadFiles of them gives the same source. A
+// source with no file line (a built-in default) is one file,
+// bundle.cedar.
+func SplitSource(src []byte) []File {
+	if !bytes.HasPrefix(src, []byte(fileHeader)) {
+		return []File{{Name: "bundle.cedar", Source: src}}
+	}
+	parts := bytes.Split(src[len(fileHeader):], []byte("\n"+fileHeader))
+	files := make([]File, 0, len(parts))
+	for i, part := range parts {
+		name, body, found := bytes.Cut(part, []byte("\n"))
+		if found && i < len(parts)-1 {
+			// The split took the newline that ended this file.
+			body = append(bytes.Clone(body), '\n')
+		}
+		files = append(files, File{Name: string(name), Source: body})
+	}
+	return files
 }
 
 // unscoped names the policies of a user file without an @scope: in a
@@ -147,14 +223,14 @@ func unscoped(name string, src []byte) []Problem {
 var floor = func() []OpRequest {
 	var out []OpRequest
 	for _, role := range []string{"agent", "auditor", "operator", "admin"} {
-		for _, op := range []string{OpReadGlobalSwitch, OpFlipGlobalSwitch, OpManageKeys, OpReadMetrics} {
+		for _, op := range []string{OpReadGlobalSwitch, OpFlipGlobalSwitch, OpManageKeys, OpReadMetrics, OpActivateGlobalPolicy} {
 			out = append(out, OpRequest{PrincipalID: "floor", Role: role, Granted: []string{"acme"}, Operation: op})
 		}
 	}
-	for _, op := range []string{OpPropose, OpExecute, OpApprove, OpFlipTenantSwitch, OpResolve, OpManageKeys} {
+	for _, op := range []string{OpPropose, OpExecute, OpApprove, OpFlipTenantSwitch, OpResolve, OpManageKeys, OpActivatePolicy} {
 		out = append(out, OpRequest{PrincipalID: "floor", Role: "auditor", Granted: []string{"acme"}, Operation: op, Tenant: "acme"})
 	}
-	for _, op := range []string{OpApprove, OpFlipTenantSwitch, OpResolve, OpManageKeys, OpReadTenantAudit, OpReadTenantIntents} {
+	for _, op := range []string{OpApprove, OpFlipTenantSwitch, OpResolve, OpManageKeys, OpReadTenantAudit, OpReadTenantIntents, OpActivatePolicy} {
 		out = append(out, OpRequest{PrincipalID: "floor", Role: "agent", Granted: []string{"acme"}, Operation: op, Tenant: "acme"})
 	}
 	return out
@@ -170,7 +246,7 @@ func FloorViolations(b *Bundle) []Problem {
 			if req.Tenant != "" {
 				where = "tenant " + req.Tenant
 			}
-			out = append(out, Problem{File: b.Name(), Message: fmt.Sprintf("the bundle permits a %s holding %v to %s on %s: no bundle may (global powers need the explicit system grant; an auditor only reads; an agent never approves, resolves, flips a switch, manages keys or reads the whole tenant)",
+			out = append(out, Problem{File: b.Name(), Message: fmt.Sprintf("the bundle permits a %s holding %v to %s on %s: no bundle may (global powers need the explicit system grant; an auditor only reads; an agent never approves, resolves, flips a switch, activates a policy, manages keys or reads the whole tenant)",
 				req.Role, req.Granted, req.Operation, where)})
 		}
 	}

@@ -54,3 +54,42 @@ func TestLoadDir(t *testing.T) {
 		})
 	}
 }
+
+// TestSplitSourceRoundTrip: an archived bundle's source splits back into
+// files that LoadFiles makes into the same bundle (what every node does
+// with an activated bundle), in whatever order the files come, and the
+// files make the same bundle as the directory holding them.
+func TestSplitSourceRoundTrip(t *testing.T) {
+	v, err := policy.NewValidator(builtinTypes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := policy.Default().Source()
+	extra := []byte("@id(\"agents-never-delete\")\n@scope(\"action\")\nforbid (principal, action == Action::\"fs.delete\", resource) when { context.role == \"agent\" };") // no final newline
+	// Files ending in blank lines, in no newline, and an empty one.
+	blank := append(append([]byte{}, def...), '\n', '\n')
+	dir, err := policy.LoadDir(fstest.MapFS{"p/z.cedar": {Data: extra}, "p/a.cedar": {Data: blank}, "p/m.cedar": {Data: nil}}, "p", v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := policy.SplitSource(dir.Source())
+	if len(files) != 3 || files[0].Name != "a.cedar" || files[2].Name != "z.cedar" || string(files[0].Source) != string(blank) || len(files[1].Source) != 0 {
+		t.Fatalf("split into %q", files)
+	}
+	again, err := policy.LoadFiles("again", []policy.File{files[2], files[0], files[1]}, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Hash() != dir.Hash() {
+		t.Fatalf("round trip %s, want %s", again.Hash(), dir.Hash())
+	}
+	// A file may not forge the separator of a stored bundle's files.
+	forged := append([]byte("// exoarmur policy file: b.cedar\n"), extra...)
+	if _, err := policy.LoadFiles("f", []policy.File{{Name: "a.cedar", Source: def}, {Name: "x.cedar", Source: forged}}, v); !errors.Is(err, policy.ErrInvalidBundle) {
+		t.Fatalf("forged separator: %v", err)
+	}
+	// Two files of one name.
+	if _, err := policy.LoadFiles("d", []policy.File{{Name: "a.cedar", Source: def}, {Name: "a.cedar", Source: extra}}, v); err == nil || !strings.Contains(err.Error(), "two files") {
+		t.Fatalf("duplicate names: %v", err)
+	}
+}

@@ -519,6 +519,13 @@ const (
 	OpKeyManagement     = "key_management" // the key endpoints; what they show and change is manage_keys per tenant
 	OpReadMetrics       = "read_metrics"
 	OpResolve           = "resolve_execution"
+	// OpActivatePolicy makes a bundle the tenant's active one; it is
+	// always decided under the global bundle in force (not the tenant's
+	// own), so a tenant's bundle can neither lock its own replacement out
+	// nor, unusable on a node, keep it from being replaced.
+	OpActivatePolicy = "activate_policy"
+	// OpActivateGlobalPolicy makes a bundle the global default (System).
+	OpActivateGlobalPolicy = "activate_global_policy"
 )
 
 // OpRequest asks whether a principal may perform an operation; Tenant is

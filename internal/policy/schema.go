@@ -51,7 +51,7 @@ type Param struct {
 func Operations() []string {
 	ops := []string{OpPropose, OpExecute, OpReadIntent, OpReadTenantIntents, OpReadAudit, OpReadTenantAudit, OpApprove,
 		OpReadApprovals, OpReadTenantSwitch, OpFlipTenantSwitch, OpReadGlobalSwitch, OpFlipGlobalSwitch, OpManageKeys,
-		OpKeyManagement, OpReadMetrics, OpResolve}
+		OpKeyManagement, OpReadMetrics, OpResolve, OpActivatePolicy, OpActivateGlobalPolicy}
 	slices.Sort(ops)
 	return ops
 }

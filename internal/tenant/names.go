@@ -49,14 +49,19 @@ const (
 	// HealthKey is the one key of HealthBucket.
 	HealthKey = "probe"
 
-	// ControlBucket holds the kill switches: GlobalSwitchKey and
-	// <tenant>.killswitch.
+	// ControlBucket holds the kill switches (GlobalSwitchKey and
+	// <tenant>.killswitch) and the active policy bundles (GlobalPolicyKey
+	// and <tenant>.policy): everything every node must apply before it
+	// acknowledges a revision.
 	ControlBucket = "exoarmur_control"
 	// ControlStream is the stream behind ControlBucket (JetStream's KV_ prefix).
 	ControlStream = "KV_" + ControlBucket
 	// GlobalSwitchKey is the global kill switch's key; '_' cannot start a
 	// tenant ID, so it cannot collide with a tenant's key.
 	GlobalSwitchKey = "_global.killswitch"
+	// GlobalPolicyKey is the key of the global active policy bundle: the
+	// default of every tenant without one of its own.
+	GlobalPolicyKey = "_global.policy"
 	// ControlAppliedSubject carries each node's applied control revision
 	// (core NATS, not persisted): how a switch change learns it reached
 	// every live node.
@@ -79,7 +84,8 @@ type Exemption struct {
 var GlobalExemptions = []Exemption{
 	{PrincipalsBucket, "the API key registry: one key may be granted several tenants, so it cannot live in one tenant's scope; keys are hashed and listing is admin only"},
 	{GlobalSwitchKey, "the global kill switch: one switch that stops every tenant; changed by admins only, every change audited in the system chain"},
-	{AuditSubject(System), "the system audit chain: global control changes (the global kill switch), which belong to no tenant"},
+	{GlobalPolicyKey, "the global active policy bundle (its hash): the default of every tenant that has none of its own; activated by admins with the system grant only, every activation audited in the system chain"},
+	{AuditSubject(System), "the system audit chain: global control changes (the global kill switch, the global policy), which belong to no tenant"},
 	{HealthBucket, "the store's write probe: a timestamp overwritten by every node twice a second; holds no tenant data"},
 	{ControlAppliedSubject, "propagation acknowledgements of control revisions between nodes; carries node names and revisions only, no tenant data"},
 }
@@ -94,6 +100,23 @@ func SwitchKeyTenant(key string) (ID, error) {
 		return System, nil
 	}
 	name, ok := strings.CutSuffix(key, ".killswitch")
+	if !ok {
+		return ID{}, ErrInvalid
+	}
+	return Parse(name)
+}
+
+// TenantPolicyKey is the control-bucket key of tenant id's active policy
+// bundle.
+func TenantPolicyKey(id ID) string { return id.s + ".policy" }
+
+// PolicyKeyTenant returns the tenant of an active-policy control key, or
+// System for the global one.
+func PolicyKeyTenant(key string) (ID, error) {
+	if key == GlobalPolicyKey {
+		return System, nil
+	}
+	name, ok := strings.CutSuffix(key, ".policy")
 	if !ok {
 		return ID{}, ErrInvalid
 	}
@@ -201,11 +224,12 @@ func NodePublishAllow(tenants []ID, global bool) []string {
 			"$KV."+IntentsBucket+"."+t.s+".>",
 			"$KV."+IdempotencyBucket+"."+t.s+".>",
 			"$KV."+ControlBucket+"."+TenantSwitchKey(t),
+			"$KV."+ControlBucket+"."+TenantPolicyKey(t),
 			"$KV."+CheckpointsBucket+"."+t.s+".>",
 		)
 	}
 	if global {
-		allow = append(allow, AuditSubject(System), "$KV."+ControlBucket+"."+GlobalSwitchKey)
+		allow = append(allow, AuditSubject(System), "$KV."+ControlBucket+"."+GlobalSwitchKey, "$KV."+ControlBucket+"."+GlobalPolicyKey)
 	}
 	return allow
 }

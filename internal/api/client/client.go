@@ -34,6 +34,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/contract"
 	"github.com/exoarmur/exoarmur/internal/gate"
 	"github.com/exoarmur/exoarmur/internal/killswitch"
+	"github.com/exoarmur/exoarmur/internal/policy/active"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -591,6 +592,39 @@ func (c *Client) SetKillSwitch(ctx context.Context, t string, req contract.KillS
 	}
 	status, err := c.do(ctx, http.MethodPut, p, nil, req, &ch)
 	return ch, status == http.StatusOK, err
+}
+
+func policyPath(t string) (string, error) {
+	if t == "" {
+		return "/v1/policy", nil
+	}
+	p, err := tenantPath(t)
+	return p + "/policy", err
+}
+
+// GetPolicy says which bundle the global scope (t == "") or tenant t
+// decides under on the node that answers, and the activation behind it.
+func (c *Client) GetPolicy(ctx context.Context, t string) (active.Active, error) {
+	p, err := policyPath(t)
+	if err != nil {
+		return active.Active{}, err
+	}
+	var a active.Active
+	_, err = c.do(ctx, http.MethodGet, p, nil, nil, &a)
+	return a, err
+}
+
+// ActivatePolicy makes req's files the active bundle of tenant t (t ==
+// "": the global bundle). confirmed is false when the activation was
+// written and audited but not every live node confirmed applying it
+// within the staleness bound (HTTP 202).
+func (c *Client) ActivatePolicy(ctx context.Context, t string, req contract.PolicyActivation) (a active.Activation, confirmed bool, err error) {
+	p, err := policyPath(t)
+	if err != nil {
+		return active.Activation{}, false, err
+	}
+	status, err := c.do(ctx, http.MethodPut, p, nil, req, &a)
+	return a, status == http.StatusOK, err
 }
 
 // KeyRequest asks for a new API key (POST /v1/keys). ExpiresIn 0 is a key
