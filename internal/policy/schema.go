@@ -46,6 +46,10 @@ type Param struct {
 	Required bool
 }
 
+// MCPAnyTool is the action the schema declares on Tool resources when it
+// is given no MCP tool (Schema).
+const MCPAnyTool = "mcp.any.tool"
+
 // Operations are the API operations the operation policies decide
 // (Authorize), sorted.
 func Operations() []string {
@@ -108,6 +112,12 @@ func Schema(actions []ActionType) ([]byte, error) {
 			ctx += ", " + paramsContext(a.Params) + ", " + timeContext
 		}
 		fmt.Fprintf(&b, "action %q appliesTo { principal: Principal, resource: %s, context: { %s } };\n", a.Name, a.Effect.resource, ctx)
+	}
+	// The MCP tools are known only once serve lists its upstreams: a
+	// schema without one still declares an action on Tool resources
+	// (MCPAnyTool), so a policy about tools validates before they are.
+	if !slices.ContainsFunc(sorted, func(a ActionType) bool { return a.Effect.name == effectMCP }) {
+		fmt.Fprintf(&b, "action %q appliesTo { principal: Principal, resource: Tool, context: { %s } };\n", MCPAnyTool, contextOf[effectMCP])
 	}
 	for _, op := range Operations() {
 		fmt.Fprintf(&b, "action %q appliesTo { principal: Principal, resource: [Tenant, System], context: %s };\n", op, operationContext)
