@@ -82,7 +82,7 @@ func call(t *testing.T, s *sdk.ClientSession, tool string, args map[string]any) 
 	return r
 }
 
-var intentID = regexp.MustCompile(`intent (int_[A-Za-z0-9_-]+)`)
+var intentID = regexp.MustCompile(`intent (in_[A-Za-z0-9_-]+)`)
 
 // TestMCPGatewayEndToEnd: a Go SDK client over Streamable HTTP to the
 // built server, fronting a Go SDK server over stdio and one over
@@ -110,7 +110,7 @@ func TestMCPGatewayEndToEnd(t *testing.T) {
 	cfg := filepath.Join(dir, "mcp.yaml")
 	if err := os.WriteFile(cfg, []byte(`servers:
   local:
-    command: [`+up+`, -effects, `+effects+`, -big, "3000000"]
+    command: [`+up+`, -effects, `+effects+`, -big, "10000000"]
     tools: {echo: A0, env: A0, big: A0, hang: A0, crash: A0, append: A1}
   web:
     url: http://`+webAddr+`/mcp
@@ -195,7 +195,7 @@ func TestMCPGatewayEndToEnd(t *testing.T) {
 
 	// Failures are tool errors.
 	if r := call(t, s, "mcp.local.big", nil); !r.IsError || !strings.Contains(textOf(r), "larger than") {
-		t.Fatalf("oversized: %q", textOf(r))
+		t.Fatalf("oversized (the result must not fit the embedded store's 8 MiB budget): isError %v, %.200q", r.IsError, textOf(r))
 	}
 	start := time.Now()
 	if r := call(t, s, "mcp.local.hang", nil); !r.IsError || time.Since(start) > 15*time.Second {
