@@ -1,10 +1,12 @@
 package contracts_test
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"io/fs"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -42,9 +44,22 @@ var frozen = map[string]string{
 	"replay_report.schema.json":    "629f4b4998a93df3f68d10947cb09bcbaeb9d337cb4e1cb1dbebb7fffa700c3d",
 }
 
-func TestV1SchemasAreFrozen(t *testing.T) {
+// frozenV2 pins every v2 schema, like frozen: only the schemas whose shape
+// v2 changes (the action name), never edited once pinned.
+var frozenV2 = map[string]string{
+	// The first v2 set: wider action names (package doc).
+	"action_intent.schema.json":  "31a2909eeefa3cef27bb4032d396e55c5e50ab6b942791791a7ddec8322ee1a7",
+	"intent_request.schema.json": "4ea8f9a0ec724356a177dce4bf2b75f6753dada6ad030c7fee81b3b79f7351c0",
+	"key_create.schema.json":     "6f46e54d4c2b5ec847992d05cf332ebf7c203250fc9891f84f3ac7004b6deff3",
+}
+
+func TestV1SchemasAreFrozen(t *testing.T) { checkFrozen(t, "v1", frozen) }
+
+func TestV2SchemasAreFrozen(t *testing.T) { checkFrozen(t, "v2", frozenV2) }
+
+func checkFrozen(t *testing.T, dir string, frozen map[string]string) {
 	seen := map[string]bool{}
-	err := fs.WalkDir(contracts.FS, "v1", func(path string, d fs.DirEntry, err error) error {
+	err := fs.WalkDir(contracts.FS, dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
@@ -58,9 +73,9 @@ func TestV1SchemasAreFrozen(t *testing.T) {
 		want, ok := frozen[name]
 		switch {
 		case !ok:
-			t.Errorf("%s is not pinned: add its SHA-256 to frozen (new V1 files are additive)", name)
+			t.Errorf("%s/%s is not pinned: add its SHA-256 (new files are additive)", dir, name)
 		case hex.EncodeToString(sum[:]) != want:
-			t.Errorf("%s changed (sha256 %x, pinned %s): V1 contracts are frozen; add a new file or a v2 instead", name, sum, want)
+			t.Errorf("%s/%s changed (sha256 %x, pinned %s): pinned contracts are frozen; add a new file or version instead", dir, name, sum, want)
 		}
 		return nil
 	})
@@ -69,7 +84,7 @@ func TestV1SchemasAreFrozen(t *testing.T) {
 	}
 	for name := range frozen {
 		if !seen[name] {
-			t.Errorf("%s was removed: V1 contracts are frozen", name)
+			t.Errorf("%s/%s was removed: pinned contracts are frozen", dir, name)
 		}
 	}
 }
@@ -116,7 +131,91 @@ func TestTenantFieldsAreRequiredAndValidated(t *testing.T) {
 		}
 		walk(name+".schema.json", "", doc)
 	}
+	for _, name := range contracts.V2Names() {
+		raw, _ := contracts.V2Schema(name)
+		var doc any
+		if err := json.Unmarshal(raw, &doc); err != nil {
+			t.Fatal(err)
+		}
+		walk("v2/"+name+".schema.json", "", doc)
+	}
 	if checked < 6 {
 		t.Fatalf("only %d tenant fields checked", checked)
+	}
+}
+
+// v2Name is the v2 pattern of an action name (contracts package doc).
+const v2Name = `[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)+`
+
+// TestV2IsV1ButTheActionName: each v2 schema is its V1 file with only the
+// action name widened (and its $id, description and, for a stored
+// intent, schema_version "v2"); every V1 schema that constrains an action
+// name has its v2 (but key_request, superseded by key_create).
+func TestV2IsV1ButTheActionName(t *testing.T) {
+	decode := func(raw []byte, err error) map[string]any {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc map[string]any
+		if err := json.Unmarshal(raw, &doc); err != nil {
+			t.Fatal(err)
+		}
+		return doc
+	}
+	// The action name's schema in each, by name: the object holding it.
+	at := map[string][]string{
+		"intent_request": {"properties", "action"},
+		"action_intent":  {"properties", "action"},
+		"key_create":     {"properties", "actions", "items"},
+	}
+	names := contracts.V2Names()
+	if !slices.Equal(names, []string{"action_intent", "intent_request", "key_create"}) {
+		t.Fatalf("v2 schemas %v: say in the package doc why a schema is (not) v2", names)
+	}
+	for _, name := range names {
+		v1, v2 := decode(contracts.V1Schema(name)), decode(contracts.V2Schema(name))
+		if v2["$id"] != contracts.BaseURLV2+name+".schema.json" {
+			t.Errorf("v2/%s: $id %v", name, v2["$id"])
+		}
+		delete(v1, "$id")
+		delete(v2, "$id")
+		delete(v1, "description")
+		delete(v2, "description")
+		if name == "action_intent" {
+			p1, p2 := v1["properties"].(map[string]any), v2["properties"].(map[string]any)
+			if !reflect.DeepEqual(p2["schema_version"], map[string]any{"const": "v2"}) {
+				t.Errorf("v2/%s: schema_version %v", name, p2["schema_version"])
+			}
+			delete(p1, "schema_version")
+			delete(p2, "schema_version")
+		}
+		path := at[name]
+		n1, n2 := v1, v2
+		for _, k := range path[:len(path)-1] {
+			n1, n2 = n1[k].(map[string]any), n2[k].(map[string]any)
+		}
+		last := path[len(path)-1]
+		s2 := n2[last].(map[string]any)
+		want := map[string]any{"type": "string", "pattern": "^" + v2Name + "$", "minLength": 3.0, "maxLength": 128.0}
+		if name == "key_create" {
+			want = map[string]any{"type": "string", "pattern": `^(\*|A[0-3]|` + v2Name + `)$`, "maxLength": 128.0}
+		}
+		if !reflect.DeepEqual(s2, want) {
+			t.Errorf("v2/%s: the action name is %v, want %v", name, s2, want)
+		}
+		delete(n1, last)
+		delete(n2, last)
+		if !reflect.DeepEqual(v1, v2) {
+			t.Errorf("v2/%s differs from v1/%s beyond the action name", name, name)
+		}
+	}
+	for _, name := range contracts.V1Names() {
+		raw, _ := contracts.V1Schema(name)
+		if bytes.Contains(raw, []byte(`[a-z]+\\.[a-z]+)`)) || bytes.Contains(raw, []byte(`[a-z]+\\.[a-z]+$`)) {
+			if _, ok := at[name]; !ok && name != "key_request" {
+				t.Errorf("v1/%s constrains an action name and has no v2", name)
+			}
+		}
 	}
 }

@@ -56,7 +56,6 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
-	"regexp"
 	"slices"
 
 	"github.com/exoarmur/exoarmur/internal/contract"
@@ -65,8 +64,12 @@ import (
 
 // Registration is one action type.
 type Registration struct {
-	// Type names the action type: two lower-case words joined by a dot
-	// ("fs.read"), as the V1 contracts require of an intent's action.
+	// Type names the action type: a V1 name, two lower-case words
+	// joined by a dot ("fs.read"), or a wider v2 name, two or more
+	// dot-separated segments of lower-case letters, digits, _ and -
+	// ("tickets.create_v2", "mcp.fs.read_text_file"); 3..128 bytes, at
+	// most 64 for a V1 name (contract.CheckActionName). An intent of a
+	// v2 name is stored as a v2 intent (contracts/v2).
 	Type string
 	// Class is the risk class, contract.A0 (observe) to contract.A3
 	// (irreversible): what a key must be granted and how many approvals
@@ -160,20 +163,16 @@ var ErrUnknown = errors.New("unknown action type")
 // inconsistent, or a second one of a type.
 var ErrInvalid = errors.New("invalid action registration")
 
-// typePattern is the V1 contracts' pattern of an intent's action
-// (contracts/v1/intent_request.schema.json): a type outside it could never
-// be proposed.
-var typePattern = regexp.MustCompile(`^[a-z]+\.[a-z]+$`)
-
 // Validate reports what is wrong with r, wrapping ErrInvalid.
 func (r Registration) Validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("action %q: %w: %s", r.Type, ErrInvalid, fmt.Sprintf(format, args...))
 	}
 	k, known := kinds[r.Executor.Kind]
+	nameErr := contract.CheckActionName(r.Type) // a type outside the contracts could never be proposed
 	switch {
-	case len(r.Type) > 64 || !typePattern.MatchString(r.Type):
-		return bad("the type must be two lower-case words joined by a dot (at most 64 bytes)")
+	case nameErr != nil:
+		return bad("the type: %v", nameErr)
 	case !contract.ValidClass(r.Class):
 		return bad("class %q is not one of A0..A3", r.Class)
 	case r.Description == "":

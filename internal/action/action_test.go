@@ -141,12 +141,18 @@ func TestInvalidRegistrationsAreRefused(t *testing.T) {
 		mutate func(*Registration)
 		want   string
 	}{
-		{"no type", func(r *Registration) { r.Type = "" }, "two lower-case words"},
-		{"one word", func(r *Registration) { r.Type = "notes" }, "two lower-case words"},
-		{"three words", func(r *Registration) { r.Type = "notes.read.all" }, "two lower-case words"},
-		{"upper case", func(r *Registration) { r.Type = "Notes.read" }, "two lower-case words"},
-		{"digit", func(r *Registration) { r.Type = "notes.read2" }, "two lower-case words"},
-		{"too long", func(r *Registration) { r.Type = "n." + strings.Repeat("r", 63) }, "at most 64"},
+		{"no type", func(r *Registration) { r.Type = "" }, "at least 3 bytes"},
+		{"one word", func(r *Registration) { r.Type = "notes" }, "at least two segments"},
+		{"one word with _", func(r *Registration) { r.Type = "notes_read" }, "at least two segments"},
+		{"upper case", func(r *Registration) { r.Type = "Notes.read" }, "only lower-case letters"},
+		{"leading dot", func(r *Registration) { r.Type = ".notes.read" }, "no empty segment"},
+		{"double dot", func(r *Registration) { r.Type = "notes..read" }, "no empty segment"},
+		{"trailing dot", func(r *Registration) { r.Type = "notes.read." }, "no empty segment"},
+		{"segment starting with _", func(r *Registration) { r.Type = "notes._read" }, "starts with a lower-case letter or digit"},
+		{"segment starting with -", func(r *Registration) { r.Type = "-notes.read" }, "starts with a lower-case letter or digit"},
+		{"non-ASCII", func(r *Registration) { r.Type = "notes.lés" }, "only lower-case letters"},
+		{"space", func(r *Registration) { r.Type = "notes.read all" }, "only lower-case letters"},
+		{"too long", func(r *Registration) { r.Type = "n." + strings.Repeat("r", 127) }, "at most 128"},
 		{"no class", func(r *Registration) { r.Class = "" }, "not one of A0..A3"},
 		{"bad class", func(r *Registration) { r.Class = "A4" }, "not one of A0..A3"},
 		{"no description", func(r *Registration) { r.Description = "" }, "description"},
@@ -182,6 +188,25 @@ func TestInvalidRegistrationsAreRefused(t *testing.T) {
 				t.Fatalf("New(%+v) = %v, want ErrInvalid saying %q", r, err, tt.want)
 			}
 		})
+	}
+}
+
+// TestWideNamesAreAccepted: a registration may carry a v2 name (wider
+// than V1's two lower-case words), up to 128 bytes; a V1-shaped name
+// longer than 64 bytes is a v2 name.
+func TestWideNamesAreAccepted(t *testing.T) {
+	for _, typ := range []string{"notes.read.all", "notes.read2", "notes.read_all", "notes.read-all", "mcp.fs.read_text_file",
+		"mcp.everything.get-sum", "n." + strings.Repeat("r", 63), "n." + strings.Repeat("r", 126)} {
+		r := note()
+		r.Type = typ
+		reg, err := New(append(Builtin().List(), r)...)
+		if err != nil {
+			t.Errorf("%s: %v", typ, err)
+			continue
+		}
+		if got, ok := reg.Lookup(typ); !ok || got.Type != typ || contract.ActionNameVersion(typ) != contract.SchemaVersionV2 {
+			t.Errorf("%s: registered as %+v (version %q)", typ, got, contract.ActionNameVersion(typ))
+		}
 	}
 }
 

@@ -19,8 +19,10 @@ package action
 //
 // # Checks at load
 //
-// Everything that can be checked before a request is: the name (the V1
-// intent contract's ^[a-z]+\.[a-z]+$, not a built-in), the class, the
+// Everything that can be checked before a request is: the name (an
+// action name of the intent contracts, contract.CheckActionName: a V1
+// name, ^[a-z]+\.[a-z]+$, or a wider v2 one such as tickets.create_v2;
+// not a built-in), the class, the
 // method (class A0 needs GET), the params JSON Schema (draft 2020-12,
 // compiled; an object of strings; no remote references), every template
 // (parsed once; only {{.target}}, {{.params.NAME}} of a declared
@@ -199,8 +201,8 @@ func parseAction(typ string, a fileAction, opt ParseOptions) (Registration, erro
 		return fmt.Errorf("%w: %s: %s", ErrInvalid, field, fmt.Sprintf(format, args...))
 	}
 	switch {
-	case len(typ) > 64 || !typePattern.MatchString(typ):
-		return Registration{}, bad("name", "must be two lower-case words joined by a dot (^[a-z]+\\.[a-z]+$, at most 64 bytes): the only action names the V1 intent contract accepts")
+	case contract.CheckActionName(typ) != nil:
+		return Registration{}, bad("name", "must be two or more dot-separated segments of lower-case letters, digits, _ and -, each starting with a letter or digit (^[a-z0-9][a-z0-9_-]*(\\.[a-z0-9][a-z0-9_-]*)+$, 3..128 bytes): %v", contract.CheckActionName(typ))
 	case isBuiltin(typ):
 		return Registration{}, bad("name", "%s is a built-in action type", typ)
 	case !contract.ValidClass(a.Class):

@@ -145,8 +145,15 @@ func TestParseFileRefusals(t *testing.T) {
 		{"not yaml", "actions: [", "not valid YAML or JSON"},
 		{"duplicate key", "actions:\n  a.b: {}\n  a.b: {}\n", "not valid YAML or JSON"},
 		{"no actions", "actions: {}\n", "at least one action"},
-		{"name pattern", action("tickets_create", "A2", okParams, post(""), ""), `action "tickets_create": invalid action registration: name: must be two lower-case words joined by a dot (^[a-z]+\.[a-z]+$`},
-		{"name three words", action("a.b.c", "A2", okParams, post(""), ""), `the only action names the V1 intent contract accepts`},
+		{"name pattern", action("tickets_create", "A2", okParams, post(""), ""), `action "tickets_create": invalid action registration: name: must be two or more dot-separated segments of lower-case letters, digits, _ and -, each starting with a letter or digit (^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)+$, 3..128 bytes): an action name has at least two segments`},
+		{"name upper case", action("Tickets.create", "A2", okParams, post(""), ""), `action "Tickets.create": invalid action registration: name: must be`},
+		{"name leading dot", action(`".tickets.create"`, "A2", okParams, post(""), ""), `no empty segment`},
+		{"name double dot", action("tickets..create", "A2", okParams, post(""), ""), `no empty segment`},
+		{"name trailing dot", action(`"tickets.create."`, "A2", okParams, post(""), ""), `no empty segment`},
+		{"name segment starting with _", action("tickets._create", "A2", okParams, post(""), ""), `starts with a lower-case letter or digit`},
+		{"name 129 bytes", action("t."+strings.Repeat("c", 127), "A2", okParams, post(""), ""), `at most 128 bytes`},
+		{"name non-ASCII", action("tickets.créer", "A2", okParams, post(""), ""), `only lower-case letters, digits`},
+		{"name with slash", action("tickets/create.x", "A2", okParams, post(""), ""), `only lower-case letters, digits`},
 		{"builtin", action("http.post", "A2", okParams, post(""), ""), `name: http.post is a built-in action type`},
 		{"class", action("a.b", "A9", okParams, post(""), ""), `class: "A9" is not one of A0, A1, A2, A3`},
 		{"no description", "actions:\n  a.b:\n    class: A1\n    params: " + okParams + "\n    http: " + post("") + "\n", "description: required"},
@@ -255,5 +262,31 @@ func TestLoadFile(t *testing.T) {
 	}
 	if _, err := LoadFile("testdata/none.yaml", ParseOptions{}); err == nil || !strings.Contains(err.Error(), "none.yaml") {
 		t.Fatalf("missing file: %v", err)
+	}
+}
+
+// TestParseFileWideNames: declared actions may have v2 names (digits, _
+// and -, more than two segments, up to 128 bytes), each registered under
+// its name.
+func TestParseFileWideNames(t *testing.T) {
+	post := `{method: POST, url: "http://127.0.0.1/x"}`
+	names := []string{"tickets.create_v2", "chat.post-message", "crm.contacts.v2.update", "s3.put", "t." + strings.Repeat("c", 126)}
+	var data strings.Builder
+	data.WriteString("actions:\n")
+	for _, n := range names {
+		data.WriteString(strings.TrimPrefix(action(n, "A2", okParams, post, ""), "actions:\n"))
+	}
+	regs, err := ParseFile("wide.yaml", []byte(data.String()), ParseOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, r := range regs {
+		got[r.Type] = true
+	}
+	for _, n := range names {
+		if !got[n] {
+			t.Errorf("%s not registered (%v)", n, got)
+		}
 	}
 }

@@ -17,6 +17,8 @@ func FuzzParseActionsFile(f *testing.F) {
 	f.Add([]byte(action("a.b", "A1", okParams, `{method: POST, url: "http://h/{{path .params.title}}", headers: {X: "{{secret \"K\"}}"}, body: "{{json .target}}"}`, `{K: {env: K}}`)))
 	f.Add([]byte(`{"actions": {"a.b": {"class": "A0", "description": "d", "params": {"type": "object"}, "http": {"method": "GET", "url": "{{.target}}"}}}}`))
 	f.Add([]byte("actions:\n  a.b: &x {class: A1}\n  c.d: *x\n"))
+	f.Add([]byte(action("tickets.create_v2", "A2", okParams, `{method: POST, url: "http://h/x"}`, "")))
+	f.Add([]byte(action("mcp.fs.read-text_file", "A0", okParams, `{method: GET, url: "http://h/x"}`, "")))
 	src := fakeSecrets{env: map[string]string{"K": "fuzz-secret-value"}}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		regs, err := ParseFile("fuzz.yaml", data, ParseOptions{Secrets: src})

@@ -922,7 +922,8 @@ func (s *Server) decideApproval(w http.ResponseWriter, r *http.Request) error {
 }
 
 // keyRequest is the body of POST /v1/keys (contracts/v1/key_create.schema.json:
-// key_request.schema.json, frozen, with the auditor role too).
+// key_request.schema.json, frozen, with the auditor role too; or
+// contracts/v2/key_create.schema.json when it grants a v2 action name).
 type keyRequest struct {
 	Name      string   `json:"name"`
 	Role      string   `json:"role"`
@@ -938,7 +939,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := contract.Validate("key_create", raw); err != nil {
+	if err := contract.ValidateKeyCreate(raw); err != nil {
 		return err
 	}
 	var req keyRequest

@@ -2,7 +2,10 @@
 // and the SHA-256 hashing used for everything that is hashed.
 //
 // The JSON Schemas of these types live in contracts/v1 and are frozen: a test
-// pins their checksums. New capability is additive (new files, or v2).
+// pins their checksums. New capability is additive (new files, or v2):
+// contracts/v2 holds the shapes that take wider action names (names.go:
+// the name rules; an ActionIntent of a name only v2 allows carries
+// SchemaVersionV2, every other record SchemaVersion).
 package contract
 
 import (
@@ -12,7 +15,8 @@ import (
 	"time"
 )
 
-// SchemaVersion is carried by every V1 record.
+// SchemaVersion is carried by every V1 record: every record but the
+// intent of an action whose name only v2 allows (SchemaVersionV2).
 const SchemaVersion = "v1"
 
 // Verdicts.

@@ -38,35 +38,51 @@ var (
 	schemasErr  error
 )
 
+// versions are the contract versions compiled: each one's schema names,
+// bytes and $id prefix.
+var versions = []struct {
+	version string
+	names   func() []string
+	schema  func(string) ([]byte, error)
+	base    string
+}{
+	{SchemaVersion, contracts.V1Names, contracts.V1Schema, contracts.BaseURL},
+	{SchemaVersionV2, contracts.V2Names, contracts.V2Schema, contracts.BaseURLV2},
+}
+
+// compiled returns every schema of every version, keyed by "v1/name".
 func compiled() (map[string]*jsonschema.Schema, error) {
 	schemasOnce.Do(func() {
 		c := jsonschema.NewCompiler()
 		c.AssertFormat()
-		names := contracts.V1Names()
-		for _, name := range names {
-			raw, err := contracts.V1Schema(name)
-			if err != nil {
-				schemasErr = err
-				return
-			}
-			doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
-			if err != nil {
-				schemasErr = fmt.Errorf("schema %s: %w", name, err)
-				return
-			}
-			if err := c.AddResource(contracts.BaseURL+name+".schema.json", doc); err != nil {
-				schemasErr = fmt.Errorf("schema %s: %w", name, err)
-				return
+		for _, v := range versions {
+			for _, name := range v.names() {
+				raw, err := v.schema(name)
+				if err != nil {
+					schemasErr = err
+					return
+				}
+				doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+				if err != nil {
+					schemasErr = fmt.Errorf("schema %s/%s: %w", v.version, name, err)
+					return
+				}
+				if err := c.AddResource(v.base+name+".schema.json", doc); err != nil {
+					schemasErr = fmt.Errorf("schema %s/%s: %w", v.version, name, err)
+					return
+				}
 			}
 		}
 		schemas = map[string]*jsonschema.Schema{}
-		for _, name := range names {
-			s, err := c.Compile(contracts.BaseURL + name + ".schema.json")
-			if err != nil {
-				schemasErr = fmt.Errorf("compile schema %s: %w", name, err)
-				return
+		for _, v := range versions {
+			for _, name := range v.names() {
+				s, err := c.Compile(v.base + name + ".schema.json")
+				if err != nil {
+					schemasErr = fmt.Errorf("compile schema %s/%s: %w", v.version, name, err)
+					return
+				}
+				schemas[v.version+"/"+name] = s
 			}
-			schemas[name] = s
 		}
 	})
 	return schemas, schemasErr
@@ -75,30 +91,68 @@ func compiled() (map[string]*jsonschema.Schema, error) {
 // Validate checks raw JSON against the named V1 schema (e.g.
 // "intent_request"). Failures are *Error with CodeInvalid and a message that
 // names the field.
-func Validate(schema string, raw []byte) error {
+func Validate(schema string, raw []byte) error { return ValidateVersion(SchemaVersion, schema, raw) }
+
+// ValidateVersion checks raw JSON against the named schema of a contract
+// version (SchemaVersion or SchemaVersionV2), like Validate.
+func ValidateVersion(version, schema string, raw []byte) error {
+	_, err := validateDoc(raw, func(any) string { return version }, schema)
+	return err
+}
+
+// validateDoc checks raw strictly, then against the schema of the
+// version that pick chooses from the parsed document, and returns that
+// version.
+func validateDoc(raw []byte, pick func(doc any) string, schema string) (string, error) {
 	all, err := compiled()
 	if err != nil {
-		return fmt.Errorf("contract schemas: %w", err)
-	}
-	s, ok := all[schema]
-	if !ok {
-		return fmt.Errorf("contract: no schema %q", schema)
+		return "", fmt.Errorf("contract schemas: %w", err)
 	}
 	if err := checkStrictJSON(raw, MaxDepth); err != nil {
-		return err
+		return "", err
 	}
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
 	if err != nil {
-		return Errorf(CodeInvalid, "body is not valid JSON")
+		return "", Errorf(CodeInvalid, "body is not valid JSON")
+	}
+	version := pick(doc)
+	s, ok := all[version+"/"+schema]
+	if !ok {
+		return "", fmt.Errorf("contract: no schema %s/%s", version, schema)
 	}
 	if err := s.Validate(doc); err != nil {
 		var ve *jsonschema.ValidationError
 		if errors.As(err, &ve) {
-			return Errorf(CodeInvalid, "%s", describe(ve))
+			return "", Errorf(CodeInvalid, "%s", describe(ve))
 		}
-		return Wrap(CodeInvalid, "body does not match the schema", err)
+		return "", Wrap(CodeInvalid, "body does not match the schema", err)
 	}
-	return nil
+	return version, nil
+}
+
+// requestVersion picks the contract of a body naming actions: V1 when
+// every name it holds is one V1 accepts (or it holds none, or not as a
+// string: V1 refuses it as before), else v2, which refuses a name
+// neither accepts saying what v2 allows. So a V1 body is checked
+// exactly as before v2 existed.
+func requestVersion(names ...any) string {
+	for _, n := range names {
+		if s, ok := n.(string); ok && !IsV1ActionName(s) && s != "*" && !ValidClass(s) {
+			return SchemaVersionV2
+		}
+	}
+	return SchemaVersion
+}
+
+// ValidateKeyCreate checks the body of POST /v1/keys: against
+// key_create v1, or v2 when it grants an action by a name only v2 allows.
+func ValidateKeyCreate(raw []byte) error {
+	_, err := validateDoc(raw, func(doc any) string {
+		obj, _ := doc.(map[string]any)
+		actions, _ := obj["actions"].([]any)
+		return requestVersion(actions...)
+	}, "key_create")
+	return err
 }
 
 // DescribeValidation is the message of a JSON Schema failure of a
@@ -171,9 +225,14 @@ func schemaObjectPath(schemaURL string) []string {
 	return path
 }
 
-// DecodeIntentRequest strictly decodes the untrusted body of a proposal.
+// DecodeIntentRequest strictly decodes the untrusted body of a proposal:
+// checked against intent_request v1, or v2 when its action is not a V1
+// name (ActionNameVersion of the action is the stored intent's version).
 func DecodeIntentRequest(raw []byte) (IntentRequest, error) {
-	if err := Validate("intent_request", raw); err != nil {
+	if _, err := validateDoc(raw, func(doc any) string {
+		obj, _ := doc.(map[string]any)
+		return requestVersion(obj["action"])
+	}, "intent_request"); err != nil {
 		return IntentRequest{}, err
 	}
 	var req IntentRequest

@@ -77,6 +77,10 @@ const (
 	// ReasonNotProposer: an execute by a principal other than the intent's
 	// proposer (refused before the decision, audited as access.denied).
 	ReasonNotProposer = "not_proposer"
+	// ReasonIntentVersion: an intent whose schema_version is not the one
+	// its action's name needs (a v2 intent of a V1 name, a v1 intent of a
+	// wider one).
+	ReasonIntentVersion = "intent_version_invalid"
 )
 
 // Decide is the pure decision function: kill switches, tenant, principal,
@@ -149,10 +153,16 @@ func Decide(in Input, bundle *policy.Bundle, actions *action.Registry) contract.
 	}
 
 	// 3. Grant: the principal holds this tenant and this action (class).
+	// The intent's schema_version must be the one its action's name
+	// needs (v1 for a V1 name, v2 for a wider one): anything else is not
+	// an intent the gate stored.
 	spec, known := actions.Lookup(in.Intent.Action)
+	versionErr := contract.CheckIntentVersion(in.Intent.SchemaVersion, in.Intent.Action)
 	switch {
 	case !known || spec.Class != in.Intent.Class:
 		add(CheckGrant, ReasonActionUnknown, "")
+	case versionErr != nil:
+		add(CheckGrant, ReasonIntentVersion, versionErr.Error())
 	case !p.HasTenant(in.Tenant):
 		add(CheckGrant, ReasonTenantNotGranted, "")
 	case !p.MayUse(spec.Type, spec.Class):

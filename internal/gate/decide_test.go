@@ -61,6 +61,8 @@ func TestDecide(t *testing.T) {
 		{"action granted by type", func(in *Input) { in.Principal.Actions = []string{"fs.write"} }, contract.Allow, []string{}},
 		{"unknown action", func(in *Input) { in.Intent.Action = "shell.exec" }, contract.Deny, []string{ReasonActionUnknown, ReasonPolicyDenied}},
 		{"class tampered", func(in *Input) { in.Intent.Class = contract.A0 }, contract.Deny, []string{ReasonActionUnknown}},
+		{"v2 intent of a V1 name", func(in *Input) { in.Intent.SchemaVersion = contract.SchemaVersionV2 }, contract.Deny, []string{ReasonIntentVersion}},
+		{"intent without a version", func(in *Input) { in.Intent.SchemaVersion = "" }, contract.Deny, []string{ReasonIntentVersion}},
 		{"path escape", func(in *Input) { in.Intent.Target = "../x" }, contract.Deny, []string{ReasonPolicyDenied}},
 		{"absolute path", func(in *Input) { in.Intent.Target = "/etc/passwd" }, contract.Deny, []string{ReasonPolicyDenied}},
 		{"unknown policy", func(in *Input) { in.PolicyHash = "00" }, contract.Deny, []string{ReasonPolicyUnknown}},
@@ -121,7 +123,9 @@ func TestDecideUsesTheRegistryGiven(t *testing.T) {
 	}
 	// notes.read: a new type on an existing executor kind and effect.
 	notes, err := action.New(append(builtin, action.Registration{Type: "notes.read", Class: contract.A0, ReadOnly: true,
-		Description: "a note in the sandbox", Effect: policy.FS, Executor: action.Executor{Kind: action.SandboxRead}})...)
+		Description: "a note in the sandbox", Effect: policy.FS, Executor: action.Executor{Kind: action.SandboxRead}},
+		action.Registration{Type: "notes.read_v2", Class: contract.A0, ReadOnly: true,
+			Description: "a note in the sandbox", Effect: policy.FS, Executor: action.Executor{Kind: action.SandboxRead}})...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,6 +143,11 @@ func TestDecideUsesTheRegistryGiven(t *testing.T) {
 		{"registered type, its effect's policy", notes, func(in *Input) {
 			in.Intent.Action, in.Intent.Class, in.Intent.Target = "notes.read", contract.A0, "../x"
 		}, contract.Deny, []string{ReasonPolicyDenied}},
+		{"registered wide type, a v2 intent", notes, func(in *Input) {
+			in.Intent.SchemaVersion, in.Intent.Action, in.Intent.Class = contract.SchemaVersionV2, "notes.read_v2", contract.A0
+		}, contract.Allow, []string{}},
+		{"registered wide type, a v1 intent", notes, func(in *Input) { in.Intent.Action, in.Intent.Class = "notes.read_v2", contract.A0 },
+			contract.Deny, []string{ReasonIntentVersion}},
 		{"registered type unknown to the built-ins", action.Builtin(), func(in *Input) { in.Intent.Action, in.Intent.Class = "notes.read", contract.A0 },
 			contract.Deny, []string{ReasonActionUnknown, ReasonPolicyDenied}},
 	}

@@ -427,7 +427,8 @@ func (g *Gate) Propose(ctx context.Context, t tenant.ID, p *auth.Principal, req 
 		request = &rd
 	}
 	in := contract.ActionIntent{
-		SchemaVersion:       contract.SchemaVersion,
+		// v1 for a V1 name (as before v2), v2 for a name only v2 allows.
+		SchemaVersion:       contract.ActionNameVersion(spec.Type),
 		ID:                  IntentID(t, req.IdempotencyKey),
 		Tenant:              t.String(),
 		Action:              spec.Type,

@@ -229,6 +229,12 @@ func redecide(rec contract.AuditRecord, wantVerdict string, policies Bundles, ac
 	if err := dec.Decode(&p); err != nil || len(p.Decision) == 0 {
 		return fmt.Sprintf("payload is not a decision record: %v", err)
 	}
+	// The gate stores an intent of a V1 name as v1 and of a wider name as
+	// v2, nothing else: a decision about any other intent was not made by
+	// it, whatever verdict it records.
+	if err := contract.CheckIntentVersion(p.Input.Intent.SchemaVersion, p.Input.Intent.Action); err != nil {
+		return err.Error()
+	}
 	// The bundle the input names; an unknown one re-decides as
 	// policy_unknown and so differs from the recorded decision. A bundle
 	// the library refused (a corrupt archived entry) does too, and the

@@ -305,3 +305,66 @@ func TestReadJSONLMatchesAdd(t *testing.T) {
 		}
 	}
 }
+
+// TestReplayChecksTheIntentVersion: a decision about a v2 intent of a
+// wide name replays; a decision about a v1 intent of a wide name, or a
+// v2 intent of a V1 name, is a mismatch whatever verdict it records (the
+// gate stores neither).
+func TestReplayChecksTheIntentVersion(t *testing.T) {
+	wide := action.Registration{Type: "notes.read_v2", Class: contract.A0, ReadOnly: true, Description: "a note",
+		Effect: policy.FS, Executor: action.Executor{Kind: action.SandboxRead}}
+	actions, err := action.New(append(action.Builtin().List(), wide)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	record := func(version, typ, class string, forge bool) []byte {
+		in := contract.ActionIntent{SchemaVersion: version, ID: "in_1", Tenant: "acme", Action: typ, Class: class, Target: "notes/a.txt",
+			IdempotencyKey: "k", Proposer: "p", CreatedAt: t0}
+		in.Hash, _ = in.ComputeHash()
+		input := gate.Input{Global: open("global"), TenantSwitch: open("acme"), Tenant: "acme", Intent: in, PolicyHash: policy.Default().Hash(), Time: t0,
+			Principal: auth.Principal{ID: "p", Role: "agent", Tenants: []string{"acme"}, Actions: []string{"*"}}}
+		input.Approval = approval.Reading{Status: approval.StatusApproved, IntentHash: in.Hash, Proposer: in.Proposer,
+			Approvers: []string{"key_op"}, ExpiresAt: t0.Add(time.Hour), Revision: 1}
+		d := gate.Decide(input, policy.Default(), actions)
+		if forge {
+			d.Verdict, d.Reasons, d.Checks[3] = contract.Allow, []string{}, contract.CheckResult{Name: gate.CheckGrant, Outcome: contract.Pass}
+		}
+		kind := audit.KindGateAllowed
+		if d.Verdict == contract.Deny {
+			kind = audit.KindGateBlocked
+		}
+		payload, _ := contract.Canonical(gate.DecisionPayload{Input: input, Decision: d})
+		rec := contract.AuditRecord{SchemaVersion: "v1", Tenant: "acme", Seq: 1, Kind: kind, CorrelationID: "in_1",
+			Time: t0, Payload: payload, PayloadHash: contract.Hash(payload), PrevHash: contract.ZeroHash}
+		rec.Hash, _ = rec.ComputeHash()
+		raw, _ := contract.Canonical(rec)
+		return append(raw, '\n')
+	}
+	replayed := func(export []byte) contract.ReplayReport {
+		rp := replay.NewWith("", policy.Builtin(), actions)
+		if err := rp.ReadJSONL(bytes.NewReader(export)); err != nil {
+			t.Fatal(err)
+		}
+		return rp.Report()
+	}
+	if rep := replayed(record("v2", "notes.read_v2", contract.A0, false)); !rep.Pass || rep.DecisionsMatched != 1 {
+		t.Fatalf("a v2 intent of a wide name: %+v", rep)
+	}
+	for _, tt := range []struct {
+		name, version, typ, class string
+		forge                     bool
+	}{
+		{"v1 intent of a wide name", "v1", "notes.read_v2", contract.A0, false},
+		{"v2 intent of a V1 name", "v2", "fs.write", contract.A1, false},
+		{"v2 intent of a V1 name, forged ALLOW", "v2", "fs.write", contract.A1, true},
+		{"v1 intent of a wide name, forged ALLOW", "v1", "notes.read_v2", contract.A0, true},
+		{"no version", "", "fs.write", contract.A1, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rep := replayed(record(tt.version, tt.typ, tt.class, tt.forge))
+			if rep.Pass || len(rep.Mismatches) != 1 || !strings.Contains(rep.Mismatches[0].Reason, "intent schema_version") || !rep.Tenants[0].ChainOK {
+				t.Fatalf("%+v", rep)
+			}
+		})
+	}
+}
