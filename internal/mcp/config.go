@@ -150,7 +150,7 @@ var (
 	// serverName: one word of an action type mcp.<server>.<tool>.
 	serverName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
 	// toolName: what a tool name may be to become an action type.
-	toolName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
+	toolName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
 	envName  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
 	secretRe = regexp.MustCompile(`\$\{secret:([^}]*)\}`)
 	// reservedHeaders are the transport's own.
@@ -283,7 +283,7 @@ func parseServer(name string, f serverFile, opt ParseOptions) (Server, error) {
 		sub := "tools." + tn
 		switch {
 		case !toolName.MatchString(tn):
-			return s, bad(sub, "a tool name here is a lower-case letter then lower-case letters, digits or _ (at most 64): it becomes the action type %s", action.MCPToolType(name, tn))
+			return s, bad(sub, "a tool name here is a lower-case letter or digit then lower-case letters, digits, _ or - (at most 64): it becomes the action type %s", action.MCPToolType(name, tn))
 		case !contract.ValidClass(f.Tools[tn]):
 			return s, bad(sub, "class %q is not one of A0, A1, A2, A3", f.Tools[tn])
 		}

@@ -64,7 +64,7 @@ func Registrations(s *Supervisor, logger *slog.Logger) []Tool {
 			logger.Error("mcp upstream tool left out", "server", lt.Server, "tool", lt.Tool.Name, "why", why, "err", err)
 		}
 		if !toolName.MatchString(lt.Tool.Name) {
-			skip("its name cannot be an action type (a lower-case letter then lower-case letters, digits or _, at most 64)", nil)
+			skip("its name cannot be an action type (a lower-case letter or digit then lower-case letters, digits, _ or -, at most 64)", nil)
 			continue
 		}
 		if err := checkInputSchema(lt.Tool.InputSchema); err != nil {
