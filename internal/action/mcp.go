@@ -53,7 +53,7 @@ func MCPToolRegistration(server, tool, class, description string) (Registration,
 	}
 	if len(description) > 1024 {
 		description = description[:1024]
-		for !json.Valid([]byte(`"` + description + `"`)) && len(description) > 0 { // never cut inside a character
+		for !json.Valid([]byte(`"`+description+`"`)) && len(description) > 0 { // never cut inside a character
 			description = description[:len(description)-1]
 		}
 	}

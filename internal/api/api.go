@@ -87,16 +87,16 @@ type Config struct {
 	// turn, so one tenant's heavy reads hold at most this many of the
 	// node's goroutines (docs/RELIABILITY.md, noisy neighbour).
 	TenantReads int
-	Ready       func() bool      // store readiness for /readyz
+	Ready       func() bool // store readiness for /readyz
 	// MCP serves the MCP endpoint (POST /v1/tenants/{tenant}/mcp) to a
 	// principal the guard authenticated and authorized to propose in the
 	// tenant; nil: the node has no MCP upstreams (404).
 	MCP MCPHandler
 	// Upstreams reports each MCP upstream's health for /readyz (nil: none).
 	Upstreams func() any
-	Now         func() time.Time // clock (default time.Now)
-	RequestID   func() string    // injected request ID source
-	Logger      *slog.Logger
+	Now       func() time.Time // clock (default time.Now)
+	RequestID func() string    // injected request ID source
+	Logger    *slog.Logger
 }
 
 // Server is the HTTP API.

@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/exoarmur/exoarmur/internal/action"
-	"github.com/exoarmur/exoarmur/internal/mcp"
 	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/gate"
+	"github.com/exoarmur/exoarmur/internal/mcp"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 

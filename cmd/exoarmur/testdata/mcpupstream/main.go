@@ -26,7 +26,9 @@ func main() {
 	flag.Parse()
 
 	s := mcp.NewServer(&mcp.Implementation{Name: "upstream", Version: "1"}, nil)
-	text := func(s string) *mcp.CallToolResult { return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: s}}} }
+	text := func(s string) *mcp.CallToolResult {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: s}}}
+	}
 	obj := map[string]any{"type": "object", "properties": map[string]any{"text": map[string]any{"type": "string"}}}
 	s.AddTool(&mcp.Tool{Name: "echo", Description: "echoes text", InputSchema: obj, Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}},
 		func(_ context.Context, r *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
@@ -47,9 +49,14 @@ func main() {
 	s.AddTool(&mcp.Tool{Name: "crash", Description: "exits mid-call", InputSchema: obj},
 		func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) { os.Exit(3); return nil, nil })
 	s.AddTool(&mcp.Tool{Name: "hang", Description: "never answers", InputSchema: obj},
-		func(ctx context.Context, _ *mcp.CallToolRequest) (*mcp.CallToolResult, error) { <-ctx.Done(); select {} })
+		func(ctx context.Context, _ *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			<-ctx.Done()
+			select {}
+		})
 	s.AddTool(&mcp.Tool{Name: "big", Description: "a large result", InputSchema: obj},
-		func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) { return text(strings.Repeat("x", *big)), nil })
+		func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			return text(strings.Repeat("x", *big)), nil
+		})
 	s.AddTool(&mcp.Tool{Name: "env", Description: "its environment's names", InputSchema: obj},
 		func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 			var names []string
