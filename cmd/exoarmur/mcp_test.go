@@ -237,3 +237,106 @@ func TestMCPGatewayEndToEnd(t *testing.T) {
 		t.Fatal("the logs hold a secret")
 	}
 }
+
+// nodeModules is the acceptance test's npm install (tests/mcp, npm ci).
+func nodeModules(t *testing.T) string {
+	t.Helper()
+	dir, err := filepath.Abs("../../tests/mcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@modelcontextprotocol", "server-filesystem", "dist", "index.js")); err != nil {
+		t.Fatalf("tests/mcp/node_modules is missing (%v): run `cd tests/mcp && npm ci` (.ci/run does)", err)
+	}
+	return dir
+}
+
+// tsClient runs the official TypeScript SDK client (tests/mcp/client.mjs).
+func tsClient(t *testing.T, dir, url, key string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("node", append([]string{filepath.Join(dir, "client.mjs"), url}, args...)...)
+	cmd.Env = append(os.Environ(), "EXOARMUR_API_KEY="+key)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("node client %v: %v\n%s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// TestMCPAcceptanceTypeScript (issue 18's acceptance): the official
+// TypeScript SDK client (@modelcontextprotocol/sdk 1.32.2) over Streamable
+// HTTP to ExoArmur fronting the real @modelcontextprotocol/server-filesystem
+// (2026.8.31) over stdio: the list is filtered by grants, read_text_file
+// (A0) runs, write_file (A1) is pending until an operator approves through
+// REST and then runs exactly once on retry (the file checked), a call is
+// blocked while the tenant's kill switch is engaged, and the tenant's
+// chain verifies with every call in it.
+func TestMCPAcceptanceTypeScript(t *testing.T) {
+	needWideNames(t)
+	mods := nodeModules(t)
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Fatalf("node is not installed: %v", err)
+	}
+	dir := t.TempDir()
+	shared := filepath.Join(dir, "shared")
+	if err := os.MkdirAll(shared, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(shared, "hello.txt"), []byte("hello from the share"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "mcp.json")
+	if err := os.WriteFile(cfg, []byte(`{"servers": {"fs": {"command": ["node", "`+filepath.Join(mods, "node_modules/@modelcontextprotocol/server-filesystem/dist/index.js")+`", "`+shared+`"],
+  "tools": {"read_text_file": "A0", "list_directory": "A0", "write_file": "A1"}}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dataDir := filepath.Join(dir, "data")
+	root := mkKey(t, dataDir, "root", "admin", "*", "--tenant", "system", "--tenant", "acme")
+	op := mkKey(t, dataDir, "op", "operator", "*", "--tenant", "acme")
+	bot := mkKey(t, dataDir, "bot", "agent", "A0,A1", "--tenant", "acme")
+	addr := freePort(t)
+	srv := startReady(t, nil, dataDir, addr, "--mcp-config", cfg)
+	goLive(t, addr, root)
+	url := "http://" + addr + "/v1/tenants/acme/mcp"
+
+	// Only the mapped A0/A1 tools and the unmapped ones are listed to a key
+	// granted A0 and A1: the unmapped tools are A2 (untrusted server).
+	list := tsClient(t, mods, url, bot, "list")
+	if !strings.Contains(list, `"mcp.fs.read_text_file"`) || !strings.Contains(list, `"mcp.fs.write_file"`) || strings.Contains(list, `"mcp.fs.move_file"`) {
+		t.Fatalf("tools/list = %s\n%s", list, srv.logs.String())
+	}
+	if out := tsClient(t, mods, url, bot, "call", "mcp.fs.read_text_file", `{"path": "`+filepath.Join(shared, "hello.txt")+`"}`); !strings.Contains(out, "hello from the share") || strings.Contains(out, `"isError":true`) {
+		t.Fatalf("read_text_file: %s", out)
+	}
+	target := filepath.Join(shared, "out.txt")
+	args := `{"path": "` + target + `", "content": "written once"}`
+	out := tsClient(t, mods, url, bot, "call", "mcp.fs.write_file", args)
+	m := intentID.FindStringSubmatch(out)
+	if !strings.Contains(out, "approval pending") || m == nil {
+		t.Fatalf("write_file before approval: %s", out)
+	}
+	if _, err := os.Stat(target); err == nil {
+		t.Fatal("the file was written before the approval")
+	}
+	srv.approveVia(op, "acme", m[1])
+	for range 2 {
+		if out := tsClient(t, mods, url, bot, "call", "mcp.fs.write_file", args); strings.Contains(out, `"isError":true`) {
+			t.Fatalf("write_file after approval: %s", out)
+		}
+	}
+	if b, err := os.ReadFile(target); err != nil || string(b) != "written once" {
+		t.Fatalf("out.txt = %q, %v", b, err)
+	}
+	recs := auditRecords(t, srv.client(root), "acme", 1000)
+	if n := countKind(recs, "execution.started"); n != 2 { // the read and the one write
+		t.Fatalf("%d executions started, want 2 (the read, the write once)", n)
+	}
+	killswitch(t, addr, root, "engage", "--tenant", "acme", "--reason", "acceptance stop")
+	if out := tsClient(t, mods, url, bot, "call", "mcp.fs.read_text_file", `{"path": "`+filepath.Join(shared, "hello.txt")+`"}`); !strings.Contains(out, "killswitch_tenant_engaged") {
+		t.Fatalf("with the switch engaged: %s", out)
+	}
+	rep, err := srv.client(root).AuditVerify(t.Context(), "acme")
+	if err != nil || !rep.Pass {
+		t.Fatalf("verify: %+v %v", rep, err)
+	}
+}
