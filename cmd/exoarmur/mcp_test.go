@@ -217,6 +217,28 @@ func TestMCPGatewayEndToEnd(t *testing.T) {
 		t.Fatalf("a tool the key may not use: %v, want -32602", err)
 	}
 
+	// The same over stdio: the Go SDK client starts `exoarmur mcp`, the
+	// thin bridge to this server's endpoint.
+	bridge := exec.Command(binary(t), "mcp", "--tenant", "acme", "--server", "http://"+addr)
+	bridge.Env = append(os.Environ(), "EXOARMUR_API_KEY="+bot)
+	bs, err := sdk.NewClient(&sdk.Implementation{Name: "e2e-stdio-agent", Version: "1"}, nil).Connect(t.Context(), &sdk.CommandTransport{Command: bridge}, nil)
+	if err != nil {
+		t.Fatalf("connect through exoarmur mcp: %v", err)
+	}
+	if blt, err := bs.ListTools(t.Context(), nil); err != nil || len(blt.Tools) != len(names) {
+		t.Fatalf("tools/list through the bridge: %v %v", blt, err)
+	}
+	if r := call(t, bs, "mcp.local.echo", map[string]any{"text": "stdio"}); r.IsError || textOf(r) != `echo: {"text":"stdio"}` {
+		t.Fatalf("echo through the bridge: %q", textOf(r))
+	}
+	if r := call(t, bs, "mcp.local.append", args); r.IsError || textOf(r) != "appended" {
+		t.Fatalf("the approved append through the bridge (recorded outcome): %q", textOf(r))
+	}
+	_ = bs.Close()
+	if b, _ := os.ReadFile(effects); string(b) != "{\"text\":\"one\"}\n" {
+		t.Fatalf("effects %q after the bridge's repeat", b)
+	}
+
 	// The kill switch blocks.
 	killswitch(t, addr, root, "engage", "--tenant", "acme", "--reason", "e2e stop")
 	if r := call(t, s, "mcp.local.echo", map[string]any{"text": "stop"}); !r.IsError || !strings.Contains(textOf(r), "killswitch_tenant_engaged") {
