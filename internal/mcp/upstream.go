@@ -73,7 +73,6 @@ type upstream struct {
 	since    time.Time
 	lastErr  string
 	restarts int
-	cmd      *exec.Cmd
 }
 
 // SupervisorOptions configure Start.
