@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -61,6 +63,17 @@ func mcpSession(t *testing.T, addr, key string) *sdk.ClientSession {
 	return s
 }
 
+func readyzBody(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
 func textOf(r *sdk.CallToolResult) string {
 	var b strings.Builder
 	for _, c := range r.Content {
@@ -111,7 +124,7 @@ func TestMCPGatewayEndToEnd(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(`servers:
   local:
     command: [`+up+`, -effects, `+effects+`, -big, "10000000"]
-    tools: {echo: A0, env: A0, big: A0, hang: A0, crash: A0, append: A1}
+    tools: {echo: A0, env: A0, big: A0, hang: A0, crash: A1, append: A1}
   web:
     url: http://`+webAddr+`/mcp
     headers: {Authorization: "Bearer ${secret:WEB_TOKEN}"}
@@ -201,8 +214,38 @@ func TestMCPGatewayEndToEnd(t *testing.T) {
 	if r := call(t, s, "mcp.local.hang", nil); !r.IsError || time.Since(start) > 15*time.Second {
 		t.Fatalf("hang: %q after %v", textOf(r), time.Since(start))
 	}
-	if r := call(t, s, "mcp.local.crash", nil); !r.IsError {
+	// The upstream crashes mid-call (A1: approved first): a tool error,
+	// the execution failed, and a repeat answers that outcome without
+	// calling the upstream again (it would crash again: no restart).
+	r = call(t, s, "mcp.local.crash", nil)
+	if m = intentID.FindStringSubmatch(textOf(r)); m == nil {
+		t.Fatalf("crash before approval: %q", textOf(r))
+	}
+	srv.approveVia(op, "acme", m[1])
+	if r := call(t, s, "mcp.local.crash", nil); !r.IsError || !strings.Contains(textOf(r), "the tool may have run") {
 		t.Fatalf("crash: %q", textOf(r))
+	}
+	crashed, err := srv.client(op).GetIntent(t.Context(), "acme", m[1])
+	if err != nil || crashed.Result == nil || crashed.Result.Status != contract.StatusFailed {
+		t.Fatalf("the crashed call's execution: %+v %v", crashed.Result, err)
+	}
+	waitRestarts := func(n int) {
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			if strings.Contains(readyzBody(t, addr), `"local":{"state":"up"`) && strings.Contains(readyzBody(t, addr), `"restarts":`+strconv.Itoa(n)) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the crashed upstream was not restarted (%d): %s", n, readyzBody(t, addr))
+			}
+		}
+	}
+	waitRestarts(1)
+	if r := call(t, s, "mcp.local.crash", nil); !r.IsError || !strings.Contains(textOf(r), "the tool may have run") {
+		t.Fatalf("crash repeated: %q", textOf(r))
+	}
+	time.Sleep(500 * time.Millisecond)
+	if h := readyzBody(t, addr); !strings.Contains(h, `"restarts":1`) || !strings.Contains(h, `"local":{"state":"up"`) {
+		t.Fatalf("the repeat re-ran the crashing call: %s", h)
 	}
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		if r := call(t, s, "mcp.local.echo", map[string]any{"text": "back"}); !r.IsError {
