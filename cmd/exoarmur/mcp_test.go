@@ -3,8 +3,8 @@ package main_test
 import (
 	"context"
 	"errors"
-	"net/http"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
