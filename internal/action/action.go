@@ -124,6 +124,9 @@ var kinds = map[ExecutorKind]kind{
 	SandboxDelete: {effect: policy.FS.Name()},
 	HTTPRequest:   {effect: policy.HTTP.Name(), methods: map[string]bool{http.MethodGet: true, http.MethodPost: false}},
 	HTTPTemplate:  {effect: policy.HTTP.Name(), methods: templateMethods, template: true},
+	// MCPTool: whether a tool only reads is the operator's mapping (or a
+	// trusted server's annotation); the gateway cannot see inside it.
+	MCPTool: {effect: policy.Tool.Name(), reads: true},
 }
 
 // Kinds lists the executor kinds, sorted (internal/executor must
@@ -148,6 +151,9 @@ type Executor struct {
 	// Template is what an HTTPTemplate action sends (ParseFile builds
 	// it); nil for the other kinds.
 	Template *Template
+	// MCP is the upstream tool an MCPTool action calls; nil for the
+	// other kinds.
+	MCP *MCPRef
 }
 
 // ErrUnknown is returned for an action type that is not registered.
@@ -195,6 +201,9 @@ func (r Registration) Validate() error {
 		return bad("executor kind %s takes no template", r.Executor.Kind)
 	case k.template && r.Executor.Template.method != r.Executor.Method:
 		return bad("executor method %s differs from its template's %s", r.Executor.Method, r.Executor.Template.method)
+	}
+	if err := r.checkMCP(); err != nil {
+		return bad("%v", err)
 	}
 	switch {
 	case r.Class == contract.A0 && !r.ReadOnly:

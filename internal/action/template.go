@@ -57,6 +57,9 @@ func (r Registration) PolicyType() policy.ActionType {
 			at.Params = append(at.Params, policy.Param{Name: p, Required: slices.Contains(t.required, p)})
 		}
 	}
+	if r.Executor.Kind == MCPTool {
+		at.Target = r.PolicyTarget
+	}
 	return at
 }
 
@@ -176,6 +179,9 @@ func (r Registration) CheckParams(params map[string]string) error {
 // rendered URL of a declared HTTP action (so a host policy or the
 // allowlist sees the URL that will be called), else the target.
 func (r Registration) PolicyTarget(target string, params map[string]string) (string, error) {
+	if r.Executor.Kind == MCPTool {
+		return r.mcpTarget(target, params)
+	}
 	if r.Executor.Kind != HTTPTemplate {
 		return target, nil
 	}

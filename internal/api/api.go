@@ -87,10 +87,16 @@ type Config struct {
 	// turn, so one tenant's heavy reads hold at most this many of the
 	// node's goroutines (docs/RELIABILITY.md, noisy neighbour).
 	TenantReads int
-	Ready       func() bool      // store readiness for /readyz
-	Now         func() time.Time // clock (default time.Now)
-	RequestID   func() string    // injected request ID source
-	Logger      *slog.Logger
+	Ready       func() bool // store readiness for /readyz
+	// MCP serves the MCP endpoint (POST /v1/tenants/{tenant}/mcp) to a
+	// principal the guard authenticated and authorized to propose in the
+	// tenant; nil: the node has no MCP upstreams (404).
+	MCP MCPHandler
+	// Upstreams reports each MCP upstream's health for /readyz (nil: none).
+	Upstreams func() any
+	Now       func() time.Time // clock (default time.Now)
+	RequestID func() string    // injected request ID source
+	Logger    *slog.Logger
 }
 
 // Server is the HTTP API.
@@ -179,6 +185,7 @@ func (s *Server) routes() []route {
 		r("GET", "/readyz", "", s.readyz),
 		r("GET", "/metrics", policy.OpReadMetrics, s.metrics),
 		r("POST", "/v1/tenants/{tenant}/intents", policy.OpPropose, s.propose),
+		r("POST", "/v1/tenants/{tenant}/mcp", policy.OpPropose, s.mcp),
 		r("GET", "/v1/tenants/{tenant}/intents", policy.OpReadIntent, s.heavy(s.listIntents)),
 		r("GET", "/v1/tenants/{tenant}/intents/{id}", policy.OpReadIntent, s.getIntent),
 		r("POST", "/v1/tenants/{tenant}/intents/{id}/resolve", policy.OpResolve, s.resolve),
@@ -430,7 +437,31 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	if s.cfg.Ready != nil && !s.cfg.Ready() {
 		return contract.Errorf(contract.CodeStoreUnavailable, "the durable store is not reachable")
 	}
+	if s.cfg.Upstreams != nil {
+		// The upstreams' health is reported, not required: the store is
+		// what the node needs to govern; a tool of a server that is down
+		// fails as a tool error.
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "mcp_upstreams": s.cfg.Upstreams()})
+		return nil
+	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return nil
+}
+
+// MCPHandler serves MCP (Streamable HTTP) to an authenticated principal
+// authorized to propose in the tenant (internal/mcp's Frontend). It
+// decides no access itself: every tools/call is a propose and an execute
+// through the gate, the execute authorized by the access layer.
+type MCPHandler interface {
+	ServeMCP(w http.ResponseWriter, r *http.Request, p *auth.Principal, t tenant.ID, meta access.Meta)
+}
+
+func (s *Server) mcp(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.MCP == nil {
+		return contract.Errorf(contract.CodeNotFound, "this node serves no MCP tools (serve --mcp-config)")
+	}
+	ri := info(r)
+	s.cfg.MCP.ServeMCP(w, r, ri.principal, ri.tenant, s.meta(r, ri))
 	return nil
 }
 

@@ -104,6 +104,10 @@ func TestAuthMatrix(t *testing.T) {
 			c.right, c.rightStatus, c.wrongRole = opKey, 404, agentKey
 		case "POST /v1/tenants/{tenant}/audit/checkpoint":
 			c.right, c.wrongRole = opKey, agentKey
+		case "POST /v1/tenants/{tenant}/mcp":
+			// This server has no MCP upstreams: the agent is authorized
+			// (propose) and told so; an auditor never proposes.
+			c.body, c.rightStatus, c.wrongRole = []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`), 404, auditorKey
 		case "GET /v1/tenants/{tenant}/policy/shadow":
 			// This server runs no shadow bundle: the reader is authorized and told so.
 			c.right, c.rightStatus, c.wrongRole = opKey, 404, agentKey

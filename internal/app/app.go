@@ -138,6 +138,7 @@ func commands() []Command {
 		{"deny", "deny INTENT_ID: an operator denies an intent; final (via the API)", runDeny},
 		{"audit", "audit verify|export for one tenant", runAudit},
 		{"policy", "policy init|validate|test|schema: write and check a policy directory", runPolicy},
+		{"mcp", "mcp --tenant T: serve MCP over stdio, bridged to a running server's endpoint (via the API)", runMCP},
 		{"replay", "verify chains and recompute every decision; write a report", runReplay},
 		{"demo", "run the deterministic golden demo in a temporary store", runDemo},
 		{"check-config", "validate serve flags and exit", runCheckConfig},

@@ -52,6 +52,13 @@ func runCheckConfig(ctx context.Context, env Env, args []string) error {
 		names := declaredNames(c.Actions)
 		notes = append(notes, fmt.Sprintf("actions file %s: %d declared actions (%s), their secrets set", c.ActionsFile, len(names), strings.Join(names, ", ")))
 	}
+	if c.MCP != nil {
+		var servers []string
+		for _, srv := range c.MCP.Servers {
+			servers = append(servers, srv.Name+" ("+srv.Transport()+")")
+		}
+		notes = append(notes, fmt.Sprintf("mcp config %s: %d upstream servers: %s, their secrets set (not connected by check-config)", c.MCPConfigFile, len(servers), strings.Join(servers, ", ")))
+	}
 	note, err := checkDir("--sandbox-dir", c.SandboxDir)
 	if err != nil {
 		return err

@@ -32,7 +32,7 @@ func TestEveryCommandAnswersHelp(t *testing.T) {
 	api := []string{"-server"}
 	leaves := map[string][]string{
 		"init":                 append([]string{"-tenant", "-name", "-owner"}, store...),
-		"serve":                append([]string{"-listen", "-allow-host", "-tls-cert", "-policy-dir"}, store...),
+		"serve":                append([]string{"-listen", "-allow-host", "-tls-cert", "-policy-dir", "-mcp-config"}, store...),
 		"check-config":         append([]string{"-listen", "-approval-rules"}, store...),
 		"nats":                 {"-data-dir", "-listen", "-users", "-name", "-cluster-listen", "-routes"},
 		"keys create":          append([]string{"-name", "-role", "-tenant", "-actions", "-cert-cn", "-actions-file"}, store...),
@@ -52,6 +52,7 @@ func TestEveryCommandAnswersHelp(t *testing.T) {
 		"audit rotate-key":     {"-audit-key", "-data-dir"},
 		"replay":               append([]string{"-from-export", "-tenant", "-out", "-trusted-key", "-checkpoint", "-bundle", "-policy-dir"}, store...),
 		"demo":                 {"-keep"},
+		"mcp":                  {"-tenant", "-server"},
 		"policy init":          {"-no-tests"},
 		"policy validate":      {"-json", "-actions-file"},
 		"policy test":          {"-cases", "-actions-file"},

@@ -18,6 +18,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/approval"
 	"github.com/exoarmur/exoarmur/internal/gate"
+	"github.com/exoarmur/exoarmur/internal/mcp"
 	"github.com/exoarmur/exoarmur/internal/tenant"
 )
 
@@ -88,6 +89,12 @@ type ServeConfig struct {
 	ActionsFile string
 	Actions     *action.Registry
 
+	// MCPConfigFile names the upstream MCP servers (mcp.ParseConfig);
+	// MCP is it parsed, its secrets loaded (Validate). Their tools become
+	// action types mcp.<server>.<tool> when serve connects to them.
+	MCPConfigFile string
+	MCP           *mcp.Config
+
 	// Retention bounds the live store (gate.Config.Retention); 0 keeps
 	// finished intents and their idempotency claims for good.
 	Retention time.Duration
@@ -146,6 +153,7 @@ func (c *ServeConfig) register(fs *flag.FlagSet) {
 	fs.Var(&c.hookFlags, "webhook", "per-tenant approval webhook, TENANT=URL (repeatable); signed with --webhook-secret")
 	fs.StringVar(&c.WebhookSecret, "webhook-secret", "", "HMAC-SHA256 secret for webhook signatures (or EXOARMUR_WEBHOOK_SECRET)")
 	fs.StringVar(&c.ApprovalRulesFile, "approval-rules", "", "JSON file declaring, per class and tenant, how many distinct approvers an intent needs and which roles may approve (may raise the built-in rules, never lower them: A1 and A2 need one, A3 two); default the built-in rules")
+	fs.StringVar(&c.MCPConfigFile, "mcp-config", "", "YAML or JSON file naming the upstream MCP servers (docs/MCP.md): each a stdio command or a Streamable HTTP url (headers with ${secret:NAME} from the environment), trusted or not, and a class A0..A3 per tool; their tools are served at /v1/tenants/{tenant}/mcp through the gate; default no MCP")
 	fs.StringVar(&c.ActionsFile, "actions-file", "", "YAML or JSON file declaring your own action types (docs/ACTIONS.md): class, params schema, the HTTP request they send and the secrets (env or file) injected into its headers; checked at start; default the built-in types only")
 	fs.BoolVar(&c.NoWorker, "no-worker", false, "do not run the background executor on this node")
 	fs.DurationVar(&c.Retention, "retention", 0, "bound the live store: an intent and its approval expire this long after their last change, a finished execution's idempotency claim twice as long after it finished (a reused key then runs again); claims running or in doubt stay; the audit log keeps everything; at least --approval-ttl; 0 keeps all for good")
@@ -193,6 +201,11 @@ func (c *ServeConfig) Validate() error {
 	// the start, by name (never its value).
 	if c.Actions, err = action.LoadFile(c.ActionsFile, action.ParseOptions{Secrets: action.OSSecrets{}}); err != nil {
 		return fmt.Errorf("--actions-file: %w", err)
+	}
+	if c.MCPConfigFile != "" {
+		if c.MCP, err = mcp.LoadConfig(c.MCPConfigFile, mcp.ParseOptions{Secrets: action.OSSecrets{}}); err != nil {
+			return fmt.Errorf("--mcp-config: %w", err)
+		}
 	}
 	// The bundle, checked against the schema of those action types.
 	c.Policy = policy.Default()

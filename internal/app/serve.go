@@ -128,10 +128,15 @@ func ServeWith(ctx context.Context, env Env, args []string, h ServeHooks) error 
 		defer cancel()
 		return rt.approvals.PendingCounts(mctx, d.now())
 	})
-	srv := api.New(api.Config{
+	acfg := api.Config{
 		Gate: rt.gate, Switches: rt.switches, Policies: rt.policies, Approvals: rt.approvals, Access: rt.access, Audit: rt.audit, Bundles: rt.bundles, Actions: rt.actions,
 		Ready: rt.store.Ready, RequestID: requestID, Logger: logger, Now: d.now, Checkpoints: rt.checkpoints, TenantReads: c.Limits.TenantReads,
-	})
+	}
+	if rt.mcp != nil {
+		acfg.MCP = rt.mcp
+		acfg.Upstreams = func() any { return rt.upstreams.Health() }
+	}
+	srv := api.New(acfg)
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", c.Listen, err)

@@ -20,6 +20,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/executor"
 	"github.com/exoarmur/exoarmur/internal/gate"
 	"github.com/exoarmur/exoarmur/internal/killswitch"
+	"github.com/exoarmur/exoarmur/internal/mcp"
 	"github.com/exoarmur/exoarmur/internal/natsstore"
 	"github.com/exoarmur/exoarmur/internal/policy"
 	"github.com/exoarmur/exoarmur/internal/policy/active"
@@ -38,7 +39,11 @@ type runtime struct {
 	access    *access.Service
 	gate      *gate.Gate
 	execs     *executor.Registry
-	actions   *action.Registry // the built-ins and the declared actions
+	actions   *action.Registry // the built-ins, the declared actions and the MCP tools
+	// upstreams are the MCP servers' connections, mcp the front end of
+	// their tools (nil without --mcp-config).
+	upstreams *mcp.Supervisor
+	mcp       *mcp.Frontend
 	bundles   func(context.Context) (replay.Bundles, error)
 	// policy is the node's configured bundle: what a tenant decides and is
 	// authorized under while no bundle is activated for it or globally.
@@ -132,11 +137,32 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 	if actions == nil {
 		actions = action.Builtin()
 	}
+	// The MCP upstreams: connected (each within mcp.ConnectTimeout) and
+	// their tools listed before the registry is made, so each tool is an
+	// action type of it.
+	var sup *mcp.Supervisor
+	var tools []mcp.Tool
+	var caller executor.MCPCaller
+	if c.MCP != nil {
+		sup = mcp.Start(ctx, c.MCP, mcp.SupervisorOptions{Logger: d.logger})
+		tools = mcp.Registrations(sup, d.logger)
+		regs := actions.List()
+		for _, t := range tools {
+			regs = append(regs, t.Registration)
+		}
+		if actions, err = action.New(regs...); err != nil {
+			sup.Close()
+			st.Close()
+			return nil, fmt.Errorf("mcp tools: %w", err)
+		}
+		caller = sup
+	}
 	// No record may exceed the store's max_payload: the outputs and the
 	// intents are bounded by what it leaves (gate.RecordBudget).
 	maxRecord := st.MaxPayload()
-	execs, err := executor.New(executor.Config{Actions: actions, SandboxDir: c.SandboxDir, Allowlist: c.AllowHosts, MaxOutputBytes: gate.RecordBudget(maxRecord)})
+	execs, err := executor.New(executor.Config{Actions: actions, SandboxDir: c.SandboxDir, Allowlist: c.AllowHosts, MaxOutputBytes: gate.RecordBudget(maxRecord), MCP: caller})
 	if err != nil {
+		sup.Close()
 		st.Close()
 		return nil, fmt.Errorf("executors: %w", err)
 	}
@@ -226,7 +252,11 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 		st.Close()
 		return nil, fmt.Errorf("audit checkpoints: %w", err)
 	}
-	return &runtime{policy: bundle, policies: policies, checkpoints: cps, store: st, switches: sw, approvals: approvals, audit: log, keys: keys, access: acc, gate: g, execs: execs, actions: actions, bundles: storedBundles(st, func(err error) {
+	var front *mcp.Frontend
+	if sup != nil {
+		front = &mcp.Frontend{Gate: g, Access: acc, Tools: tools, NewID: func() string { return randomHex(d.rand, 16) }, Logger: d.logger}
+	}
+	return &runtime{upstreams: sup, mcp: front, policy: bundle, policies: policies, checkpoints: cps, store: st, switches: sw, approvals: approvals, audit: log, keys: keys, access: acc, gate: g, execs: execs, actions: actions, bundles: storedBundles(st, func(err error) {
 		if d.logger != nil {
 			d.logger.Warn("policy archive: entry left out of the replay library; the decisions recorded under it do not verify", "err", err)
 		}
@@ -286,7 +316,17 @@ func (r *runtime) Close() {
 	cancel()
 	r.switches.Stop()
 	r.execs.Close()
+	r.upstreams.Close()
 	r.store.Close()
+}
+
+// randomHex returns n random bytes from r, hex-encoded.
+func randomHex(r io.Reader, n int) string {
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		_, _ = rand.Read(b)
+	}
+	return hex.EncodeToString(b)
 }
 
 // randomID returns a request ID from crypto/rand.

@@ -5,7 +5,10 @@
 // allowlist; http-template (the operator's declared actions) sends what
 // its registration renders, to an allowlisted host, with the declared
 // secrets injected into its headers here and nowhere else (redacted from
-// its output, no redirect followed). New binds one executor to each registration of a registry.
+// its output, no redirect followed); mcp-tool calls an upstream MCP
+// server's tool through the caller it is given (internal/mcp), the
+// arguments the operator saw, its result bounded and redacted. New binds
+// one executor to each registration of a registry.
 // Each Run requires a *gate.Permit for its action type, which only the gate
 // mints after a recorded ALLOW decision and an idempotency claim; a zero or
 // nil permit is refused. Only internal/app (the wiring) imports this
@@ -50,6 +53,9 @@ type Config struct {
 	// cut what does not fit, marked truncated (cut).
 	MaxOutputBytes int64
 	MaxFileBytes   int64 // fs.write content limit (default 1 MiB)
+	// MCP calls the upstream MCP servers' tools (executor kind
+	// mcp-tool); nil when none are configured.
+	MCP MCPCaller
 }
 
 // Registry maps action types to executors.
@@ -68,6 +74,7 @@ var implementations = map[action.ExecutorKind]implementation{
 	action.SandboxDelete: fsDelete{},
 	action.HTTPRequest:   httpRequest{},
 	action.HTTPTemplate:  httpTemplate{},
+	action.MCPTool:       mcpTool{},
 }
 
 // implementation is an executor type; bind returns it configured for one
@@ -81,6 +88,7 @@ type implementation interface {
 type env struct {
 	sandbox *sandbox
 	http    *httpClient
+	mcp     MCPCaller
 }
 
 // New builds an executor for every registration of cfg.Actions. A
@@ -101,7 +109,7 @@ func New(cfg Config) (*Registry, error) {
 	if cfg.MaxFileBytes <= 0 {
 		cfg.MaxFileBytes = 1 << 20
 	}
-	e := &env{sandbox: &sandbox{dir: cfg.SandboxDir, maxFile: cfg.MaxFileBytes, maxContent: contentBudget(cfg.MaxOutputBytes)}, http: newHTTPClient(cfg)}
+	e := &env{sandbox: &sandbox{dir: cfg.SandboxDir, maxFile: cfg.MaxFileBytes, maxContent: contentBudget(cfg.MaxOutputBytes)}, http: newHTTPClient(cfg), mcp: cfg.MCP}
 	list := cfg.Actions.List()
 	r := &Registry{byAction: make(map[string]gate.Executor, len(list))}
 	for _, reg := range list {

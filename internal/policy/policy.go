@@ -331,6 +331,7 @@ func (e Effect) HasParams() bool { return e.params }
 const (
 	effectFS   = "fs"
 	effectHTTP = "http"
+	effectMCP  = "mcp"
 )
 
 // The effects of the bundles.
@@ -343,7 +344,37 @@ var (
 	// role, effect, scheme_ok, host and host_port (URLHost), and the
 	// allowlist.
 	HTTP = Effect{name: effectHTTP, resource: "Url", context: (*Bundle).httpContext}
+	// Tool: the target is an upstream MCP tool, named by its action type
+	// mcp.<server>.<tool>. Resource Tool::"<target>"; context class, role,
+	// effect, server and tool (ToolName).
+	Tool = Effect{name: effectMCP, resource: "Tool", context: toolContext}
 )
+
+// ToolName splits an MCP tool's action type, mcp.<server>.<tool>, into
+// its server and tool ("", "" when it is not one): the server is the
+// part up to the next dot (a server's name holds none).
+func ToolName(target string) (server, tool string) {
+	rest, ok := strings.CutPrefix(target, "mcp.")
+	if !ok {
+		return "", ""
+	}
+	server, tool, ok = strings.Cut(rest, ".")
+	if !ok || server == "" || tool == "" {
+		return "", ""
+	}
+	return server, tool
+}
+
+func toolContext(_ *Bundle, class, role, target string, _ []string) cedar.Record {
+	server, tool := ToolName(target)
+	return cedar.NewRecord(cedar.RecordMap{
+		"class":  cedar.String(class),
+		"role":   cedar.String(role),
+		"effect": cedar.String(effectMCP),
+		"server": cedar.String(server),
+		"tool":   cedar.String(tool),
+	})
+}
 
 func fsInput(b *Bundle, class, role, target string, _ []string) cedar.Record {
 	return b.fsContext(class, role, PathLocal(target))

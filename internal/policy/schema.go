@@ -46,6 +46,10 @@ type Param struct {
 	Required bool
 }
 
+// MCPAnyTool is the action the schema declares on Tool resources when it
+// is given no MCP tool (Schema).
+const MCPAnyTool = "mcp.any.tool"
+
 // Operations are the API operations the operation policies decide
 // (Authorize), sorted.
 func Operations() []string {
@@ -61,6 +65,7 @@ func Operations() []string {
 var contextOf = map[string]string{
 	effectFS:   `class: String, role: String, effect: String, path_local: Bool`,
 	effectHTTP: `class: String, role: String, effect: String, scheme_ok: Bool, host: String, host_port: String, allowlist: Set<String>`,
+	effectMCP:  `class: String, role: String, effect: String, server: String, tool: String`,
 }
 
 // timeContext is context.time of an effect WithParams.
@@ -91,9 +96,9 @@ const operationContext = `{ role: String, tenant: String, granted: Set<String> }
 func Schema(actions []ActionType) ([]byte, error) {
 	var b strings.Builder
 	b.WriteString("// What ExoArmur gives its cedar policies (exoarmur policy schema).\n")
-	b.WriteString("// Action policies (@scope(\"action\")): principal Principal, resource File (fs) or Url (http).\n")
+	b.WriteString("// Action policies (@scope(\"action\")): principal Principal, resource File (fs), Url (http) or Tool (mcp).\n")
 	b.WriteString("// Operation policies (@scope(\"operation\")): resource Tenant, or System for global powers.\n")
-	for _, e := range []string{"Principal", "File", "Url", "Tenant", "System"} {
+	for _, e := range []string{"Principal", "File", "Url", "Tool", "Tenant", "System"} {
 		fmt.Fprintf(&b, "entity %s;\n", e)
 	}
 	sorted := slices.Clone(actions)
@@ -107,6 +112,12 @@ func Schema(actions []ActionType) ([]byte, error) {
 			ctx += ", " + paramsContext(a.Params) + ", " + timeContext
 		}
 		fmt.Fprintf(&b, "action %q appliesTo { principal: Principal, resource: %s, context: { %s } };\n", a.Name, a.Effect.resource, ctx)
+	}
+	// The MCP tools are known only once serve lists its upstreams: a
+	// schema without one still declares an action on Tool resources
+	// (MCPAnyTool), so a policy about tools validates before they are.
+	if !slices.ContainsFunc(sorted, func(a ActionType) bool { return a.Effect.name == effectMCP }) {
+		fmt.Fprintf(&b, "action %q appliesTo { principal: Principal, resource: Tool, context: { %s } };\n", MCPAnyTool, contextOf[effectMCP])
 	}
 	for _, op := range Operations() {
 		fmt.Fprintf(&b, "action %q appliesTo { principal: Principal, resource: [Tenant, System], context: %s };\n", op, operationContext)

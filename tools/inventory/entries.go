@@ -272,7 +272,7 @@ func (a *analyzer) check() {
 	}
 	for _, s := range a.inv.Sites {
 		if slices.Contains(external, s.Category) && s.Place != "" &&
-			!slices.Contains([]string{executorPkg, module + "/internal/app", module + "/internal/api/client", module + "/internal/natsstore", module + "/internal/approval", module + "/internal/checkpoint", module + "/internal/reality", module + "/internal/bench", module + "/internal/lab", module + "/tools/inventory"}, s.Pkg) {
+			!slices.Contains([]string{executorPkg, module + "/internal/app", module + "/internal/api/client", module + "/internal/natsstore", module + "/internal/approval", module + "/internal/checkpoint", module + "/internal/mcp", module + "/internal/reality", module + "/internal/bench", module + "/internal/lab", module + "/tools/inventory"}, s.Pkg) {
 			a.inv.Violations = append(a.inv.Violations, fmt.Sprintf("%s: external effect %s (%s) outside the executors", s.Pos, s.Call, s.Category))
 		}
 	}

@@ -65,6 +65,10 @@ var killSwitchProof = map[string][]string{
 		"internal/gate/gate_test.go:TestKillSwitchBlocksExecute",
 		"internal/api/api_test.go:TestKillSwitchEndpoints",
 	},
+	"HTTP POST /v1/tenants/{tenant}/mcp": {
+		"cmd/exoarmur/mcp_test.go:TestMCPGatewayEndToEnd",
+		"cmd/exoarmur/mcp_test.go:TestMCPAcceptanceTypeScript",
+	},
 	"exoarmur serve":     {"cmd/exoarmur/main_test.go:TestGate5KillSwitchAcrossNodes"},
 	"exoarmur-lab serve": {"internal/lab/lab_test.go:TestLabServeKillSwitch"},
 	"exoarmur demo":      {"internal/app/demo_test.go:TestDemoGolden"},
