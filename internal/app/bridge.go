@@ -42,7 +42,8 @@ func runMCP(ctx context.Context, env Env, args []string) error {
 	t, _ := tenant.Parse(a.tenant)
 	endpoint := strings.TrimSuffix(base, "/") + "/v1/tenants/" + t.String() + "/mcp"
 	up, err := (&sdk.StreamableClientTransport{Endpoint: endpoint, DisableStandaloneSSE: true,
-		HTTPClient: &http.Client{Transport: bearerTransport{key: key}}}).Connect(ctx)
+		// A redirect is the answer: the API key never follows it.
+		HTTPClient: &http.Client{Transport: bearerTransport{key: key}, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}).Connect(ctx)
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", endpoint, err)
 	}

@@ -3,16 +3,12 @@ package executor
 import (
 	"cmp"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -148,7 +144,7 @@ func (h *httpClient) do(ctx context.Context, r request) (map[string]string, erro
 	size := resp.ContentLength
 	if r.redact != nil {
 		if int64(len(b)) > h.maxBody {
-			b = dropSecretPrefix(b, r.secrets) // the read may have cut a secret
+			b = action.DropSecretPrefix(b, r.secrets) // the read may have cut a secret
 		}
 		red := []byte(r.redact.Replace(string(b)))
 		if len(red) != len(b) {
@@ -173,20 +169,6 @@ func scrub(err error, redact *strings.Replacer) error {
 		return errors.New(s)
 	}
 	return err
-}
-
-// dropSecretPrefix drops from the end of b a prefix of any secret (the
-// rest of which the bounded read left unread).
-func dropSecretPrefix(b []byte, secrets []string) []byte {
-	for _, s := range secrets {
-		for n := min(len(s)-1, len(b)); n > 0; n-- {
-			if strings.HasSuffix(string(b), s[:n]) {
-				b = b[:len(b)-n]
-				break
-			}
-		}
-	}
-	return b
 }
 
 // httpRequest sends its method to the target, bound to its action type (a
@@ -238,43 +220,8 @@ func (httpTemplate) bind(r action.Registration, e *env) gate.Executor {
 			loaded[n] = s.Value()
 		}
 	}
-	redact, values := redactor(loaded)
+	redact, values := action.Redactor(loaded)
 	return httpTemplate{h: e.http, reg: r, redact: redact, secrets: values}
-}
-
-// redactor replaces every echo of a secret's value by its placeholder:
-// the value as sent, and as a service would echo it encoded (JSON-escaped,
-// with and without HTML escaping; query- and path-escaped; base64). It
-// returns the replacer and every form it removes, longest first.
-func redactor(secrets map[string]string) (*strings.Replacer, []string) {
-	type form struct{ text, placeholder string }
-	var forms []form
-	seen := map[string]bool{}
-	for _, n := range slices.Sorted(maps.Keys(secrets)) {
-		v := secrets[n]
-		quoted, _ := json.Marshal(v) // a string always encodes
-		var plain strings.Builder
-		enc := json.NewEncoder(&plain)
-		enc.SetEscapeHTML(false)
-		_ = enc.Encode(v)
-		unescaped := strings.TrimSuffix(plain.String(), "\n")
-		for _, f := range []string{v, string(quoted[1 : len(quoted)-1]), unescaped[1 : len(unescaped)-1],
-			url.QueryEscape(v), url.PathEscape(v), base64.StdEncoding.EncodeToString([]byte(v)), base64.RawURLEncoding.EncodeToString([]byte(v))} {
-			if f != "" && !seen[f] {
-				seen[f] = true
-				forms = append(forms, form{f, action.SecretPlaceholder(n)})
-			}
-		}
-	}
-	// Longest first: a form holding another is replaced whole.
-	slices.SortStableFunc(forms, func(a, b form) int { return len(b.text) - len(a.text) })
-	pairs := make([]string, 0, 2*len(forms))
-	values := make([]string, 0, len(forms))
-	for _, f := range forms {
-		pairs = append(pairs, f.text, f.placeholder)
-		values = append(values, f.text)
-	}
-	return strings.NewReplacer(pairs...), values
 }
 
 // check refuses a registration whose secrets were not loaded: it could

@@ -70,7 +70,7 @@ func (e mcpTool) Run(ctx context.Context, p *gate.Permit) (map[string]string, er
 	}
 	ref := e.reg.Executor.MCP
 	res, isErr, err := e.caller.CallTool(ctx, ref.Server, ref.Tool, args)
-	redact, _ := redactor(e.caller.Secrets(ref.Server))
+	redact, _ := action.Redactor(e.caller.Secrets(ref.Server))
 	if err != nil {
 		return nil, scrub(err, redact)
 	}

@@ -147,7 +147,7 @@ func TestHTTPTemplate(t *testing.T) {
 // TestRedactCutSecret: a body cut by the bounded read inside a secret
 // keeps no prefix of it.
 func TestRedactCutSecret(t *testing.T) {
-	b := dropSecretPrefix([]byte("abc tk-5ecr"), []string{ticketSecret})
+	b := action.DropSecretPrefix([]byte("abc tk-5ecr"), []string{ticketSecret})
 	if string(b) != "abc " {
 		t.Fatalf("got %q", b)
 	}
@@ -157,7 +157,7 @@ func TestRedactCutSecret(t *testing.T) {
 // URL, base64) has every form redacted, not only the one sent.
 func TestRedactEncodedEchoes(t *testing.T) {
 	const secret = `p&ss/w+rd="x"<y>`
-	redact, forms := redactor(map[string]string{"T": secret})
+	redact, forms := action.Redactor(map[string]string{"T": secret})
 	quoted, _ := json.Marshal(secret)
 	for _, echo := range []string{secret, string(quoted), `p&ss/w+rd=\"x\"<y>`, url.QueryEscape(secret), url.PathEscape(secret),
 		base64.StdEncoding.EncodeToString([]byte(secret)), base64.RawURLEncoding.EncodeToString([]byte(secret))} {

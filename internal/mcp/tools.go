@@ -57,11 +57,19 @@ func Registrations(s *Supervisor, logger *slog.Logger) []Tool {
 	}
 	var out []Tool
 	listed := map[string][]string{}
+	count := map[string]int{} // server/tool -> times listed
+	for _, lt := range s.Tools() {
+		count[lt.Server+"/"+lt.Tool.Name]++
+	}
 	for _, lt := range s.Tools() {
 		srv, _ := s.Server(lt.Server)
 		listed[lt.Server] = append(listed[lt.Server], lt.Tool.Name)
 		skip := func(why string, err error) {
 			logger.Error("mcp upstream tool left out", "server", lt.Server, "tool", lt.Tool.Name, "why", why, "err", err)
+		}
+		if count[lt.Server+"/"+lt.Tool.Name] > 1 {
+			skip("the server lists two tools of this name: which one would run is unknowable", nil)
+			continue
 		}
 		if !toolName.MatchString(lt.Tool.Name) {
 			skip("its name cannot be an action type (a lower-case letter or digit then lower-case letters, digits, _ or -, at most 64)", nil)

@@ -5,15 +5,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/exoarmur/exoarmur/internal/action"
 )
 
 // The upstream connections. A Supervisor holds one connection per
@@ -73,6 +77,10 @@ type upstream struct {
 	since    time.Time
 	lastErr  string
 	restarts int
+	// redact replaces the server's secrets (its headers' and env's) in
+	// what the server says about itself: errors, standard error.
+	redact *strings.Replacer
+	forms  []string // every form redact removes
 }
 
 // SupervisorOptions configure Start.
@@ -102,6 +110,13 @@ func Start(ctx context.Context, c *Config, opt SupervisorOptions) *Supervisor {
 	var first sync.WaitGroup
 	for _, srv := range c.Servers {
 		u := &upstream{cfg: srv, sup: s, state: "connecting", since: time.Now()}
+		if secrets := srv.Secrets(); len(secrets) > 0 {
+			values := map[string]string{}
+			for _, sec := range secrets {
+				values[sec.Name()] = sec.Value()
+			}
+			u.redact, u.forms = action.Redactor(values)
+		}
 		s.upstreams[srv.Name] = u
 		s.order = append(s.order, srv.Name)
 		first.Add(1)
@@ -223,7 +238,7 @@ func (u *upstream) run(ctx context.Context, started func()) {
 		session, err := u.connect(ctx)
 		if err != nil {
 			u.set("down", err)
-			u.sup.logger.Error("mcp upstream: connect failed", "server", u.cfg.Name, "transport", u.cfg.Transport(), "err", err, "retry_in", backoff)
+			u.sup.logger.Error("mcp upstream: connect failed", "server", u.cfg.Name, "transport", u.cfg.Transport(), "err", u.redacted(err.Error()), "retry_in", backoff)
 			once()
 		} else {
 			backoff = minBackoff
@@ -248,7 +263,7 @@ func (u *upstream) run(ctx context.Context, started func()) {
 				werr = errors.New("the connection ended")
 			}
 			u.set("down", werr)
-			u.sup.logger.Error("mcp upstream: connection lost", "server", u.cfg.Name, "err", werr, "retry_in", backoff)
+			u.sup.logger.Error("mcp upstream: connection lost", "server", u.cfg.Name, "err", u.redacted(fmt.Sprint(werr)), "retry_in", backoff)
 		}
 		select {
 		case <-ctx.Done():
@@ -268,7 +283,7 @@ func (u *upstream) set(state string, err error) {
 	u.state = state
 	u.lastErr = ""
 	if err != nil {
-		u.lastErr = err.Error()
+		u.lastErr = u.redacted(err.Error())
 	}
 }
 
@@ -325,8 +340,11 @@ func (u *upstream) transport() (sdk.Transport, error) {
 			return nil, err
 		}
 		return &sdk.StreamableClientTransport{
-			Endpoint:             c.URL,
-			HTTPClient:           &http.Client{Transport: headerTransport{base: http.DefaultTransport, header: h}},
+			Endpoint: c.URL,
+			HTTPClient: &http.Client{Transport: headerTransport{base: http.DefaultTransport, header: h, limit: MaxResponseBytes},
+				// A redirect is the answer: the injected headers never
+				// follow it to another host.
+				CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 			DisableStandaloneSSE: true,
 		}, nil
 	}
@@ -335,8 +353,10 @@ func (u *upstream) transport() (sdk.Transport, error) {
 		return nil, err
 	}
 	cmd := exec.Command(c.Command[0], c.Command[1:]...)
-	cmd.Env = env // never os.Environ(): no credential of the gateway reaches an upstream
-	cmd.Stderr = &stderrLog{logger: u.sup.logger, server: c.Name}
+	// Never nil (exec would pass os.Environ()): no credential of the
+	// gateway reaches an upstream, even with no PATH or HOME to give.
+	cmd.Env = append([]string{}, env...)
+	cmd.Stderr = &stderrLog{logger: u.sup.logger, server: c.Name, redact: u.redacted}
 	return &sdk.CommandTransport{Command: cmd, TerminateDuration: 2 * time.Second}, nil
 }
 
@@ -345,14 +365,56 @@ func (u *upstream) transport() (sdk.Transport, error) {
 type headerTransport struct {
 	base   http.RoundTripper
 	header http.Header
+	limit  int64 // the bytes of one response body read at most
 }
+
+// MaxResponseBytes bounds one response body of an HTTP server (the SDK
+// reads an answer whole): a larger one fails the call instead of filling
+// the gateway's memory. Results are bounded again, smaller, by what a
+// record holds.
+const MaxResponseBytes = 32 << 20
 
 func (h headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	for k, vs := range h.header {
 		r.Header[k] = vs
 	}
-	return h.base.RoundTrip(r)
+	resp, err := h.base.RoundTrip(r)
+	if err == nil && h.limit > 0 {
+		resp.Body = &limitedBody{rc: resp.Body, left: h.limit}
+	}
+	return resp, err
+}
+
+// ErrResponseTooLarge: an HTTP server answered more than MaxResponseBytes.
+var ErrResponseTooLarge = errors.New("mcp upstream: response larger than the gateway reads")
+
+type limitedBody struct {
+	rc   io.ReadCloser
+	left int64
+}
+
+func (l *limitedBody) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		return 0, ErrResponseTooLarge
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.rc.Read(p)
+	l.left -= int64(n)
+	return n, err
+}
+
+func (l *limitedBody) Close() error { return l.rc.Close() }
+
+// redacted is text with the server's secrets replaced by placeholders,
+// and a secret's beginning cut at the end dropped.
+func (u *upstream) redacted(text string) string {
+	if u.redact == nil {
+		return text
+	}
+	return string(action.DropSecretPrefix([]byte(u.redact.Replace(text)), u.forms))
 }
 
 // stderrLog logs a stdio server's standard error, line by line, each
@@ -360,6 +422,7 @@ func (h headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 type stderrLog struct {
 	logger *slog.Logger
 	server string
+	redact func(string) string
 	mu     sync.Mutex
 	line   []byte
 	lines  int
@@ -376,7 +439,7 @@ func (s *stderrLog) Write(p []byte) (int, error) {
 			continue
 		}
 		if s.lines < 200 {
-			s.logger.Info("mcp upstream stderr", "server", s.server, "line", string(s.line))
+			s.logger.Info("mcp upstream stderr", "server", s.server, "line", s.redact(string(s.line)))
 		}
 		s.lines++
 		s.line = s.line[:0]
