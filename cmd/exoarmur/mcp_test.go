@@ -24,15 +24,6 @@ import (
 
 const webToken = "web-upstream-token-e2e-42"
 
-// needWideNames reports why the test cannot run: the action types
-// mcp.<server>.<tool> need the v2 names (issue 18 depends on them).
-func needWideNames(t *testing.T) {
-	t.Helper()
-	if _, err := action.MCPToolRegistration("local", "echo", contract.A0, "d"); err != nil {
-		t.Skipf("SKIP (printed reason): the registry refuses the MCP action type mcp.local.echo (%v); the MCP end-to-end tests run once action names mcp.<server>.<tool> are accepted (branch v2names)", err)
-	}
-}
-
 // buildUpstream builds the test's Go SDK MCP server (testdata/mcpupstream).
 func buildUpstream(t *testing.T) string {
 	t.Helper()
@@ -110,7 +101,6 @@ var intentID = regexp.MustCompile(`intent (in_[A-Za-z0-9_-]+)`)
 // -32602; with the tenant's kill switch engaged a call is blocked; the
 // chain verifies with every call in it.
 func TestMCPGatewayEndToEnd(t *testing.T) {
-	needWideNames(t)
 	up := buildUpstream(t)
 	dir := t.TempDir()
 	effects := filepath.Join(dir, "effects.txt")
@@ -337,7 +327,6 @@ func tsClient(t *testing.T, dir, url, key string, args ...string) string {
 // blocked while the tenant's kill switch is engaged, and the tenant's
 // chain verifies with every call in it.
 func TestMCPAcceptanceTypeScript(t *testing.T) {
-	needWideNames(t)
 	mods := nodeModules(t)
 	if _, err := exec.LookPath("node"); err != nil {
 		t.Fatalf("node is not installed: %v", err)
@@ -401,7 +390,23 @@ func TestMCPAcceptanceTypeScript(t *testing.T) {
 		t.Fatalf("with the switch engaged: %s", out)
 	}
 	rep, err := srv.client(root).AuditVerify(t.Context(), "acme")
-	if err != nil || !rep.Pass {
+	if err != nil || !rep.Pass || rep.Decisions == 0 {
 		t.Fatalf("verify: %+v %v", rep, err)
+	}
+	// Outside the server: the store and an export replay with every call
+	// in them, given the MCP configuration (its mapped tools); without it
+	// the MCP decisions are of unknown actions and do not replay.
+	srv.kill()
+	export := filepath.Join(dir, "acme.jsonl")
+	if code, out := exitOf(t, nil, "audit", "export", "--data-dir", dataDir, "--tenant", "acme", "--out", export); code != 0 {
+		t.Fatalf("audit export: exit %d\n%s", code, out)
+	}
+	for _, from := range [][]string{{"--data-dir", dataDir}, {"--from-export", export}} {
+		if code, out := exitOf(t, nil, append([]string{"replay", "--tenant", "acme", "--mcp-config", cfg, "--out", filepath.Join(dir, "r.json")}, from...)...); code != 0 {
+			t.Fatalf("replay %v --mcp-config: exit %d\n%s", from, code, out)
+		}
+		if code, out := exitOf(t, nil, append([]string{"replay", "--tenant", "acme", "--out", filepath.Join(dir, "r.json")}, from...)...); code != 1 {
+			t.Fatalf("replay %v without the MCP configuration: exit %d, want 1 (unknown actions)\n%s", from, code, out)
+		}
 	}
 }

@@ -36,7 +36,7 @@ func auditSub(sub string) func(context.Context, Env, []string) error {
 }
 
 func runAuditSub(ctx context.Context, env Env, sub string, args []string) error {
-	h := cmdHelp{Name: "audit verify", Args: "--tenant T [--data-dir D | --nats-url U] [--trusted-key PUB [--checkpoint FILE]] [--actions-file F] [--json]",
+	h := cmdHelp{Name: "audit verify", Args: "--tenant T [--data-dir D | --nats-url U] [--trusted-key PUB [--checkpoint FILE]] [--actions-file F] [--mcp-config F] [--json]",
 		About: "Verifies tenant T's hash chain and recomputes every decision with the policy bundles this binary ships and the store archived; " +
 			"with --trusted-key, also that the chain contains the latest checkpoint each trusted key stored, and the one in --checkpoint (a copy kept outside the store); exit 1 unless it verifies.",
 		Example: "audit verify --data-dir ./data --tenant acme"}
@@ -50,13 +50,14 @@ func runAuditSub(ctx context.Context, env Env, sub string, args []string) error 
 	fs := newCommand(env, h)
 	sc.register(fs.FlagSet)
 	tname := fs.String("tenant", "", "tenant whose chain to read (required)")
-	out, asJSON, keyFile, actionsFile := new(string), new(bool), new(string), new(string)
+	out, asJSON, keyFile, actionsFile, mcpFile := new(string), new(bool), new(string), new(string), new(string)
 	var anchors anchorFlags
 	if sub == "export" {
 		out = fs.String("out", "", "write JSONL here instead of stdout")
 		keyFile = fs.String("audit-key", "", "the node's audit key file, which signs the export's checkpoint (default <data-dir>/audit-key.json)")
 	} else {
 		actionsFile = fs.String("actions-file", "", "the actions file the server runs with (docs/ACTIONS.md), so its declared actions re-decide; secrets are not read")
+		mcpFile = fs.String("mcp-config", "", "the MCP configuration the server runs with (docs/MCP.md), so the MCP tools it maps to a class re-decide; no server is contacted, no secret read")
 		asJSON = fs.Bool("json", false, "print the replay report (JSON, contracts/v1/replay_report.schema.json) instead of the verdict")
 		anchors.register(fs.FlagSet)
 	}
@@ -93,6 +94,9 @@ func runAuditSub(ctx context.Context, env Env, sub string, args []string) error 
 		return err
 	}
 	actions, err := replayActions(*actionsFile)
+	if err == nil {
+		actions, err = withMCPTools(actions, *mcpFile)
+	}
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/audit"
 	"github.com/exoarmur/exoarmur/internal/contract"
+	"github.com/exoarmur/exoarmur/internal/mcp"
 	"github.com/exoarmur/exoarmur/internal/policy"
 	"github.com/exoarmur/exoarmur/internal/replay"
 	"github.com/exoarmur/exoarmur/internal/tenant"
@@ -23,7 +24,7 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 	var sc StoreConfig
 	fs := newCommand(env, cmdHelp{
 		Name: "replay",
-		Args: "[--from-export FILE | --data-dir D | --nats-url U] [--tenant T] [--trusted-key PUB [--checkpoint FILE]] [--actions-file F] [--bundle DIR] [--policy-dir CANDIDATE] [--out FILE]",
+		Args: "[--from-export FILE | --data-dir D | --nats-url U] [--tenant T] [--trusted-key PUB [--checkpoint FILE]] [--actions-file F] [--mcp-config F] [--bundle DIR] [--policy-dir CANDIDATE] [--out FILE]",
 		About: "Verifies the audit chains and recomputes every decision, from a JSONL export or the live store (every tenant, or T); " +
 			"with --trusted-key, also the signed checkpoints: an export must end with the checkpoint of its last record (a cut, rewritten or re-hashed export fails) " +
 			"and, with --tenant, hold no other tenant's records; the live store must contain each trusted key's latest checkpoint; and every chain must contain " +
@@ -37,6 +38,7 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 	sc.register(fs.FlagSet)
 	from := fs.String("from-export", "", "replay this JSONL export instead of the live store")
 	actionsFile := fs.String("actions-file", "", "the actions file the server ran with (docs/ACTIONS.md), so its declared actions re-decide; secrets are not read")
+	mcpFile := fs.String("mcp-config", "", "the MCP configuration the server ran with (docs/MCP.md), so the MCP tools it maps to a class re-decide; no server is contacted, no secret read")
 	tname := fs.String("tenant", "", "replay only this tenant")
 	out := fs.String("out", "", "write the report here (default stdout)")
 	var bundleDirs stringArgs
@@ -56,6 +58,9 @@ func runReplay(ctx context.Context, env Env, args []string) error {
 		only = t
 	}
 	actions, err := replayActions(*actionsFile)
+	if err == nil {
+		actions, err = withMCPTools(actions, *mcpFile)
+	}
 	if err != nil {
 		return err
 	}
@@ -126,6 +131,28 @@ func replayActions(path string) (*action.Registry, error) {
 		return nil, fmt.Errorf("%w: --actions-file: %v", errUsage, err)
 	}
 	return r, nil
+}
+
+// withMCPTools adds to r the tools an MCP configuration maps to a class
+// (mcp.Config.MappedRegistrations: no server is contacted, no secret
+// read); path "" adds nothing.
+func withMCPTools(r *action.Registry, path string) (*action.Registry, error) {
+	if path == "" {
+		return r, nil
+	}
+	c, err := mcp.LoadConfig(path, mcp.ParseOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("%w: --mcp-config: %v", errUsage, err)
+	}
+	regs, err := c.MappedRegistrations()
+	if err != nil {
+		return nil, fmt.Errorf("%w: --mcp-config: %v", errUsage, err)
+	}
+	out, err := action.New(append(r.List(), regs...)...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --mcp-config: %v", errUsage, err)
+	}
+	return out, nil
 }
 
 // replayLive replays the store's chains (only's, or every tenant's) with

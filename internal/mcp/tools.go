@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -137,3 +138,22 @@ func checkInputSchema(schema any) error {
 }
 
 func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
+
+// MappedRegistrations are the action registrations of the tools the
+// configuration maps to a class, without connecting to any server: what
+// a replay outside the server re-decides MCP calls with (replay
+// --mcp-config). A tool the mapping does not name got its class from the
+// server's list when the gateway ran, which a replay cannot see.
+func (c *Config) MappedRegistrations() ([]action.Registration, error) {
+	var out []action.Registration
+	for _, s := range c.Servers {
+		for _, tool := range slices.Sorted(maps.Keys(s.Tools)) {
+			reg, err := action.MCPToolRegistration(s.Name, tool, s.Tools[tool], "")
+			if err != nil {
+				return nil, fmt.Errorf("servers.%s.tools.%s: %w", s.Name, tool, err)
+			}
+			out = append(out, reg)
+		}
+	}
+	return out, nil
+}
