@@ -2,12 +2,15 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/exoarmur/exoarmur/internal/tenant"
@@ -41,9 +44,10 @@ func runMCP(ctx context.Context, env Env, args []string) error {
 	base, _ := a.serverURL()
 	t, _ := tenant.Parse(a.tenant)
 	endpoint := strings.TrimSuffix(base, "/") + "/v1/tenants/" + t.String() + "/mcp"
+	bt := &bearerTransport{key: key}
 	up, err := (&sdk.StreamableClientTransport{Endpoint: endpoint, DisableStandaloneSSE: true,
 		// A redirect is the answer: the API key never follows it.
-		HTTPClient: &http.Client{Transport: bearerTransport{key: key}, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}).Connect(ctx)
+		HTTPClient: &http.Client{Transport: bt, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}).Connect(ctx)
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", endpoint, err)
 	}
@@ -63,6 +67,7 @@ func runMCP(ctx context.Context, env Env, args []string) error {
 				errc <- err
 				return
 			}
+			bt.negotiated(msg)
 			if err := to.Write(ctx, msg); err != nil {
 				errc <- err
 				return
@@ -78,11 +83,36 @@ func runMCP(ctx context.Context, env Env, args []string) error {
 	return err
 }
 
-// bearerTransport authenticates every request with the API key.
-type bearerTransport struct{ key string }
+// bearerTransport authenticates every request with the API key and,
+// once the initialize answer named it, sends the negotiated protocol
+// version (the bridge forwards raw messages, so the SDK's session, which
+// would set it, never sees them): the server then holds every later
+// request to that version's rules.
+type bearerTransport struct {
+	key     string
+	version atomic.Value // string
+}
 
-func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+func (b *bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Header.Set("Authorization", "Bearer "+b.key)
+	if v, _ := b.version.Load().(string); v != "" && r.Header.Get("Mcp-Protocol-Version") == "" {
+		r.Header.Set("Mcp-Protocol-Version", v)
+	}
 	return http.DefaultTransport.RoundTrip(r)
+}
+
+// negotiated records the protocol version of an initialize answer.
+func (b *bearerTransport) negotiated(msg jsonrpc.Message) {
+	resp, ok := msg.(*jsonrpc.Response)
+	if !ok || len(resp.Result) == 0 || b.version.Load() != nil { // the first initialize answer only
+		return
+	}
+	var init struct {
+		ProtocolVersion string `json:"protocolVersion"`
+		ServerInfo      any    `json:"serverInfo"`
+	}
+	if json.Unmarshal(resp.Result, &init) == nil && init.ProtocolVersion != "" && init.ServerInfo != nil {
+		b.version.Store(init.ProtocolVersion)
+	}
 }
