@@ -474,6 +474,9 @@ func (s *Server) propose(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if strings.HasPrefix(req.IdempotencyKey, contract.MCPKeyPrefix) {
+		return contract.Errorf(contract.CodeInvalid, "field %q: keys starting %q are reserved for the MCP front end (/v1/tenants/{tenant}/mcp): choose another", "idempotency_key", contract.MCPKeyPrefix)
+	}
 	ri := info(r)
 	v, created, err := s.cfg.Gate.Propose(r.Context(), ri.tenant, ri.principal, req, gate.Meta{RequestID: ri.id})
 	if err != nil {

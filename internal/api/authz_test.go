@@ -328,3 +328,19 @@ func defaultActivation(tb testing.TB, reason string) []byte {
 	}
 	return mustJSON(map[string]any{"reason": reason, "files": files})
 }
+
+// TestMCPKeysAreReserved: a REST caller cannot take the idempotency key
+// the MCP front end derives for another principal's call (it would turn
+// that call into a conflict): keys starting "mcp-" are refused, nothing
+// written.
+func TestMCPKeysAreReserved(t *testing.T) {
+	f := newFixture(t)
+	before := f.stateSnapshot(t)
+	r := f.do(t, "POST", "/v1/tenants/acme/intents", agentKey, mustJSON(map[string]any{"action": "fs.read", "target": "a.txt", "idempotency_key": "mcp-squatted"}))
+	if r.code != 400 || !strings.Contains(string(r.raw), "reserved for the MCP front end") {
+		t.Fatalf("= %d %s, want 400 naming the reservation", r.code, r.raw)
+	}
+	if after := f.stateSnapshot(t); after != before {
+		t.Fatalf("state changed:\n%s\n---\n%s", before, after)
+	}
+}

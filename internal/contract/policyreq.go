@@ -54,3 +54,8 @@ func DecodePolicyActivation(raw []byte) (PolicyActivation, error) {
 	}
 	return req, nil
 }
+
+// MCPKeyPrefix starts the idempotency keys the MCP front end derives
+// (internal/mcp): reserved, so that no REST caller can take the key of
+// another principal's MCP call first.
+const MCPKeyPrefix = "mcp-"

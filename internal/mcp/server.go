@@ -97,7 +97,7 @@ func IdempotencyKey(principal, actionType string, canonicalArgs []byte) string {
 		fmt.Fprintf(h, "%d:", len(part))
 		h.Write(part)
 	}
-	return "mcp-" + base64.RawURLEncoding.EncodeToString(h.Sum(nil))
+	return contract.MCPKeyPrefix + base64.RawURLEncoding.EncodeToString(h.Sum(nil))
 }
 
 func (f *Frontend) call(ctx context.Context, reg action.Registration, p *auth.Principal, t tenant.ID, meta access.Meta, raw json.RawMessage) *sdk.CallToolResult {
@@ -121,7 +121,7 @@ func (f *Frontend) call(ctx context.Context, reg action.Registration, p *auth.Pr
 	}
 	key := IdempotencyKey(p.ID, reg.Type, args)
 	if reg.Class == contract.A0 {
-		key = "mcp-" + f.NewID()
+		key = contract.MCPKeyPrefix + f.NewID()
 	}
 	gm := gate.Meta{RequestID: meta.RequestID}
 	v, _, err := f.Gate.Propose(ctx, t, p, contract.IntentRequest{Action: reg.Type, Target: reg.Type,
