@@ -410,3 +410,31 @@ func TestMCPAcceptanceTypeScript(t *testing.T) {
 		}
 	}
 }
+
+// TestMCPApprovalOfA0: where the tenant's approval rules require approval
+// for A0 (testdata/approval_rules.json: acme), an A0 call is pending like
+// any other, and the same call runs once an operator approved it (it is
+// keyed by its principal, tool and arguments, not afresh each time).
+func TestMCPApprovalOfA0(t *testing.T) {
+	up := buildUpstream(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "mcp.yaml")
+	must(t, os.WriteFile(cfg, []byte("servers:\n  local:\n    command: ["+up+"]\n    tools: {echo: A0}\n"), 0o600))
+	dataDir := filepath.Join(dir, "data")
+	root := mkKey(t, dataDir, "root", "admin", "*", "--tenant", "system", "--tenant", "acme")
+	op := mkKey(t, dataDir, "op", "operator", "*", "--tenant", "acme")
+	bot := mkKey(t, dataDir, "bot", "agent", "A0", "--tenant", "acme")
+	addr := freePort(t)
+	srv := startReady(t, nil, dataDir, addr, "--mcp-config", cfg, "--approval-rules", filepath.Join("testdata", "approval_rules.json"))
+	goLive(t, addr, root)
+	s := mcpSession(t, addr, bot)
+	r := call(t, s, "mcp.local.echo", map[string]any{"text": "may I"})
+	m := intentID.FindStringSubmatch(textOf(r))
+	if !r.IsError || !strings.Contains(textOf(r), "approval pending") || m == nil {
+		t.Fatalf("an A0 call needing approval: %q", textOf(r))
+	}
+	srv.approveVia(op, "acme", m[1])
+	if r := call(t, s, "mcp.local.echo", map[string]any{"text": "may I"}); r.IsError || textOf(r) != `echo: {"text":"may I"}` {
+		t.Fatalf("the same call after approval: %q", textOf(r))
+	}
+}

@@ -254,7 +254,7 @@ func openRuntime(ctx context.Context, c ServeConfig, d deps) (*runtime, error) {
 	}
 	var front *mcp.Frontend
 	if sup != nil {
-		front = &mcp.Frontend{Gate: g, Access: acc, Tools: tools, NewID: func() string { return randomHex(d.rand, 16) }, Logger: d.logger}
+		front = &mcp.Frontend{Gate: g, Access: acc, Approvals: approvals, Tools: tools, NewID: func() string { return randomHex(d.rand, 16) }, Logger: d.logger}
 	}
 	return &runtime{upstreams: sup, mcp: front, policy: bundle, policies: policies, checkpoints: cps, store: st, switches: sw, approvals: approvals, audit: log, keys: keys, access: acc, gate: g, execs: execs, actions: actions, bundles: storedBundles(st, func(err error) {
 		if d.logger != nil {

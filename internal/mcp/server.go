@@ -35,7 +35,8 @@ import (
 // # Idempotency keys
 //
 // A call of an A0 tool runs each time: its key is "mcp-" and a fresh
-// random ID (Frontend.NewID). Any other call's key is derived from the
+// random ID (Frontend.NewID), unless the tenant's approval rules require
+// approval for A0 (then it is keyed as the other classes are). Any other call's key is derived from the
 // principal, the tool and the canonical arguments ("mcp-" and the
 // base64url SHA-256 of them), so the first call proposes the intent and
 // answers that approval is pending; the same call repeated once an
@@ -53,10 +54,21 @@ type Authorizer interface {
 	Authorize(ctx context.Context, req access.Request) error
 }
 
+// ApprovalRules says how many approvals a class needs in a tenant
+// (approval.Store).
+type ApprovalRules interface {
+	Required(t tenant.ID, class string) int
+}
+
 // Frontend serves MCP for the tools of the upstreams.
 type Frontend struct {
 	Gate   Gate
 	Access Authorizer
+	// Approvals, when set, is asked whether an A0 call needs approval in
+	// the tenant (the approval rules may require it): such a call gets a
+	// derived key like the other classes, so that it can run once
+	// approved.
+	Approvals ApprovalRules
 	Tools  []Tool
 	// NewID returns a fresh random ID ([A-Za-z0-9_-], at most 100 bytes):
 	// the idempotency keys of A0 calls.
@@ -120,7 +132,7 @@ func (f *Frontend) call(ctx context.Context, reg action.Registration, p *auth.Pr
 		return toolError("refused: %v", err)
 	}
 	key := IdempotencyKey(p.ID, reg.Type, args)
-	if reg.Class == contract.A0 {
+	if reg.Class == contract.A0 && (f.Approvals == nil || f.Approvals.Required(t, contract.A0) == 0) {
 		key = contract.MCPKeyPrefix + f.NewID()
 	}
 	gm := gate.Meta{RequestID: meta.RequestID}
