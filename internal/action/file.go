@@ -132,6 +132,29 @@ var (
 	forbiddenHeaders = []string{"Host", "Content-Length", "Transfer-Encoding", "Connection", "Te", "Trailer", "Upgrade"}
 )
 
+// DecodeConfig decodes a configuration file (an actions file, an MCP
+// configuration: YAML or JSON, at most max bytes) strictly into v: YAML
+// becomes JSON (sigs.k8s.io/yaml, refusing duplicate keys), then no
+// unknown field and nothing after the document.
+func DecodeConfig(data []byte, max int, v any) error {
+	if len(data) > max {
+		return fmt.Errorf("larger than %d bytes", max)
+	}
+	js, err := yaml.YAMLToJSONStrict(data)
+	if err != nil {
+		return fmt.Errorf("not valid YAML or JSON: %v", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the document")
+	}
+	return nil
+}
+
 // ParseFile parses and checks the actions file name holds (data), and
 // returns its registrations sorted by type. Every error names the file,
 // the action and the field, and wraps ErrInvalid.
@@ -139,21 +162,9 @@ func ParseFile(name string, data []byte, opt ParseOptions) ([]Registration, erro
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("actions file %s: %w: %s", name, ErrInvalid, fmt.Sprintf(format, args...))
 	}
-	if len(data) > MaxFileBytes {
-		return nil, fail("larger than %d bytes", MaxFileBytes)
-	}
-	js, err := yaml.YAMLToJSONStrict(data)
-	if err != nil {
-		return nil, fail("not valid YAML or JSON: %v", err)
-	}
 	var f file
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&f); err != nil {
+	if err := DecodeConfig(data, MaxFileBytes, &f); err != nil {
 		return nil, fail("%v", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, fail("data after the document")
 	}
 	if len(f.Actions) == 0 {
 		return nil, fail("actions: at least one action is required")

@@ -20,11 +20,8 @@ package mcp
 // shown: the configuration prints each as action.SecretPlaceholder.
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"net/http"
 	"net/textproto"
@@ -34,8 +31,6 @@ import (
 	"slices"
 	"strings"
 	"unicode"
-
-	"sigs.k8s.io/yaml"
 
 	"github.com/exoarmur/exoarmur/internal/action"
 	"github.com/exoarmur/exoarmur/internal/contract"
@@ -167,21 +162,9 @@ func ParseConfig(name string, data []byte, opt ParseOptions) (*Config, error) {
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("mcp config %s: %w: %s", name, ErrInvalid, fmt.Sprintf(format, args...))
 	}
-	if len(data) > MaxConfigBytes {
-		return nil, fail("larger than %d bytes", MaxConfigBytes)
-	}
-	js, err := yaml.YAMLToJSONStrict(data)
-	if err != nil {
-		return nil, fail("not valid YAML or JSON: %v", err)
-	}
 	var f configFile
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&f); err != nil {
+	if err := action.DecodeConfig(data, MaxConfigBytes, &f); err != nil {
 		return nil, fail("%v", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, fail("data after the document")
 	}
 	if len(f.Servers) == 0 {
 		return nil, fail("servers: at least one server is required")

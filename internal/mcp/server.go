@@ -69,7 +69,7 @@ type Frontend struct {
 	// derived key like the other classes, so that it can run once
 	// approved.
 	Approvals ApprovalRules
-	Tools  []Tool
+	Tools     []Tool
 	// NewID returns a fresh random ID ([A-Za-z0-9_-], at most 100 bytes):
 	// the idempotency keys of A0 calls.
 	NewID  func() string
