@@ -273,7 +273,7 @@ func parseAction(typ string, a fileAction, opt ParseOptions) (Registration, erro
 	}
 	for _, hn := range slices.Sorted(maps.Keys(h.Headers)) {
 		field := "http.headers." + hn
-		if !validHeaderName(hn) {
+		if !ValidHeaderName(hn) {
 			return Registration{}, bad(field, "not a valid header name")
 		}
 		canon := textproto.CanonicalMIMEHeaderKey(hn)
@@ -415,7 +415,10 @@ func compileSchema(typ string, raw json.RawMessage) (*jsonschema.Schema, []strin
 	return s, props, nil
 }
 
-func validHeaderName(s string) bool {
+// ValidHeaderName reports whether s is an HTTP header field name (an
+// RFC 9110 token): for the headers an actions file or an MCP
+// configuration sends.
+func ValidHeaderName(s string) bool {
 	if s == "" {
 		return false
 	}

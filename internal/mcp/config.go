@@ -248,7 +248,7 @@ func parseServer(name string, f serverFile, opt ParseOptions) (Server, error) {
 		sub := "headers." + hn
 		canon := textproto.CanonicalMIMEHeaderKey(hn)
 		switch {
-		case !validHeaderName(hn):
+		case !action.ValidHeaderName(hn):
 			return s, bad(sub, "not a valid header name")
 		case slices.Contains(reservedHeaders, canon):
 			return s, bad(sub, "%s is set by the MCP transport", canon)
@@ -308,19 +308,6 @@ func parseValue(raw string, opt ParseOptions) (Value, error) {
 		return Value{}, errors.New("a reference is written ${secret:NAME}")
 	}
 	return v, nil
-}
-
-func validHeaderName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, r := range s {
-		if r > unicode.MaxASCII || !(r == '-' || r == '_' || r == '.' || r == '!' || r == '#' || r == '$' || r == '%' || r == '&' || r == '\'' ||
-			r == '*' || r == '+' || r == '^' || r == '`' || r == '|' || r == '~' || unicode.IsLetter(r) || unicode.IsDigit(r)) {
-			return false
-		}
-	}
-	return true
 }
 
 // Environment is the environment a stdio server is started with: PATH
